@@ -1,0 +1,121 @@
+//! The one interface every provider adapter implements.
+//!
+//! Adapters are sans-IO: each operation is a pure `prepare_*` that renders the
+//! signed provider request (or answers at once, e.g. a redirect URL that needs no
+//! call) and a pure `parse_*` that verifies and decodes the provider's answer. The
+//! gateway core sends the request in between, so timeouts, TLS, retries, rate limits
+//! and tracing live in one place, and every adapter function is golden-testable with a
+//! fixed clock and nonce.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use crate::domain::{
+    Ack, AckKind, Capabilities, CloseStatus, CreatePayment, Notification, PaymentRef,
+    PaymentStatus, ProviderKind, RawNotification, RefundRequest, RefundStatus,
+};
+use crate::error::{AdapterError, NotificationError};
+use crate::http::{HttpRequest, HttpResponse};
+
+/// Time and randomness handed to a `prepare_*` call as data, so it stays pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallContext {
+    /// The time to stamp on the request.
+    pub now: OffsetDateTime,
+    /// A fresh random nonce (alphanumeric, 32 chars) for providers that want one.
+    pub nonce: String,
+}
+
+/// The result of preparing an operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepared<T> {
+    /// Nothing to send: this is the answer (e.g. a signed redirect URL).
+    Ready(T),
+    /// Send this request, then give the answer to the matching `parse_*`.
+    Send(HttpRequest),
+}
+
+/// A payment provider account seen through Moongate's vocabulary.
+///
+/// Rules (see `docs/adapter-spec.md`): no I/O, no clock, no retries; every operation
+/// is implemented or explicitly answers [`AdapterError::Unsupported`] and says so in
+/// [`PaymentAdapter::capabilities`]; unknown provider states never map to success.
+pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
+    /// Which provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// What it supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Renders a create-payment request.
+    fn prepare_create(
+        &self,
+        cx: &CallContext,
+        req: &CreatePayment,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError>;
+
+    /// Reads the answer to a create-payment request.
+    fn parse_create(
+        &self,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError>;
+
+    /// Renders a payment query.
+    fn prepare_query(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError>;
+
+    /// Reads the answer to a payment query.
+    fn parse_query(&self, req: &PaymentRef, resp: &HttpResponse)
+    -> Result<PaymentStatus, AdapterError>;
+
+    /// Renders a close request.
+    fn prepare_close(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<CloseStatus>, AdapterError>;
+
+    /// Reads the answer to a close request.
+    fn parse_close(&self, req: &PaymentRef, resp: &HttpResponse)
+    -> Result<CloseStatus, AdapterError>;
+
+    /// Renders a refund request.
+    fn prepare_refund(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError>;
+
+    /// Reads the answer to a refund request.
+    fn parse_refund(
+        &self,
+        req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError>;
+
+    /// Renders a refund query.
+    fn prepare_refund_query(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError>;
+
+    /// Reads the answer to a refund query.
+    fn parse_refund_query(
+        &self,
+        req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError>;
+
+    /// Verifies and decodes an asynchronous notification. Pure.
+    fn parse_notification(&self, raw: &RawNotification<'_>)
+    -> Result<Notification, NotificationError>;
+
+    /// The exact reply the provider expects.
+    fn notification_ack(&self, kind: AckKind) -> Ack;
+}

@@ -1,0 +1,305 @@
+//! Moongate's vocabulary for payments, refunds and notifications.
+//!
+//! These types are not any provider's wire format: each adapter converts between
+//! them and its own wire DTOs. They are also not the public API's JSON: the
+//! gateway has its own DTOs in `src/http`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::money::{Currency, Money};
+
+/// Every provider Moongate can talk to. Adding one is a compile error in the registry
+/// until it is wired up there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Alipay classic OpenAPI gateway (`gateway.do`, RSA2).
+    Alipay,
+}
+
+impl ProviderKind {
+    /// Every kind, for listings and exhaustive tests.
+    pub const ALL: &'static [ProviderKind] = &[ProviderKind::Alipay];
+
+    /// Stable lower-case name used in config files, URLs and the ledger.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::Alipay => "alipay",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(name: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.iter().copied().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the shopper pays: a wallet plus the product used to reach them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    /// Alipay 当面付 QR code (`alipay.trade.precreate`): the shopper scans it.
+    AlipayQr,
+    /// Alipay desktop web cashier (`alipay.trade.page.pay`): a redirect.
+    AlipayWeb,
+    /// Alipay mobile web cashier (`alipay.trade.wap.pay`): a redirect.
+    AlipayWap,
+}
+
+impl PaymentMethod {
+    /// Every method.
+    pub const ALL: &'static [PaymentMethod] =
+        &[PaymentMethod::AlipayQr, PaymentMethod::AlipayWeb, PaymentMethod::AlipayWap];
+
+    /// The provider that serves this method.
+    pub fn provider(&self) -> ProviderKind {
+        match self {
+            PaymentMethod::AlipayQr | PaymentMethod::AlipayWeb | PaymentMethod::AlipayWap => {
+                ProviderKind::Alipay
+            }
+        }
+    }
+
+    /// Stable snake_case name used in the API and the ledger.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PaymentMethod::AlipayQr => "alipay_qr",
+            PaymentMethod::AlipayWeb => "alipay_web",
+            PaymentMethod::AlipayWap => "alipay_wap",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(name: &str) -> Option<PaymentMethod> {
+        PaymentMethod::ALL.iter().copied().find(|method| method.as_str() == name)
+    }
+}
+
+/// Operations a provider adapter may support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Create a payment.
+    Create,
+    /// Ask the provider for a payment's state.
+    Query,
+    /// Close an unpaid payment.
+    Close,
+    /// Refund part or all of a paid payment.
+    Refund,
+    /// Ask the provider for a refund's state.
+    RefundQuery,
+    /// Verify and decode an asynchronous notification.
+    Notification,
+}
+
+/// What an adapter can do; the core refuses anything else before calling it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Payment methods it can create.
+    pub methods: &'static [PaymentMethod],
+    /// Currencies it can charge in.
+    pub currencies: &'static [Currency],
+    /// Operations it implements.
+    pub operations: &'static [Operation],
+}
+
+impl Capabilities {
+    /// True when `method` is served.
+    pub fn supports_method(&self, method: PaymentMethod) -> bool {
+        self.methods.contains(&method)
+    }
+
+    /// True when `currency` can be charged.
+    pub fn supports_currency(&self, currency: Currency) -> bool {
+        self.currencies.contains(&currency)
+    }
+
+    /// True when `operation` is implemented.
+    pub fn supports(&self, operation: Operation) -> bool {
+        self.operations.contains(&operation)
+    }
+}
+
+/// What the shopper must do next to pay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NextAction {
+    /// Show a QR code whose content is `qr_data` (e.g. `https://qr.alipay.com/bax…`).
+    DisplayQr {
+        /// The string to encode in the QR code.
+        qr_data: String,
+    },
+    /// Send the shopper's browser to `url`.
+    Redirect {
+        /// The provider cashier URL, already signed.
+        url: String,
+    },
+}
+
+/// A request to create a payment at a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatePayment {
+    /// The order number the provider knows this payment by (`out_trade_no`).
+    pub provider_order_id: String,
+    /// Amount to charge.
+    pub amount: Money,
+    /// How the shopper pays.
+    pub method: PaymentMethod,
+    /// Short order title shown to the shopper (Alipay `subject`).
+    pub subject: String,
+    /// Longer description, if any (Alipay `body`).
+    pub description: Option<String>,
+    /// Where the shopper's browser returns after a redirect flow.
+    pub return_url: Option<String>,
+    /// Where the provider sends asynchronous notifications for this payment.
+    pub notify_url: String,
+    /// When the payment stops being payable.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Identifies a payment at the provider for query and close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRef {
+    /// The provider order number (`out_trade_no`).
+    pub provider_order_id: String,
+    /// The amount the ledger expects, to cross-check answers.
+    pub amount: Money,
+}
+
+/// A request to refund a paid payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The payment's provider order number.
+    pub provider_order_id: String,
+    /// The refund's own idempotent request number (Alipay `out_request_no`).
+    pub provider_refund_id: String,
+    /// Amount to refund now.
+    pub amount: Money,
+    /// The payment's full amount (some providers want it).
+    pub payment_amount: Money,
+    /// Reason shown to the shopper, if any.
+    pub reason: Option<String>,
+}
+
+/// The provider's view of one payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Created and waiting for the shopper; the action is present right after creation.
+    AwaitingPayment {
+        /// What the shopper must do, when the provider said.
+        next_action: Option<NextAction>,
+    },
+    /// The provider has no such order (Alipay: a QR not yet scanned).
+    NotFound,
+    /// Paid.
+    Succeeded {
+        /// The provider's own transaction number.
+        provider_ref: String,
+        /// Amount the provider says was paid.
+        amount: Money,
+        /// When it was paid, if the provider said.
+        paid_at: Option<OffsetDateTime>,
+    },
+    /// Closed without payment (or, at some providers, closed after a full refund).
+    Closed,
+    /// The provider refused the payment for good.
+    Failed {
+        /// Provider error code (e.g. `ACQ.TOTAL_FEE_EXCEED`).
+        code: String,
+        /// Provider message.
+        message: String,
+    },
+    /// A state string this adapter does not know. Never treated as paid.
+    Unrecognized(String),
+}
+
+/// The provider's view of one refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// The money went back (or had already gone back under this refund number).
+    Succeeded {
+        /// Provider refund reference, if any.
+        provider_ref: Option<String>,
+    },
+    /// Accepted and still being processed.
+    Processing,
+    /// The provider has no refund under this number.
+    NotFound,
+    /// Refused for good.
+    Failed {
+        /// Provider error code.
+        code: String,
+        /// Provider message.
+        message: String,
+    },
+}
+
+/// The provider's answer to a close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseStatus {
+    /// Closed.
+    Closed,
+    /// The provider has no such order (Alipay: a QR never scanned); nothing can be paid.
+    NotFound,
+    /// The order is in a state that cannot be closed (typically already paid): query it.
+    Conflict {
+        /// Provider error code.
+        code: String,
+    },
+}
+
+/// An inbound asynchronous notification exactly as received.
+#[derive(Clone, Copy, Debug)]
+pub struct RawNotification<'a> {
+    /// Header pairs (names lower-cased).
+    pub headers: &'a [(String, String)],
+    /// Raw body bytes.
+    pub body: &'a [u8],
+    /// When Moongate received it.
+    pub received_at: OffsetDateTime,
+}
+
+/// A verified notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// Provider identifier stable across retries of the same notification (Alipay `notify_id`).
+    pub dedupe_id: String,
+    /// The provider order number it is about.
+    pub provider_order_id: String,
+    /// The payment's state as the provider reports it.
+    pub status: PaymentStatus,
+    /// The order's total as the provider reports it, for cross-checking against the ledger.
+    pub total: Money,
+    /// Total refunded so far, when the notification reports refunds.
+    pub refunded_total: Option<Money>,
+}
+
+/// How the core judged a notification, so the adapter can phrase the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckKind {
+    /// Recorded (or a harmless duplicate): stop retrying.
+    Accepted,
+    /// Not verified or not recorded: the provider should retry or give up.
+    Rejected,
+}
+
+/// The exact HTTP reply a provider expects for a notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// Status code.
+    pub status: u16,
+    /// Content type of the body.
+    pub content_type: &'static str,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}

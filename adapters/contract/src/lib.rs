@@ -1,0 +1,28 @@
+//! The contract between Moongate's core and its provider adapters.
+//!
+//! This crate is the API boundary: the [`PaymentAdapter`] trait, the domain types it
+//! speaks ([`Money`], [`CreatePayment`], [`PaymentStatus`], …), the errors, the
+//! redacting [`Secret`] type and the RSA helpers two providers share. It depends on
+//! no web framework, no runtime and no other Moongate crate; changing it is a
+//! deliberate act.
+
+#![warn(missing_docs)]
+
+pub mod adapter;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod money;
+pub mod secret;
+
+pub use adapter::{CallContext, PaymentAdapter, Prepared};
+pub use domain::{
+    Ack, AckKind, Capabilities, CloseStatus, CreatePayment, NextAction, Notification, Operation,
+    PaymentMethod, PaymentRef, PaymentStatus, ProviderKind, RawNotification, RefundRequest,
+    RefundStatus,
+};
+pub use error::{AdapterError, NotificationError};
+pub use http::{HttpMethod, HttpRequest, HttpResponse};
+pub use money::{Currency, Money, MoneyError};
+pub use secret::{Secret, SecretRef};
