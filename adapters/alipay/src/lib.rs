@@ -1,1 +1,805 @@
+//! Alipay classic OpenAPI gateway (`gateway.do`, RSA2) behind Moongate's adapter contract.
+//!
+//! Byte-level rules follow `shared/reference/china-wallets.md` section A:
+//! - requests: protocol parameters in the URL query, `biz_content` in a
+//!   `application/x-www-form-urlencoded` POST body; every sent parameter except `sign` is signed
+//!   ([`sign::SignRule::Request`]); page/wap pay is a signed GET redirect URL, no server call;
+//! - responses: the signature covers the raw bytes of the `<method>_response` node
+//!   ([`wire::split_signed_response`]); a success must be signed, a `\/`-escaped body is retried
+//!   once unescaped (as Alipay's Java SDK does);
+//! - notifications: form body, `sign` and `sign_type` excluded ([`sign::SignRule::NotificationV1`]),
+//!   answered with exactly `success`.
+//!
+//! Outcomes are classified by what they mean for money: a code we do not know is never a
+//! success and never a definite failure, it is [`AdapterError::Indeterminate`].
 
+#![warn(missing_docs)]
+
+pub mod settings;
+pub mod sign;
+pub mod wire;
+
+use std::collections::HashMap;
+
+use moongate_contract::crypto::{KeyError, RsaSigner, RsaVerifier};
+use moongate_contract::{
+    Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
+    HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
+    Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus, Prepared, ProviderKind,
+    RawNotification, RefundRequest, RefundStatus,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use crate::sign::{SignRule, sign_content};
+use crate::wire::Common;
+
+/// Beijing time, the zone of every Alipay timestamp.
+const BEIJING: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(offset) => offset,
+    Err(_) => UtcOffset::UTC,
+};
+
+/// Largest amount Alipay accepts in one trade: 100,000,000.00 yuan.
+pub const MAX_AMOUNT_FEN: i64 = 10_000_000_000;
+
+/// Longest `timeout_express` Alipay accepts: 15 days.
+const MAX_TIMEOUT_MINUTES: i64 = 15 * 24 * 60;
+
+/// Content type of server calls and notifications.
+pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=utf-8";
+
+const CAPABILITIES: Capabilities = Capabilities {
+    methods: &[
+        PaymentMethod::AlipayQr,
+        PaymentMethod::AlipayWeb,
+        PaymentMethod::AlipayWap,
+    ],
+    currencies: &[Currency::CNY],
+    operations: &[
+        Operation::Create,
+        Operation::Query,
+        Operation::Close,
+        Operation::Refund,
+        Operation::RefundQuery,
+        Operation::Notification,
+    ],
+};
+
+/// What the adapter needs to know about one Alipay application, secrets already resolved.
+#[derive(Debug)]
+pub struct AccountKeys<'a> {
+    /// `app_id`.
+    pub app_id: &'a str,
+    /// Gateway URL (production, Alipay's sandbox or Moongate's local sandbox).
+    pub gateway_url: &'a str,
+    /// Seller PID, when configured.
+    pub seller_id: Option<&'a str>,
+    /// Application private key, PEM or bare base64.
+    pub app_private_key: &'a str,
+    /// Alipay public key, PEM or bare base64.
+    pub alipay_public_key: &'a str,
+}
+
+/// Which key failed to load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The application private key.
+    #[error("app_private_key: {0}")]
+    AppPrivateKey(KeyError),
+    /// Alipay's public key.
+    #[error("alipay_public_key: {0}")]
+    AlipayPublicKey(KeyError),
+}
+
+/// One Alipay application.
+#[derive(Debug)]
+pub struct AlipayAdapter {
+    app_id: String,
+    gateway_url: String,
+    seller_id: Option<String>,
+    signer: RsaSigner,
+    verifier: RsaVerifier,
+}
+
+impl AlipayAdapter {
+    /// Loads the keys of one account.
+    pub fn new(keys: &AccountKeys<'_>) -> Result<AlipayAdapter, AccountError> {
+        let signer =
+            RsaSigner::from_pem(keys.app_private_key).map_err(AccountError::AppPrivateKey)?;
+        let verifier =
+            RsaVerifier::from_pem(keys.alipay_public_key).map_err(AccountError::AlipayPublicKey)?;
+        Ok(AlipayAdapter {
+            app_id: keys.app_id.to_owned(),
+            gateway_url: keys.gateway_url.to_owned(),
+            seller_id: keys.seller_id.map(str::to_owned),
+            signer,
+            verifier,
+        })
+    }
+
+    /// The application id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Renders the full, signed parameter list of one call, `sign` last.
+    fn signed_params(
+        &self,
+        cx: &CallContext,
+        method: &str,
+        notify_url: Option<&str>,
+        return_url: Option<&str>,
+        biz_content: String,
+    ) -> Result<Vec<(&'static str, String)>, AdapterError> {
+        let mut params: Vec<(&'static str, String)> = vec![
+            ("app_id", self.app_id.clone()),
+            ("method", method.to_owned()),
+            ("format", "JSON".to_owned()),
+            ("charset", "utf-8".to_owned()),
+            ("sign_type", "RSA2".to_owned()),
+            ("timestamp", format_beijing(cx.now)?),
+            ("version", "1.0".to_owned()),
+        ];
+        if let Some(url) = notify_url {
+            params.push(("notify_url", url.to_owned()));
+        }
+        if let Some(url) = return_url {
+            params.push(("return_url", url.to_owned()));
+        }
+        params.push(("biz_content", biz_content));
+        let content = sign_content(
+            params.iter().map(|(k, v)| (*k, v.as_str())),
+            SignRule::Request,
+        );
+        let sign = self
+            .signer
+            .sign_base64(content.as_bytes())
+            .map_err(|_| AdapterError::Signing)?;
+        params.push(("sign", sign));
+        Ok(params)
+    }
+
+    /// A server-to-server call: protocol parameters in the query, `biz_content` in the form body.
+    fn server_call<B: Serialize>(
+        &self,
+        cx: &CallContext,
+        method: &str,
+        notify_url: Option<&str>,
+        biz: &B,
+    ) -> Result<HttpRequest, AdapterError> {
+        let biz_content = serde_json::to_string(biz)
+            .map_err(|e| AdapterError::InvalidRequest(format!("biz_content: {e}")))?;
+        let params = self.signed_params(cx, method, notify_url, None, biz_content)?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &params {
+            if *key == "biz_content" {
+                body.append_pair(key, value);
+            } else {
+                query.append_pair(key, value);
+            }
+        }
+        Ok(HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("{}?{}", self.gateway_url, query.finish()),
+            headers: vec![("content-type".to_owned(), FORM_CONTENT_TYPE.to_owned())],
+            body: body.finish().into_bytes(),
+        })
+    }
+
+    /// Opens a response: HTTP status, envelope, signature, common fields.
+    fn open<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        resp: &HttpResponse,
+    ) -> Result<Opened<T>, AdapterError> {
+        if resp.status != 200 {
+            return Err(AdapterError::Protocol(format!(
+                "HTTP status {}",
+                resp.status
+            )));
+        }
+        let node_name = format!("{}_response", method.replace('.', "_"));
+        let (node, sign) = wire::split_signed_response(&resp.body, &node_name)
+            .map_err(|e| AdapterError::Protocol(e.to_owned()))?;
+        let signed = match sign.as_deref() {
+            Some(sign) if !sign.is_empty() => {
+                if !self.verify_node(node, sign) {
+                    return Err(AdapterError::Protocol(
+                        "response signature does not verify".to_owned(),
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        let common: Common = serde_json::from_slice(node)
+            .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
+        if common.code == "10000" && !signed {
+            return Err(AdapterError::Protocol(
+                "unsigned success response".to_owned(),
+            ));
+        }
+        let body: T = serde_json::from_slice(node)
+            .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
+        Ok(Opened {
+            common,
+            signed,
+            body,
+        })
+    }
+
+    fn verify_node(&self, node: &[u8], sign: &str) -> bool {
+        if self.verifier.verify_base64(node, sign) {
+            return true;
+        }
+        // Alipay's Java SDK retries once with `\/` unescaped (china-wallets.md A.5).
+        let text = String::from_utf8_lossy(node);
+        text.contains("\\/")
+            && self
+                .verifier
+                .verify_base64(text.replace("\\/", "/").as_bytes(), sign)
+    }
+}
+
+/// A verified response node.
+struct Opened<T> {
+    common: Common,
+    signed: bool,
+    body: T,
+}
+
+impl<T> Opened<T> {
+    fn code(&self) -> String {
+        self.common
+            .sub_code
+            .clone()
+            .unwrap_or_else(|| self.common.code.clone())
+    }
+
+    fn message(&self) -> String {
+        self.common
+            .sub_msg
+            .clone()
+            .unwrap_or_else(|| self.common.msg.clone())
+    }
+
+    /// Classifies every answer that is neither `10000` nor a signed `40004` business answer.
+    fn gateway_error(&self) -> AdapterError {
+        let (code, message) = (self.code(), self.message());
+        match self.common.code.as_str() {
+            "20001" | "40001" | "40002" | "40003" | "40006" => {
+                AdapterError::Rejected { code, message }
+            }
+            _ => AdapterError::Indeterminate { code, message },
+        }
+    }
+
+    /// The business sub-code of a `40004` answer we may act on, i.e. a signed one.
+    fn business_code(&self) -> Option<&str> {
+        if self.common.code == "40004" && self.signed {
+            self.common.sub_code.as_deref()
+        } else {
+            None
+        }
+    }
+}
+
+/// Formats `yyyy-MM-dd HH:mm:ss` in Beijing time.
+pub fn format_beijing(now: OffsetDateTime) -> Result<String, AdapterError> {
+    now.to_offset(BEIJING)
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .map_err(|_| AdapterError::InvalidRequest("timestamp out of range".to_owned()))
+}
+
+/// Parses a `yyyy-MM-dd HH:mm:ss` Beijing time.
+pub fn parse_beijing(text: &str) -> Option<OffsetDateTime> {
+    PrimitiveDateTime::parse(
+        text,
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    )
+    .ok()
+    .map(|t| t.assume_offset(BEIJING))
+}
+
+fn yuan(amount: Money) -> Result<String, AdapterError> {
+    if amount.currency != Currency::CNY {
+        return Err(AdapterError::InvalidRequest(format!(
+            "Alipay trades are in CNY, not {}",
+            amount.currency
+        )));
+    }
+    if amount.minor < 1 || amount.minor > MAX_AMOUNT_FEN {
+        return Err(AdapterError::InvalidRequest(
+            "amount must be between 0.01 and 100000000.00 CNY".to_owned(),
+        ));
+    }
+    Ok(amount.to_decimal_string())
+}
+
+fn parse_yuan(text: Option<&str>, what: &str) -> Result<Money, AdapterError> {
+    let text = text.ok_or_else(|| AdapterError::Protocol(format!("{what} missing")))?;
+    Money::parse_decimal(text, Currency::CNY)
+        .map_err(|_| AdapterError::Protocol(format!("{what} is not an amount")))
+}
+
+/// `out_trade_no` / `out_request_no`: 1 to 64 letters, digits or underscores.
+fn check_order_no(value: &str, what: &str) -> Result<(), AdapterError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AdapterError::InvalidRequest(format!(
+            "{what} must be 1-64 letters, digits or '_'"
+        )))
+    }
+}
+
+#[derive(Serialize)]
+struct OrderBiz<'a> {
+    out_trade_no: &'a str,
+}
+
+#[derive(Serialize)]
+struct RefundBiz<'a> {
+    out_trade_no: &'a str,
+    refund_amount: String,
+    out_request_no: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RefundQueryBiz<'a> {
+    out_trade_no: &'a str,
+    out_request_no: &'a str,
+}
+
+const PRECREATE: &str = "alipay.trade.precreate";
+const PAGE_PAY: &str = "alipay.trade.page.pay";
+const WAP_PAY: &str = "alipay.trade.wap.pay";
+const QUERY: &str = "alipay.trade.query";
+const CLOSE: &str = "alipay.trade.close";
+const REFUND: &str = "alipay.trade.refund";
+const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
+
+impl PaymentAdapter for AlipayAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Alipay
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn prepare_create(
+        &self,
+        cx: &CallContext,
+        req: &CreatePayment,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        if req.subject.is_empty() || req.subject.chars().count() > 256 {
+            return Err(AdapterError::InvalidRequest(
+                "subject must be 1-256 characters".into(),
+            ));
+        }
+        let minutes = (req.expires_at - cx.now).whole_minutes();
+        if !(1..=MAX_TIMEOUT_MINUTES).contains(&minutes) {
+            return Err(AdapterError::InvalidRequest(
+                "expiry must be between 1 minute and 15 days ahead".to_owned(),
+            ));
+        }
+        let (method, product_code) = match req.method {
+            PaymentMethod::AlipayQr => (PRECREATE, None),
+            PaymentMethod::AlipayWeb => (PAGE_PAY, Some("FAST_INSTANT_TRADE_PAY")),
+            PaymentMethod::AlipayWap => (WAP_PAY, Some("QUICK_WAP_WAY")),
+        };
+        let biz = wire::PayBizContent {
+            out_trade_no: &req.provider_order_id,
+            total_amount: yuan(req.amount)?,
+            subject: &req.subject,
+            product_code,
+            body: req.description.as_deref().filter(|d| !d.is_empty()),
+            timeout_express: format!("{minutes}m"),
+            quit_url: match req.method {
+                PaymentMethod::AlipayWap => req.return_url.as_deref(),
+                _ => None,
+            },
+            seller_id: self.seller_id.as_deref(),
+        };
+        if req.method == PaymentMethod::AlipayQr {
+            return self
+                .server_call(cx, method, Some(&req.notify_url), &biz)
+                .map(Prepared::Send);
+        }
+        let biz_content = serde_json::to_string(&biz)
+            .map_err(|e| AdapterError::InvalidRequest(format!("biz_content: {e}")))?;
+        let params = self.signed_params(
+            cx,
+            method,
+            Some(&req.notify_url),
+            req.return_url.as_deref(),
+            biz_content,
+        )?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &params {
+            query.append_pair(key, value);
+        }
+        let url = format!("{}?{}", self.gateway_url, query.finish());
+        Ok(Prepared::Ready(PaymentStatus::AwaitingPayment {
+            next_action: Some(NextAction::Redirect { url }),
+        }))
+    }
+
+    fn parse_create(
+        &self,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        if req.method != PaymentMethod::AlipayQr {
+            return Err(AdapterError::Protocol(
+                "redirect payments are not sent".to_owned(),
+            ));
+        }
+        let opened: Opened<wire::PrecreateResponse> = self.open(PRECREATE, resp)?;
+        if opened.common.code == "10000" {
+            if let Some(echo) = opened.body.out_trade_no.as_deref()
+                && echo != req.provider_order_id
+            {
+                return Err(AdapterError::Protocol(
+                    "out_trade_no echo mismatch".to_owned(),
+                ));
+            }
+            let qr_data = opened
+                .body
+                .qr_code
+                .clone()
+                .filter(|q| !q.is_empty())
+                .ok_or_else(|| AdapterError::Protocol("qr_code missing".to_owned()))?;
+            return Ok(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::DisplayQr { qr_data }),
+            });
+        }
+        if opened.common.code == "40004" {
+            // Unsigned business failures are still trusted for create: the worst a forged one
+            // can do is fail a payment nobody could pay yet.
+            return match opened.common.sub_code.as_deref() {
+                Some("ACQ.SYSTEM_ERROR") | Some("ACQ.TRADE_HAS_SUCCESS") | None => {
+                    Err(AdapterError::Indeterminate {
+                        code: opened.code(),
+                        message: opened.message(),
+                    })
+                }
+                Some(_) => Ok(PaymentStatus::Failed {
+                    code: opened.code(),
+                    message: opened.message(),
+                }),
+            };
+        }
+        Err(opened.gateway_error())
+    }
+
+    fn prepare_query(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        let biz = OrderBiz {
+            out_trade_no: &req.provider_order_id,
+        };
+        self.server_call(cx, QUERY, None, &biz).map(Prepared::Send)
+    }
+
+    fn parse_query(
+        &self,
+        req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        let opened: Opened<wire::QueryResponse> = self.open(QUERY, resp)?;
+        if opened.common.code == "10000" {
+            let body = &opened.body;
+            if body
+                .out_trade_no
+                .as_deref()
+                .is_some_and(|o| o != req.provider_order_id)
+            {
+                return Err(AdapterError::Protocol(
+                    "out_trade_no echo mismatch".to_owned(),
+                ));
+            }
+            let status = body.trade_status.as_deref().unwrap_or_default();
+            return Ok(match status {
+                "WAIT_BUYER_PAY" => PaymentStatus::AwaitingPayment { next_action: None },
+                "TRADE_SUCCESS" | "TRADE_FINISHED" => PaymentStatus::Succeeded {
+                    provider_ref: body
+                        .trade_no
+                        .clone()
+                        .ok_or_else(|| AdapterError::Protocol("trade_no missing".to_owned()))?,
+                    amount: parse_yuan(body.total_amount.as_deref(), "total_amount")?,
+                    paid_at: body.send_pay_date.as_deref().and_then(parse_beijing),
+                },
+                "TRADE_CLOSED" => PaymentStatus::Closed,
+                other => PaymentStatus::Unrecognized(other.to_owned()),
+            });
+        }
+        match opened.business_code() {
+            Some("ACQ.TRADE_NOT_EXIST") => Ok(PaymentStatus::NotFound),
+            Some(_) if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            _ => Err(opened.gateway_error()),
+        }
+    }
+
+    fn prepare_close(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<CloseStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        let biz = OrderBiz {
+            out_trade_no: &req.provider_order_id,
+        };
+        self.server_call(cx, CLOSE, None, &biz).map(Prepared::Send)
+    }
+
+    fn parse_close(
+        &self,
+        _req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<CloseStatus, AdapterError> {
+        let opened: Opened<wire::CloseResponse> = self.open(CLOSE, resp)?;
+        if opened.common.code == "10000" {
+            return Ok(CloseStatus::Closed);
+        }
+        match opened.business_code() {
+            Some("ACQ.TRADE_NOT_EXIST") => Ok(CloseStatus::NotFound),
+            Some("ACQ.TRADE_STATUS_ERROR")
+            | Some("ACQ.TRADE_HAS_SUCCESS")
+            | Some("ACQ.TRADE_HAS_FINISHED") => Ok(CloseStatus::Conflict {
+                code: opened.code(),
+            }),
+            Some(_) => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            None if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            None => Err(opened.gateway_error()),
+        }
+    }
+
+    fn prepare_refund(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        check_order_no(&req.provider_refund_id, "out_request_no")?;
+        let biz = RefundBiz {
+            out_trade_no: &req.provider_order_id,
+            refund_amount: yuan(req.amount)?,
+            out_request_no: &req.provider_refund_id,
+            refund_reason: req.reason.as_deref().filter(|r| !r.is_empty()),
+        };
+        self.server_call(cx, REFUND, None, &biz).map(Prepared::Send)
+    }
+
+    fn parse_refund(
+        &self,
+        _req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        let opened: Opened<wire::RefundResponse> = self.open(REFUND, resp)?;
+        if opened.common.code == "10000" {
+            // `fund_change=N` on a repeated out_request_no is still this refund's success.
+            return Ok(RefundStatus::Succeeded {
+                provider_ref: opened.body.trade_no.clone(),
+            });
+        }
+        match opened.business_code() {
+            Some("ACQ.SYSTEM_ERROR") => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            Some(_) => Ok(RefundStatus::Failed {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            None if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            None => Err(opened.gateway_error()),
+        }
+    }
+
+    fn prepare_refund_query(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        check_order_no(&req.provider_refund_id, "out_request_no")?;
+        let biz = RefundQueryBiz {
+            out_trade_no: &req.provider_order_id,
+            out_request_no: &req.provider_refund_id,
+        };
+        self.server_call(cx, REFUND_QUERY, None, &biz)
+            .map(Prepared::Send)
+    }
+
+    fn parse_refund_query(
+        &self,
+        req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        let opened: Opened<wire::RefundQueryResponse> = self.open(REFUND_QUERY, resp)?;
+        if opened.common.code == "10000" {
+            let body = &opened.body;
+            match body.refund_status.as_deref() {
+                Some("REFUND_PROCESSING") => return Ok(RefundStatus::Processing),
+                Some("REFUND_FAIL") => {
+                    return Ok(RefundStatus::Failed {
+                        code: "REFUND_FAIL".to_owned(),
+                        message: "refund failed".to_owned(),
+                    });
+                }
+                Some("REFUND_SUCCESS") | None => {}
+                Some(other) => {
+                    return Err(AdapterError::Indeterminate {
+                        code: other.to_owned(),
+                        message: "unknown refund_status".to_owned(),
+                    });
+                }
+            }
+            // Unknown out_request_no still answers 10000, just without refund_amount (A.7).
+            let Some(amount) = body.refund_amount.as_deref().filter(|a| !a.is_empty()) else {
+                return Ok(RefundStatus::NotFound);
+            };
+            let amount = parse_yuan(Some(amount), "refund_amount")?;
+            if amount != req.amount {
+                return Err(AdapterError::Protocol(format!(
+                    "refund_amount {} differs from the requested {}",
+                    amount.to_decimal_string(),
+                    req.amount.to_decimal_string()
+                )));
+            }
+            return Ok(RefundStatus::Succeeded {
+                provider_ref: body.trade_no.clone(),
+            });
+        }
+        match opened.business_code() {
+            Some("ACQ.TRADE_NOT_EXIST") => Ok(RefundStatus::NotFound),
+            _ if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            _ => Err(opened.gateway_error()),
+        }
+    }
+
+    fn parse_notification(
+        &self,
+        raw: &RawNotification<'_>,
+    ) -> Result<Notification, NotificationError> {
+        let fields = parse_form_strict(raw.body)?;
+        if let Some(charset) = fields.get("charset")
+            && !charset.eq_ignore_ascii_case("utf-8")
+        {
+            return Err(NotificationError::Malformed(format!(
+                "unsupported charset {charset:?}"
+            )));
+        }
+        let sign = fields
+            .get("sign")
+            .filter(|s| !s.is_empty())
+            .ok_or(NotificationError::BadSignature)?;
+        if fields.get("sign_type").is_some_and(|t| t != "RSA2") {
+            return Err(NotificationError::BadSignature);
+        }
+        let content = sign_content(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignRule::NotificationV1,
+        );
+        if !self.verifier.verify_base64(content.as_bytes(), sign) {
+            return Err(NotificationError::BadSignature);
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| NotificationError::Malformed(format!("{name} missing")))
+        };
+        if field("app_id")? != &self.app_id {
+            return Err(NotificationError::WrongAccount);
+        }
+        if let (Some(ours), Some(theirs)) = (self.seller_id.as_deref(), fields.get("seller_id"))
+            && ours != theirs
+        {
+            return Err(NotificationError::WrongAccount);
+        }
+        let notify_type = field("notify_type")?;
+        if notify_type != "trade_status_sync" {
+            return Err(NotificationError::Unsupported(notify_type.clone()));
+        }
+        let money = |name: &str| -> Result<Money, NotificationError> {
+            Money::parse_decimal(field(name)?, Currency::CNY)
+                .map_err(|_| NotificationError::Malformed(format!("{name} is not an amount")))
+        };
+        let total = money("total_amount")?;
+        let refunded_total = match fields.get("refund_fee").filter(|v| !v.is_empty()) {
+            Some(_) => Some(money("refund_fee")?),
+            None => None,
+        };
+        let paid = |fields: &HashMap<String, String>| -> Result<PaymentStatus, NotificationError> {
+            Ok(PaymentStatus::Succeeded {
+                provider_ref: field("trade_no")?.clone(),
+                amount: total,
+                paid_at: fields.get("gmt_payment").and_then(|t| parse_beijing(t)),
+            })
+        };
+        let status = match field("trade_status")?.as_str() {
+            "WAIT_BUYER_PAY" => PaymentStatus::AwaitingPayment { next_action: None },
+            "TRADE_SUCCESS" | "TRADE_FINISHED" => paid(&fields)?,
+            // A fully refunded trade closes too: it was paid, and refund_fee says how much went back.
+            "TRADE_CLOSED" if refunded_total.is_some_and(|r| r.minor > 0) => paid(&fields)?,
+            "TRADE_CLOSED" => PaymentStatus::Closed,
+            other => PaymentStatus::Unrecognized(other.to_owned()),
+        };
+        Ok(Notification {
+            dedupe_id: field("notify_id")?.clone(),
+            provider_order_id: field("out_trade_no")?.clone(),
+            status,
+            total,
+            refunded_total,
+        })
+    }
+
+    fn notification_ack(&self, kind: AckKind) -> Ack {
+        match kind {
+            AckKind::Accepted => Ack {
+                status: 200,
+                content_type: "text/plain",
+                body: b"success".to_vec(),
+            },
+            AckKind::Rejected => Ack {
+                status: 400,
+                content_type: "text/plain",
+                body: b"fail".to_vec(),
+            },
+        }
+    }
+}
+
+/// Decodes a form body, refusing repeated keys (which a signature could not cover unambiguously).
+pub fn parse_form_strict(body: &[u8]) -> Result<HashMap<String, String>, NotificationError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(NotificationError::Malformed("body is not UTF-8".to_owned()));
+    }
+    let mut fields = HashMap::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        if fields
+            .insert(key.clone().into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(NotificationError::Malformed(format!(
+                "repeated field {key}"
+            )));
+        }
+    }
+    Ok(fields)
+}

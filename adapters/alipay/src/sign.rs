@@ -51,13 +51,22 @@ mod tests {
             ("notify_url", ""),
             ("sign_type", "RSA2"),
         ];
-        assert_eq!(sign_content(params, SignRule::Request), "app_id=1&sign_type=RSA2&version=1.0");
-        assert_eq!(sign_content(params, SignRule::NotificationV1), "app_id=1&version=1.0");
+        assert_eq!(
+            sign_content(params, SignRule::Request),
+            "app_id=1&sign_type=RSA2&version=1.0"
+        );
+        assert_eq!(
+            sign_content(params, SignRule::NotificationV1),
+            "app_id=1&version=1.0"
+        );
     }
 
     #[test]
     fn sorts_in_byte_order_not_locale_order() {
         let params = [("b", "2"), ("B", "1"), ("a_b", "3"), ("ab", "4")];
-        assert_eq!(sign_content(params, SignRule::Request), "B=1&a_b=3&ab=4&b=2");
+        assert_eq!(
+            sign_content(params, SignRule::Request),
+            "B=1&a_b=3&ab=4&b=2"
+        );
     }
 }

@@ -120,7 +120,11 @@ fn skip_value(body: &[u8], pos: usize) -> Result<usize, &'static str> {
                 }
                 end += 1;
             }
-            if end == pos { Err("empty value") } else { Ok(end) }
+            if end == pos {
+                Err("empty value")
+            } else {
+                Ok(end)
+            }
         }
         None => Err("missing value"),
     }
@@ -134,8 +138,15 @@ pub fn split_signed_response<'a>(
     node_name: &str,
 ) -> Result<(&'a [u8], Option<String>), &'static str> {
     let members = top_level_members(body)?;
-    let span = |name: &str| members.iter().find(|(key, _)| key == name).map(|(_, s)| s.clone());
-    let node = span(node_name).or_else(|| span("error_response")).ok_or("response node missing")?;
+    let span = |name: &str| {
+        members
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, s)| s.clone())
+    };
+    let node = span(node_name)
+        .or_else(|| span("error_response"))
+        .ok_or("response node missing")?;
     let node_raw = body.get(node).ok_or("response node out of range")?;
     let sign = match span("sign") {
         Some(range) => {
@@ -309,7 +320,11 @@ mod tests {
             b"{\"a\" 1}",
             b"[1]",
         ] {
-            assert!(top_level_members(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                top_level_members(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
         assert!(top_level_members(deep.as_bytes()).is_err());

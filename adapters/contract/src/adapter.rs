@@ -70,8 +70,11 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Prepared<PaymentStatus>, AdapterError>;
 
     /// Reads the answer to a payment query.
-    fn parse_query(&self, req: &PaymentRef, resp: &HttpResponse)
-    -> Result<PaymentStatus, AdapterError>;
+    fn parse_query(
+        &self,
+        req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError>;
 
     /// Renders a close request.
     fn prepare_close(
@@ -81,8 +84,11 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Prepared<CloseStatus>, AdapterError>;
 
     /// Reads the answer to a close request.
-    fn parse_close(&self, req: &PaymentRef, resp: &HttpResponse)
-    -> Result<CloseStatus, AdapterError>;
+    fn parse_close(
+        &self,
+        req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<CloseStatus, AdapterError>;
 
     /// Renders a refund request.
     fn prepare_refund(
@@ -113,8 +119,10 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
     ) -> Result<RefundStatus, AdapterError>;
 
     /// Verifies and decodes an asynchronous notification. Pure.
-    fn parse_notification(&self, raw: &RawNotification<'_>)
-    -> Result<Notification, NotificationError>;
+    fn parse_notification(
+        &self,
+        raw: &RawNotification<'_>,
+    ) -> Result<Notification, NotificationError>;
 
     /// The exact reply the provider expects.
     fn notification_ack(&self, kind: AckKind) -> Ack;

@@ -36,7 +36,10 @@ pub fn decode_pem(text: &str) -> Result<(String, Vec<u8>), KeyError> {
         Some(rest) => {
             let (label, rest) = rest.split_once("-----").ok_or(KeyError::Encoding)?;
             let end_marker = format!("-----END {label}-----");
-            let body = rest.split(end_marker.as_str()).next().ok_or(KeyError::Encoding)?;
+            let body = rest
+                .split(end_marker.as_str())
+                .next()
+                .ok_or(KeyError::Encoding)?;
             if !rest.contains(end_marker.as_str()) {
                 return Err(KeyError::Encoding);
             }
@@ -45,7 +48,9 @@ pub fn decode_pem(text: &str) -> Result<(String, Vec<u8>), KeyError> {
         None => (String::new(), text),
     };
     let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD.decode(compact.as_bytes()).map_err(|_| KeyError::Encoding)?;
+    let der = STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| KeyError::Encoding)?;
     if der.is_empty() {
         return Err(KeyError::Encoding);
     }
@@ -77,16 +82,26 @@ impl RsaSigner {
         }
         .map_err(|_| KeyError::Rejected("ring refused the private key"))?;
         if key.public().modulus_len() < 256 {
-            return Err(KeyError::Rejected("RSA keys shorter than 2048 bits are not accepted"));
+            return Err(KeyError::Rejected(
+                "RSA keys shorter than 2048 bits are not accepted",
+            ));
         }
-        Ok(RsaSigner { key, rng: SystemRandom::new() })
+        Ok(RsaSigner {
+            key,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Signs `message` and returns the standard base64 signature (with padding, no line breaks).
     pub fn sign_base64(&self, message: &[u8]) -> Result<String, KeyError> {
         let mut signature = vec![0_u8; self.key.public().modulus_len()];
         self.key
-            .sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut signature)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &self.rng,
+                message,
+                &mut signature,
+            )
             .map_err(|_| KeyError::Signing)?;
         Ok(STANDARD.encode(signature))
     }
@@ -125,7 +140,9 @@ impl RsaVerifier {
 
     /// Builds a verifier from PKCS#1 `RSAPublicKey` DER.
     pub fn from_rsa_public_key_der(der: Vec<u8>) -> RsaVerifier {
-        RsaVerifier { rsa_public_key: der }
+        RsaVerifier {
+            rsa_public_key: der,
+        }
     }
 
     /// True when `signature_base64` is a valid SHA256withRSA signature of `message`.
@@ -154,7 +171,9 @@ fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), KeyError> {
             return Err(bad);
         }
         let (len_bytes, rest) = rest.split_at(count);
-        let len = len_bytes.iter().fold(0_usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = len_bytes
+            .iter()
+            .fold(0_usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, rest)
     };
     if rest.len() < len {
@@ -201,7 +220,10 @@ mod tests {
 
     #[test]
     fn pem_decoding_needs_a_matching_end_line() {
-        assert_eq!(decode_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n"), Err(KeyError::Encoding));
+        assert_eq!(
+            decode_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n"),
+            Err(KeyError::Encoding)
+        );
         assert_eq!(decode_pem("not base64 !!"), Err(KeyError::Encoding));
         let (label, der) =
             decode_pem("-----BEGIN X-----\nAAEC\n-----END X-----\n").expect("valid pem");

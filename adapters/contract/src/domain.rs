@@ -33,7 +33,10 @@ impl ProviderKind {
 
     /// Parses the stable name.
     pub fn parse(name: &str) -> Option<ProviderKind> {
-        ProviderKind::ALL.iter().copied().find(|kind| kind.as_str() == name)
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -57,8 +60,11 @@ pub enum PaymentMethod {
 
 impl PaymentMethod {
     /// Every method.
-    pub const ALL: &'static [PaymentMethod] =
-        &[PaymentMethod::AlipayQr, PaymentMethod::AlipayWeb, PaymentMethod::AlipayWap];
+    pub const ALL: &'static [PaymentMethod] = &[
+        PaymentMethod::AlipayQr,
+        PaymentMethod::AlipayWeb,
+        PaymentMethod::AlipayWap,
+    ];
 
     /// The provider that serves this method.
     pub fn provider(&self) -> ProviderKind {
@@ -80,7 +86,10 @@ impl PaymentMethod {
 
     /// Parses the stable name.
     pub fn parse(name: &str) -> Option<PaymentMethod> {
-        PaymentMethod::ALL.iter().copied().find(|method| method.as_str() == name)
+        PaymentMethod::ALL
+            .iter()
+            .copied()
+            .find(|method| method.as_str() == name)
     }
 }
 

@@ -29,26 +29,161 @@ pub enum MoneyError {
 ///
 /// Zero- and three-decimal currencies are listed explicitly; everything else here has two.
 const CURRENCIES: &[(&str, u32)] = &[
-    ("AED", 2), ("AFN", 2), ("ALL", 2), ("AMD", 2), ("ANG", 2), ("AOA", 2), ("ARS", 2), ("AUD", 2),
-    ("AWG", 2), ("AZN", 2), ("BAM", 2), ("BBD", 2), ("BDT", 2), ("BGN", 2), ("BHD", 3), ("BIF", 0),
-    ("BMD", 2), ("BND", 2), ("BOB", 2), ("BRL", 2), ("BSD", 2), ("BTN", 2), ("BWP", 2), ("BYN", 2),
-    ("BZD", 2), ("CAD", 2), ("CDF", 2), ("CHF", 2), ("CLP", 0), ("CNY", 2), ("COP", 2), ("CRC", 2),
-    ("CUP", 2), ("CVE", 2), ("CZK", 2), ("DJF", 0), ("DKK", 2), ("DOP", 2), ("DZD", 2), ("EGP", 2),
-    ("ERN", 2), ("ETB", 2), ("EUR", 2), ("FJD", 2), ("FKP", 2), ("GBP", 2), ("GEL", 2), ("GHS", 2),
-    ("GIP", 2), ("GMD", 2), ("GNF", 0), ("GTQ", 2), ("GYD", 2), ("HKD", 2), ("HNL", 2), ("HTG", 2),
-    ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2), ("IQD", 3), ("IRR", 2), ("ISK", 0), ("JMD", 2),
-    ("JOD", 3), ("JPY", 0), ("KES", 2), ("KGS", 2), ("KHR", 2), ("KMF", 0), ("KPW", 2), ("KRW", 0),
-    ("KWD", 3), ("KYD", 2), ("KZT", 2), ("LAK", 2), ("LBP", 2), ("LKR", 2), ("LRD", 2), ("LSL", 2),
-    ("LYD", 3), ("MAD", 2), ("MDL", 2), ("MGA", 2), ("MKD", 2), ("MMK", 2), ("MNT", 2), ("MOP", 2),
-    ("MRU", 2), ("MUR", 2), ("MVR", 2), ("MWK", 2), ("MXN", 2), ("MYR", 2), ("MZN", 2), ("NAD", 2),
-    ("NGN", 2), ("NIO", 2), ("NOK", 2), ("NPR", 2), ("NZD", 2), ("OMR", 3), ("PAB", 2), ("PEN", 2),
-    ("PGK", 2), ("PHP", 2), ("PKR", 2), ("PLN", 2), ("PYG", 0), ("QAR", 2), ("RON", 2), ("RSD", 2),
-    ("RUB", 2), ("RWF", 0), ("SAR", 2), ("SBD", 2), ("SCR", 2), ("SDG", 2), ("SEK", 2), ("SGD", 2),
-    ("SHP", 2), ("SLE", 2), ("SOS", 2), ("SRD", 2), ("SSP", 2), ("STN", 2), ("SVC", 2), ("SYP", 2),
-    ("SZL", 2), ("THB", 2), ("TJS", 2), ("TMT", 2), ("TND", 3), ("TOP", 2), ("TRY", 2), ("TTD", 2),
-    ("TWD", 2), ("TZS", 2), ("UAH", 2), ("UGX", 0), ("USD", 2), ("UYU", 2), ("UZS", 2), ("VES", 2),
-    ("VND", 0), ("VUV", 0), ("WST", 2), ("XAF", 0), ("XCD", 2), ("XOF", 0), ("XPF", 0), ("YER", 2),
-    ("ZAR", 2), ("ZMW", 2), ("ZWL", 2),
+    ("AED", 2),
+    ("AFN", 2),
+    ("ALL", 2),
+    ("AMD", 2),
+    ("ANG", 2),
+    ("AOA", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("AWG", 2),
+    ("AZN", 2),
+    ("BAM", 2),
+    ("BBD", 2),
+    ("BDT", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("BMD", 2),
+    ("BND", 2),
+    ("BOB", 2),
+    ("BRL", 2),
+    ("BSD", 2),
+    ("BTN", 2),
+    ("BWP", 2),
+    ("BYN", 2),
+    ("BZD", 2),
+    ("CAD", 2),
+    ("CDF", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CRC", 2),
+    ("CUP", 2),
+    ("CVE", 2),
+    ("CZK", 2),
+    ("DJF", 0),
+    ("DKK", 2),
+    ("DOP", 2),
+    ("DZD", 2),
+    ("EGP", 2),
+    ("ERN", 2),
+    ("ETB", 2),
+    ("EUR", 2),
+    ("FJD", 2),
+    ("FKP", 2),
+    ("GBP", 2),
+    ("GEL", 2),
+    ("GHS", 2),
+    ("GIP", 2),
+    ("GMD", 2),
+    ("GNF", 0),
+    ("GTQ", 2),
+    ("GYD", 2),
+    ("HKD", 2),
+    ("HNL", 2),
+    ("HTG", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("IQD", 3),
+    ("IRR", 2),
+    ("ISK", 0),
+    ("JMD", 2),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KGS", 2),
+    ("KHR", 2),
+    ("KMF", 0),
+    ("KPW", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("KYD", 2),
+    ("KZT", 2),
+    ("LAK", 2),
+    ("LBP", 2),
+    ("LKR", 2),
+    ("LRD", 2),
+    ("LSL", 2),
+    ("LYD", 3),
+    ("MAD", 2),
+    ("MDL", 2),
+    ("MGA", 2),
+    ("MKD", 2),
+    ("MMK", 2),
+    ("MNT", 2),
+    ("MOP", 2),
+    ("MRU", 2),
+    ("MUR", 2),
+    ("MVR", 2),
+    ("MWK", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("MZN", 2),
+    ("NAD", 2),
+    ("NGN", 2),
+    ("NIO", 2),
+    ("NOK", 2),
+    ("NPR", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PAB", 2),
+    ("PEN", 2),
+    ("PGK", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("PYG", 0),
+    ("QAR", 2),
+    ("RON", 2),
+    ("RSD", 2),
+    ("RUB", 2),
+    ("RWF", 0),
+    ("SAR", 2),
+    ("SBD", 2),
+    ("SCR", 2),
+    ("SDG", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("SHP", 2),
+    ("SLE", 2),
+    ("SOS", 2),
+    ("SRD", 2),
+    ("SSP", 2),
+    ("STN", 2),
+    ("SVC", 2),
+    ("SYP", 2),
+    ("SZL", 2),
+    ("THB", 2),
+    ("TJS", 2),
+    ("TMT", 2),
+    ("TND", 3),
+    ("TOP", 2),
+    ("TRY", 2),
+    ("TTD", 2),
+    ("TWD", 2),
+    ("TZS", 2),
+    ("UAH", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("UYU", 2),
+    ("UZS", 2),
+    ("VES", 2),
+    ("VND", 0),
+    ("VUV", 0),
+    ("WST", 2),
+    ("XAF", 0),
+    ("XCD", 2),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("YER", 2),
+    ("ZAR", 2),
+    ("ZMW", 2),
+    ("ZWL", 2),
 ];
 
 /// An ISO 4217 currency code known to Moongate.
@@ -60,14 +195,20 @@ pub struct Currency {
 
 impl Currency {
     /// Chinese yuan renminbi, the unit of every domestic Alipay and WeChat Pay trade.
-    pub const CNY: Currency = Currency { code: "CNY", exponent: 2 };
+    pub const CNY: Currency = Currency {
+        code: "CNY",
+        exponent: 2,
+    };
 
     /// Looks up an upper-case three-letter code.
     pub fn parse(code: &str) -> Result<Currency, MoneyError> {
         CURRENCIES
             .iter()
             .find(|(known, _)| *known == code)
-            .map(|(known, exponent)| Currency { code: known, exponent: *exponent })
+            .map(|(known, exponent)| Currency {
+                code: known,
+                exponent: *exponent,
+            })
             .ok_or_else(|| MoneyError::UnknownCurrency(code.chars().take(8).collect()))
     }
 
@@ -150,7 +291,9 @@ impl Money {
         let mut minor = whole.checked_mul(scale).ok_or(MoneyError::Overflow)?;
         if !fraction.is_empty() {
             let digits: i64 = fraction.parse().map_err(|_| malformed())?;
-            let pad = 10_i64.checked_pow(exponent - fraction_len).ok_or(MoneyError::Overflow)?;
+            let pad = 10_i64
+                .checked_pow(exponent - fraction_len)
+                .ok_or(MoneyError::Overflow)?;
             minor = minor
                 .checked_add(digits.checked_mul(pad).ok_or(MoneyError::Overflow)?)
                 .ok_or(MoneyError::Overflow)?;
@@ -163,7 +306,10 @@ impl Money {
         match text.strip_prefix('-') {
             Some(rest) => {
                 let positive = Money::parse_decimal(rest, currency)?;
-                Ok(Money { minor: -positive.minor, currency })
+                Ok(Money {
+                    minor: -positive.minor,
+                    currency,
+                })
             }
             None => Money::parse_decimal(text, currency),
         }
@@ -187,7 +333,10 @@ impl Money {
         if self.currency != other.currency {
             return None;
         }
-        Some(Money { minor: self.minor.checked_add(other.minor)?, currency: self.currency })
+        Some(Money {
+            minor: self.minor.checked_add(other.minor)?,
+            currency: self.currency,
+        })
     }
 }
 
@@ -216,13 +365,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_over_precise_amounts() {
-        for bad in ["", ".5", "1.", "-1", "+1", "1e3", "1,00", " 1", "1.0.0", "abc"] {
+        for bad in [
+            "", ".5", "1.", "-1", "+1", "1e3", "1,00", " 1", "1.0.0", "abc",
+        ] {
             assert!(matches!(cny(bad), Err(MoneyError::Malformed(_))), "{bad:?}");
         }
         assert!(matches!(cny("0.001"), Err(MoneyError::TooPrecise(_))));
         assert_eq!(cny("99999999999999999999"), Err(MoneyError::Overflow));
         let jpy = Currency::parse("JPY").unwrap();
-        assert!(matches!(Money::parse_decimal("1.5", jpy), Err(MoneyError::TooPrecise(_))));
+        assert!(matches!(
+            Money::parse_decimal("1.5", jpy),
+            Err(MoneyError::TooPrecise(_))
+        ));
     }
 
     #[test]
