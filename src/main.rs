@@ -1,1 +1,170 @@
-fn main() {}
+//! The `moongate` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use moongate::config;
+use moongate::sandbox::{self, SandboxSettings};
+use moongate::{demo, server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "moongate", version, about = "Payment interoperability gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Gateway + strict Alipay sandbox + webhook receiver on loopback, no credentials needed.
+    Demo {
+        /// Where the fixtures (demo config, test keys) are.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
+        /// Skip the scripted payment.
+        #[arg(long)]
+        no_walkthrough: bool,
+        /// Stop after the scripted payment.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Serve the gateway from a config file.
+    Serve {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and report every problem with its key path.
+    CheckConfig {
+        /// The TOML config.
+        file: PathBuf,
+    },
+    /// Run the strict Alipay sandbox alone.
+    Sandbox {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// The sandbox's private key (PEM).
+        #[arg(long, default_value = "fixtures/keys/sandbox-alipay-private-key.pem")]
+        key: PathBuf,
+        /// `APP_ID=PUBLIC_KEY_FILE`, repeatable.
+        #[arg(
+            long = "app",
+            default_value = "2021000122671080=fixtures/keys/nodejs-sdk-app-public-key.pem"
+        )]
+        apps: Vec<String>,
+        /// Divide Alipay's notification retry schedule by this.
+        #[arg(long, default_value_t = 1)]
+        time_divisor: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,moongate=info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    if let Command::CheckConfig { file } = &cli.command {
+        return check_config(file);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let base = file.parent().map(PathBuf::from).unwrap_or_default();
+    match config::load(file).and_then(|raw| raw.build(&base)) {
+        Ok(config) => {
+            let accounts: usize = config.merchants.values().map(|m| m.accounts.len()).sum();
+            println!(
+                "{}: ok ({} merchant(s), {accounts} account(s))",
+                file.display(),
+                config.merchants.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {errors}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Demo {
+            fixtures,
+            no_walkthrough,
+            exit,
+        } => {
+            demo::run(demo::DemoOptions {
+                fixtures,
+                walkthrough: !no_walkthrough,
+                exit_after_walkthrough: exit,
+            })
+            .await
+        }
+        Command::Serve { config: path } => {
+            let base = path.parent().map(PathBuf::from).unwrap_or_default();
+            let config = config::load(&path).and_then(|raw| raw.build(&base))?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            let store = server::open_store(&config)?;
+            let running = server::start_on(config, store, listener).await?;
+            tracing::info!(addr = %running.addr, "moongate serving");
+            tokio::signal::ctrl_c().await?;
+            running.stop();
+            Ok(())
+        }
+        Command::Sandbox {
+            listen,
+            key,
+            apps,
+            time_divisor,
+        } => {
+            let mut registered = Vec::new();
+            for app in apps {
+                let (app_id, path) = app
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--app wants APP_ID=PUBLIC_KEY_FILE"))?;
+                registered.push((app_id.to_owned(), std::fs::read_to_string(path)?));
+            }
+            let settings = SandboxSettings {
+                private_key_pem: std::fs::read_to_string(&key)?,
+                apps: registered,
+                time_divisor,
+                seller_id: "2088102177846875".to_owned(),
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let (_sandbox, task) = sandbox::start_on(settings, listener).await?;
+            println!("Alipay sandbox on http://{listen}/gateway.do");
+            tokio::select! {
+                _ = task => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
+        }
+        Command::CheckConfig { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,865 @@
+//! The canonical checkout API (`/v1`) and the provider notification endpoints.
+//!
+//! Every `/v1` request is authenticated by signature ([`crate::auth`]); every POST needs an
+//! `Idempotency-Key`, whose row commits together with the first ledger write. A merchant only
+//! ever sees its own objects: another merchant's id answers exactly like a missing one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use moongate_contract::{AckKind, Currency, PaymentMethod, RawNotification};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::auth::authenticate;
+use crate::config::Merchant;
+use crate::error::{ApiError, ErrorType};
+use crate::gateway::{Gateway, create_request, refund_request};
+use crate::ledger::{Payment, PaymentStatus, Refund, RefundStatus, new_id};
+use crate::store::{Begin, IdemClaim};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+/// A claim older than this whose request never finished (a crash) answers with the resource.
+const STALE_CLAIM: Duration = Duration::from_secs(60);
+
+type Shared = Arc<Gateway>;
+
+/// The HTTP application.
+pub fn router(gateway: Shared) -> Router {
+    Router::new()
+        .route("/v1/payments", post(create_payment).get(list_payments))
+        .route("/v1/payments/{id}", get(get_payment))
+        .route("/v1/payments/{id}/cancel", post(cancel_payment))
+        .route("/v1/payments/{id}/refunds", post(create_refund))
+        .route("/v1/refunds/{id}", get(get_refund))
+        .route("/notify/{provider}/{merchant}/{account}", post(notify))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequestError,
+                "route_missing",
+                "no such route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(trace_request))
+        .with_state(gateway)
+}
+
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let request_id = new_id("req");
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("status", response.status().as_u16());
+    tracing::info!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "served");
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn to_bytes(value: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Parses a JSON body strictly; errors name the offending parameter.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let param = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let code = if message.starts_with("unknown field") {
+            "parameter_unknown"
+        } else if message.starts_with("missing field") {
+            "parameter_missing"
+        } else if inner.is_syntax() || inner.is_eof() {
+            "body_invalid_json"
+        } else {
+            "parameter_invalid"
+        };
+        let param = if param == "." { String::new() } else { param };
+        let param = match (code, message.split('`').nth(1)) {
+            ("parameter_unknown" | "parameter_missing", Some(field)) if param.is_empty() => {
+                field.to_owned()
+            }
+            _ => param,
+        };
+        ApiError::invalid(code, param, message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::invalid("body_invalid_json", "", e.to_string()))?;
+    Ok(value)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key_missing",
+                "Idempotency-Key",
+                "every POST needs an Idempotency-Key header",
+            )
+        })?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "idempotency_key_invalid",
+            "Idempotency-Key",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+fn claim_for(
+    merchant: &Merchant,
+    key: String,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> IdemClaim {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str());
+    hash.update(b"\n");
+    hash.update(uri.path());
+    hash.update(b"\n");
+    hash.update(body);
+    IdemClaim {
+        merchant_id: merchant.id.clone(),
+        key,
+        request_hash: hex::encode(hash.finalize()),
+        now: OffsetDateTime::now_utc(),
+    }
+}
+
+fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
+    match begin {
+        Begin::Mismatch => Some(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: ErrorType::IdempotencyError,
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used with a different request".to_owned(),
+            param: Some("Idempotency-Key".to_owned()),
+        }),
+        Begin::InFlight { .. } => Some(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: ErrorType::IdempotencyError,
+            code: "idempotency_key_in_use",
+            message: "a request with this Idempotency-Key is still being processed; retry later"
+                .to_owned(),
+            param: Some("Idempotency-Key".to_owned()),
+        }),
+        Begin::Fresh(_) | Begin::Replay { .. } => None,
+    }
+}
+
+/// A claim abandoned by a crash: answer with the resource's current state.
+fn stale_resource<T>(begin: &Begin<T>) -> Option<String> {
+    match begin {
+        Begin::InFlight {
+            resource_id: Some(id),
+            claimed_at,
+        } if OffsetDateTime::now_utc() - *claimed_at > STALE_CLAIM => Some(id.clone()),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePaymentBody {
+    amount: i64,
+    currency: String,
+    method: String,
+    merchant_reference: String,
+    description: String,
+    #[serde(default)]
+    return_url: Option<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    account: Option<String>,
+}
+
+const DEFAULT_EXPIRY_SECS: i64 = 2 * 3600;
+
+fn validate_create(
+    merchant: &Merchant,
+    body: CreatePaymentBody,
+    now: OffsetDateTime,
+) -> Result<Payment, ApiError> {
+    let currency = Currency::parse(&body.currency).map_err(|_| {
+        ApiError::invalid(
+            "parameter_invalid",
+            "currency",
+            "currency must be an upper-case ISO 4217 code",
+        )
+    })?;
+    if body.amount <= 0 {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "amount",
+            "amount must be a positive integer in minor units",
+        ));
+    }
+    let method = PaymentMethod::parse(&body.method).ok_or_else(|| {
+        ApiError::invalid(
+            "parameter_invalid",
+            "method",
+            "unknown method; use alipay_qr, alipay_web or alipay_wap",
+        )
+    })?;
+    let reference_ok = !body.merchant_reference.is_empty()
+        && body.merchant_reference.len() <= 128
+        && !body.merchant_reference.chars().any(char::is_control);
+    if !reference_ok {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "merchant_reference",
+            "1-128 characters, no control characters",
+        ));
+    }
+    let description_ok = !body.description.trim().is_empty()
+        && body.description.chars().count() <= 256
+        && !body.description.chars().any(char::is_control);
+    if !description_ok {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "description",
+            "1-256 characters, no control characters",
+        ));
+    }
+    if let Some(url) = &body.return_url {
+        let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 512;
+        if !ok {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "return_url",
+                "must be an http(s) URL of at most 512 bytes",
+            ));
+        }
+    }
+    if matches!(method, PaymentMethod::AlipayWeb | PaymentMethod::AlipayWap)
+        && body.return_url.is_none()
+    {
+        return Err(ApiError::invalid(
+            "parameter_missing",
+            "return_url",
+            "redirect methods need a return_url",
+        ));
+    }
+    let expires_in = body.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECS);
+    if !(60..=15 * 24 * 3600).contains(&expires_in) {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "expires_in_seconds",
+            "must be between 60 seconds and 15 days",
+        ));
+    }
+    let metadata = body.metadata.unwrap_or_default();
+    if metadata.len() > 20
+        || metadata
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 40 || v.as_str().is_none_or(|s| s.len() > 500))
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "metadata",
+            "at most 20 string values, keys up to 40 and values up to 500 bytes",
+        ));
+    }
+    let account = match &body.account {
+        Some(id) => merchant.account(id).ok_or_else(|| {
+            ApiError::invalid(
+                "account_unknown",
+                "account",
+                "no such provider account for this merchant",
+            )
+        })?,
+        None => merchant
+            .accounts
+            .iter()
+            .find(|a| a.adapter.capabilities().supports_method(method))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "method_unsupported",
+                    "method",
+                    "no account of this merchant serves this method",
+                )
+            })?,
+    };
+    let capabilities = account.adapter.capabilities();
+    if !capabilities.supports_method(method) {
+        return Err(ApiError::invalid(
+            "method_unsupported",
+            "method",
+            "this account does not serve this method",
+        ));
+    }
+    if !capabilities.supports_currency(currency) {
+        return Err(ApiError::invalid(
+            "currency_unsupported",
+            "currency",
+            format!("{} cannot charge {currency}", account.kind),
+        ));
+    }
+    let id = new_id("pay");
+    Ok(Payment {
+        provider_order_id: id.clone(),
+        id,
+        merchant_id: merchant.id.clone(),
+        account_id: account.id.clone(),
+        provider: account.kind,
+        method,
+        amount: body.amount,
+        currency,
+        merchant_reference: body.merchant_reference,
+        description: body.description,
+        return_url: body.return_url,
+        metadata,
+        provider_ref: None,
+        status: PaymentStatus::Pending,
+        next_action: None,
+        failure: None,
+        amount_refunded: 0,
+        expires_at: now + time::Duration::seconds(expires_in),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+async fn create_payment(
+    State(gw): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let key = idempotency_key(&headers)?;
+    let input: CreatePaymentBody = parse_body(&body)?;
+    let payment = validate_create(merchant, input, now)?;
+    let account = merchant
+        .account(&payment.account_id)
+        .ok_or_else(|| ApiError::internal(&"account vanished"))?;
+    // Render (and sign) the provider request before anything is stored: a request the
+    // provider could never accept is a 400 that leaves no trace in the ledger.
+    let request = create_request(&payment, gw.notify_url(&merchant.id, account));
+    let prepared = account
+        .adapter
+        .prepare_create(&Gateway::call_context(), &request);
+    if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
+        return Err(ApiError::invalid("parameter_invalid", "", message.clone()));
+    }
+    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.begin_payment(claim, payment).await?;
+    if let Some(id) = stale_resource(&begin) {
+        return current_payment(&gw, merchant, &id).await;
+    }
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    let payment = match begin {
+        Begin::Replay { status, body } => {
+            return Ok(json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                body,
+                true,
+            ));
+        }
+        Begin::Fresh(payment) => payment,
+        Begin::InFlight { .. } | Begin::Mismatch => {
+            return Err(ApiError::internal(&"unreachable claim state"));
+        }
+    };
+    let payment = gw.drive_create(payment, prepared).await?;
+    let body = to_bytes(&payment.to_api_json());
+    gw.store
+        .complete_key(
+            &merchant.id,
+            &key,
+            201,
+            body.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, body, false))
+}
+
+async fn current_payment(
+    gw: &Gateway,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let payment = gw
+        .store
+        .payment(Some(&merchant.id), id)
+        .await?
+        .ok_or_else(|| ApiError::missing("payment", id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&payment.to_api_json()),
+        true,
+    ))
+}
+
+async fn get_payment(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let payment = gw
+        .store
+        .payment(Some(&merchant.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&payment.to_api_json()),
+        false,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    starting_after: Option<String>,
+}
+
+async fn list_payments(
+    State(gw): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "limit",
+            "limit must be 1 to 100",
+        ));
+    }
+    if let Some(cursor) = &query.starting_after
+        && gw
+            .store
+            .payment(Some(&merchant.id), cursor)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "starting_after",
+            "no such payment",
+        ));
+    }
+    let (payments, has_more) = gw
+        .store
+        .list_payments(&merchant.id, query.starting_after.as_deref(), limit)
+        .await?;
+    let data: Vec<serde_json::Value> = payments.iter().map(Payment::to_api_json).collect();
+    let next_cursor = if has_more {
+        payments.last().map(|p| p.id.clone())
+    } else {
+        None
+    };
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    });
+    Ok(json_response(StatusCode::OK, to_bytes(&body), false))
+}
+
+fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let mut map = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = match key.as_ref() {
+            "limit" => value
+                .parse::<u32>()
+                .map(serde_json::Value::from)
+                .map_err(|_| {
+                    ApiError::invalid("parameter_invalid", "limit", "limit must be an integer")
+                })?,
+            _ => serde_json::Value::String(value.into_owned()),
+        };
+        if map.insert(key.clone().into_owned(), value).is_some() {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                key.into_owned(),
+                "repeated parameter",
+            ));
+        }
+    }
+    parse_body(&to_bytes(&serde_json::Value::Object(map)))
+}
+
+async fn cancel_payment(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let key = idempotency_key(&headers)?;
+    if !body.is_empty() {
+        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
+    }
+    let payment = gw
+        .store
+        .payment(Some(&merchant.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.claim_key(claim, &payment.id).await?;
+    if let Some(id) = stale_resource(&begin) {
+        return current_payment(&gw, merchant, &id).await;
+    }
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    if let Begin::Replay { status, body } = begin {
+        return Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        ));
+    }
+    let outcome = match payment.status {
+        PaymentStatus::Canceled => Ok(payment),
+        PaymentStatus::Succeeded | PaymentStatus::Failed => Err(ApiError::invalid(
+            "payment_not_cancelable",
+            "id",
+            format!("a {} payment cannot be canceled", payment.status.as_str()),
+        )),
+        PaymentStatus::Pending | PaymentStatus::RequiresAction | PaymentStatus::Unknown => {
+            match gw.cancel(payment).await? {
+                Some(p) if p.status == PaymentStatus::Canceled => Ok(p),
+                Some(p) => Err(ApiError::invalid(
+                    "payment_not_cancelable",
+                    "id",
+                    format!("the provider reports the payment as {}", p.status.as_str()),
+                )),
+                None => Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorType::ProviderError,
+                    "provider_unavailable",
+                    "the provider did not confirm the cancellation; retry with a new Idempotency-Key",
+                )),
+            }
+        }
+    };
+    match outcome {
+        Ok(payment) => {
+            let body = to_bytes(&payment.to_api_json());
+            gw.store
+                .complete_key(
+                    &merchant.id,
+                    &key,
+                    200,
+                    body.clone(),
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            Ok(json_response(StatusCode::OK, body, false))
+        }
+        Err(error) => {
+            gw.store.release_key(&merchant.id, &key).await?;
+            Err(error)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRefundBody {
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn create_refund(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let key = idempotency_key(&headers)?;
+    let input: CreateRefundBody = if body.is_empty() {
+        CreateRefundBody {
+            amount: None,
+            reason: None,
+        }
+    } else {
+        parse_body(&body)?
+    };
+    let payment = gw
+        .store
+        .payment(Some(&merchant.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    let amount = input
+        .amount
+        .unwrap_or(payment.amount - payment.amount_refunded);
+    if amount <= 0 {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "amount",
+            "amount must be a positive integer in minor units",
+        ));
+    }
+    if let Some(reason) = &input.reason
+        && (reason.chars().count() > 256 || reason.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "reason",
+            "at most 256 characters, no control characters",
+        ));
+    }
+    let refund = Refund {
+        id: new_id("re"),
+        payment_id: payment.id.clone(),
+        merchant_id: merchant.id.clone(),
+        amount,
+        currency: payment.currency,
+        reason: input.reason,
+        status: RefundStatus::Pending,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let Some((_, account)) = gw.account_of(&payment) else {
+        return Err(ApiError::internal(&"payment account missing from config"));
+    };
+    let prepared = account
+        .adapter
+        .prepare_refund(&Gateway::call_context(), &refund_request(&refund, &payment));
+    if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "amount",
+            message.clone(),
+        ));
+    }
+    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.begin_refund(claim, refund).await?;
+    if let Some(id) = stale_resource(&begin) {
+        let refund = gw
+            .store
+            .refund(Some(&merchant.id), &id)
+            .await?
+            .ok_or_else(|| ApiError::missing("refund", &id))?;
+        return Ok(json_response(
+            StatusCode::OK,
+            to_bytes(&refund.to_api_json()),
+            true,
+        ));
+    }
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    let refund = match begin {
+        Begin::Replay { status, body } => {
+            return Ok(json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                body,
+                true,
+            ));
+        }
+        Begin::Fresh(refund) => refund,
+        Begin::InFlight { .. } | Begin::Mismatch => {
+            return Err(ApiError::internal(&"unreachable claim state"));
+        }
+    };
+    let refund = gw.drive_refund(refund, &payment, prepared).await?;
+    let body = to_bytes(&refund.to_api_json());
+    gw.store
+        .complete_key(
+            &merchant.id,
+            &key,
+            201,
+            body.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, body, false))
+}
+
+async fn get_refund(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        now,
+    )
+    .await?;
+    let refund = gw
+        .store
+        .refund(Some(&merchant.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("refund", &id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&refund.to_api_json()),
+        false,
+    ))
+}
+
+async fn notify(
+    State(gw): State<Shared>,
+    Path((provider, merchant, account)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header_pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let raw = RawNotification {
+        headers: &header_pairs,
+        body: &body,
+        received_at: OffsetDateTime::now_utc(),
+    };
+    let known_provider = gw
+        .config
+        .merchants
+        .get(&merchant)
+        .and_then(|m| m.account(&account))
+        .is_some_and(|a| a.kind.as_str() == provider);
+    if !known_provider {
+        return (StatusCode::NOT_FOUND, "unknown notification endpoint").into_response();
+    }
+    let (adapter, accepted) = gw.handle_notification(&merchant, &account, &raw).await;
+    let Some(adapter) = adapter else {
+        return (StatusCode::NOT_FOUND, "unknown notification endpoint").into_response();
+    };
+    let ack = adapter.notification_ack(if accepted {
+        AckKind::Accepted
+    } else {
+        AckKind::Rejected
+    });
+    let mut response = (
+        StatusCode::from_u16(ack.status).unwrap_or(StatusCode::OK),
+        ack.body,
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(ack.content_type),
+    );
+    response
+}

@@ -1,0 +1,95 @@
+//! A small signing client for Moongate's API: the demo's walkthrough and the black-box tests
+//! use it, and it is the reference for storefront integrations (see the README for shell and
+//! Python versions).
+
+use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
+use time::OffsetDateTime;
+
+use crate::auth::{canonical_string, sign};
+use crate::outbound::{CallError, Outbound};
+
+/// Signs and sends requests as one merchant key.
+#[derive(Debug, Clone)]
+pub struct MerchantClient {
+    /// e.g. `http://127.0.0.1:8080`.
+    pub base_url: String,
+    /// Key id.
+    pub key_id: String,
+    /// Shared secret.
+    pub secret: Vec<u8>,
+    http: Outbound,
+}
+
+impl MerchantClient {
+    /// A client.
+    pub fn new(base_url: &str, key_id: &str, secret: &[u8]) -> Result<MerchantClient, String> {
+        let http = Outbound::new(
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs(30),
+        )?;
+        Ok(MerchantClient {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key_id: key_id.to_owned(),
+            secret: secret.to_vec(),
+            http,
+        })
+    }
+
+    /// Builds the signed request (exposed so tests can tamper with it).
+    pub fn signed(
+        &self,
+        method: HttpMethod,
+        path_and_query: &str,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+        timestamp: i64,
+        nonce: &str,
+    ) -> HttpRequest {
+        let ts = timestamp.to_string();
+        let canonical = canonical_string(method.as_str(), path_and_query, &ts, nonce, body);
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("moongate-key-id".to_owned(), self.key_id.clone()),
+            ("moongate-timestamp".to_owned(), ts),
+            ("moongate-nonce".to_owned(), nonce.to_owned()),
+            (
+                "moongate-signature".to_owned(),
+                sign(&self.secret, &canonical),
+            ),
+        ];
+        if let Some(key) = idempotency_key {
+            headers.push(("idempotency-key".to_owned(), key.to_owned()));
+        }
+        HttpRequest {
+            method,
+            url: format!("{}{path_and_query}", self.base_url),
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    /// Sends a raw request.
+    pub async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
+        self.http.send(request).await
+    }
+
+    /// Signs with a fresh nonce and the current time, then sends.
+    pub async fn call(
+        &self,
+        method: HttpMethod,
+        path_and_query: &str,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<HttpResponse, CallError> {
+        let nonce = crate::ledger::new_id("n");
+        let request = self.signed(
+            method,
+            path_and_query,
+            body,
+            idempotency_key,
+            OffsetDateTime::now_utc().unix_timestamp(),
+            &nonce,
+        );
+        self.send(&request).await
+    }
+}

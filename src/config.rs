@@ -1,0 +1,687 @@
+//! The merchant config file: TOML, parsed strictly, validated as a whole, then built.
+//!
+//! Three stages, as in Vector and linkerd: [`parse`] (syntax and unknown keys, first error with
+//! its key path), [`RawConfig::validate`] (pure checks, *every* problem with its key path) and
+//! [`RawConfig::build`] (I/O: read secrets and keys). Secrets are never inline: each is a
+//! [`SecretRef`] to an env variable or a file, resolved into a redacting [`Secret`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use moongate_adapter_alipay::settings::Settings as AlipaySettings;
+use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
+use serde::Deserialize;
+
+use crate::registry;
+
+/// One problem found in a config file, with the dotted key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// e.g. `merchants.shop.accounts.main.settings.app_id`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, in file order where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} problem(s) in config:\n{}", .0.len(), render(.0))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listening and public addresses.
+    pub server: ServerSection,
+    /// Where the ledger lives.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    /// Webhook delivery tuning.
+    #[serde(default)]
+    pub webhooks: WebhookSection,
+    /// Outbound provider calls.
+    #[serde(default)]
+    pub providers: ProviderSection,
+    /// Merchants by id.
+    #[serde(default)]
+    pub merchants: BTreeMap<String, RawMerchant>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Base URL providers reach Moongate at (notification URLs are built from it).
+    pub public_base_url: String,
+    /// Serve HTTPS with these files when present.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Accepted clock skew of signed merchant requests, seconds (default 300).
+    #[serde(default = "default_skew")]
+    pub signature_tolerance_secs: u64,
+}
+
+fn default_skew() -> u64 {
+    300
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// SQLite file path (relative to the config file).
+    #[serde(default = "default_ledger_path")]
+    pub path: String,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            path: default_ledger_path(),
+        }
+    }
+}
+
+fn default_ledger_path() -> String {
+    "moongate.db".to_owned()
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// First retry delay, milliseconds (default 5000); doubles per attempt, jittered.
+    #[serde(default = "default_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Longest delay between attempts, milliseconds (default one hour).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// Attempts before an event is parked as undeliverable (default 20, about 3 days).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Per-delivery timeout, milliseconds (default 10000).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        WebhookSection {
+            initial_backoff_ms: default_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            max_attempts: default_attempts(),
+            timeout_ms: default_webhook_timeout(),
+        }
+    }
+}
+
+fn default_backoff() -> u64 {
+    5_000
+}
+fn default_max_backoff() -> u64 {
+    3_600_000
+}
+fn default_attempts() -> u32 {
+    20
+}
+fn default_webhook_timeout() -> u64 {
+    10_000
+}
+
+/// `[providers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Connect timeout, milliseconds (default 3000).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Whole-call timeout, milliseconds (default 15000).
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// How often payments and refunds in doubt are re-queried, milliseconds (default 30000).
+    #[serde(default = "default_sweep")]
+    pub recheck_interval_ms: u64,
+}
+
+impl Default for ProviderSection {
+    fn default() -> Self {
+        ProviderSection {
+            connect_timeout_ms: default_connect_timeout(),
+            call_timeout_ms: default_call_timeout(),
+            recheck_interval_ms: default_sweep(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> u64 {
+    3_000
+}
+fn default_call_timeout() -> u64 {
+    15_000
+}
+fn default_sweep() -> u64 {
+    30_000
+}
+
+/// `[merchants.<id>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMerchant {
+    /// Display name.
+    pub name: String,
+    /// Request-signing keys; several may be active during a rotation.
+    pub keys: Vec<RawKey>,
+    /// Where events are delivered.
+    #[serde(default)]
+    pub webhook: Option<RawWebhook>,
+    /// Provider accounts by id.
+    pub accounts: BTreeMap<String, RawAccount>,
+}
+
+/// `[[merchants.<id>.keys]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Sent as `Moongate-Key-Id`.
+    pub id: String,
+    /// The shared HMAC secret.
+    pub secret: SecretRef,
+}
+
+/// `[merchants.<id>.webhook]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// HTTPS (or loopback HTTP) endpoint.
+    pub url: String,
+    /// Signing secrets; every event carries one signature per secret.
+    pub secrets: Vec<SecretRef>,
+}
+
+/// `[merchants.<id>.accounts.<id>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// Provider kind, e.g. `alipay`.
+    pub provider: String,
+    /// Provider-specific settings, parsed by the provider's own strict struct.
+    pub settings: toml::Table,
+}
+
+/// Parses TOML text; syntax and unknown-key errors come back with their key path.
+pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", e.message().to_owned())]))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_owned();
+        ConfigErrors(vec![problem(
+            if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            },
+            message,
+        )])
+    })
+}
+
+/// Reads and parses a file.
+pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
+    parse(&text)
+}
+
+/// A validated merchant key.
+#[derive(Debug)]
+pub struct MerchantKey {
+    /// Key id.
+    pub id: String,
+    /// HMAC secret.
+    pub secret: Secret<Vec<u8>>,
+}
+
+/// A validated webhook endpoint.
+#[derive(Debug)]
+pub struct Webhook {
+    /// Endpoint.
+    pub url: String,
+    /// Active secrets.
+    pub secrets: Vec<Secret<Vec<u8>>>,
+}
+
+/// A provider account with its adapter built.
+#[derive(Debug)]
+pub struct Account {
+    /// Account id within the merchant.
+    pub id: String,
+    /// Provider.
+    pub kind: ProviderKind,
+    /// The adapter, keys loaded.
+    pub adapter: Arc<dyn PaymentAdapter>,
+}
+
+/// A merchant ready to serve.
+#[derive(Debug)]
+pub struct Merchant {
+    /// Merchant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Signing keys.
+    pub keys: Vec<MerchantKey>,
+    /// Webhook endpoint.
+    pub webhook: Option<Webhook>,
+    /// Accounts in id order.
+    pub accounts: Vec<Account>,
+}
+
+impl Merchant {
+    /// Finds an account.
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+/// The built configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Parsed listen address.
+    pub listen: SocketAddr,
+    /// Public base URL, no trailing slash.
+    pub public_base_url: String,
+    /// TLS files, resolved.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Signature tolerance.
+    pub signature_tolerance_secs: u64,
+    /// Ledger file, resolved.
+    pub ledger_path: PathBuf,
+    /// Webhook tuning.
+    pub webhooks: WebhookSection,
+    /// Provider call tuning.
+    pub providers: ProviderSection,
+    /// Merchants by id.
+    pub merchants: BTreeMap<String, Merchant>,
+}
+
+fn is_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    moongate_adapter_alipay::settings::check_gateway_url(url)
+}
+
+impl RawConfig {
+    /// Pure validation: every problem, with its key path.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problems.push(problem(
+                "server.listen",
+                "must be an address like 127.0.0.1:8080",
+            ));
+        }
+        let base = &self.server.public_base_url;
+        if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
+            problems.push(problem(
+                "server.public_base_url",
+                "must be an http(s) URL without query",
+            ));
+        }
+        if self.server.signature_tolerance_secs == 0 || self.server.signature_tolerance_secs > 900 {
+            problems.push(problem(
+                "server.signature_tolerance_secs",
+                "must be 1 to 900 seconds",
+            ));
+        }
+        let w = &self.webhooks;
+        if w.initial_backoff_ms == 0 || w.max_backoff_ms < w.initial_backoff_ms {
+            problems.push(problem(
+                "webhooks.max_backoff_ms",
+                "must be at least initial_backoff_ms, which must be positive",
+            ));
+        }
+        if w.max_attempts == 0 {
+            problems.push(problem("webhooks.max_attempts", "must be at least 1"));
+        }
+        if self.providers.call_timeout_ms == 0 || self.providers.connect_timeout_ms == 0 {
+            problems.push(problem("providers", "timeouts must be positive"));
+        }
+        if self.merchants.is_empty() {
+            problems.push(problem("merchants", "at least one merchant is required"));
+        }
+        let mut key_ids = BTreeMap::new();
+        for (merchant_id, merchant) in &self.merchants {
+            let at = format!("merchants.{merchant_id}");
+            if !is_identifier(merchant_id) {
+                problems.push(problem(
+                    &at,
+                    "merchant ids are 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            if merchant.keys.is_empty() {
+                problems.push(problem(
+                    format!("{at}.keys"),
+                    "at least one signing key is required",
+                ));
+            }
+            for (index, key) in merchant.keys.iter().enumerate() {
+                if !is_identifier(&key.id) {
+                    problems.push(problem(
+                        format!("{at}.keys[{index}].id"),
+                        "must be an identifier",
+                    ));
+                } else if let Some(other) = key_ids.insert(key.id.clone(), merchant_id.clone()) {
+                    problems.push(problem(
+                        format!("{at}.keys[{index}].id"),
+                        format!("key id {:?} is already used by merchant {other:?}", key.id),
+                    ));
+                }
+            }
+            if let Some(webhook) = &merchant.webhook {
+                if let Err(message) = check_url(&webhook.url) {
+                    problems.push(problem(format!("{at}.webhook.url"), message));
+                }
+                if webhook.secrets.is_empty() {
+                    problems.push(problem(
+                        format!("{at}.webhook.secrets"),
+                        "at least one secret",
+                    ));
+                }
+            }
+            if merchant.accounts.is_empty() {
+                problems.push(problem(
+                    format!("{at}.accounts"),
+                    "at least one account is required",
+                ));
+            }
+            for (account_id, account) in &merchant.accounts {
+                let at = format!("{at}.accounts.{account_id}");
+                if !is_identifier(account_id) {
+                    problems.push(problem(&at, "account ids are identifiers"));
+                }
+                match ProviderKind::parse(&account.provider) {
+                    None => problems.push(problem(
+                        format!("{at}.provider"),
+                        format!(
+                            "unknown provider {:?}; known: {}",
+                            account.provider,
+                            ProviderKind::ALL
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                    Some(kind) => {
+                        for (key, message) in registry::validate_settings(kind, &account.settings) {
+                            problems.push(problem(format!("{at}.settings{key}"), message));
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Validates, then reads every secret and key (relative paths against `base_dir`).
+    pub fn build(&self, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        self.validate()?;
+        let mut problems = Vec::new();
+        let mut merchants = BTreeMap::new();
+        for (merchant_id, raw) in &self.merchants {
+            let at = format!("merchants.{merchant_id}");
+            let mut keys = Vec::new();
+            for (index, key) in raw.keys.iter().enumerate() {
+                match resolve_secret(&key.secret, base_dir) {
+                    Ok(secret) if secret.len() >= 16 => keys.push(MerchantKey {
+                        id: key.id.clone(),
+                        secret: Secret::new(secret.into_bytes()),
+                    }),
+                    Ok(_) => problems.push(problem(
+                        format!("{at}.keys[{index}].secret"),
+                        "must be at least 16 bytes",
+                    )),
+                    Err(message) => {
+                        problems.push(problem(format!("{at}.keys[{index}].secret"), message))
+                    }
+                }
+            }
+            let webhook = match &raw.webhook {
+                None => None,
+                Some(webhook) => {
+                    let mut secrets = Vec::new();
+                    for (index, secret) in webhook.secrets.iter().enumerate() {
+                        match resolve_secret(secret, base_dir) {
+                            Ok(value) if value.len() >= 16 => {
+                                secrets.push(Secret::new(value.into_bytes()))
+                            }
+                            Ok(_) => problems.push(problem(
+                                format!("{at}.webhook.secrets[{index}]"),
+                                "must be at least 16 bytes",
+                            )),
+                            Err(message) => problems
+                                .push(problem(format!("{at}.webhook.secrets[{index}]"), message)),
+                        }
+                    }
+                    Some(Webhook {
+                        url: webhook.url.clone(),
+                        secrets,
+                    })
+                }
+            };
+            let mut accounts = Vec::new();
+            for (account_id, account) in &raw.accounts {
+                let at = format!("{at}.accounts.{account_id}.settings");
+                let Some(kind) = ProviderKind::parse(&account.provider) else {
+                    continue;
+                };
+                match registry::build_adapter(kind, &account.settings, base_dir) {
+                    Ok(adapter) => accounts.push(Account {
+                        id: account_id.clone(),
+                        kind,
+                        adapter,
+                    }),
+                    Err(errors) => {
+                        for (key, message) in errors {
+                            problems.push(problem(format!("{at}{key}"), message));
+                        }
+                    }
+                }
+            }
+            merchants.insert(
+                merchant_id.clone(),
+                Merchant {
+                    id: merchant_id.clone(),
+                    name: raw.name.clone(),
+                    keys,
+                    webhook,
+                    accounts,
+                },
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let listen = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| ConfigErrors(vec![problem("server.listen", "invalid address")]))?;
+        Ok(Config {
+            listen,
+            public_base_url: self.server.public_base_url.trim_end_matches('/').to_owned(),
+            tls: self
+                .server
+                .tls
+                .as_ref()
+                .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
+            signature_tolerance_secs: self.server.signature_tolerance_secs,
+            ledger_path: base_dir.join(&self.ledger.path),
+            webhooks: self.webhooks.clone(),
+            providers: self.providers.clone(),
+            merchants,
+        })
+    }
+}
+
+/// Reads a secret: an env variable or a file (relative to `base_dir`), trailing newline trimmed.
+/// Errors name the source, never the value.
+pub fn resolve_secret(reference: &SecretRef, base_dir: &Path) -> Result<String, String> {
+    let value = match reference {
+        SecretRef::Env(name) => std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?,
+        SecretRef::File(path) => {
+            let full = base_dir.join(path);
+            std::fs::read_to_string(&full)
+                .map_err(|e| format!("cannot read {}: {}", full.display(), e.kind()))?
+        }
+    };
+    let trimmed = value.trim_end_matches(['\n', '\r']).to_owned();
+    if trimmed.is_empty() {
+        return Err(format!("{reference:?} is empty"));
+    }
+    Ok(trimmed)
+}
+
+/// Parses an Alipay settings table with its strict struct, keeping the key path of errors.
+pub fn parse_alipay_settings(table: &toml::Table) -> Result<AlipaySettings, (String, String)> {
+    let text = toml::to_string(table).map_err(|e| (String::new(), e.to_string()))?;
+    let deserializer =
+        toml::Deserializer::parse(&text).map_err(|e| (String::new(), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        (path, e.inner().message().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_base_url = "http://127.0.0.1:8080"
+
+[merchants.shop]
+name = "Shop"
+keys = [{ id = "shop_k1", secret = { env = "X" } }]
+webhook = { url = "http://127.0.0.1:9/hook", secrets = [{ file = "w.secret" }] }
+
+[merchants.shop.accounts.main]
+provider = "alipay"
+settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, alipay_public_key = { file = "p.pem" } }
+"#;
+
+    #[test]
+    fn a_good_file_validates() {
+        let raw = parse(GOOD).unwrap();
+        raw.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_path() {
+        let text = GOOD.replace("name = \"Shop\"", "name = \"Shop\"\ncolour = 1");
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(errors.0[0].path, "merchants.shop");
+        assert!(errors.0[0].message.contains("colour"), "{errors}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = GOOD
+            .replace("127.0.0.1:8080\"", "nowhere\"")
+            .replace("2021000122671080", "abc")
+            .replace("http://127.0.0.1:9/hook", "http://example.com/hook")
+            .replace("provider = \"alipay\"", "provider = \"alipay\"\n");
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"server.listen"), "{paths:?}");
+        assert!(paths.contains(&"merchants.shop.webhook.url"), "{paths:?}");
+        assert!(
+            paths.contains(&"merchants.shop.accounts.main.settings.app_id"),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_settings_keys_and_providers_are_reported() {
+        let text = GOOD.replace("app_id =", "appid = \"1\", app_id =");
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        assert!(
+            errors.0[0]
+                .path
+                .starts_with("merchants.shop.accounts.main.settings"),
+            "{errors}"
+        );
+        let text = GOOD.replace("provider = \"alipay\"", "provider = \"paypal\"");
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(errors.0[0].path, "merchants.shop.accounts.main.provider");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("w.secret"), "short").unwrap();
+        let raw = parse(GOOD).unwrap();
+        let errors = raw.build(dir.path()).unwrap_err().to_string();
+        assert!(!errors.contains("short"), "{errors}");
+        assert!(
+            errors.contains("merchants.shop.webhook.secrets[0]"),
+            "{errors}"
+        );
+    }
+}

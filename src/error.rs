@@ -1,0 +1,151 @@
+//! The API's one error shape and the one place errors become HTTP responses:
+//! `{"error":{"type":…,"code":…,"message":…,"param":…}}` with a stable `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::{RefundRefusal, StoreError};
+
+/// Error families, as in Stripe's `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request is wrong; fix it before retrying.
+    InvalidRequestError,
+    /// The request is not signed correctly.
+    AuthenticationError,
+    /// An `Idempotency-Key` problem.
+    IdempotencyError,
+    /// The payment provider failed or could not be reached.
+    ProviderError,
+    /// Moongate failed.
+    ApiError,
+}
+
+/// An API error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Family.
+    pub kind: ErrorType,
+    /// Stable machine code.
+    pub code: &'static str,
+    /// Human message (never contains secrets).
+    pub message: String,
+    /// The offending parameter.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    /// 400 on a parameter.
+    pub fn invalid(
+        code: &'static str,
+        param: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: ErrorType::InvalidRequestError,
+            code,
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    /// Any status, no parameter.
+    pub fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// 401.
+    pub fn auth(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            code,
+            message,
+        )
+    }
+
+    /// 404 for a resource the merchant cannot see (missing or another merchant's).
+    pub fn missing(what: &str, id: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: ErrorType::InvalidRequestError,
+            code: "resource_missing",
+            message: format!(
+                "no such {what}: {}",
+                id.chars().take(64).collect::<String>()
+            ),
+            param: Some("id".to_owned()),
+        }
+    }
+
+    /// 500; the detail goes to the log, not the caller.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            "internal_error",
+            "Moongate failed to process the request; it is safe to retry with the same Idempotency-Key",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "type": self.kind,
+                "code": self.code,
+                "message": self.message,
+                "param": self.param,
+            }
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::RefundRefused(RefundRefusal::PaymentMissing) => {
+                ApiError::missing("payment", "")
+            }
+            StoreError::RefundRefused(RefundRefusal::NotPaid) => ApiError::invalid(
+                "payment_not_refundable",
+                "id",
+                "only succeeded payments can be refunded",
+            ),
+            StoreError::RefundRefused(RefundRefusal::ExceedsPayment) => ApiError::invalid(
+                "refund_exceeds_payment",
+                "amount",
+                "refunds (pending and succeeded) would exceed the amount paid",
+            ),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}

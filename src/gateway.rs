@@ -1,0 +1,577 @@
+//! The core: drives adapters through the outbound client and records every outcome.
+//!
+//! Provider answers are mapped once, here, onto ledger changes:
+//! a definite "paid" becomes `succeeded` (amount cross-checked), a definite refusal `failed`,
+//! anything that might have reached the provider without a clear answer `unknown`, which
+//! the re-check loop ([`Gateway::recheck_once`]) resolves by querying.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moongate_contract::{
+    AdapterError, CallContext, CloseStatus, CreatePayment, HttpResponse, Money, NotificationError,
+    PaymentAdapter, PaymentRef, PaymentStatus as ProviderStatus, Prepared, RawNotification,
+    RefundRequest, RefundStatus as ProviderRefund,
+};
+use time::OffsetDateTime;
+use tracing::{Instrument, info_span, warn};
+
+use crate::config::{Account, Config, Merchant};
+use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
+use crate::outbound::{CallError, Outbound};
+use crate::store::{Attempt, InboxKey, Store, StoreError, Updated};
+
+/// Shared state of a running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Built configuration.
+    pub config: Config,
+    /// The ledger.
+    pub store: Arc<dyn Store>,
+    /// Provider client.
+    pub providers: Outbound,
+    /// Webhook client.
+    pub webhooks: Outbound,
+}
+
+/// The outcome of one provider exchange, before mapping.
+enum Exchange<T> {
+    Answer(T),
+    Adapter(AdapterError),
+    Call(CallError),
+}
+
+fn random_nonce() -> String {
+    let id = crate::ledger::new_id("n");
+    id.chars()
+        .skip(2)
+        .chain("00000000".chars())
+        .take(32)
+        .collect()
+}
+
+fn failure(code: &str, message: &str) -> Failure {
+    Failure {
+        code: code.chars().take(128).collect(),
+        message: message.chars().take(512).collect(),
+    }
+}
+
+/// Builds the domain request of a payment.
+pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
+    CreatePayment {
+        provider_order_id: payment.provider_order_id.clone(),
+        amount: Money::new(payment.amount, payment.currency),
+        method: payment.method,
+        subject: payment.description.clone(),
+        description: None,
+        return_url: payment.return_url.clone(),
+        notify_url,
+        expires_at: payment.expires_at,
+    }
+}
+
+impl Gateway {
+    /// The merchant and account of a payment.
+    pub fn account_of(&self, payment: &Payment) -> Option<(&Merchant, &Account)> {
+        let merchant = self.config.merchants.get(&payment.merchant_id)?;
+        let account = merchant.account(&payment.account_id)?;
+        Some((merchant, account))
+    }
+
+    /// The URL providers post notifications for this account to.
+    pub fn notify_url(&self, merchant_id: &str, account: &Account) -> String {
+        format!(
+            "{}/notify/{}/{}/{}",
+            self.config.public_base_url,
+            account.kind.as_str(),
+            merchant_id,
+            account.id
+        )
+    }
+
+    /// A fresh call context.
+    pub fn call_context() -> CallContext {
+        CallContext {
+            now: OffsetDateTime::now_utc(),
+            nonce: random_nonce(),
+        }
+    }
+
+    async fn exchange<T>(
+        &self,
+        payment_id: &str,
+        refund_id: Option<&str>,
+        operation: &'static str,
+        prepared: Result<Prepared<T>, AdapterError>,
+        parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
+    ) -> Exchange<T> {
+        let request = match prepared {
+            Ok(Prepared::Ready(answer)) => return Exchange::Answer(answer),
+            Ok(Prepared::Send(request)) => request,
+            Err(error) => return Exchange::Adapter(error),
+        };
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let span = info_span!(
+            "provider_call",
+            operation,
+            payment_id,
+            outcome = tracing::field::Empty
+        );
+        let result = self.providers.send(&request).instrument(span.clone()).await;
+        let outcome_text;
+        let exchange = match result {
+            Err(error) => {
+                outcome_text = error.to_string();
+                Exchange::Call(error)
+            }
+            Ok(response) => match parse(&response) {
+                Ok(answer) => {
+                    outcome_text = format!("answered HTTP {}", response.status);
+                    Exchange::Answer(answer)
+                }
+                Err(error) => {
+                    outcome_text = error.to_string();
+                    Exchange::Adapter(error)
+                }
+            },
+        };
+        span.record("outcome", outcome_text.as_str());
+        let attempt = Attempt {
+            payment_id: payment_id.to_owned(),
+            refund_id: refund_id.map(str::to_owned),
+            operation,
+            started_at,
+            elapsed_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
+            outcome: outcome_text.chars().take(300).collect(),
+        };
+        if let Err(error) = self.store.record_attempt(attempt).await {
+            warn!(%error, "could not record provider attempt");
+        }
+        exchange
+    }
+
+    async fn apply(&self, id: &str, change: PaymentChange) -> Result<Payment, StoreError> {
+        let decide = Box::new(move |_: &Payment| Some(change));
+        match self
+            .store
+            .update_payment(id, None, OffsetDateTime::now_utc(), decide)
+            .await?
+        {
+            Updated::Done { record, .. } => Ok(record),
+            Updated::Duplicate | Updated::Missing => {
+                Err(StoreError::Corrupt(format!("payment {id} vanished")))
+            }
+        }
+    }
+
+    /// Maps a provider's view of a payment onto a ledger change (amount cross-checked).
+    fn change_for(payment: &Payment, status: ProviderStatus) -> Option<PaymentChange> {
+        match status {
+            ProviderStatus::AwaitingPayment { next_action } => Some(PaymentChange {
+                status: Some(PaymentStatus::RequiresAction),
+                next_action: next_action.map(Some),
+                ..PaymentChange::default()
+            }),
+            ProviderStatus::Succeeded {
+                provider_ref,
+                amount,
+                ..
+            } => {
+                if amount != Money::new(payment.amount, payment.currency) {
+                    tracing::error!(
+                        payment_id = %payment.id,
+                        provider_amount = %amount,
+                        "provider reports a paid amount that differs from the ledger; not recorded"
+                    );
+                    return None;
+                }
+                Some(PaymentChange {
+                    status: Some(PaymentStatus::Succeeded),
+                    next_action: Some(None),
+                    provider_ref: Some(provider_ref),
+                    ..PaymentChange::default()
+                })
+            }
+            ProviderStatus::Closed => Some(PaymentChange {
+                status: Some(PaymentStatus::Canceled),
+                next_action: Some(None),
+                ..PaymentChange::default()
+            }),
+            ProviderStatus::Failed { code, message } => Some(PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                next_action: Some(None),
+                failure: Some(failure(&code, &message)),
+                ..PaymentChange::default()
+            }),
+            ProviderStatus::NotFound | ProviderStatus::Unrecognized(_) => None,
+        }
+    }
+
+    /// Sends a prepared create for a payment already in the ledger and records the outcome.
+    pub async fn drive_create(
+        &self,
+        payment: Payment,
+        prepared: Result<Prepared<ProviderStatus>, AdapterError>,
+    ) -> Result<Payment, StoreError> {
+        let Some((merchant, account)) = self.account_of(&payment) else {
+            return Err(StoreError::Corrupt(format!(
+                "payment {} has no account",
+                payment.id
+            )));
+        };
+        let request = create_request(&payment, self.notify_url(&merchant.id, account));
+        let adapter = Arc::clone(&account.adapter);
+        let exchange = self
+            .exchange(&payment.id, None, "create", prepared, |r| {
+                adapter.parse_create(&request, r)
+            })
+            .await;
+        let change = match exchange {
+            Exchange::Answer(status) => {
+                Self::change_for(&payment, status).unwrap_or(PaymentChange {
+                    status: Some(PaymentStatus::Unknown),
+                    ..PaymentChange::default()
+                })
+            }
+            Exchange::Adapter(AdapterError::Rejected { code, message }) => PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                failure: Some(failure(&code, &message)),
+                ..PaymentChange::default()
+            },
+            Exchange::Adapter(
+                error @ (AdapterError::InvalidRequest(_)
+                | AdapterError::Signing
+                | AdapterError::Unsupported { .. }),
+            ) => PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                failure: Some(failure("request_not_sent", &error.to_string())),
+                ..PaymentChange::default()
+            },
+            Exchange::Adapter(AdapterError::Indeterminate { .. } | AdapterError::Protocol(_))
+            | Exchange::Call(CallError::Unknown(_)) => PaymentChange {
+                status: Some(PaymentStatus::Unknown),
+                ..PaymentChange::default()
+            },
+            Exchange::Call(CallError::NotSent(message)) => PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                failure: Some(failure("provider_unreachable", &message)),
+                ..PaymentChange::default()
+            },
+        };
+        self.apply(&payment.id, change).await
+    }
+
+    /// Asks the provider about a payment and records what it says. Returns the payment.
+    pub async fn sync_payment(&self, payment: Payment) -> Result<Payment, StoreError> {
+        let Some((merchant, account)) = self.account_of(&payment) else {
+            return Ok(payment);
+        };
+        let adapter = Arc::clone(&account.adapter);
+        let reference = PaymentRef {
+            provider_order_id: payment.provider_order_id.clone(),
+            amount: Money::new(payment.amount, payment.currency),
+        };
+        let prepared = adapter.prepare_query(&Self::call_context(), &reference);
+        let exchange = self
+            .exchange(&payment.id, None, "query", prepared, |r| {
+                adapter.parse_query(&reference, r)
+            })
+            .await;
+        match exchange {
+            Exchange::Answer(ProviderStatus::NotFound) => {
+                let now = OffsetDateTime::now_utc();
+                if payment.expires_at <= now {
+                    // Nothing exists at the provider and nothing can be paid any more.
+                    let change = PaymentChange {
+                        status: Some(PaymentStatus::Canceled),
+                        next_action: Some(None),
+                        failure: Some(failure("expired", "expired before the shopper paid")),
+                        ..PaymentChange::default()
+                    };
+                    return self.apply(&payment.id, change).await;
+                }
+                if matches!(
+                    payment.status,
+                    PaymentStatus::Pending | PaymentStatus::Unknown
+                ) {
+                    // The create never took effect (or, for a QR, was never scanned): send it
+                    // again. The provider order number is the same, so this cannot charge twice.
+                    let request = create_request(&payment, self.notify_url(&merchant.id, account));
+                    let prepared = adapter.prepare_create(&Self::call_context(), &request);
+                    return self.drive_create(payment, prepared).await;
+                }
+                Ok(payment)
+            }
+            Exchange::Answer(status) => match Self::change_for(&payment, status) {
+                Some(change) => self.apply(&payment.id, change).await,
+                None => Ok(payment),
+            },
+            Exchange::Adapter(_) | Exchange::Call(_) => Ok(payment),
+        }
+    }
+
+    /// Closes a payment at the provider. `Ok(None)` means the provider's answer left the
+    /// outcome open (the payment is unchanged).
+    pub async fn cancel(&self, payment: Payment) -> Result<Option<Payment>, StoreError> {
+        let Some((_, account)) = self.account_of(&payment) else {
+            return Ok(None);
+        };
+        let adapter = Arc::clone(&account.adapter);
+        let reference = PaymentRef {
+            provider_order_id: payment.provider_order_id.clone(),
+            amount: Money::new(payment.amount, payment.currency),
+        };
+        let prepared = adapter.prepare_close(&Self::call_context(), &reference);
+        let exchange = self
+            .exchange(&payment.id, None, "close", prepared, |r| {
+                adapter.parse_close(&reference, r)
+            })
+            .await;
+        match exchange {
+            Exchange::Answer(CloseStatus::Closed | CloseStatus::NotFound) => {
+                let change = PaymentChange {
+                    status: Some(PaymentStatus::Canceled),
+                    next_action: Some(None),
+                    ..PaymentChange::default()
+                };
+                self.apply(&payment.id, change).await.map(Some)
+            }
+            Exchange::Answer(CloseStatus::Conflict { .. }) => {
+                // Typically paid meanwhile: learn the truth and let the caller report it.
+                self.sync_payment(payment).await.map(Some)
+            }
+            Exchange::Adapter(_) | Exchange::Call(_) => Ok(None),
+        }
+    }
+
+    /// Sends a refund already in the ledger and records the outcome.
+    pub async fn drive_refund(
+        &self,
+        refund: Refund,
+        payment: &Payment,
+        prepared: Result<Prepared<ProviderRefund>, AdapterError>,
+    ) -> Result<Refund, StoreError> {
+        let Some((_, account)) = self.account_of(payment) else {
+            return Ok(refund);
+        };
+        let adapter = Arc::clone(&account.adapter);
+        let request = refund_request(&refund, payment);
+        let exchange = self
+            .exchange(&payment.id, Some(&refund.id), "refund", prepared, |r| {
+                adapter.parse_refund(&request, r)
+            })
+            .await;
+        let (status, fail) = match exchange {
+            Exchange::Answer(answer) => refund_outcome(answer, RefundStatus::Unknown),
+            Exchange::Adapter(AdapterError::Rejected { code, message }) => {
+                (RefundStatus::Failed, Some(failure(&code, &message)))
+            }
+            Exchange::Adapter(
+                error @ (AdapterError::InvalidRequest(_)
+                | AdapterError::Signing
+                | AdapterError::Unsupported { .. }),
+            ) => (
+                RefundStatus::Failed,
+                Some(failure("request_not_sent", &error.to_string())),
+            ),
+            Exchange::Call(CallError::NotSent(message)) => (
+                RefundStatus::Failed,
+                Some(failure("provider_unreachable", &message)),
+            ),
+            Exchange::Adapter(_) | Exchange::Call(_) => (RefundStatus::Unknown, None),
+        };
+        self.set_refund(refund, status, fail).await
+    }
+
+    async fn set_refund(
+        &self,
+        refund: Refund,
+        status: RefundStatus,
+        fail: Option<Failure>,
+    ) -> Result<Refund, StoreError> {
+        if status == refund.status {
+            return Ok(refund);
+        }
+        match self
+            .store
+            .update_refund(&refund.id, status, fail, OffsetDateTime::now_utc())
+            .await?
+        {
+            Updated::Done { record, .. } => Ok(record),
+            Updated::Duplicate | Updated::Missing => Ok(refund),
+        }
+    }
+
+    /// Asks the provider about a refund in doubt.
+    pub async fn sync_refund(&self, refund: Refund) -> Result<Refund, StoreError> {
+        let Some(payment) = self.store.payment(None, &refund.payment_id).await? else {
+            return Ok(refund);
+        };
+        let Some((_, account)) = self.account_of(&payment) else {
+            return Ok(refund);
+        };
+        let adapter = Arc::clone(&account.adapter);
+        let request = refund_request(&refund, &payment);
+        let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
+        let exchange = self
+            .exchange(
+                &payment.id,
+                Some(&refund.id),
+                "refund_query",
+                prepared,
+                |r| adapter.parse_refund_query(&request, r),
+            )
+            .await;
+        match exchange {
+            Exchange::Answer(ProviderRefund::NotFound) => {
+                // The refund never took effect: send it again under the same request number.
+                let prepared = adapter.prepare_refund(&Self::call_context(), &request);
+                self.drive_refund(refund, &payment, prepared).await
+            }
+            Exchange::Answer(answer) => {
+                let (status, fail) = refund_outcome(answer, refund.status);
+                self.set_refund(refund, status, fail).await
+            }
+            Exchange::Adapter(_) | Exchange::Call(_) => Ok(refund),
+        }
+    }
+
+    /// Verifies, cross-checks and records one provider notification; returns whether to
+    /// acknowledge it (accepted) or let the provider retry.
+    pub async fn handle_notification(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        raw: &RawNotification<'_>,
+    ) -> (Option<Arc<dyn PaymentAdapter>>, bool) {
+        let Some(account) = self
+            .config
+            .merchants
+            .get(merchant_id)
+            .and_then(|m| m.account(account_id))
+        else {
+            warn!(
+                merchant_id,
+                account_id, "notification for an unknown account"
+            );
+            return (None, false);
+        };
+        let adapter = Arc::clone(&account.adapter);
+        let note = match adapter.parse_notification(raw) {
+            Ok(note) => note,
+            Err(error) => {
+                let level_is_attack = matches!(
+                    error,
+                    NotificationError::BadSignature | NotificationError::WrongAccount
+                );
+                if level_is_attack {
+                    warn!(%error, merchant_id, account_id, "notification refused");
+                } else {
+                    tracing::info!(%error, merchant_id, account_id, "notification refused");
+                }
+                return (Some(adapter), false);
+            }
+        };
+        let payment = match self
+            .store
+            .payment(Some(merchant_id), &note.provider_order_id)
+            .await
+        {
+            Ok(Some(payment)) if payment.account_id == account_id => payment,
+            Ok(_) => {
+                tracing::error!(order = %note.provider_order_id, "verified notification for an order this account does not have");
+                return (Some(adapter), false);
+            }
+            Err(error) => {
+                tracing::error!(%error, "ledger unavailable for a notification");
+                return (Some(adapter), false);
+            }
+        };
+        if note.total != Money::new(payment.amount, payment.currency) {
+            tracing::error!(payment_id = %payment.id, reported = %note.total, "notification amount differs from the ledger; not recorded");
+            return (Some(adapter), false);
+        }
+        let inbox = InboxKey {
+            provider: account.kind.as_str().to_owned(),
+            account: format!("{merchant_id}/{account_id}"),
+            dedupe_id: note.dedupe_id.clone(),
+        };
+        let status = note.status.clone();
+        let decide = Box::new(move |current: &Payment| Self::change_for(current, status));
+        match self
+            .store
+            .update_payment(&payment.id, Some(inbox), OffsetDateTime::now_utc(), decide)
+            .await
+        {
+            Ok(Updated::Done { record, changed }) => {
+                tracing::info!(payment_id = %record.id, status = record.status.as_str(), changed, "notification recorded");
+                (Some(adapter), true)
+            }
+            Ok(Updated::Duplicate) => {
+                tracing::info!(payment_id = %payment.id, "duplicate notification");
+                (Some(adapter), true)
+            }
+            Ok(Updated::Missing) => (Some(adapter), false),
+            Err(error) => {
+                tracing::error!(%error, "could not record a notification");
+                (Some(adapter), false)
+            }
+        }
+    }
+
+    /// One pass of the re-check loop over payments and refunds whose outcome is open.
+    pub async fn recheck_once(&self, min_age: Duration) -> Result<(), StoreError> {
+        let before = OffsetDateTime::now_utc() - min_age;
+        for payment in self.store.payments_in_doubt(before, 100).await? {
+            let id = payment.id.clone();
+            if let Err(error) = self.sync_payment(payment).await {
+                warn!(%error, payment_id = %id, "re-check failed");
+            }
+        }
+        for refund in self.store.refunds_in_doubt(before, 100).await? {
+            let id = refund.id.clone();
+            if let Err(error) = self.sync_refund(refund).await {
+                warn!(%error, refund_id = %id, "refund re-check failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs [`Gateway::recheck_once`] forever.
+    pub async fn recheck_loop(self: Arc<Self>) {
+        let every = Duration::from_millis(self.config.providers.recheck_interval_ms);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = self.recheck_once(every).await {
+                warn!(%error, "re-check pass failed");
+            }
+        }
+    }
+}
+
+/// Builds the domain refund request.
+pub fn refund_request(refund: &Refund, payment: &Payment) -> RefundRequest {
+    RefundRequest {
+        provider_order_id: payment.provider_order_id.clone(),
+        provider_refund_id: refund.id.clone(),
+        amount: Money::new(refund.amount, refund.currency),
+        payment_amount: Money::new(payment.amount, payment.currency),
+        reason: refund.reason.clone(),
+    }
+}
+
+fn refund_outcome(
+    answer: ProviderRefund,
+    otherwise: RefundStatus,
+) -> (RefundStatus, Option<Failure>) {
+    match answer {
+        ProviderRefund::Succeeded { .. } => (RefundStatus::Succeeded, None),
+        ProviderRefund::Failed { code, message } => {
+            (RefundStatus::Failed, Some(failure(&code, &message)))
+        }
+        ProviderRefund::Processing => (RefundStatus::Pending, None),
+        ProviderRefund::NotFound => (otherwise, None),
+    }
+}

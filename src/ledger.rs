@@ -1,0 +1,359 @@
+//! Ledger records and their state machines (pure; storage lives in [`crate::store`]).
+//!
+//! Invariants:
+//! - a payment's status only moves along [`PaymentStatus::can_become`]; `succeeded` is final,
+//!   and a provider's word that money moved is always recorded, even after a cancel or failure;
+//! - refunds of a payment (pending, unknown or succeeded) never add up to more than it was paid;
+//! - every change appends exactly one event to the append-only event log, in the same
+//!   transaction, together with its webhook outbox row.
+
+use moongate_contract::{Currency, NextAction, PaymentMethod, ProviderKind};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where a payment stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Recorded; the provider has not answered yet.
+    Pending,
+    /// The shopper must act (`next_action`).
+    RequiresAction,
+    /// Paid.
+    Succeeded,
+    /// Refused by the provider; nothing was charged.
+    Failed,
+    /// Closed before payment.
+    Canceled,
+    /// The provider call's outcome is unknown; Moongate re-queries until it knows.
+    Unknown,
+}
+
+impl PaymentStatus {
+    /// Stable name (API, ledger, events).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::RequiresAction => "requires_action",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
+            PaymentStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(text: &str) -> Option<PaymentStatus> {
+        [
+            PaymentStatus::Pending,
+            PaymentStatus::RequiresAction,
+            PaymentStatus::Succeeded,
+            PaymentStatus::Failed,
+            PaymentStatus::Canceled,
+            PaymentStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// The legal moves. Staying put is not a move (no event).
+    pub fn can_become(self, next: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        match (self, next) {
+            (a, b) if a == b => false,
+            (Succeeded, _) => false,
+            // Money moved at the provider: always recorded.
+            (_, Succeeded) => true,
+            (Pending, RequiresAction | Failed | Canceled | Unknown) => true,
+            (Unknown, RequiresAction | Failed | Canceled) => true,
+            (RequiresAction, Failed | Canceled | Unknown) => true,
+            _ => false,
+        }
+    }
+
+    /// True once nothing but a late provider "paid" can change it.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Succeeded | PaymentStatus::Failed | PaymentStatus::Canceled
+        )
+    }
+}
+
+/// Where a refund stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Recorded; the provider has not answered yet.
+    Pending,
+    /// The money went back.
+    Succeeded,
+    /// Refused by the provider.
+    Failed,
+    /// Outcome unknown; re-queried until known.
+    Unknown,
+}
+
+impl RefundStatus {
+    /// Stable name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+            RefundStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(text: &str) -> Option<RefundStatus> {
+        [
+            RefundStatus::Pending,
+            RefundStatus::Succeeded,
+            RefundStatus::Failed,
+            RefundStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// The legal moves.
+    pub fn can_become(self, next: RefundStatus) -> bool {
+        use RefundStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Succeeded | Failed | Unknown) | (Unknown, Succeeded | Failed)
+        )
+    }
+
+    /// True when the amount is (or may be) on its way back, so it counts against the payment.
+    pub fn holds_amount(self) -> bool {
+        !matches!(self, RefundStatus::Failed)
+    }
+}
+
+/// A provider's refusal, kept on the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Provider or Moongate code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// A payment as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// `pay_…`; also the provider order number.
+    pub id: String,
+    /// Owner.
+    pub merchant_id: String,
+    /// Provider account used.
+    pub account_id: String,
+    /// Provider kind.
+    pub provider: ProviderKind,
+    /// Wallet method.
+    pub method: PaymentMethod,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// The merchant's order reference.
+    pub merchant_reference: String,
+    /// Shown to the shopper.
+    pub description: String,
+    /// Browser return URL.
+    pub return_url: Option<String>,
+    /// Merchant metadata (JSON object of strings).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Provider order number sent to the provider.
+    pub provider_order_id: String,
+    /// Provider transaction number once paid.
+    pub provider_ref: Option<String>,
+    /// Status.
+    pub status: PaymentStatus,
+    /// What the shopper must do.
+    pub next_action: Option<NextAction>,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+    /// Sum of succeeded refunds, minor units.
+    pub amount_refunded: i64,
+    /// When it stops being payable.
+    pub expires_at: OffsetDateTime,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A refund as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    /// `re_…`; also the provider refund request number.
+    pub id: String,
+    /// Its payment.
+    pub payment_id: String,
+    /// Owner.
+    pub merchant_id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// Reason given.
+    pub reason: Option<String>,
+    /// Status.
+    pub status: RefundStatus,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A change to apply to a payment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentChange {
+    /// New status (must be a legal move, or the same status with no event).
+    pub status: Option<PaymentStatus>,
+    /// New next action.
+    pub next_action: Option<Option<NextAction>>,
+    /// Provider transaction number.
+    pub provider_ref: Option<String>,
+    /// Failure detail.
+    pub failure: Option<Failure>,
+    /// Add to `amount_refunded`.
+    pub refunded_delta: i64,
+}
+
+/// Random identifiers: a prefix and 24 characters of Crockford base32 (120 bits).
+pub fn new_id(prefix: &str) -> String {
+    use ring::rand::SecureRandom;
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut bytes = [0_u8; 24];
+    // SystemRandom only fails when the OS has no randomness at all; fall back to time-derived
+    // bytes would be wrong for ids, so such a machine gets ids from the zeroed buffer plus the
+    // clock, which stay unique but are not secret. Ids are not secrets.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_le_bytes();
+        for (slot, byte) in bytes.iter_mut().zip(nanos.iter().cycle()) {
+            *slot = *byte;
+        }
+    }
+    let mut out = String::with_capacity(prefix.len() + 25);
+    out.push_str(prefix);
+    out.push('_');
+    for byte in bytes {
+        out.push(char::from(
+            ALPHABET
+                .get(usize::from(byte % 32))
+                .copied()
+                .unwrap_or(b'0'),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn succeeded_is_final_and_paid_always_wins() {
+        use PaymentStatus::*;
+        for s in [Pending, RequiresAction, Failed, Canceled, Unknown] {
+            assert!(s.can_become(Succeeded), "{s:?}");
+            assert!(!Succeeded.can_become(s), "{s:?}");
+        }
+        assert!(!Canceled.can_become(RequiresAction));
+        assert!(!Failed.can_become(Canceled));
+        assert!(!Pending.can_become(Pending));
+    }
+
+    #[test]
+    fn refunds_move_forward_only() {
+        use RefundStatus::*;
+        assert!(Pending.can_become(Unknown));
+        assert!(Unknown.can_become(Succeeded));
+        assert!(!Succeeded.can_become(Failed));
+        assert!(!Failed.can_become(Succeeded));
+    }
+
+    #[test]
+    fn ids_are_prefixed_and_distinct() {
+        let a = new_id("pay");
+        assert!(a.starts_with("pay_") && a.len() == 28, "{a}");
+        assert_ne!(a, new_id("pay"));
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Payment {
+    /// The public JSON shape (API responses and webhook events).
+    pub fn to_api_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "payment",
+            "amount": self.amount,
+            "currency": self.currency.code(),
+            "amount_refunded": self.amount_refunded,
+            "method": self.method.as_str(),
+            "status": self.status.as_str(),
+            "merchant_reference": self.merchant_reference,
+            "description": self.description,
+            "return_url": self.return_url,
+            "metadata": self.metadata,
+            "next_action": self.next_action,
+            "failure": self.failure,
+            "provider": {
+                "kind": self.provider.as_str(),
+                "account": self.account_id,
+                "order_id": self.provider_order_id,
+                "transaction_id": self.provider_ref,
+            },
+            "expires_at": rfc3339(self.expires_at),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+}
+
+impl Refund {
+    /// The public JSON shape.
+    pub fn to_api_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "refund",
+            "payment_id": self.payment_id,
+            "amount": self.amount,
+            "currency": self.currency.code(),
+            "reason": self.reason,
+            "status": self.status.as_str(),
+            "failure": self.failure,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+}
+
+/// The webhook event body for a change.
+pub fn event_json(
+    id: &str,
+    kind: &str,
+    created: OffsetDateTime,
+    object: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "object": "event",
+        "type": kind,
+        "created_at": rfc3339(created),
+        "data": { "object": object },
+    })
+}

@@ -1,0 +1,18 @@
+//! Moongate: a payment interoperability gateway. One canonical, signed checkout API in front
+//! of Alipay (and, next, WeChat Pay and more), with a durable ledger, verified provider
+//! notifications and signed merchant webhooks. See `ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod ledger;
+pub mod outbound;
+pub mod registry;
+pub mod sandbox;
+pub mod server;
+pub mod store;
+pub mod webhooks;

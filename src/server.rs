@@ -1,0 +1,157 @@
+//! Starting a gateway: ledger, background workers and the HTTP(S) listener.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::outbound::Outbound;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::webhooks;
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Shared state (tests inspect the ledger through it).
+    pub gateway: Arc<Gateway>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the listener and the workers.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Errors starting up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Ledger.
+    #[error("ledger: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Network or TLS.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Opens the configured SQLite ledger.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(Arc::new(SqliteStore::open(&config.ledger_path)?))
+}
+
+/// Starts on an already bound listener (so tests and the demo can pick free ports first).
+pub async fn start_on(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+) -> Result<Running, StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let providers = Outbound::new(
+        Duration::from_millis(config.providers.connect_timeout_ms),
+        Duration::from_millis(config.providers.call_timeout_ms),
+    )
+    .map_err(StartError::Io)?;
+    let webhooks_client = Outbound::new(
+        Duration::from_millis(config.providers.connect_timeout_ms),
+        Duration::from_millis(config.webhooks.timeout_ms),
+    )
+    .map_err(StartError::Io)?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let gateway = Arc::new(Gateway {
+        config,
+        store,
+        providers,
+        webhooks: webhooks_client,
+    });
+    let app = api::router(Arc::clone(&gateway));
+    let server = match tls {
+        None => tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "server stopped");
+            }
+        }),
+        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app)),
+    };
+    let tasks = vec![
+        server,
+        tokio::spawn(webhooks::run(Arc::clone(&gateway))),
+        tokio::spawn(Arc::clone(&gateway).recheck_loop()),
+    ];
+    Ok(Running {
+        addr,
+        gateway,
+        tasks,
+    })
+}
+
+/// Loads a PEM certificate chain and key for serving HTTPS.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Io(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError::Io(format!("{}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StartError::Io(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| StartError::Io(format!("TLS certificate: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,283 @@
+//! The ledger's storage interface. SQLite ([`sqlite::SqliteStore`]) is the embedded default;
+//! a PostgreSQL backend implements the same trait.
+//!
+//! Every method is one transaction. The ones that change a payment or refund also append the
+//! event and its webhook outbox row in that same transaction, so a state change, its event
+//! and its delivery obligation are never separated by a crash.
+
+pub mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus};
+
+/// Storage failure. Never shown to API callers beyond a generic internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A refund would exceed what was paid, or the payment is not refundable.
+    #[error("refund refused: {0}")]
+    RefundRefused(RefundRefusal),
+}
+
+/// Why a refund was refused before any provider call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundRefusal {
+    /// No such payment for this merchant.
+    PaymentMissing,
+    /// The payment is not `succeeded`.
+    NotPaid,
+    /// Pending, unknown and succeeded refunds plus this one exceed the amount paid.
+    ExceedsPayment,
+}
+
+impl fmt::Display for RefundRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefundRefusal::PaymentMissing => "payment missing",
+            RefundRefusal::NotPaid => "payment not paid",
+            RefundRefusal::ExceedsPayment => "refunds would exceed the amount paid",
+        })
+    }
+}
+
+/// An idempotency key claim: scoped per merchant, bound to a hash of the request.
+#[derive(Clone, Debug)]
+pub struct IdemClaim {
+    /// Merchant.
+    pub merchant_id: String,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    /// SHA-256 of method, path and body.
+    pub request_hash: String,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin<T> {
+    /// New key: the row and the first ledger write are committed.
+    Fresh(T),
+    /// Same key, same request, finished: replay this response.
+    Replay {
+        /// HTTP status.
+        status: u16,
+        /// Body bytes.
+        body: Vec<u8>,
+    },
+    /// Same key, same request, still running (or abandoned by a crash when `resource_id` is set
+    /// and the claim is old: the caller may answer with the resource's current state).
+    InFlight {
+        /// Resource created by the first request.
+        resource_id: Option<String>,
+        /// When the first request claimed the key.
+        claimed_at: OffsetDateTime,
+    },
+    /// Same key, different request.
+    Mismatch,
+}
+
+/// Identifies one provider notification for deduplication.
+#[derive(Clone, Debug)]
+pub struct InboxKey {
+    /// Provider kind.
+    pub provider: String,
+    /// `merchant/account`.
+    pub account: String,
+    /// Provider notification id.
+    pub dedupe_id: String,
+}
+
+/// Result of an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Updated<T> {
+    /// Applied (or nothing to apply): the record as it now stands and whether it changed.
+    Done {
+        /// The record after the update.
+        record: T,
+        /// True when an event was appended.
+        changed: bool,
+    },
+    /// The inbox already holds this notification: nothing applied.
+    Duplicate,
+    /// No such record.
+    Missing,
+}
+
+/// Decides a payment change from its current state; `None` changes nothing.
+pub type PaymentDecision = Box<dyn FnOnce(&Payment) -> Option<PaymentChange> + Send>;
+
+/// One provider call, for the audit trail.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// Payment concerned.
+    pub payment_id: String,
+    /// Refund concerned, if any.
+    pub refund_id: Option<String>,
+    /// `create`, `query`, `close`, `refund`, `refund_query`.
+    pub operation: &'static str,
+    /// Started.
+    pub started_at: OffsetDateTime,
+    /// Duration in milliseconds.
+    pub elapsed_ms: i64,
+    /// Outcome summary (`ok`, `rejected`, `unknown`, …) and provider code.
+    pub outcome: String,
+}
+
+/// A webhook delivery due now.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    /// Event sequence number.
+    pub event_seq: i64,
+    /// Event id (`evt_…`).
+    pub event_id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// JSON body to deliver.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Sequence.
+    pub seq: i64,
+    /// `evt_…`.
+    pub id: String,
+    /// e.g. `payment.succeeded`.
+    pub kind: String,
+    /// Object concerned.
+    pub object_id: String,
+}
+
+/// The ledger's storage.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Records a request nonce; false when it was already used (replay).
+    async fn remember_nonce(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims an idempotency key and inserts the payment (with its `payment.created` event).
+    async fn begin_payment(
+        &self,
+        claim: IdemClaim,
+        payment: Payment,
+    ) -> Result<Begin<Payment>, StoreError>;
+
+    /// Claims an idempotency key and inserts the refund after checking it fits the payment.
+    async fn begin_refund(
+        &self,
+        claim: IdemClaim,
+        refund: Refund,
+    ) -> Result<Begin<Refund>, StoreError>;
+
+    /// Claims an idempotency key for an action on an existing resource.
+    async fn claim_key(&self, claim: IdemClaim, resource_id: &str)
+    -> Result<Begin<()>, StoreError>;
+
+    /// Stores the response of a claimed key.
+    async fn complete_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        status: u16,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Drops a claim whose request did nothing (so the key can be used again).
+    async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError>;
+
+    /// A payment by id, optionally scoped to a merchant.
+    async fn payment(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Payment>, StoreError>;
+
+    /// A merchant's payments, newest first, after the cursor; plus whether more exist.
+    async fn list_payments(
+        &self,
+        merchant_id: &str,
+        starting_after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Payment>, bool), StoreError>;
+
+    /// A refund by id, optionally scoped to a merchant.
+    async fn refund(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Refund>, StoreError>;
+
+    /// Applies `decide` to the current payment under a write lock; with an inbox key, records
+    /// the notification in the same transaction and refuses a duplicate.
+    async fn update_payment(
+        &self,
+        id: &str,
+        inbox: Option<InboxKey>,
+        now: OffsetDateTime,
+        decide: PaymentDecision,
+    ) -> Result<Updated<Payment>, StoreError>;
+
+    /// Moves a refund (and, on success, the payment's refunded total) along its state machine.
+    async fn update_refund(
+        &self,
+        id: &str,
+        status: RefundStatus,
+        failure: Option<Failure>,
+        now: OffsetDateTime,
+    ) -> Result<Updated<Refund>, StoreError>;
+
+    /// Appends a provider attempt to the audit trail.
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+
+    /// Payments in `pending` or `unknown` not touched since `before`.
+    async fn payments_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Payment>, StoreError>;
+
+    /// Refunds in `pending` or `unknown` not touched since `before`.
+    async fn refunds_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Refund>, StoreError>;
+
+    /// Webhook deliveries due at `now`.
+    async fn due_webhooks(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Records a delivery attempt: delivered, retry at `next_attempt_at`, or parked (both `None`).
+    async fn webhook_attempted(
+        &self,
+        event_seq: i64,
+        delivered: bool,
+        next_attempt_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Events about one object, oldest first.
+    async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+}

@@ -1,0 +1,872 @@
+//! Embedded SQLite ledger: one file, WAL, `synchronous=FULL` (an acknowledged write survives
+//! power loss). One connection behind a mutex, used from `spawn_blocking`: SQLite serialises
+//! writers anyway, and every method is a single short transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use moongate_contract::{Currency, PaymentMethod, ProviderKind};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::{
+    Attempt, Begin, IdemClaim, InboxKey, OutboxItem, PaymentDecision, Store, StoreError,
+    StoredEvent, Updated,
+};
+use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
+use crate::store::RefundRefusal;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS payments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    method TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    merchant_reference TEXT NOT NULL,
+    description TEXT NOT NULL,
+    return_url TEXT,
+    metadata TEXT NOT NULL,
+    provider_order_id TEXT NOT NULL,
+    provider_ref TEXT,
+    status TEXT NOT NULL,
+    next_action TEXT,
+    failure TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0 AND amount_refunded <= amount),
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (provider, account_id, provider_order_id)
+);
+CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
+CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS refunds (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    merchant_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    reason TEXT,
+    status TEXT NOT NULL,
+    failure TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds (payment_id);
+CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    payment_id TEXT NOT NULL,
+    refund_id TEXT,
+    operation TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    elapsed_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    merchant_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_object ON events (object_id, seq);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+CREATE TABLE IF NOT EXISTS outbox (
+    event_seq INTEGER PRIMARY KEY REFERENCES events (seq),
+    merchant_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    delivered_at INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    merchant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    resource_id TEXT,
+    status INTEGER,
+    response BLOB,
+    created_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    PRIMARY KEY (merchant_id, key)
+);
+
+CREATE TABLE IF NOT EXISTS nonces (
+    merchant_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    keep_until INTEGER NOT NULL,
+    PRIMARY KEY (merchant_id, nonce)
+);
+
+CREATE TABLE IF NOT EXISTS inbox (
+    provider TEXT NOT NULL,
+    account TEXT NOT NULL,
+    dedupe_id TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, account, dedupe_id)
+);
+"#;
+
+/// Idempotency keys are kept this long (the API promises at least 24 hours).
+const IDEMPOTENCY_RETENTION_SECS: i64 = 48 * 3600;
+
+/// The SQLite ledger.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt("timestamp".into()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger file.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory ledger (tests, benchmarks).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("ledger lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("ledger task failed: {e}")))?
+    }
+}
+
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)
+}
+
+const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, amount, currency, \
+    merchant_reference, description, return_url, metadata, provider_order_id, provider_ref, \
+    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at";
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
+    let get_s = |i: usize| row.get::<_, String>(i).map_err(db);
+    let provider = ProviderKind::parse(&get_s(3)?).ok_or_else(|| corrupt("provider"))?;
+    let method = PaymentMethod::parse(&get_s(4)?).ok_or_else(|| corrupt("method"))?;
+    let currency = Currency::parse(&get_s(6)?).map_err(|_| corrupt("currency"))?;
+    let metadata: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&get_s(10)?).map_err(|_| corrupt("metadata"))?;
+    let status = PaymentStatus::parse(&get_s(13)?).ok_or_else(|| corrupt("status"))?;
+    let next_action = match row.get::<_, Option<String>>(14).map_err(db)? {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("next_action"))?),
+        None => None,
+    };
+    let failure = match row.get::<_, Option<String>>(15).map_err(db)? {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("failure"))?),
+        None => None,
+    };
+    Ok(Payment {
+        id: get_s(0)?,
+        merchant_id: get_s(1)?,
+        account_id: get_s(2)?,
+        provider,
+        method,
+        amount: row.get(5).map_err(db)?,
+        currency,
+        merchant_reference: get_s(7)?,
+        description: get_s(8)?,
+        return_url: row.get(9).map_err(db)?,
+        metadata,
+        provider_order_id: get_s(11)?,
+        provider_ref: row.get(12).map_err(db)?,
+        status,
+        next_action,
+        failure,
+        amount_refunded: row.get(16).map_err(db)?,
+        expires_at: from_ms(row.get(17).map_err(db)?)?,
+        created_at: from_ms(row.get(18).map_err(db)?)?,
+        updated_at: from_ms(row.get(19).map_err(db)?)?,
+    })
+}
+
+const REFUND_COLUMNS: &str = "id, payment_id, merchant_id, amount, currency, reason, status, failure, created_at, updated_at";
+
+fn refund_from_row(row: &Row<'_>) -> Result<Refund, StoreError> {
+    let currency =
+        Currency::parse(&row.get::<_, String>(4).map_err(db)?).map_err(|_| corrupt("currency"))?;
+    let status = RefundStatus::parse(&row.get::<_, String>(6).map_err(db)?)
+        .ok_or_else(|| corrupt("refund status"))?;
+    let failure = match row.get::<_, Option<String>>(7).map_err(db)? {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("failure"))?),
+        None => None,
+    };
+    Ok(Refund {
+        id: row.get(0).map_err(db)?,
+        payment_id: row.get(1).map_err(db)?,
+        merchant_id: row.get(2).map_err(db)?,
+        amount: row.get(3).map_err(db)?,
+        currency,
+        reason: row.get(5).map_err(db)?,
+        status,
+        failure,
+        created_at: from_ms(row.get(8).map_err(db)?)?,
+        updated_at: from_ms(row.get(9).map_err(db)?)?,
+    })
+}
+
+fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, StoreError> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
+    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(params![id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(payment_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> {
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1");
+    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(params![id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(refund_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn json_opt<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>, StoreError> {
+    value
+        .as_ref()
+        .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Appends an event and its outbox row (when the merchant has a webhook it is delivered;
+/// the worker parks rows of merchants without one).
+fn append_event(
+    tx: &Transaction<'_>,
+    merchant_id: &str,
+    kind: &str,
+    object_id: &str,
+    object: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let id = new_id("evt");
+    let body = event_json(&id, kind, now, object).to_string();
+    tx.execute(
+        "INSERT INTO events (id, merchant_id, type, object_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, merchant_id, kind, object_id, body, ms(now)],
+    )
+    .map_err(db)?;
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) VALUES (?1, ?2, ?3)",
+        params![seq, merchant_id, ms(now)],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Inserts the key row, or reports what an existing one says.
+fn claim(
+    tx: &Transaction<'_>,
+    claim: &IdemClaim,
+    resource_id: &str,
+) -> Result<Option<Begin<()>>, StoreError> {
+    // Expired keys are forgotten lazily, at the moment the same key comes back.
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",
+        params![
+            claim.merchant_id,
+            claim.key,
+            ms(claim.now) - IDEMPOTENCY_RETENTION_SECS * 1000
+        ],
+    )
+    .map_err(db)?;
+    let existing = tx
+        .query_row(
+            "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
+            params![claim.merchant_id, claim.key],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<u16>>(2)?,
+                    row.get::<_, Option<Vec<u8>>>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    if let Some((hash, resource, status, response, created)) = existing {
+        if hash != claim.request_hash {
+            return Ok(Some(Begin::Mismatch));
+        }
+        return Ok(Some(match (status, response) {
+            (Some(status), Some(body)) => Begin::Replay { status, body },
+            _ => Begin::InFlight {
+                resource_id: resource,
+                claimed_at: from_ms(created)?,
+            },
+        }));
+    }
+    tx.execute(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![claim.merchant_id, claim.key, claim.request_hash, resource_id, ms(claim.now)],
+    )
+    .map_err(db)?;
+    Ok(None)
+}
+
+fn cast<T, U>(begin: Begin<T>) -> Begin<U> {
+    match begin {
+        Begin::Fresh(_) | Begin::Mismatch => Begin::Mismatch,
+        Begin::Replay { status, body } => Begin::Replay { status, body },
+        Begin::InFlight {
+            resource_id,
+            claimed_at,
+        } => Begin::InFlight {
+            resource_id,
+            claimed_at,
+        },
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn remember_nonce(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (merchant_id, nonce) = (merchant_id.to_owned(), nonce.to_owned());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute("DELETE FROM nonces WHERE keep_until < ?1", params![ms(now)]).map_err(db)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3)",
+                    params![merchant_id, nonce, ms(keep_until)],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn begin_payment(
+        &self,
+        idem: IdemClaim,
+        payment: Payment,
+    ) -> Result<Begin<Payment>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if let Some(found) = claim(&tx, &idem, &payment.id)? {
+                return Ok(cast(found));
+            }
+            let p = &payment;
+            tx.execute(
+                &format!(
+                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                ),
+                params![
+                    p.id,
+                    p.merchant_id,
+                    p.account_id,
+                    p.provider.as_str(),
+                    p.method.as_str(),
+                    p.amount,
+                    p.currency.code(),
+                    p.merchant_reference,
+                    p.description,
+                    p.return_url,
+                    serde_json::Value::Object(p.metadata.clone()).to_string(),
+                    p.provider_order_id,
+                    p.provider_ref,
+                    p.status.as_str(),
+                    json_opt(&p.next_action)?,
+                    json_opt(&p.failure)?,
+                    p.amount_refunded,
+                    ms(p.expires_at),
+                    ms(p.created_at),
+                    ms(p.updated_at),
+                ],
+            )
+            .map_err(db)?;
+            append_event(&tx, &p.merchant_id, "payment.created", &p.id, p.to_api_json(), p.created_at)?;
+            tx.commit().map_err(db)?;
+            Ok(Begin::Fresh(payment))
+        })
+        .await
+    }
+
+    async fn begin_refund(
+        &self,
+        idem: IdemClaim,
+        refund: Refund,
+    ) -> Result<Begin<Refund>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if let Some(found) = claim(&tx, &idem, &refund.id)? {
+                return Ok(cast(found));
+            }
+            let payment = load_payment(&tx, &refund.payment_id)?
+                .filter(|p| p.merchant_id == refund.merchant_id)
+                .ok_or(StoreError::RefundRefused(RefundRefusal::PaymentMissing))?;
+            if payment.status != PaymentStatus::Succeeded {
+                return Err(StoreError::RefundRefused(RefundRefusal::NotPaid));
+            }
+            let held: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?1 AND status != 'failed'",
+                    params![refund.payment_id],
+                    |row| row.get(0),
+                )
+                .map_err(db)?;
+            let total = held.checked_add(refund.amount).ok_or(StoreError::RefundRefused(RefundRefusal::ExceedsPayment))?;
+            if total > payment.amount || refund.currency != payment.currency {
+                return Err(StoreError::RefundRefused(RefundRefusal::ExceedsPayment));
+            }
+            let r = &refund;
+            tx.execute(
+                &format!("INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    r.id,
+                    r.payment_id,
+                    r.merchant_id,
+                    r.amount,
+                    r.currency.code(),
+                    r.reason,
+                    r.status.as_str(),
+                    json_opt(&r.failure)?,
+                    ms(r.created_at),
+                    ms(r.updated_at)
+                ],
+            )
+            .map_err(db)?;
+            append_event(&tx, &r.merchant_id, "refund.created", &r.id, r.to_api_json(), r.created_at)?;
+            tx.commit().map_err(db)?;
+            Ok(Begin::Fresh(refund))
+        })
+        .await
+    }
+
+    async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
+        let resource_id = resource_id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let found = claim(&tx, &idem, &resource_id)?;
+            tx.commit().map_err(db)?;
+            Ok(found.unwrap_or(Begin::Fresh(())))
+        })
+        .await
+    }
+
+    async fn complete_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        status: u16,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5 WHERE merchant_id = ?1 AND key = ?2",
+                params![merchant_id, key, status, body, ms(now)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
+        let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND status IS NULL",
+                params![merchant_id, key],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payment(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Payment>, StoreError> {
+        let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
+        self.run(move |conn| {
+            let found = load_payment(conn, &id)?;
+            Ok(found.filter(|p| merchant_id.as_deref().is_none_or(|m| m == p.merchant_id)))
+        })
+        .await
+    }
+
+    async fn list_payments(
+        &self,
+        merchant_id: &str,
+        starting_after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Payment>, bool), StoreError> {
+        let (merchant_id, after) = (merchant_id.to_owned(), starting_after.map(str::to_owned));
+        self.run(move |conn| {
+            let cursor: i64 = match after {
+                None => i64::MAX,
+                Some(id) => conn
+                    .query_row(
+                        "SELECT seq FROM payments WHERE id = ?1 AND merchant_id = ?2",
+                        params![id, merchant_id],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?
+                    .ok_or_else(|| StoreError::Corrupt("cursor".into()))?,
+            };
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![merchant_id, cursor, i64::from(limit) + 1]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(payment_from_row(row)?);
+            }
+            let more = out.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+            out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Ok((out, more))
+        })
+        .await
+    }
+
+    async fn refund(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Refund>, StoreError> {
+        let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
+        self.run(move |conn| {
+            let found = load_refund(conn, &id)?;
+            Ok(found.filter(|r| merchant_id.as_deref().is_none_or(|m| m == r.merchant_id)))
+        })
+        .await
+    }
+
+    async fn update_payment(
+        &self,
+        id: &str,
+        inbox: Option<InboxKey>,
+        now: OffsetDateTime,
+        decide: PaymentDecision,
+    ) -> Result<Updated<Payment>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let Some(mut payment) = load_payment(&tx, &id)? else {
+                return Ok(Updated::Missing);
+            };
+            if let Some(inbox) = &inbox {
+                let inserted = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![inbox.provider, inbox.account, inbox.dedupe_id, id, ms(now)],
+                    )
+                    .map_err(db)?;
+                if inserted == 0 {
+                    return Ok(Updated::Duplicate);
+                }
+            }
+            let Some(change) = decide(&payment) else {
+                tx.commit().map_err(db)?;
+                return Ok(Updated::Done { record: payment, changed: false });
+            };
+            let mut changed = false;
+            if let Some(status) = change.status
+                && payment.status.can_become(status)
+            {
+                payment.status = status;
+                changed = true;
+            }
+            if let Some(next_action) = change.next_action
+                && payment.next_action != next_action
+            {
+                payment.next_action = next_action;
+                changed = true;
+            }
+            if let Some(provider_ref) = change.provider_ref
+                && payment.provider_ref.as_deref() != Some(provider_ref.as_str())
+            {
+                payment.provider_ref = Some(provider_ref);
+                changed = true;
+            }
+            if let Some(failure) = change.failure
+                && payment.failure.as_ref() != Some(&failure)
+            {
+                payment.failure = Some(failure);
+                changed = true;
+            }
+            if !changed {
+                tx.commit().map_err(db)?;
+                return Ok(Updated::Done { record: payment, changed: false });
+            }
+            payment.updated_at = now;
+            tx.execute(
+                "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    payment.status.as_str(),
+                    json_opt(&payment.next_action)?,
+                    payment.provider_ref,
+                    json_opt(&payment.failure)?,
+                    ms(now)
+                ],
+            )
+            .map_err(db)?;
+            let kind = format!("payment.{}", payment.status.as_str());
+            append_event(&tx, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
+            tx.commit().map_err(db)?;
+            Ok(Updated::Done { record: payment, changed: true })
+        })
+        .await
+    }
+
+    async fn update_refund(
+        &self,
+        id: &str,
+        status: RefundStatus,
+        failure: Option<Failure>,
+        now: OffsetDateTime,
+    ) -> Result<Updated<Refund>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let Some(mut refund) = load_refund(&tx, &id)? else {
+                return Ok(Updated::Missing);
+            };
+            if !refund.status.can_become(status) {
+                tx.commit().map_err(db)?;
+                return Ok(Updated::Done { record: refund, changed: false });
+            }
+            refund.status = status;
+            refund.failure = failure;
+            refund.updated_at = now;
+            tx.execute(
+                "UPDATE refunds SET status = ?2, failure = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), json_opt(&refund.failure)?, ms(now)],
+            )
+            .map_err(db)?;
+            let kind = format!("refund.{}", status.as_str());
+            append_event(&tx, &refund.merchant_id, &kind, &refund.id, refund.to_api_json(), now)?;
+            if status == RefundStatus::Succeeded {
+                tx.execute(
+                    "UPDATE payments SET amount_refunded = amount_refunded + ?2, updated_at = ?3 WHERE id = ?1",
+                    params![refund.payment_id, refund.amount, ms(now)],
+                )
+                .map_err(db)?;
+                if let Some(payment) = load_payment(&tx, &refund.payment_id)? {
+                    append_event(&tx, &payment.merchant_id, "payment.refunded", &payment.id, payment.to_api_json(), now)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(Updated::Done { record: refund, changed: true })
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    attempt.payment_id,
+                    attempt.refund_id,
+                    attempt.operation,
+                    ms(attempt.started_at),
+                    attempt.elapsed_ms,
+                    attempt.outcome
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payments_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Payment>, StoreError> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ('pending', 'unknown') AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![ms(before), limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(payment_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn refunds_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Refund>, StoreError> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds WHERE status IN ('pending', 'unknown') AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![ms(before), limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(refund_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn due_webhooks(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq \
+                     WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 ORDER BY o.event_seq LIMIT ?2",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(OutboxItem {
+                    event_seq: row.get(0).map_err(db)?,
+                    event_id: row.get(1).map_err(db)?,
+                    merchant_id: row.get(2).map_err(db)?,
+                    body: row.get(3).map_err(db)?,
+                    attempts: row.get(4).map_err(db)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn webhook_attempted(
+        &self,
+        event_seq: i64,
+        delivered: bool,
+        next_attempt_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let now = ms(OffsetDateTime::now_utc());
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
+                params![event_seq, next_attempt_at.map(ms), delivered, now, error],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let object_id = object_id.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, id, type, object_id FROM events WHERE object_id = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![object_id]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(StoredEvent {
+                    seq: row.get(0).map_err(db)?,
+                    id: row.get(1).map_err(db)?,
+                    kind: row.get(2).map_err(db)?,
+                    object_id: row.get(3).map_err(db)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

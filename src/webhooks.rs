@@ -1,0 +1,165 @@
+//! Merchant webhooks from the durable outbox.
+//!
+//! Every ledger change wrote an event and an outbox row in its own transaction; this worker
+//! delivers them: `POST` the event JSON with
+//! `Moongate-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, one HMAC-SHA256 over `"<t>.<body>"` per
+//! active secret (so secrets rotate without downtime). A 2xx answer delivers; anything else is
+//! retried with jittered exponential backoff until `max_attempts`, then parked (kept, visible).
+//! Delivery is at least once and not ordered; receivers dedupe on the event id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moongate_contract::{HttpMethod, HttpRequest};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::auth;
+use crate::gateway::Gateway;
+use crate::store::OutboxItem;
+
+/// The `Moongate-Signature` header value for a body at time `t`.
+pub fn signature_header(secrets: &[&[u8]], t: i64, body: &str) -> String {
+    let signed = format!("{t}.{body}");
+    let mut out = format!("t={t}");
+    for secret in secrets {
+        out.push_str(",v1=");
+        out.push_str(&auth::sign(secret, &signed));
+    }
+    out
+}
+
+/// Backoff before attempt number `attempts + 1`: initial × 2^attempts, capped, with ±20 % jitter.
+pub fn backoff(initial_ms: u64, max_ms: u64, attempts: u32, jitter_unit: u8) -> Duration {
+    let exponential = initial_ms.saturating_mul(1_u64 << attempts.min(30));
+    let base = exponential.min(max_ms);
+    // jitter_unit in 0..=255 maps to a factor in [0.8, 1.2].
+    let jitter = base / 5 * u64::from(jitter_unit) / 127;
+    Duration::from_millis(base - base / 5 + jitter)
+}
+
+async fn deliver(gw: &Gateway, item: &OutboxItem) {
+    let settings = &gw.config.webhooks;
+    let Some(webhook) = gw
+        .config
+        .merchants
+        .get(&item.merchant_id)
+        .and_then(|m| m.webhook.as_ref())
+    else {
+        // No endpoint configured: park it; the event stays in the log.
+        let _ = gw
+            .store
+            .webhook_attempted(
+                item.event_seq,
+                false,
+                None,
+                Some("no webhook configured".into()),
+            )
+            .await;
+        return;
+    };
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    let secrets: Vec<&[u8]> = webhook
+        .secrets
+        .iter()
+        .map(|s| s.expose().as_slice())
+        .collect();
+    let request = HttpRequest {
+        method: HttpMethod::Post,
+        url: webhook.url.clone(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("moongate-event-id".into(), item.event_id.clone()),
+            (
+                "moongate-signature".into(),
+                signature_header(&secrets, t, &item.body),
+            ),
+            ("user-agent".into(), "Moongate-Webhooks/1".into()),
+        ],
+        body: item.body.clone().into_bytes(),
+    };
+    let outcome = gw.webhooks.send(&request).await;
+    let error = match outcome {
+        Ok(response) if (200..300).contains(&response.status) => None,
+        Ok(response) => Some(format!("HTTP {}", response.status)),
+        Err(error) => Some(error.to_string()),
+    };
+    let result = match error {
+        None => {
+            info!(event_id = %item.event_id, "webhook delivered");
+            gw.store
+                .webhook_attempted(item.event_seq, true, None, None)
+                .await
+        }
+        Some(error) => {
+            let attempts = item.attempts + 1;
+            let next = if attempts >= settings.max_attempts {
+                warn!(event_id = %item.event_id, %error, "webhook parked after its last attempt");
+                None
+            } else {
+                let jitter = crate::ledger::new_id("j")
+                    .as_bytes()
+                    .last()
+                    .copied()
+                    .unwrap_or(0);
+                let wait = backoff(
+                    settings.initial_backoff_ms,
+                    settings.max_backoff_ms,
+                    item.attempts,
+                    jitter % 255,
+                );
+                Some(OffsetDateTime::now_utc() + wait)
+            };
+            gw.store
+                .webhook_attempted(item.event_seq, false, next, Some(error))
+                .await
+        }
+    };
+    if let Err(error) = result {
+        warn!(%error, "could not record a webhook attempt");
+    }
+}
+
+/// Polls the outbox forever.
+pub async fn run(gw: Arc<Gateway>) {
+    loop {
+        match gw.store.due_webhooks(OffsetDateTime::now_utc(), 32).await {
+            Ok(items) if !items.is_empty() => {
+                for item in &items {
+                    deliver(&gw, item).await;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "outbox unavailable"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff(1000, 60_000, 0, 127), Duration::from_millis(1000));
+        assert_eq!(backoff(1000, 60_000, 3, 127), Duration::from_millis(8000));
+        assert_eq!(
+            backoff(1000, 60_000, 30, 127),
+            Duration::from_millis(60_000)
+        );
+        assert_eq!(backoff(1000, 60_000, 0, 0), Duration::from_millis(800));
+        assert!(backoff(1000, 60_000, 0, 254) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn one_signature_per_secret() {
+        let header = signature_header(&[b"a", b"b"], 5, "{}");
+        let parts: Vec<&str> = header.split(',').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], "t=5");
+        assert_eq!(parts[1], format!("v1={}", auth::sign(b"a", "5.{}")));
+        assert_eq!(parts[2], format!("v1={}", auth::sign(b"b", "5.{}")));
+    }
+}
