@@ -59,6 +59,7 @@ pub enum FaultMode {
     /// Answer 200 with an HTML page.
     Garbage,
     /// Answer HTTP 500.
+    #[serde(rename = "http_500")]
     Http500,
     /// Never answer (until the caller gives up).
     Timeout,

@@ -1,0 +1,305 @@
+//! Test harness: the gateway, the strict Alipay sandbox and a merchant webhook receiver, all on
+//! loopback with ephemeral ports, the checked-in test keys and a fresh SQLite ledger.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use moongate::client::MerchantClient;
+use moongate::outbound::Outbound;
+use moongate::sandbox::{self, SandboxSettings};
+use moongate::server::{self, Running};
+use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const SHOP_A_SECRET: &str = "shop-a-signing-secret-0123456789";
+pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
+pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
+pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
+pub const APP_ID: &str = "2021000122671080";
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub signature: String,
+    pub event_id: String,
+    pub body: String,
+}
+
+pub struct Harness {
+    pub gateway: Running,
+    pub sandbox_addr: SocketAddr,
+    pub shop_a: MerchantClient,
+    pub shop_b: MerchantClient,
+    pub webhooks: Arc<Mutex<Vec<Delivered>>>,
+    pub http: Outbound,
+    _dir: tempfile::TempDir,
+}
+
+async fn loopback() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with_timeout(2_000).await
+    }
+
+    pub async fn start_with_timeout(call_timeout_ms: u64) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = fixtures().join("keys");
+
+        let (sandbox_listener, sandbox_addr) = loopback().await;
+        let settings = SandboxSettings {
+            private_key_pem: std::fs::read_to_string(keys.join("sandbox-alipay-private-key.pem"))
+                .unwrap(),
+            apps: vec![(
+                APP_ID.to_owned(),
+                std::fs::read_to_string(keys.join("nodejs-sdk-app-public-key.pem")).unwrap(),
+            )],
+            time_divisor: 1000,
+            seller_id: "2088102177846875".to_owned(),
+        };
+        sandbox::start_on(settings, sandbox_listener).await.unwrap();
+
+        let webhooks = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&webhooks);
+        let (hook_listener, hook_addr) = loopback().await;
+        let receiver = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    let get = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    sink.lock().unwrap().push(Delivered {
+                        signature: get("moongate-signature"),
+                        event_id: get("moongate-event-id"),
+                        body: String::from_utf8(body.to_vec()).unwrap(),
+                    });
+                    StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(hook_listener, receiver).await.unwrap() });
+
+        for (name, value) in [
+            ("a.secret", SHOP_A_SECRET),
+            ("b.secret", SHOP_B_SECRET),
+            ("w-old.secret", WEBHOOK_SECRET_OLD),
+            ("w-new.secret", WEBHOOK_SECRET_NEW),
+        ] {
+            std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
+        }
+        let (gateway_listener, gateway_addr) = loopback().await;
+        let app_key = keys.join("nodejs-sdk-app-private-key.pem");
+        let alipay_key = keys.join("sandbox-alipay-public-key.pem");
+        let config = format!(
+            r#"
+[server]
+listen = "{gateway_addr}"
+public_base_url = "http://{gateway_addr}"
+
+[ledger]
+path = "ledger.db"
+
+[webhooks]
+initial_backoff_ms = 50
+max_backoff_ms = 200
+max_attempts = 5
+timeout_ms = 2000
+
+[providers]
+connect_timeout_ms = 1000
+call_timeout_ms = {call_timeout_ms}
+recheck_interval_ms = 3600000
+
+[merchants.shop_a]
+name = "Shop A"
+keys = [{{ id = "shop_a_k1", secret = {{ file = "a.secret" }} }}]
+webhook = {{ url = "http://{hook_addr}/hooks", secrets = [{{ file = "w-old.secret" }}, {{ file = "w-new.secret" }}] }}
+
+[merchants.shop_a.accounts.alipay_main]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+[merchants.shop_b]
+name = "Shop B"
+keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
+
+[merchants.shop_b.accounts.alipay_main]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+"#,
+            app_key = app_key.display(),
+            alipay_key = alipay_key.display(),
+        );
+        let config_path = dir.path().join("moongate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let config = moongate::config::load(&config_path)
+            .unwrap()
+            .build(dir.path())
+            .unwrap();
+        let store = server::open_store(&config).unwrap();
+        let gateway = server::start_on(config, store, gateway_listener)
+            .await
+            .unwrap();
+        let base = format!("http://{gateway_addr}");
+        Harness {
+            gateway,
+            sandbox_addr,
+            shop_a: MerchantClient::new(&base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap(),
+            shop_b: MerchantClient::new(&base, "shop_b_k1", SHOP_B_SECRET.as_bytes()).unwrap(),
+            webhooks,
+            http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn sandbox(&self, path: &str, body: Value) -> HttpResponse {
+        let request = HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("http://{}{path}", self.sandbox_addr),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        };
+        self.http.send(&request).await.unwrap()
+    }
+
+    pub async fn sandbox_notifications(&self, out_trade_no: &str) -> Vec<Value> {
+        let request = HttpRequest {
+            method: HttpMethod::Get,
+            url: format!(
+                "http://{}/sandbox/notifications?out_trade_no={out_trade_no}",
+                self.sandbox_addr
+            ),
+            headers: vec![],
+            body: vec![],
+        };
+        let response = self.http.send(&request).await.unwrap();
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    pub async fn fault(&self, mode: &str, count: u32) {
+        let response = self
+            .sandbox("/sandbox/fault", json!({"mode": mode, "count": count}))
+            .await;
+        assert_eq!(response.status, 204);
+    }
+
+    pub async fn post_notification(&self, merchant: &str, body: &str) -> HttpResponse {
+        let request = HttpRequest {
+            method: HttpMethod::Post,
+            url: format!(
+                "http://{}/notify/alipay/{merchant}/alipay_main",
+                self.gateway.addr
+            ),
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            body: body.as_bytes().to_vec(),
+        };
+        self.http.send(&request).await.unwrap()
+    }
+
+    /// Creates a QR payment and returns (HTTP status, JSON).
+    pub async fn create(&self, client: &MerchantClient, amount: i64, key: &str) -> (u16, Value) {
+        let body = json!({
+            "amount": amount, "currency": "CNY", "method": "alipay_qr",
+            "merchant_reference": format!("order-{key}"), "description": "Tea",
+        });
+        let response = client
+            .call(
+                HttpMethod::Post,
+                "/v1/payments",
+                body.to_string().as_bytes(),
+                Some(key),
+            )
+            .await
+            .unwrap();
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, client: &MerchantClient, path: &str) -> (u16, Value) {
+        let response = client.call(HttpMethod::Get, path, b"", None).await.unwrap();
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn post(
+        &self,
+        client: &MerchantClient,
+        path: &str,
+        body: &str,
+        key: &str,
+    ) -> (u16, Value) {
+        let response = client
+            .call(HttpMethod::Post, path, body.as_bytes(), Some(key))
+            .await
+            .unwrap();
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls a payment until it reaches `status` (or panics after 5 s).
+    pub async fn wait_for(&self, client: &MerchantClient, id: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let (_, payment) = self.get(client, &format!("/v1/payments/{id}")).await;
+            if payment["status"] == status {
+                return payment;
+            }
+            last = payment;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("payment {id} never reached {status}: {last}");
+    }
+
+    /// Creates and pays a QR payment; returns its id.
+    pub async fn paid_payment(&self, amount: i64, key: &str) -> String {
+        let (status, payment) = self.create(&self.shop_a, amount, key).await;
+        assert_eq!(status, 201, "{payment}");
+        let id = payment["id"].as_str().unwrap().to_owned();
+        let paid = self
+            .sandbox("/sandbox/pay", json!({"out_trade_no": id}))
+            .await;
+        assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
+        self.wait_for(&self.shop_a, &id, "succeeded").await;
+        id
+    }
+
+    pub async fn event_kinds(&self, id: &str) -> Vec<String> {
+        self.gateway
+            .gateway
+            .store
+            .events_for(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+}
