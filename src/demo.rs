@@ -64,6 +64,10 @@ pub fn verify_webhook(header: &str, body: &[u8], secret: &[u8], now: i64, tolera
         .any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
 }
 
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("?")
+}
+
 /// Runs the demo.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let demo_dir = options.fixtures.join("demo");
@@ -113,8 +117,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 let event: Value = serde_json::from_slice(&body).unwrap_or_default();
                 println!(
                     "  [webhook] {} {} (signature ok)",
-                    event["type"].as_str().unwrap_or("?"),
-                    event["data"]["object"]["id"].as_str().unwrap_or("?")
+                    text(&event, "/type"),
+                    text(&event, "/data/object/id")
                 );
                 StatusCode::NO_CONTENT
             }
@@ -193,10 +197,10 @@ async fn walkthrough(
             String::from_utf8_lossy(&response.body)
         );
     }
-    let id = payment["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&payment, "/id").to_owned();
     println!(
         "   -> {} status={} next_action={}",
-        id, payment["status"], payment["next_action"]
+        id, text(&payment, "/status"), payment.pointer("/next_action").unwrap_or(&Value::Null)
     );
 
     println!("2. The shopper scans and pays (sandbox control endpoint)");
@@ -220,11 +224,11 @@ async fn walkthrough(
             .call(HttpMethod::Get, &format!("/v1/payments/{id}"), b"", None)
             .await?;
         let payment: Value = serde_json::from_slice(&response.body)?;
-        status = payment["status"].as_str().unwrap_or_default().to_owned();
+        status = text(&payment, "/status").to_owned();
         if status == "succeeded" {
             println!(
                 "   -> status=succeeded transaction={}",
-                payment["provider"]["transaction_id"]
+                text(&payment, "/provider/transaction_id")
             );
             break;
         }
@@ -245,7 +249,7 @@ async fn walkthrough(
         )
         .await?;
     let refund: Value = serde_json::from_slice(&response.body)?;
-    println!("   -> {} status={}", refund["id"], refund["status"]);
+    println!("   -> {} status={}", text(&refund, "/id"), text(&refund, "/status"));
     tokio::time::sleep(Duration::from_millis(600)).await;
     Ok(())
 }

@@ -256,40 +256,9 @@ pub fn new_id(prefix: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn succeeded_is_final_and_paid_always_wins() {
-        use PaymentStatus::*;
-        for s in [Pending, RequiresAction, Failed, Canceled, Unknown] {
-            assert!(s.can_become(Succeeded), "{s:?}");
-            assert!(!Succeeded.can_become(s), "{s:?}");
-        }
-        assert!(!Canceled.can_become(RequiresAction));
-        assert!(!Failed.can_become(Canceled));
-        assert!(!Pending.can_become(Pending));
-    }
-
-    #[test]
-    fn refunds_move_forward_only() {
-        use RefundStatus::*;
-        assert!(Pending.can_become(Unknown));
-        assert!(Unknown.can_become(Succeeded));
-        assert!(!Succeeded.can_become(Failed));
-        assert!(!Failed.can_become(Succeeded));
-    }
-
-    #[test]
-    fn ids_are_prefixed_and_distinct() {
-        let a = new_id("pay");
-        assert!(a.starts_with("pay_") && a.len() == 28, "{a}");
-        assert_ne!(a, new_id("pay"));
-    }
-}
-
 fn rfc3339(t: OffsetDateTime) -> String {
+    // The ledger keeps milliseconds; show every timestamp at that precision.
+    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -356,4 +325,37 @@ pub fn event_json(
         "created_at": rfc3339(created),
         "data": { "object": object },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn succeeded_is_final_and_paid_always_wins() {
+        use PaymentStatus::*;
+        for s in [Pending, RequiresAction, Failed, Canceled, Unknown] {
+            assert!(s.can_become(Succeeded), "{s:?}");
+            assert!(!Succeeded.can_become(s), "{s:?}");
+        }
+        assert!(!Canceled.can_become(RequiresAction));
+        assert!(!Failed.can_become(Canceled));
+        assert!(!Pending.can_become(Pending));
+    }
+
+    #[test]
+    fn refunds_move_forward_only() {
+        use RefundStatus::*;
+        assert!(Pending.can_become(Unknown));
+        assert!(Unknown.can_become(Succeeded));
+        assert!(!Succeeded.can_become(Failed));
+        assert!(!Failed.can_become(Succeeded));
+    }
+
+    #[test]
+    fn ids_are_prefixed_and_distinct() {
+        let a = new_id("pay");
+        assert!(a.starts_with("pay_") && a.len() == 28, "{a}");
+        assert_ne!(a, new_id("pay"));
+    }
 }

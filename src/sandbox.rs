@@ -914,8 +914,8 @@ impl Sandbox {
             headers: vec![("content-type".into(), FORM_CONTENT_TYPE.into())],
             body: body.into_bytes(),
         };
-        let mut waits = std::iter::once(0).chain(NOTIFY_SCHEDULE_SECS.iter().map(|s| s * 1000));
-        while let Some(wait_ms) = waits.next() {
+        let waits = std::iter::once(0).chain(NOTIFY_SCHEDULE_SECS.iter().map(|s| s * 1000));
+        for wait_ms in waits {
             tokio::time::sleep(Duration::from_millis(
                 wait_ms / u64::from(self.time_divisor),
             ))
