@@ -65,7 +65,10 @@ pub fn verify_webhook(header: &str, body: &[u8], secret: &[u8], now: i64, tolera
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or("?")
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("?")
 }
 
 /// Runs the demo.
@@ -200,7 +203,9 @@ async fn walkthrough(
     let id = text(&payment, "/id").to_owned();
     println!(
         "   -> {} status={} next_action={}",
-        id, text(&payment, "/status"), payment.pointer("/next_action").unwrap_or(&Value::Null)
+        id,
+        text(&payment, "/status"),
+        payment.pointer("/next_action").unwrap_or(&Value::Null)
     );
 
     println!("2. The shopper scans and pays (sandbox control endpoint)");
@@ -249,7 +254,11 @@ async fn walkthrough(
         )
         .await?;
     let refund: Value = serde_json::from_slice(&response.body)?;
-    println!("   -> {} status={}", text(&refund, "/id"), text(&refund, "/status"));
+    println!(
+        "   -> {} status={}",
+        text(&refund, "/id"),
+        text(&refund, "/status")
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     Ok(())
 }
