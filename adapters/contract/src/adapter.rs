@@ -38,7 +38,7 @@ pub enum Prepared<T> {
 
 /// A payment provider account seen through Moongate's vocabulary.
 ///
-/// Rules (see `docs/adapter-spec.md`): no I/O, no clock, no retries; every operation
+/// Rules (see ARCHITECTURE.md, invariants 1 and 2): no I/O, no clock, no retries; every operation
 /// is implemented or explicitly answers [`AdapterError::Unsupported`] and says so in
 /// [`PaymentAdapter::capabilities`]; unknown provider states never map to success.
 pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
