@@ -1,0 +1,180 @@
+//! Throughput of the parts of a checkout: `cargo bench --bench checkout`.
+//!
+//! Prints per-operation costs of the Alipay adapter's pure work (RSA-2048 signing is the floor:
+//! ~0.6 ms on the 2-core reference machine) and of whole `POST /v1/payments` calls through the
+//! gateway against the local sandbox (which itself verifies and signs: two more RSA operations).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
+use moongate_contract::crypto::RsaSigner;
+use moongate_contract::{
+    CallContext, CreatePayment, Currency, Money, PaymentAdapter, PaymentMethod,
+};
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn report(name: &str, iterations: u32, elapsed: Duration) {
+    let per = elapsed / iterations;
+    // Integer arithmetic only (house lint): operations per second from microseconds.
+    let micros = elapsed.as_micros().max(1);
+    let per_sec = u128::from(iterations) * 1_000_000 / micros;
+    println!("{name:<44} {per:>10.1?} / op   {per_sec:>9} ops/s   ({iterations} ops)");
+}
+
+fn main() {
+    let key = fixture("keys/nodejs-sdk-app-private-key.pem");
+    let signer = RsaSigner::from_pem(&key).unwrap();
+    let n = 500;
+    let start = Instant::now();
+    for i in 0..n {
+        signer
+            .sign_base64(format!("message {i}").as_bytes())
+            .unwrap();
+    }
+    report("RSA-2048 SHA256withRSA sign (floor)", n, start.elapsed());
+
+    let adapter = AlipayAdapter::new(&AccountKeys {
+        app_id: "2021000122671080",
+        gateway_url: "http://127.0.0.1:1/gateway.do",
+        seller_id: None,
+        app_private_key: &key,
+        alipay_public_key: &fixture("keys/sandbox-alipay-public-key.pem"),
+    })
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let cx = CallContext {
+        now,
+        nonce: "n".repeat(32),
+    };
+    let start = Instant::now();
+    for i in 0..n {
+        let req = CreatePayment {
+            provider_order_id: format!("pay_{i}"),
+            amount: Money::new(8888, Currency::CNY),
+            method: PaymentMethod::AlipayQr,
+            subject: "Tea".into(),
+            description: None,
+            return_url: None,
+            notify_url: "https://gw.example/notify/alipay/m/a".into(),
+            expires_at: now + time::Duration::hours(2),
+        };
+        adapter.prepare_create(&cx, &req).unwrap();
+    }
+    report("alipay prepare_create (render + sign)", n, start.elapsed());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(end_to_end());
+}
+
+async fn end_to_end() {
+    use moongate::sandbox::{self, SandboxSettings};
+    let keys = |p: &str| fixture(&format!("keys/{p}"));
+    let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_addr = sandbox_listener.local_addr().unwrap();
+    sandbox::start_on(
+        SandboxSettings {
+            private_key_pem: keys("sandbox-alipay-private-key.pem"),
+            apps: vec![(
+                "2021000122671080".into(),
+                keys("nodejs-sdk-app-public-key.pem"),
+            )],
+            time_divisor: 1000,
+            seller_id: "2088102177846875".into(),
+        },
+        sandbox_listener,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("k.secret"),
+        "bench-signing-secret-0123456789",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
+    let config = format!(
+        r#"[server]
+listen = "{addr}"
+public_base_url = "http://{addr}"
+[merchants.m]
+name = "M"
+keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
+[merchants.m.accounts.a]
+provider = "alipay"
+settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+"#
+    );
+    let config = moongate::config::parse(&config)
+        .unwrap()
+        .build(dir.path())
+        .unwrap();
+    let store = moongate::server::open_store(&config).unwrap();
+    let _running = moongate::server::start_on(config, store, listener)
+        .await
+        .unwrap();
+    let client = moongate::client::MerchantClient::new(
+        &format!("http://{addr}"),
+        "m_k1",
+        b"bench-signing-secret-0123456789",
+    )
+    .unwrap();
+    let body = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
+    let n = 300;
+    let start = Instant::now();
+    for i in 0..n {
+        let key = format!("bench-{i}");
+        let response = client
+            .call(
+                moongate_contract::HttpMethod::Post,
+                "/v1/payments",
+                body,
+                Some(&key),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, 201);
+    }
+    report(
+        "POST /v1/payments, sequential (4 RSA ops)",
+        n,
+        start.elapsed(),
+    );
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n / 8 {
+                let key = format!("bench-c{worker}-{i}");
+                let response = client
+                    .call(
+                        moongate_contract::HttpMethod::Post,
+                        "/v1/payments",
+                        body,
+                        Some(&key),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(response.status, 201);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    report(
+        "POST /v1/payments, 8 concurrent clients",
+        (n / 8) * 8,
+        start.elapsed(),
+    );
+}
