@@ -636,7 +636,7 @@ settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, 
     fn unknown_keys_are_reported_with_their_path() {
         let text = GOOD.replace("name = \"Shop\"", "name = \"Shop\"\ncolour = 1");
         let errors = parse(&text).unwrap_err();
-        assert_eq!(errors.0[0].path, "merchants.shop");
+        assert_eq!(errors.0[0].path, "merchants.shop.colour");
         assert!(errors.0[0].message.contains("colour"), "{errors}");
     }
 
