@@ -75,6 +75,27 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
+/// Authenticates a `/v1` request (see [`crate::auth`]).
+async fn signed_by<'g>(
+    gw: &'g Gateway,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<&'g Merchant, ApiError> {
+    authenticate(
+        &gw.config,
+        gw.store.as_ref(),
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    )
+    .await
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -371,16 +392,7 @@ async fn create_payment(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let key = idempotency_key(&headers)?;
     let input: CreatePaymentBody = parse_body(&body)?;
     let payment = validate_create(merchant, input, now)?;
@@ -457,16 +469,7 @@ async fn get_payment(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let payment = gw
         .store
         .payment(Some(&merchant.id), &id)
@@ -496,16 +499,7 @@ async fn list_payments(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
     let limit = query.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
@@ -579,16 +573,7 @@ async fn cancel_payment(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let key = idempotency_key(&headers)?;
     if !body.is_empty() {
         let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
@@ -676,16 +661,7 @@ async fn create_refund(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let key = idempotency_key(&headers)?;
     let input: CreateRefundBody = if body.is_empty() {
         CreateRefundBody {
@@ -797,16 +773,7 @@ async fn get_refund(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        &method,
-        &uri,
-        &headers,
-        &body,
-        now,
-    )
-    .await?;
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let refund = gw
         .store
         .refund(Some(&merchant.id), &id)
