@@ -231,9 +231,8 @@ pub fn new_id(prefix: &str) -> String {
     use ring::rand::SecureRandom;
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let mut bytes = [0_u8; 24];
-    // SystemRandom only fails when the OS has no randomness at all; fall back to time-derived
-    // bytes would be wrong for ids, so such a machine gets ids from the zeroed buffer plus the
-    // clock, which stay unique but are not secret. Ids are not secrets.
+    // The OS random source practically never fails; if it does, ids fall back to clock-derived
+    // bytes; ids are not secrets, and a collision is refused by the ledger's unique constraints.
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         let nanos = OffsetDateTime::now_utc()
             .unix_timestamp_nanos()
