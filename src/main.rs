@@ -63,14 +63,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; its logs stay quiet unless RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "warn,moongate=info",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| default_filter.to_owned());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("warn,moongate=info")),
-        )
+        .with_env_filter(EnvFilter::new(filter))
         .with_target(false)
         .init();
-    let cli = Cli::parse();
     if let Command::CheckConfig { file } = &cli.command {
         return check_config(file);
     }
