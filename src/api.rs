@@ -75,6 +75,18 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
+/// One of the merchant's payments; another merchant's answers exactly like a missing one.
+async fn merchant_payment(
+    gw: &Gateway,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Payment, ApiError> {
+    gw.store
+        .payment(Some(&merchant.id), id)
+        .await?
+        .ok_or_else(|| ApiError::missing("payment", id))
+}
+
 /// Authenticates a `/v1` request (see [`crate::auth`]).
 async fn signed_by<'g>(
     gw: &'g Gateway,
@@ -448,11 +460,7 @@ async fn current_payment(
     merchant: &Merchant,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let payment = gw
-        .store
-        .payment(Some(&merchant.id), id)
-        .await?
-        .ok_or_else(|| ApiError::missing("payment", id))?;
+    let payment = merchant_payment(gw, merchant, id).await?;
     Ok(json_response(
         StatusCode::OK,
         to_bytes(&payment.to_api_json()),
@@ -470,11 +478,7 @@ async fn get_payment(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
-    let payment = gw
-        .store
-        .payment(Some(&merchant.id), &id)
-        .await?
-        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    let payment = merchant_payment(&gw, merchant, &id).await?;
     Ok(json_response(
         StatusCode::OK,
         to_bytes(&payment.to_api_json()),
@@ -578,11 +582,7 @@ async fn cancel_payment(
     if !body.is_empty() {
         let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
     }
-    let payment = gw
-        .store
-        .payment(Some(&merchant.id), &id)
-        .await?
-        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    let payment = merchant_payment(&gw, merchant, &id).await?;
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &payment.id).await?;
     if let Some(id) = stale_resource(&begin) {
@@ -671,11 +671,7 @@ async fn create_refund(
     } else {
         parse_body(&body)?
     };
-    let payment = gw
-        .store
-        .payment(Some(&merchant.id), &id)
-        .await?
-        .ok_or_else(|| ApiError::missing("payment", &id))?;
+    let payment = merchant_payment(&gw, merchant, &id).await?;
     let amount = input
         .amount
         .unwrap_or(payment.amount - payment.amount_refunded);

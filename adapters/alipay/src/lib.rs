@@ -267,7 +267,16 @@ impl<T> Opened<T> {
             .unwrap_or_else(|| self.common.msg.clone())
     }
 
-    /// Classifies every answer that is neither `10000` nor a signed `40004` business answer.
+    /// "The provider answered, but whether it acted is unknown."
+    fn indeterminate(&self) -> AdapterError {
+        AdapterError::Indeterminate {
+            code: self.code(),
+            message: self.message(),
+        }
+    }
+
+    /// Classifies every answer that is neither `10000` nor a signed `40004` business answer
+    /// (an unsigned `40004` lands here too and is indeterminate).
     fn gateway_error(&self) -> AdapterError {
         let (code, message) = (self.code(), self.message());
         match self.common.code.as_str() {
@@ -474,10 +483,7 @@ impl PaymentAdapter for AlipayAdapter {
             // can do is fail a payment nobody could pay yet.
             return match opened.common.sub_code.as_deref() {
                 Some("ACQ.SYSTEM_ERROR") | Some("ACQ.TRADE_HAS_SUCCESS") | None => {
-                    Err(AdapterError::Indeterminate {
-                        code: opened.code(),
-                        message: opened.message(),
-                    })
+                    Err(opened.indeterminate())
                 }
                 Some(_) => Ok(PaymentStatus::Failed {
                     code: opened.code(),
@@ -534,10 +540,7 @@ impl PaymentAdapter for AlipayAdapter {
         }
         match opened.business_code() {
             Some("ACQ.TRADE_NOT_EXIST") => Ok(PaymentStatus::NotFound),
-            Some(_) if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
-                code: opened.code(),
-                message: opened.message(),
-            }),
+            Some(_) => Err(opened.indeterminate()),
             _ => Err(opened.gateway_error()),
         }
     }
@@ -570,14 +573,7 @@ impl PaymentAdapter for AlipayAdapter {
             | Some("ACQ.TRADE_HAS_FINISHED") => Ok(CloseStatus::Conflict {
                 code: opened.code(),
             }),
-            Some(_) => Err(AdapterError::Indeterminate {
-                code: opened.code(),
-                message: opened.message(),
-            }),
-            None if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
-                code: opened.code(),
-                message: opened.message(),
-            }),
+            Some(_) => Err(opened.indeterminate()),
             None => Err(opened.gateway_error()),
         }
     }
@@ -611,15 +607,8 @@ impl PaymentAdapter for AlipayAdapter {
             });
         }
         match opened.business_code() {
-            Some("ACQ.SYSTEM_ERROR") => Err(AdapterError::Indeterminate {
-                code: opened.code(),
-                message: opened.message(),
-            }),
+            Some("ACQ.SYSTEM_ERROR") => Err(opened.indeterminate()),
             Some(_) => Ok(RefundStatus::Failed {
-                code: opened.code(),
-                message: opened.message(),
-            }),
-            None if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
                 code: opened.code(),
                 message: opened.message(),
             }),
@@ -684,10 +673,6 @@ impl PaymentAdapter for AlipayAdapter {
         }
         match opened.business_code() {
             Some("ACQ.TRADE_NOT_EXIST") => Ok(RefundStatus::NotFound),
-            _ if opened.common.code == "40004" => Err(AdapterError::Indeterminate {
-                code: opened.code(),
-                message: opened.message(),
-            }),
             _ => Err(opened.gateway_error()),
         }
     }
