@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use moongate_contract::{AckKind, Currency, PaymentMethod, RawNotification};
+use moongate_contract::{AckKind, Currency, Payer, PaymentMethod, RawNotification};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -247,9 +247,104 @@ struct CreatePaymentBody {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     account: Option<String>,
+    #[serde(default)]
+    payer: Option<PayerBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayerBody {
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    client_ip: Option<String>,
+    #[serde(default)]
+    payment_code: Option<String>,
 }
 
 const DEFAULT_EXPIRY_SECS: i64 = 2 * 3600;
+
+/// The method names the API accepts, for error messages.
+fn method_names() -> String {
+    let mut names: Vec<&str> = PaymentMethod::ALL.iter().map(|m| m.as_str()).collect();
+    names.push("payment_code");
+    names.join(", ")
+}
+
+/// Checks the payer details a method needs and returns them.
+fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Payer, ApiError> {
+    let body = body.unwrap_or(PayerBody {
+        openid: None,
+        client_ip: None,
+        payment_code: None,
+    });
+    if let Some(openid) = &body.openid {
+        let ok = !openid.is_empty()
+            && openid.len() <= 128
+            && openid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "payer.openid",
+                "1-128 letters, digits, '_' or '-'",
+            ));
+        }
+    }
+    if let Some(ip) = &body.client_ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "payer.client_ip",
+            "must be an IPv4 or IPv6 address",
+        ));
+    }
+    let needs = |present: bool, param: &str, message: &str| {
+        if present {
+            Ok(())
+        } else {
+            Err(ApiError::invalid("parameter_missing", param, message))
+        }
+    };
+    match method {
+        PaymentMethod::WechatJsapi => needs(
+            body.openid.is_some(),
+            "payer.openid",
+            "wechat_jsapi needs the payer's openid under the merchant's app id",
+        )?,
+        PaymentMethod::WechatH5 => needs(
+            body.client_ip.is_some(),
+            "payer.client_ip",
+            "wechat_h5 needs the shopper's IP address",
+        )?,
+        PaymentMethod::AlipayPaymentCode | PaymentMethod::WechatPaymentCode => needs(
+            body.payment_code.is_some(),
+            "payer.payment_code",
+            "payment codes need the scanned code",
+        )?,
+        _ => {}
+    }
+    if method.is_payment_code()
+        && body
+            .payment_code
+            .as_deref()
+            .and_then(PaymentMethod::for_payment_code)
+            != Some(method)
+    {
+        return Err(ApiError::invalid(
+            "payment_code_invalid",
+            "payer.payment_code",
+            format!("not a {} payment code", method.provider()),
+        ));
+    }
+    Ok(Payer {
+        openid: body.openid,
+        client_ip: body.client_ip,
+        payment_code: body.payment_code,
+    })
+}
 
 fn validate_create(
     merchant: &Merchant,
@@ -270,13 +365,36 @@ fn validate_create(
             "amount must be a positive integer in minor units",
         ));
     }
-    let method = PaymentMethod::parse(&body.method).ok_or_else(|| {
-        ApiError::invalid(
-            "parameter_invalid",
-            "method",
-            "unknown method; use alipay_qr, alipay_web or alipay_wap",
-        )
-    })?;
+    let method = if body.method == "payment_code" {
+        // One endpoint for any wallet's code: the prefix tells the wallet (china-wallets.md E).
+        let code = body
+            .payer
+            .as_ref()
+            .and_then(|p| p.payment_code.as_deref())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "parameter_missing",
+                    "payer.payment_code",
+                    "payment codes need the scanned code",
+                )
+            })?;
+        PaymentMethod::for_payment_code(code).ok_or_else(|| {
+            ApiError::invalid(
+                "payment_code_unsupported",
+                "payer.payment_code",
+                "the code belongs to no wallet Moongate serves (WeChat Pay: 18 digits from 10-15; Alipay: 16-24 digits from 25-30)",
+            )
+        })?
+    } else {
+        PaymentMethod::parse(&body.method).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "method",
+                format!("unknown method; use one of {}", method_names()),
+            )
+        })?
+    };
+    let payer = validate_payer(method, body.payer)?;
     let reference_ok = !body.merchant_reference.is_empty()
         && body.merchant_reference.len() <= 128
         && !body.merchant_reference.chars().any(char::is_control);
@@ -393,6 +511,7 @@ fn validate_create(
         expires_at: now + time::Duration::seconds(expires_in),
         created_at: now,
         updated_at: now,
+        payer,
     })
 }
 
@@ -706,9 +825,10 @@ async fn create_refund(
     let Some((_, account)) = gw.account_of(&payment) else {
         return Err(ApiError::internal(&"payment account missing from config"));
     };
+    let request = refund_request(&refund, &payment, gw.notify_url(&merchant.id, account));
     let prepared = account
         .adapter
-        .prepare_refund(&Gateway::call_context(), &refund_request(&refund, &payment));
+        .prepare_refund(&Gateway::call_context(), &request);
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
         return Err(ApiError::invalid(
             "parameter_invalid",

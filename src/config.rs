@@ -593,6 +593,13 @@ pub fn resolve_secret(reference: &SecretRef, base_dir: &Path) -> Result<String, 
 
 /// Parses an Alipay settings table with its strict struct, keeping the key path of errors.
 pub fn parse_alipay_settings(table: &toml::Table) -> Result<AlipaySettings, (String, String)> {
+    parse_settings(table)
+}
+
+/// Parses a provider's settings table with its strict struct, keeping the key path of errors.
+pub fn parse_settings<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+) -> Result<T, (String, String)> {
     let text = toml::to_string(table).map_err(|e| (String::new(), e.to_string()))?;
     let deserializer =
         toml::Deserializer::parse(&text).map_err(|e| (String::new(), e.message().to_owned()))?;

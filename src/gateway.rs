@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moongate_contract::{
-    AdapterError, CallContext, CloseStatus, CreatePayment, HttpResponse, Money, NotificationError,
-    PaymentAdapter, PaymentRef, PaymentStatus as ProviderStatus, Prepared, RawNotification,
-    RefundRequest, RefundStatus as ProviderRefund,
+    AdapterError, CallContext, CloseStatus, CreatePayment, HttpResponse, Money, Notification,
+    NotificationError, NotificationEvent, PaymentAdapter, PaymentRef,
+    PaymentStatus as ProviderStatus, Prepared, RawNotification, RefundRequest,
+    RefundStatus as ProviderRefund,
 };
 use time::OffsetDateTime;
 use tracing::{Instrument, info_span, warn};
@@ -68,6 +69,7 @@ pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
         return_url: payment.return_url.clone(),
         notify_url,
         expires_at: payment.expires_at,
+        payer: payment.payer.clone(),
     }
 }
 
@@ -223,9 +225,10 @@ impl Gateway {
         };
         let request = create_request(&payment, self.notify_url(&merchant.id, account));
         let adapter = Arc::clone(&account.adapter);
+        let cx = Self::call_context();
         let exchange = self
             .exchange(&payment.id, None, "create", prepared, |r| {
-                adapter.parse_create(&request, r)
+                adapter.parse_create(&cx, &request, r)
             })
             .await;
         let change = match exchange {
@@ -353,11 +356,11 @@ impl Gateway {
         payment: &Payment,
         prepared: Result<Prepared<ProviderRefund>, AdapterError>,
     ) -> Result<Refund, StoreError> {
-        let Some((_, account)) = self.account_of(payment) else {
+        let Some((merchant, account)) = self.account_of(payment) else {
             return Ok(refund);
         };
         let adapter = Arc::clone(&account.adapter);
-        let request = refund_request(&refund, payment);
+        let request = refund_request(&refund, payment, self.notify_url(&merchant.id, account));
         let exchange = self
             .exchange(&payment.id, Some(&refund.id), "refund", prepared, |r| {
                 adapter.parse_refund(&request, r)
@@ -409,11 +412,11 @@ impl Gateway {
         let Some(payment) = self.store.payment(None, &refund.payment_id).await? else {
             return Ok(refund);
         };
-        let Some((_, account)) = self.account_of(&payment) else {
+        let Some((merchant, account)) = self.account_of(&payment) else {
             return Ok(refund);
         };
         let adapter = Arc::clone(&account.adapter);
-        let request = refund_request(&refund, &payment);
+        let request = refund_request(&refund, &payment, self.notify_url(&merchant.id, account));
         let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
         let exchange = self
             .exchange(
@@ -493,12 +496,40 @@ impl Gateway {
             tracing::error!(payment_id = %payment.id, reported = %note.total, "notification amount differs from the ledger; not recorded");
             return (Some(adapter), false);
         }
-        let inbox = InboxKey {
-            provider: account.kind.as_str().to_owned(),
-            account: format!("{merchant_id}/{account_id}"),
-            dedupe_id: note.dedupe_id.clone(),
-        };
-        let status = note.status.clone();
+        let Notification {
+            dedupe_id, event, ..
+        } = note;
+        match event {
+            NotificationEvent::Payment { status, .. } => {
+                let inbox = InboxKey {
+                    provider: account.kind.as_str().to_owned(),
+                    account: format!("{merchant_id}/{account_id}"),
+                    dedupe_id,
+                };
+                let accepted = self
+                    .record_payment_notification(&payment, inbox, status)
+                    .await;
+                (Some(adapter), accepted)
+            }
+            NotificationEvent::Refund {
+                provider_refund_id,
+                amount,
+                status,
+            } => {
+                let accepted = self
+                    .record_refund_notification(&payment, &provider_refund_id, amount, status)
+                    .await;
+                (Some(adapter), accepted)
+            }
+        }
+    }
+
+    async fn record_payment_notification(
+        &self,
+        payment: &Payment,
+        inbox: InboxKey,
+        status: ProviderStatus,
+    ) -> bool {
         let decide = Box::new(move |current: &Payment| Self::change_for(current, status));
         match self
             .store
@@ -507,16 +538,57 @@ impl Gateway {
         {
             Ok(Updated::Done { record, changed }) => {
                 tracing::info!(payment_id = %record.id, status = record.status.as_str(), changed, "notification recorded");
-                (Some(adapter), true)
+                true
             }
             Ok(Updated::Duplicate) => {
                 tracing::info!(payment_id = %payment.id, "duplicate notification");
-                (Some(adapter), true)
+                true
             }
-            Ok(Updated::Missing) => (Some(adapter), false),
+            Ok(Updated::Missing) => false,
             Err(error) => {
                 tracing::error!(%error, "could not record a notification");
-                (Some(adapter), false)
+                false
+            }
+        }
+    }
+
+    /// A refund's outcome reported by notification. Repeats are harmless: a refund that
+    /// already has this state is left alone.
+    async fn record_refund_notification(
+        &self,
+        payment: &Payment,
+        refund_id: &str,
+        amount: Money,
+        status: ProviderRefund,
+    ) -> bool {
+        let refund = match self
+            .store
+            .refund(Some(&payment.merchant_id), refund_id)
+            .await
+        {
+            Ok(Some(refund)) if refund.payment_id == payment.id => refund,
+            Ok(_) => {
+                tracing::error!(payment_id = %payment.id, refund_id, "verified refund notification for a refund this payment does not have");
+                return false;
+            }
+            Err(error) => {
+                tracing::error!(%error, "ledger unavailable for a refund notification");
+                return false;
+            }
+        };
+        if amount != Money::new(refund.amount, refund.currency) {
+            tracing::error!(refund_id, reported = %amount, "refund notification amount differs from the ledger; not recorded");
+            return false;
+        }
+        let (next, fail) = refund_outcome(status, refund.status);
+        match self.set_refund(refund, next, fail).await {
+            Ok(refund) => {
+                tracing::info!(refund_id = %refund.id, status = refund.status.as_str(), "refund notification recorded");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not record a refund notification");
+                false
             }
         }
     }
@@ -551,14 +623,15 @@ impl Gateway {
     }
 }
 
-/// Builds the domain refund request.
-pub fn refund_request(refund: &Refund, payment: &Payment) -> RefundRequest {
+/// Builds the domain refund request; `notify_url` is the account's notification endpoint.
+pub fn refund_request(refund: &Refund, payment: &Payment, notify_url: String) -> RefundRequest {
     RefundRequest {
         provider_order_id: payment.provider_order_id.clone(),
         provider_refund_id: refund.id.clone(),
         amount: Money::new(refund.amount, refund.currency),
         payment_amount: Money::new(payment.amount, payment.currency),
         reason: refund.reason.clone(),
+        notify_url: Some(notify_url),
     }
 }
 

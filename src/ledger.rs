@@ -7,7 +7,7 @@
 //! - every change appends exactly one event to the append-only event log, in the same
 //!   transaction, together with its webhook outbox row.
 
-use moongate_contract::{Currency, NextAction, PaymentMethod, ProviderKind};
+use moongate_contract::{Currency, NextAction, Payer, PaymentMethod, ProviderKind};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -184,6 +184,8 @@ pub struct Payment {
     pub created_at: OffsetDateTime,
     /// Last change.
     pub updated_at: OffsetDateTime,
+    /// Shopper details the method needed (openid, IP, the scanned payment code).
+    pub payer: Payer,
 }
 
 /// A refund as stored.
@@ -279,6 +281,11 @@ impl Payment {
             "metadata": self.metadata,
             "next_action": self.next_action,
             "failure": self.failure,
+            // The scanned payment code is a one-time bearer credential: never echoed.
+            "payer": {
+                "openid": self.payer.openid,
+                "client_ip": self.payer.client_ip,
+            },
             "provider": {
                 "kind": self.provider.as_str(),
                 "account": self.account_id,

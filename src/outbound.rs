@@ -93,6 +93,7 @@ impl Outbound {
                 status,
                 headers,
                 body,
+                received_at: time::OffsetDateTime::now_utc(),
             })
         };
         match tokio::time::timeout(self.timeout, call).await {

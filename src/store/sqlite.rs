@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use moongate_contract::{Currency, PaymentMethod, ProviderKind};
+use moongate_contract::{Currency, Payer, PaymentMethod, ProviderKind};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS payments (
     expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    payer TEXT,
     UNIQUE (provider, account_id, provider_order_id)
 );
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
@@ -173,6 +174,19 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // Ledgers created before payment codes and JSAPI lack the `payer` column.
+        let has_payer: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('payments') WHERE name = 'payer'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !has_payer {
+            conn.execute("ALTER TABLE payments ADD COLUMN payer TEXT", [])
+                .map_err(db)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -202,7 +216,7 @@ fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
 
 const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, amount, currency, \
     merchant_reference, description, return_url, metadata, provider_order_id, provider_ref, \
-    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at";
+    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at, payer";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -245,6 +259,10 @@ fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
         expires_at: from_ms(row.get(17).map_err(db)?)?,
         created_at: from_ms(row.get(18).map_err(db)?)?,
         updated_at: from_ms(row.get(19).map_err(db)?)?,
+        payer: match row.get::<_, Option<String>>(20).map_err(db)? {
+            Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("payer"))?,
+            None => Payer::default(),
+        },
     })
 }
 
@@ -430,7 +448,7 @@ impl Store for SqliteStore {
             let p = &payment;
             tx.execute(
                 &format!(
-                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
                 ),
                 params![
                     p.id,
@@ -453,6 +471,7 @@ impl Store for SqliteStore {
                     ms(p.expires_at),
                     ms(p.created_at),
                     ms(p.updated_at),
+                    serde_json::to_string(&p.payer).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 ],
             )
             .map_err(db)?;

@@ -25,8 +25,8 @@ use moongate_contract::crypto::{KeyError, RsaSigner, RsaVerifier};
 use moongate_contract::{
     Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
     HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
-    Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus, Prepared, ProviderKind,
-    RawNotification, RefundRequest, RefundStatus,
+    NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
+    Prepared, ProviderKind, RawNotification, RefundRequest, RefundStatus,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,6 +56,7 @@ const CAPABILITIES: Capabilities = Capabilities {
         PaymentMethod::AlipayQr,
         PaymentMethod::AlipayWeb,
         PaymentMethod::AlipayWap,
+        PaymentMethod::AlipayPaymentCode,
     ],
     currencies: &[Currency::CNY],
     operations: &[
@@ -245,6 +246,49 @@ impl AlipayAdapter {
     }
 }
 
+impl AlipayAdapter {
+    /// Reads the answer to `alipay.trade.pay` (payment code, A.7): `10000` paid, `10003` the
+    /// shopper is confirming, `20000` or a system error unknown (query), other `40004`s refused.
+    fn parse_pay(
+        &self,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        let opened: Opened<wire::PayResponse> = self.open(PAY, resp)?;
+        match opened.common.code.as_str() {
+            "10000" => {
+                let body = &opened.body;
+                if body.out_trade_no.as_deref() != Some(req.provider_order_id.as_str()) {
+                    return Err(AdapterError::Protocol(
+                        "out_trade_no echo mismatch".to_owned(),
+                    ));
+                }
+                Ok(PaymentStatus::Succeeded {
+                    provider_ref: body
+                        .trade_no
+                        .clone()
+                        .ok_or_else(|| AdapterError::Protocol("trade_no missing".to_owned()))?,
+                    amount: parse_yuan(body.total_amount.as_deref(), "total_amount")?,
+                    paid_at: body.gmt_payment.as_deref().and_then(parse_beijing),
+                })
+            }
+            "10003" => Ok(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::AwaitShopperConfirmation),
+            }),
+            "40004" => match opened.common.sub_code.as_deref() {
+                Some("ACQ.SYSTEM_ERROR") | Some("ACQ.TRADE_HAS_SUCCESS") | None => {
+                    Err(opened.indeterminate())
+                }
+                Some(_) => Ok(PaymentStatus::Failed {
+                    code: opened.code(),
+                    message: opened.message(),
+                }),
+            },
+            _ => Err(opened.gateway_error()),
+        }
+    }
+}
+
 /// A verified response node.
 struct Opened<T> {
     common: Common,
@@ -374,6 +418,7 @@ struct RefundQueryBiz<'a> {
 }
 
 const PRECREATE: &str = "alipay.trade.precreate";
+const PAY: &str = "alipay.trade.pay";
 const PAGE_PAY: &str = "alipay.trade.page.pay";
 const WAP_PAY: &str = "alipay.trade.wap.pay";
 const QUERY: &str = "alipay.trade.query";
@@ -411,6 +456,29 @@ impl PaymentAdapter for AlipayAdapter {
             PaymentMethod::AlipayQr => (PRECREATE, None),
             PaymentMethod::AlipayWeb => (PAGE_PAY, Some("FAST_INSTANT_TRADE_PAY")),
             PaymentMethod::AlipayWap => (WAP_PAY, Some("QUICK_WAP_WAY")),
+            PaymentMethod::AlipayPaymentCode => (PAY, Some("FACE_TO_FACE_PAYMENT")),
+            _ => {
+                return Err(AdapterError::Unsupported {
+                    op: Operation::Create,
+                });
+            }
+        };
+        let (scene, auth_code) = if req.method == PaymentMethod::AlipayPaymentCode {
+            let code = req
+                .payer
+                .payment_code
+                .as_deref()
+                .filter(|c| {
+                    PaymentMethod::for_payment_code(c) == Some(PaymentMethod::AlipayPaymentCode)
+                })
+                .ok_or_else(|| {
+                    AdapterError::InvalidRequest(
+                        "payer.payment_code is not an Alipay code".to_owned(),
+                    )
+                })?;
+            (Some("bar_code"), Some(code))
+        } else {
+            (None, None)
         };
         let biz = wire::PayBizContent {
             out_trade_no: &req.provider_order_id,
@@ -424,8 +492,13 @@ impl PaymentAdapter for AlipayAdapter {
                 _ => None,
             },
             seller_id: self.seller_id.as_deref(),
+            scene,
+            auth_code,
         };
-        if req.method == PaymentMethod::AlipayQr {
+        if matches!(
+            req.method,
+            PaymentMethod::AlipayQr | PaymentMethod::AlipayPaymentCode
+        ) {
             return self
                 .server_call(cx, method, Some(&req.notify_url), &biz)
                 .map(Prepared::Send);
@@ -451,9 +524,13 @@ impl PaymentAdapter for AlipayAdapter {
 
     fn parse_create(
         &self,
+        _cx: &CallContext,
         req: &CreatePayment,
         resp: &HttpResponse,
     ) -> Result<PaymentStatus, AdapterError> {
+        if req.method == PaymentMethod::AlipayPaymentCode {
+            return self.parse_pay(req, resp);
+        }
         if req.method != PaymentMethod::AlipayQr {
             return Err(AdapterError::Protocol(
                 "redirect payments are not sent".to_owned(),
@@ -748,9 +825,11 @@ impl PaymentAdapter for AlipayAdapter {
         Ok(Notification {
             dedupe_id: field("notify_id")?.clone(),
             provider_order_id: field("out_trade_no")?.clone(),
-            status,
             total,
-            refunded_total,
+            event: NotificationEvent::Payment {
+                status,
+                refunded_total,
+            },
         })
     }
 

@@ -50,31 +50,7 @@ impl Settings {
     }
 }
 
-/// A gateway URL must be https, or plain http only to a loopback host (the local sandbox),
-/// and carry no query string.
-pub fn check_gateway_url(url: &str) -> Result<(), String> {
-    if url.contains('?') || url.contains('#') {
-        return Err("must not carry a query string or fragment".to_owned());
-    }
-    if let Some(rest) = url.strip_prefix("https://") {
-        return if rest.is_empty() || rest.starts_with('/') {
-            Err("has no host".to_owned())
-        } else {
-            Ok(())
-        };
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or_default();
-        let loopback = host == "localhost" || host.starts_with("127.");
-        let ipv6_loopback = rest.starts_with("[::1]");
-        return if loopback || ipv6_loopback {
-            Ok(())
-        } else {
-            Err("must be https (plain http is allowed only for a loopback sandbox)".to_owned())
-        };
-    }
-    Err("must be an https URL".to_owned())
-}
+pub use moongate_contract::http::check_base_url as check_gateway_url;
 
 #[cfg(test)]
 mod tests {

@@ -188,6 +188,26 @@ pub struct PrecreateResponse {
     pub qr_code: Option<String>,
 }
 
+/// `alipay.trade.pay` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayResponse {
+    /// Common fields.
+    #[serde(flatten)]
+    pub common: Common,
+    /// Alipay's trade number.
+    #[serde(default)]
+    pub trade_no: Option<String>,
+    /// Echo of the order number.
+    #[serde(default)]
+    pub out_trade_no: Option<String>,
+    /// Yuan.
+    #[serde(default)]
+    pub total_amount: Option<String>,
+    /// When it was paid.
+    #[serde(default)]
+    pub gmt_payment: Option<String>,
+}
+
 /// `alipay.trade.query` answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueryResponse {
@@ -279,6 +299,12 @@ pub struct PayBizContent<'a> {
     /// Seller PID, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seller_id: Option<&'a str>,
+    /// `bar_code` for `alipay.trade.pay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scene: Option<&'static str>,
+    /// The scanned payment code, for `alipay.trade.pay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_code: Option<&'a str>,
 }
 
 #[cfg(test)]

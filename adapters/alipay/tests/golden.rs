@@ -14,8 +14,8 @@ use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
 use moongate_contract::crypto::{RsaSigner, RsaVerifier};
 use moongate_contract::{
     AdapterError, CallContext, CloseStatus, CreatePayment, Currency, HttpMethod, HttpResponse,
-    Money, NextAction, NotificationError, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
-    Prepared, RawNotification, RefundRequest, RefundStatus,
+    Money, NextAction, NotificationError, NotificationEvent, PaymentAdapter, PaymentMethod,
+    PaymentRef, PaymentStatus, Prepared, RawNotification, RefundRequest, RefundStatus,
 };
 use time::macros::datetime;
 
@@ -76,6 +76,7 @@ fn precreate_request_layout_and_sign_string() {
         return_url: None,
         notify_url: "https://example.com/alipay/notify".into(),
         expires_at: datetime!(2024-05-13 11:19:20 UTC),
+        payer: Default::default(),
     };
     let Prepared::Send(http) = adapter.prepare_create(&cx(), &req).unwrap() else {
         panic!("precreate must be sent")
@@ -123,6 +124,7 @@ fn wap_pay_is_a_signed_redirect_with_quit_url() {
         return_url: Some("https://shop.example/back?o=1".into()),
         notify_url: "https://gw.example/notify".into(),
         expires_at: datetime!(2024-05-13 09:59:20 UTC),
+        payer: Default::default(),
     };
     let Prepared::Ready(PaymentStatus::AwaitingPayment {
         next_action: Some(NextAction::Redirect { url }),
@@ -177,11 +179,14 @@ fn d1_1_real_notification_verifies_without_sign_type() {
     assert_eq!(note.provider_order_id, "20190815155618536-564-57");
     assert_eq!(note.total, Money::new(10, Currency::CNY));
     assert_eq!(
-        note.status,
-        PaymentStatus::Succeeded {
-            provider_ref: "2019081522001468450512505578".into(),
-            amount: Money::new(10, Currency::CNY),
-            paid_at: Some(datetime!(2019-08-15 07:56:24 UTC)),
+        note.event,
+        NotificationEvent::Payment {
+            status: PaymentStatus::Succeeded {
+                provider_ref: "2019081522001468450512505578".into(),
+                amount: Money::new(10, Currency::CNY),
+                paid_at: Some(datetime!(2019-08-15 07:56:24 UTC)),
+            },
+            refunded_total: None,
         }
     );
     // The same vector with sign_type inside the signed string must NOT verify (rule V1).
@@ -235,6 +240,7 @@ fn signed_response(method: &str, node: &str) -> HttpResponse {
         status: 200,
         headers: vec![],
         body: format!(r#"{{"{name}":{node},"sign":"{sign}"}}"#).into_bytes(),
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
 
@@ -288,7 +294,7 @@ fn query_outcomes_map_without_guessing() {
         status: 200,
         headers: vec![],
         body: br#"{"alipay_trade_query_response":{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS","trade_no":"T","total_amount":"1.00"},"sign":""}"#.to_vec(),
-    };
+       received_at: time::OffsetDateTime::UNIX_EPOCH,    };
     assert!(matches!(
         a.parse_query(&order(), &unsigned),
         Err(AdapterError::Protocol(_))
@@ -313,6 +319,7 @@ fn query_outcomes_map_without_guessing() {
             status,
             headers: vec![],
             body: body.to_vec(),
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
         };
         assert!(matches!(
             a.parse_query(&order(), &resp),
@@ -334,6 +341,7 @@ fn escaped_slashes_verify_as_sent_or_unescaped() {
         return_url: None,
         notify_url: "https://gw.example/n".into(),
         expires_at: datetime!(2030-01-01 0:00 UTC),
+        payer: Default::default(),
     };
     let expected = Ok(PaymentStatus::AwaitingPayment {
         next_action: Some(NextAction::DisplayQr {
@@ -341,7 +349,11 @@ fn escaped_slashes_verify_as_sent_or_unescaped() {
         }),
     });
     assert_eq!(
-        a.parse_create(&req, &signed_response("alipay.trade.precreate", node)),
+        a.parse_create(
+            &cx(),
+            &req,
+            &signed_response("alipay.trade.precreate", node)
+        ),
         expected
     );
     // Signed over the unescaped text but sent escaped (the Java SDK's fallback).
@@ -354,8 +366,9 @@ fn escaped_slashes_verify_as_sent_or_unescaped() {
         status: 200,
         headers: vec![],
         body: body.into_bytes(),
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
     };
-    assert_eq!(a.parse_create(&req, &resp), expected);
+    assert_eq!(a.parse_create(&cx(), &req, &resp), expected);
 }
 
 #[test]
@@ -367,6 +380,7 @@ fn refund_close_and_refund_query_outcomes() {
         amount: Money::new(40, Currency::CNY),
         payment_amount: Money::new(100, Currency::CNY),
         reason: None,
+        notify_url: None,
     };
     let r = |node: &str| a.parse_refund(&refund, &signed_response("alipay.trade.refund", node));
     assert_eq!(
@@ -428,7 +442,7 @@ fn refund_close_and_refund_query_outcomes() {
         status: 200,
         headers: vec![],
         body: br#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature","sub_msg":"x"},"sign":""}"#.to_vec(),
-    };
+       received_at: time::OffsetDateTime::UNIX_EPOCH,    };
     assert!(matches!(
         a.parse_close(&order(), &resp),
         Err(AdapterError::Rejected { .. })
@@ -447,6 +461,7 @@ fn rejects_non_cny_and_bad_order_numbers_before_sending() {
         return_url: None,
         notify_url: "https://gw.example/n".into(),
         expires_at: datetime!(2024-05-13 10:49:20 UTC),
+        payer: Default::default(),
     };
     assert!(matches!(
         a.prepare_create(&cx(), &req),

@@ -55,9 +55,11 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
         req: &CreatePayment,
     ) -> Result<Prepared<PaymentStatus>, AdapterError>;
 
-    /// Reads the answer to a create-payment request.
+    /// Reads the answer to a create-payment request. `cx` is the context of this read (some
+    /// answers are turned into freshly signed client parameters).
     fn parse_create(
         &self,
+        cx: &CallContext,
         req: &CreatePayment,
         resp: &HttpResponse,
     ) -> Result<PaymentStatus, AdapterError>;

@@ -158,6 +158,107 @@ impl RsaVerifier {
     }
 }
 
+/// What Moongate needs from an X.509 certificate: its serial (upper-case hex, as WeChat Pay
+/// writes it in `Wechatpay-Serial`), its RSA key and when it expires. The certificate chain
+/// is not checked here: platform certificates are pinned by configuration.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    /// Serial number, upper-case hex without leading zero bytes.
+    pub serial_hex: String,
+    /// Verifier for the certified RSA key.
+    pub verifier: RsaVerifier,
+    /// `notAfter` as written (`YYMMDDHHMMSSZ` or `YYYYMMDDHHMMSSZ`).
+    pub not_after: String,
+}
+
+impl Certificate {
+    /// Reads a PEM `CERTIFICATE` (or bare base64 DER).
+    pub fn from_pem(text: &str) -> Result<Certificate, KeyError> {
+        let (label, der) = decode_pem(text)?;
+        if !(label.is_empty() || label == "CERTIFICATE") {
+            return Err(KeyError::Rejected("unexpected PEM label for a certificate"));
+        }
+        let (tag, certificate, _) = der_element(&der)?;
+        if tag != 0x30 {
+            return Err(KeyError::Rejected("certificate is not a SEQUENCE"));
+        }
+        let (tag, tbs, _) = der_element(certificate)?;
+        if tag != 0x30 {
+            return Err(KeyError::Rejected("tbsCertificate is not a SEQUENCE"));
+        }
+        let (mut tag, mut serial, mut rest) = der_element(tbs)?;
+        if tag == 0xa0 {
+            // Explicit [0] version.
+            (tag, serial, rest) = der_element(rest)?;
+        }
+        if tag != 0x02 || serial.is_empty() {
+            return Err(KeyError::Rejected("missing certificate serial number"));
+        }
+        let serial = match serial.split_first() {
+            Some((0, tail)) if !tail.is_empty() => tail,
+            _ => serial,
+        };
+        let serial_hex: String = serial.iter().map(|b| format!("{b:02X}")).collect();
+        let (_, _, rest) = der_element(rest)?; // signature algorithm
+        let (_, _, rest) = der_element(rest)?; // issuer
+        let (tag, validity, rest) = der_element(rest)?;
+        if tag != 0x30 {
+            return Err(KeyError::Rejected("missing validity"));
+        }
+        let (_, _, after) = der_element(validity)?;
+        let (tag, not_after, _) = der_element(after)?;
+        if tag != 0x17 && tag != 0x18 {
+            return Err(KeyError::Rejected("malformed notAfter"));
+        }
+        let not_after = String::from_utf8(not_after.to_vec())
+            .map_err(|_| KeyError::Rejected("malformed notAfter"))?;
+        let (_, _, rest) = der_element(rest)?; // subject
+        let (tag, _, _) = der_element(rest)?;
+        if tag != 0x30 {
+            return Err(KeyError::Rejected("missing subjectPublicKeyInfo"));
+        }
+        let spki_len = rest.len() - der_element(rest)?.2.len();
+        let spki = rest
+            .get(..spki_len)
+            .ok_or(KeyError::Rejected("malformed subjectPublicKeyInfo"))?;
+        let verifier = RsaVerifier {
+            rsa_public_key: spki_rsa_public_key(spki)?,
+        };
+        Ok(Certificate {
+            serial_hex,
+            verifier,
+            not_after,
+        })
+    }
+
+    /// `notAfter` as a Unix timestamp, when it parses.
+    pub fn not_after_unix(&self) -> Option<i64> {
+        let text = self.not_after.strip_suffix('Z')?;
+        let full = match text.len() {
+            12 => {
+                let year: i32 = text.get(..2)?.parse().ok()?;
+                let century = if year >= 50 { "19" } else { "20" };
+                format!("{century}{text}")
+            }
+            14 => text.to_owned(),
+            _ => return None,
+        };
+        let field =
+            |range: std::ops::Range<usize>| -> Option<u32> { full.get(range)?.parse().ok() };
+        let year = i32::try_from(field(0..4)?).ok()?;
+        let month = time::Month::try_from(u8::try_from(field(4..6)?).ok()?).ok()?;
+        let date =
+            time::Date::from_calendar_date(year, month, u8::try_from(field(6..8)?).ok()?).ok()?;
+        let clock = time::Time::from_hms(
+            u8::try_from(field(8..10)?).ok()?,
+            u8::try_from(field(10..12)?).ok()?,
+            u8::try_from(field(12..14)?).ok()?,
+        )
+        .ok()?;
+        Some(date.with_time(clock).assume_utc().unix_timestamp())
+    }
+}
+
 /// Reads one DER element at the start of `input`: (tag, contents, rest).
 fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), KeyError> {
     let bad = KeyError::Rejected("malformed DER");

@@ -18,16 +18,19 @@ use crate::money::{Currency, Money};
 pub enum ProviderKind {
     /// Alipay classic OpenAPI gateway (`gateway.do`, RSA2).
     Alipay,
+    /// WeChat Pay API v3 (`WECHATPAY2-SHA256-RSA2048`), plus v2 `micropay` for payment codes.
+    WechatPay,
 }
 
 impl ProviderKind {
     /// Every kind, for listings and exhaustive tests.
-    pub const ALL: &'static [ProviderKind] = &[ProviderKind::Alipay];
+    pub const ALL: &'static [ProviderKind] = &[ProviderKind::Alipay, ProviderKind::WechatPay];
 
     /// Stable lower-case name used in config files, URLs and the ledger.
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::Alipay => "alipay",
+            ProviderKind::WechatPay => "wechatpay",
         }
     }
 
@@ -56,6 +59,18 @@ pub enum PaymentMethod {
     AlipayWeb,
     /// Alipay mobile web cashier (`alipay.trade.wap.pay`): a redirect.
     AlipayWap,
+    /// Alipay barcode payment (`alipay.trade.pay`, `scene=bar_code`): the cashier scans the
+    /// shopper's payment code.
+    AlipayPaymentCode,
+    /// WeChat Pay Native (`/v3/pay/transactions/native`): the shopper scans `code_url`.
+    WechatNative,
+    /// WeChat Pay JSAPI / mini-program (`/v3/pay/transactions/jsapi`): the page invokes the
+    /// wallet with signed parameters; needs the payer's `openid`.
+    WechatJsapi,
+    /// WeChat Pay H5 (`/v3/pay/transactions/h5`): a redirect to `h5_url` from a mobile browser.
+    WechatH5,
+    /// WeChat Pay payment code (v2 `micropay`): the cashier scans the shopper's code.
+    WechatPaymentCode,
 }
 
 impl PaymentMethod {
@@ -64,14 +79,24 @@ impl PaymentMethod {
         PaymentMethod::AlipayQr,
         PaymentMethod::AlipayWeb,
         PaymentMethod::AlipayWap,
+        PaymentMethod::AlipayPaymentCode,
+        PaymentMethod::WechatNative,
+        PaymentMethod::WechatJsapi,
+        PaymentMethod::WechatH5,
+        PaymentMethod::WechatPaymentCode,
     ];
 
     /// The provider that serves this method.
     pub fn provider(&self) -> ProviderKind {
         match self {
-            PaymentMethod::AlipayQr | PaymentMethod::AlipayWeb | PaymentMethod::AlipayWap => {
-                ProviderKind::Alipay
-            }
+            PaymentMethod::AlipayQr
+            | PaymentMethod::AlipayWeb
+            | PaymentMethod::AlipayWap
+            | PaymentMethod::AlipayPaymentCode => ProviderKind::Alipay,
+            PaymentMethod::WechatNative
+            | PaymentMethod::WechatJsapi
+            | PaymentMethod::WechatH5
+            | PaymentMethod::WechatPaymentCode => ProviderKind::WechatPay,
         }
     }
 
@@ -81,6 +106,11 @@ impl PaymentMethod {
             PaymentMethod::AlipayQr => "alipay_qr",
             PaymentMethod::AlipayWeb => "alipay_web",
             PaymentMethod::AlipayWap => "alipay_wap",
+            PaymentMethod::AlipayPaymentCode => "alipay_payment_code",
+            PaymentMethod::WechatNative => "wechat_native",
+            PaymentMethod::WechatJsapi => "wechat_jsapi",
+            PaymentMethod::WechatH5 => "wechat_h5",
+            PaymentMethod::WechatPaymentCode => "wechat_payment_code",
         }
     }
 
@@ -90,6 +120,29 @@ impl PaymentMethod {
             .iter()
             .copied()
             .find(|method| method.as_str() == name)
+    }
+
+    /// True for methods where the cashier scans a code the shopper shows.
+    pub fn is_payment_code(&self) -> bool {
+        matches!(
+            self,
+            PaymentMethod::AlipayPaymentCode | PaymentMethod::WechatPaymentCode
+        )
+    }
+
+    /// Tells the wallet of a scanned payment code by its prefix and length, as aggregators do
+    /// (china-wallets.md section E): 18 digits starting 10–15 are WeChat Pay, 16–24 digits
+    /// starting 25–30 are Alipay. Anything else (UnionPay's 62…, garbage) is `None`.
+    pub fn for_payment_code(code: &str) -> Option<PaymentMethod> {
+        if !code.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let prefix: u32 = code.get(..2)?.parse().ok()?;
+        match (prefix, code.len()) {
+            (10..=15, 18) => Some(PaymentMethod::WechatPaymentCode),
+            (25..=30, 16..=24) => Some(PaymentMethod::AlipayPaymentCode),
+            _ => None,
+        }
     }
 }
 
@@ -153,6 +206,49 @@ pub enum NextAction {
         /// The provider cashier URL, already signed.
         url: String,
     },
+    /// Inside WeChat (in-app page or mini-program): pass `parameters` to
+    /// `WeixinJSBridge.invoke('getBrandWCPayRequest', …)` or `wx.requestPayment`.
+    WechatJsapi {
+        /// The signed client parameters.
+        parameters: JsapiParameters,
+    },
+    /// The cashier scanned a payment code; the shopper confirms in the wallet (e.g. enters a
+    /// password). Nothing to display; the payment settles by itself.
+    AwaitShopperConfirmation,
+}
+
+/// The signed parameters a WeChat page passes to the wallet (china-wallets.md B.9); the
+/// field names are WeChat's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsapiParameters {
+    /// The app id the payer's openid belongs to.
+    pub app_id: String,
+    /// Unix seconds, as a string.
+    pub time_stamp: String,
+    /// Random string.
+    pub nonce_str: String,
+    /// `prepay_id=…`.
+    pub package: String,
+    /// Always `RSA`.
+    pub sign_type: String,
+    /// SHA256withRSA over `appId\ntimeStamp\nnonceStr\npackage\n` with the merchant key.
+    pub pay_sign: String,
+}
+
+/// What a method needs to know about the shopper. Each field is required by some methods
+/// only; adapters refuse a request without the field their method needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payer {
+    /// WeChat `openid` of the payer under the merchant's app id (`wechat_jsapi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
+    /// The shopper's IP address (`wechat_h5` `payer_client_ip`; the till's for payment codes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The scanned payment code (`*_payment_code`; WeChat `auth_code`, Alipay `auth_code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_code: Option<String>,
 }
 
 /// A request to create a payment at a provider.
@@ -174,6 +270,8 @@ pub struct CreatePayment {
     pub notify_url: String,
     /// When the payment stops being payable.
     pub expires_at: OffsetDateTime,
+    /// Shopper details some methods need.
+    pub payer: Payer,
 }
 
 /// Identifies a payment at the provider for query and close.
@@ -198,6 +296,8 @@ pub struct RefundRequest {
     pub payment_amount: Money,
     /// Reason shown to the shopper, if any.
     pub reason: Option<String>,
+    /// Where the provider sends refund notifications, for providers that send them.
+    pub notify_url: Option<String>,
 }
 
 /// The provider's view of one payment.
@@ -281,16 +381,36 @@ pub struct RawNotification<'a> {
 /// A verified notification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
-    /// Provider identifier stable across retries of the same notification (Alipay `notify_id`).
+    /// Provider identifier stable across retries of the same notification (Alipay `notify_id`,
+    /// WeChat Pay envelope `id`).
     pub dedupe_id: String,
     /// The provider order number it is about.
     pub provider_order_id: String,
-    /// The payment's state as the provider reports it.
-    pub status: PaymentStatus,
     /// The order's total as the provider reports it, for cross-checking against the ledger.
     pub total: Money,
-    /// Total refunded so far, when the notification reports refunds.
-    pub refunded_total: Option<Money>,
+    /// What happened.
+    pub event: NotificationEvent,
+}
+
+/// What a notification reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotificationEvent {
+    /// The payment's state.
+    Payment {
+        /// The payment's state as the provider reports it.
+        status: PaymentStatus,
+        /// Total refunded so far, when the notification reports refunds.
+        refunded_total: Option<Money>,
+    },
+    /// One refund's outcome.
+    Refund {
+        /// The refund's own request number (`out_refund_no`).
+        provider_refund_id: String,
+        /// The refunded amount as the provider reports it.
+        amount: Money,
+        /// Its state.
+        status: RefundStatus,
+    },
 }
 
 /// How the core judged a notification, so the adapter can phrase the reply.

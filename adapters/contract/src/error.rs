@@ -50,9 +50,16 @@ pub enum NotificationError {
     /// Body or headers could not be decoded.
     #[error("malformed notification: {0}")]
     Malformed(String),
-    /// The signature is missing or does not verify.
+    /// The signature is missing or does not verify (including WeChat Pay's deliberate
+    /// `WECHATPAY/SIGNTEST/` probes).
     #[error("notification signature does not verify")]
     BadSignature,
+    /// Signed, but the signed timestamp is outside the accepted window (a replay or a bad clock).
+    #[error("notification timestamp outside the accepted window")]
+    Stale,
+    /// Signed, but the encrypted resource does not decrypt (wrong APIv3 key or tampering).
+    #[error("notification resource does not decrypt")]
+    Undecryptable,
     /// Signed by the provider, but for another account than the one it was sent to.
     #[error("notification is for another account")]
     WrongAccount,

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use time::OffsetDateTime;
+
 /// HTTP methods adapters use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpMethod {
@@ -62,6 +64,8 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// Raw body bytes; signatures are checked over these, never over a re-serialisation.
     pub body: Vec<u8>,
+    /// When the answer arrived (providers that sign timestamps are checked against it).
+    pub received_at: OffsetDateTime,
 }
 
 impl HttpResponse {
@@ -72,4 +76,30 @@ impl HttpResponse {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// A provider base URL must be https, or plain http only to a loopback host (a local
+/// sandbox), and carry no query string or fragment.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    if url.contains('?') || url.contains('#') {
+        return Err("must not carry a query string or fragment".to_owned());
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        return if rest.is_empty() || rest.starts_with('/') {
+            Err("has no host".to_owned())
+        } else {
+            Ok(())
+        };
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        let loopback = host == "localhost" || host.starts_with("127.");
+        let ipv6_loopback = rest.starts_with("[::1]");
+        return if loopback || ipv6_loopback {
+            Ok(())
+        } else {
+            Err("must be https (plain http is allowed only for a loopback sandbox)".to_owned())
+        };
+    }
+    Err("must be an https URL".to_owned())
 }

@@ -18,9 +18,9 @@ pub mod secret;
 
 pub use adapter::{CallContext, PaymentAdapter, Prepared};
 pub use domain::{
-    Ack, AckKind, Capabilities, CloseStatus, CreatePayment, NextAction, Notification, Operation,
-    PaymentMethod, PaymentRef, PaymentStatus, ProviderKind, RawNotification, RefundRequest,
-    RefundStatus,
+    Ack, AckKind, Capabilities, CloseStatus, CreatePayment, JsapiParameters, NextAction,
+    Notification, NotificationEvent, Operation, Payer, PaymentMethod, PaymentRef, PaymentStatus,
+    ProviderKind, RawNotification, RefundRequest, RefundStatus,
 };
 pub use error::{AdapterError, NotificationError};
 pub use http::{HttpMethod, HttpRequest, HttpResponse};

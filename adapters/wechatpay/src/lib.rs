@@ -1,0 +1,1058 @@
+//! WeChat Pay API v3 behind Moongate's adapter contract, plus the v2 `micropay` call that
+//! payment codes still need.
+//!
+//! Byte-level rules follow `shared/reference/china-wallets.md` section B:
+//! - requests carry `Authorization: WECHATPAY2-SHA256-RSA2048 …` over
+//!   `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n` ([`sign`]);
+//! - every 2xx answer must carry a valid `Wechatpay-Signature` over
+//!   `TIMESTAMP\nNONCE\nBODY\n`, within 5 minutes, by the key its `Wechatpay-Serial` names
+//!   (public-key mode, certificate mode or both; [`verify`]);
+//! - notifications are verified the same way, then `resource` is decrypted with
+//!   `AEAD_AES_256_GCM` and the APIv3 key ([`aead`]);
+//! - payment codes go through v2 `/pay/micropay` (XML, HMAC-SHA256; [`v2`]) and are then
+//!   followed with the v3 query, which knows `MICROPAY` orders too.
+//!
+//! Outcomes are classified by what they mean for money: an unknown state or code is never a
+//! success and never a definite failure.
+
+#![warn(missing_docs)]
+
+pub mod aead;
+pub mod settings;
+pub mod sign;
+pub mod v2;
+pub mod verify;
+pub mod wire;
+
+use std::collections::BTreeMap;
+
+use moongate_contract::crypto::{Certificate, KeyError, RsaSigner, RsaVerifier};
+use moongate_contract::{
+    Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
+    HttpMethod, HttpRequest, HttpResponse, JsapiParameters, Money, NextAction, Notification,
+    NotificationError, NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef,
+    PaymentStatus, Prepared, ProviderKind, RawNotification, RefundRequest, RefundStatus, Secret,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use crate::verify::{PlatformKeys, VerifyError};
+
+/// Beijing time: WeChat Pay writes its times with this offset.
+const BEIJING: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(offset) => offset,
+    Err(_) => UtcOffset::UTC,
+};
+
+/// Longest `description` WeChat Pay accepts, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 127;
+
+/// Longest v2 `body`, in bytes.
+const MAX_V2_BODY_BYTES: usize = 128;
+
+/// Unpaid orders are closed by WeChat Pay after 7 days; we never ask for longer.
+const MAX_EXPIRY: time::Duration = time::Duration::days(7);
+
+const OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Query,
+    Operation::Close,
+    Operation::Refund,
+    Operation::RefundQuery,
+    Operation::Notification,
+];
+
+const CAPABILITIES: Capabilities = Capabilities {
+    methods: &[
+        PaymentMethod::WechatNative,
+        PaymentMethod::WechatJsapi,
+        PaymentMethod::WechatH5,
+    ],
+    currencies: &[Currency::CNY],
+    operations: OPERATIONS,
+};
+
+const CAPABILITIES_WITH_PAYMENT_CODE: Capabilities = Capabilities {
+    methods: &[
+        PaymentMethod::WechatNative,
+        PaymentMethod::WechatJsapi,
+        PaymentMethod::WechatH5,
+        PaymentMethod::WechatPaymentCode,
+    ],
+    currencies: &[Currency::CNY],
+    operations: OPERATIONS,
+};
+
+/// What the adapter needs to know about one merchant account, secrets already resolved.
+#[derive(Debug)]
+pub struct AccountKeys<'a> {
+    /// `mchid`.
+    pub mchid: &'a str,
+    /// `appid`.
+    pub appid: &'a str,
+    /// Merchant certificate serial (hex).
+    pub merchant_serial_no: &'a str,
+    /// Merchant API private key, PEM.
+    pub merchant_private_key: &'a str,
+    /// APIv3 key (32 bytes).
+    pub apiv3_key: &'a str,
+    /// API v2 key (32 bytes), for payment codes.
+    pub api_v2_key: Option<&'a str>,
+    /// WeChat Pay public key id and PEM.
+    pub wechatpay_public_key: Option<(&'a str, &'a str)>,
+    /// Platform certificates, PEM.
+    pub platform_certificates: &'a [String],
+    /// API base URL without trailing slash.
+    pub api_base_url: &'a str,
+}
+
+/// Which key failed to load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The merchant private key.
+    #[error("merchant_private_key: {0}")]
+    MerchantPrivateKey(KeyError),
+    /// The APIv3 key.
+    #[error("apiv3_key: must be exactly 32 bytes")]
+    ApiV3Key,
+    /// The v2 key.
+    #[error("api_v2_key: must be exactly 32 bytes")]
+    ApiV2Key,
+    /// The WeChat Pay public key.
+    #[error("wechatpay_public_key: {0}")]
+    PublicKey(KeyError),
+    /// A platform certificate.
+    #[error("platform_certificates[{0}]: {1}")]
+    Certificate(usize, KeyError),
+}
+
+/// One WeChat Pay direct merchant (`mchid` + `appid`).
+#[derive(Debug)]
+pub struct WechatPayAdapter {
+    mchid: String,
+    appid: String,
+    serial_no: String,
+    base_url: String,
+    signer: RsaSigner,
+    api_v3_key: Secret<Vec<u8>>,
+    api_v2_key: Option<Secret<String>>,
+    platform: PlatformKeys,
+}
+
+/// A non-2xx answer, decoded.
+#[derive(Debug)]
+struct ApiFailure {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl ApiFailure {
+    /// The default classification: refused before acting (4xx except a few), or unknown.
+    fn into_error(self) -> AdapterError {
+        let ApiFailure {
+            status,
+            code,
+            message,
+        } = self;
+        match status {
+            400 | 401 | 403 | 404 | 429 => AdapterError::Rejected { code, message },
+            _ => AdapterError::Indeterminate { code, message },
+        }
+    }
+}
+
+/// A verified v3 answer.
+enum Answer {
+    Ok(Vec<u8>),
+    Failed(ApiFailure),
+}
+
+impl WechatPayAdapter {
+    /// Loads the keys of one account.
+    pub fn new(keys: &AccountKeys<'_>) -> Result<WechatPayAdapter, AccountError> {
+        let signer = RsaSigner::from_pem(keys.merchant_private_key)
+            .map_err(AccountError::MerchantPrivateKey)?;
+        if keys.apiv3_key.len() != 32 {
+            return Err(AccountError::ApiV3Key);
+        }
+        if keys.api_v2_key.is_some_and(|k| k.len() != 32) {
+            return Err(AccountError::ApiV2Key);
+        }
+        let mut platform = PlatformKeys::new();
+        if let Some((id, pem)) = keys.wechatpay_public_key {
+            let key = RsaVerifier::from_pem(pem).map_err(AccountError::PublicKey)?;
+            platform = platform.with_public_key(id, key);
+        }
+        for (index, pem) in keys.platform_certificates.iter().enumerate() {
+            let certificate =
+                Certificate::from_pem(pem).map_err(|e| AccountError::Certificate(index, e))?;
+            platform = platform.with_certificate(&certificate.serial_hex, certificate.verifier);
+        }
+        Ok(WechatPayAdapter {
+            mchid: keys.mchid.to_owned(),
+            appid: keys.appid.to_owned(),
+            serial_no: keys.merchant_serial_no.to_ascii_uppercase(),
+            base_url: keys.api_base_url.trim_end_matches('/').to_owned(),
+            signer,
+            api_v3_key: Secret::new(keys.apiv3_key.as_bytes().to_vec()),
+            api_v2_key: keys.api_v2_key.map(|k| Secret::new(k.to_owned())),
+            platform,
+        })
+    }
+
+    /// The merchant id.
+    pub fn mchid(&self) -> &str {
+        &self.mchid
+    }
+
+    /// Renders a signed v3 request. `path_and_query` is exactly what goes on the wire.
+    pub fn v3_request(
+        &self,
+        cx: &CallContext,
+        method: HttpMethod,
+        path_and_query: &str,
+        body: Option<String>,
+    ) -> Result<HttpRequest, AdapterError> {
+        let body = body.unwrap_or_default();
+        let timestamp = cx.now.unix_timestamp();
+        let message =
+            sign::request_message(method.as_str(), path_and_query, timestamp, &cx.nonce, &body);
+        let signature = self
+            .signer
+            .sign_base64(message.as_bytes())
+            .map_err(|_| AdapterError::Signing)?;
+        let mut headers = vec![
+            (
+                "authorization".to_owned(),
+                sign::authorization(
+                    &self.mchid,
+                    &cx.nonce,
+                    timestamp,
+                    &self.serial_no,
+                    &signature,
+                ),
+            ),
+            ("accept".to_owned(), "application/json".to_owned()),
+            (
+                "user-agent".to_owned(),
+                concat!("Moongate/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ),
+        ];
+        if method == HttpMethod::Post {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        if let Some(serial) = self.platform.preferred_serial() {
+            headers.push(("wechatpay-serial".to_owned(), serial));
+        }
+        Ok(HttpRequest {
+            method,
+            url: format!("{}{path_and_query}", self.base_url),
+            headers,
+            body: body.into_bytes(),
+        })
+    }
+
+    fn post_json<B: Serialize>(
+        &self,
+        cx: &CallContext,
+        path: &str,
+        body: &B,
+    ) -> Result<HttpRequest, AdapterError> {
+        let json = serde_json::to_string(body)
+            .map_err(|e| AdapterError::InvalidRequest(format!("request body: {e}")))?;
+        self.v3_request(cx, HttpMethod::Post, path, Some(json))
+    }
+
+    /// Verifies a v3 answer. A 2xx must be signed; an error body is read whether signed or
+    /// not (TLS protects it; the Go SDK does the same), but a signature that is present must
+    /// verify.
+    fn open(&self, resp: &HttpResponse) -> Result<Answer, AdapterError> {
+        let signed = resp.header("wechatpay-signature").is_some();
+        if (200..300).contains(&resp.status) || signed {
+            self.platform
+                .verify(
+                    |name| resp.header(name).map(str::to_owned),
+                    &resp.body,
+                    resp.received_at,
+                )
+                .map_err(|e| AdapterError::Protocol(format!("response signature: {e}")))?;
+        }
+        if (200..300).contains(&resp.status) && resp.status != 202 {
+            return Ok(Answer::Ok(resp.body.clone()));
+        }
+        if resp.status == 202 {
+            return Err(AdapterError::Indeterminate {
+                code: "ACCEPTED".to_owned(),
+                message: "accepted, not yet processed".to_owned(),
+            });
+        }
+        let error: wire::ErrorBody = serde_json::from_slice(&resp.body).unwrap_or_default();
+        if error.code.is_empty() {
+            return Err(AdapterError::Protocol(format!(
+                "HTTP status {} without an error body",
+                resp.status
+            )));
+        }
+        Ok(Answer::Failed(ApiFailure {
+            status: resp.status,
+            code: error.code,
+            message: error.message,
+        }))
+    }
+
+    fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdapterError> {
+        serde_json::from_slice(body).map_err(|e| AdapterError::Protocol(format!("answer: {e}")))
+    }
+
+    fn check_transaction(
+        &self,
+        tx: &wire::Transaction,
+        order_no: &str,
+    ) -> Result<(), AdapterError> {
+        if tx.out_trade_no != order_no {
+            return Err(AdapterError::Protocol(
+                "out_trade_no echo mismatch".to_owned(),
+            ));
+        }
+        if tx.mchid.as_deref().is_some_and(|m| m != self.mchid) {
+            return Err(AdapterError::Protocol("mchid echo mismatch".to_owned()));
+        }
+        if tx.appid.as_deref().is_some_and(|a| a != self.appid) {
+            return Err(AdapterError::Protocol("appid echo mismatch".to_owned()));
+        }
+        Ok(())
+    }
+
+    fn pay_sign(&self, cx: &CallContext, prepay_id: &str) -> Result<JsapiParameters, AdapterError> {
+        let time_stamp = cx.now.unix_timestamp().to_string();
+        let package = format!("prepay_id={prepay_id}");
+        let message = sign::jsapi_message(&self.appid, &time_stamp, &cx.nonce, &package);
+        let pay_sign = self
+            .signer
+            .sign_base64(message.as_bytes())
+            .map_err(|_| AdapterError::Signing)?;
+        Ok(JsapiParameters {
+            app_id: self.appid.clone(),
+            time_stamp,
+            nonce_str: cx.nonce.clone(),
+            package,
+            sign_type: "RSA".to_owned(),
+            pay_sign,
+        })
+    }
+
+    fn micropay_request(
+        &self,
+        cx: &CallContext,
+        req: &CreatePayment,
+    ) -> Result<HttpRequest, AdapterError> {
+        let key = self.api_v2_key.as_ref().ok_or(AdapterError::Unsupported {
+            op: Operation::Create,
+        })?;
+        let code = req
+            .payer
+            .payment_code
+            .as_deref()
+            .filter(|c| {
+                PaymentMethod::for_payment_code(c) == Some(PaymentMethod::WechatPaymentCode)
+            })
+            .ok_or_else(|| {
+                AdapterError::InvalidRequest("payer.payment_code is not a WeChat Pay code".into())
+            })?;
+        let mut fields = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            fields.insert(k.to_owned(), v);
+        };
+        put("appid", self.appid.clone());
+        put("mch_id", self.mchid.clone());
+        put("nonce_str", cx.nonce.clone());
+        put("sign_type", "HMAC-SHA256".to_owned());
+        put("body", truncate_bytes(&req.subject, MAX_V2_BODY_BYTES));
+        put("out_trade_no", req.provider_order_id.clone());
+        put("total_fee", fen(req.amount)?.to_string());
+        put("fee_type", "CNY".to_owned());
+        put(
+            "spbill_create_ip",
+            req.payer
+                .client_ip
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        );
+        put("auth_code", code.to_owned());
+        let sign = v2::hmac_sha256_sign(&fields, key.expose());
+        fields.insert("sign".to_owned(), sign);
+        let xml = v2::to_xml(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Ok(HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("{}/pay/micropay", self.base_url),
+            headers: vec![(
+                "content-type".to_owned(),
+                "text/xml; charset=utf-8".to_owned(),
+            )],
+            body: xml.into_bytes(),
+        })
+    }
+
+    fn parse_micropay(
+        &self,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        if resp.status != 200 {
+            return Err(AdapterError::Protocol(format!(
+                "HTTP status {}",
+                resp.status
+            )));
+        }
+        let key = self.api_v2_key.as_ref().ok_or(AdapterError::Unsupported {
+            op: Operation::Create,
+        })?;
+        let fields = v2::from_xml(&resp.body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
+        let get = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+        if get("return_code") != "SUCCESS" {
+            // A communication-level refusal (bad sign, bad XML): nothing was processed.
+            return Err(AdapterError::Rejected {
+                code: "FAIL".to_owned(),
+                message: get("return_msg").to_owned(),
+            });
+        }
+        if !v2::verify_hmac_sha256(&fields, key.expose()) {
+            return Err(AdapterError::Protocol(
+                "v2 answer sign does not verify".to_owned(),
+            ));
+        }
+        if get("mch_id") != self.mchid || get("appid") != self.appid {
+            return Err(AdapterError::Protocol(
+                "v2 answer for another merchant".to_owned(),
+            ));
+        }
+        if get("result_code") == "SUCCESS" {
+            if get("out_trade_no") != req.provider_order_id {
+                return Err(AdapterError::Protocol(
+                    "out_trade_no echo mismatch".to_owned(),
+                ));
+            }
+            let total: i64 = get("total_fee")
+                .parse()
+                .map_err(|_| AdapterError::Protocol("total_fee missing".to_owned()))?;
+            let transaction_id = get("transaction_id");
+            if transaction_id.is_empty() {
+                return Err(AdapterError::Protocol("transaction_id missing".to_owned()));
+            }
+            return Ok(PaymentStatus::Succeeded {
+                provider_ref: transaction_id.to_owned(),
+                amount: Money::new(total, currency_or_cny(get("fee_type"))?),
+                paid_at: parse_compact_beijing(get("time_end")),
+            });
+        }
+        let code = get("err_code").to_owned();
+        let message = get("err_code_des").to_owned();
+        match code.as_str() {
+            // The shopper must confirm (password): follow with queries.
+            "USERPAYING" => Ok(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::AwaitShopperConfirmation),
+            }),
+            // Outcome open: query.
+            "SYSTEMERROR" | "BANKERROR" | "ORDERPAID" | "OUT_TRADE_NO_USED" | "" => {
+                Err(AdapterError::Indeterminate { code, message })
+            }
+            // Refused before anything happened.
+            "PARAM_ERROR"
+            | "NOAUTH"
+            | "XML_FORMAT_ERROR"
+            | "REQUIRE_POST_METHOD"
+            | "SIGNERROR"
+            | "LACK_PARAMS"
+            | "NOT_UTF8"
+            | "APPID_NOT_EXIST"
+            | "MCHID_NOT_EXIST"
+            | "APPID_MCHID_NOT_MATCH" => Err(AdapterError::Rejected { code, message }),
+            // The shopper's code or funds: a definite failure.
+            "AUTHCODEEXPIRE" | "NOTENOUGH" | "NOTSUPORTCARD" | "AUTH_CODE_ERROR"
+            | "AUTH_CODE_INVALID" | "BUYER_MISMATCH" | "TRADE_ERROR" | "ORDERCLOSED"
+            | "ORDERREVERSED" | "INVALID_REQUEST" => Ok(PaymentStatus::Failed { code, message }),
+            _ => Err(AdapterError::Indeterminate { code, message }),
+        }
+    }
+}
+
+fn currency_or_cny(code: &str) -> Result<Currency, AdapterError> {
+    if code.is_empty() {
+        return Ok(Currency::CNY);
+    }
+    Currency::parse(code).map_err(|_| AdapterError::Protocol(format!("unknown currency {code}")))
+}
+
+fn truncate_bytes(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fen(amount: Money) -> Result<i64, AdapterError> {
+    if amount.currency != Currency::CNY {
+        return Err(AdapterError::InvalidRequest(format!(
+            "WeChat Pay domestic orders are in CNY, not {}",
+            amount.currency
+        )));
+    }
+    if amount.minor < 1 {
+        return Err(AdapterError::InvalidRequest(
+            "amount must be at least 1 fen".to_owned(),
+        ));
+    }
+    Ok(amount.minor)
+}
+
+/// `out_trade_no` / `out_refund_no`: 6 to 32 of `[0-9A-Za-z_-|*]`.
+fn check_order_no(value: &str, what: &str) -> Result<(), AdapterError> {
+    let ok = (6..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdapterError::InvalidRequest(format!(
+            "{what} must be 6-32 letters, digits or _-|*"
+        )))
+    }
+}
+
+/// RFC 3339 in Beijing time, as WeChat Pay writes times (`2018-06-08T10:34:56+08:00`).
+pub fn format_rfc3339_beijing(t: OffsetDateTime) -> Result<String, AdapterError> {
+    t.to_offset(BEIJING)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .ok_or_else(|| AdapterError::InvalidRequest("time out of range".to_owned()))
+}
+
+fn parse_rfc3339(text: Option<&str>) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text?, &Rfc3339).ok()
+}
+
+/// v2 `yyyyMMddHHmmss`, Beijing time.
+pub fn parse_compact_beijing(text: &str) -> Option<OffsetDateTime> {
+    PrimitiveDateTime::parse(
+        text,
+        format_description!("[year][month][day][hour][minute][second]"),
+    )
+    .ok()
+    .map(|t| t.assume_offset(BEIJING))
+}
+
+fn transaction_amount(tx: &wire::Transaction) -> Result<Money, AdapterError> {
+    let amount = tx
+        .amount
+        .as_ref()
+        .ok_or_else(|| AdapterError::Protocol("amount missing".to_owned()))?;
+    let total = amount
+        .total
+        .ok_or_else(|| AdapterError::Protocol("amount.total missing".to_owned()))?;
+    Ok(Money::new(
+        total,
+        currency_or_cny(amount.currency.as_deref().unwrap_or_default())?,
+    ))
+}
+
+/// Maps a transaction onto our view. Exhaustive over the documented `trade_state`s; anything
+/// else is unrecognised, never paid.
+fn transaction_status(tx: &wire::Transaction) -> Result<PaymentStatus, AdapterError> {
+    Ok(match tx.trade_state.as_str() {
+        // REFUND: it was paid, and (some of) it went back; refunds are tracked on their own.
+        "SUCCESS" | "REFUND" => PaymentStatus::Succeeded {
+            provider_ref: tx
+                .transaction_id
+                .clone()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| AdapterError::Protocol("transaction_id missing".to_owned()))?,
+            amount: transaction_amount(tx)?,
+            paid_at: parse_rfc3339(tx.success_time.as_deref()),
+        },
+        "NOTPAY" | "USERPAYING" | "ACCEPT" => PaymentStatus::AwaitingPayment { next_action: None },
+        // REVOKED: a payment-code order cancelled before money moved.
+        "CLOSED" | "REVOKED" => PaymentStatus::Closed,
+        "PAYERROR" => PaymentStatus::Failed {
+            code: "PAYERROR".to_owned(),
+            message: tx.trade_state_desc.clone().unwrap_or_default(),
+        },
+        other => PaymentStatus::Unrecognized(other.to_owned()),
+    })
+}
+
+/// Maps a refund state. `ABNORMAL` (the money could not reach the payer and waits for the
+/// merchant to act in WeChat's console) stays in progress: the amount stays held, so it can
+/// never be refunded a second time through Moongate.
+fn refund_status(status: &str, refund_id: Option<&str>) -> Result<RefundStatus, AdapterError> {
+    Ok(match status {
+        "SUCCESS" => RefundStatus::Succeeded {
+            provider_ref: refund_id.map(str::to_owned),
+        },
+        "PROCESSING" | "ABNORMAL" => RefundStatus::Processing,
+        "CLOSED" => RefundStatus::Failed {
+            code: "CLOSED".to_owned(),
+            message: "refund closed".to_owned(),
+        },
+        other => {
+            return Err(AdapterError::Indeterminate {
+                code: other.to_owned(),
+                message: "unknown refund status".to_owned(),
+            });
+        }
+    })
+}
+
+fn order_path(method: PaymentMethod) -> Option<&'static str> {
+    match method {
+        PaymentMethod::WechatNative => Some("/v3/pay/transactions/native"),
+        PaymentMethod::WechatJsapi => Some("/v3/pay/transactions/jsapi"),
+        PaymentMethod::WechatH5 => Some("/v3/pay/transactions/h5"),
+        _ => None,
+    }
+}
+
+fn encode_path_segment(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+impl PaymentAdapter for WechatPayAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::WechatPay
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        if self.api_v2_key.is_some() {
+            CAPABILITIES_WITH_PAYMENT_CODE
+        } else {
+            CAPABILITIES
+        }
+    }
+
+    fn prepare_create(
+        &self,
+        cx: &CallContext,
+        req: &CreatePayment,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        if req.method == PaymentMethod::WechatPaymentCode {
+            return self.micropay_request(cx, req).map(Prepared::Send);
+        }
+        let path = order_path(req.method).ok_or(AdapterError::Unsupported {
+            op: Operation::Create,
+        })?;
+        let description: String = req.subject.chars().take(MAX_DESCRIPTION_CHARS).collect();
+        if description.trim().is_empty() {
+            return Err(AdapterError::InvalidRequest(
+                "description is empty".to_owned(),
+            ));
+        }
+        let ahead = req.expires_at - cx.now;
+        if ahead < time::Duration::minutes(1) || ahead > MAX_EXPIRY {
+            return Err(AdapterError::InvalidRequest(
+                "expiry must be between 1 minute and 7 days ahead".to_owned(),
+            ));
+        }
+        let payer = match req.method {
+            PaymentMethod::WechatJsapi => Some(wire::OrderPayer {
+                openid: req
+                    .payer
+                    .openid
+                    .as_deref()
+                    .filter(|o| !o.is_empty())
+                    .ok_or_else(|| {
+                        AdapterError::InvalidRequest("wechat_jsapi needs payer.openid".to_owned())
+                    })?,
+            }),
+            _ => None,
+        };
+        let scene_info = match req.method {
+            PaymentMethod::WechatH5 => Some(wire::SceneInfo {
+                payer_client_ip: req
+                    .payer
+                    .client_ip
+                    .as_deref()
+                    .filter(|ip| !ip.is_empty())
+                    .ok_or_else(|| {
+                        AdapterError::InvalidRequest("wechat_h5 needs payer.client_ip".to_owned())
+                    })?,
+                h5_info: wire::H5Info { kind: "Wap" },
+            }),
+            _ => None,
+        };
+        let body = wire::OrderRequest {
+            appid: &self.appid,
+            mchid: &self.mchid,
+            description: &description,
+            out_trade_no: &req.provider_order_id,
+            time_expire: format_rfc3339_beijing(req.expires_at)?,
+            notify_url: &req.notify_url,
+            amount: wire::OrderAmount {
+                total: fen(req.amount)?,
+                currency: "CNY",
+            },
+            payer,
+            scene_info,
+        };
+        self.post_json(cx, path, &body).map(Prepared::Send)
+    }
+
+    fn parse_create(
+        &self,
+        cx: &CallContext,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        if req.method == PaymentMethod::WechatPaymentCode {
+            return self.parse_micropay(req, resp);
+        }
+        let failure = match self.open(resp)? {
+            Answer::Ok(body) => {
+                let answer: wire::OrderResponse = Self::decode(&body)?;
+                let missing = |what: &str| AdapterError::Protocol(format!("{what} missing"));
+                let next_action = match req.method {
+                    PaymentMethod::WechatNative => NextAction::DisplayQr {
+                        qr_data: answer
+                            .code_url
+                            .filter(|c| !c.is_empty())
+                            .ok_or_else(|| missing("code_url"))?,
+                    },
+                    PaymentMethod::WechatJsapi => NextAction::WechatJsapi {
+                        parameters: self.pay_sign(
+                            cx,
+                            &answer
+                                .prepay_id
+                                .filter(|p| !p.is_empty())
+                                .ok_or_else(|| missing("prepay_id"))?,
+                        )?,
+                    },
+                    PaymentMethod::WechatH5 => {
+                        let mut url = answer
+                            .h5_url
+                            .filter(|u| !u.is_empty())
+                            .ok_or_else(|| missing("h5_url"))?;
+                        // WeChat sends the shopper to `redirect_url` after the cashier.
+                        if let Some(back) = &req.return_url {
+                            url.push_str(if url.contains('?') { "&" } else { "?" });
+                            url.push_str("redirect_url=");
+                            url.extend(form_urlencoded::byte_serialize(back.as_bytes()));
+                        }
+                        NextAction::Redirect { url }
+                    }
+                    _ => {
+                        return Err(AdapterError::Unsupported {
+                            op: Operation::Create,
+                        });
+                    }
+                };
+                return Ok(PaymentStatus::AwaitingPayment {
+                    next_action: Some(next_action),
+                });
+            }
+            Answer::Failed(failure) => failure,
+        };
+        match failure.code.as_str() {
+            // Already paid, or the number was used before: the query tells.
+            "ORDERPAID" | "OUT_TRADE_NO_USED" | "SYSTEM_ERROR" | "SYSTEMERROR" | "BANKERROR" => {
+                Err(AdapterError::Indeterminate {
+                    code: failure.code,
+                    message: failure.message,
+                })
+            }
+            "ORDERCLOSED" | "ORDER_CLOSED" => Ok(PaymentStatus::Closed),
+            _ if failure.status == 403 => Ok(PaymentStatus::Failed {
+                code: failure.code,
+                message: failure.message,
+            }),
+            _ => Err(failure.into_error()),
+        }
+    }
+
+    fn prepare_query(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{}?mchid={}",
+            encode_path_segment(&req.provider_order_id),
+            encode_path_segment(&self.mchid)
+        );
+        self.v3_request(cx, HttpMethod::Get, &path, None)
+            .map(Prepared::Send)
+    }
+
+    fn parse_query(
+        &self,
+        req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        match self.open(resp)? {
+            Answer::Ok(body) => {
+                let tx: wire::Transaction = Self::decode(&body)?;
+                self.check_transaction(&tx, &req.provider_order_id)?;
+                transaction_status(&tx)
+            }
+            Answer::Failed(failure) if failure.status == 404 => match failure.code.as_str() {
+                "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS" => {
+                    Ok(PaymentStatus::NotFound)
+                }
+                _ => Err(failure.into_error()),
+            },
+            Answer::Failed(failure) => Err(failure.into_error()),
+        }
+    }
+
+    fn prepare_close(
+        &self,
+        cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<CloseStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{}/close",
+            encode_path_segment(&req.provider_order_id)
+        );
+        #[derive(Serialize)]
+        struct CloseBody<'a> {
+            mchid: &'a str,
+        }
+        self.post_json(cx, &path, &CloseBody { mchid: &self.mchid })
+            .map(Prepared::Send)
+    }
+
+    fn parse_close(
+        &self,
+        _req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<CloseStatus, AdapterError> {
+        match self.open(resp)? {
+            Answer::Ok(_) if resp.status == 204 => Ok(CloseStatus::Closed),
+            Answer::Ok(_) => Err(AdapterError::Protocol(format!(
+                "close answered HTTP {} instead of 204",
+                resp.status
+            ))),
+            Answer::Failed(failure) => match failure.code.as_str() {
+                "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS" => {
+                    Ok(CloseStatus::NotFound)
+                }
+                "ORDERPAID" | "ORDER_PAID" | "TRADE_ERROR" | "ORDERCLOSED" | "ORDER_CLOSED" => {
+                    Ok(CloseStatus::Conflict { code: failure.code })
+                }
+                _ => Err(failure.into_error()),
+            },
+        }
+    }
+
+    fn prepare_refund(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        check_order_no(&req.provider_order_id, "out_trade_no")?;
+        check_order_no(&req.provider_refund_id, "out_refund_no")?;
+        let reason: Option<String> = req
+            .reason
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| r.chars().take(80).collect());
+        let notify_url = req.notify_url.as_deref().ok_or_else(|| {
+            AdapterError::InvalidRequest("refunds need a notification URL".to_owned())
+        })?;
+        let body = wire::RefundRequestBody {
+            out_trade_no: &req.provider_order_id,
+            out_refund_no: &req.provider_refund_id,
+            reason: reason.as_deref(),
+            notify_url,
+            amount: wire::RefundAmountRequest {
+                refund: fen(req.amount)?,
+                total: fen(req.payment_amount)?,
+                currency: "CNY",
+            },
+        };
+        self.post_json(cx, "/v3/refund/domestic/refunds", &body)
+            .map(Prepared::Send)
+    }
+
+    fn parse_refund(
+        &self,
+        req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        match self.open(resp)? {
+            Answer::Ok(body) => {
+                let refund: wire::Refund = Self::decode(&body)?;
+                if refund.out_refund_no != req.provider_refund_id {
+                    return Err(AdapterError::Protocol(
+                        "out_refund_no echo mismatch".to_owned(),
+                    ));
+                }
+                refund_status(&refund.status, refund.refund_id.as_deref())
+            }
+            Answer::Failed(failure) => match (failure.status, failure.code.as_str()) {
+                (_, "SYSTEM_ERROR" | "SYSTEMERROR") => Err(failure.into_error()),
+                (429, _) | (401, _) => Err(failure.into_error()),
+                // NOT_ENOUGH, USER_ACCOUNT_ABNORMAL, INVALID_REQUEST (amount exceeds, too old),
+                // RESOURCE_NOT_EXISTS, PARAM_ERROR, NO_AUTH: the refund did not happen.
+                (400 | 403 | 404, _) => Ok(RefundStatus::Failed {
+                    code: failure.code,
+                    message: failure.message,
+                }),
+                _ => Err(failure.into_error()),
+            },
+        }
+    }
+
+    fn prepare_refund_query(
+        &self,
+        cx: &CallContext,
+        req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        check_order_no(&req.provider_refund_id, "out_refund_no")?;
+        let path = format!(
+            "/v3/refund/domestic/refunds/{}",
+            encode_path_segment(&req.provider_refund_id)
+        );
+        self.v3_request(cx, HttpMethod::Get, &path, None)
+            .map(Prepared::Send)
+    }
+
+    fn parse_refund_query(
+        &self,
+        req: &RefundRequest,
+        resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        match self.open(resp)? {
+            Answer::Ok(body) => {
+                let refund: wire::Refund = Self::decode(&body)?;
+                if refund.out_refund_no != req.provider_refund_id {
+                    return Err(AdapterError::Protocol(
+                        "out_refund_no echo mismatch".to_owned(),
+                    ));
+                }
+                let refunded = refund.amount.as_ref().and_then(|a| a.refund);
+                if refunded.is_some_and(|r| r != req.amount.minor) {
+                    return Err(AdapterError::Protocol(
+                        "refund amount differs from the requested one".to_owned(),
+                    ));
+                }
+                refund_status(&refund.status, refund.refund_id.as_deref())
+            }
+            Answer::Failed(failure) if failure.status == 404 => Ok(RefundStatus::NotFound),
+            Answer::Failed(failure) => Err(failure.into_error()),
+        }
+    }
+
+    fn parse_notification(
+        &self,
+        raw: &RawNotification<'_>,
+    ) -> Result<Notification, NotificationError> {
+        let header = |name: &str| {
+            raw.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        self.platform
+            .verify(header, raw.body, raw.received_at)
+            .map_err(|e| match e {
+                VerifyError::Stale => NotificationError::Stale,
+                VerifyError::MissingHeader(name) => {
+                    NotificationError::Malformed(format!("missing header {name}"))
+                }
+                _ => NotificationError::BadSignature,
+            })?;
+        let envelope: wire::Envelope = serde_json::from_slice(raw.body)
+            .map_err(|e| NotificationError::Malformed(format!("envelope: {e}")))?;
+        if envelope.resource.algorithm != "AEAD_AES_256_GCM" {
+            return Err(NotificationError::Malformed(format!(
+                "unsupported algorithm {}",
+                envelope.resource.algorithm
+            )));
+        }
+        let plain = aead::decrypt(
+            self.api_v3_key.expose(),
+            &envelope.resource.nonce,
+            &envelope.resource.associated_data,
+            &envelope.resource.ciphertext,
+        )
+        .map_err(|_| NotificationError::Undecryptable)?;
+        let malformed =
+            |e: serde_json::Error| NotificationError::Malformed(format!("resource: {e}"));
+        match envelope.event_type.as_str() {
+            "TRANSACTION.SUCCESS" => {
+                let tx: wire::Transaction = serde_json::from_slice(&plain).map_err(malformed)?;
+                if tx.mchid.as_deref() != Some(self.mchid.as_str())
+                    || tx.appid.as_deref() != Some(self.appid.as_str())
+                {
+                    return Err(NotificationError::WrongAccount);
+                }
+                let total = transaction_amount(&tx)
+                    .map_err(|e| NotificationError::Malformed(e.to_string()))?;
+                let status = transaction_status(&tx)
+                    .map_err(|e| NotificationError::Malformed(e.to_string()))?;
+                Ok(Notification {
+                    dedupe_id: envelope.id,
+                    provider_order_id: tx.out_trade_no,
+                    total,
+                    event: NotificationEvent::Payment {
+                        status,
+                        refunded_total: None,
+                    },
+                })
+            }
+            "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
+                let notice: wire::RefundNotice =
+                    serde_json::from_slice(&plain).map_err(malformed)?;
+                if notice.mchid.as_deref() != Some(self.mchid.as_str()) {
+                    return Err(NotificationError::WrongAccount);
+                }
+                let amount = notice.amount.as_ref();
+                let (Some(total), Some(refund)) =
+                    (amount.and_then(|a| a.total), amount.and_then(|a| a.refund))
+                else {
+                    return Err(NotificationError::Malformed("amount missing".to_owned()));
+                };
+                let status = refund_status(&notice.refund_status, notice.refund_id.as_deref())
+                    .map_err(|e| NotificationError::Malformed(e.to_string()))?;
+                Ok(Notification {
+                    dedupe_id: envelope.id,
+                    provider_order_id: notice.out_trade_no,
+                    total: Money::new(total, Currency::CNY),
+                    event: NotificationEvent::Refund {
+                        provider_refund_id: notice.out_refund_no,
+                        amount: Money::new(refund, Currency::CNY),
+                        status,
+                    },
+                })
+            }
+            other => Err(NotificationError::Unsupported(other.to_owned())),
+        }
+    }
+
+    fn notification_ack(&self, kind: AckKind) -> Ack {
+        match kind {
+            // "HTTP 200 or 204, no body needed" (B.6).
+            AckKind::Accepted => Ack {
+                status: 204,
+                content_type: "application/json",
+                body: Vec::new(),
+            },
+            AckKind::Rejected => Ack {
+                status: 500,
+                content_type: "application/json",
+                body: r#"{"code":"FAIL","message":"失败"}"#.as_bytes().to_vec(),
+            },
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The `settings` table of a WeChat Pay account in the merchant config.
+
+use moongate_contract::SecretRef;
+use moongate_contract::http::check_base_url;
+use serde::Deserialize;
+
+/// Production API host (china-wallets.md B.1).
+pub const PRODUCTION_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+
+/// A WeChat Pay direct-merchant account as written in the config file.
+///
+/// Verification keys: `wechatpay_public_key` + `wechatpay_public_key_id` (public-key mode,
+/// every merchant since late 2024), `platform_certificates` (certificate mode), or both while
+/// migrating. At least one is required.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Merchant id (`mchid`), digits.
+    pub mchid: String,
+    /// The app id payments are made under (`appid`, e.g. `wxd678efh567hg6787`).
+    pub appid: String,
+    /// Serial number (hex) of the merchant API certificate that matches the private key.
+    pub merchant_serial_no: String,
+    /// Merchant API private key (`apiclient_key.pem`, RSA 2048).
+    pub merchant_private_key: SecretRef,
+    /// The 32-byte APIv3 key that decrypts notifications.
+    pub apiv3_key: SecretRef,
+    /// The 32-byte API v2 key; needed only for payment codes (`micropay`).
+    #[serde(default)]
+    pub api_v2_key: Option<SecretRef>,
+    /// WeChat Pay public key (`pub_key.pem`).
+    #[serde(default)]
+    pub wechatpay_public_key: Option<SecretRef>,
+    /// Its id, `PUB_KEY_ID_…`.
+    #[serde(default)]
+    pub wechatpay_public_key_id: Option<String>,
+    /// Platform certificates (PEM), each identified by its own serial.
+    #[serde(default)]
+    pub platform_certificates: Vec<SecretRef>,
+    /// API base URL; defaults to production.
+    #[serde(default = "default_base_url")]
+    pub api_base_url: String,
+}
+
+fn default_base_url() -> String {
+    PRODUCTION_BASE_URL.to_owned()
+}
+
+impl Settings {
+    /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.mchid.is_empty()
+            || self.mchid.len() > 32
+            || !self.mchid.bytes().all(|b| b.is_ascii_digit())
+        {
+            problems.push(("mchid", "must be 1 to 32 digits".to_owned()));
+        }
+        if self.appid.is_empty()
+            || self.appid.len() > 32
+            || !self.appid.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            problems.push(("appid", "must be 1 to 32 letters or digits".to_owned()));
+        }
+        if self.merchant_serial_no.is_empty()
+            || self.merchant_serial_no.len() > 64
+            || !self
+                .merchant_serial_no
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+        {
+            problems.push((
+                "merchant_serial_no",
+                "must be the merchant certificate's serial in hex".to_owned(),
+            ));
+        }
+        match (&self.wechatpay_public_key, &self.wechatpay_public_key_id) {
+            (Some(_), None) => problems.push((
+                "wechatpay_public_key_id",
+                "is required with wechatpay_public_key".to_owned(),
+            )),
+            (None, Some(_)) => problems.push((
+                "wechatpay_public_key",
+                "is required with wechatpay_public_key_id".to_owned(),
+            )),
+            _ => {}
+        }
+        if let Some(id) = &self.wechatpay_public_key_id {
+            let ok = id.len() <= 64
+                && id.strip_prefix("PUB_KEY_ID_").is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+                });
+            if !ok {
+                problems.push((
+                    "wechatpay_public_key_id",
+                    "must look like PUB_KEY_ID_0114232134912410000000000000000001".to_owned(),
+                ));
+            }
+        }
+        if self.wechatpay_public_key.is_none() && self.platform_certificates.is_empty() {
+            problems.push((
+                "wechatpay_public_key",
+                "a WeChat Pay public key or at least one platform certificate is required"
+                    .to_owned(),
+            ));
+        }
+        if let Err(message) = check_base_url(&self.api_base_url) {
+            problems.push(("api_base_url", message));
+        }
+        problems
+    }
+}
