@@ -61,10 +61,95 @@ fn main() {
             return_url: None,
             notify_url: "https://gw.example/notify/alipay/m/a".into(),
             expires_at: now + time::Duration::hours(2),
+            payer: Default::default(),
         };
         adapter.prepare_create(&cx, &req).unwrap();
     }
     report("alipay prepare_create (render + sign)", n, start.elapsed());
+
+    let wechat = moongate_adapter_wechatpay::WechatPayAdapter::new(
+        &moongate_adapter_wechatpay::AccountKeys {
+            mchid: "1230000109",
+            appid: "wxd678efh567hg6787",
+            merchant_serial_no: "F5765756002FDD77",
+            merchant_private_key: &fixture("keys/wechatpay-go-merchant-private-key.pem"),
+            apiv3_key: "0123456789abcdef0123456789abcdef",
+            api_v2_key: None,
+            wechatpay_public_key: Some((
+                "PUB_KEY_ID_0112300001092026112200000000000001",
+                &fixture("keys/sandbox-wechatpay-public-key.pem"),
+            )),
+            platform_certificates: &[],
+            api_base_url: "http://127.0.0.1:1",
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        let req = CreatePayment {
+            provider_order_id: format!("pay_{i:08}"),
+            amount: Money::new(8888, Currency::CNY),
+            method: PaymentMethod::WechatNative,
+            subject: "Tea".into(),
+            description: None,
+            return_url: None,
+            notify_url: "https://gw.example/notify/wechatpay/m/a".into(),
+            expires_at: now + time::Duration::hours(2),
+            payer: Default::default(),
+        };
+        wechat.prepare_create(&cx, &req).unwrap();
+    }
+    report(
+        "wechatpay prepare_create (render + sign)",
+        n,
+        start.elapsed(),
+    );
+
+    // A signed, encrypted notification: verify (RSA) + AES-256-GCM decrypt + decode.
+    let platform = RsaSigner::from_pem(&fixture("keys/sandbox-wechatpay-private-key.pem")).unwrap();
+    let plain = r#"{"mchid":"1230000109","appid":"wxd678efh567hg6787","out_trade_no":"pay_00000001","transaction_id":"4200000000000000000000000001","trade_type":"NATIVE","trade_state":"SUCCESS","success_time":"2024-05-13T17:49:20+08:00","amount":{"total":8888,"payer_total":8888,"currency":"CNY","payer_currency":"CNY"}}"#;
+    let ciphertext = moongate_adapter_wechatpay::aead::encrypt(
+        b"0123456789abcdef0123456789abcdef",
+        "fdasflkja484",
+        "transaction",
+        plain.as_bytes(),
+    )
+    .unwrap();
+    let body = format!(
+        r#"{{"id":"EV-1","create_time":"2024-05-13T17:49:21+08:00","resource_type":"encrypt-resource","event_type":"TRANSACTION.SUCCESS","summary":"s","resource":{{"original_type":"transaction","algorithm":"AEAD_AES_256_GCM","ciphertext":"{ciphertext}","associated_data":"transaction","nonce":"fdasflkja484"}}}}"#
+    );
+    let ts = now.unix_timestamp().to_string();
+    let signature = platform
+        .sign_base64(&moongate_adapter_wechatpay::sign::response_message(
+            &ts,
+            "nonce",
+            body.as_bytes(),
+        ))
+        .unwrap();
+    let headers: Vec<(String, String)> = vec![
+        ("wechatpay-timestamp".into(), ts),
+        ("wechatpay-nonce".into(), "nonce".into()),
+        (
+            "wechatpay-serial".into(),
+            "PUB_KEY_ID_0112300001092026112200000000000001".into(),
+        ),
+        ("wechatpay-signature".into(), signature),
+    ];
+    let start = Instant::now();
+    for _ in 0..n {
+        wechat
+            .parse_notification(&moongate_contract::RawNotification {
+                headers: &headers,
+                body: body.as_bytes(),
+                received_at: now,
+            })
+            .unwrap();
+    }
+    report(
+        "wechatpay parse_notification (verify+AEAD)",
+        n,
+        start.elapsed(),
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -171,6 +171,15 @@ impl Gateway {
     /// Maps a provider's view of a payment onto a ledger change (amount cross-checked).
     fn change_for(payment: &Payment, status: ProviderStatus) -> Option<PaymentChange> {
         match status {
+            // A scanned payment code waiting for the shopper's password has nothing for the
+            // merchant to show: it stays `pending`, so the re-check loop polls it to the end.
+            ProviderStatus::AwaitingPayment { next_action } if payment.method.is_payment_code() => {
+                Some(PaymentChange {
+                    status: Some(PaymentStatus::Pending),
+                    next_action: next_action.map(Some),
+                    ..PaymentChange::default()
+                })
+            }
             ProviderStatus::AwaitingPayment { next_action } => Some(PaymentChange {
                 status: Some(PaymentStatus::RequiresAction),
                 next_action: next_action.map(Some),
@@ -306,6 +315,21 @@ impl Gateway {
                     return self.drive_create(payment, prepared).await;
                 }
                 Ok(payment)
+            }
+            // The order exists but we never learnt what the shopper must do (the create's
+            // answer was lost): ask again with the same parameters, which providers answer
+            // with the same QR code / prepay id instead of a second order.
+            Exchange::Answer(ProviderStatus::AwaitingPayment { next_action: None })
+                if payment.next_action.is_none()
+                    && !payment.method.is_payment_code()
+                    && matches!(
+                        payment.status,
+                        PaymentStatus::Pending | PaymentStatus::Unknown
+                    ) =>
+            {
+                let request = create_request(&payment, self.notify_url(&merchant.id, account));
+                let prepared = adapter.prepare_create(&Self::call_context(), &request);
+                self.drive_create(payment, prepared).await
             }
             Exchange::Answer(status) => match Self::change_for(&payment, status) {
                 Some(change) => self.apply(&payment.id, change).await,

@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use moongate::client::MerchantClient;
 use moongate::outbound::Outbound;
+use moongate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 use moongate::sandbox::{self, SandboxSettings};
 use moongate::server::{self, Running};
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
@@ -22,6 +23,15 @@ pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const APP_ID: &str = "2021000122671080";
+pub const MCHID_A: &str = "1230000109";
+pub const MCHID_B: &str = "1900000109";
+pub const WX_APPID: &str = "wxd678efh567hg6787";
+pub const APIV3_KEY_A: &str = "0123456789abcdef0123456789abcdef";
+pub const APIV3_KEY_B: &str = "fedcba9876543210fedcba9876543210";
+pub const V2_KEY_A: &str = "192006250b4c09247ec02edce69f6a2d";
+pub const PUB_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
+pub const MERCHANT_SERIAL: &str = "F5765756002FDD77";
+pub const CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -37,6 +47,7 @@ pub struct Delivered {
 pub struct Harness {
     pub gateway: Running,
     pub sandbox_addr: SocketAddr,
+    pub wechat_addr: SocketAddr,
     pub shop_a: MerchantClient,
     pub shop_b: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
@@ -72,6 +83,40 @@ impl Harness {
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
+        let (wechat_listener, wechat_addr) = loopback().await;
+        let read = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
+        let merchant_public = read("wechatpay-go-merchant-public-key.pem");
+        let wechat_settings = WechatSandboxSettings {
+            private_key_pem: read("sandbox-wechatpay-private-key.pem"),
+            certificate_pem: read("sandbox-wechatpay-platform-cert.pem"),
+            certificate_serial: CERT_SERIAL.to_owned(),
+            public_key_id: PUB_KEY_ID.to_owned(),
+            merchants: vec![
+                SandboxMerchant {
+                    mchid: MCHID_A.to_owned(),
+                    appids: vec![WX_APPID.to_owned()],
+                    merchant_serial_no: MERCHANT_SERIAL.to_owned(),
+                    merchant_public_key_pem: merchant_public.clone(),
+                    apiv3_key: APIV3_KEY_A.to_owned(),
+                    api_v2_key: Some(V2_KEY_A.to_owned()),
+                    key_mode: KeyMode::PublicKey,
+                },
+                SandboxMerchant {
+                    mchid: MCHID_B.to_owned(),
+                    appids: vec![WX_APPID.to_owned()],
+                    merchant_serial_no: MERCHANT_SERIAL.to_owned(),
+                    merchant_public_key_pem: merchant_public,
+                    apiv3_key: APIV3_KEY_B.to_owned(),
+                    api_v2_key: None,
+                    key_mode: KeyMode::Certificate,
+                },
+            ],
+            time_divisor: 1000,
+        };
+        sandbox::wechat::start_on(wechat_settings, wechat_listener)
+            .await
+            .unwrap();
+
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&webhooks);
         let (hook_listener, hook_addr) = loopback().await;
@@ -103,12 +148,18 @@ impl Harness {
             ("b.secret", SHOP_B_SECRET),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
+            ("apiv3-a.secret", APIV3_KEY_A),
+            ("apiv3-b.secret", APIV3_KEY_B),
+            ("v2-a.secret", V2_KEY_A),
         ] {
             std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
         }
         let (gateway_listener, gateway_addr) = loopback().await;
         let app_key = keys.join("nodejs-sdk-app-private-key.pem");
         let alipay_key = keys.join("sandbox-alipay-public-key.pem");
+        let wx_key = keys.join("wechatpay-go-merchant-private-key.pem");
+        let wx_public = keys.join("sandbox-wechatpay-public-key.pem");
+        let wx_cert = keys.join("sandbox-wechatpay-platform-cert.pem");
         let config = format!(
             r#"
 [server]
@@ -138,6 +189,21 @@ webhook = {{ url = "http://{hook_addr}/hooks", secrets = [{{ file = "w-old.secre
 provider = "alipay"
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 
+# Mixed mode: the public key and the platform certificate, as while migrating.
+[merchants.shop_a.accounts.wechat_main]
+provider = "wechatpay"
+[merchants.shop_a.accounts.wechat_main.settings]
+mchid = "{MCHID_A}"
+appid = "{WX_APPID}"
+merchant_serial_no = "{MERCHANT_SERIAL}"
+merchant_private_key = {{ file = "{wx_key}" }}
+apiv3_key = {{ file = "apiv3-a.secret" }}
+api_v2_key = {{ file = "v2-a.secret" }}
+wechatpay_public_key = {{ file = "{wx_public}" }}
+wechatpay_public_key_id = "{PUB_KEY_ID}"
+platform_certificates = [{{ file = "{wx_cert}" }}]
+api_base_url = "http://{wechat_addr}"
+
 [merchants.shop_b]
 name = "Shop B"
 keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
@@ -145,9 +211,24 @@ keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
 [merchants.shop_b.accounts.alipay_main]
 provider = "alipay"
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+# Certificate mode only.
+[merchants.shop_b.accounts.wechat_main]
+provider = "wechatpay"
+[merchants.shop_b.accounts.wechat_main.settings]
+mchid = "{MCHID_B}"
+appid = "{WX_APPID}"
+merchant_serial_no = "{MERCHANT_SERIAL}"
+merchant_private_key = {{ file = "{wx_key}" }}
+apiv3_key = {{ file = "apiv3-b.secret" }}
+platform_certificates = [{{ file = "{wx_cert}" }}]
+api_base_url = "http://{wechat_addr}"
 "#,
             app_key = app_key.display(),
             alipay_key = alipay_key.display(),
+            wx_key = wx_key.display(),
+            wx_public = wx_public.display(),
+            wx_cert = wx_cert.display(),
         );
         let config_path = dir.path().join("moongate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -163,6 +244,7 @@ settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, a
         Harness {
             gateway,
             sandbox_addr,
+            wechat_addr,
             shop_a: MerchantClient::new(&base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap(),
             shop_b: MerchantClient::new(&base, "shop_b_k1", SHOP_B_SECRET.as_bytes()).unwrap(),
             webhooks,
@@ -179,6 +261,52 @@ settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, a
             body: body.to_string().into_bytes(),
         };
         self.http.send(&request).await.unwrap()
+    }
+
+    pub async fn wechat(&self, path: &str, body: Value) -> HttpResponse {
+        let request = HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("http://{}{path}", self.wechat_addr),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        };
+        self.http.send(&request).await.unwrap()
+    }
+
+    pub async fn wechat_notifications(&self, out_trade_no: &str) -> Vec<Value> {
+        let request = HttpRequest {
+            method: HttpMethod::Get,
+            url: format!(
+                "http://{}/sandbox/notifications?out_trade_no={out_trade_no}",
+                self.wechat_addr
+            ),
+            headers: vec![],
+            body: vec![],
+        };
+        let response = self.http.send(&request).await.unwrap();
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    /// Creates a payment from a JSON body; returns (HTTP status, JSON).
+    pub async fn create_with(
+        &self,
+        client: &MerchantClient,
+        body: Value,
+        key: &str,
+    ) -> (u16, Value) {
+        let response = client
+            .call(
+                HttpMethod::Post,
+                "/v1/payments",
+                body.to_string().as_bytes(),
+                Some(key),
+            )
+            .await
+            .unwrap();
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn sandbox_notifications(&self, out_trade_no: &str) -> Vec<Value> {

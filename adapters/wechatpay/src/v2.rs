@@ -155,7 +155,7 @@ pub fn verify_hmac_sha256(fields: &BTreeMap<String, String>, api_key: &str) -> b
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
