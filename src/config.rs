@@ -679,6 +679,86 @@ settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, 
         assert_eq!(errors.0[0].path, "merchants.shop.accounts.main.provider");
     }
 
+    const WECHAT: &str = r#"
+[merchants.shop.accounts.wx]
+provider = "wechatpay"
+[merchants.shop.accounts.wx.settings]
+mchid = "1230000109"
+appid = "wxd678efh567hg6787"
+merchant_serial_no = "F5765756002FDD77"
+merchant_private_key = { file = "m.pem" }
+apiv3_key = { file = "v3.secret" }
+wechatpay_public_key = { file = "p.pem" }
+wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001"
+"#;
+
+    #[test]
+    fn wechatpay_accounts_are_validated_with_key_paths() {
+        let good = format!("{GOOD}{WECHAT}");
+        parse(&good).unwrap().validate().unwrap();
+        let bad = good
+            .replace("mchid = \"1230000109\"", "mchid = \"12a\"")
+            .replace("PUB_KEY_ID_0112300001092026112200000000000001", "KEY_1")
+            .replace("F5765756002FDD77", "not-hex");
+        let errors = parse(&bad).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+        for key in ["mchid", "wechatpay_public_key_id", "merchant_serial_no"] {
+            let path = format!("merchants.shop.accounts.wx.settings.{key}");
+            assert!(paths.contains(&path.as_str()), "{key}: {paths:?}");
+        }
+        // Neither a public key nor a certificate: nothing could verify WeChat Pay's answers.
+        let keyless = good
+            .replace("wechatpay_public_key = { file = \"p.pem\" }\n", "")
+            .replace(
+                "wechatpay_public_key_id = \"PUB_KEY_ID_0112300001092026112200000000000001\"\n",
+                "",
+            );
+        let errors = parse(&keyless).unwrap().validate().unwrap_err();
+        assert_eq!(
+            errors.0[0].path,
+            "merchants.shop.accounts.wx.settings.wechatpay_public_key"
+        );
+        let unknown = good.replace("appid =", "app_id = \"x\"\nappid =");
+        let errors = parse(&unknown).unwrap().validate().unwrap_err();
+        assert!(errors.0[0].message.contains("app_id"), "{errors}");
+    }
+
+    #[test]
+    fn a_short_apiv3_key_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
+        std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
+        std::fs::write(dir.path().join("v3.secret"), "tooshort-apiv3").unwrap();
+        std::fs::copy(
+            keys.join("nodejs-sdk-app-private-key.pem"),
+            dir.path().join("k.pem"),
+        )
+        .unwrap();
+        std::fs::copy(
+            keys.join("sandbox-alipay-public-key.pem"),
+            dir.path().join("p.pem"),
+        )
+        .unwrap();
+        std::fs::copy(
+            keys.join("wechatpay-go-merchant-private-key.pem"),
+            dir.path().join("m.pem"),
+        )
+        .unwrap();
+        let good = format!("{GOOD}{WECHAT}").replace("{ env = \"X\" }", "{ file = \"w.secret\" }");
+        let errors = parse(&good)
+            .unwrap()
+            .build(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains(
+                "merchants.shop.accounts.wx.settings.apiv3_key: must be exactly 32 bytes"
+            ),
+            "{errors}"
+        );
+        assert!(!errors.contains("tooshort"), "{errors}");
+    }
+
     #[test]
     fn secrets_never_appear_in_errors() {
         let dir = tempfile::tempdir().unwrap();

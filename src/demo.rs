@@ -1,6 +1,7 @@
-//! `moongate demo`: the gateway, the strict Alipay sandbox and a webhook receiver on loopback,
-//! with the checked-in demo config and public test keys, then one scripted payment through the
-//! real API so the whole path is visible.
+//! `moongate demo`: the gateway, the strict Alipay and WeChat Pay sandboxes and a webhook
+//! receiver on loopback, with the checked-in demo config and public test keys, then scripted
+//! payments through the real API (one per wallet, a payment code, refunds) so the whole path is
+//! visible.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::client::MerchantClient;
 use crate::config;
+use crate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 use crate::sandbox::{self, SandboxSettings};
 use crate::server;
 
@@ -96,6 +98,48 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
 
+    // 1b. The strict WeChat Pay sandbox (public-key mode), knowing the demo merchant.
+    let wechat_settings = WechatSandboxSettings {
+        private_key_pem: read(
+            &options
+                .fixtures
+                .join("keys/sandbox-wechatpay-private-key.pem"),
+        )?,
+        certificate_pem: read(
+            &options
+                .fixtures
+                .join("keys/sandbox-wechatpay-platform-cert.pem"),
+        )?,
+        certificate_serial: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".to_owned(),
+        public_key_id: "PUB_KEY_ID_0112300001092026112200000000000001".to_owned(),
+        merchants: vec![SandboxMerchant {
+            mchid: "1230000109".to_owned(),
+            appids: vec!["wxd678efh567hg6787".to_owned()],
+            merchant_serial_no: "F5765756002FDD77".to_owned(),
+            merchant_public_key_pem: read(
+                &options
+                    .fixtures
+                    .join("keys/wechatpay-go-merchant-public-key.pem"),
+            )?,
+            apiv3_key: read(&demo_dir.join("wechatpay-apiv3.secret"))?
+                .trim_end()
+                .to_owned(),
+            api_v2_key: Some(
+                read(&demo_dir.join("wechatpay-v2.secret"))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            key_mode: KeyMode::PublicKey,
+        }],
+        time_divisor: 100,
+    };
+    let wechat_addr: SocketAddr = ([127, 0, 0, 1], 8092).into();
+    let (_wechat, _wechat_task) = sandbox::wechat::start_on(
+        wechat_settings,
+        bind(wechat_addr, "the WeChat Pay sandbox").await?,
+    )
+    .await?;
+
     // 2. A merchant webhook receiver that checks signatures.
     let webhook_secret = config::resolve_secret(
         &moongate_contract::SecretRef::File("webhook.secret".into()),
@@ -141,16 +185,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         ledger.display()
     );
     println!(
-        "Alipay sandbox on http://{sandbox_addr}/gateway.do; webhook receiver on http://{receiver_addr}/webhooks\n"
+        "Alipay sandbox on http://{sandbox_addr}/gateway.do; WeChat Pay sandbox on http://{wechat_addr}/v3/…; webhook receiver on http://{receiver_addr}/webhooks\n"
     );
 
     if options.walkthrough {
-        walkthrough(gateway_addr, sandbox_addr, &demo_dir).await?;
+        walkthrough(gateway_addr, sandbox_addr, wechat_addr, &demo_dir).await?;
     }
     println!(
         "\nTry it yourself (the demo merchant's key id is demo_shop_k1, its secret is in fixtures/demo/shop-key.secret):\n\
          \n  examples/moongate-request.sh POST /v1/payments '{{\"amount\":8888,\"currency\":\"CNY\",\"method\":\"alipay_qr\",\"merchant_reference\":\"order-2\",\"description\":\"Tea set\"}}'\
          \n  curl -s -X POST http://{sandbox_addr}/sandbox/pay -H 'content-type: application/json' -d '{{\"out_trade_no\":\"<payment id>\"}}'\
+         \n  (WeChat Pay: \"method\":\"wechat_native\", then the same /sandbox/pay on http://{wechat_addr})\
          \n  examples/moongate-request.sh GET /v1/payments/<payment id>\n"
     );
     if options.exit_after_walkthrough {
@@ -165,34 +210,31 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn walkthrough(
-    gateway: SocketAddr,
-    sandbox: SocketAddr,
-    demo_dir: &Path,
-) -> anyhow::Result<()> {
-    let secret = read(&demo_dir.join("shop-key.secret"))?;
-    let client = MerchantClient::new(
-        &format!("http://{gateway}"),
-        "demo_shop_k1",
-        secret.trim_end().as_bytes(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let reference = format!("demo-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let body = serde_json::json!({
-        "amount": 8888, "currency": "CNY", "method": "alipay_qr",
-        "merchant_reference": reference, "description": "Moon cake gift box",
-    })
-    .to_string();
-    println!("1. POST /v1/payments  (¥88.88, alipay_qr)");
+/// Polls a payment until it has `status`.
+async fn wait_status(client: &MerchantClient, id: &str, want: &str) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        let response = client
+            .call(HttpMethod::Get, &format!("/v1/payments/{id}"), b"", None)
+            .await?;
+        last = serde_json::from_slice(&response.body)?;
+        if text(&last, "/status") == want {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("payment {id} did not reach {want}: {last}")
+}
+
+async fn create(client: &MerchantClient, key: &str, body: Value) -> anyhow::Result<Value> {
     let response = client
         .call(
             HttpMethod::Post,
             "/v1/payments",
-            body.as_bytes(),
-            Some(&reference),
+            body.to_string().as_bytes(),
+            Some(key),
         )
         .await?;
-    let payment: Value = serde_json::from_slice(&response.body)?;
     if response.status != 201 {
         bail!(
             "create failed: HTTP {} {}",
@@ -200,15 +242,17 @@ async fn walkthrough(
             String::from_utf8_lossy(&response.body)
         );
     }
-    let id = text(&payment, "/id").to_owned();
+    let payment: Value = serde_json::from_slice(&response.body)?;
     println!(
         "   -> {} status={} next_action={}",
-        id,
+        text(&payment, "/id"),
         text(&payment, "/status"),
         payment.pointer("/next_action").unwrap_or(&Value::Null)
     );
+    Ok(payment)
+}
 
-    println!("2. The shopper scans and pays (sandbox control endpoint)");
+async fn shopper_pays(sandbox: SocketAddr, id: &str) -> anyhow::Result<()> {
     let pay = crate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
     let request = moongate_contract::HttpRequest {
@@ -221,36 +265,21 @@ async fn walkthrough(
     };
     let paid = pay.send(&request).await?;
     println!("   -> {}", String::from_utf8_lossy(&paid.body));
+    Ok(())
+}
 
-    println!("3. Alipay notifies Moongate; GET /v1/payments/{id}");
-    let mut status = String::new();
-    for _ in 0..50 {
-        let response = client
-            .call(HttpMethod::Get, &format!("/v1/payments/{id}"), b"", None)
-            .await?;
-        let payment: Value = serde_json::from_slice(&response.body)?;
-        status = text(&payment, "/status").to_owned();
-        if status == "succeeded" {
-            println!(
-                "   -> status=succeeded transaction={}",
-                text(&payment, "/provider/transaction_id")
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if status != "succeeded" {
-        bail!("the payment did not succeed (status {status})");
-    }
-
-    println!("4. POST /v1/payments/{id}/refunds  (partial, ¥8.88)");
-    let refund_key = format!("{reference}-refund-1");
+async fn refund(
+    client: &MerchantClient,
+    id: &str,
+    key: &str,
+    body: &[u8],
+) -> anyhow::Result<Value> {
     let response = client
         .call(
             HttpMethod::Post,
             &format!("/v1/payments/{id}/refunds"),
-            br#"{"amount":888,"reason":"broken box"}"#,
-            Some(&refund_key),
+            body,
+            Some(key),
         )
         .await?;
     let refund: Value = serde_json::from_slice(&response.body)?;
@@ -259,6 +288,92 @@ async fn walkthrough(
         text(&refund, "/id"),
         text(&refund, "/status")
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    Ok(refund)
+}
+
+async fn walkthrough(
+    gateway: SocketAddr,
+    alipay: SocketAddr,
+    wechat: SocketAddr,
+    demo_dir: &Path,
+) -> anyhow::Result<()> {
+    let secret = read(&demo_dir.join("shop-key.secret"))?;
+    let client = MerchantClient::new(
+        &format!("http://{gateway}"),
+        "demo_shop_k1",
+        secret.trim_end().as_bytes(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let reference = format!("demo-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+
+    println!("1. POST /v1/payments  (¥88.88, alipay_qr)");
+    let payment = create(
+        &client,
+        &format!("{reference}-ali"),
+        serde_json::json!({
+            "amount": 8888, "currency": "CNY", "method": "alipay_qr",
+            "merchant_reference": format!("{reference}-ali"), "description": "Moon cake gift box",
+        }),
+    )
+    .await?;
+    let alipay_id = text(&payment, "/id").to_owned();
+    println!("2. The shopper scans with Alipay and pays (sandbox control endpoint)");
+    shopper_pays(alipay, &alipay_id).await?;
+    let paid = wait_status(&client, &alipay_id, "succeeded").await?;
+    println!(
+        "3. Alipay notified Moongate -> status=succeeded transaction={}",
+        text(&paid, "/provider/transaction_id")
+    );
+
+    println!("4. POST /v1/payments  (¥66.00, wechat_native) — same API, the other wallet");
+    let payment = create(
+        &client,
+        &format!("{reference}-wx"),
+        serde_json::json!({
+            "amount": 6600, "currency": "CNY", "method": "wechat_native",
+            "merchant_reference": format!("{reference}-wx"), "description": "Pu'er tea cake",
+        }),
+    )
+    .await?;
+    let wechat_id = text(&payment, "/id").to_owned();
+    println!("5. The shopper scans with WeChat and pays");
+    shopper_pays(wechat, &wechat_id).await?;
+    let paid = wait_status(&client, &wechat_id, "succeeded").await?;
+    println!(
+        "6. WeChat Pay sent an encrypted, signed notification -> status=succeeded transaction={}",
+        text(&paid, "/provider/transaction_id")
+    );
+
+    println!(
+        "7. POST /v1/payments  (¥12.00, payment_code) — the till scans the shopper's WeChat code"
+    );
+    create(
+        &client,
+        &format!("{reference}-till"),
+        serde_json::json!({
+            "amount": 1200, "currency": "CNY", "method": "payment_code",
+            "merchant_reference": format!("{reference}-till"), "description": "Counter sale",
+            "payer": {"payment_code": "134567890123456789"},
+        }),
+    )
+    .await?;
+
+    println!("8. Refunds: ¥8.88 of the Alipay payment, ¥6.60 of the WeChat one");
+    refund(
+        &client,
+        &alipay_id,
+        &format!("{reference}-ali-refund"),
+        br#"{"amount":888,"reason":"broken box"}"#,
+    )
+    .await?;
+    refund(
+        &client,
+        &wechat_id,
+        &format!("{reference}-wx-refund"),
+        br#"{"amount":660,"reason":"late delivery"}"#,
+    )
+    .await?;
+    // WeChat refunds settle asynchronously; its REFUND.SUCCESS notification follows.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     Ok(())
 }

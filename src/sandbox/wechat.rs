@@ -1241,7 +1241,7 @@ impl WechatSandbox {
             }
             order.state = TradeState::Success;
             order.paid_at = Some(now);
-            order.transaction_id = Some(format!("42000{}{:015}", now.unix_timestamp(), number));
+            order.transaction_id = Some(format!("4200{}{:014}", now.unix_timestamp(), number));
             order.clone()
         };
         // Payment codes (MICROPAY) have no notify_url: the cashier polls.
@@ -1513,7 +1513,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
             expires_at: now + time::Duration::minutes(5),
             state,
             transaction_id: (state == TradeState::Success)
-                .then(|| format!("42000{}{:015}", now.unix_timestamp(), number)),
+                .then(|| format!("4200{}{:014}", now.unix_timestamp(), number)),
             paid_at: (state == TradeState::Success).then_some(now),
             openid: format!("oSandbox{}", random_alnum(20)),
             prepay_id: String::new(),
