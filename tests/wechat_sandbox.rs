@@ -1,0 +1,371 @@
+//! The WeChat Pay sandbox is strict: it refuses what WeChat Pay refuses (china-wallets.md F).
+//! These tests talk to it directly with requests rendered by the adapter, then broken on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{Harness, MCHID_A, MERCHANT_SERIAL, PUB_KEY_ID, WX_APPID, fixtures};
+use moongate_adapter_wechatpay::verify::PlatformKeys;
+use moongate_adapter_wechatpay::{AccountKeys, WechatPayAdapter, sign};
+use moongate_contract::crypto::RsaVerifier;
+use moongate_contract::{CallContext, HttpMethod, HttpRequest, HttpResponse};
+use serde_json::{Value, json};
+
+fn adapter(h: &Harness) -> WechatPayAdapter {
+    let keys = fixtures().join("keys");
+    WechatPayAdapter::new(&AccountKeys {
+        mchid: MCHID_A,
+        appid: WX_APPID,
+        merchant_serial_no: MERCHANT_SERIAL,
+        merchant_private_key: &std::fs::read_to_string(
+            keys.join("wechatpay-go-merchant-private-key.pem"),
+        )
+        .unwrap(),
+        apiv3_key: common::APIV3_KEY_A,
+        api_v2_key: None,
+        wechatpay_public_key: Some((
+            PUB_KEY_ID,
+            &std::fs::read_to_string(keys.join("sandbox-wechatpay-public-key.pem")).unwrap(),
+        )),
+        platform_certificates: &[],
+        api_base_url: &format!("http://{}", h.wechat_addr),
+    })
+    .unwrap()
+}
+
+fn cx(offset_secs: i64) -> CallContext {
+    CallContext {
+        now: time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_secs),
+        nonce: "593BEC0C930BF1AFEB40B4A08C8FB242".to_owned(),
+    }
+}
+
+fn native_body(out_trade_no: &str) -> String {
+    json!({
+        "appid": WX_APPID, "mchid": MCHID_A, "description": "Tea",
+        "out_trade_no": out_trade_no, "notify_url": "https://shop.example/notify",
+        "amount": {"total": 100, "currency": "CNY"},
+    })
+    .to_string()
+}
+
+async fn send(h: &Harness, request: &HttpRequest) -> (HttpResponse, Value) {
+    let response = h.http.send(request).await.unwrap();
+    let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response, body)
+}
+
+/// Every answer, errors included, is signed by the platform key under the merchant's mode.
+fn assert_signed(response: &HttpResponse) {
+    let public = RsaVerifier::from_pem(
+        &std::fs::read_to_string(fixtures().join("keys/sandbox-wechatpay-public-key.pem")).unwrap(),
+    )
+    .unwrap();
+    let keys = PlatformKeys::new().with_public_key(PUB_KEY_ID, public);
+    keys.verify(
+        |name| response.header(name).map(str::to_owned),
+        &response.body,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn signatures_are_checked_strictly() {
+    let h = Harness::start().await;
+    let adapter = adapter(&h);
+    let post = |cx: &CallContext, body: String| {
+        adapter
+            .v3_request(
+                cx,
+                HttpMethod::Post,
+                "/v3/pay/transactions/native",
+                Some(body),
+            )
+            .unwrap()
+    };
+
+    // A good request passes; the Authorization items may come in any order.
+    let good = post(&cx(0), native_body("sbx_order_1"));
+    let (response, body) = send(&h, &good).await;
+    assert_eq!(response.status, 200, "{body}");
+    assert_signed(&response);
+    let mut reordered = post(&cx(0), native_body("sbx_order_2"));
+    for (name, value) in reordered.headers.iter_mut() {
+        if name == "authorization" {
+            let items = sign::parse_authorization(value).unwrap();
+            *value = format!(
+                "WECHATPAY2-SHA256-RSA2048 signature=\"{}\", serial_no=\"{}\", timestamp=\"{}\", mchid=\"{}\", nonce_str=\"{}\"",
+                items.signature, items.serial_no, items.timestamp, items.mchid, items.nonce_str
+            );
+        }
+    }
+    let (response, body) = send(&h, &reordered).await;
+    assert_eq!(response.status, 200, "{body}");
+
+    // The body changed after signing: 401 SIGN_ERROR with WeChat's diagnostic detail.
+    let mut tampered = post(&cx(0), native_body("sbx_order_3"));
+    tampered.body = native_body("sbx_order_4").into_bytes();
+    let (response, body) = send(&h, &tampered).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(body["code"], "SIGN_ERROR");
+    assert_eq!(body["detail"]["detail"]["issue"], "sign not match");
+    assert_eq!(body["detail"]["sign_information"]["method"], "POST");
+    assert_signed(&response);
+
+    // Stale and future timestamps (5 minutes), another certificate serial, no header at all.
+    for offset in [-301, 301] {
+        let (response, body) = send(&h, &post(&cx(offset), native_body("sbx_order_5"))).await;
+        assert_eq!(
+            (response.status, body["code"].as_str()),
+            (401, Some("SIGN_ERROR")),
+            "{offset}"
+        );
+    }
+    let mut other_serial = post(&cx(0), native_body("sbx_order_6"));
+    for (name, value) in other_serial.headers.iter_mut() {
+        if name == "authorization" {
+            *value = value.replace(MERCHANT_SERIAL, "0123456789ABCDEF");
+        }
+    }
+    let (response, body) = send(&h, &other_serial).await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (401, Some("SIGN_ERROR"))
+    );
+    let mut anonymous = post(&cx(0), native_body("sbx_order_7"));
+    anonymous
+        .headers
+        .retain(|(name, _)| name != "authorization");
+    let (response, body) = send(&h, &anonymous).await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (401, Some("SIGN_ERROR"))
+    );
+}
+
+#[tokio::test]
+async fn required_fields_and_order_states_are_enforced() {
+    let h = Harness::start().await;
+    let adapter = adapter(&h);
+    let call = |method: HttpMethod, path: &str, body: Option<Value>| {
+        adapter
+            .v3_request(&cx(0), method, path, body.map(|b| b.to_string()))
+            .unwrap()
+    };
+    // JSAPI without payer.openid, H5 without scene_info, amounts that are not fen integers.
+    let mut jsapi: Value = serde_json::from_str(&native_body("sbx_req_1")).unwrap();
+    let (response, body) = send(
+        &h,
+        &call(
+            HttpMethod::Post,
+            "/v3/pay/transactions/jsapi",
+            Some(jsapi.clone()),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (400, Some("PARAM_ERROR")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/body/payer/openid")
+    );
+    jsapi["payer"] = json!({"openid": "o1"});
+    let (response, _) = send(
+        &h,
+        &call(HttpMethod::Post, "/v3/pay/transactions/jsapi", Some(jsapi)),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let h5: Value = serde_json::from_str(&native_body("sbx_req_2")).unwrap();
+    let (response, _) = send(
+        &h,
+        &call(HttpMethod::Post, "/v3/pay/transactions/h5", Some(h5)),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    let mut yuan: Value = serde_json::from_str(&native_body("sbx_req_3")).unwrap();
+    yuan["amount"]["total"] = json!(1.5);
+    let (response, _) = send(
+        &h,
+        &call(HttpMethod::Post, "/v3/pay/transactions/native", Some(yuan)),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    let mut foreign_app: Value = serde_json::from_str(&native_body("sbx_req_4")).unwrap();
+    foreign_app["appid"] = json!("wx0000000000000000");
+    let (response, body) = send(
+        &h,
+        &call(
+            HttpMethod::Post,
+            "/v3/pay/transactions/native",
+            Some(foreign_app),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (400, Some("APPID_MCHID_NOT_MATCH"))
+    );
+
+    // NOTPAY → CLOSED: close answers 204 with an empty, signed body; a closed order is not paid.
+    let (response, _) = send(
+        &h,
+        &call(
+            HttpMethod::Post,
+            "/v3/pay/transactions/native",
+            Some(serde_json::from_str(&native_body("sbx_state_1")).unwrap()),
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let close = call(
+        HttpMethod::Post,
+        "/v3/pay/transactions/out-trade-no/sbx_state_1/close",
+        Some(json!({"mchid": MCHID_A})),
+    );
+    let (response, _) = send(&h, &close).await;
+    assert_eq!(response.status, 204);
+    assert!(response.body.is_empty());
+    assert_signed(&response);
+    let query = call(
+        HttpMethod::Get,
+        &format!("/v3/pay/transactions/out-trade-no/sbx_state_1?mchid={MCHID_A}"),
+        None,
+    );
+    let (_, body) = send(&h, &query).await;
+    assert_eq!(body["trade_state"], "CLOSED");
+    // Re-ordering a closed number is refused.
+    let (response, body) = send(
+        &h,
+        &call(
+            HttpMethod::Post,
+            "/v3/pay/transactions/native",
+            Some(serde_json::from_str(&native_body("sbx_state_1")).unwrap()),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (400, Some("ORDERCLOSED"))
+    );
+
+    // NOTPAY → SUCCESS → REFUND; refunds never exceed the order.
+    let (response, _) = send(
+        &h,
+        &call(
+            HttpMethod::Post,
+            "/v3/pay/transactions/native",
+            Some(serde_json::from_str(&native_body("sbx_state_2")).unwrap()),
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let paid = h
+        .wechat("/sandbox/pay", json!({"out_trade_no": "sbx_state_2"}))
+        .await;
+    assert_eq!(paid.status, 200);
+    let refund = |no: &str, amount: i64| {
+        call(
+            HttpMethod::Post,
+            "/v3/refund/domestic/refunds",
+            Some(json!({"out_trade_no": "sbx_state_2", "out_refund_no": no,
+                        "amount": {"refund": amount, "total": 100, "currency": "CNY"}})),
+        )
+    };
+    let (response, body) = send(&h, &refund("sbx_refund_1", 60)).await;
+    assert_eq!(
+        (response.status, body["status"].as_str()),
+        (200, Some("PROCESSING")),
+        "{body}"
+    );
+    let (response, body) = send(&h, &refund("sbx_refund_2", 50)).await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (400, Some("INVALID_REQUEST"))
+    );
+    // The same refund number again is the same refund, not a second one.
+    let (response, body) = send(&h, &refund("sbx_refund_1", 60)).await;
+    assert_eq!(
+        (response.status, body["out_refund_no"].as_str()),
+        (200, Some("sbx_refund_1"))
+    );
+    let (_, body) = send(&h, &query).await;
+    assert_eq!(body["trade_state"], "CLOSED");
+    let query_paid = call(
+        HttpMethod::Get,
+        &format!("/v3/pay/transactions/out-trade-no/sbx_state_2?mchid={MCHID_A}"),
+        None,
+    );
+    let (_, body) = send(&h, &query_paid).await;
+    assert_eq!(body["trade_state"], "REFUND");
+    assert_eq!(body["amount"]["total"], 100);
+}
+
+#[tokio::test]
+async fn certificate_mode_serves_encrypted_platform_certificates() {
+    let h = Harness::start().await;
+    // Merchant A is in public-key mode: no certificates for it.
+    let a = adapter(&h);
+    let (response, _) = send(
+        &h,
+        &a.v3_request(&cx(0), HttpMethod::Get, "/v3/certificates", None)
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, 404);
+    // Merchant B is in certificate mode: the PEM decrypts with B's APIv3 key and is the one
+    // configured for it.
+    let keys = fixtures().join("keys");
+    // No platform key yet: exactly the situation in which certificates are downloaded.
+    let b = WechatPayAdapter::new(&AccountKeys {
+        mchid: common::MCHID_B,
+        appid: WX_APPID,
+        merchant_serial_no: MERCHANT_SERIAL,
+        merchant_private_key: &std::fs::read_to_string(
+            keys.join("wechatpay-go-merchant-private-key.pem"),
+        )
+        .unwrap(),
+        apiv3_key: common::APIV3_KEY_B,
+        api_v2_key: None,
+        wechatpay_public_key: None,
+        platform_certificates: &[],
+        api_base_url: &format!("http://{}", h.wechat_addr),
+    })
+    .unwrap();
+    let (response, body) = send(
+        &h,
+        &b.v3_request(&cx(0), HttpMethod::Get, "/v3/certificates", None)
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{body}");
+    assert_eq!(
+        response.header("wechatpay-serial"),
+        Some(common::CERT_SERIAL)
+    );
+    let item = &body["data"][0];
+    assert_eq!(item["serial_no"], common::CERT_SERIAL);
+    let encrypted = &item["encrypt_certificate"];
+    let pem = moongate_adapter_wechatpay::aead::decrypt(
+        common::APIV3_KEY_B.as_bytes(),
+        encrypted["nonce"].as_str().unwrap(),
+        encrypted["associated_data"].as_str().unwrap(),
+        encrypted["ciphertext"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(pem).unwrap(),
+        std::fs::read_to_string(keys.join("sandbox-wechatpay-platform-cert.pem")).unwrap()
+    );
+}
