@@ -16,26 +16,27 @@ use moongate_contract::crypto::RsaVerifier;
 use moongate_contract::{CallContext, HttpMethod, HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
-fn adapter(h: &Harness) -> WechatPayAdapter {
+/// An adapter for one sandbox merchant; `public_key` is the platform key it verifies with.
+fn adapter_for(h: &Harness, mchid: &str, apiv3_key: &str, public_key: bool) -> WechatPayAdapter {
     let keys = fixtures().join("keys");
+    let read = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
+    let public = read("sandbox-wechatpay-public-key.pem");
     WechatPayAdapter::new(&AccountKeys {
-        mchid: MCHID_A,
+        mchid,
         appid: WX_APPID,
         merchant_serial_no: MERCHANT_SERIAL,
-        merchant_private_key: &std::fs::read_to_string(
-            keys.join("wechatpay-go-merchant-private-key.pem"),
-        )
-        .unwrap(),
-        apiv3_key: common::APIV3_KEY_A,
+        merchant_private_key: &read("wechatpay-go-merchant-private-key.pem"),
+        apiv3_key,
         api_v2_key: None,
-        wechatpay_public_key: Some((
-            PUB_KEY_ID,
-            &std::fs::read_to_string(keys.join("sandbox-wechatpay-public-key.pem")).unwrap(),
-        )),
+        wechatpay_public_key: public_key.then_some((PUB_KEY_ID, public.as_str())),
         platform_certificates: &[],
         api_base_url: &format!("http://{}", h.wechat_addr),
     })
     .unwrap()
+}
+
+fn adapter(h: &Harness) -> WechatPayAdapter {
+    adapter_for(h, MCHID_A, common::APIV3_KEY_A, true)
 }
 
 fn cx(offset_secs: i64) -> CallContext {
@@ -328,21 +329,7 @@ async fn certificate_mode_serves_encrypted_platform_certificates() {
     // configured for it.
     let keys = fixtures().join("keys");
     // No platform key yet: exactly the situation in which certificates are downloaded.
-    let b = WechatPayAdapter::new(&AccountKeys {
-        mchid: common::MCHID_B,
-        appid: WX_APPID,
-        merchant_serial_no: MERCHANT_SERIAL,
-        merchant_private_key: &std::fs::read_to_string(
-            keys.join("wechatpay-go-merchant-private-key.pem"),
-        )
-        .unwrap(),
-        apiv3_key: common::APIV3_KEY_B,
-        api_v2_key: None,
-        wechatpay_public_key: None,
-        platform_certificates: &[],
-        api_base_url: &format!("http://{}", h.wechat_addr),
-    })
-    .unwrap();
+    let b = adapter_for(&h, common::MCHID_B, common::APIV3_KEY_B, false);
     let (response, body) = send(
         &h,
         &b.v3_request(&cx(0), HttpMethod::Get, "/v3/certificates", None)

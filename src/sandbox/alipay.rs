@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
+use super::{FaultBody, FaultMode, Faults, control_reply, fault_response, html_escape};
 use crate::outbound::Outbound;
 
 /// Alipay's retry schedule after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (A.8).
@@ -48,23 +49,6 @@ pub struct SandboxSettings {
     pub time_divisor: u32,
     /// Seller PID reported in notifications.
     pub seller_id: String,
-}
-
-/// A fault to inject into the next gateway calls.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultMode {
-    /// Behave.
-    None,
-    /// Answer 200 with an HTML page.
-    Garbage,
-    /// Answer HTTP 500.
-    #[serde(rename = "http_500")]
-    Http500,
-    /// Never answer (until the caller gives up).
-    Timeout,
-    /// Sign the response with the wrong bytes.
-    BadSignature,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +114,7 @@ pub struct SentNotification {
 #[derive(Debug)]
 struct Inner {
     orders: HashMap<(String, String), Order>,
-    fault: (FaultMode, u32),
+    fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
 }
@@ -180,7 +164,7 @@ impl Sandbox {
             client,
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
-                fault: (FaultMode::None, 0),
+                fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
             }),
@@ -252,13 +236,6 @@ fn parse_timeout_express(text: &str) -> Option<time::Duration> {
         .then(|| time::Duration::minutes(minutes))
 }
 
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn node_name(method: &str) -> String {
     format!("{}_response", method.replace('.', "_"))
 }
@@ -306,32 +283,9 @@ async fn gateway_do(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = {
-        let mut inner = sb.lock();
-        let (mode, remaining) = inner.fault;
-        if remaining > 0 {
-            inner.fault.1 = remaining - 1;
-            mode
-        } else {
-            FaultMode::None
-        }
-    };
-    match fault {
-        FaultMode::Garbage => {
-            return (
-                StatusCode::OK,
-                Html("<html><body>502 Bad Gateway</body></html>"),
-            )
-                .into_response();
-        }
-        FaultMode::Http500 => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response();
-        }
-        FaultMode::Timeout => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
-        }
-        FaultMode::None | FaultMode::BadSignature => {}
+    let fault = sb.lock().fault.take();
+    if let Some(response) = fault_response(fault).await {
+        return response;
     }
     let corrupt = fault == FaultMode::BadSignature;
 
@@ -1051,29 +1005,11 @@ async fn cashier_pay(
     }
 }
 
-fn control_reply(result: Result<Value, (StatusCode, String)>) -> Response {
-    match result {
-        Ok(value) => axum::Json(value).into_response(),
-        Err((status, message)) => (status, axum::Json(json!({"error": message}))).into_response(),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct FaultBody {
-    mode: FaultMode,
-    #[serde(default = "one")]
-    count: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 async fn control_fault(
     State(sb): State<Shared>,
     axum::Json(fault): axum::Json<FaultBody>,
 ) -> StatusCode {
-    sb.lock().fault = (fault.mode, fault.count);
+    sb.lock().fault.arm(&fault);
     StatusCode::NO_CONTENT
 }
 

@@ -35,7 +35,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use super::alipay::{FaultMode, SandboxError};
+use super::alipay::SandboxError;
+use super::{FaultBody, FaultMode, Faults, control_reply, fault_response, html_escape};
 use crate::outbound::Outbound;
 
 /// WeChat Pay's notification retry schedule after the first attempt (B.6), seconds.
@@ -253,7 +254,7 @@ pub struct SentNotification {
 
 struct Inner {
     orders: HashMap<(String, String), Order>,
-    fault: (FaultMode, u32),
+    fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
 }
@@ -375,7 +376,7 @@ impl WechatSandbox {
             client,
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
-                fault: (FaultMode::None, 0),
+                fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
             }),
@@ -445,17 +446,6 @@ impl WechatSandbox {
             );
         }
         response
-    }
-
-    fn take_fault(&self) -> FaultMode {
-        let mut inner = self.lock();
-        let (mode, remaining) = inner.fault;
-        if remaining > 0 {
-            inner.fault.1 = remaining - 1;
-            mode
-        } else {
-            FaultMode::None
-        }
     }
 
     /// Checks the `Authorization` header against the exact request; returns the merchant.
@@ -602,23 +592,9 @@ async fn v3_entry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = sb.take_fault();
-    match fault {
-        FaultMode::Garbage => {
-            return (
-                StatusCode::OK,
-                Html("<html><body>502 Bad Gateway</body></html>"),
-            )
-                .into_response();
-        }
-        FaultMode::Http500 => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response();
-        }
-        FaultMode::Timeout => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return StatusCode::GATEWAY_TIMEOUT.into_response();
-        }
-        FaultMode::None | FaultMode::BadSignature => {}
+    let fault = sb.lock().fault.take();
+    if let Some(response) = fault_response(fault).await {
+        return response;
     }
     let corrupt = fault == FaultMode::BadSignature;
     let merchant = match sb.authenticate(&method, &uri, &headers, &body) {
@@ -1271,13 +1247,6 @@ struct ControlOrder {
     mchid: Option<String>,
 }
 
-fn control_reply(result: Result<Value, (StatusCode, String)>) -> Response {
-    match result {
-        Ok(value) => axum::Json(value).into_response(),
-        Err((status, message)) => (status, axum::Json(json!({"error": message}))).into_response(),
-    }
-}
-
 async fn control_pay(
     State(sb): State<Shared>,
     axum::Json(order): axum::Json<ControlOrder>,
@@ -1285,22 +1254,11 @@ async fn control_pay(
     control_reply(sb.pay(&order))
 }
 
-#[derive(Debug, Deserialize)]
-struct FaultBody {
-    mode: FaultMode,
-    #[serde(default = "one")]
-    count: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 async fn control_fault(
     State(sb): State<Shared>,
     axum::Json(fault): axum::Json<FaultBody>,
 ) -> StatusCode {
-    sb.lock().fault = (fault.mode, fault.count);
+    sb.lock().fault.arm(&fault);
     StatusCode::NO_CONTENT
 }
 
@@ -1362,13 +1320,6 @@ async fn control_probe(
 #[derive(Debug, Deserialize)]
 struct H5Query {
     prepay_id: String,
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The H5 cashier a shopper's mobile browser lands on.

@@ -253,38 +253,43 @@ api_base_url = "http://{wechat_addr}"
         }
     }
 
-    pub async fn sandbox(&self, path: &str, body: Value) -> HttpResponse {
+    /// POSTs JSON to a sandbox control endpoint.
+    async fn control(&self, sandbox: SocketAddr, path: &str, body: Value) -> HttpResponse {
         let request = HttpRequest {
             method: HttpMethod::Post,
-            url: format!("http://{}{path}", self.sandbox_addr),
+            url: format!("http://{sandbox}{path}"),
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_string().into_bytes(),
         };
         self.http.send(&request).await.unwrap()
     }
 
-    pub async fn wechat(&self, path: &str, body: Value) -> HttpResponse {
-        let request = HttpRequest {
-            method: HttpMethod::Post,
-            url: format!("http://{}{path}", self.wechat_addr),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.to_string().into_bytes(),
-        };
-        self.http.send(&request).await.unwrap()
-    }
-
-    pub async fn wechat_notifications(&self, out_trade_no: &str) -> Vec<Value> {
+    /// The notifications a sandbox sent for an order.
+    async fn sent(&self, sandbox: SocketAddr, out_trade_no: &str) -> Vec<Value> {
         let request = HttpRequest {
             method: HttpMethod::Get,
-            url: format!(
-                "http://{}/sandbox/notifications?out_trade_no={out_trade_no}",
-                self.wechat_addr
-            ),
+            url: format!("http://{sandbox}/sandbox/notifications?out_trade_no={out_trade_no}"),
             headers: vec![],
             body: vec![],
         };
         let response = self.http.send(&request).await.unwrap();
         serde_json::from_slice(&response.body).unwrap()
+    }
+
+    pub async fn sandbox(&self, path: &str, body: Value) -> HttpResponse {
+        self.control(self.sandbox_addr, path, body).await
+    }
+
+    pub async fn wechat(&self, path: &str, body: Value) -> HttpResponse {
+        self.control(self.wechat_addr, path, body).await
+    }
+
+    pub async fn sandbox_notifications(&self, out_trade_no: &str) -> Vec<Value> {
+        self.sent(self.sandbox_addr, out_trade_no).await
+    }
+
+    pub async fn wechat_notifications(&self, out_trade_no: &str) -> Vec<Value> {
+        self.sent(self.wechat_addr, out_trade_no).await
     }
 
     /// Creates a payment from a JSON body; returns (HTTP status, JSON).
@@ -307,20 +312,6 @@ api_base_url = "http://{wechat_addr}"
             response.status,
             serde_json::from_slice(&response.body).unwrap_or(Value::Null),
         )
-    }
-
-    pub async fn sandbox_notifications(&self, out_trade_no: &str) -> Vec<Value> {
-        let request = HttpRequest {
-            method: HttpMethod::Get,
-            url: format!(
-                "http://{}/sandbox/notifications?out_trade_no={out_trade_no}",
-                self.sandbox_addr
-            ),
-            headers: vec![],
-            body: vec![],
-        };
-        let response = self.http.send(&request).await.unwrap();
-        serde_json::from_slice(&response.body).unwrap()
     }
 
     pub async fn fault(&self, mode: &str, count: u32) {

@@ -590,6 +590,17 @@ fn transaction_status(tx: &wire::Transaction) -> Result<PaymentStatus, AdapterEr
     })
 }
 
+/// Decodes a refund answer and checks it is about the refund asked for.
+fn read_refund(body: &[u8], req: &RefundRequest) -> Result<wire::Refund, AdapterError> {
+    let refund: wire::Refund = WechatPayAdapter::decode(body)?;
+    if refund.out_refund_no != req.provider_refund_id {
+        return Err(AdapterError::Protocol(
+            "out_refund_no echo mismatch".to_owned(),
+        ));
+    }
+    Ok(refund)
+}
+
 /// Maps a refund state. `ABNORMAL` (the money could not reach the payer and waits for the
 /// merchant to act in WeChat's console) stays in progress: the amount stays held, so it can
 /// never be refunded a second time through Moongate.
@@ -610,6 +621,14 @@ fn refund_status(status: &str, refund_id: Option<&str>) -> Result<RefundStatus, 
             });
         }
     })
+}
+
+/// The codes WeChat Pay answers for an order number it does not know.
+fn order_missing(code: &str) -> bool {
+    matches!(
+        code,
+        "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS"
+    )
 }
 
 fn order_path(method: PaymentMethod) -> Option<&'static str> {
@@ -803,12 +822,9 @@ impl PaymentAdapter for WechatPayAdapter {
                 self.check_transaction(&tx, &req.provider_order_id)?;
                 transaction_status(&tx)
             }
-            Answer::Failed(failure) if failure.status == 404 => match failure.code.as_str() {
-                "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS" => {
-                    Ok(PaymentStatus::NotFound)
-                }
-                _ => Err(failure.into_error()),
-            },
+            Answer::Failed(failure) if failure.status == 404 && order_missing(&failure.code) => {
+                Ok(PaymentStatus::NotFound)
+            }
             Answer::Failed(failure) => Err(failure.into_error()),
         }
     }
@@ -843,9 +859,7 @@ impl PaymentAdapter for WechatPayAdapter {
                 resp.status
             ))),
             Answer::Failed(failure) => match failure.code.as_str() {
-                "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS" => {
-                    Ok(CloseStatus::NotFound)
-                }
+                code if order_missing(code) => Ok(CloseStatus::NotFound),
                 "ORDERPAID" | "ORDER_PAID" | "TRADE_ERROR" | "ORDERCLOSED" | "ORDER_CLOSED" => {
                     Ok(CloseStatus::Conflict { code: failure.code })
                 }
@@ -891,12 +905,7 @@ impl PaymentAdapter for WechatPayAdapter {
     ) -> Result<RefundStatus, AdapterError> {
         match self.open(resp)? {
             Answer::Ok(body) => {
-                let refund: wire::Refund = Self::decode(&body)?;
-                if refund.out_refund_no != req.provider_refund_id {
-                    return Err(AdapterError::Protocol(
-                        "out_refund_no echo mismatch".to_owned(),
-                    ));
-                }
+                let refund = read_refund(&body, req)?;
                 refund_status(&refund.status, refund.refund_id.as_deref())
             }
             Answer::Failed(failure) => match (failure.status, failure.code.as_str()) {
@@ -934,12 +943,7 @@ impl PaymentAdapter for WechatPayAdapter {
     ) -> Result<RefundStatus, AdapterError> {
         match self.open(resp)? {
             Answer::Ok(body) => {
-                let refund: wire::Refund = Self::decode(&body)?;
-                if refund.out_refund_no != req.provider_refund_id {
-                    return Err(AdapterError::Protocol(
-                        "out_refund_no echo mismatch".to_owned(),
-                    ));
-                }
+                let refund = read_refund(&body, req)?;
                 let refunded = refund.amount.as_ref().and_then(|a| a.refund);
                 if refunded.is_some_and(|r| r != req.amount.minor) {
                     return Err(AdapterError::Protocol(
