@@ -356,3 +356,66 @@ async fn certificate_mode_serves_encrypted_platform_certificates() {
         std::fs::read_to_string(keys.join("sandbox-wechatpay-platform-cert.pem")).unwrap()
     );
 }
+
+#[tokio::test]
+async fn notifications_are_retried_until_200_or_204() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let h = Harness::start().await;
+    // A receiver that answers 500, then 503, then 200: only the HTTP status counts.
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let receiver = axum::Router::new().route(
+        "/wx-notify",
+        axum::routing::post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                match counter.fetch_add(1, Ordering::SeqCst) {
+                    0 => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    1 => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    _ => axum::http::StatusCode::OK,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+
+    let adapter = adapter(&h);
+    let mut order: Value = serde_json::from_str(&native_body("sbx_retry_1")).unwrap();
+    order["notify_url"] = json!(format!("http://{addr}/wx-notify"));
+    let request = adapter
+        .v3_request(
+            &cx(0),
+            HttpMethod::Post,
+            "/v3/pay/transactions/native",
+            Some(order.to_string()),
+        )
+        .unwrap();
+    let (response, _) = send(&h, &request).await;
+    assert_eq!(response.status, 200);
+    let paid = h
+        .wechat("/sandbox/pay", json!({"out_trade_no": "sbx_retry_1"}))
+        .await;
+    assert_eq!(paid.status, 200);
+    // 15 s and 15 s on WeChat's schedule, divided by 1000 in the harness.
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        sent = h.wechat_notifications("sbx_retry_1").await;
+        if sent.first().is_some_and(|n| n["acknowledged"] == true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attempts"], 3, "{sent:?}");
+    assert_eq!(sent[0]["acknowledged"], true);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Every attempt carried the same envelope id.
+    let envelope: Value = serde_json::from_str(sent[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(envelope["id"], sent[0]["id"]);
+    assert_eq!(envelope["event_type"], "TRANSACTION.SUCCESS");
+    assert_eq!(envelope["resource"]["algorithm"], "AEAD_AES_256_GCM");
+}

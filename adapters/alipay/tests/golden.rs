@@ -474,3 +474,72 @@ fn rejects_non_cny_and_bad_order_numbers_before_sending() {
         Err(AdapterError::InvalidRequest(_))
     ));
 }
+
+#[test]
+fn barcode_pay_request_and_outcomes() {
+    let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
+    let req = CreatePayment {
+        provider_order_id: "pay_TILL1".into(),
+        amount: Money::new(2500, Currency::CNY),
+        method: PaymentMethod::AlipayPaymentCode,
+        subject: "Counter sale".into(),
+        description: None,
+        return_url: None,
+        notify_url: "https://gw.example/notify/alipay/m/a".into(),
+        expires_at: datetime!(2024-05-13 10:49:20 UTC),
+        payer: moongate_contract::Payer {
+            payment_code: Some("284567890123456789".into()),
+            ..Default::default()
+        },
+    };
+    let Prepared::Send(request) = a.prepare_create(&cx(), &req).unwrap() else {
+        panic!("alipay.trade.pay is a server call");
+    };
+    let query = form(request.url.split_once('?').unwrap().1);
+    assert_eq!(query["method"], "alipay.trade.pay");
+    let body = form(std::str::from_utf8(&request.body).unwrap());
+    assert_eq!(
+        body["biz_content"],
+        r#"{"out_trade_no":"pay_TILL1","total_amount":"25.00","subject":"Counter sale","product_code":"FACE_TO_FACE_PAYMENT","timeout_express":"60m","scene":"bar_code","auth_code":"284567890123456789"}"#
+    );
+    let answer =
+        |node: &str| a.parse_create(&cx(), &req, &signed_response("alipay.trade.pay", node));
+    assert!(matches!(
+        answer(r#"{"code":"10000","msg":"Success","trade_no":"T9","out_trade_no":"pay_TILL1","total_amount":"25.00","gmt_payment":"2024-05-13 17:49:30"}"#),
+        Ok(PaymentStatus::Succeeded { amount, paid_at: Some(_), .. }) if amount.minor == 2500
+    ));
+    assert_eq!(
+        answer(
+            r#"{"code":"10003","msg":"等待用户付款","trade_no":"T9","out_trade_no":"pay_TILL1"}"#
+        )
+        .unwrap(),
+        PaymentStatus::AwaitingPayment {
+            next_action: Some(moongate_contract::NextAction::AwaitShopperConfirmation)
+        }
+    );
+    assert!(matches!(
+        answer(
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.PAYMENT_AUTH_CODE_INVALID","sub_msg":"x"}"#
+        ),
+        Ok(PaymentStatus::Failed { .. })
+    ));
+    assert!(matches!(
+        answer(
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR","sub_msg":"x"}"#
+        ),
+        Err(AdapterError::Indeterminate { .. })
+    ));
+    assert!(matches!(
+        answer(
+            r#"{"code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error","sub_msg":"x"}"#
+        ),
+        Err(AdapterError::Indeterminate { .. })
+    ));
+    // A WeChat code is refused before anything is sent.
+    let mut wechat_code = req.clone();
+    wechat_code.payer.payment_code = Some("134567890123456789".into());
+    assert!(matches!(
+        a.prepare_create(&cx(), &wechat_code),
+        Err(AdapterError::InvalidRequest(_))
+    ));
+}
