@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Gateway + strict Alipay sandbox + webhook receiver on loopback, no credentials needed.
+    /// Gateway + strict Alipay and WeChat Pay sandboxes + webhook receiver on loopback, no
+    /// credentials needed.
     Demo {
         /// Where the fixtures (demo config, test keys) are.
         #[arg(long, default_value = "fixtures")]
@@ -41,6 +42,21 @@ enum Command {
     CheckConfig {
         /// The TOML config.
         file: PathBuf,
+    },
+    /// Download a WeChat Pay account's platform certificates (certificate mode) as PEM files.
+    WechatpayCertificates {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Merchant id in the config.
+        #[arg(long)]
+        merchant: String,
+        /// WeChat Pay account id of that merchant.
+        #[arg(long)]
+        account: String,
+        /// Where to write `wechatpay-platform-<serial>.pem`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
     /// Run the strict Alipay sandbox alone.
     Sandbox {
@@ -141,6 +157,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(addr = %running.addr, "moongate serving");
             tokio::signal::ctrl_c().await?;
             running.stop();
+            Ok(())
+        }
+        Command::WechatpayCertificates {
+            config: path,
+            merchant,
+            account,
+            out,
+        } => {
+            let written =
+                moongate::certificates::download(&path, &merchant, &account, &out).await?;
+            for file in &written {
+                println!("{}", file.display());
+            }
+            println!(
+                "{} certificate(s); list them under platform_certificates of merchants.{merchant}.accounts.{account}.settings",
+                written.len()
+            );
             Ok(())
         }
         Command::Sandbox {

@@ -64,60 +64,65 @@ pub fn build_adapter(
             })?;
             Ok(Arc::new(adapter))
         }
-        ProviderKind::WechatPay => {
-            let settings: WechatPaySettings = parse_settings(table).map_err(|p| vec![p])?;
-            let read = |key: &str, reference: &moongate_contract::SecretRef| {
-                resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
-            };
-            let private = read("merchant_private_key", &settings.merchant_private_key)?;
-            let apiv3 = read("apiv3_key", &settings.apiv3_key)?;
-            let v2 = match &settings.api_v2_key {
-                Some(reference) => Some(read("api_v2_key", reference)?),
-                None => None,
-            };
-            let public = match &settings.wechatpay_public_key {
-                Some(reference) => Some(read("wechatpay_public_key", reference)?),
-                None => None,
-            };
-            let mut certificates = Vec::new();
-            for (index, reference) in settings.platform_certificates.iter().enumerate() {
-                certificates.push(read(&format!("platform_certificates[{index}]"), reference)?);
-            }
-            let public_key = match (&public, &settings.wechatpay_public_key_id) {
-                (Some(pem), Some(id)) => Some((id.as_str(), pem.as_str())),
-                _ => None,
-            };
-            let adapter = WechatPayAdapter::new(&moongate_adapter_wechatpay::AccountKeys {
-                mchid: &settings.mchid,
-                appid: &settings.appid,
-                merchant_serial_no: &settings.merchant_serial_no,
-                merchant_private_key: &private,
-                apiv3_key: &apiv3,
-                api_v2_key: v2.as_deref(),
-                wechatpay_public_key: public_key,
-                platform_certificates: &certificates,
-                api_base_url: &settings.api_base_url,
-            })
-            .map_err(|e| {
-                let key = match &e {
-                    WechatPayAccountError::MerchantPrivateKey(_) => {
-                        ".merchant_private_key".to_owned()
-                    }
-                    WechatPayAccountError::ApiV3Key => ".apiv3_key".to_owned(),
-                    WechatPayAccountError::ApiV2Key => ".api_v2_key".to_owned(),
-                    WechatPayAccountError::PublicKey(_) => ".wechatpay_public_key".to_owned(),
-                    WechatPayAccountError::Certificate(index, _) => {
-                        format!(".platform_certificates[{index}]")
-                    }
-                };
-                // The message names the key and the problem, never the value.
-                let message = e.to_string();
-                let message = message
-                    .split_once(": ")
-                    .map_or(message.clone(), |(_, rest)| rest.to_owned());
-                vec![(key, message)]
-            })?;
-            Ok(Arc::new(adapter))
-        }
+        ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
     }
+}
+
+/// Reads the keys and builds a WeChat Pay adapter (also used to download platform
+/// certificates, before any is configured).
+pub fn build_wechatpay(
+    table: &toml::Table,
+    base_dir: &Path,
+) -> Result<WechatPayAdapter, Vec<(String, String)>> {
+    let settings: WechatPaySettings = parse_settings(table).map_err(|p| vec![p])?;
+    let read = |key: &str, reference: &moongate_contract::SecretRef| {
+        resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
+    };
+    let private = read("merchant_private_key", &settings.merchant_private_key)?;
+    let apiv3 = read("apiv3_key", &settings.apiv3_key)?;
+    let v2 = match &settings.api_v2_key {
+        Some(reference) => Some(read("api_v2_key", reference)?),
+        None => None,
+    };
+    let public = match &settings.wechatpay_public_key {
+        Some(reference) => Some(read("wechatpay_public_key", reference)?),
+        None => None,
+    };
+    let mut certificates = Vec::new();
+    for (index, reference) in settings.platform_certificates.iter().enumerate() {
+        certificates.push(read(&format!("platform_certificates[{index}]"), reference)?);
+    }
+    let public_key = match (&public, &settings.wechatpay_public_key_id) {
+        (Some(pem), Some(id)) => Some((id.as_str(), pem.as_str())),
+        _ => None,
+    };
+    let adapter = WechatPayAdapter::new(&moongate_adapter_wechatpay::AccountKeys {
+        mchid: &settings.mchid,
+        appid: &settings.appid,
+        merchant_serial_no: &settings.merchant_serial_no,
+        merchant_private_key: &private,
+        apiv3_key: &apiv3,
+        api_v2_key: v2.as_deref(),
+        wechatpay_public_key: public_key,
+        platform_certificates: &certificates,
+        api_base_url: &settings.api_base_url,
+    })
+    .map_err(|e| {
+        let key = match &e {
+            WechatPayAccountError::MerchantPrivateKey(_) => ".merchant_private_key".to_owned(),
+            WechatPayAccountError::ApiV3Key => ".apiv3_key".to_owned(),
+            WechatPayAccountError::ApiV2Key => ".api_v2_key".to_owned(),
+            WechatPayAccountError::PublicKey(_) => ".wechatpay_public_key".to_owned(),
+            WechatPayAccountError::Certificate(index, _) => {
+                format!(".platform_certificates[{index}]")
+            }
+        };
+        // The message names the key and the problem, never the value.
+        let message = e.to_string();
+        let message = message
+            .split_once(": ")
+            .map_or(message.clone(), |(_, rest)| rest.to_owned());
+        vec![(key, message)]
+    })?;
+    Ok(adapter)
 }

@@ -419,3 +419,63 @@ async fn notifications_are_retried_until_200_or_204() {
     assert_eq!(envelope["event_type"], "TRANSACTION.SUCCESS");
     assert_eq!(envelope["resource"]["algorithm"], "AEAD_AES_256_GCM");
 }
+
+#[tokio::test]
+async fn certificate_download_bootstraps_certificate_mode() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = fixtures().join("keys");
+    std::fs::write(dir.path().join("v3-b.secret"), common::APIV3_KEY_B).unwrap();
+    std::fs::write(dir.path().join("v3-a.secret"), common::APIV3_KEY_A).unwrap();
+    // No platform key configured yet: only the download can provide one.
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:1"
+public_base_url = "https://pay.example"
+
+[merchants.shop]
+name = "Shop"
+keys = [{{ id = "k", secret = {{ env = "UNUSED" }} }}]
+
+[merchants.shop.accounts.wx_cert]
+provider = "wechatpay"
+settings = {{ mchid = "{b}", appid = "{WX_APPID}", merchant_serial_no = "{MERCHANT_SERIAL}", merchant_private_key = {{ file = "{key}" }}, apiv3_key = {{ file = "v3-b.secret" }}, api_base_url = "http://{addr}" }}
+
+[merchants.shop.accounts.wx_public]
+provider = "wechatpay"
+settings = {{ mchid = "{a}", appid = "{WX_APPID}", merchant_serial_no = "{MERCHANT_SERIAL}", merchant_private_key = {{ file = "{key}" }}, apiv3_key = {{ file = "v3-a.secret" }}, api_base_url = "http://{addr}" }}
+"#,
+        a = MCHID_A,
+        b = common::MCHID_B,
+        key = keys.join("wechatpay-go-merchant-private-key.pem").display(),
+        addr = h.wechat_addr,
+    );
+    let path = dir.path().join("moongate.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = dir.path().join("certs");
+    let written = moongate::certificates::download(&path, "shop", "wx_cert", &out)
+        .await
+        .unwrap();
+    assert_eq!(
+        written,
+        vec![out.join(format!("wechatpay-platform-{}.pem", common::CERT_SERIAL))]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&written[0]).unwrap(),
+        std::fs::read_to_string(keys.join("sandbox-wechatpay-platform-cert.pem")).unwrap()
+    );
+    // A public-key-mode merchant has no certificates: a clear error, nothing written.
+    let error =
+        moongate::certificates::download(&path, "shop", "wx_public", &dir.path().join("none"))
+            .await
+            .unwrap_err();
+    assert!(error.to_string().contains("NOT_FOUND"), "{error}");
+    assert!(!dir.path().join("none").exists());
+    // A tampered answer is refused: the signature covers the raw body.
+    let b = adapter_for(&h, common::MCHID_B, common::APIV3_KEY_B, false);
+    let (mut response, _) = send(&h, &b.prepare_certificates(&cx(0)).unwrap()).await;
+    b.parse_certificates(&response).unwrap();
+    response.body.push(b' ');
+    assert!(b.parse_certificates(&response).is_err());
+}

@@ -245,3 +245,39 @@ pub struct Envelope {
     /// The encrypted payload.
     pub resource: Resource,
 }
+
+/// The encrypted certificate of a `/v3/certificates` item.
+#[derive(Debug, Deserialize)]
+pub struct EncryptedCertificate {
+    /// `AEAD_AES_256_GCM`.
+    pub algorithm: String,
+    /// 12 characters.
+    pub nonce: String,
+    /// `certificate`.
+    #[serde(default)]
+    pub associated_data: String,
+    /// base64(ciphertext ‖ tag) of the PEM.
+    pub ciphertext: String,
+}
+
+/// One item of `/v3/certificates`.
+#[derive(Debug, Deserialize)]
+pub struct CertificateItem {
+    /// Serial, hex.
+    pub serial_no: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub effective_time: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub expire_time: String,
+    /// The PEM, encrypted with the APIv3 key.
+    pub encrypt_certificate: EncryptedCertificate,
+}
+
+/// Answer of `GET /v3/certificates`.
+#[derive(Debug, Deserialize)]
+pub struct CertificateList {
+    /// The platform certificates currently valid.
+    pub data: Vec<CertificateItem>,
+}
