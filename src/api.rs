@@ -561,6 +561,14 @@ async fn create_payment(
         }
     };
     let payment = gw.drive_create(payment, prepared).await?;
+    if payment.method.is_payment_code()
+        && matches!(
+            payment.status,
+            PaymentStatus::Pending | PaymentStatus::Unknown
+        )
+    {
+        tokio::spawn(Arc::clone(&gw).follow_payment_code(payment.id.clone()));
+    }
     let body = to_bytes(&payment.to_api_json());
     gw.store
         .complete_key(

@@ -178,6 +178,14 @@ pub struct ProviderSection {
     /// How often payments and refunds in doubt are re-queried, milliseconds (default 30000).
     #[serde(default = "default_sweep")]
     pub recheck_interval_ms: u64,
+    /// How often a scanned payment code waiting for the shopper's password is queried,
+    /// milliseconds (default 3000), for `payment_code_poll_attempts` times; then the re-check
+    /// loop takes over.
+    #[serde(default = "default_code_poll")]
+    pub payment_code_poll_ms: u64,
+    /// How many quick queries a waiting payment code gets (default 20, about a minute).
+    #[serde(default = "default_code_attempts")]
+    pub payment_code_poll_attempts: u32,
 }
 
 impl Default for ProviderSection {
@@ -186,6 +194,8 @@ impl Default for ProviderSection {
             connect_timeout_ms: default_connect_timeout(),
             call_timeout_ms: default_call_timeout(),
             recheck_interval_ms: default_sweep(),
+            payment_code_poll_ms: default_code_poll(),
+            payment_code_poll_attempts: default_code_attempts(),
         }
     }
 }
@@ -198,6 +208,12 @@ fn default_call_timeout() -> u64 {
 }
 fn default_sweep() -> u64 {
     30_000
+}
+fn default_code_poll() -> u64 {
+    3_000
+}
+fn default_code_attempts() -> u32 {
+    20
 }
 
 /// `[merchants.<id>]`.
@@ -389,6 +405,12 @@ impl RawConfig {
         }
         if self.providers.call_timeout_ms == 0 || self.providers.connect_timeout_ms == 0 {
             problems.push(problem("providers", "timeouts must be positive"));
+        }
+        if self.providers.payment_code_poll_ms == 0 {
+            problems.push(problem(
+                "providers.payment_code_poll_ms",
+                "must be positive",
+            ));
         }
         if self.merchants.is_empty() {
             problems.push(problem("merchants", "at least one merchant is required"));

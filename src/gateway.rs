@@ -635,6 +635,33 @@ impl Gateway {
         Ok(())
     }
 
+    /// Follows a scanned payment code while the shopper confirms in the wallet: quick queries
+    /// (WeChat Pay and Alipay both advise polling every few seconds) until it is settled or the
+    /// attempts run out; the re-check loop covers it after that.
+    pub async fn follow_payment_code(self: Arc<Self>, payment_id: String) {
+        let every = Duration::from_millis(self.config.providers.payment_code_poll_ms);
+        for _ in 0..self.config.providers.payment_code_poll_attempts {
+            tokio::time::sleep(every).await;
+            let payment = match self.store.payment(None, &payment_id).await {
+                Ok(Some(payment)) => payment,
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%error, payment_id, "payment code follow-up cannot read the ledger");
+                    continue;
+                }
+            };
+            if !matches!(
+                payment.status,
+                PaymentStatus::Pending | PaymentStatus::Unknown
+            ) {
+                return;
+            }
+            if let Err(error) = self.sync_payment(payment).await {
+                warn!(%error, payment_id, "payment code follow-up failed");
+            }
+        }
+    }
+
     /// Runs [`Gateway::recheck_once`] forever.
     pub async fn recheck_loop(self: Arc<Self>) {
         let every = Duration::from_millis(self.config.providers.recheck_interval_ms);

@@ -179,6 +179,7 @@ timeout_ms = 2000
 connect_timeout_ms = 1000
 call_timeout_ms = {call_timeout_ms}
 recheck_interval_ms = 3600000
+payment_code_poll_ms = 50
 
 [merchants.shop_a]
 name = "Shop A"
