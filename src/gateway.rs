@@ -329,7 +329,15 @@ impl Gateway {
             {
                 let request = create_request(&payment, self.notify_url(&merchant.id, account));
                 let prepared = adapter.prepare_create(&Self::call_context(), &request);
-                self.drive_create(payment, prepared).await
+                if prepared.is_ok() {
+                    return self.drive_create(payment, prepared).await;
+                }
+                // Too close to expiry to ask again: record what the provider said.
+                let waiting = ProviderStatus::AwaitingPayment { next_action: None };
+                match Self::change_for(&payment, waiting) {
+                    Some(change) => self.apply(&payment.id, change).await,
+                    None => Ok(payment),
+                }
             }
             Exchange::Answer(status) => match Self::change_for(&payment, status) {
                 Some(change) => self.apply(&payment.id, change).await,
