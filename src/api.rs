@@ -326,6 +326,13 @@ fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Paye
         )?,
         _ => {}
     }
+    if !method.is_payment_code() && body.payment_code.is_some() {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "payer.payment_code",
+            "a payment code is only taken by payment_code methods",
+        ));
+    }
     if method.is_payment_code()
         && body
             .payment_code

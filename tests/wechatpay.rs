@@ -301,6 +301,17 @@ async fn payment_codes_of_both_wallets_through_one_method() {
         (status, error["error"]["code"].as_str()),
         (400, Some("payment_code_invalid"))
     );
+    // A code sent with a method that does not take one is refused, not stored.
+    let body = json!({
+        "amount": 100, "currency": "CNY", "method": "wechat_native",
+        "merchant_reference": "till-y", "description": "x",
+        "payer": {"payment_code": "134567890123456789"},
+    });
+    let (status, error) = h.create_with(&h.shop_a, body, "pc9").await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("payer.payment_code"))
+    );
     // Payment-code payments refund like any other.
     let wx_paid = wx["id"].as_str().unwrap();
     let (status, refund) = h
