@@ -24,6 +24,7 @@ use crate::config::Merchant;
 use crate::error::{ApiError, ErrorType};
 use crate::gateway::{Gateway, create_request, refund_request};
 use crate::ledger::{Payment, PaymentStatus, Refund, RefundStatus, new_id};
+use crate::routing::{Channel, RouteRequest};
 use crate::store::{Begin, IdemClaim};
 
 /// Largest request body accepted.
@@ -249,6 +250,8 @@ struct CreatePaymentBody {
     account: Option<String>,
     #[serde(default)]
     payer: Option<PayerBody>,
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -461,25 +464,90 @@ fn validate_create(
             "at most 20 string values, keys up to 40 and values up to 500 bytes",
         ));
     }
-    let account = match &body.account {
-        Some(id) => merchant.account(id).ok_or_else(|| {
+    let channel = match &body.channel {
+        Some(text) => Some(Channel::parse(text).ok_or_else(|| {
             ApiError::invalid(
-                "account_unknown",
-                "account",
-                "no such provider account for this merchant",
+                "parameter_invalid",
+                "channel",
+                "use web, mobile_web, in_app or point_of_sale",
             )
-        })?,
-        None => merchant
-            .accounts
-            .iter()
-            .find(|a| a.adapter.capabilities().supports_method(method))
-            .ok_or_else(|| {
+        })?),
+        None => None,
+    };
+    // Say what no account can do before any rule is consulted.
+    let serving: Vec<_> = merchant
+        .accounts
+        .iter()
+        .map(|a| a.adapter.capabilities())
+        .filter(|c| c.supports_method(method))
+        .collect();
+    if serving.is_empty() {
+        return Err(ApiError::invalid(
+            "method_unsupported",
+            "method",
+            "no account of this merchant serves this method",
+        ));
+    }
+    if !serving.iter().any(|c| c.supports_currency(currency)) {
+        return Err(ApiError::invalid(
+            "currency_unsupported",
+            "currency",
+            format!("no account of this merchant can charge {currency} with this method"),
+        ));
+    }
+    let id = new_id("pay");
+    let (account, route) = match &body.account {
+        Some(account_id) => {
+            let account = merchant.account(account_id).ok_or_else(|| {
                 ApiError::invalid(
-                    "method_unsupported",
-                    "method",
-                    "no account of this merchant serves this method",
+                    "account_unknown",
+                    "account",
+                    "no such provider account for this merchant",
                 )
-            })?,
+            })?;
+            (account, None)
+        }
+        None if !merchant.routes.is_empty() => {
+            let request = RouteRequest {
+                payment_id: &id,
+                method,
+                currency,
+                amount: body.amount,
+                channel,
+                metadata: &metadata,
+            };
+            let serves = |account_id: &str| {
+                merchant.account(account_id).is_some_and(|a| {
+                    let capabilities = a.adapter.capabilities();
+                    capabilities.supports_method(method) && capabilities.supports_currency(currency)
+                })
+            };
+            let choice = merchant.routes.choose(&request, serves).ok_or_else(|| {
+                ApiError::invalid(
+                    "no_route",
+                    "method",
+                    "no routing rule of this merchant takes this payment",
+                )
+            })?;
+            // Several accounts only for a priority list; the first is tried.
+            let account = choice
+                .accounts
+                .first()
+                .and_then(|a| merchant.account(a))
+                .ok_or_else(|| ApiError::internal(&"routed to a missing account"))?;
+            (account, Some(choice.rule))
+        }
+        None => {
+            let account = merchant
+                .accounts
+                .iter()
+                .find(|a| {
+                    let capabilities = a.adapter.capabilities();
+                    capabilities.supports_method(method) && capabilities.supports_currency(currency)
+                })
+                .ok_or_else(|| ApiError::internal(&"a serving account vanished"))?;
+            (account, None)
+        }
     };
     let capabilities = account.adapter.capabilities();
     if !capabilities.supports_method(method) {
@@ -496,7 +564,6 @@ fn validate_create(
             format!("{} cannot charge {currency}", account.kind),
         ));
     }
-    let id = new_id("pay");
     Ok(Payment {
         provider_order_id: id.clone(),
         id,
@@ -519,6 +586,8 @@ fn validate_create(
         created_at: now,
         updated_at: now,
         payer,
+        route,
+        channel,
     })
 }
 

@@ -15,7 +15,7 @@ use moongate_adapter_alipay::settings::Settings as AlipaySettings;
 use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
 use serde::Deserialize;
 
-use crate::registry;
+use crate::{registry, routing};
 
 /// One problem found in a config file, with the dotted key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +229,9 @@ pub struct RawMerchant {
     pub webhook: Option<RawWebhook>,
     /// Provider accounts by id.
     pub accounts: BTreeMap<String, RawAccount>,
+    /// Routing rules, tried in order (see [`crate::routing`]).
+    #[serde(default)]
+    pub routes: Vec<routing::RawRoute>,
 }
 
 /// `[[merchants.<id>.keys]]`.
@@ -328,6 +331,8 @@ pub struct Merchant {
     pub webhook: Option<Webhook>,
     /// Accounts in id order.
     pub accounts: Vec<Account>,
+    /// Routing rules; empty means "the first account that serves the method".
+    pub routes: routing::Routes,
 }
 
 impl Merchant {
@@ -485,6 +490,12 @@ impl RawConfig {
                     }
                 }
             }
+            let account_ids: Vec<&str> = merchant.accounts.keys().map(String::as_str).collect();
+            if let Err(route_problems) = routing::validate(&merchant.routes, &account_ids) {
+                for (key, message) in route_problems {
+                    problems.push(problem(format!("{at}.{key}"), message));
+                }
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -558,6 +569,17 @@ impl RawConfig {
                     }
                 }
             }
+            let account_ids: Vec<&str> = raw.accounts.keys().map(String::as_str).collect();
+            let routes = routing::validate(&raw.routes, &account_ids).unwrap_or_default();
+            let capabilities = |id: &str| {
+                accounts
+                    .iter()
+                    .find(|a| a.id == id)
+                    .map(|a| a.adapter.capabilities())
+            };
+            for (key, message) in routing::check_capabilities(&routes, capabilities) {
+                problems.push(problem(format!("{at}.{key}"), message));
+            }
             merchants.insert(
                 merchant_id.clone(),
                 Merchant {
@@ -566,6 +588,7 @@ impl RawConfig {
                     keys,
                     webhook,
                     accounts,
+                    routes,
                 },
             );
         }
@@ -779,6 +802,59 @@ wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001"
             "{errors}"
         );
         assert!(!errors.contains("tooshort"), "{errors}");
+    }
+
+    #[test]
+    fn routes_to_accounts_that_cannot_serve_fail_the_check_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
+        std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
+        std::fs::write(dir.path().join("x.secret"), "merchant-secret-0123456789").unwrap();
+        std::fs::copy(
+            keys.join("nodejs-sdk-app-private-key.pem"),
+            dir.path().join("k.pem"),
+        )
+        .unwrap();
+        std::fs::copy(
+            keys.join("sandbox-alipay-public-key.pem"),
+            dir.path().join("p.pem"),
+        )
+        .unwrap();
+        let text = GOOD.replace("{ env = \"X\" }", "{ file = \"x.secret\" }")
+            + r#"
+[[merchants.shop.routes]]
+name = "wechat-to-alipay"
+match = { methods = ["wechat_native"], currencies = ["USD"] }
+to = { account = "main" }
+
+[[merchants.shop.routes]]
+name = "ghost"
+to = { priority = ["main", "missing"] }
+"#;
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].path, "merchants.shop.routes[1].to.priority[1]");
+        let text = text.replace(", \"missing\"", "");
+        let errors = parse(&text).unwrap().build(dir.path()).unwrap_err();
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains(
+                "merchants.shop.routes[0].to.account: account \"main\" cannot serve wechat_native"
+            ),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(
+                "merchants.shop.routes[0].to.account: account \"main\" cannot charge USD"
+            ),
+            "{rendered}"
+        );
+        let fixed = text.replace(
+            "methods = [\"wechat_native\"], currencies = [\"USD\"]",
+            "methods = [\"alipay_qr\"]",
+        );
+        let config = parse(&fixed).unwrap().build(dir.path()).unwrap();
+        assert_eq!(config.merchants["shop"].routes.0.len(), 2);
     }
 
     #[test]

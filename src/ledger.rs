@@ -8,6 +8,8 @@
 //!   transaction, together with its webhook outbox row.
 
 use moongate_contract::{Currency, NextAction, Payer, PaymentMethod, ProviderKind};
+
+use crate::routing::Channel;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -186,6 +188,10 @@ pub struct Payment {
     pub updated_at: OffsetDateTime,
     /// Shopper details the method needed (openid, IP, the scanned payment code).
     pub payer: Payer,
+    /// The routing rule that chose the account (none: named in the request, or no rules).
+    pub route: Option<String>,
+    /// Where the storefront said the payment is made.
+    pub channel: Option<Channel>,
 }
 
 /// A refund as stored.
@@ -286,9 +292,11 @@ impl Payment {
                 "openid": self.payer.openid,
                 "client_ip": self.payer.client_ip,
             },
+            "channel": self.channel.map(|c| c.as_str()),
             "provider": {
                 "kind": self.provider.as_str(),
                 "account": self.account_id,
+                "route": self.route,
                 "order_id": self.provider_order_id,
                 "transaction_id": self.provider_ref,
             },

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod ledger;
 pub mod outbound;
 pub mod registry;
+pub mod routing;
 pub mod sandbox;
 pub mod server;
 pub mod store;

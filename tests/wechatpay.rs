@@ -61,6 +61,7 @@ async fn native_payment_is_paid_by_notification() {
     assert_eq!(payment["status"], "requires_action");
     assert_eq!(payment["provider"]["kind"], "wechatpay");
     assert_eq!(payment["provider"]["account"], "wechat_main");
+    assert_eq!(payment["provider"]["route"], "default");
     assert_eq!(payment["next_action"]["type"], "display_qr");
     assert!(
         payment["next_action"]["qr_data"]
@@ -607,4 +608,37 @@ async fn provider_faults_leave_the_outcome_open_never_paid() {
         let id = payment["id"].as_str().unwrap();
         h.wait_for(&h.shop_a, id, "requires_action").await;
     }
+}
+
+#[tokio::test]
+async fn routing_rules_choose_the_account_and_are_recorded() {
+    let h = Harness::start().await;
+    // A tagged WeChat payment is taken by the first rule.
+    let mut body = native("route1", 800);
+    body["metadata"] = json!({"campaign": "double11"});
+    body["channel"] = json!("mobile_web");
+    let tagged = created(&h, &h.shop_a, body, "route1").await;
+    assert_eq!(tagged["provider"]["route"], "tagged-wechat");
+    assert_eq!(tagged["provider"]["account"], "wechat_main");
+    assert_eq!(tagged["channel"], "mobile_web");
+    // The same tag on an Alipay payment: the first rule cannot serve it, the default list can.
+    let body = json!({
+        "amount": 800, "currency": "CNY", "method": "alipay_qr", "merchant_reference": "route2",
+        "description": "Tea", "metadata": {"campaign": "double11"},
+    });
+    let alipay = created(&h, &h.shop_a, body, "route2").await;
+    assert_eq!(alipay["provider"]["route"], "default");
+    assert_eq!(alipay["provider"]["account"], "alipay_main");
+    // Naming the account bypasses the rules, and that is recorded too.
+    let mut body = native("route3", 800);
+    body["account"] = json!("wechat_main");
+    let explicit = created(&h, &h.shop_a, body, "route3").await;
+    assert_eq!(explicit["provider"]["route"], Value::Null);
+    let mut body = native("route4", 800);
+    body["channel"] = json!("kiosk");
+    let (status, error) = h.create_with(&h.shop_a, body, "route4").await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("channel"))
+    );
 }

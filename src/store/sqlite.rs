@@ -15,6 +15,7 @@ use super::{
     StoredEvent, Updated,
 };
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
+use crate::routing::Channel;
 use crate::store::RefundRefusal;
 
 const SCHEMA: &str = r#"
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS payments (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     payer TEXT,
+    route TEXT,
+    channel TEXT,
     UNIQUE (provider, account_id, provider_order_id)
 );
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
@@ -174,18 +177,22 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        // Ledgers created before payment codes and JSAPI lack the `payer` column.
-        let has_payer: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('payments') WHERE name = 'payer'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map_err(db)?
-            > 0;
-        if !has_payer {
-            conn.execute("ALTER TABLE payments ADD COLUMN payer TEXT", [])
+        // Ledgers created by earlier versions lack the newer payment columns.
+        for column in ["payer", "route", "channel"] {
+            let present: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('payments') WHERE name = ?1",
+                    [column],
+                    |row| row.get(0),
+                )
                 .map_err(db)?;
+            if present == 0 {
+                conn.execute(
+                    &format!("ALTER TABLE payments ADD COLUMN {column} TEXT"),
+                    [],
+                )
+                .map_err(db)?;
+            }
         }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -216,7 +223,8 @@ fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
 
 const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, amount, currency, \
     merchant_reference, description, return_url, metadata, provider_order_id, provider_ref, \
-    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at, payer";
+    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at, payer, route, \
+    channel";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -262,6 +270,11 @@ fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
         payer: match row.get::<_, Option<String>>(20).map_err(db)? {
             Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("payer"))?,
             None => Payer::default(),
+        },
+        route: row.get(21).map_err(db)?,
+        channel: match row.get::<_, Option<String>>(22).map_err(db)? {
+            Some(text) => Some(Channel::parse(&text).ok_or_else(|| corrupt("channel"))?),
+            None => None,
         },
     })
 }
@@ -448,7 +461,7 @@ impl Store for SqliteStore {
             let p = &payment;
             tx.execute(
                 &format!(
-                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
                 ),
                 params![
                     p.id,
@@ -472,6 +485,8 @@ impl Store for SqliteStore {
                     ms(p.created_at),
                     ms(p.updated_at),
                     serde_json::to_string(&p.payer).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    p.route,
+                    p.channel.map(|c| c.as_str()),
                 ],
             )
             .map_err(db)?;

@@ -205,6 +205,17 @@ wechatpay_public_key_id = "{PUB_KEY_ID}"
 platform_certificates = [{{ file = "{wx_cert}" }}]
 api_base_url = "http://{wechat_addr}"
 
+# Routing: payments tagged for the cross-border app go to WeChat Pay when it can serve them;
+# everything else goes to the first account of the list that can.
+[[merchants.shop_a.routes]]
+name = "tagged-wechat"
+match = {{ wallets = ["wechatpay"], tags = {{ campaign = "double11" }} }}
+to = {{ account = "wechat_main" }}
+
+[[merchants.shop_a.routes]]
+name = "default"
+to = {{ priority = ["alipay_main", "wechat_main"] }}
+
 [merchants.shop_b]
 name = "Shop B"
 keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
