@@ -193,6 +193,7 @@ public_base_url = "http://{addr}"
 [merchants.m]
 name = "M"
 keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
+rate_limit = {{ requests_per_second = 100000, burst = 100000 }}
 [merchants.m.accounts.a]
 provider = "alipay"
 settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}

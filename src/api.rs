@@ -88,7 +88,8 @@ async fn merchant_payment(
         .ok_or_else(|| ApiError::missing("payment", id))
 }
 
-/// Authenticates a `/v1` request (see [`crate::auth`]).
+/// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
+/// request limit.
 async fn signed_by<'g>(
     gw: &'g Gateway,
     method: &Method,
@@ -97,7 +98,7 @@ async fn signed_by<'g>(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Result<&'g Merchant, ApiError> {
-    authenticate(
+    let merchant = authenticate(
         &gw.config,
         gw.store.as_ref(),
         method,
@@ -106,7 +107,15 @@ async fn signed_by<'g>(
         body,
         now,
     )
-    .await
+    .await?;
+    // Counted after authentication, so nobody can spend a merchant's quota for it.
+    match merchant.limit.check() {
+        Ok(_) => Ok(merchant),
+        Err(limited) => {
+            tracing::info!(merchant = %merchant.id, "request over the merchant's rate limit");
+            Err(ApiError::rate_limited(&merchant.limit, limited.retry_after))
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
@@ -208,6 +217,7 @@ fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
             code: "idempotency_key_reused",
             message: "this Idempotency-Key was used with a different request".to_owned(),
             param: Some("Idempotency-Key".to_owned()),
+            headers: Vec::new(),
         }),
         Begin::InFlight { .. } => Some(ApiError {
             status: StatusCode::CONFLICT,
@@ -216,6 +226,7 @@ fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
             message: "a request with this Idempotency-Key is still being processed; retry later"
                 .to_owned(),
             param: Some("Idempotency-Key".to_owned()),
+            headers: Vec::new(),
         }),
         Begin::Fresh(_) | Begin::Replay { .. } => None,
     }

@@ -15,6 +15,7 @@ use moongate_adapter_alipay::settings::Settings as AlipaySettings;
 use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
 use serde::Deserialize;
 
+use crate::limits::{Limit, RawLimit};
 use crate::{registry, routing};
 
 /// One problem found in a config file, with the dotted key path it concerns.
@@ -87,6 +88,13 @@ pub struct ServerSection {
     #[serde(default = "default_skew")]
     pub signature_tolerance_secs: u64,
 }
+
+/// A merchant's request limit when its config names none.
+const DEFAULT_MERCHANT_LIMIT: RawLimit = RawLimit {
+    requests_per_second: 100,
+    burst: 200,
+    max_wait_ms: None,
+};
 
 fn default_skew() -> u64 {
     300
@@ -232,6 +240,9 @@ pub struct RawMerchant {
     /// Routing rules, tried in order (see [`crate::routing`]).
     #[serde(default)]
     pub routes: Vec<routing::RawRoute>,
+    /// Requests to Moongate (default 100/s, burst 200).
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
 }
 
 /// `[[merchants.<id>.keys]]`.
@@ -262,6 +273,9 @@ pub struct RawAccount {
     pub provider: String,
     /// Provider-specific settings, parsed by the provider's own strict struct.
     pub settings: toml::Table,
+    /// Calls Moongate makes to the provider for this account (default: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
 }
 
 /// Parses TOML text; syntax and unknown-key errors come back with their key path.
@@ -316,6 +330,8 @@ pub struct Account {
     pub kind: ProviderKind,
     /// The adapter, keys loaded.
     pub adapter: Arc<dyn PaymentAdapter>,
+    /// Outbound limit, when configured.
+    pub limit: Option<Limit>,
 }
 
 /// A merchant ready to serve.
@@ -333,6 +349,8 @@ pub struct Merchant {
     pub accounts: Vec<Account>,
     /// Routing rules; empty means "the first account that serves the method".
     pub routes: routing::Routes,
+    /// Inbound limit.
+    pub limit: Limit,
 }
 
 impl Merchant {
@@ -490,6 +508,21 @@ impl RawConfig {
                     }
                 }
             }
+            if let Some(limit) = &merchant.rate_limit {
+                for (key, message) in limit.validate() {
+                    problems.push(problem(format!("{at}.rate_limit.{key}"), message));
+                }
+            }
+            for (account_id, account) in &merchant.accounts {
+                if let Some(limit) = &account.rate_limit {
+                    for (key, message) in limit.validate() {
+                        problems.push(problem(
+                            format!("{at}.accounts.{account_id}.rate_limit.{key}"),
+                            message,
+                        ));
+                    }
+                }
+            }
             let account_ids: Vec<&str> = merchant.accounts.keys().map(String::as_str).collect();
             if let Err(route_problems) = routing::validate(&merchant.routes, &account_ids) {
                 for (key, message) in route_problems {
@@ -561,6 +594,7 @@ impl RawConfig {
                         id: account_id.clone(),
                         kind,
                         adapter,
+                        limit: account.rate_limit.as_ref().map(Limit::new),
                     }),
                     Err(errors) => {
                         for (key, message) in errors {
@@ -589,6 +623,7 @@ impl RawConfig {
                     webhook,
                     accounts,
                     routes,
+                    limit: Limit::new(&raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT)),
                 },
             );
         }
@@ -855,6 +890,37 @@ to = { priority = ["main", "missing"] }
         );
         let config = parse(&fixed).unwrap().build(dir.path()).unwrap();
         assert_eq!(config.merchants["shop"].routes.0.len(), 2);
+    }
+
+    #[test]
+    fn rate_limits_are_validated_with_their_paths() {
+        let text = GOOD
+            .replace(
+                "name = \"Shop\"",
+                "name = \"Shop\"\nrate_limit = { requests_per_second = 0, burst = 5 }",
+            )
+            .replace(
+                "provider = \"alipay\"",
+                "provider = \"alipay\"\nrate_limit = { requests_per_second = 5, burst = 0, max_wait_ms = 90000 }",
+            );
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+        for path in [
+            "merchants.shop.rate_limit.requests_per_second",
+            "merchants.shop.accounts.main.rate_limit.burst",
+            "merchants.shop.accounts.main.rate_limit.max_wait_ms",
+        ] {
+            assert!(paths.contains(&path), "{path}: {paths:?}");
+        }
+        let unknown = GOOD.replace(
+            "name = \"Shop\"",
+            "name = \"Shop\"\nrate_limit = { rps = 5, burst = 5 }",
+        );
+        let errors = parse(&unknown).unwrap_err();
+        assert!(
+            errors.0[0].path.starts_with("merchants.shop.rate_limit"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ErrorType {
     IdempotencyError,
     /// The payment provider failed or could not be reached.
     ProviderError,
+    /// Too many requests; retry after the time given.
+    RateLimitError,
     /// Moongate failed.
     ApiError,
 }
@@ -37,6 +39,8 @@ pub struct ApiError {
     pub message: String,
     /// The offending parameter.
     pub param: Option<String>,
+    /// Extra response headers (`Retry-After`, `RateLimit`, …).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -52,6 +56,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: Some(param.into()),
+            headers: Vec::new(),
         }
     }
 
@@ -68,6 +73,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            headers: Vec::new(),
         }
     }
 
@@ -92,7 +98,33 @@ impl ApiError {
                 id.chars().take(64).collect::<String>()
             ),
             param: Some("id".to_owned()),
+            headers: Vec::new(),
         }
+    }
+
+    /// 429: over the merchant's request limit. Headers per draft-ietf-httpapi-ratelimit-headers
+    /// (`RateLimit-Policy`, `RateLimit`) plus `Retry-After` and the older `X-RateLimit-*`.
+    pub fn rate_limited(limit: &crate::limits::Limit, retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimitError,
+            "rate_limit",
+            format!(
+                "too many requests: this merchant may send {} per second (burst {}); retry after {seconds} s",
+                limit.per_second(),
+                limit.burst()
+            ),
+        );
+        error.headers = vec![
+            ("retry-after", seconds.to_string()),
+            ("ratelimit-policy", limit.policy_header("merchant")),
+            ("ratelimit", format!("\"merchant\";r=0;t={seconds}")),
+            ("x-ratelimit-limit", limit.burst().to_string()),
+            ("x-ratelimit-remaining", "0".to_owned()),
+        ];
+        error
     }
 
     /// 500; the detail goes to the log, not the caller.
@@ -143,9 +175,13 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
         response
     }
 }

@@ -19,6 +19,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::config::{Account, Config, Merchant};
 use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
+use crate::limits::Limited;
 use crate::outbound::{CallError, Outbound};
 use crate::store::{Attempt, InboxKey, Store, StoreError, Updated};
 
@@ -40,6 +41,8 @@ enum Exchange<T> {
     Answer(T),
     Adapter(AdapterError),
     Call(CallError),
+    /// Not sent: the account's outbound limit had no turn within its bound.
+    Throttled(Limited),
 }
 
 fn random_nonce() -> String {
@@ -102,6 +105,7 @@ impl Gateway {
 
     async fn exchange<T>(
         &self,
+        account: &Account,
         payment_id: &str,
         refund_id: Option<&str>,
         operation: &'static str,
@@ -113,6 +117,17 @@ impl Gateway {
             Ok(Prepared::Send(request)) => request,
             Err(error) => return Exchange::Adapter(error),
         };
+        if let Some(limit) = &account.limit
+            && let Err(limited) = limit.acquire().await
+        {
+            warn!(
+                account = %account.id,
+                operation,
+                retry_after_ms = limited.retry_after.as_millis() as u64,
+                "outbound rate limit: call not sent"
+            );
+            return Exchange::Throttled(limited);
+        }
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let span = info_span!(
@@ -236,7 +251,7 @@ impl Gateway {
         let adapter = Arc::clone(&account.adapter);
         let cx = Self::call_context();
         let exchange = self
-            .exchange(&payment.id, None, "create", prepared, |r| {
+            .exchange(account, &payment.id, None, "create", prepared, |r| {
                 adapter.parse_create(&cx, &request, r)
             })
             .await;
@@ -271,6 +286,17 @@ impl Gateway {
                 failure: Some(failure("provider_unreachable", &message)),
                 ..PaymentChange::default()
             },
+            Exchange::Throttled(limited) => PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                failure: Some(failure(
+                    "outbound_rate_limited",
+                    &format!(
+                        "the account's call limit had no turn for {} ms; not sent",
+                        limited.retry_after.as_millis()
+                    ),
+                )),
+                ..PaymentChange::default()
+            },
         };
         self.apply(&payment.id, change).await
     }
@@ -287,7 +313,7 @@ impl Gateway {
         };
         let prepared = adapter.prepare_query(&Self::call_context(), &reference);
         let exchange = self
-            .exchange(&payment.id, None, "query", prepared, |r| {
+            .exchange(account, &payment.id, None, "query", prepared, |r| {
                 adapter.parse_query(&reference, r)
             })
             .await;
@@ -343,7 +369,7 @@ impl Gateway {
                 Some(change) => self.apply(&payment.id, change).await,
                 None => Ok(payment),
             },
-            Exchange::Adapter(_) | Exchange::Call(_) => Ok(payment),
+            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(payment),
         }
     }
 
@@ -360,7 +386,7 @@ impl Gateway {
         };
         let prepared = adapter.prepare_close(&Self::call_context(), &reference);
         let exchange = self
-            .exchange(&payment.id, None, "close", prepared, |r| {
+            .exchange(account, &payment.id, None, "close", prepared, |r| {
                 adapter.parse_close(&reference, r)
             })
             .await;
@@ -377,7 +403,7 @@ impl Gateway {
                 // Typically paid meanwhile: learn the truth and let the caller report it.
                 self.sync_payment(payment).await.map(Some)
             }
-            Exchange::Adapter(_) | Exchange::Call(_) => Ok(None),
+            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(None),
         }
     }
 
@@ -394,9 +420,14 @@ impl Gateway {
         let adapter = Arc::clone(&account.adapter);
         let request = refund_request(&refund, payment, self.notify_url(&merchant.id, account));
         let exchange = self
-            .exchange(&payment.id, Some(&refund.id), "refund", prepared, |r| {
-                adapter.parse_refund(&request, r)
-            })
+            .exchange(
+                account,
+                &payment.id,
+                Some(&refund.id),
+                "refund",
+                prepared,
+                |r| adapter.parse_refund(&request, r),
+            )
             .await;
         let (status, fail) = match exchange {
             Exchange::Answer(answer) => refund_outcome(answer, RefundStatus::Unknown),
@@ -414,6 +445,13 @@ impl Gateway {
             Exchange::Call(CallError::NotSent(message)) => (
                 RefundStatus::Failed,
                 Some(failure("provider_unreachable", &message)),
+            ),
+            Exchange::Throttled(_) => (
+                RefundStatus::Failed,
+                Some(failure(
+                    "outbound_rate_limited",
+                    "the account's call limit had no turn; not sent",
+                )),
             ),
             Exchange::Adapter(_) | Exchange::Call(_) => (RefundStatus::Unknown, None),
         };
@@ -452,6 +490,7 @@ impl Gateway {
         let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
         let exchange = self
             .exchange(
+                account,
                 &payment.id,
                 Some(&refund.id),
                 "refund_query",
@@ -469,7 +508,7 @@ impl Gateway {
                 let (status, fail) = refund_outcome(answer, refund.status);
                 self.set_refund(refund, status, fail).await
             }
-            Exchange::Adapter(_) | Exchange::Call(_) => Ok(refund),
+            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(refund),
         }
     }
 

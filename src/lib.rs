@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod ledger;
+pub mod limits;
 pub mod outbound;
 pub mod registry;
 pub mod routing;

@@ -117,6 +117,7 @@ struct Inner {
     fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
+    calls: u64,
 }
 
 /// Shared sandbox state.
@@ -167,6 +168,7 @@ impl Sandbox {
                 fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
+                calls: 0,
             }),
         })
     }
@@ -255,6 +257,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/scan", post(control_scan))
         .route("/sandbox/fault", post(control_fault))
+        .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/cashier/pay", post(cashier_pay))
@@ -283,7 +286,11 @@ async fn gateway_do(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = sb.lock().fault.take();
+    let fault = {
+        let mut inner = sb.lock();
+        inner.calls += 1;
+        inner.fault.take()
+    };
     if let Some(response) = fault_response(fault).await {
         return response;
     }
@@ -1003,6 +1010,11 @@ async fn cashier_pay(
         }
         Err((status, message)) => (status, message).into_response(),
     }
+}
+
+/// How many provider calls the sandbox has received (every one, faulted or not).
+async fn control_stats(State(sb): State<Shared>) -> Response {
+    axum::Json(json!({"calls": sb.lock().calls})).into_response()
 }
 
 async fn control_fault(

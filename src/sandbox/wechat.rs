@@ -257,6 +257,7 @@ struct Inner {
     fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
+    calls: u64,
 }
 
 /// Shared sandbox state.
@@ -379,6 +380,7 @@ impl WechatSandbox {
                 fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
+                calls: 0,
             }),
         })
     }
@@ -561,6 +563,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/pay/micropay", post(micropay))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/fault", post(control_fault))
+        .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/probe", post(control_probe))
@@ -592,7 +595,11 @@ async fn v3_entry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = sb.lock().fault.take();
+    let fault = {
+        let mut inner = sb.lock();
+        inner.calls += 1;
+        inner.fault.take()
+    };
     if let Some(response) = fault_response(fault).await {
         return response;
     }
@@ -1254,6 +1261,11 @@ async fn control_pay(
     control_reply(sb.pay(&order))
 }
 
+/// How many provider calls the sandbox has received (every one, faulted or not).
+async fn control_stats(State(sb): State<Shared>) -> Response {
+    axum::Json(json!({"calls": sb.lock().calls})).into_response()
+}
+
 async fn control_fault(
     State(sb): State<Shared>,
     axum::Json(fault): axum::Json<FaultBody>,
@@ -1378,6 +1390,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
         fields.insert("return_msg".to_owned(), message.to_owned());
         xml(&fields)
     };
+    sb.lock().calls += 1;
     let Ok(fields) = v2::from_xml(&body) else {
         return comm_fail("XML格式错误");
     };

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 pub const SHOP_A_SECRET: &str = "shop-a-signing-secret-0123456789";
 pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
+pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const APP_ID: &str = "2021000122671080";
@@ -50,6 +51,8 @@ pub struct Harness {
     pub wechat_addr: SocketAddr,
     pub shop_a: MerchantClient,
     pub shop_b: MerchantClient,
+    /// Tight limits: 1 request/s with a burst of 5; its Alipay account 1 call/s, burst 1.
+    pub shop_c: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     _dir: tempfile::TempDir,
@@ -146,6 +149,7 @@ impl Harness {
         for (name, value) in [
             ("a.secret", SHOP_A_SECRET),
             ("b.secret", SHOP_B_SECRET),
+            ("c.secret", SHOP_C_SECRET),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
             ("apiv3-a.secret", APIV3_KEY_A),
@@ -224,6 +228,16 @@ keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
 provider = "alipay"
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 
+[merchants.shop_c]
+name = "Shop C"
+keys = [{{ id = "shop_c_k1", secret = {{ file = "c.secret" }} }}]
+rate_limit = {{ requests_per_second = 1, burst = 5 }}
+
+[merchants.shop_c.accounts.alipay_main]
+provider = "alipay"
+rate_limit = {{ requests_per_second = 1, burst = 1, max_wait_ms = 100 }}
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
 # Certificate mode only.
 [merchants.shop_b.accounts.wechat_main]
 provider = "wechatpay"
@@ -259,6 +273,7 @@ api_base_url = "http://{wechat_addr}"
             wechat_addr,
             shop_a: MerchantClient::new(&base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap(),
             shop_b: MerchantClient::new(&base, "shop_b_k1", SHOP_B_SECRET.as_bytes()).unwrap(),
+            shop_c: MerchantClient::new(&base, "shop_c_k1", SHOP_C_SECRET.as_bytes()).unwrap(),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             _dir: dir,
@@ -286,6 +301,19 @@ api_base_url = "http://{wechat_addr}"
         };
         let response = self.http.send(&request).await.unwrap();
         serde_json::from_slice(&response.body).unwrap()
+    }
+
+    /// How many provider calls a sandbox has received.
+    pub async fn provider_calls(&self, sandbox: SocketAddr) -> u64 {
+        let request = HttpRequest {
+            method: HttpMethod::Get,
+            url: format!("http://{sandbox}/sandbox/stats"),
+            headers: vec![],
+            body: vec![],
+        };
+        let response = self.http.send(&request).await.unwrap();
+        let stats: Value = serde_json::from_slice(&response.body).unwrap();
+        stats["calls"].as_u64().unwrap()
     }
 
     pub async fn sandbox(&self, path: &str, body: Value) -> HttpResponse {
