@@ -24,6 +24,7 @@ use crate::config::Merchant;
 use crate::error::{ApiError, ErrorType};
 use crate::gateway::{Gateway, create_request, refund_request};
 use crate::ledger::{Payment, PaymentStatus, Refund, RefundStatus, new_id};
+use crate::metrics::{LimitLabels, OutcomeLabels, RequestLabels, RouteLabels};
 use crate::routing::{Channel, RouteRequest};
 use crate::store::{Begin, IdemClaim};
 
@@ -53,11 +54,46 @@ pub fn router(gateway: Shared) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(trace_request))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            trace_request,
+        ))
         .with_state(gateway)
 }
 
-async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// The admin application (`server.admin_listen`): `/metrics` and `/healthz`. It has no
+/// authentication; it must listen on a private address.
+pub fn admin_router(gateway: Shared) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(gw): State<Shared>| async move {
+                let mut response = gw.metrics.render().into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(gateway)
+}
+
+async fn trace_request(
+    State(gw): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // The matched route, not the raw path: bounded label values.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let http_method = request.method().as_str().to_owned();
     let request_id = new_id("req");
     let span = tracing::info_span!(
         "request",
@@ -69,6 +105,18 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     let started = std::time::Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     span.record("status", response.status().as_u16());
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: http_method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    gw.metrics
+        .request_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "served");
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("request-id", value);
@@ -113,6 +161,13 @@ async fn signed_by<'g>(
         Ok(_) => Ok(merchant),
         Err(limited) => {
             tracing::info!(merchant = %merchant.id, "request over the merchant's rate limit");
+            gw.metrics
+                .rate_limited
+                .get_or_create(&LimitLabels {
+                    scope: "merchant".to_owned(),
+                    id: merchant.id.clone(),
+                })
+                .inc();
             Err(ApiError::rate_limited(&merchant.limit, limited.retry_after))
         }
     }
@@ -1025,6 +1080,13 @@ async fn notify(
     let Some(adapter) = adapter else {
         return (StatusCode::NOT_FOUND, "unknown notification endpoint").into_response();
     };
+    gw.metrics
+        .notifications
+        .get_or_create(&OutcomeLabels {
+            source: provider.clone(),
+            outcome: if accepted { "accepted" } else { "rejected" }.to_owned(),
+        })
+        .inc();
     let ack = adapter.notification_ack(if accepted {
         AckKind::Accepted
     } else {

@@ -87,6 +87,10 @@ pub struct ServerSection {
     /// Accepted clock skew of signed merchant requests, seconds (default 300).
     #[serde(default = "default_skew")]
     pub signature_tolerance_secs: u64,
+    /// Where the admin endpoints (`/metrics`, `/healthz`) listen; keep it private (default:
+    /// not served).
+    #[serde(default)]
+    pub admin_listen: Option<String>,
 }
 
 /// A merchant's request limit when its config names none.
@@ -371,6 +375,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Signature tolerance.
     pub signature_tolerance_secs: u64,
+    /// Admin listener address.
+    pub admin_listen: Option<SocketAddr>,
     /// Ledger file, resolved.
     pub ledger_path: PathBuf,
     /// Webhook tuning.
@@ -408,6 +414,17 @@ impl RawConfig {
             problems.push(problem(
                 "server.public_base_url",
                 "must be an http(s) URL without query",
+            ));
+        }
+        if self
+            .server
+            .admin_listen
+            .as_ref()
+            .is_some_and(|a| a.parse::<SocketAddr>().is_err())
+        {
+            problems.push(problem(
+                "server.admin_listen",
+                "must be an address like 127.0.0.1:9090",
             ));
         }
         if self.server.signature_tolerance_secs == 0 || self.server.signature_tolerance_secs > 900 {
@@ -644,6 +661,11 @@ impl RawConfig {
                 .as_ref()
                 .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
             signature_tolerance_secs: self.server.signature_tolerance_secs,
+            admin_listen: self
+                .server
+                .admin_listen
+                .as_ref()
+                .and_then(|a| a.parse().ok()),
             ledger_path: base_dir.join(&self.ledger.path),
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),

@@ -181,8 +181,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let store = server::open_store(&config)?;
     let running = server::start_on(config, store, bind(gateway_addr, "Moongate").await?).await?;
     println!(
-        "Moongate listening on http://{gateway_addr} (ledger {})",
-        ledger.display()
+        "Moongate listening on http://{gateway_addr} (ledger {}){}",
+        ledger.display(),
+        running
+            .admin_addr
+            .map(|a| format!("; metrics on http://{a}/metrics"))
+            .unwrap_or_default()
     );
     println!(
         "Alipay sandbox on http://{sandbox_addr}/gateway.do; WeChat Pay sandbox on http://{wechat_addr}/v3/…; webhook receiver on http://{receiver_addr}/webhooks\n"

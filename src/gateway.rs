@@ -20,6 +20,7 @@ use tracing::{Instrument, info_span, warn};
 use crate::config::{Account, Config, Merchant};
 use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
 use crate::limits::Limited;
+use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
 use crate::outbound::{CallError, Outbound};
 use crate::store::{Attempt, InboxKey, Store, StoreError, Updated};
 
@@ -34,6 +35,8 @@ pub struct Gateway {
     pub providers: Outbound,
     /// Webhook client.
     pub webhooks: Outbound,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 /// The outcome of one provider exchange, before mapping.
@@ -103,8 +106,10 @@ impl Gateway {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn exchange<T>(
         &self,
+        merchant_id: &str,
         account: &Account,
         payment_id: &str,
         refund_id: Option<&str>,
@@ -126,6 +131,14 @@ impl Gateway {
                 retry_after_ms = limited.retry_after.as_millis() as u64,
                 "outbound rate limit: call not sent"
             );
+            self.metrics
+                .rate_limited
+                .get_or_create(&LimitLabels {
+                    scope: "account".to_owned(),
+                    id: format!("{merchant_id}/{}", account.id),
+                })
+                .inc();
+            self.count_call(merchant_id, account, operation, "throttled", None);
             return Exchange::Throttled(limited);
         }
         let started_at = OffsetDateTime::now_utc();
@@ -155,6 +168,22 @@ impl Gateway {
             },
         };
         span.record("outcome", outcome_text.as_str());
+        let outcome = match &exchange {
+            Exchange::Answer(_) => "answered",
+            Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
+            Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
+            Exchange::Adapter(_) => "unusable",
+            Exchange::Call(CallError::NotSent(_)) => "not_sent",
+            Exchange::Call(CallError::Unknown(_)) => "unknown",
+            Exchange::Throttled(_) => "throttled",
+        };
+        self.count_call(
+            merchant_id,
+            account,
+            operation,
+            outcome,
+            Some(clock.elapsed()),
+        );
         let attempt = Attempt {
             payment_id: payment_id.to_owned(),
             refund_id: refund_id.map(str::to_owned),
@@ -167,6 +196,37 @@ impl Gateway {
             warn!(%error, "could not record provider attempt");
         }
         exchange
+    }
+
+    fn count_call(
+        &self,
+        merchant_id: &str,
+        account: &Account,
+        operation: &str,
+        outcome: &str,
+        elapsed: Option<Duration>,
+    ) {
+        self.metrics
+            .provider_calls
+            .get_or_create(&CallLabels {
+                provider: account.kind.as_str().to_owned(),
+                merchant: merchant_id.to_owned(),
+                account: account.id.clone(),
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if let Some(elapsed) = elapsed {
+            self.metrics
+                .provider_seconds
+                .get_or_create(&CallTimeLabels {
+                    provider: account.kind.as_str().to_owned(),
+                    merchant: merchant_id.to_owned(),
+                    account: account.id.clone(),
+                    operation: operation.to_owned(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     async fn apply(&self, id: &str, change: PaymentChange) -> Result<Payment, StoreError> {
@@ -251,9 +311,15 @@ impl Gateway {
         let adapter = Arc::clone(&account.adapter);
         let cx = Self::call_context();
         let exchange = self
-            .exchange(account, &payment.id, None, "create", prepared, |r| {
-                adapter.parse_create(&cx, &request, r)
-            })
+            .exchange(
+                &payment.merchant_id,
+                account,
+                &payment.id,
+                None,
+                "create",
+                prepared,
+                |r| adapter.parse_create(&cx, &request, r),
+            )
             .await;
         let change = match exchange {
             Exchange::Answer(status) => {
@@ -313,9 +379,15 @@ impl Gateway {
         };
         let prepared = adapter.prepare_query(&Self::call_context(), &reference);
         let exchange = self
-            .exchange(account, &payment.id, None, "query", prepared, |r| {
-                adapter.parse_query(&reference, r)
-            })
+            .exchange(
+                &payment.merchant_id,
+                account,
+                &payment.id,
+                None,
+                "query",
+                prepared,
+                |r| adapter.parse_query(&reference, r),
+            )
             .await;
         match exchange {
             Exchange::Answer(ProviderStatus::NotFound) => {
@@ -386,9 +458,15 @@ impl Gateway {
         };
         let prepared = adapter.prepare_close(&Self::call_context(), &reference);
         let exchange = self
-            .exchange(account, &payment.id, None, "close", prepared, |r| {
-                adapter.parse_close(&reference, r)
-            })
+            .exchange(
+                &payment.merchant_id,
+                account,
+                &payment.id,
+                None,
+                "close",
+                prepared,
+                |r| adapter.parse_close(&reference, r),
+            )
             .await;
         match exchange {
             Exchange::Answer(CloseStatus::Closed | CloseStatus::NotFound) => {
@@ -421,6 +499,7 @@ impl Gateway {
         let request = refund_request(&refund, payment, self.notify_url(&merchant.id, account));
         let exchange = self
             .exchange(
+                &payment.merchant_id,
                 account,
                 &payment.id,
                 Some(&refund.id),
@@ -490,6 +569,7 @@ impl Gateway {
         let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
         let exchange = self
             .exchange(
+                &payment.merchant_id,
                 account,
                 &payment.id,
                 Some(&refund.id),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod registry;
 pub mod routing;

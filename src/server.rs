@@ -23,6 +23,8 @@ use crate::webhooks;
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `server.admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Shared state (tests inspect the ledger through it).
     pub gateway: Arc<Gateway>,
     tasks: Vec<JoinHandle<()>>,
@@ -81,6 +83,7 @@ pub async fn start_on(
         store,
         providers,
         webhooks: webhooks_client,
+        metrics: crate::metrics::Metrics::new(),
     });
     let app = api::router(Arc::clone(&gateway));
     let server = match tls {
@@ -91,13 +94,32 @@ pub async fn start_on(
         }),
         Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app)),
     };
-    let tasks = vec![
+    let mut admin_addr = None;
+    let mut tasks = Vec::new();
+    if let Some(listen) = gateway.config.admin_listen {
+        let admin = TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartError::Io(format!("admin listener {listen}: {e}")))?;
+        admin_addr = Some(
+            admin
+                .local_addr()
+                .map_err(|e| StartError::Io(e.to_string()))?,
+        );
+        let app = api::admin_router(Arc::clone(&gateway));
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(admin, app).await {
+                tracing::error!(%error, "admin server stopped");
+            }
+        }));
+    }
+    tasks.extend([
         server,
         tokio::spawn(webhooks::run(Arc::clone(&gateway))),
         tokio::spawn(Arc::clone(&gateway).recheck_loop()),
-    ];
+    ]);
     Ok(Running {
         addr,
+        admin_addr,
         gateway,
         tasks,
     })

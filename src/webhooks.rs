@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::auth;
 use crate::gateway::Gateway;
+use crate::metrics::OutcomeLabels;
 use crate::store::OutboxItem;
 
 /// The `Moongate-Signature` header value for a body at time `t`.
@@ -84,6 +85,18 @@ async fn deliver(gw: &Gateway, item: &OutboxItem) {
         Ok(response) => Some(format!("HTTP {}", response.status)),
         Err(error) => Some(error.to_string()),
     };
+    let outcome = match (&error, item.attempts + 1 >= settings.max_attempts) {
+        (None, _) => "delivered",
+        (Some(_), false) => "failed",
+        (Some(_), true) => "parked",
+    };
+    gw.metrics
+        .webhook_deliveries
+        .get_or_create(&OutcomeLabels {
+            source: item.merchant_id.clone(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
     let result = match error {
         None => {
             info!(event_id = %item.event_id, "webhook delivered");

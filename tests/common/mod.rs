@@ -169,6 +169,7 @@ impl Harness {
 [server]
 listen = "{gateway_addr}"
 public_base_url = "http://{gateway_addr}"
+admin_listen = "127.0.0.1:0"
 
 [ledger]
 path = "ledger.db"

@@ -1,0 +1,186 @@
+//! Prometheus metrics (OpenMetrics text) on the admin listener's `/metrics`.
+//!
+//! Label values are bounded: routes are the router's matched paths, merchants and accounts come
+//! from the config, outcomes are fixed words. Nothing here carries an amount, an id of a payment
+//! or a secret.
+
+use std::fmt;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `route`, `method`, `status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Matched route, e.g. `/v1/payments/{id}`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// `route`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Matched route.
+    pub route: String,
+}
+
+/// A provider call: `provider`, `merchant`, `account`, `operation`, `outcome`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// Provider kind.
+    pub provider: String,
+    /// Merchant id.
+    pub merchant: String,
+    /// Account id.
+    pub account: String,
+    /// `create`, `query`, `close`, `refund`, `refund_query`.
+    pub operation: String,
+    /// `answered`, `rejected`, `indeterminate`, `unusable`, `not_sent`, `unknown`, `throttled`.
+    pub outcome: String,
+}
+
+/// A provider call's timing: `provider`, `merchant`, `account`, `operation`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallTimeLabels {
+    /// Provider kind.
+    pub provider: String,
+    /// Merchant id.
+    pub merchant: String,
+    /// Account id.
+    pub account: String,
+    /// Operation.
+    pub operation: String,
+}
+
+/// A rate-limit refusal: `scope` (`merchant` or `account`) and `id`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `merchant` or `account`.
+    pub scope: String,
+    /// `merchant` or `merchant/account`.
+    pub id: String,
+}
+
+/// An outcome label alone, with the provider or merchant it concerns.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Provider kind (notifications) or merchant id (webhooks).
+    pub source: String,
+    /// `accepted`/`rejected` or `delivered`/`failed`/`parked`.
+    pub outcome: String,
+}
+
+type Timing<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every metric Moongate keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// `moongate_http_requests_total`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `moongate_http_request_duration_seconds`.
+    pub request_seconds: Timing<RouteLabels>,
+    /// `moongate_provider_calls_total`.
+    pub provider_calls: Family<CallLabels, Counter>,
+    /// `moongate_provider_call_duration_seconds`.
+    pub provider_seconds: Timing<CallTimeLabels>,
+    /// `moongate_rate_limited_total`.
+    pub rate_limited: Family<LimitLabels, Counter>,
+    /// `moongate_provider_notifications_total`.
+    pub notifications: Family<OutcomeLabels, Counter>,
+    /// `moongate_webhook_deliveries_total`.
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("moongate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests served, by route, method and status",
+            requests.clone(),
+        );
+        let request_seconds: Timing<RouteLabels> =
+            Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to serve a request, by route",
+            request_seconds.clone(),
+        );
+        let provider_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "provider_calls",
+            "Calls to providers, by account, operation and outcome",
+            provider_calls.clone(),
+        );
+        let provider_seconds: Timing<CallTimeLabels> =
+            Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register(
+            "provider_call_duration_seconds",
+            "Duration of provider calls, by account and operation",
+            provider_seconds.clone(),
+        );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused or calls held back by a rate limit",
+            rate_limited.clone(),
+        );
+        let notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "provider_notifications",
+            "Provider notifications, by provider and whether they were accepted",
+            notifications.clone(),
+        );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Merchant webhook delivery attempts, by merchant and outcome",
+            webhook_deliveries.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            provider_calls,
+            provider_seconds,
+            rate_limited,
+            notifications,
+            webhook_deliveries,
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

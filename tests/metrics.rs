@@ -1,0 +1,116 @@
+//! Prometheus metrics on the admin listener.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use moongate_contract::{HttpMethod, HttpRequest};
+
+async fn scrape(h: &Harness) -> String {
+    let admin = h
+        .gateway
+        .admin_addr
+        .expect("the harness serves the admin endpoints");
+    let request = HttpRequest {
+        method: HttpMethod::Get,
+        url: format!("http://{admin}/metrics"),
+        headers: vec![],
+        body: vec![],
+    };
+    let response = h.http.send(&request).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    String::from_utf8(response.body).unwrap()
+}
+
+/// The value of one sample line, by its exact name and labels.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn requests_provider_calls_limits_notifications_and_webhooks_are_counted() {
+    let h = Harness::start().await;
+    let paid = h.paid_payment(300, "m1").await;
+    // Shop C meets its request limit.
+    for _ in 0..10 {
+        let response = h
+            .shop_c
+            .call(HttpMethod::Get, "/v1/payments", b"", None)
+            .await
+            .unwrap();
+        if response.status == 429 {
+            break;
+        }
+    }
+    // Webhooks are delivered in the background.
+    let mut text = scrape(&h).await;
+    for _ in 0..100 {
+        if sample(
+            &text,
+            r#"moongate_webhook_deliveries_total{source="shop_a",outcome="delivered"}"#,
+        )
+        .is_some_and(|n| n >= 3.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = scrape(&h).await;
+    }
+    for (series, at_least) in [
+        (
+            r#"moongate_http_requests_total{route="/v1/payments",method="POST",status="201"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_http_requests_total{route="/v1/payments/{id}",method="GET",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_http_requests_total{route="/v1/payments",method="GET",status="429"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_provider_calls_total{provider="alipay",merchant="shop_a",account="alipay_main",operation="create",outcome="answered"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_provider_call_duration_seconds_count{provider="alipay",merchant="shop_a",account="alipay_main",operation="create"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_rate_limited_total{scope="merchant",id="shop_c"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_provider_notifications_total{source="alipay",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"moongate_webhook_deliveries_total{source="shop_a",outcome="delivered"}"#,
+            3.0,
+        ),
+    ] {
+        let value =
+            sample(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
+        assert!(value >= at_least, "{series} = {value}");
+    }
+    // Label values are routes, not raw paths: no payment id appears.
+    assert!(!text.contains(&paid), "{text}");
+    // The public listener does not serve metrics.
+    let (status, _) = h.get(&h.shop_a, "/metrics").await;
+    assert_eq!(status, 404);
+}
