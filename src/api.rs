@@ -68,6 +68,23 @@ pub fn admin_router(gateway: Shared) -> Router {
         .route(
             "/metrics",
             get(|State(gw): State<Shared>| async move {
+                let now = std::time::Instant::now();
+                for merchant in gw.config.merchants.values() {
+                    for account in &merchant.accounts {
+                        let state = match account.circuit.state(now) {
+                            crate::circuit::CircuitState::Closed => 0,
+                            crate::circuit::CircuitState::HalfOpen => 1,
+                            crate::circuit::CircuitState::Open => 2,
+                        };
+                        gw.metrics
+                            .circuit_state
+                            .get_or_create(&crate::metrics::AccountLabels {
+                                merchant: merchant.id.clone(),
+                                account: account.id.clone(),
+                            })
+                            .set(state);
+                    }
+                }
                 let mut response = gw.metrics.render().into_response();
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -79,7 +96,29 @@ pub fn admin_router(gateway: Shared) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/circuits", get(circuits))
         .with_state(gateway)
+}
+
+/// Every account's circuit state.
+async fn circuits(State(gw): State<Shared>) -> Response {
+    let now = std::time::Instant::now();
+    let accounts: Vec<serde_json::Value> = gw
+        .config
+        .merchants
+        .values()
+        .flat_map(|m| {
+            m.accounts.iter().map(move |a| {
+                serde_json::json!({
+                    "merchant": m.id,
+                    "account": a.id,
+                    "provider": a.kind.as_str(),
+                    "circuit": a.circuit.state(now).as_str(),
+                })
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "accounts": accounts })).into_response()
 }
 
 async fn trace_request(
@@ -422,11 +461,13 @@ fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Paye
     })
 }
 
+/// Validates a create request and routes it: the payment (on its first account) and the
+/// accounts to fail over to, in order.
 fn validate_create(
     merchant: &Merchant,
     body: CreatePaymentBody,
     now: OffsetDateTime,
-) -> Result<Payment, ApiError> {
+) -> Result<(Payment, Vec<String>), ApiError> {
     let currency = Currency::parse(&body.currency).map_err(|_| {
         ApiError::invalid(
             "parameter_invalid",
@@ -562,7 +603,7 @@ fn validate_create(
         ));
     }
     let id = new_id("pay");
-    let (account, route) = match &body.account {
+    let (account, route, fallbacks) = match &body.account {
         Some(account_id) => {
             let account = merchant.account(account_id).ok_or_else(|| {
                 ApiError::invalid(
@@ -571,7 +612,7 @@ fn validate_create(
                     "no such provider account for this merchant",
                 )
             })?;
-            (account, None)
+            (account, None, Vec::new())
         }
         None if !merchant.routes.is_empty() => {
             let request = RouteRequest {
@@ -595,13 +636,15 @@ fn validate_create(
                     "no routing rule of this merchant takes this payment",
                 )
             })?;
-            // Several accounts only for a priority list; the first is tried.
+            // Several accounts only for a priority list: the first is tried, the others are
+            // failed over to when it certainly did not take the order.
             let account = choice
                 .accounts
                 .first()
                 .and_then(|a| merchant.account(a))
                 .ok_or_else(|| ApiError::internal(&"routed to a missing account"))?;
-            (account, Some(choice.rule))
+            let fallbacks = choice.accounts.get(1..).unwrap_or_default().to_vec();
+            (account, Some(choice.rule), fallbacks)
         }
         None => {
             let account = merchant
@@ -612,7 +655,7 @@ fn validate_create(
                     capabilities.supports_method(method) && capabilities.supports_currency(currency)
                 })
                 .ok_or_else(|| ApiError::internal(&"a serving account vanished"))?;
-            (account, None)
+            (account, None, Vec::new())
         }
     };
     let capabilities = account.adapter.capabilities();
@@ -630,7 +673,7 @@ fn validate_create(
             format!("{} cannot charge {currency}", account.kind),
         ));
     }
-    Ok(Payment {
+    let payment = Payment {
         provider_order_id: id.clone(),
         id,
         merchant_id: merchant.id.clone(),
@@ -654,7 +697,8 @@ fn validate_create(
         payer,
         route,
         channel,
-    })
+    };
+    Ok((payment, fallbacks))
 }
 
 async fn create_payment(
@@ -668,7 +712,7 @@ async fn create_payment(
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
     let key = idempotency_key(&headers)?;
     let input: CreatePaymentBody = parse_body(&body)?;
-    let payment = validate_create(merchant, input, now)?;
+    let (payment, fallbacks) = validate_create(merchant, input, now)?;
     let account = merchant
         .account(&payment.account_id)
         .ok_or_else(|| ApiError::internal(&"account vanished"))?;
@@ -702,7 +746,9 @@ async fn create_payment(
             return Err(ApiError::internal(&"unreachable claim state"));
         }
     };
-    let payment = gw.drive_create(payment, prepared).await?;
+    let payment = gw
+        .drive_create_with_failover(payment, prepared, &fallbacks)
+        .await?;
     if payment.method.is_payment_code()
         && matches!(
             payment.status,

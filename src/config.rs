@@ -15,6 +15,7 @@ use moongate_adapter_alipay::settings::Settings as AlipaySettings;
 use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
 use serde::Deserialize;
 
+use crate::circuit::{Circuit, CircuitSettings};
 use crate::limits::{Limit, RawLimit};
 use crate::{registry, routing};
 
@@ -198,6 +199,9 @@ pub struct ProviderSection {
     /// How many quick queries a waiting payment code gets (default 20, about a minute).
     #[serde(default = "default_code_attempts")]
     pub payment_code_poll_attempts: u32,
+    /// Per-account circuit breakers.
+    #[serde(default)]
+    pub circuit: CircuitSettings,
 }
 
 impl Default for ProviderSection {
@@ -208,6 +212,7 @@ impl Default for ProviderSection {
             recheck_interval_ms: default_sweep(),
             payment_code_poll_ms: default_code_poll(),
             payment_code_poll_attempts: default_code_attempts(),
+            circuit: CircuitSettings::default(),
         }
     }
 }
@@ -336,6 +341,8 @@ pub struct Account {
     pub adapter: Arc<dyn PaymentAdapter>,
     /// Outbound limit, when configured.
     pub limit: Option<Limit>,
+    /// Circuit breaker.
+    pub circuit: Circuit,
 }
 
 /// A merchant ready to serve.
@@ -445,6 +452,9 @@ impl RawConfig {
         }
         if self.providers.call_timeout_ms == 0 || self.providers.connect_timeout_ms == 0 {
             problems.push(problem("providers", "timeouts must be positive"));
+        }
+        for (key, message) in self.providers.circuit.validate() {
+            problems.push(problem(format!("providers.circuit.{key}"), message));
         }
         if self.providers.payment_code_poll_ms == 0 {
             problems.push(problem(
@@ -612,6 +622,7 @@ impl RawConfig {
                         kind,
                         adapter,
                         limit: account.rate_limit.as_ref().map(Limit::new),
+                        circuit: Circuit::new(self.providers.circuit),
                     }),
                     Err(errors) => {
                         for (key, message) in errors {

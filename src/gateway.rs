@@ -39,6 +39,37 @@ pub struct Gateway {
     pub metrics: Metrics,
 }
 
+impl<T> Exchange<T> {
+    /// True when the provider certainly did not act on the request.
+    fn not_taken(&self) -> bool {
+        matches!(
+            self,
+            Exchange::Call(CallError::NotSent(_))
+                | Exchange::Throttled(_)
+                | Exchange::CircuitOpen
+                | Exchange::Adapter(
+                    AdapterError::Rejected { .. }
+                        | AdapterError::InvalidRequest(_)
+                        | AdapterError::Signing
+                        | AdapterError::Unsupported { .. }
+                )
+        )
+    }
+
+    /// A short word for logs.
+    fn describe(&self) -> &'static str {
+        match self {
+            Exchange::Answer(_) => "answered",
+            Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
+            Exchange::Adapter(_) => "adapter",
+            Exchange::Call(CallError::NotSent(_)) => "not_sent",
+            Exchange::Call(CallError::Unknown(_)) => "unknown",
+            Exchange::Throttled(_) => "throttled",
+            Exchange::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
 /// The outcome of one provider exchange, before mapping.
 enum Exchange<T> {
     Answer(T),
@@ -46,6 +77,8 @@ enum Exchange<T> {
     Call(CallError),
     /// Not sent: the account's outbound limit had no turn within its bound.
     Throttled(Limited),
+    /// Not sent: the account's circuit is open.
+    CircuitOpen,
 }
 
 fn random_nonce() -> String {
@@ -141,6 +174,10 @@ impl Gateway {
             self.count_call(merchant_id, account, operation, "throttled", None);
             return Exchange::Throttled(limited);
         }
+        if !account.circuit.allow(Instant::now()) {
+            self.count_call(merchant_id, account, operation, "circuit_open", None);
+            return Exchange::CircuitOpen;
+        }
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let span = info_span!(
@@ -176,6 +213,7 @@ impl Gateway {
             Exchange::Call(CallError::NotSent(_)) => "not_sent",
             Exchange::Call(CallError::Unknown(_)) => "unknown",
             Exchange::Throttled(_) => "throttled",
+            Exchange::CircuitOpen => "circuit_open",
         };
         self.count_call(
             merchant_id,
@@ -184,8 +222,15 @@ impl Gateway {
             outcome,
             Some(clock.elapsed()),
         );
+        // A provider that answered, even with a refusal, is up; unknown fates are failures.
+        let healthy = matches!(
+            exchange,
+            Exchange::Answer(_) | Exchange::Adapter(AdapterError::Rejected { .. })
+        );
+        account.circuit.record(Instant::now(), healthy);
         let attempt = Attempt {
             payment_id: payment_id.to_owned(),
+            account_id: account.id.clone(),
             refund_id: refund_id.map(str::to_owned),
             operation,
             started_at,
@@ -301,26 +346,72 @@ impl Gateway {
         payment: Payment,
         prepared: Result<Prepared<ProviderStatus>, AdapterError>,
     ) -> Result<Payment, StoreError> {
-        let Some((merchant, account)) = self.account_of(&payment) else {
-            return Err(StoreError::Corrupt(format!(
-                "payment {} has no account",
-                payment.id
-            )));
+        self.drive_create_with_failover(payment, prepared, &[])
+            .await
+    }
+
+    /// Sends a create and records the outcome; when the provider certainly did not take the
+    /// order (never sent, refused before acting, circuit open), the payment moves to the next
+    /// of `fallbacks` and is sent there. An outcome that is merely unknown never fails over:
+    /// the order may exist, and a second one elsewhere could charge twice.
+    pub async fn drive_create_with_failover(
+        &self,
+        mut payment: Payment,
+        mut prepared: Result<Prepared<ProviderStatus>, AdapterError>,
+        fallbacks: &[String],
+    ) -> Result<Payment, StoreError> {
+        let mut fallbacks = fallbacks.iter();
+        let exchange = loop {
+            let Some((merchant, account)) = self.account_of(&payment) else {
+                return Err(StoreError::Corrupt(format!(
+                    "payment {} has no account",
+                    payment.id
+                )));
+            };
+            let request = create_request(&payment, self.notify_url(&merchant.id, account));
+            let adapter = Arc::clone(&account.adapter);
+            let cx = Self::call_context();
+            let exchange = self
+                .exchange(
+                    &payment.merchant_id,
+                    account,
+                    &payment.id,
+                    None,
+                    "create",
+                    prepared,
+                    |r| adapter.parse_create(&cx, &request, r),
+                )
+                .await;
+            if !exchange.not_taken() {
+                break exchange;
+            }
+            let Some(next) = fallbacks.find_map(|id| merchant.account(id)) else {
+                break exchange;
+            };
+            let switched = self
+                .store
+                .switch_account(
+                    &payment.id,
+                    &account.id,
+                    &next.id,
+                    next.kind,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            let Some(switched) = switched else {
+                break exchange;
+            };
+            warn!(
+                payment_id = %payment.id,
+                from = %account.id,
+                to = %next.id,
+                reason = exchange.describe(),
+                "failing over: the provider did not take the order"
+            );
+            let request = create_request(&switched, self.notify_url(&merchant.id, next));
+            prepared = next.adapter.prepare_create(&Self::call_context(), &request);
+            payment = switched;
         };
-        let request = create_request(&payment, self.notify_url(&merchant.id, account));
-        let adapter = Arc::clone(&account.adapter);
-        let cx = Self::call_context();
-        let exchange = self
-            .exchange(
-                &payment.merchant_id,
-                account,
-                &payment.id,
-                None,
-                "create",
-                prepared,
-                |r| adapter.parse_create(&cx, &request, r),
-            )
-            .await;
         let change = match exchange {
             Exchange::Answer(status) => {
                 Self::change_for(&payment, status).unwrap_or(PaymentChange {
@@ -350,6 +441,14 @@ impl Gateway {
             Exchange::Call(CallError::NotSent(message)) => PaymentChange {
                 status: Some(PaymentStatus::Failed),
                 failure: Some(failure("provider_unreachable", &message)),
+                ..PaymentChange::default()
+            },
+            Exchange::CircuitOpen => PaymentChange {
+                status: Some(PaymentStatus::Failed),
+                failure: Some(failure(
+                    "circuit_open",
+                    "the account's provider is failing; the call was not sent",
+                )),
                 ..PaymentChange::default()
             },
             Exchange::Throttled(limited) => PaymentChange {
@@ -441,7 +540,10 @@ impl Gateway {
                 Some(change) => self.apply(&payment.id, change).await,
                 None => Ok(payment),
             },
-            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(payment),
+            Exchange::Adapter(_)
+            | Exchange::Call(_)
+            | Exchange::Throttled(_)
+            | Exchange::CircuitOpen => Ok(payment),
         }
     }
 
@@ -481,7 +583,10 @@ impl Gateway {
                 // Typically paid meanwhile: learn the truth and let the caller report it.
                 self.sync_payment(payment).await.map(Some)
             }
-            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(None),
+            Exchange::Adapter(_)
+            | Exchange::Call(_)
+            | Exchange::Throttled(_)
+            | Exchange::CircuitOpen => Ok(None),
         }
     }
 
@@ -524,6 +629,13 @@ impl Gateway {
             Exchange::Call(CallError::NotSent(message)) => (
                 RefundStatus::Failed,
                 Some(failure("provider_unreachable", &message)),
+            ),
+            Exchange::CircuitOpen => (
+                RefundStatus::Failed,
+                Some(failure(
+                    "circuit_open",
+                    "the account's provider is failing; the call was not sent",
+                )),
             ),
             Exchange::Throttled(_) => (
                 RefundStatus::Failed,
@@ -588,7 +700,10 @@ impl Gateway {
                 let (status, fail) = refund_outcome(answer, refund.status);
                 self.set_refund(refund, status, fail).await
             }
-            Exchange::Adapter(_) | Exchange::Call(_) | Exchange::Throttled(_) => Ok(refund),
+            Exchange::Adapter(_)
+            | Exchange::Call(_)
+            | Exchange::Throttled(_)
+            | Exchange::CircuitOpen => Ok(refund),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod certificates;
+pub mod circuit;
 pub mod client;
 pub mod config;
 pub mod demo;

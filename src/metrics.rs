@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -68,6 +69,15 @@ pub struct LimitLabels {
     pub id: String,
 }
 
+/// `merchant`, `account`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// Merchant id.
+    pub merchant: String,
+    /// Account id.
+    pub account: String,
+}
+
 /// An outcome label alone, with the provider or merchant it concerns.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -101,6 +111,8 @@ pub struct Metrics {
     pub notifications: Family<OutcomeLabels, Counter>,
     /// `moongate_webhook_deliveries_total`.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// `moongate_circuit_state`: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<AccountLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -163,8 +175,15 @@ impl Metrics {
             "Merchant webhook delivery attempts, by merchant and outcome",
             webhook_deliveries.clone(),
         );
+        let circuit_state = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker state per account: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
         Metrics {
             registry,
+            circuit_state,
             requests,
             request_seconds,
             provider_calls,

@@ -10,6 +10,7 @@ pub mod sqlite;
 use std::fmt;
 
 use async_trait::async_trait;
+use moongate_contract::ProviderKind;
 use time::OffsetDateTime;
 
 use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus};
@@ -121,6 +122,8 @@ pub type PaymentDecision = Box<dyn FnOnce(&Payment) -> Option<PaymentChange> + S
 pub struct Attempt {
     /// Payment concerned.
     pub payment_id: String,
+    /// The provider account called.
+    pub account_id: String,
     /// Refund concerned, if any.
     pub refund_id: Option<String>,
     /// `create`, `query`, `close`, `refund`, `refund_query`.
@@ -247,6 +250,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Appends a provider attempt to the audit trail.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+
+    /// The provider attempts of a payment (and its refunds), oldest first.
+    async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Fails a `pending` payment over from one account to another (the first certainly did
+    /// not take the order). `Ok(None)` when it is no longer pending on `from`.
+    async fn switch_account(
+        &self,
+        payment_id: &str,
+        from: &str,
+        to: &str,
+        provider: ProviderKind,
+        now: OffsetDateTime,
+    ) -> Result<Option<Payment>, StoreError>;
 
     /// Payments in `pending` or `unknown` not touched since `before`.
     async fn payments_in_doubt(

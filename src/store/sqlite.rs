@@ -68,6 +68,7 @@ CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status, updated_at);
 CREATE TABLE IF NOT EXISTS attempts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     payment_id TEXT NOT NULL,
+    account_id TEXT,
     refund_id TEXT,
     operation TEXT NOT NULL,
     started_at INTEGER NOT NULL,
@@ -177,21 +178,23 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        // Ledgers created by earlier versions lack the newer payment columns.
-        for column in ["payer", "route", "channel"] {
+        // Ledgers created by earlier versions lack the newer columns.
+        for (table, column) in [
+            ("payments", "payer"),
+            ("payments", "route"),
+            ("payments", "channel"),
+            ("attempts", "account_id"),
+        ] {
             let present: i64 = conn
                 .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info('payments') WHERE name = ?1",
-                    [column],
+                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
                     |row| row.get(0),
                 )
                 .map_err(db)?;
             if present == 0 {
-                conn.execute(
-                    &format!("ALTER TABLE payments ADD COLUMN {column} TEXT"),
-                    [],
-                )
-                .map_err(db)?;
+                conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"), [])
+                    .map_err(db)?;
             }
         }
         Ok(SqliteStore {
@@ -778,14 +781,15 @@ impl Store for SqliteStore {
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
         self.run(move |conn| {
             conn.execute(
-                "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     attempt.payment_id,
                     attempt.refund_id,
                     attempt.operation,
                     ms(attempt.started_at),
                     attempt.elapsed_ms,
-                    attempt.outcome
+                    attempt.outcome,
+                    attempt.account_id
                 ],
             )
             .map_err(db)?;
@@ -877,6 +881,76 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let payment_id = payment_id.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT payment_id, COALESCE(account_id, ''), refund_id, operation, started_at, elapsed_ms, outcome \
+                     FROM attempts WHERE payment_id = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![payment_id]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let operation: String = row.get(3).map_err(db)?;
+                out.push(Attempt {
+                    payment_id: row.get(0).map_err(db)?,
+                    account_id: row.get(1).map_err(db)?,
+                    refund_id: row.get(2).map_err(db)?,
+                    operation: match operation.as_str() {
+                        "create" => "create",
+                        "query" => "query",
+                        "close" => "close",
+                        "refund" => "refund",
+                        "refund_query" => "refund_query",
+                        _ => "other",
+                    },
+                    started_at: from_ms(row.get(4).map_err(db)?)?,
+                    elapsed_ms: row.get(5).map_err(db)?,
+                    outcome: row.get(6).map_err(db)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn switch_account(
+        &self,
+        payment_id: &str,
+        from: &str,
+        to: &str,
+        provider: ProviderKind,
+        now: OffsetDateTime,
+    ) -> Result<Option<Payment>, StoreError> {
+        let (payment_id, from, to) = (payment_id.to_owned(), from.to_owned(), to.to_owned());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let changed = tx
+                .execute(
+                    "UPDATE payments SET account_id = ?3, provider = ?4, updated_at = ?5 \
+                     WHERE id = ?1 AND account_id = ?2 AND status = 'pending'",
+                    params![payment_id, from, to, provider.as_str(), ms(now)],
+                )
+                .map_err(db)?;
+            if changed == 0 {
+                tx.commit().map_err(db)?;
+                return Ok(None);
+            }
+            let payment = tx
+                .query_row(
+                    &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"),
+                    params![payment_id],
+                    |row| Ok(payment_from_row(row)),
+                )
+                .map_err(db)??;
+            tx.commit().map_err(db)?;
+            Ok(Some(payment))
         })
         .await
     }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 pub const SHOP_A_SECRET: &str = "shop-a-signing-secret-0123456789";
 pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
 pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
+pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const APP_ID: &str = "2021000122671080";
@@ -53,6 +54,9 @@ pub struct Harness {
     pub shop_b: MerchantClient,
     /// Tight limits: 1 request/s with a burst of 5; its Alipay account 1 call/s, burst 1.
     pub shop_c: MerchantClient,
+    /// Failover: a dead account (refused connections), one with the wrong key (refused
+    /// signatures) and a good one, behind priority rules chosen by a `path` tag.
+    pub shop_d: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     _dir: tempfile::TempDir,
@@ -150,6 +154,7 @@ impl Harness {
             ("a.secret", SHOP_A_SECRET),
             ("b.secret", SHOP_B_SECRET),
             ("c.secret", SHOP_C_SECRET),
+            ("d.secret", SHOP_D_SECRET),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
             ("apiv3-a.secret", APIV3_KEY_A),
@@ -239,6 +244,36 @@ provider = "alipay"
 rate_limit = {{ requests_per_second = 1, burst = 1, max_wait_ms = 100 }}
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 
+[merchants.shop_d]
+name = "Shop D"
+keys = [{{ id = "shop_d_k1", secret = {{ file = "d.secret" }} }}]
+
+[merchants.shop_d.accounts.dead]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://127.0.0.1:1/gateway.do" }}
+
+[merchants.shop_d.accounts.wrong_key]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{wrong_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+[merchants.shop_d.accounts.good]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+[[merchants.shop_d.routes]]
+name = "refused-first"
+match = {{ tags = {{ path = "refused" }} }}
+to = {{ priority = ["dead", "good"] }}
+
+[[merchants.shop_d.routes]]
+name = "rejected-first"
+match = {{ tags = {{ path = "rejected" }} }}
+to = {{ priority = ["wrong_key", "good"] }}
+
+[[merchants.shop_d.routes]]
+name = "good-first"
+to = {{ priority = ["good", "dead"] }}
+
 # Certificate mode only.
 [merchants.shop_b.accounts.wechat_main]
 provider = "wechatpay"
@@ -254,6 +289,7 @@ api_base_url = "http://{wechat_addr}"
             app_key = app_key.display(),
             alipay_key = alipay_key.display(),
             wx_key = wx_key.display(),
+            wrong_key = keys.join("sandbox-alipay-private-key.pem").display(),
             wx_public = wx_public.display(),
             wx_cert = wx_cert.display(),
         );
@@ -275,6 +311,7 @@ api_base_url = "http://{wechat_addr}"
             shop_a: MerchantClient::new(&base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap(),
             shop_b: MerchantClient::new(&base, "shop_b_k1", SHOP_B_SECRET.as_bytes()).unwrap(),
             shop_c: MerchantClient::new(&base, "shop_c_k1", SHOP_C_SECRET.as_bytes()).unwrap(),
+            shop_d: MerchantClient::new(&base, "shop_d_k1", SHOP_D_SECRET.as_bytes()).unwrap(),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             _dir: dir,

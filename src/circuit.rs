@@ -1,0 +1,263 @@
+//! Per-account circuit breakers: an account whose calls fail too often is given a rest, so
+//! payments go to the next account of a priority list instead of waiting on a sick provider.
+//!
+//! Closed: calls flow; outcomes are kept for a window. When at least `min_calls` outcomes are
+//! in the window and `error_percent` of them are failures (the call's fate unknown or unusable:
+//! transport errors, timeouts, 5xx, garbage), the circuit opens for `open_ms`: calls are not
+//! sent. Then one probe is let through (half-open): success closes the circuit, failure opens it
+//! again. A provider's definite refusal (bad parameter, decline) is a healthy provider.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// `[providers.circuit]`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitSettings {
+    /// Failure share that opens the circuit, percent (default 50).
+    #[serde(default = "default_percent")]
+    pub error_percent: u32,
+    /// Outcomes needed in the window before the share counts (default 10).
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Window, milliseconds (default 30000).
+    #[serde(default = "default_window")]
+    pub window_ms: u64,
+    /// Rest before a probe, milliseconds (default 15000).
+    #[serde(default = "default_open")]
+    pub open_ms: u64,
+}
+
+fn default_percent() -> u32 {
+    50
+}
+fn default_min_calls() -> u32 {
+    10
+}
+fn default_window() -> u64 {
+    30_000
+}
+fn default_open() -> u64 {
+    15_000
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        CircuitSettings {
+            error_percent: default_percent(),
+            min_calls: default_min_calls(),
+            window_ms: default_window(),
+            open_ms: default_open(),
+        }
+    }
+}
+
+impl CircuitSettings {
+    /// Pure checks: `(key, message)`.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if !(1..=100).contains(&self.error_percent) {
+            problems.push(("error_percent", "must be 1 to 100".to_owned()));
+        }
+        if self.min_calls == 0 {
+            problems.push(("min_calls", "must be positive".to_owned()));
+        }
+        if self.window_ms == 0 || self.open_ms == 0 {
+            problems.push((
+                "window_ms",
+                "window_ms and open_ms must be positive".to_owned(),
+            ));
+        }
+        problems
+    }
+}
+
+/// Where a circuit stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls flow.
+    Closed,
+    /// One probe may go.
+    HalfOpen,
+    /// Resting; calls are not sent.
+    Open,
+}
+
+impl CircuitState {
+    /// Stable name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed { outcomes: VecDeque<(Instant, bool)> },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+/// One account's breaker.
+#[derive(Debug)]
+pub struct Circuit {
+    settings: CircuitSettings,
+    inner: Mutex<Inner>,
+}
+
+impl Circuit {
+    /// A closed circuit.
+    pub fn new(settings: CircuitSettings) -> Circuit {
+        Circuit {
+            settings,
+            inner: Mutex::new(Inner::Closed {
+                outcomes: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state now (an open circuit whose rest is over reads as half-open).
+    pub fn state(&self, now: Instant) -> CircuitState {
+        match &*self.lock() {
+            Inner::Closed { .. } => CircuitState::Closed,
+            Inner::Open { until } if now >= *until => CircuitState::HalfOpen,
+            Inner::Open { .. } => CircuitState::Open,
+            Inner::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// May a call be sent now? In half-open, only one probe at a time.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed { .. } => true,
+            Inner::Open { until } if now >= *until => {
+                *inner = Inner::HalfOpen { probing: true };
+                true
+            }
+            Inner::Open { .. } => false,
+            Inner::HalfOpen { probing } if !*probing => {
+                *probing = true;
+                true
+            }
+            Inner::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Records the outcome of a call that was sent.
+    pub fn record(&self, now: Instant, success: bool) {
+        let settings = self.settings;
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed { outcomes } => {
+                outcomes.push_back((now, success));
+                let window = Duration::from_millis(settings.window_ms);
+                while outcomes
+                    .front()
+                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
+                {
+                    outcomes.pop_front();
+                }
+                let calls = outcomes.len();
+                let failures = outcomes.iter().filter(|(_, ok)| !ok).count();
+                let over = calls >= settings.min_calls as usize
+                    && failures * 100 >= calls * settings.error_percent as usize;
+                if over {
+                    *inner = Inner::Open {
+                        until: now + Duration::from_millis(settings.open_ms),
+                    };
+                }
+            }
+            Inner::HalfOpen { .. } => {
+                *inner = if success {
+                    Inner::Closed {
+                        outcomes: VecDeque::new(),
+                    }
+                } else {
+                    Inner::Open {
+                        until: now + Duration::from_millis(settings.open_ms),
+                    }
+                };
+            }
+            // A call sent before the circuit opened: its outcome changes nothing.
+            Inner::Open { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circuit() -> Circuit {
+        Circuit::new(CircuitSettings {
+            error_percent: 50,
+            min_calls: 4,
+            window_ms: 10_000,
+            open_ms: 5_000,
+        })
+    }
+
+    #[test]
+    fn opens_on_failures_rests_probes_and_recovers() {
+        let c = circuit();
+        let t0 = Instant::now();
+        // Three failures are not enough calls yet.
+        for i in 0..3 {
+            assert!(c.allow(t0));
+            c.record(t0 + Duration::from_millis(i), false);
+        }
+        assert_eq!(c.state(t0), CircuitState::Closed);
+        c.record(t0 + Duration::from_millis(4), true);
+        // 3 of 4 failed: open.
+        assert_eq!(c.state(t0 + Duration::from_millis(5)), CircuitState::Open);
+        assert!(!c.allow(t0 + Duration::from_secs(1)));
+        // After the rest, one probe; others wait for it.
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(c.state(later), CircuitState::HalfOpen);
+        assert!(c.allow(later));
+        assert!(!c.allow(later));
+        // The probe fails: open again.
+        c.record(later, false);
+        assert_eq!(c.state(later), CircuitState::Open);
+        // Next probe succeeds: closed.
+        let later = later + Duration::from_secs(6);
+        assert!(c.allow(later));
+        c.record(later, true);
+        assert_eq!(c.state(later), CircuitState::Closed);
+        assert!(c.allow(later));
+    }
+
+    #[test]
+    fn old_outcomes_leave_the_window_and_successes_keep_it_closed() {
+        let c = circuit();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            c.record(t0 + Duration::from_millis(i), false);
+        }
+        // Eleven seconds later the old failures no longer count.
+        let later = t0 + Duration::from_secs(11);
+        c.record(later, false);
+        assert_eq!(c.state(later), CircuitState::Closed);
+        for i in 0..10 {
+            c.record(later + Duration::from_millis(i), true);
+        }
+        c.record(later + Duration::from_millis(20), false);
+        assert_eq!(
+            c.state(later + Duration::from_millis(21)),
+            CircuitState::Closed
+        );
+    }
+}

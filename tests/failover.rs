@@ -1,0 +1,125 @@
+//! Failover across a priority list: only when the provider certainly did not take the order;
+//! never on an unknown outcome. Circuit breakers rest a failing account.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::Harness;
+use moongate_contract::{HttpMethod, HttpRequest};
+use serde_json::{Value, json};
+
+fn body(reference: &str, path: &str) -> Value {
+    json!({
+        "amount": 2000, "currency": "CNY", "method": "alipay_qr",
+        "merchant_reference": reference, "description": "Tea", "metadata": {"path": path},
+    })
+}
+
+async fn attempts(h: &Harness, id: &str) -> Vec<(String, String)> {
+    h.gateway
+        .gateway
+        .store
+        .attempts_for(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.account_id, a.operation.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_over_to_the_next_account() {
+    let h = Harness::start().await;
+    let (status, payment) = h.create_with(&h.shop_d, body("f1", "refused"), "f1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_action", "{payment}");
+    assert_eq!(payment["provider"]["account"], "good");
+    assert_eq!(payment["provider"]["route"], "refused-first");
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(
+        attempts(&h, id).await,
+        vec![
+            ("dead".to_owned(), "create".to_owned()),
+            ("good".to_owned(), "create".to_owned())
+        ]
+    );
+    // The order lives at the account the ledger names: paying it works end to end.
+    let paid = h.sandbox("/sandbox/pay", json!({"out_trade_no": id})).await;
+    assert_eq!(paid.status, 200);
+    h.wait_for(&h.shop_d, id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn a_refused_signature_fails_over_too() {
+    let h = Harness::start().await;
+    let (status, payment) = h.create_with(&h.shop_d, body("f2", "rejected"), "f2").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_action", "{payment}");
+    assert_eq!(payment["provider"]["account"], "good");
+    let id = payment["id"].as_str().unwrap();
+    let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(tried, ["wrong_key", "good"]);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_never_fails_over() {
+    let h = Harness::start().await;
+    // The good account's call times out after it was sent: the order may exist there.
+    h.fault("timeout", 1).await;
+    let before = h.provider_calls(h.sandbox_addr).await;
+    let (status, payment) = h.create_with(&h.shop_d, body("f3", "good"), "f3").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "unknown", "{payment}");
+    assert_eq!(
+        payment["provider"]["account"], "good",
+        "stays where it may exist"
+    );
+    let id = payment["id"].as_str().unwrap();
+    let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(tried, ["good"], "the dead fallback was never tried");
+    assert_eq!(h.provider_calls(h.sandbox_addr).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_failing_account_opens_its_circuit_and_is_skipped() {
+    let h = Harness::start().await;
+    // Ten refused connections (the default minimum), every one failed over to `good`.
+    for i in 0..10 {
+        let key = format!("c{i}");
+        let (_, payment) = h.create_with(&h.shop_d, body(&key, "refused"), &key).await;
+        assert_eq!(payment["provider"]["account"], "good", "{payment}");
+    }
+    let admin = h.gateway.admin_addr.unwrap();
+    let request = HttpRequest {
+        method: HttpMethod::Get,
+        url: format!("http://{admin}/circuits"),
+        headers: vec![],
+        body: vec![],
+    };
+    let circuits: Value =
+        serde_json::from_slice(&h.http.send(&request).await.unwrap().body).unwrap();
+    let state = |account: &str| {
+        circuits["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["merchant"] == "shop_d" && a["account"] == account)
+            .map(|a| a["circuit"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(state("dead"), "open");
+    assert_eq!(state("good"), "closed");
+    // Now the dead account is not even called: straight to the next one.
+    let (_, payment) = h
+        .create_with(&h.shop_d, body("c10", "refused"), "c10")
+        .await;
+    assert_eq!(payment["provider"]["account"], "good");
+    let id = payment["id"].as_str().unwrap();
+    let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(tried, ["good"]);
+}
