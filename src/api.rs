@@ -69,7 +69,8 @@ pub fn admin_router(gateway: Shared) -> Router {
             "/metrics",
             get(|State(gw): State<Shared>| async move {
                 let now = std::time::Instant::now();
-                for merchant in gw.config.merchants.values() {
+                let config = gw.config();
+                for merchant in config.merchants.values() {
                     for account in &merchant.accounts {
                         let state = match account.circuit.state(now) {
                             crate::circuit::CircuitState::Closed => 0,
@@ -103,8 +104,8 @@ pub fn admin_router(gateway: Shared) -> Router {
 /// Every account's circuit state.
 async fn circuits(State(gw): State<Shared>) -> Response {
     let now = std::time::Instant::now();
-    let accounts: Vec<serde_json::Value> = gw
-        .config
+    let config = gw.config();
+    let accounts: Vec<serde_json::Value> = config
         .merchants
         .values()
         .flat_map(|m| {
@@ -177,24 +178,23 @@ async fn merchant_payment(
 
 /// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
 /// request limit.
-async fn signed_by<'g>(
-    gw: &'g Gateway,
+async fn signed_by(
+    gw: &Gateway,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<&'g Merchant, ApiError> {
-    let merchant = authenticate(
-        &gw.config,
-        gw.store.as_ref(),
-        method,
-        uri,
-        headers,
-        body,
-        now,
-    )
-    .await?;
+) -> Result<Arc<Merchant>, ApiError> {
+    // One config snapshot for the whole request, even if a reload happens meanwhile.
+    let config = gw.config();
+    let merchant =
+        authenticate(&config, gw.store.as_ref(), method, uri, headers, body, now).await?;
+    let merchant = config
+        .merchants
+        .get(&merchant.id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(&"authenticated merchant missing"))?;
     // Counted after authentication, so nobody can spend a merchant's quota for it.
     match merchant.limit.check() {
         Ok(_) => Ok(merchant),
@@ -710,6 +710,7 @@ async fn create_payment(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     let input: CreatePaymentBody = parse_body(&body)?;
     let (payment, fallbacks) = validate_create(merchant, input, now)?;
@@ -793,6 +794,7 @@ async fn get_payment(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let payment = merchant_payment(&gw, merchant, &id).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -819,6 +821,7 @@ async fn list_payments(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
     let limit = query.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
@@ -893,6 +896,7 @@ async fn cancel_payment(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     if !body.is_empty() {
         let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
@@ -977,6 +981,7 @@ async fn create_refund(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     let input: CreateRefundBody = if body.is_empty() {
         CreateRefundBody {
@@ -1018,9 +1023,10 @@ async fn create_refund(
         created_at: now,
         updated_at: now,
     };
-    let Some((_, account)) = gw.account_of(&payment) else {
+    let Some(bound) = gw.account_of(&payment) else {
         return Err(ApiError::internal(&"payment account missing from config"));
     };
+    let account = bound.account();
     let request = refund_request(&refund, &payment, gw.notify_url(&merchant.id, account));
     let prepared = account
         .adapter
@@ -1086,6 +1092,7 @@ async fn get_refund(
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let merchant = &*merchant;
     let refund = gw
         .store
         .refund(Some(&merchant.id), &id)
@@ -1114,7 +1121,7 @@ async fn notify(
         received_at: OffsetDateTime::now_utc(),
     };
     let known_provider = gw
-        .config
+        .config()
         .merchants
         .get(&merchant)
         .and_then(|m| m.account(&account))

@@ -391,7 +391,7 @@ pub struct Config {
     /// Provider call tuning.
     pub providers: ProviderSection,
     /// Merchants by id.
-    pub merchants: BTreeMap<String, Merchant>,
+    pub merchants: BTreeMap<String, Arc<Merchant>>,
 }
 
 fn is_identifier(value: &str) -> bool {
@@ -644,7 +644,7 @@ impl RawConfig {
             }
             merchants.insert(
                 merchant_id.clone(),
-                Merchant {
+                Arc::new(Merchant {
                     id: merchant_id.clone(),
                     name: raw.name.clone(),
                     keys,
@@ -652,7 +652,7 @@ impl RawConfig {
                     accounts,
                     routes,
                     limit: Limit::new(&raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT)),
-                },
+                }),
             );
         }
         if !problems.is_empty() {

@@ -24,11 +24,33 @@ use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
 use crate::outbound::{CallError, Outbound};
 use crate::store::{Attempt, InboxKey, Store, StoreError, Updated};
 
+/// A payment's merchant and account, from one config snapshot.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    merchant: Arc<Merchant>,
+    index: usize,
+}
+
+impl Bound {
+    /// The merchant.
+    pub fn merchant(&self) -> &Merchant {
+        &self.merchant
+    }
+
+    /// The account.
+    pub fn account(&self) -> &Account {
+        // `index` was found in this very merchant's accounts.
+        #[allow(clippy::indexing_slicing)]
+        &self.merchant.accounts[self.index]
+    }
+}
+
 /// Shared state of a running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    /// Built configuration.
-    pub config: Config,
+    /// The configuration in force; replaced whole by a reload. Readers take a snapshot, so a
+    /// request in flight finishes with the config it started with.
+    config: std::sync::RwLock<Arc<Config>>,
     /// The ledger.
     pub store: Arc<dyn Store>,
     /// Provider client.
@@ -113,18 +135,55 @@ pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
 }
 
 impl Gateway {
+    /// A gateway over a built config.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        providers: Outbound,
+        webhooks: Outbound,
+    ) -> Gateway {
+        Gateway {
+            config: std::sync::RwLock::new(Arc::new(config)),
+            store,
+            providers,
+            webhooks,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts a new config in force; requests already running finish with the old one.
+    pub fn replace_config(&self, config: Config) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
     /// The merchant and account of a payment.
-    pub fn account_of(&self, payment: &Payment) -> Option<(&Merchant, &Account)> {
-        let merchant = self.config.merchants.get(&payment.merchant_id)?;
-        let account = merchant.account(&payment.account_id)?;
-        Some((merchant, account))
+    pub fn account_of(&self, payment: &Payment) -> Option<Bound> {
+        let merchant = Arc::clone(self.config().merchants.get(&payment.merchant_id)?);
+        let index = merchant
+            .accounts
+            .iter()
+            .position(|a| a.id == payment.account_id)?;
+        Some(Bound { merchant, index })
     }
 
     /// The URL providers post notifications for this account to.
     pub fn notify_url(&self, merchant_id: &str, account: &Account) -> String {
         format!(
             "{}/notify/{}/{}/{}",
-            self.config.public_base_url,
+            self.config().public_base_url,
             account.kind.as_str(),
             merchant_id,
             account.id
@@ -362,12 +421,13 @@ impl Gateway {
     ) -> Result<Payment, StoreError> {
         let mut fallbacks = fallbacks.iter();
         let exchange = loop {
-            let Some((merchant, account)) = self.account_of(&payment) else {
+            let Some(bound) = self.account_of(&payment) else {
                 return Err(StoreError::Corrupt(format!(
                     "payment {} has no account",
                     payment.id
                 )));
             };
+            let (merchant, account) = (bound.merchant(), bound.account());
             let request = create_request(&payment, self.notify_url(&merchant.id, account));
             let adapter = Arc::clone(&account.adapter);
             let cx = Self::call_context();
@@ -468,9 +528,10 @@ impl Gateway {
 
     /// Asks the provider about a payment and records what it says. Returns the payment.
     pub async fn sync_payment(&self, payment: Payment) -> Result<Payment, StoreError> {
-        let Some((merchant, account)) = self.account_of(&payment) else {
+        let Some(bound) = self.account_of(&payment) else {
             return Ok(payment);
         };
+        let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let reference = PaymentRef {
             provider_order_id: payment.provider_order_id.clone(),
@@ -550,9 +611,10 @@ impl Gateway {
     /// Closes a payment at the provider. `Ok(None)` means the provider's answer left the
     /// outcome open (the payment is unchanged).
     pub async fn cancel(&self, payment: Payment) -> Result<Option<Payment>, StoreError> {
-        let Some((_, account)) = self.account_of(&payment) else {
+        let Some(bound) = self.account_of(&payment) else {
             return Ok(None);
         };
+        let (_, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let reference = PaymentRef {
             provider_order_id: payment.provider_order_id.clone(),
@@ -597,9 +659,10 @@ impl Gateway {
         payment: &Payment,
         prepared: Result<Prepared<ProviderRefund>, AdapterError>,
     ) -> Result<Refund, StoreError> {
-        let Some((merchant, account)) = self.account_of(payment) else {
+        let Some(bound) = self.account_of(payment) else {
             return Ok(refund);
         };
+        let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let request = refund_request(&refund, payment, self.notify_url(&merchant.id, account));
         let exchange = self
@@ -673,9 +736,10 @@ impl Gateway {
         let Some(payment) = self.store.payment(None, &refund.payment_id).await? else {
             return Ok(refund);
         };
-        let Some((merchant, account)) = self.account_of(&payment) else {
+        let Some(bound) = self.account_of(&payment) else {
             return Ok(refund);
         };
+        let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let request = refund_request(&refund, &payment, self.notify_url(&merchant.id, account));
         let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
@@ -715,8 +779,8 @@ impl Gateway {
         account_id: &str,
         raw: &RawNotification<'_>,
     ) -> (Option<Arc<dyn PaymentAdapter>>, bool) {
-        let Some(account) = self
-            .config
+        let config = self.config();
+        let Some(account) = config
             .merchants
             .get(merchant_id)
             .and_then(|m| m.account(account_id))
@@ -881,8 +945,9 @@ impl Gateway {
     /// (WeChat Pay and Alipay both advise polling every few seconds) until it is settled or the
     /// attempts run out; the re-check loop covers it after that.
     pub async fn follow_payment_code(self: Arc<Self>, payment_id: String) {
-        let every = Duration::from_millis(self.config.providers.payment_code_poll_ms);
-        for _ in 0..self.config.providers.payment_code_poll_attempts {
+        let providers = self.config().providers.clone();
+        let every = Duration::from_millis(providers.payment_code_poll_ms);
+        for _ in 0..providers.payment_code_poll_attempts {
             tokio::time::sleep(every).await;
             let payment = match self.store.payment(None, &payment_id).await {
                 Ok(Some(payment)) => payment,
@@ -906,7 +971,7 @@ impl Gateway {
 
     /// Runs [`Gateway::recheck_once`] forever.
     pub async fn recheck_loop(self: Arc<Self>) {
-        let every = Duration::from_millis(self.config.providers.recheck_interval_ms);
+        let every = Duration::from_millis(self.config().providers.recheck_interval_ms);
         loop {
             tokio::time::sleep(every).await;
             if let Err(error) = self.recheck_once(every).await {

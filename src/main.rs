@@ -155,6 +155,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let store = server::open_store(&config)?;
             let running = server::start_on(config, store, listener).await?;
             tracing::info!(addr = %running.addr, "moongate serving");
+            // Hot reload: on SIGHUP or when the file's content changes.
+            tokio::spawn(server::watch_config(
+                std::sync::Arc::clone(&running.gateway),
+                path.clone(),
+                std::time::Duration::from_secs(2),
+            ));
             tokio::signal::ctrl_c().await?;
             running.stop();
             Ok(())

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     /// `moongate_circuit_state`: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<AccountLabels, Gauge>,
+    /// `moongate_config_reloads_total`.
+    pub config_reloads: Family<OutcomeLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -181,9 +183,16 @@ impl Metrics {
             "Circuit breaker state per account: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, applied or refused",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             circuit_state,
+            config_reloads,
             requests,
             request_seconds,
             provider_calls,

@@ -78,13 +78,7 @@ pub async fn start_on(
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let gateway = Arc::new(Gateway {
-        config,
-        store,
-        providers,
-        webhooks: webhooks_client,
-        metrics: crate::metrics::Metrics::new(),
-    });
+    let gateway = Arc::new(Gateway::new(config, store, providers, webhooks_client));
     let app = api::router(Arc::clone(&gateway));
     let server = match tls {
         None => tokio::spawn(async move {
@@ -96,7 +90,7 @@ pub async fn start_on(
     };
     let mut admin_addr = None;
     let mut tasks = Vec::new();
-    if let Some(listen) = gateway.config.admin_listen {
+    if let Some(listen) = gateway.config().admin_listen {
         let admin = TcpListener::bind(listen)
             .await
             .map_err(|e| StartError::Io(format!("admin listener {listen}: {e}")))?;
@@ -175,5 +169,107 @@ async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, a
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Why a config reload was refused; the config in force keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is invalid.
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
+    /// It changes settings only a restart can apply.
+    #[error("changing {} needs a restart; nothing was reloaded", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+}
+
+/// Loads, validates and builds the config file, then puts it in force, unless it is invalid
+/// or changes what only a restart can (listen addresses, TLS files, the ledger). Requests in
+/// flight finish with the config they started with.
+pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let new = crate::config::load(path).and_then(|raw| raw.build(&base));
+    let outcome = new.map_err(ReloadError::from).and_then(|new| {
+        let old = gateway.config();
+        let mut restart = Vec::new();
+        if new.listen != old.listen {
+            restart.push("server.listen");
+        }
+        if new.admin_listen != old.admin_listen {
+            restart.push("server.admin_listen");
+        }
+        if new.tls != old.tls {
+            restart.push("server.tls");
+        }
+        if new.ledger_path != old.ledger_path {
+            restart.push("ledger.path");
+        }
+        if restart.is_empty() {
+            gateway.replace_config(new);
+            Ok(())
+        } else {
+            Err(ReloadError::NeedsRestart(restart))
+        }
+    });
+    let label = if outcome.is_ok() {
+        "applied"
+    } else {
+        "refused"
+    };
+    gateway
+        .metrics
+        .config_reloads
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            source: "file".to_owned(),
+            outcome: label.to_owned(),
+        })
+        .inc();
+    match &outcome {
+        Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "config reload refused; the previous config keeps serving")
+        }
+    }
+    outcome
+}
+
+/// Reloads the config file when its content changes (checked every `every`) or on SIGHUP.
+/// The content is taken as "current" when this is called, not when the future first runs.
+pub fn watch_config(
+    gateway: Arc<Gateway>,
+    path: std::path::PathBuf,
+    every: Duration,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use sha2::{Digest, Sha256};
+    let digest = |path: &Path| std::fs::read(path).ok().map(Sha256::digest);
+    let mut seen = digest(&path);
+    async move {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let signalled = match hangup.as_mut() {
+                Some(signal) => tokio::select! {
+                    _ = signal.recv() => true,
+                    _ = tokio::time::sleep(every) => false,
+                },
+                None => {
+                    tokio::time::sleep(every).await;
+                    false
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = {
+                tokio::time::sleep(every).await;
+                false
+            };
+            let now = digest(&path);
+            if signalled || now != seen {
+                seen = now;
+                // Errors are logged and counted by `reload`; the old config keeps serving.
+                let _ = reload(&gateway, &path);
+            }
+        }
     }
 }

@@ -40,9 +40,9 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempts: u32, jitter_unit: u8) -> 
 }
 
 async fn deliver(gw: &Gateway, item: &OutboxItem) {
-    let settings = &gw.config.webhooks;
-    let Some(webhook) = gw
-        .config
+    let config = gw.config();
+    let settings = &config.webhooks;
+    let Some(webhook) = config
         .merchants
         .get(&item.merchant_id)
         .and_then(|m| m.webhook.as_ref())

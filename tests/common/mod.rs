@@ -59,6 +59,8 @@ pub struct Harness {
     pub shop_d: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
+    /// The config file the gateway was built from (tests rewrite it to reload).
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -314,6 +316,7 @@ api_base_url = "http://{wechat_addr}"
             shop_d: MerchantClient::new(&base, "shop_d_k1", SHOP_D_SECRET.as_bytes()).unwrap(),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
+            config_path,
             _dir: dir,
         }
     }

@@ -1,0 +1,100 @@
+//! Hot reload: a valid new config takes effect without a restart; an invalid one is refused
+//! with its problems and the old one keeps serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use moongate::client::MerchantClient;
+use moongate::server::{self, ReloadError};
+
+const K2_SECRET: &str = "shop-a-second-key-0123456789abcd";
+
+fn with_second_key(text: &str) -> String {
+    text.replace(
+        r#"keys = [{ id = "shop_a_k1", secret = { file = "a.secret" } }]"#,
+        r#"keys = [{ id = "shop_a_k1", secret = { file = "a.secret" } }, { id = "shop_a_k2", secret = { file = "a2.secret" } }]"#,
+    )
+}
+
+async fn status_with(h: &Harness, client: &MerchantClient) -> u16 {
+    h.get(client, "/v1/payments").await.0
+}
+
+#[tokio::test]
+async fn valid_reloads_apply_and_invalid_ones_keep_the_old_config() {
+    let h = Harness::start().await;
+    let dir = h.config_path.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("a2.secret"), K2_SECRET).unwrap();
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    let rotated = with_second_key(&original);
+    assert_ne!(rotated, original, "the fixture must contain the key line");
+    let base = format!("http://{}", h.gateway.addr);
+    let k2 = MerchantClient::new(&base, "shop_a_k2", K2_SECRET.as_bytes()).unwrap();
+    assert_eq!(
+        status_with(&h, &k2).await,
+        401,
+        "unknown key before the reload"
+    );
+
+    // A valid change (a second signing key, as in a key rotation) takes effect.
+    std::fs::write(&h.config_path, &rotated).unwrap();
+    server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    assert_eq!(status_with(&h, &k2).await, 200);
+    assert_eq!(status_with(&h, &h.shop_a).await, 200);
+
+    // An invalid file is refused with its key paths; the config in force keeps serving.
+    let broken = rotated.replace("name = \"Shop A\"", "name = \"Shop A\"\ncolour = \"red\"");
+    std::fs::write(&h.config_path, &broken).unwrap();
+    let error = server::reload(&h.gateway.gateway, &h.config_path).unwrap_err();
+    match &error {
+        ReloadError::Invalid(errors) => assert_eq!(errors.0[0].path, "merchants.shop_a.colour"),
+        other => panic!("expected an invalid config, got {other}"),
+    }
+    assert_eq!(status_with(&h, &k2).await, 200);
+
+    // Changing what needs a restart is refused as a whole.
+    let moved = rotated.replace(
+        &format!("listen = \"{}\"", h.gateway.addr),
+        "listen = \"127.0.0.1:1\"",
+    );
+    std::fs::write(&h.config_path, &moved).unwrap();
+    let error = server::reload(&h.gateway.gateway, &h.config_path).unwrap_err();
+    assert!(
+        matches!(&error, ReloadError::NeedsRestart(keys) if keys == &["server.listen"]),
+        "{error}"
+    );
+    assert_eq!(status_with(&h, &k2).await, 200);
+}
+
+#[tokio::test]
+async fn the_watcher_applies_a_changed_file() {
+    let h = Harness::start().await;
+    let dir = h.config_path.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("a2.secret"), K2_SECRET).unwrap();
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    tokio::spawn(server::watch_config(
+        std::sync::Arc::clone(&h.gateway.gateway),
+        h.config_path.clone(),
+        Duration::from_millis(20),
+    ));
+    let base = format!("http://{}", h.gateway.addr);
+    let k2 = MerchantClient::new(&base, "shop_a_k2", K2_SECRET.as_bytes()).unwrap();
+    std::fs::write(&h.config_path, with_second_key(&original)).unwrap();
+    let mut status = 0;
+    for _ in 0..200 {
+        status = status_with(&h, &k2).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "the watcher never applied the new key");
+}
