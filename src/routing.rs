@@ -504,31 +504,7 @@ mod tests {
         }
     }
 
-    const TABLE: &str = r#"
-[[routes]]
-name = "vip"
-match = { tags = { tier = "gold" } }
-to = { priority = ["ali_b", "ali_a"] }
-
-[[routes]]
-name = "big-alipay"
-match = { wallets = ["alipay"], min_amount = 100000 }
-to = { account = "ali_b" }
-
-[[routes]]
-name = "till"
-match = { channels = ["point_of_sale"] }
-to = { priority = ["wx", "ali_a"] }
-
-[[routes]]
-name = "alipay-split"
-match = { methods = ["alipay_qr", "alipay_web"], currencies = ["CNY"] }
-to = { split = [{ account = "ali_a", weight = 70 }, { account = "ali_b", weight = 30 }] }
-
-[[routes]]
-name = "rest"
-to = { priority = ["wx", "ali_a"] }
-"#;
+    const TABLE: &str = include_str!("../fixtures/routing/rules.toml");
 
     #[test]
     fn rules_match_in_order() {

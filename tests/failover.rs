@@ -123,3 +123,68 @@ async fn a_failing_account_opens_its_circuit_and_is_skipped() {
     let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
     assert_eq!(tried, ["good"]);
 }
+
+#[tokio::test]
+async fn a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover() {
+    let h = Harness::start().await;
+    // Alipay: the precreate is processed, then the answer never comes.
+    h.fault("drop_after_create", 1).await;
+    let (_, payment) = h.create_with(&h.shop_d, body("d1", "good"), "d1").await;
+    assert_eq!(payment["status"], "unknown", "{payment}");
+    assert_eq!(payment["provider"]["account"], "good");
+    let id = payment["id"].as_str().unwrap().to_owned();
+    // WeChat Pay: the same, with a slow (but answered) call first.
+    let slow = h
+        .wechat(
+            "/sandbox/fault",
+            json!({"mode": "slow", "count": 1, "delay_ms": 200}),
+        )
+        .await;
+    assert_eq!(slow.status, 204);
+    let native = json!({
+        "amount": 500, "currency": "CNY", "method": "wechat_native",
+        "merchant_reference": "d2", "description": "Tea",
+    });
+    let (_, answered) = h.create_with(&h.shop_a, native.clone(), "d2").await;
+    assert_eq!(
+        answered["status"], "requires_action",
+        "a slow answer is still an answer"
+    );
+    let dropped = h
+        .wechat(
+            "/sandbox/fault",
+            json!({"mode": "drop_after_create", "count": 1}),
+        )
+        .await;
+    assert_eq!(dropped.status, 204);
+    let mut native = native;
+    native["merchant_reference"] = json!("d3");
+    let (_, wechat) = h.create_with(&h.shop_a, native, "d3").await;
+    assert_eq!(wechat["status"], "unknown", "{wechat}");
+    let wechat_id = wechat["id"].as_str().unwrap().to_owned();
+    // The re-check asks the provider that may hold the order, and learns its QR again.
+    h.gateway
+        .gateway
+        .recheck_once(std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    for (client, id) in [(&h.shop_d, &id), (&h.shop_a, &wechat_id)] {
+        let payment = h.wait_for(client, id, "requires_action").await;
+        assert_eq!(payment["next_action"]["type"], "display_qr", "{payment}");
+    }
+    let tried: Vec<String> = attempts(&h, &id)
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert!(
+        tried.iter().all(|a| a == "good"),
+        "never failed over: {tried:?}"
+    );
+    // The sandbox holds one order per payment: paying it settles the payment.
+    let paid = h
+        .wechat("/sandbox/pay", json!({"out_trade_no": wechat_id}))
+        .await;
+    assert_eq!(paid.status, 200);
+    h.wait_for(&h.shop_a, &wechat_id, "succeeded").await;
+}

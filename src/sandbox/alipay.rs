@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use super::{FaultBody, FaultMode, Faults, control_reply, fault_response, html_escape};
+use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, with_faults};
 use crate::outbound::Outbound;
 
 /// Alipay's retry schedule after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (A.8).
@@ -291,11 +291,22 @@ async fn gateway_do(
         inner.calls += 1;
         inner.fault.take()
     };
-    if let Some(response) = fault_response(fault).await {
-        return response;
-    }
-    let corrupt = fault == FaultMode::BadSignature;
+    let corrupt = fault.mode == FaultMode::BadSignature;
+    with_faults(
+        fault,
+        gateway_handle(sb, method, query, headers, body, corrupt),
+    )
+    .await
+}
 
+async fn gateway_handle(
+    sb: Shared,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    corrupt: bool,
+) -> Response {
     // 1. Merge query and form parameters, refusing duplicates.
     let mut params: HashMap<String, String> = HashMap::new();
     let mut duplicate = None;

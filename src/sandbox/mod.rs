@@ -34,6 +34,11 @@ pub enum FaultMode {
     Timeout,
     /// Sign the response with the wrong bytes.
     BadSignature,
+    /// Answer normally, after `delay_ms`.
+    Slow,
+    /// Act on the request (create the order, refund, …), then never answer: the caller times
+    /// out although the provider did the work.
+    DropAfterCreate,
 }
 
 /// The body of `POST /sandbox/fault`: a mode and how many calls it hits (default 1).
@@ -42,6 +47,9 @@ pub(crate) struct FaultBody {
     mode: FaultMode,
     #[serde(default = "one")]
     count: u32,
+    /// For `slow`: the delay, milliseconds (default 1000).
+    #[serde(default)]
+    delay_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -53,6 +61,15 @@ fn one() -> u32 {
 pub(crate) struct Faults {
     mode: FaultMode,
     remaining: u32,
+    delay: Duration,
+}
+
+/// The fault of one call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fault {
+    /// Which.
+    pub(crate) mode: FaultMode,
+    delay: Duration,
 }
 
 impl Faults {
@@ -61,6 +78,7 @@ impl Faults {
         Faults {
             mode: FaultMode::None,
             remaining: 0,
+            delay: Duration::ZERO,
         }
     }
 
@@ -68,38 +86,56 @@ impl Faults {
     pub(crate) fn arm(&mut self, body: &FaultBody) {
         self.mode = body.mode;
         self.remaining = body.count;
+        self.delay = Duration::from_millis(body.delay_ms.unwrap_or(1_000));
     }
 
     /// The fault for this call, counting it down.
-    pub(crate) fn take(&mut self) -> FaultMode {
+    pub(crate) fn take(&mut self) -> Fault {
         if self.remaining == 0 {
-            return FaultMode::None;
+            return Fault {
+                mode: FaultMode::None,
+                delay: Duration::ZERO,
+            };
         }
         self.remaining -= 1;
-        self.mode
+        Fault {
+            mode: self.mode,
+            delay: self.delay,
+        }
     }
 }
 
-/// The whole answer for faults that replace the provider's answer; `None` for the ones that
-/// let the call through (none, bad signature).
-pub(crate) async fn fault_response(mode: FaultMode) -> Option<Response> {
-    match mode {
-        FaultMode::Garbage => Some(
-            (
+/// Runs a provider call's handler under its fault: garbage, 500 and timeout replace the
+/// answer before anything happens; `slow` delays it; `drop_after_create` lets the handler act
+/// and then never answers; `bad_signature` is the handler's own business.
+pub(crate) async fn with_faults(
+    fault: Fault,
+    handle: impl std::future::Future<Output = Response>,
+) -> Response {
+    match fault.mode {
+        FaultMode::Garbage => {
+            return (
                 StatusCode::OK,
                 Html("<html><body>502 Bad Gateway</body></html>"),
             )
-                .into_response(),
-        ),
+                .into_response();
+        }
         FaultMode::Http500 => {
-            Some((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response())
+            return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response();
         }
         FaultMode::Timeout => {
             tokio::time::sleep(Duration::from_secs(120)).await;
-            Some(StatusCode::GATEWAY_TIMEOUT.into_response())
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
-        FaultMode::None | FaultMode::BadSignature => None,
+        FaultMode::Slow => tokio::time::sleep(fault.delay).await,
+        FaultMode::None | FaultMode::BadSignature | FaultMode::DropAfterCreate => {}
     }
+    let response = handle.await;
+    if fault.mode == FaultMode::DropAfterCreate {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        return StatusCode::GATEWAY_TIMEOUT.into_response();
+    }
+    response
 }
 
 /// The JSON answer of a control endpoint.

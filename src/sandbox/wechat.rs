@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use super::alipay::SandboxError;
-use super::{FaultBody, FaultMode, Faults, control_reply, fault_response, html_escape};
+use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, with_faults};
 use crate::outbound::Outbound;
 
 /// WeChat Pay's notification retry schedule after the first attempt (B.6), seconds.
@@ -600,10 +600,18 @@ async fn v3_entry(
         inner.calls += 1;
         inner.fault.take()
     };
-    if let Some(response) = fault_response(fault).await {
-        return response;
-    }
-    let corrupt = fault == FaultMode::BadSignature;
+    let corrupt = fault.mode == FaultMode::BadSignature;
+    with_faults(fault, v3_handle(sb, method, uri, headers, body, corrupt)).await
+}
+
+async fn v3_handle(
+    sb: Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    corrupt: bool,
+) -> Response {
     let merchant = match sb.authenticate(&method, &uri, &headers, &body) {
         Ok(merchant) => merchant,
         Err((mode, reply)) => return sb.respond(mode, reply, corrupt),
