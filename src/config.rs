@@ -792,6 +792,25 @@ settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, 
         assert_eq!(errors.0[0].path, "merchants.shop.accounts.main.provider");
     }
 
+    /// A folder with the test keys the configs below name (`k.pem`, `p.pem`, `m.pem`), a
+    /// webhook secret `w.secret`, and `extra` files.
+    fn key_dir(extra: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
+        for (from, to) in [
+            ("nodejs-sdk-app-private-key.pem", "k.pem"),
+            ("sandbox-alipay-public-key.pem", "p.pem"),
+            ("wechatpay-go-merchant-private-key.pem", "m.pem"),
+        ] {
+            std::fs::copy(keys.join(from), dir.path().join(to)).unwrap();
+        }
+        std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
+        for (name, value) in extra {
+            std::fs::write(dir.path().join(name), value).unwrap();
+        }
+        dir
+    }
+
     const WECHAT: &str = r#"
 [merchants.shop.accounts.wx]
 provider = "wechatpay"
@@ -838,25 +857,7 @@ wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001"
 
     #[test]
     fn a_short_apiv3_key_is_refused_without_showing_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
-        std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
-        std::fs::write(dir.path().join("v3.secret"), "tooshort-apiv3").unwrap();
-        std::fs::copy(
-            keys.join("nodejs-sdk-app-private-key.pem"),
-            dir.path().join("k.pem"),
-        )
-        .unwrap();
-        std::fs::copy(
-            keys.join("sandbox-alipay-public-key.pem"),
-            dir.path().join("p.pem"),
-        )
-        .unwrap();
-        std::fs::copy(
-            keys.join("wechatpay-go-merchant-private-key.pem"),
-            dir.path().join("m.pem"),
-        )
-        .unwrap();
+        let dir = key_dir(&[("v3.secret", "tooshort-apiv3")]);
         let good = format!("{GOOD}{WECHAT}").replace("{ env = \"X\" }", "{ file = \"w.secret\" }");
         let errors = parse(&good)
             .unwrap()
@@ -874,20 +875,7 @@ wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001"
 
     #[test]
     fn routes_to_accounts_that_cannot_serve_fail_the_check_with_their_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
-        std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
-        std::fs::write(dir.path().join("x.secret"), "merchant-secret-0123456789").unwrap();
-        std::fs::copy(
-            keys.join("nodejs-sdk-app-private-key.pem"),
-            dir.path().join("k.pem"),
-        )
-        .unwrap();
-        std::fs::copy(
-            keys.join("sandbox-alipay-public-key.pem"),
-            dir.path().join("p.pem"),
-        )
-        .unwrap();
+        let dir = key_dir(&[("x.secret", "merchant-secret-0123456789")]);
         let text = GOOD.replace("{ env = \"X\" }", "{ file = \"x.secret\" }")
             + r#"
 [[merchants.shop.routes]]

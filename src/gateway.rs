@@ -78,12 +78,13 @@ impl<T> Exchange<T> {
         )
     }
 
-    /// A short word for logs.
+    /// A short word for logs and metrics.
     fn describe(&self) -> &'static str {
         match self {
             Exchange::Answer(_) => "answered",
             Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
-            Exchange::Adapter(_) => "adapter",
+            Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
+            Exchange::Adapter(_) => "unusable",
             Exchange::Call(CallError::NotSent(_)) => "not_sent",
             Exchange::Call(CallError::Unknown(_)) => "unknown",
             Exchange::Throttled(_) => "throttled",
@@ -264,21 +265,11 @@ impl Gateway {
             },
         };
         span.record("outcome", outcome_text.as_str());
-        let outcome = match &exchange {
-            Exchange::Answer(_) => "answered",
-            Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
-            Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
-            Exchange::Adapter(_) => "unusable",
-            Exchange::Call(CallError::NotSent(_)) => "not_sent",
-            Exchange::Call(CallError::Unknown(_)) => "unknown",
-            Exchange::Throttled(_) => "throttled",
-            Exchange::CircuitOpen => "circuit_open",
-        };
         self.count_call(
             merchant_id,
             account,
             operation,
-            outcome,
+            exchange.describe(),
             Some(clock.elapsed()),
         );
         // A provider that answered, even with a refusal, is up; unknown fates are failures.

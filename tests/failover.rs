@@ -10,7 +10,6 @@
 mod common;
 
 use common::Harness;
-use moongate_contract::{HttpMethod, HttpRequest};
 use serde_json::{Value, json};
 
 fn body(reference: &str, path: &str) -> Value {
@@ -95,14 +94,9 @@ async fn a_failing_account_opens_its_circuit_and_is_skipped() {
         assert_eq!(payment["provider"]["account"], "good", "{payment}");
     }
     let admin = h.gateway.admin_addr.unwrap();
-    let request = HttpRequest {
-        method: HttpMethod::Get,
-        url: format!("http://{admin}/circuits"),
-        headers: vec![],
-        body: vec![],
-    };
     let circuits: Value =
-        serde_json::from_slice(&h.http.send(&request).await.unwrap().body).unwrap();
+        serde_json::from_slice(&h.http_get(&format!("http://{admin}/circuits")).await.body)
+            .unwrap();
     let state = |account: &str| {
         circuits["accounts"]
             .as_array()

@@ -11,20 +11,14 @@ mod common;
 use std::time::Duration;
 
 use common::Harness;
-use moongate_contract::{HttpMethod, HttpRequest};
+use moongate_contract::HttpMethod;
 
 async fn scrape(h: &Harness) -> String {
     let admin = h
         .gateway
         .admin_addr
         .expect("the harness serves the admin endpoints");
-    let request = HttpRequest {
-        method: HttpMethod::Get,
-        url: format!("http://{admin}/metrics"),
-        headers: vec![],
-        body: vec![],
-    };
-    let response = h.http.send(&request).await.unwrap();
+    let response = h.http_get(&format!("http://{admin}/metrics")).await;
     assert_eq!(response.status, 200);
     assert!(
         response

@@ -332,27 +332,28 @@ api_base_url = "http://{wechat_addr}"
         self.http.send(&request).await.unwrap()
     }
 
-    /// The notifications a sandbox sent for an order.
-    async fn sent(&self, sandbox: SocketAddr, out_trade_no: &str) -> Vec<Value> {
+    /// A plain GET (sandbox controls, the admin listener).
+    pub async fn http_get(&self, url: &str) -> HttpResponse {
         let request = HttpRequest {
             method: HttpMethod::Get,
-            url: format!("http://{sandbox}/sandbox/notifications?out_trade_no={out_trade_no}"),
+            url: url.to_owned(),
             headers: vec![],
             body: vec![],
         };
-        let response = self.http.send(&request).await.unwrap();
-        serde_json::from_slice(&response.body).unwrap()
+        self.http.send(&request).await.unwrap()
+    }
+
+    /// The notifications a sandbox sent for an order.
+    async fn sent(&self, sandbox: SocketAddr, out_trade_no: &str) -> Vec<Value> {
+        let url = format!("http://{sandbox}/sandbox/notifications?out_trade_no={out_trade_no}");
+        serde_json::from_slice(&self.http_get(&url).await.body).unwrap()
     }
 
     /// How many provider calls a sandbox has received.
     pub async fn provider_calls(&self, sandbox: SocketAddr) -> u64 {
-        let request = HttpRequest {
-            method: HttpMethod::Get,
-            url: format!("http://{sandbox}/sandbox/stats"),
-            headers: vec![],
-            body: vec![],
-        };
-        let response = self.http.send(&request).await.unwrap();
+        let response = self
+            .http_get(&format!("http://{sandbox}/sandbox/stats"))
+            .await;
         let stats: Value = serde_json::from_slice(&response.body).unwrap();
         stats["calls"].as_u64().unwrap()
     }
