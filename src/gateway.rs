@@ -22,7 +22,7 @@ use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, Refu
 use crate::limits::Limited;
 use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
 use crate::outbound::{CallError, Outbound};
-use crate::store::{Attempt, InboxKey, Store, StoreError, Updated};
+use crate::store::{Attempt, CheckTarget, InboxKey, Store, StoreError, Updated};
 
 /// A payment's merchant and account, from one config snapshot.
 #[derive(Debug, Clone)]
@@ -960,16 +960,75 @@ impl Gateway {
         }
     }
 
-    /// Runs [`Gateway::recheck_once`] forever.
-    pub async fn recheck_loop(self: Arc<Self>) {
-        let every = Duration::from_millis(self.config().providers.recheck_interval_ms);
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(error) = self.recheck_once(every).await {
-                warn!(%error, "re-check pass failed");
+    /// One janitor pass at `now`: every open payment and refund whose check is due is asked
+    /// about at its provider (an expired `requires_action` payment is closed there instead,
+    /// which also learns of a late payment), then scheduled again further out. Returns how
+    /// many were checked.
+    pub async fn janitor_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut checked = 0;
+        for (payment, checks) in self.store.payments_due(now, 100).await? {
+            let id = payment.id.clone();
+            let expired = payment.expires_at + EXPIRY_GRACE <= now;
+            let result = if payment.status == PaymentStatus::RequiresAction && expired {
+                self.cancel(payment).await.map(|_| ())
+            } else {
+                self.sync_payment(payment).await.map(|_| ())
+            };
+            if let Err(error) = result {
+                warn!(%error, payment_id = %id, "janitor check failed");
             }
+            self.store
+                .schedule_check(
+                    CheckTarget::Payment,
+                    &id,
+                    now + check_delay(checks.saturating_add(1)),
+                )
+                .await?;
+            checked += 1;
+        }
+        for (refund, checks) in self.store.refunds_due(now, 100).await? {
+            let id = refund.id.clone();
+            if let Err(error) = self.sync_refund(refund).await {
+                warn!(%error, refund_id = %id, "janitor refund check failed");
+            }
+            self.store
+                .schedule_check(
+                    CheckTarget::Refund,
+                    &id,
+                    now + check_delay(checks.saturating_add(1)),
+                )
+                .await?;
+            checked += 1;
+        }
+        Ok(checked)
+    }
+
+    /// Runs [`Gateway::janitor_once`] at once (resuming whatever a previous run left open),
+    /// then every `recheck_interval_ms`.
+    pub async fn recheck_loop(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.janitor_once(OffsetDateTime::now_utc()).await {
+                warn!(%error, "janitor pass failed");
+            }
+            let every = Duration::from_millis(self.config().providers.recheck_interval_ms);
+            tokio::time::sleep(every).await;
         }
     }
+}
+
+/// How long after its deadline an unpaid payment is closed at the provider.
+const EXPIRY_GRACE: time::Duration = time::Duration::minutes(1);
+
+/// When to check an open payment or refund again after `checks` checks: 30 s after creation
+/// (the store schedules that one), then 1, 2, 5, 10, 30 minutes, 1, 2, 6 hours, then daily until
+/// it settles.
+pub fn check_delay(checks: u32) -> time::Duration {
+    const STEPS_SECS: [i64; 9] = [30, 60, 120, 300, 600, 1_800, 3_600, 7_200, 21_600];
+    let seconds = STEPS_SECS
+        .get(usize::try_from(checks).unwrap_or(usize::MAX))
+        .copied()
+        .unwrap_or(86_400);
+    time::Duration::seconds(seconds)
 }
 
 /// Builds the domain refund request; `notify_url` is the account's notification endpoint.

@@ -1,6 +1,11 @@
 //! No secret ever reaches a log line or an error: a full flow runs with every level of every
 //! crate's logging on, and the captured output is searched for each secret.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -49,7 +54,12 @@ async fn no_secret_appears_in_any_log_line_or_error() {
     // Both wallets, paid and partly refunded.
     let alipay = h.paid_payment(1200, "s1").await;
     let (_, refund) = h
-        .post(&h.shop_a, &format!("/v1/payments/{alipay}/refunds"), r#"{"amount":200}"#, "s1-r")
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{alipay}/refunds"),
+            r#"{"amount":200}"#,
+            "s1-r",
+        )
         .await;
     errors.push(refund.to_string());
     let (_, wx) = h
@@ -61,10 +71,16 @@ async fn no_secret_appears_in_any_log_line_or_error() {
         )
         .await;
     let wx_id = wx["id"].as_str().unwrap().to_owned();
-    h.wechat("/sandbox/pay", json!({"out_trade_no": wx_id})).await;
+    h.wechat("/sandbox/pay", json!({"out_trade_no": wx_id}))
+        .await;
     h.wait_for(&h.shop_a, &wx_id, "succeeded").await;
     let (_, wx_refund) = h
-        .post(&h.shop_a, &format!("/v1/payments/{wx_id}/refunds"), "", "s2-r")
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{wx_id}/refunds"),
+            "",
+            "s2-r",
+        )
         .await;
     errors.push(wx_refund.to_string());
     // A payment code (the v2 key signs it) and the errors an attacker or a bug would cause.
@@ -86,13 +102,19 @@ async fn no_secret_appears_in_any_log_line_or_error() {
         .post(&h.shop_b, "/v1/payments", r#"{"amount":-1}"#, "s4")
         .await;
     errors.push(invalid.to_string());
-    let forged = h.post_notification("shop_a", "app_id=1&sign=AAAA&notify_type=x").await;
+    let forged = h
+        .post_notification("shop_a", "app_id=1&sign=AAAA&notify_type=x")
+        .await;
     errors.push(String::from_utf8_lossy(&forged.body).into_owned());
     // Let webhooks and notifications finish.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.len() > 10_000, "the flow logged ({} bytes)", logs.len());
+    assert!(
+        logs.len() > 10_000,
+        "the flow logged ({} bytes)",
+        logs.len()
+    );
     assert!(logs.contains("provider_call"), "provider calls were traced");
     let secrets = [
         ("shop A signing secret", SHOP_A_SECRET.to_owned()),
@@ -102,14 +124,26 @@ async fn no_secret_appears_in_any_log_line_or_error() {
         ("APIv3 key A", APIV3_KEY_A.to_owned()),
         ("APIv3 key B", APIV3_KEY_B.to_owned()),
         ("API v2 key", V2_KEY_A.to_owned()),
-        ("Alipay app private key", key_marker("nodejs-sdk-app-private-key.pem")),
-        ("WeChat Pay merchant private key", key_marker("wechatpay-go-merchant-private-key.pem")),
+        (
+            "Alipay app private key",
+            key_marker("nodejs-sdk-app-private-key.pem"),
+        ),
+        (
+            "WeChat Pay merchant private key",
+            key_marker("wechatpay-go-merchant-private-key.pem"),
+        ),
         ("payment code", "134567890123456789".to_owned()),
     ];
     for (what, secret) in &secrets {
-        assert!(!logs.contains(secret.as_str()), "{what} appears in the logs");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{what} appears in the logs"
+        );
         for error in &errors {
-            assert!(!error.contains(secret.as_str()), "{what} appears in an error: {error}");
+            assert!(
+                !error.contains(secret.as_str()),
+                "{what} appears in an error: {error}"
+            );
         }
     }
 }

@@ -819,6 +819,13 @@ struct ControlOrder {
     out_trade_no: String,
     #[serde(default)]
     app_id: Option<String>,
+    /// `false` pays without sending the notification (a lost notification).
+    #[serde(default = "yes")]
+    notify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Sandbox {
@@ -874,7 +881,7 @@ impl Sandbox {
             }
             order.clone()
         };
-        if pay {
+        if pay && order.notify {
             self.notify(&snapshot, None);
         }
         let trade = snapshot.trade.as_ref();

@@ -1236,7 +1236,7 @@ impl WechatSandbox {
             order.clone()
         };
         // Payment codes (MICROPAY) have no notify_url: the cashier polls.
-        if let Some(url) = snapshot.notify_url.clone() {
+        if let Some(url) = snapshot.notify_url.clone().filter(|_| control.notify) {
             let plain = snapshot.transaction_json(now);
             self.notify(
                 &snapshot,
@@ -1260,6 +1260,13 @@ struct ControlOrder {
     out_trade_no: String,
     #[serde(default)]
     mchid: Option<String>,
+    /// `false` pays without sending the notification (a lost notification).
+    #[serde(default = "yes")]
+    notify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn control_pay(

@@ -136,6 +136,15 @@ pub struct Attempt {
     pub outcome: String,
 }
 
+/// What the janitor checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckTarget {
+    /// A payment.
+    Payment,
+    /// A refund.
+    Refund,
+}
+
 /// A webhook delivery due now.
 #[derive(Clone, Debug)]
 pub struct OutboxItem {
@@ -250,6 +259,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Appends a provider attempt to the audit trail.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+
+    /// Open payments (`pending`, `unknown`, `requires_action`) whose next check is due, with
+    /// how many checks they have had, soonest first.
+    async fn payments_due(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(Payment, u32)>, StoreError>;
+
+    /// Open refunds whose next check is due, with their check counts.
+    async fn refunds_due(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(Refund, u32)>, StoreError>;
+
+    /// Records a check and when the next one is due.
+    async fn schedule_check(
+        &self,
+        target: CheckTarget,
+        id: &str,
+        next_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// The provider attempts of a payment (and its refunds), oldest first.
     async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError>;

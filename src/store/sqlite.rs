@@ -16,7 +16,7 @@ use super::{
 };
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
 use crate::routing::Channel;
-use crate::store::RefundRefusal;
+use crate::store::{CheckTarget, RefundRefusal};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS payments (
@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS payments (
     payer TEXT,
     route TEXT,
     channel TEXT,
+    next_check_at INTEGER,
+    checks INTEGER NOT NULL DEFAULT 0,
     UNIQUE (provider, account_id, provider_order_id)
 );
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
@@ -60,7 +62,9 @@ CREATE TABLE IF NOT EXISTS refunds (
     status TEXT NOT NULL,
     failure TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    next_check_at INTEGER,
+    checks INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds (payment_id);
 CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status, updated_at);
@@ -130,6 +134,10 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 "#;
 
+/// A new payment or refund is first checked by the janitor this long after its creation: its
+/// own provider call is still running until then.
+const FIRST_CHECK_MS: i64 = 30_000;
+
 /// Idempotency keys are kept this long (the API promises at least 24 hours).
 const IDEMPOTENCY_RETENTION_SECS: i64 = 48 * 3600;
 
@@ -179,11 +187,15 @@ impl SqliteStore {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         // Ledgers created by earlier versions lack the newer columns.
-        for (table, column) in [
-            ("payments", "payer"),
-            ("payments", "route"),
-            ("payments", "channel"),
-            ("attempts", "account_id"),
+        for (table, column, kind) in [
+            ("payments", "payer", "TEXT"),
+            ("payments", "route", "TEXT"),
+            ("payments", "channel", "TEXT"),
+            ("payments", "next_check_at", "INTEGER"),
+            ("payments", "checks", "INTEGER NOT NULL DEFAULT 0"),
+            ("refunds", "next_check_at", "INTEGER"),
+            ("refunds", "checks", "INTEGER NOT NULL DEFAULT 0"),
+            ("attempts", "account_id", "TEXT"),
         ] {
             let present: i64 = conn
                 .query_row(
@@ -193,10 +205,20 @@ impl SqliteStore {
                 )
                 .map_err(db)?;
             if present == 0 {
-                conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"), [])
-                    .map_err(db)?;
+                conn.execute(
+                    &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+                    [],
+                )
+                .map_err(db)?;
             }
         }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS payments_due ON payments (next_check_at) \
+               WHERE status IN ('pending', 'unknown', 'requires_action');\n\
+             CREATE INDEX IF NOT EXISTS refunds_due ON refunds (next_check_at) \
+               WHERE status IN ('pending', 'unknown');",
+        )
+        .map_err(db)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -464,7 +486,7 @@ impl Store for SqliteStore {
             let p = &payment;
             tx.execute(
                 &format!(
-                    "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+                    "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
                 ),
                 params![
                     p.id,
@@ -529,7 +551,7 @@ impl Store for SqliteStore {
             }
             let r = &refund;
             tx.execute(
-                &format!("INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!("INSERT INTO refunds ({REFUND_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9 + {FIRST_CHECK_MS})"),
                 params![
                     r.id,
                     r.payment_id,
@@ -814,6 +836,78 @@ impl Store for SqliteStore {
                 out.push(payment_from_row(row)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn payments_due(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(Payment, u32)>, StoreError> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS}, checks FROM payments \
+                 WHERE status IN ('pending', 'unknown', 'requires_action') \
+                 AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let checks: i64 = row.get(23).map_err(db)?;
+                out.push((
+                    payment_from_row(row)?,
+                    u32::try_from(checks).unwrap_or(u32::MAX),
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn refunds_due(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(Refund, u32)>, StoreError> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {REFUND_COLUMNS}, checks FROM refunds WHERE status IN ('pending', 'unknown') \
+                 AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let checks: i64 = row.get(10).map_err(db)?;
+                out.push((refund_from_row(row)?, u32::try_from(checks).unwrap_or(u32::MAX)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn schedule_check(
+        &self,
+        target: CheckTarget,
+        id: &str,
+        next_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let table = match target {
+                CheckTarget::Payment => "payments",
+                CheckTarget::Refund => "refunds",
+            };
+            conn.execute(
+                &format!(
+                    "UPDATE {table} SET next_check_at = ?2, checks = checks + 1 WHERE id = ?1"
+                ),
+                params![id, ms(next_at)],
+            )
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }
