@@ -30,8 +30,24 @@ use crate::store::{Begin, IdemClaim};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
-/// A claim older than this whose request never finished (a crash) answers with the resource.
-const STALE_CLAIM: Duration = Duration::from_secs(60);
+/// How old an unfinished idempotency claim must be to belong to a process that died (or was
+/// killed) mid-request; a retry then answers with the resource's current state.
+///
+/// No request outlives its provider calls: a create calls each account of its priority list at
+/// most once, each call bounded by `call_timeout_ms` (plus up to a second waiting for a rate
+/// limit turn by default), so anything older than that, with a margin, is not running.
+fn stale_claim(gw: &Gateway) -> Duration {
+    let config = gw.config();
+    let accounts = config
+        .merchants
+        .values()
+        .map(|m| m.accounts.len())
+        .max()
+        .unwrap_or(1);
+    let per_call = config.providers.call_timeout_ms.saturating_add(1_000);
+    let calls = u64::try_from(accounts).unwrap_or(u64::MAX);
+    Duration::from_millis(per_call.saturating_mul(calls).saturating_add(5_000))
+}
 
 type Shared = Arc<Gateway>;
 
@@ -98,7 +114,17 @@ pub fn admin_router(gateway: Shared) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/circuits", get(circuits))
+        .route("/janitor/sweep", post(sweep))
         .with_state(gateway)
+}
+
+/// Checks every open payment and refund at its provider now, whatever its schedule (after an
+/// incident, or in tests); answers how many were open.
+async fn sweep(State(gw): State<Shared>) -> Response {
+    match gw.recheck_once(std::time::Duration::ZERO).await {
+        Ok(checked) => axum::Json(serde_json::json!({ "checked": checked })).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// Every account's circuit state.
@@ -327,12 +353,13 @@ fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
 }
 
 /// A claim abandoned by a crash: answer with the resource's current state.
-fn stale_resource<T>(begin: &Begin<T>) -> Option<String> {
+fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
+    let stale = stale_claim(gw);
     match begin {
         Begin::InFlight {
             resource_id: Some(id),
             claimed_at,
-        } if OffsetDateTime::now_utc() - *claimed_at > STALE_CLAIM => Some(id.clone()),
+        } if OffsetDateTime::now_utc() - *claimed_at > stale => Some(id.clone()),
         _ => None,
     }
 }
@@ -728,7 +755,7 @@ async fn create_payment(
     }
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_payment(claim, payment).await?;
-    if let Some(id) = stale_resource(&begin) {
+    if let Some(id) = stale_resource(&gw, &begin) {
         return current_payment(&gw, merchant, &id).await;
     }
     if let Some(error) = idempotency_conflict(&begin) {
@@ -904,7 +931,7 @@ async fn cancel_payment(
     let payment = merchant_payment(&gw, merchant, &id).await?;
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &payment.id).await?;
-    if let Some(id) = stale_resource(&begin) {
+    if let Some(id) = stale_resource(&gw, &begin) {
         return current_payment(&gw, merchant, &id).await;
     }
     if let Some(error) = idempotency_conflict(&begin) {
@@ -1040,7 +1067,7 @@ async fn create_refund(
     }
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_refund(claim, refund).await?;
-    if let Some(id) = stale_resource(&begin) {
+    if let Some(id) = stale_resource(&gw, &begin) {
         let refund = gw
             .store
             .refund(Some(&merchant.id), &id)

@@ -914,22 +914,28 @@ impl Gateway {
         }
     }
 
-    /// One pass of the re-check loop over payments and refunds whose outcome is open.
-    pub async fn recheck_once(&self, min_age: Duration) -> Result<(), StoreError> {
+    /// Checks every open payment (`pending`, `unknown`, `requires_action`) and refund untouched
+    /// for `min_age`,
+    /// whatever its schedule; returns how many. The janitor ([`Gateway::janitor_once`]) is the
+    /// scheduled path; this one is for sweeps on demand.
+    pub async fn recheck_once(&self, min_age: Duration) -> Result<usize, StoreError> {
         let before = OffsetDateTime::now_utc() - min_age;
-        for payment in self.store.payments_in_doubt(before, 100).await? {
+        let mut checked = 0;
+        for payment in self.store.payments_in_doubt(before, 1_000).await? {
             let id = payment.id.clone();
             if let Err(error) = self.sync_payment(payment).await {
                 warn!(%error, payment_id = %id, "re-check failed");
             }
+            checked += 1;
         }
-        for refund in self.store.refunds_in_doubt(before, 100).await? {
+        for refund in self.store.refunds_in_doubt(before, 1_000).await? {
             let id = refund.id.clone();
             if let Err(error) = self.sync_refund(refund).await {
                 warn!(%error, refund_id = %id, "refund re-check failed");
             }
+            checked += 1;
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Follows a scanned payment code while the shopper confirms in the wallet: quick queries

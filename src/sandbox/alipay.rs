@@ -173,6 +173,24 @@ impl Sandbox {
         })
     }
 
+    /// Every order the sandbox holds.
+    pub fn orders(&self) -> Vec<super::OrderView> {
+        self.lock()
+            .orders
+            .values()
+            .map(|o| super::OrderView {
+                out_trade_no: o.out_trade_no.clone(),
+                total: o.total,
+                paid: o.trade.as_ref().is_some_and(|t| t.paid_at.is_some()),
+                refunds: o
+                    .trade
+                    .as_ref()
+                    .map(|t| t.refunds.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means another request panicked mid-update; the sandbox keeps going.
         self.inner

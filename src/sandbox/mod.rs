@@ -153,3 +153,17 @@ pub(crate) fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+/// One order as a sandbox holds it, for tests that compare the provider's truth with the
+/// ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    /// The merchant order number (Moongate's payment id).
+    pub out_trade_no: String,
+    /// Total, fen.
+    pub total: i64,
+    /// True when the shopper paid (refunds included).
+    pub paid: bool,
+    /// Refunds: (request number, fen).
+    pub refunds: Vec<(String, i64)>,
+}

@@ -385,6 +385,25 @@ impl WechatSandbox {
         })
     }
 
+    /// Every order the sandbox holds.
+    pub fn orders(&self) -> Vec<super::OrderView> {
+        self.lock()
+            .orders
+            .values()
+            .map(|o| super::OrderView {
+                out_trade_no: o.out_trade_no.clone(),
+                total: o.total,
+                paid: o.state.paid(),
+                refunds: o
+                    .refunds
+                    .iter()
+                    .filter(|r| r.status != "CLOSED")
+                    .map(|r| (r.out_refund_no.clone(), r.amount))
+                    .collect(),
+            })
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()

@@ -297,7 +297,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<Option<Payment>, StoreError>;
 
-    /// Payments in `pending` or `unknown` not touched since `before`.
+    /// Open payments (`pending`, `unknown`, `requires_action`) not touched since `before`.
     async fn payments_in_doubt(
         &self,
         before: OffsetDateTime,

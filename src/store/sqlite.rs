@@ -827,7 +827,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Payment>, StoreError> {
         self.run(move |conn| {
             let sql = format!(
-                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ('pending', 'unknown') AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ('pending', 'unknown', 'requires_action') AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
             let mut rows = stmt.query(params![ms(before), limit]).map_err(db)?;
