@@ -92,6 +92,14 @@ pub struct ServerSection {
     /// not served).
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// How long a client may take to send a request's headers (and a TLS handshake),
+    /// milliseconds (default 10000): slow clients do not hold connections.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+}
+
+fn default_header_timeout() -> u64 {
+    10_000
 }
 
 /// A merchant's request limit when its config names none.
@@ -384,6 +392,8 @@ pub struct Config {
     pub signature_tolerance_secs: u64,
     /// Admin listener address.
     pub admin_listen: Option<SocketAddr>,
+    /// Header read timeout.
+    pub header_read_timeout_ms: u64,
     /// Ledger file, resolved.
     pub ledger_path: PathBuf,
     /// Webhook tuning.
@@ -433,6 +443,9 @@ impl RawConfig {
                 "server.admin_listen",
                 "must be an address like 127.0.0.1:9090",
             ));
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            problems.push(problem("server.header_read_timeout_ms", "must be positive"));
         }
         if self.server.signature_tolerance_secs == 0 || self.server.signature_tolerance_secs > 900 {
             problems.push(problem(
@@ -672,6 +685,7 @@ impl RawConfig {
                 .as_ref()
                 .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
             signature_tolerance_secs: self.server.signature_tolerance_secs,
+            header_read_timeout_ms: self.server.header_read_timeout_ms,
             admin_listen: self
                 .server
                 .admin_listen

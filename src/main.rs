@@ -115,6 +115,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
     let base = file.parent().map(PathBuf::from).unwrap_or_default();
     match config::load(file).and_then(|raw| raw.build(&base)) {
@@ -161,8 +177,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 path.clone(),
                 std::time::Duration::from_secs(2),
             ));
-            tokio::signal::ctrl_c().await?;
-            running.stop();
+            stop_signal().await?;
+            tracing::info!("stopping: finishing the requests in flight");
+            running.shutdown(std::time::Duration::from_secs(30)).await;
             Ok(())
         }
         Command::WechatpayCertificates {

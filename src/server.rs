@@ -27,12 +27,30 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Shared state (tests inspect the ledger through it).
     pub gateway: Arc<Gateway>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops the listener and the workers.
+    /// Stops everything at once (tests; a crash is what `kill -9` is for).
     pub fn stop(self) {
+        self.server.abort();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Graceful shutdown: stop accepting connections, let requests in flight finish (up to
+    /// `grace`), then stop the workers. Everything acknowledged is already in the ledger; what
+    /// the workers had not done yet, the next start resumes.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let mut server = self.server;
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!("requests still running after the grace period; stopping anyway");
+            server.abort();
+        }
         for task in self.tasks {
             task.abort();
         }
@@ -80,14 +98,9 @@ pub async fn start_on(
     };
     let gateway = Arc::new(Gateway::new(config, store, providers, webhooks_client));
     let app = api::router(Arc::clone(&gateway));
-    let server = match tls {
-        None => tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "server stopped");
-            }
-        }),
-        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app)),
-    };
+    let (shutdown, stopping) = tokio::sync::watch::channel(false);
+    let header_timeout = Duration::from_millis(gateway.config().header_read_timeout_ms);
+    let server = tokio::spawn(serve(listener, tls, app, header_timeout, stopping));
     let mut admin_addr = None;
     let mut tasks = Vec::new();
     if let Some(listen) = gateway.config().admin_listen {
@@ -107,7 +120,6 @@ pub async fn start_on(
         }));
     }
     tasks.extend([
-        server,
         tokio::spawn(webhooks::run(Arc::clone(&gateway))),
         tokio::spawn(Arc::clone(&gateway).recheck_loop()),
     ]);
@@ -115,6 +127,8 @@ pub async fn start_on(
         addr,
         admin_addr,
         gateway,
+        shutdown,
+        server,
         tasks,
     })
 }
@@ -137,9 +151,24 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router) {
+/// The accept loop, plain or TLS: a header read timeout against slow clients, and on
+/// shutdown no new connections while the ones open finish their requests.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    header_timeout: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.changed() => break,
+        };
+        // Reap finished connections so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -147,28 +176,63 @@ async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, a
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+        let (tls, app, mut stopping) = (tls.clone(), app.clone(), stopping.clone());
+        connections.spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let io = hyper_util::rt::TokioIo::new(tls);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let connection = builder.serve_connection(io, service);
+                    drive(connection, &mut stopping, peer).await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+                    let tls = match handshake {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let connection = builder.serve_connection(io, service);
+                    drive(connection, &mut stopping, peer).await;
+                }
             }
         });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection; on shutdown, lets its request in flight finish, then closes it.
+async fn drive<I, S>(
+    connection: hyper::server::conn::http1::Connection<I, S>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "connection ended with an error");
     }
 }
 

@@ -65,8 +65,6 @@ impl Rng {
 struct Gateway {
     child: Option<Child>,
     config: PathBuf,
-    addr: SocketAddr,
-    admin: SocketAddr,
 }
 
 impl Gateway {
@@ -295,8 +293,6 @@ async fn payments_survive_kills_and_faults() {
     let gateway = Arc::new(tokio::sync::Mutex::new(Gateway {
         child: None,
         config,
-        addr,
-        admin,
     }));
     gateway.lock().await.spawn();
     wait_healthy(&http, admin).await;
