@@ -59,6 +59,8 @@ pub fn router(gateway: Shared) -> Router {
         .route("/v1/payments/{id}/cancel", post(cancel_payment))
         .route("/v1/payments/{id}/refunds", post(create_refund))
         .route("/v1/refunds/{id}", get(get_refund))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/events/{id}/resend", post(resend_event))
         .route("/notify/{provider}/{merchant}/{account}", post(notify))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
@@ -1130,6 +1132,116 @@ async fn get_refund(
         to_bytes(&refund.to_api_json()),
         false,
     ))
+}
+
+fn event_json(record: &crate::store::EventRecord) -> serde_json::Value {
+    let mut event: serde_json::Value =
+        serde_json::from_str(&record.body).unwrap_or(serde_json::Value::Null);
+    let rfc3339 = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let status = match (&record.delivered_at, &record.next_attempt_at) {
+        (_, Some(_)) => "pending",
+        (Some(_), None) => "delivered",
+        (None, None) => "parked",
+    };
+    let log: Vec<serde_json::Value> = record
+        .deliveries
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "attempted_at": rfc3339(d.attempted_at),
+                "delivered": d.delivered,
+                "error": d.error,
+            })
+        })
+        .collect();
+    if let Some(map) = event.as_object_mut() {
+        map.insert(
+            "delivery".to_owned(),
+            serde_json::json!({
+                "status": status,
+                "attempts": record.attempts,
+                "next_attempt_at": record.next_attempt_at.map(rfc3339),
+                "log": log,
+            }),
+        );
+    }
+    event
+}
+
+/// One event with its delivery status and log.
+async fn get_event(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let record = gw
+        .store
+        .event(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("event", &id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&event_json(&record)),
+        false,
+    ))
+}
+
+/// Queues an event for delivery again now (with a fresh retry schedule), e.g. after the
+/// merchant's endpoint was down longer than the schedule lasted.
+async fn resend_event(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let key = idempotency_key(&headers)?;
+    if !body.is_empty() {
+        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
+    }
+    if gw.store.event(&merchant.id, &id).await?.is_none() {
+        return Err(ApiError::missing("event", &id));
+    }
+    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.claim_key(claim, &id).await?;
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    if let Begin::Replay { status, body } = begin {
+        return Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        ));
+    }
+    gw.store.resend_event(&merchant.id, &id, now).await?;
+    let record = gw
+        .store
+        .event(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("event", &id))?;
+    let body = to_bytes(&event_json(&record));
+    gw.store
+        .complete_key(
+            &merchant.id,
+            &key,
+            200,
+            body.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, body, false))
 }
 
 async fn notify(

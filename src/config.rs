@@ -154,7 +154,8 @@ pub struct WebhookSection {
     /// Longest delay between attempts, milliseconds (default one hour).
     #[serde(default = "default_max_backoff")]
     pub max_backoff_ms: u64,
-    /// Attempts before an event is parked as undeliverable (default 20, about 3 days).
+    /// Attempts before an event is parked as undeliverable (default 110: with the default
+    /// backoff, at least 3 days of retries).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// Per-delivery timeout, milliseconds (default 10000).
@@ -180,7 +181,7 @@ fn default_max_backoff() -> u64 {
     3_600_000
 }
 fn default_attempts() -> u32 {
-    20
+    110
 }
 fn default_webhook_timeout() -> u64 {
     10_000

@@ -167,6 +167,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_schedule_lasts_at_least_three_days() {
+        let defaults = crate::config::WebhookSection::default();
+        // The shortest schedule (every jitter at its lowest) still spans three days.
+        let total: Duration = (0..defaults.max_attempts.saturating_sub(1))
+            .map(|attempt| {
+                backoff(
+                    defaults.initial_backoff_ms,
+                    defaults.max_backoff_ms,
+                    attempt,
+                    0,
+                )
+            })
+            .sum();
+        assert!(total >= Duration::from_secs(3 * 24 * 3600), "{total:?}");
+    }
+
+    #[test]
     fn one_signature_per_secret() {
         let header = signature_header(&[b"a", b"b"], 5, "{}");
         let parts: Vec<&str> = header.split(',').collect();

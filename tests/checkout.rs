@@ -774,3 +774,73 @@ async fn a_late_payment_after_cancel_is_still_recorded() {
         "money that moved is never lost"
     );
 }
+
+#[tokio::test]
+async fn events_show_their_delivery_log_and_can_be_resent() {
+    let h = Harness::start().await;
+    let id = h.paid_payment(500, "ev1").await;
+    // Wait for the payment.succeeded delivery.
+    let mut event_id = None;
+    for _ in 0..100 {
+        event_id = h
+            .webhooks
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|d| d.body.contains("payment.succeeded") && d.body.contains(&id))
+            .map(|d| d.event_id.clone());
+        if event_id.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event_id = event_id.expect("payment.succeeded delivered");
+    let (status, event) = h.get(&h.shop_a, &format!("/v1/events/{event_id}")).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["type"], "payment.succeeded");
+    assert_eq!(event["delivery"]["status"], "delivered");
+    assert_eq!(event["delivery"]["log"][0]["delivered"], true);
+    // Resent: delivered again under the same id, and the log shows both.
+    let (status, resent) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/events/{event_id}/resend"),
+            "",
+            "ev1-resend",
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    let mut deliveries = 0;
+    for _ in 0..100 {
+        deliveries = h
+            .webhooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.event_id == event_id)
+            .count();
+        if deliveries == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(deliveries, 2);
+    let (_, event) = h.get(&h.shop_a, &format!("/v1/events/{event_id}")).await;
+    assert_eq!(
+        event["delivery"]["log"].as_array().unwrap().len(),
+        2,
+        "{event}"
+    );
+    // Another merchant cannot see or resend it.
+    let (status, _) = h.get(&h.shop_b, &format!("/v1/events/{event_id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = h
+        .post(
+            &h.shop_b,
+            &format!("/v1/events/{event_id}/resend"),
+            "",
+            "ev1-b",
+        )
+        .await;
+    assert_eq!(status, 404);
+}

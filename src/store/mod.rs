@@ -173,6 +173,32 @@ pub struct StoredEvent {
     pub object_id: String,
 }
 
+/// One webhook delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// When.
+    pub attempted_at: OffsetDateTime,
+    /// Answered 2xx.
+    pub delivered: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// An event with its delivery state and log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// The event body as delivered (JSON).
+    pub body: String,
+    /// Attempts in the current schedule.
+    pub attempts: i64,
+    /// When the next attempt is due (none: delivered or parked).
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When it was last delivered.
+    pub delivered_at: Option<OffsetDateTime>,
+    /// Every attempt, oldest first.
+    pub deliveries: Vec<Delivery>,
+}
+
 /// The ledger's storage.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -282,6 +308,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         id: &str,
         next_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// One of a merchant's events with its delivery log.
+    async fn event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Queues one of a merchant's events for delivery again now, with a fresh schedule.
+    /// `false` when there is no such event.
+    async fn resend_event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// The provider attempts of a payment (and its refunds), oldest first.
     async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError>;

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
 use crate::routing::Channel;
-use crate::store::{CheckTarget, RefundRefusal};
+use crate::store::{CheckTarget, Delivery, EventRecord, RefundRefusal};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS payments (
@@ -104,6 +104,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    attempted_at INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_seq);
 
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     merchant_id TEXT NOT NULL,
@@ -969,12 +978,91 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             let now = ms(OffsetDateTime::now_utc());
-            conn.execute(
+            let tx = write_tx(conn)?;
+            tx.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
                 params![event_seq, next_attempt_at.map(ms), delivered, now, error],
             )
             .map_err(db)?;
+            tx.execute(
+                "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
+                params![event_seq, now, delivered, error],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
+        self.run(move |conn| {
+            let found = conn
+                .query_row(
+                    "SELECT e.seq, e.body, o.attempts, o.next_attempt_at, o.delivered_at FROM events e \
+                     LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = ?1 AND e.merchant_id = ?2",
+                    params![event_id, merchant_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((seq, body, attempts, next, delivered_at)) = found else {
+                return Ok(None);
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![seq]).map_err(db)?;
+            let mut deliveries = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                deliveries.push(Delivery {
+                    attempted_at: from_ms(row.get(0).map_err(db)?)?,
+                    delivered: row.get(1).map_err(db)?,
+                    error: row.get(2).map_err(db)?,
+                });
+            }
+            Ok(Some(EventRecord {
+                body,
+                attempts: attempts.unwrap_or(0),
+                next_attempt_at: next.map(from_ms).transpose()?,
+                delivered_at: delivered_at.map(from_ms).transpose()?,
+                deliveries,
+            }))
+        })
+        .await
+    }
+
+    async fn resend_event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE outbox SET next_attempt_at = ?3, attempts = 0 \
+                     WHERE event_seq = (SELECT seq FROM events WHERE id = ?1 AND merchant_id = ?2)",
+                    params![event_id, merchant_id, ms(now)],
+                )
+                .map_err(db)?;
+            Ok(changed > 0)
         })
         .await
     }
