@@ -642,3 +642,35 @@ async fn routing_rules_choose_the_account_and_are_recorded() {
         (400, Some("channel"))
     );
 }
+
+#[tokio::test]
+async fn a_provider_clock_off_by_ten_minutes_is_not_trusted() {
+    let h = Harness::start().await;
+    let skew = h.wechat("/sandbox/clock", json!({"skew_secs": -600})).await;
+    assert_eq!(skew.status, 204);
+    // The answer's signature is stale: the outcome is unknown, never trusted.
+    let payment = created(&h, &h.shop_a, native("k1", 300), "k1").await;
+    assert_eq!(payment["status"], "unknown", "{payment}");
+    let id = payment["id"].as_str().unwrap().to_owned();
+    // Its clock fixed, the re-check learns the truth.
+    let fixed = h.wechat("/sandbox/clock", json!({"skew_secs": 0})).await;
+    assert_eq!(fixed.status, 204);
+    h.gateway
+        .gateway
+        .recheck_once(Duration::ZERO)
+        .await
+        .unwrap();
+    h.wait_for(&h.shop_a, &id, "requires_action").await;
+    // A notification signed with a skewed clock is refused (and retried by WeChat Pay).
+    h.wechat("/sandbox/clock", json!({"skew_secs": 600})).await;
+    pay_wechat(&h, &id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, still) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(still["status"], "requires_action", "{still}");
+    let sent = h.wechat_notifications(&id).await;
+    assert_eq!(sent[0]["acknowledged"], false);
+    assert_eq!(sent[0]["last_status"], 500);
+    // Back in sync, the next retry is accepted.
+    h.wechat("/sandbox/clock", json!({"skew_secs": 0})).await;
+    h.wait_for(&h.shop_a, &id, "succeeded").await;
+}

@@ -270,6 +270,9 @@ pub struct WechatSandbox {
     time_divisor: u32,
     client: Outbound,
     inner: Mutex<Inner>,
+    /// Added to the timestamps the sandbox signs (`/sandbox/clock`): a provider whose clock
+    /// is off.
+    clock_skew_secs: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for WechatSandbox {
@@ -375,6 +378,7 @@ impl WechatSandbox {
             merchants,
             time_divisor: settings.time_divisor.max(1),
             client,
+            clock_skew_secs: std::sync::atomic::AtomicI64::new(0),
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
                 fault: Faults::none(),
@@ -424,7 +428,10 @@ impl WechatSandbox {
         body: &[u8],
         corrupt: bool,
     ) -> Vec<(String, String)> {
-        let timestamp = OffsetDateTime::now_utc().unix_timestamp().to_string();
+        let skew = self
+            .clock_skew_secs
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let timestamp = (OffsetDateTime::now_utc().unix_timestamp() + skew).to_string();
         let nonce = random_alnum(32);
         let mut message = sign::response_message(&timestamp, &nonce, body);
         if corrupt {
@@ -582,6 +589,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/pay/micropay", post(micropay))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/fault", post(control_fault))
+        .route("/sandbox/clock", post(control_clock))
         .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
@@ -1298,6 +1306,21 @@ async fn control_pay(
 /// How many provider calls the sandbox has received (every one, faulted or not).
 async fn control_stats(State(sb): State<Shared>) -> Response {
     axum::Json(json!({"calls": sb.lock().calls})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ClockBody {
+    skew_secs: i64,
+}
+
+/// Skews the clock the sandbox signs with (answers and notifications).
+async fn control_clock(
+    State(sb): State<Shared>,
+    axum::Json(clock): axum::Json<ClockBody>,
+) -> StatusCode {
+    sb.clock_skew_secs
+        .store(clock.skew_secs, std::sync::atomic::Ordering::SeqCst);
+    StatusCode::NO_CONTENT
 }
 
 async fn control_fault(
