@@ -674,3 +674,60 @@ async fn a_provider_clock_off_by_ten_minutes_is_not_trusted() {
     h.wechat("/sandbox/clock", json!({"skew_secs": 0})).await;
     h.wait_for(&h.shop_a, &id, "succeeded").await;
 }
+
+#[tokio::test]
+async fn notifications_out_of_order_and_twice_settle_the_same_way() {
+    let h = Harness::start().await;
+    let payment = created(&h, &h.shop_a, native("o1", 1000), "o1").await;
+    let id = payment["id"].as_str().unwrap().to_owned();
+    // The payment notification is held back; a re-check learns of the payment meanwhile.
+    assert_eq!(h.wechat("/sandbox/hold", json!({})).await.status, 204);
+    pay_wechat(&h, &id).await;
+    h.gateway
+        .gateway
+        .recheck_once(Duration::ZERO)
+        .await
+        .unwrap();
+    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    // A refund settles; its notification is held too.
+    let (status, refund) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{id}/refunds"),
+            r#"{"amount":400}"#,
+            "o1-r",
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        let held: Vec<Value> = h.wechat_notifications(&id).await;
+        if held.iter().any(|n| n["event_type"] == "REFUND.SUCCESS") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Delivered newest first: the refund's, then the payment's; then the payment's again.
+    let released = h.wechat("/sandbox/release", json!({"reverse": true})).await;
+    let released: Value = serde_json::from_slice(&released.body).unwrap();
+    assert_eq!(released["released"], 2);
+    let again = h
+        .wechat("/sandbox/resend", json!({"out_trade_no": id}))
+        .await;
+    assert_eq!(again.status, 200);
+    wait_refund(&h, &refund_id, "succeeded").await;
+    let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(payment["status"], "succeeded");
+    assert_eq!(payment["amount_refunded"], 400);
+    let sent = h.wechat_notifications(&id).await;
+    assert!(sent.iter().all(|n| n["acknowledged"] == true), "{sent:?}");
+    assert_eq!(
+        h.event_kinds(&id).await,
+        vec![
+            "payment.created",
+            "payment.requires_action",
+            "payment.succeeded",
+            "payment.refunded"
+        ]
+    );
+}

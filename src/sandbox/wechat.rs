@@ -258,6 +258,8 @@ struct Inner {
     notifications: Vec<SentNotification>,
     counter: u64,
     calls: u64,
+    /// While `Some`, new notifications wait here instead of going out (`/sandbox/hold`).
+    held: Option<Vec<usize>>,
 }
 
 /// Shared sandbox state.
@@ -385,6 +387,7 @@ impl WechatSandbox {
                 notifications: Vec::new(),
                 counter: 0,
                 calls: 0,
+                held: None,
             }),
         })
     }
@@ -590,6 +593,8 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/fault", post(control_fault))
         .route("/sandbox/clock", post(control_clock))
+        .route("/sandbox/hold", post(control_hold))
+        .route("/sandbox/release", post(control_release))
         .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
@@ -1172,7 +1177,12 @@ impl WechatSandbox {
                 acknowledged: false,
                 last_status: 0,
             });
-            inner.notifications.len() - 1
+            let index = inner.notifications.len() - 1;
+            if let Some(held) = inner.held.as_mut() {
+                held.push(index);
+                return;
+            }
+            index
         };
         let this = Arc::clone(self);
         let mode = merchant.settings.key_mode;
@@ -1306,6 +1316,48 @@ async fn control_pay(
 /// How many provider calls the sandbox has received (every one, faulted or not).
 async fn control_stats(State(sb): State<Shared>) -> Response {
     axum::Json(json!({"calls": sb.lock().calls})).into_response()
+}
+
+/// Holds new notifications back until `/sandbox/release`.
+async fn control_hold(State(sb): State<Shared>) -> StatusCode {
+    sb.lock().held.get_or_insert_with(Vec::new);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct ReleaseBody {
+    /// Send them newest first (a reordered delivery).
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// Sends the held notifications, in order or reversed, one after the other, then delivers
+/// normally again.
+async fn control_release(
+    State(sb): State<Shared>,
+    axum::Json(release): axum::Json<ReleaseBody>,
+) -> Response {
+    let mut held = sb.lock().held.take().unwrap_or_default();
+    if release.reverse {
+        held.reverse();
+    }
+    let count = held.len();
+    for index in held {
+        let mode = {
+            let inner = sb.lock();
+            let mchid = inner.notifications.get(index).map(|n| n.mchid.clone());
+            mchid
+                .and_then(|m| sb.merchants.get(&m).map(|m| m.settings.key_mode))
+                .unwrap_or(KeyMode::PublicKey)
+        };
+        // The first attempt of each in turn, so the order holds; retries follow their schedule.
+        let status = sb.attempt(index, mode, false).await;
+        if !matches!(status, Some(200 | 204)) {
+            let this = Arc::clone(&sb);
+            tokio::spawn(async move { this.deliver(index, mode).await });
+        }
+    }
+    axum::Json(json!({"released": count})).into_response()
 }
 
 #[derive(Debug, Deserialize)]
