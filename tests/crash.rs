@@ -7,7 +7,7 @@
 //! refund the provider made is `succeeded`, and no refund exceeds its payment; every event the
 //! ledger holds reached the merchant's webhook at least once, under one stable id.
 //!
-//! Bounded: `MOONGATE_CRASH_PAYMENTS` payments (default 600; `scripts/soak.sh` runs thousands).
+//! Bounded: `MOONGATE_CRASH_PAYMENTS` payments (default 2,000; `scripts/soak.sh` runs more).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -208,7 +208,7 @@ async fn payments_survive_kills_and_faults() {
     let payments: usize = std::env::var("MOONGATE_CRASH_PAYMENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(2000);
     let seed = std::env::var("MOONGATE_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
