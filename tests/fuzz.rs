@@ -4,6 +4,9 @@
 //! request with a 4xx, never a 5xx. Where a signature guards a parser, the mutated input is
 //! re-signed, so the code behind the signature is reached too.
 //!
+//! Statement files: the WeChat Pay trade bill parser (the Alipay bill parser, issue 5, joins
+//! here when it exists).
+//!
 //! `MOONGATE_FUZZ_ITERS` sets the iterations per target (CI: the default, a few seconds in all;
 //! `scripts/fuzz.sh` runs long). A failing input is printed in hex with the seed.
 #![allow(
@@ -396,6 +399,14 @@ fn alipay_forms_and_responses() {
             received_at: now,
         };
         let _ = adapter.parse_query(&reference, &resp);
+    });
+}
+
+#[test]
+fn statement_files() {
+    let bill = std::fs::read(fixtures().join("wechatpay/bill.ALL.csv")).unwrap();
+    fuzz("wechat trade bill", &[bill], 20_000, |input| {
+        let _ = moongate_adapter_wechatpay::bill::parse_trade_bill(input);
     });
 }
 

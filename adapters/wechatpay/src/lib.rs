@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod aead;
+pub mod bill;
 pub mod settings;
 pub mod sign;
 pub mod v2;

@@ -919,3 +919,65 @@ fn payment_codes_are_routed_by_prefix() {
     assert_eq!(PaymentMethod::for_payment_code("13456789012345678x"), None);
     assert_eq!(PaymentMethod::for_payment_code(""), None);
 }
+
+const BILL: &[u8] = include_bytes!("../../../fixtures/wechatpay/bill.ALL.csv");
+
+#[test]
+fn trade_bill_parses_by_header_names_into_integers() {
+    use moongate_adapter_wechatpay::bill::parse_trade_bill;
+    let bill = parse_trade_bill(BILL).unwrap();
+    assert_eq!(bill.rows.len(), 2);
+    let paid = &bill.rows[0];
+    assert_eq!(paid.trade_time, "2019-02-19 01:52:32");
+    assert_eq!(paid.mchid, "1921000401");
+    assert_eq!(paid.transaction_id, "4200000263201902167700134902");
+    assert_eq!(paid.out_trade_no, "autotest_20190219015232_89201");
+    assert_eq!(
+        (paid.trade_type.as_str(), paid.trade_state.as_str()),
+        ("NATIVE", "SUCCESS")
+    );
+    assert_eq!(
+        (paid.settlement_total, paid.refund, paid.fee_e5),
+        (3, 0, 1000)
+    );
+    assert_eq!(paid.out_refund_no, None);
+    let refund = &bill.rows[1];
+    assert_eq!(refund.trade_state, "REFUND");
+    assert_eq!((refund.settlement_total, refund.refund), (0, 1));
+    assert_eq!(
+        refund.out_refund_no.as_deref(),
+        Some("REF4200000263201902167700963919")
+    );
+    assert_eq!(refund.refund_state.as_deref(), Some("SUCCESS"));
+    assert_eq!(bill.summary.records, 2);
+    assert_eq!(
+        (
+            bill.summary.settlement_total,
+            bill.summary.refund_total,
+            bill.summary.fee_total_e5
+        ),
+        (3, 1, 1000)
+    );
+}
+
+#[test]
+fn a_bill_that_does_not_add_up_or_is_cut_is_refused_whole() {
+    use moongate_adapter_wechatpay::bill::parse_trade_bill;
+    let text = String::from_utf8(BILL.to_vec()).unwrap();
+    // A record dropped: the summary no longer matches.
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    let dropped = [lines[0], lines[1], lines[3], lines[4], ""].join("\r\n");
+    let error = parse_trade_bill(dropped.as_bytes()).unwrap_err();
+    assert!(error.message.contains("summary does not match"), "{error}");
+    // Cut before the summary.
+    let cut = [lines[0], lines[1], lines[2]].join("\r\n");
+    assert!(parse_trade_bill(cut.as_bytes()).is_err());
+    // An amount altered.
+    let altered = text.replace("`0.03,`0.00,`0,`0", "`0.04,`0.00,`0,`0");
+    assert!(parse_trade_bill(altered.as_bytes()).is_err());
+    // Without the BOM and with LF lines it still reads (some tools re-save files so).
+    let plain = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+    assert_eq!(parse_trade_bill(plain.as_bytes()).unwrap().rows.len(), 2);
+    assert!(parse_trade_bill(b"\xff\xfe").is_err());
+    assert!(parse_trade_bill(b"").is_err());
+}
