@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::auth::authenticate;
 use crate::config::Merchant;
 use crate::error::{ApiError, ErrorType};
-use crate::gateway::{Gateway, create_request, refund_request};
+use crate::gateway::{Gateway, refund_request};
 use crate::ledger::{Payment, PaymentStatus, Refund, RefundStatus, new_id};
 use crate::metrics::{LimitLabels, OutcomeLabels, RequestLabels, RouteLabels};
 use crate::routing::{Channel, RouteRequest};
@@ -748,10 +748,7 @@ async fn create_payment(
         .ok_or_else(|| ApiError::internal(&"account vanished"))?;
     // Render (and sign) the provider request before anything is stored: a request the
     // provider could never accept is a 400 that leaves no trace in the ledger.
-    let request = create_request(&payment, gw.notify_url(&merchant.id, account));
-    let prepared = account
-        .adapter
-        .prepare_create(&Gateway::call_context(), &request);
+    let prepared = gw.prepare_create(&payment, &merchant.id, account);
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
         return Err(ApiError::invalid("parameter_invalid", "", message.clone()));
     }

@@ -338,6 +338,31 @@ impl Gateway {
         }
     }
 
+    /// Renders (and signs) the create of `payment` for `account`.
+    pub fn prepare_create(
+        &self,
+        payment: &Payment,
+        merchant_id: &str,
+        account: &Account,
+    ) -> Result<Prepared<ProviderStatus>, AdapterError> {
+        let request = create_request(payment, self.notify_url(merchant_id, account));
+        account
+            .adapter
+            .prepare_create(&Self::call_context(), &request)
+    }
+
+    /// Records the provider's view of a payment, when it changes anything.
+    async fn record_status(
+        &self,
+        payment: Payment,
+        status: ProviderStatus,
+    ) -> Result<Payment, StoreError> {
+        match Self::change_for(&payment, status) {
+            Some(change) => self.apply(&payment.id, change).await,
+            None => Ok(payment),
+        }
+    }
+
     /// Maps a provider's view of a payment onto a ledger change (amount cross-checked).
     fn change_for(payment: &Payment, status: ProviderStatus) -> Option<PaymentChange> {
         match status {
@@ -459,8 +484,7 @@ impl Gateway {
                 reason = exchange.describe(),
                 "failing over: the provider did not take the order"
             );
-            let request = create_request(&switched, self.notify_url(&merchant.id, next));
-            prepared = next.adapter.prepare_create(&Self::call_context(), &request);
+            prepared = self.prepare_create(&switched, &merchant.id, next);
             payment = switched;
         };
         let change = match exchange {
@@ -524,10 +548,7 @@ impl Gateway {
         };
         let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
-        let reference = PaymentRef {
-            provider_order_id: payment.provider_order_id.clone(),
-            amount: Money::new(payment.amount, payment.currency),
-        };
+        let reference = payment_ref(&payment);
         let prepared = adapter.prepare_query(&Self::call_context(), &reference);
         let exchange = self
             .exchange(
@@ -559,8 +580,7 @@ impl Gateway {
                 ) {
                     // The create never took effect (or, for a QR, was never scanned): send it
                     // again. The provider order number is the same, so this cannot charge twice.
-                    let request = create_request(&payment, self.notify_url(&merchant.id, account));
-                    let prepared = adapter.prepare_create(&Self::call_context(), &request);
+                    let prepared = self.prepare_create(&payment, &merchant.id, account);
                     return self.drive_create(payment, prepared).await;
                 }
                 Ok(payment)
@@ -576,22 +596,15 @@ impl Gateway {
                         PaymentStatus::Pending | PaymentStatus::Unknown
                     ) =>
             {
-                let request = create_request(&payment, self.notify_url(&merchant.id, account));
-                let prepared = adapter.prepare_create(&Self::call_context(), &request);
+                let prepared = self.prepare_create(&payment, &merchant.id, account);
                 if prepared.is_ok() {
                     return self.drive_create(payment, prepared).await;
                 }
                 // Too close to expiry to ask again: record what the provider said.
                 let waiting = ProviderStatus::AwaitingPayment { next_action: None };
-                match Self::change_for(&payment, waiting) {
-                    Some(change) => self.apply(&payment.id, change).await,
-                    None => Ok(payment),
-                }
+                self.record_status(payment, waiting).await
             }
-            Exchange::Answer(status) => match Self::change_for(&payment, status) {
-                Some(change) => self.apply(&payment.id, change).await,
-                None => Ok(payment),
-            },
+            Exchange::Answer(status) => self.record_status(payment, status).await,
             Exchange::Adapter(_)
             | Exchange::Call(_)
             | Exchange::Throttled(_)
@@ -605,12 +618,9 @@ impl Gateway {
         let Some(bound) = self.account_of(&payment) else {
             return Ok(None);
         };
-        let (_, account) = (bound.merchant(), bound.account());
+        let account = bound.account();
         let adapter = Arc::clone(&account.adapter);
-        let reference = PaymentRef {
-            provider_order_id: payment.provider_order_id.clone(),
-            amount: Money::new(payment.amount, payment.currency),
-        };
+        let reference = payment_ref(&payment);
         let prepared = adapter.prepare_close(&Self::call_context(), &reference);
         let exchange = self
             .exchange(
@@ -1035,6 +1045,14 @@ pub fn check_delay(checks: u32) -> time::Duration {
         .copied()
         .unwrap_or(86_400);
     time::Duration::seconds(seconds)
+}
+
+/// Identifies a payment at its provider.
+pub fn payment_ref(payment: &Payment) -> PaymentRef {
+    PaymentRef {
+        provider_order_id: payment.provider_order_id.clone(),
+        amount: Money::new(payment.amount, payment.currency),
+    }
 }
 
 /// Builds the domain refund request; `notify_url` is the account's notification endpoint.

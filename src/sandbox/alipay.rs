@@ -288,12 +288,7 @@ pub async fn start_on(
     listener: TcpListener,
 ) -> Result<(Arc<Sandbox>, tokio::task::JoinHandle<()>), SandboxError> {
     let sandbox = Arc::new(Sandbox::new(settings)?);
-    let app = router(Arc::clone(&sandbox));
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "sandbox stopped");
-        }
-    });
+    let task = super::serve(listener, router(Arc::clone(&sandbox)));
     Ok((sandbox, task))
 }
 

@@ -138,6 +138,18 @@ pub(crate) async fn with_faults(
     response
 }
 
+/// Serves a sandbox's router on a bound listener until it fails.
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "sandbox stopped");
+        }
+    })
+}
+
 /// The JSON answer of a control endpoint.
 pub(crate) fn control_reply(result: Result<Value, (StatusCode, String)>) -> Response {
     match result {

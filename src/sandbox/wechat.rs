@@ -610,12 +610,7 @@ pub async fn start_on(
     listener: TcpListener,
 ) -> Result<(Arc<WechatSandbox>, tokio::task::JoinHandle<()>), SandboxError> {
     let sandbox = Arc::new(WechatSandbox::new(settings)?);
-    let app = router(Arc::clone(&sandbox));
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "WeChat Pay sandbox stopped");
-        }
-    });
+    let task = super::serve(listener, router(Arc::clone(&sandbox)));
     Ok((sandbox, task))
 }
 
