@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, with_faults};
+use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, statements, with_faults};
 use crate::outbound::Outbound;
 
 /// Alipay's retry schedule after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (A.8).
@@ -37,6 +37,11 @@ const NOTIFY_SCHEDULE_SECS: [u64; 7] = [240, 600, 600, 3600, 7200, 21_600, 54_00
 
 /// Accepted request clock skew (sandbox choice: Alipay does not publish its window).
 const TIMESTAMP_WINDOW_SECS: i64 = 15 * 60;
+
+const BILL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
+
+/// Bill download links expire after 30 seconds (A.11).
+const BILL_LINK_SECS: i64 = 30;
 
 /// How the sandbox is set up.
 #[derive(Debug)]
@@ -87,12 +92,13 @@ struct Trade {
     trade_no: String,
     status: TradeStatus,
     paid_at: Option<OffsetDateTime>,
-    refunds: Vec<(String, i64)>,
+    /// (`out_request_no`, amount, when).
+    refunds: Vec<(String, i64, OffsetDateTime)>,
 }
 
 impl Trade {
     fn refunded(&self) -> i64 {
-        self.refunds.iter().map(|(_, amount)| amount).sum()
+        self.refunds.iter().map(|(_, amount, _)| amount).sum()
     }
 }
 
@@ -114,6 +120,10 @@ pub struct SentNotification {
 #[derive(Debug)]
 struct Inner {
     orders: HashMap<(String, String), Order>,
+    /// Issued bill download links: token → (issued at, zip file name, zip bytes).
+    bills: HashMap<String, (OffsetDateTime, String, Vec<u8>)>,
+    /// The day bills are asked for "today" (sandbox control; `None` = the real Beijing date).
+    statement_today: Option<time::Date>,
     fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
@@ -165,6 +175,8 @@ impl Sandbox {
             client,
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
+                bills: HashMap::new(),
+                statement_today: None,
                 fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
@@ -185,7 +197,12 @@ impl Sandbox {
                 refunds: o
                     .trade
                     .as_ref()
-                    .map(|t| t.refunds.clone())
+                    .map(|t| {
+                        t.refunds
+                            .iter()
+                            .map(|(no, amount, _)| (no.clone(), *amount))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect()
@@ -279,6 +296,8 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/cashier/pay", post(cashier_pay))
+        .route("/sandbox/statement-clock", post(control_statement_clock))
+        .route("/downloadBillFile.resource", get(download_bill))
         .with_state(sandbox)
 }
 
@@ -372,6 +391,7 @@ async fn gateway_handle(
         "alipay.trade.close",
         "alipay.trade.refund",
         "alipay.trade.fastpay.refund.query",
+        BILL_METHOD,
     ];
     if !known.contains(&api.as_str()) {
         return sb.respond(
@@ -491,6 +511,19 @@ async fn gateway_handle(
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
+    if api == BILL_METHOD {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        return reply(sb.bill_link(
+            &app_id,
+            biz_str("bill_type").as_deref(),
+            biz_str("bill_date").as_deref(),
+            host,
+            now,
+        ));
+    }
     let Some(out_trade_no) = biz_str("out_trade_no") else {
         return reply(business("ACQ.INVALID_PARAMETER", "参数无效: out_trade_no"));
     };
@@ -735,7 +768,8 @@ async fn gateway_handle(
                 let Some(trade) = order.trade.as_mut() else {
                     return reply(business("ACQ.TRADE_NOT_EXIST", "交易不存在"));
                 };
-                if let Some((_, previous)) = trade.refunds.iter().find(|(no, _)| *no == request_no)
+                if let Some((_, previous, _)) =
+                    trade.refunds.iter().find(|(no, _, _)| *no == request_no)
                 {
                     if *previous != amount {
                         return reply(business(
@@ -753,7 +787,7 @@ async fn gateway_handle(
                     if trade.refunded() + amount > total {
                         return reply(business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限"));
                     }
-                    trade.refunds.push((request_no.clone(), amount));
+                    trade.refunds.push((request_no.clone(), amount, now));
                     if trade.refunded() == total {
                         trade.status = TradeStatus::Closed;
                     }
@@ -798,8 +832,8 @@ async fn gateway_handle(
                 "code": "10000", "msg": "Success", "trade_no": trade.trade_no,
                 "out_trade_no": out_trade_no, "out_request_no": request_no, "total_amount": yuan(order.total),
             });
-            if let (Some((_, amount)), Some(map)) = (
-                trade.refunds.iter().find(|(no, _)| *no == request_no),
+            if let (Some((_, amount, _)), Some(map)) = (
+                trade.refunds.iter().find(|(no, _, _)| *no == request_no),
                 node.as_object_mut(),
             ) {
                 map.insert("refund_amount".into(), Value::String(yuan(*amount)));
@@ -1115,5 +1149,164 @@ async fn control_resend(
         )
             .into_response(),
         Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+    }
+}
+
+impl Sandbox {
+    /// The lines of one app's trade bill for a Beijing day: trades completed and refunds made
+    /// on it, in time order.
+    fn bill_entries(&self, app_id: &str, day: time::Date) -> Vec<statements::AlipayBillEntry> {
+        let inner = self.lock();
+        let mut entries = Vec::new();
+        for order in inner.orders.values().filter(|o| o.app_id == app_id) {
+            let Some(trade) = &order.trade else { continue };
+            let Some(paid_at) = trade.paid_at else {
+                continue;
+            };
+            if beijing_day(paid_at) == day {
+                entries.push(statements::AlipayBillEntry {
+                    trade_no: trade.trade_no.clone(),
+                    out_trade_no: order.out_trade_no.clone(),
+                    refund_request_no: None,
+                    subject: order.subject.clone(),
+                    created_at: order.created_at,
+                    finished_at: paid_at,
+                    amount: order.total,
+                    fee: statements::alipay_fee(order.total),
+                });
+            }
+            for (request_no, amount, at) in &trade.refunds {
+                if beijing_day(*at) == day {
+                    entries.push(statements::AlipayBillEntry {
+                        trade_no: trade.trade_no.clone(),
+                        out_trade_no: order.out_trade_no.clone(),
+                        refund_request_no: Some(request_no.clone()),
+                        subject: order.subject.clone(),
+                        created_at: order.created_at,
+                        finished_at: *at,
+                        amount: *amount,
+                        fee: statements::alipay_fee(*amount),
+                    });
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.finished_at.cmp(&b.finished_at));
+        entries
+    }
+
+    /// `alipay.data.dataservice.bill.downloadurl.query`: daily `trade` bills of days before
+    /// today (Beijing); "参数不合法" for today or later (A.11); `isp.bill_not_exist` for a day
+    /// without trades (sandbox choice: the code Alipay gives when no bill exists).
+    fn bill_link(
+        &self,
+        app_id: &str,
+        bill_type: Option<&str>,
+        bill_date: Option<&str>,
+        host: &str,
+        now: OffsetDateTime,
+    ) -> Value {
+        if bill_type != Some("trade") {
+            // Sandbox choice: only the acquiring (`trade`) bill is simulated.
+            return business("isv.invalid-arguments", "参数不合法: bill_type");
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let Some(day) = bill_date.and_then(|d| time::Date::parse(d, &format).ok()) else {
+            return business("isv.invalid-arguments", "参数不合法: bill_date");
+        };
+        let today = self
+            .lock()
+            .statement_today
+            .unwrap_or_else(|| beijing_day(now));
+        if day >= today {
+            return business("isv.invalid-arguments", "参数不合法");
+        }
+        let entries = self.bill_entries(app_id, day);
+        if entries.is_empty() {
+            return business("isp.bill_not_exist", "账单不存在");
+        }
+        let Ok(zip) = statements::alipay_trade_bill_zip(&self.seller_id, day, &entries, now) else {
+            return business("isp.unknow-error", "系统繁忙");
+        };
+        let name = statements::alipay_zip_name(&self.seller_id, day);
+        let token = crate::ledger::new_id("bill");
+        let url = format!(
+            "http://{host}/downloadBillFile.resource?bizType=trade&userId={}0156&fileType=csv.zip&bizDates={}&downloadFileName={name}&fileId=%2Ftrade%2F{}0156%2F{}&timestamp={}&token={token}",
+            self.seller_id,
+            statements::compact_day(day),
+            self.seller_id,
+            statements::compact_day(day),
+            now.unix_timestamp() * 1000,
+        );
+        let mut inner = self.lock();
+        inner
+            .bills
+            .retain(|_, (issued, _, _)| (now - *issued).whole_seconds() < BILL_LINK_SECS);
+        inner.bills.insert(token, (now, name, zip));
+        json!({"code": "10000", "msg": "Success", "bill_download_url": url})
+    }
+}
+
+fn beijing_day(at: OffsetDateTime) -> time::Date {
+    moongate_contract::statement::beijing_day(at)
+}
+
+#[derive(Debug, Deserialize)]
+struct BillQuery {
+    token: String,
+}
+
+/// The bill zip; after 30 s the link answers with a page instead (as Alipay's does).
+async fn download_bill(State(sb): State<Shared>, Query(query): Query<BillQuery>) -> Response {
+    let now = OffsetDateTime::now_utc();
+    let found = sb.lock().bills.get(&query.token).cloned();
+    match found {
+        Some((issued, name, zip)) if (now - issued).whole_seconds() < BILL_LINK_SECS => {
+            let mut response = (StatusCode::OK, zip).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/oct-stream"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename={name}")) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        _ => Html("<html><body>下载超时，请重新下载</body></html>").into_response(),
+    }
+}
+
+/// Body of `POST /sandbox/statement-clock`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatementClock {
+    /// The date the sandbox treats as today for bills (`yyyy-MM-dd`); absent = the real one.
+    pub(crate) today: Option<String>,
+    /// WeChat Pay sandbox only: corrupt the next downloaded bill (its SHA-1 then fails).
+    #[serde(default)]
+    pub(crate) tamper_next: bool,
+}
+
+impl StatementClock {
+    pub(crate) fn day(&self) -> Result<Option<time::Date>, (StatusCode, String)> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        self.today
+            .as_deref()
+            .map(|d| time::Date::parse(d, &format))
+            .transpose()
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("today: {e}")))
+    }
+}
+
+async fn control_statement_clock(
+    State(sb): State<Shared>,
+    axum::Json(clock): axum::Json<StatementClock>,
+) -> Response {
+    match clock.day() {
+        Ok(day) => {
+            sb.lock().statement_today = day;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => error.into_response(),
     }
 }

@@ -8,6 +8,7 @@
 //! Each has control endpoints under `/sandbox/` that play the shopper and inject faults.
 
 pub mod alipay;
+pub mod statements;
 pub mod wechat;
 
 use std::time::Duration;

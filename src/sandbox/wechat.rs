@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use super::alipay::SandboxError;
-use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, with_faults};
+use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, statements, with_faults};
 use crate::outbound::Outbound;
 
 /// WeChat Pay's notification retry schedule after the first attempt (B.6), seconds.
@@ -260,6 +260,12 @@ struct Inner {
     calls: u64,
     /// While `Some`, new notifications wait here instead of going out (`/sandbox/hold`).
     held: Option<Vec<usize>>,
+    /// Issued bill downloads: token → (issued at, mchid, bill bytes).
+    bills: HashMap<String, (OffsetDateTime, String, Vec<u8>)>,
+    /// The day bills are asked for "today" (sandbox control; `None` = the real Beijing date).
+    statement_today: Option<time::Date>,
+    /// Corrupt the next bill download (its SHA-1 then fails).
+    tamper_next_bill: bool,
 }
 
 /// Shared sandbox state.
@@ -388,6 +394,9 @@ impl WechatSandbox {
                 counter: 0,
                 calls: 0,
                 held: None,
+                bills: HashMap::new(),
+                statement_today: None,
+                tamper_next_bill: false,
             }),
         })
     }
@@ -589,6 +598,9 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/v3/refund/domestic/refunds", post(v3_entry))
         .route("/v3/refund/domestic/refunds/{no}", get(v3_entry))
         .route("/v3/certificates", get(v3_entry))
+        .route("/v3/bill/tradebill", get(v3_entry))
+        .route("/v3/billdownload/file", get(v3_entry))
+        .route("/sandbox/statement-clock", post(control_statement_clock))
         .route("/pay/micropay", post(micropay))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/fault", post(control_fault))
@@ -644,6 +656,10 @@ async fn v3_handle(
         Err((mode, reply)) => return sb.respond(mode, reply, corrupt),
     };
     let mode = merchant.settings.key_mode;
+    if uri.path() == "/v3/billdownload/file" {
+        // The file itself is unsigned; the caller checks the SHA-1 from `tradebill` (B.7).
+        return sb.bill_file(&merchant.settings.mchid, uri.query().unwrap_or(""));
+    }
     if method == Method::POST {
         let json_body = headers
             .get(header::CONTENT_TYPE)
@@ -721,6 +737,8 @@ fn dispatch(
             .and_then(|no| query_refund(sb, mchid, &no))
     } else if path == "/v3/certificates" {
         certificates(sb, merchant)
+    } else if path == "/v3/bill/tradebill" && *method == Method::GET {
+        sb.trade_bill(merchant, &query, &host)
     } else {
         Err(fail(
             StatusCode::NOT_FOUND,
@@ -1630,4 +1648,203 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
     let sign = v2::hmac_sha256_sign(&reply, key);
     reply.insert("sign".into(), sign);
     xml(&reply)
+}
+
+/// Bill downloads stay valid for 5 minutes (B.7).
+const BILL_LINK_SECS: i64 = 300;
+
+impl WechatSandbox {
+    /// The lines of one merchant's `ALL` bill for a Beijing day: payments that succeeded and
+    /// refunds that completed on it, in time order.
+    fn bill_entries(&self, mchid: &str, day: time::Date) -> Vec<statements::WechatBillEntry> {
+        let inner = self.lock();
+        let mut entries = Vec::new();
+        for order in inner.orders.values().filter(|o| o.mchid == mchid) {
+            let (Some(paid_at), Some(transaction_id)) = (order.paid_at, &order.transaction_id)
+            else {
+                continue;
+            };
+            let entry = |at, refund, amount| statements::WechatBillEntry {
+                at,
+                appid: order.appid.clone(),
+                mchid: order.mchid.clone(),
+                transaction_id: transaction_id.clone(),
+                out_trade_no: order.out_trade_no.clone(),
+                openid: order.openid.clone(),
+                trade_type: order.trade_type.to_owned(),
+                refund,
+                amount,
+                fee_e5: statements::wechat_fee_e5(amount),
+                description: order.description.clone(),
+            };
+            if moongate_contract::statement::beijing_day(paid_at) == day {
+                entries.push(entry(paid_at, None, order.total));
+            }
+            for refund in &order.refunds {
+                if let Some(at) = refund.success_at
+                    && refund.status == "SUCCESS"
+                    && moongate_contract::statement::beijing_day(at) == day
+                {
+                    entries.push(entry(
+                        at,
+                        Some((refund.refund_id.clone(), refund.out_refund_no.clone())),
+                        refund.amount,
+                    ));
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.at.cmp(&b.at));
+        entries
+    }
+
+    /// `GET /v3/bill/tradebill`: `ALL` bills of days before today (Beijing), ready from 10:00
+    /// the next day (`STATEMENT_CREATING` before), `NO_STATEMENT_EXIST` for a day without
+    /// trades, `INVALID_REQUEST` for today or later.
+    fn trade_bill(
+        &self,
+        merchant: &Merchant,
+        query: &HashMap<String, String>,
+        host: &str,
+    ) -> Result<Reply, Reply> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = query
+            .get("bill_date")
+            .and_then(|d| time::Date::parse(d, &format).ok())
+            .ok_or_else(|| {
+                fail(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REQUEST",
+                    "参数错误，请检查bill_date",
+                )
+            })?;
+        match query.get("bill_type").map(String::as_str) {
+            None | Some("ALL") => {}
+            Some(
+                "SUCCESS" | "REFUND" | "RECHARGE_REFUND" | "ALL_SPECIAL" | "SUC_SPECIAL"
+                | "REF_SPECIAL",
+            ) => {
+                // Sandbox choice: only the ALL bill is simulated.
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REQUEST",
+                    "沙箱仅支持 bill_type=ALL",
+                ));
+            }
+            Some(_) => return Err(param_error("bill_type 取值错误")),
+        }
+        if query.contains_key("tar_type")
+            && query.get("tar_type").map(String::as_str) != Some("GZIP")
+        {
+            return Err(param_error("tar_type 取值错误"));
+        }
+        if query.contains_key("tar_type") {
+            // Sandbox choice: the uncompressed bill only (Moongate never asks for GZIP).
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "沙箱不支持 tar_type",
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        let (today, after_ten) = match self.lock().statement_today {
+            Some(today) => (today, true),
+            None => {
+                let beijing = now.to_offset(moongate_contract::statement::BEIJING);
+                (beijing.date(), beijing.hour() >= 10)
+            }
+        };
+        if day >= today {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "参数错误，请检查bill_date",
+            ));
+        }
+        let mchid = &merchant.settings.mchid;
+        let entries = self.bill_entries(mchid, day);
+        if entries.is_empty() {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "NO_STATEMENT_EXIST",
+                "账单文件不存在",
+            ));
+        }
+        if today.previous_day() == Some(day) && !after_ten {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "STATEMENT_CREATING",
+                "账单生成中",
+            ));
+        }
+        let mut bytes = Vec::new();
+        statements::write_wechat_trade_bill(&mut bytes, entries).map_err(|_| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SYSTEM_ERROR",
+                "系统错误",
+            )
+        })?;
+        let hash = statements::sha1_hex(&bytes);
+        let token = random_alnum(32);
+        let mut inner = self.lock();
+        inner
+            .bills
+            .retain(|_, (issued, _, _)| (now - *issued).whole_seconds() < BILL_LINK_SECS);
+        inner
+            .bills
+            .insert(token.clone(), (now, mchid.clone(), bytes));
+        Ok(ok(json!({
+            "hash_type": "SHA1",
+            "hash_value": hash,
+            "download_url": format!("http://{host}/v3/billdownload/file?token={token}"),
+        })))
+    }
+
+    /// `GET /v3/billdownload/file?token=…` (signed request, unsigned answer).
+    fn bill_file(&self, mchid: &str, query: &str) -> Response {
+        let token = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let now = OffsetDateTime::now_utc();
+        let mut inner = self.lock();
+        let found = inner.bills.get(&token).cloned();
+        match found {
+            Some((issued, owner, mut bytes))
+                if owner == mchid && (now - issued).whole_seconds() < BILL_LINK_SECS =>
+            {
+                if std::mem::take(&mut inner.tamper_next_bill)
+                    && let Some(byte) = bytes.iter_mut().rev().find(|b| b.is_ascii_digit())
+                {
+                    *byte = if *byte == b'9' { b'8' } else { *byte + 1 };
+                }
+                let mut response = (StatusCode::OK, bytes).into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                response
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"code": "RESOURCE_NOT_EXISTS", "message": "账单下载链接已失效"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+async fn control_statement_clock(
+    State(sb): State<Shared>,
+    axum::Json(clock): axum::Json<super::alipay::StatementClock>,
+) -> Response {
+    match clock.day() {
+        Ok(day) => {
+            let mut inner = sb.lock();
+            inner.statement_today = day;
+            inner.tamper_next_bill = clock.tamper_next;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => error.into_response(),
+    }
 }

@@ -357,3 +357,10 @@ mod tests {
         assert!(split_signed_response(b"{\"other\":{}}", "x_response").is_err());
     }
 }
+
+/// `alipay.data.dataservice.bill.downloadurl.query` answer (A.11).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BillResponse {
+    /// The download link (valid 30 seconds).
+    pub bill_download_url: Option<String>,
+}

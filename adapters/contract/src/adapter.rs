@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::domain::{
     Ack, AckKind, Capabilities, CloseStatus, CreatePayment, Notification, PaymentRef,
@@ -17,6 +17,9 @@ use crate::domain::{
 };
 use crate::error::{AdapterError, NotificationError};
 use crate::http::{HttpRequest, HttpResponse};
+use crate::statement::{
+    StatementError, StatementLocation, StatementSink, StatementSource, StatementTotals,
+};
 
 /// Time and randomness handed to a `prepare_*` call as data, so it stays pure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,4 +131,26 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
 
     /// The exact reply the provider expects.
     fn notification_ack(&self, kind: AckKind) -> Ack;
+
+    /// Renders the request asking where the trade statement of a Beijing calendar day is.
+    fn prepare_statement(&self, cx: &CallContext, day: Date) -> Result<HttpRequest, AdapterError>;
+
+    /// Reads where the statement is (or that there is none, or not yet).
+    fn parse_statement(&self, resp: &HttpResponse) -> Result<StatementLocation, AdapterError>;
+
+    /// Renders the download of a statement file from the URL the provider gave. Providers that
+    /// authenticate downloads sign it; the URL must belong to the provider.
+    fn prepare_statement_download(
+        &self,
+        cx: &CallContext,
+        url: &str,
+    ) -> Result<HttpRequest, AdapterError>;
+
+    /// Reads a stored statement file line by line into `sink`, then checks the provider's
+    /// control totals. No network; the caller discards what it collected on error.
+    fn read_statement(
+        &self,
+        source: &mut dyn StatementSource,
+        sink: &mut StatementSink<'_>,
+    ) -> Result<StatementTotals, StatementError>;
 }

@@ -162,6 +162,8 @@ pub enum Operation {
     RefundQuery,
     /// Verify and decode an asynchronous notification.
     Notification,
+    /// Fetch and read a daily trade statement.
+    Statement,
 }
 
 /// What an adapter can do; the core refuses anything else before calling it.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod money;
 pub mod secret;
+pub mod statement;
 
 pub use adapter::{CallContext, PaymentAdapter, Prepared};
 pub use domain::{
@@ -26,3 +27,7 @@ pub use error::{AdapterError, NotificationError};
 pub use http::{HttpMethod, HttpRequest, HttpResponse};
 pub use money::{Currency, Money, MoneyError};
 pub use secret::{Secret, SecretRef};
+pub use statement::{
+    LineKind, StatementError, StatementLine, StatementLocation, StatementSink, StatementSource,
+    StatementTotals,
+};

@@ -7,7 +7,8 @@
 //! columns are found by name. The summary is checked against the records: a file that does
 //! not add up is refused whole.
 
-use moongate_contract::{Currency, Money};
+use moongate_contract::statement::parse_beijing_datetime;
+use moongate_contract::{Currency, LineKind, Money, StatementLine};
 
 /// One record of the bill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,13 +29,20 @@ pub struct BillRow {
     pub currency: Currency,
     /// `应结订单金额` (or the older `总金额`), fen.
     pub settlement_total: i64,
+    /// `订单金额` (what the order was for, before coupons), fen; the settlement total when the
+    /// bill has no such column.
+    pub order_total: i64,
     /// `退款金额`, fen (0 when none).
     pub refund: i64,
+    /// `申请退款金额` (what was asked, before coupons), fen; `退款金额` when absent.
+    pub refund_requested: i64,
+    /// `微信退款单号`, when a refund line.
+    pub refund_id: Option<String>,
     /// `商户退款单号` (Moongate's refund id), when a refund line.
     pub out_refund_no: Option<String>,
     /// `退款状态`, when a refund line.
     pub refund_state: Option<String>,
-    /// `手续费`, in 1/100,000 yuan.
+    /// `手续费`, in 1/100,000 yuan, signed as written.
     pub fee_e5: i64,
 }
 
@@ -89,20 +97,9 @@ fn fen(text: &str) -> Option<i64> {
         .map(|m| m.minor)
 }
 
-/// `0.01000` → 1000 (1/100,000 yuan); up to five decimals.
+/// `0.01000` → 1000 (1/100,000 yuan); up to five decimals, a leading `-` kept.
 fn e5(text: &str) -> Option<i64> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty()
-        || fraction.len() > 5
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = whole.parse().ok()?;
-    let padded = format!("{fraction:0<5}");
-    let fraction: i64 = padded.parse().ok()?;
-    whole.checked_mul(100_000)?.checked_add(fraction)
+    moongate_contract::statement::parse_scaled(text, 5)
 }
 
 struct Columns<'h> {
@@ -120,41 +117,73 @@ impl<'h> Columns<'h> {
     }
 }
 
-/// Parses a whole bill (the uncompressed file; check its SHA-1 first).
+/// Parses a whole bill held in memory (the uncompressed file; check its SHA-1 first).
 pub fn parse_trade_bill(bytes: &[u8]) -> Result<TradeBill, BillError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| error(0, "not UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let header = lines.first().ok_or_else(|| error(1, "empty file"))?;
-    let columns = Columns {
-        names: header.split(',').collect(),
-    };
-    let at = |names: &[&str]| columns.require(names, 1);
-    let time = at(&["交易时间"])?;
-    let mchid = at(&["商户号"])?;
-    let transaction = at(&["微信订单号"])?;
-    let order = at(&["商户订单号"])?;
-    let kind = at(&["交易类型"])?;
-    let state = at(&["交易状态"])?;
-    let currency = at(&["货币种类"])?;
-    let total = at(&["应结订单金额", "总金额"])?;
-    let fee = at(&["手续费"])?;
-    let refund = columns.find(&["退款金额"]);
-    let refund_no = columns.find(&["商户退款单号"]);
-    let refund_state = columns.find(&["退款状态"]);
-    let summary_at = lines
-        .iter()
-        .position(|l| !l.starts_with('`') && l.contains("总交易单数"))
-        .ok_or_else(|| error(0, "summary header missing"))?;
     let mut rows = Vec::new();
-    for (index, line) in lines.iter().enumerate().take(summary_at).skip(1) {
-        let number = index + 1;
+    let summary = read_trade_bill(bytes, |row, _| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(TradeBill { rows, summary })
+}
+
+/// Where the reader is in the file.
+enum Part {
+    Header,
+    Records,
+    SummaryLine,
+    Done,
+}
+
+/// The record columns, found by name in the header.
+struct RecordColumns {
+    count: usize,
+    time: usize,
+    mchid: usize,
+    transaction: usize,
+    order: usize,
+    kind: usize,
+    state: usize,
+    currency: usize,
+    total: usize,
+    fee: usize,
+    refund: Option<usize>,
+    refund_no: Option<usize>,
+    refund_state: Option<usize>,
+    order_total: Option<usize>,
+    refund_requested: Option<usize>,
+    refund_id: Option<usize>,
+}
+
+impl RecordColumns {
+    fn from_header(header: &str) -> Result<RecordColumns, BillError> {
+        let columns = Columns {
+            names: header.split(',').collect(),
+        };
+        let at = |names: &[&str]| columns.require(names, 1);
+        Ok(RecordColumns {
+            count: columns.names.len(),
+            time: at(&["交易时间"])?,
+            mchid: at(&["商户号"])?,
+            transaction: at(&["微信订单号"])?,
+            order: at(&["商户订单号"])?,
+            kind: at(&["交易类型"])?,
+            state: at(&["交易状态"])?,
+            currency: at(&["货币种类"])?,
+            total: at(&["应结订单金额", "总金额"])?,
+            fee: at(&["手续费"])?,
+            refund: columns.find(&["退款金额"]),
+            refund_no: columns.find(&["商户退款单号"]),
+            refund_state: columns.find(&["退款状态"]),
+            order_total: columns.find(&["订单金额"]),
+            refund_requested: columns.find(&["申请退款金额"]),
+            refund_id: columns.find(&["微信退款单号"]),
+        })
+    }
+
+    fn row(&self, line: &str, number: usize) -> Result<BillRow, BillError> {
         let cells = cells(line).ok_or_else(|| error(number, "cells must start with '`'"))?;
-        if cells.len() < columns.names.len() {
+        if cells.len() < self.count {
             return Err(error(number, "fewer cells than the header has columns"));
         }
         let cell = |i: usize| cells.get(i).copied().unwrap_or_default();
@@ -166,65 +195,185 @@ pub fn parse_trade_bill(bytes: &[u8]) -> Result<TradeBill, BillError> {
         let money = |i: usize, what: &str| {
             fen(cell(i)).ok_or_else(|| error(number, format!("{what} is not an amount")))
         };
-        rows.push(BillRow {
-            trade_time: cell(time).to_owned(),
-            mchid: cell(mchid).to_owned(),
-            transaction_id: cell(transaction).to_owned(),
-            out_trade_no: cell(order).to_owned(),
-            trade_type: cell(kind).to_owned(),
-            trade_state: cell(state).to_owned(),
-            currency: Currency::parse(cell(currency))
-                .map_err(|_| error(number, "unknown currency"))?,
-            settlement_total: money(total, "the settlement total")?,
-            refund: match refund {
-                Some(i) => money(i, "the refund")?,
-                None => 0,
+        let settlement_total = money(self.total, "the settlement total")?;
+        let refund = match self.refund {
+            Some(i) => money(i, "the refund")?,
+            None => 0,
+        };
+        Ok(BillRow {
+            order_total: match self.order_total {
+                Some(i) => money(i, "the order total")?,
+                None => settlement_total,
             },
-            out_refund_no: optional(refund_no),
-            refund_state: optional(refund_state),
-            fee_e5: e5(cell(fee)).ok_or_else(|| error(number, "the fee is not an amount"))?,
-        });
+            refund_requested: match self.refund_requested {
+                Some(i) => money(i, "the requested refund")?,
+                None => refund,
+            },
+            refund_id: optional(self.refund_id),
+            trade_time: cell(self.time).to_owned(),
+            mchid: cell(self.mchid).to_owned(),
+            transaction_id: cell(self.transaction).to_owned(),
+            out_trade_no: cell(self.order).to_owned(),
+            trade_type: cell(self.kind).to_owned(),
+            trade_state: cell(self.state).to_owned(),
+            currency: Currency::parse(cell(self.currency))
+                .map_err(|_| error(number, "unknown currency"))?,
+            settlement_total,
+            refund,
+            out_refund_no: optional(self.refund_no),
+            refund_state: optional(self.refund_state),
+            fee_e5: e5(cell(self.fee)).ok_or_else(|| error(number, "the fee is not an amount"))?,
+        })
     }
-    let summary_header: Vec<&str> = lines
-        .get(summary_at)
-        .map(|l| l.split(',').collect())
-        .unwrap_or_default();
-    let summary_number = summary_at + 2;
-    let summary_line = lines
-        .get(summary_at + 1)
-        .ok_or_else(|| error(summary_number, "summary line missing"))?;
-    let summary_cells =
-        cells(summary_line).ok_or_else(|| error(summary_number, "cells must start with '`'"))?;
+}
+
+fn read_summary(header: &str, line: &str, number: usize) -> Result<BillSummary, BillError> {
+    let summary_header: Vec<&str> = header.split(',').collect();
+    let summary_cells = cells(line).ok_or_else(|| error(number, "cells must start with '`'"))?;
     let named = |names: &[&str]| {
         summary_header
             .iter()
             .position(|n| names.contains(n))
             .and_then(|i| summary_cells.get(i).copied())
-            .ok_or_else(|| error(summary_number, format!("{} missing", names.join(" / "))))
+            .ok_or_else(|| error(number, format!("{} missing", names.join(" / "))))
     };
-    let summary = BillSummary {
+    Ok(BillSummary {
         records: named(&["总交易单数"])?
             .parse()
-            .map_err(|_| error(summary_number, "the record count is not a number"))?,
+            .map_err(|_| error(number, "the record count is not a number"))?,
         settlement_total: fen(named(&["应结订单总金额", "总交易额"])?)
-            .ok_or_else(|| error(summary_number, "the settlement total is not an amount"))?,
+            .ok_or_else(|| error(number, "the settlement total is not an amount"))?,
         refund_total: fen(named(&["退款总金额", "总退款金额"])?)
-            .ok_or_else(|| error(summary_number, "the refund total is not an amount"))?,
+            .ok_or_else(|| error(number, "the refund total is not an amount"))?,
         fee_total_e5: e5(named(&["手续费总金额"])?)
-            .ok_or_else(|| error(summary_number, "the fee total is not an amount"))?,
-    };
-    let sum = |f: fn(&BillRow) -> i64| rows.iter().map(f).try_fold(0_i64, i64::checked_add);
-    let adds_up = u64::try_from(rows.len()).ok() == Some(summary.records)
-        && sum(|r| r.settlement_total) == Some(summary.settlement_total)
-        && sum(|r| r.refund) == Some(summary.refund_total)
-        && sum(|r| r.fee_e5) == Some(summary.fee_total_e5);
+            .ok_or_else(|| error(number, "the fee total is not an amount"))?,
+    })
+}
+
+/// Streams a bill: each record goes to `sink` with its 1-based line number as it is read;
+/// the summary is checked against the records at the end. On error the caller must drop what
+/// the sink collected.
+pub fn read_trade_bill<R, F>(reader: R, mut sink: F) -> Result<BillSummary, BillError>
+where
+    R: std::io::BufRead,
+    F: FnMut(BillRow, usize) -> Result<(), BillError>,
+{
+    let mut reader = reader;
+    let mut buffer = Vec::with_capacity(512);
+    let mut number = 0_usize;
+    let mut part = Part::Header;
+    let mut columns = None;
+    let mut summary_header = String::new();
+    let mut summary = None;
+    let (mut records, mut total, mut refunds, mut fees) = (0_u64, 0_i64, 0_i64, 0_i64);
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| error(number, format!("read failed: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let line = std::str::from_utf8(&buffer).map_err(|_| error(number, "not UTF-8"))?;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let line = if number == 1 {
+            line.strip_prefix('\u{feff}').unwrap_or(line)
+        } else {
+            line
+        };
+        if line.is_empty() {
+            continue;
+        }
+        match part {
+            Part::Header => {
+                columns = Some(RecordColumns::from_header(line)?);
+                part = Part::Records;
+            }
+            Part::Records if !line.starts_with('`') && line.contains("总交易单数") => {
+                summary_header = line.to_owned();
+                part = Part::SummaryLine;
+            }
+            Part::Records => {
+                let columns = columns
+                    .as_ref()
+                    .ok_or_else(|| error(number, "record before the header"))?;
+                let row = columns.row(line, number)?;
+                records += 1;
+                let add = |sum: i64, value: i64| {
+                    sum.checked_add(value)
+                        .ok_or_else(|| error(number, "amounts overflow"))
+                };
+                total = add(total, row.settlement_total)?;
+                refunds = add(refunds, row.refund)?;
+                fees = add(fees, row.fee_e5)?;
+                sink(row, number)?;
+            }
+            Part::SummaryLine => {
+                summary = Some(read_summary(&summary_header, line, number)?);
+                part = Part::Done;
+            }
+            Part::Done => return Err(error(number, "content after the summary")),
+        }
+    }
+    if columns.is_none() {
+        return Err(error(1, "empty file"));
+    }
+    let summary = summary.ok_or_else(|| error(0, "summary missing (truncated file)"))?;
+    let adds_up = summary.records == records
+        && summary.settlement_total == total
+        && summary.refund_total == refunds
+        && summary.fee_total_e5 == fees;
     if !adds_up {
         return Err(error(
-            summary_number,
+            number,
             "the summary does not match the records (truncated or altered file)",
         ));
     }
-    Ok(TradeBill { rows, summary })
+    Ok(summary)
+}
+
+/// `yyyy-MM-dd`, as `bill_date` wants it.
+pub fn format_day(day: time::Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// A record in Moongate's statement vocabulary.
+pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
+    let refund = row.trade_state == "REFUND";
+    StatementLine {
+        line: number,
+        kind: if refund {
+            LineKind::Refund
+        } else {
+            LineKind::Payment
+        },
+        settled: refund || row.trade_state == "SUCCESS",
+        completed_at: parse_beijing_datetime(&row.trade_time),
+        amount: if refund {
+            row.refund_requested
+        } else {
+            row.order_total
+        },
+        currency: row.currency,
+        fee_milli: if refund {
+            -row.fee_e5.abs()
+        } else {
+            row.fee_e5
+        },
+        refund_id: if refund { row.out_refund_no } else { None },
+        provider_refund_id: if refund { row.refund_id } else { None },
+        provider_txn_id: row.transaction_id,
+        payment_id: row.out_trade_no,
+        provider_status: row.trade_state,
+        trade_type: row.trade_type,
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +388,7 @@ mod tests {
         assert_eq!(e5("0.01000"), Some(1000));
         assert_eq!(e5("1.5"), Some(150_000));
         assert_eq!(e5("0.000001"), None);
-        assert_eq!(e5("-1"), None);
+        assert_eq!(e5("-1"), Some(-100_000));
+        assert_eq!(e5("1-"), None);
     }
 }

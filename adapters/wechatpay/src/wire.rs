@@ -281,3 +281,14 @@ pub struct CertificateList {
     /// The platform certificates currently valid.
     pub data: Vec<CertificateItem>,
 }
+
+/// Answer to `GET /v3/bill/tradebill` (B.7).
+#[derive(Debug, Deserialize)]
+pub struct TradeBillAnswer {
+    /// `SHA1`.
+    pub hash_type: String,
+    /// SHA-1 (hex) of the uncompressed bill.
+    pub hash_value: String,
+    /// Where to download it (signed GET, valid 5 minutes).
+    pub download_url: String,
+}

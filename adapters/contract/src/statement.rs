@@ -1,0 +1,218 @@
+//! Provider statements (daily trade bills) in Moongate's vocabulary, for reconciliation.
+//!
+//! A statement is fetched in two steps, both sans-IO like the rest of the contract: ask where
+//! the day's file is ([`StatementLocation`]), then download it. The file is stored raw by the
+//! core and read back through [`StatementSink`]: lines are handed over one by one, so a
+//! million-line bill never sits in memory, and the provider's own control totals are checked
+//! at the end. A file that does not add up is refused with a [`StatementError`]; the caller
+//! must then discard whatever it collected (nothing is half-imported).
+
+use std::io::{Read, Seek};
+
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use crate::money::Currency;
+
+/// China Standard Time (UTC+8): statement days and bill timestamps are in it.
+pub const BEIJING: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(offset) => offset,
+    Err(_) => UtcOffset::UTC,
+};
+
+/// Where a day's statement is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatementLocation {
+    /// Download it from here (the link is short-lived: 30 s at Alipay, 5 minutes at WeChat Pay).
+    Download {
+        /// The download URL.
+        url: String,
+        /// SHA-1 (lower-case hex) of the file, when the provider states one (WeChat Pay).
+        sha1: Option<String>,
+    },
+    /// The provider has no statement for that day because nothing happened on it: an empty
+    /// statement (every payment the ledger holds for the day is then missing at the provider).
+    Empty,
+    /// Not generated yet (bills are ready the next day after about 10:00 Beijing time).
+    NotReady {
+        /// The provider's code.
+        code: String,
+    },
+}
+
+/// What a statement line records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LineKind {
+    /// Money collected for a payment.
+    Payment,
+    /// Money returned for a refund.
+    Refund,
+}
+
+/// One line of a statement, in integer minor units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementLine {
+    /// 1-based line number in the statement file (for the break list).
+    pub line: u64,
+    /// Payment or refund.
+    pub kind: LineKind,
+    /// True when the provider says the money moved (a paid order, a completed refund); false
+    /// for lines in another state (a reversed payment code, …), which the matcher flags.
+    pub settled: bool,
+    /// The provider's transaction number (Alipay `trade_no`, WeChat Pay `transaction_id`).
+    pub provider_txn_id: String,
+    /// The merchant order number, i.e. Moongate's payment id (`out_trade_no`).
+    pub payment_id: String,
+    /// For a refund line: Moongate's refund id (`out_request_no` / `out_refund_no`).
+    pub refund_id: Option<String>,
+    /// For a refund line: the provider's refund number, when the bill has one.
+    pub provider_refund_id: Option<String>,
+    /// The amount collected (payment) or returned (refund), minor units, never negative.
+    pub amount: i64,
+    /// Currency of the amount.
+    pub currency: Currency,
+    /// The provider's fee on this line in thousandths of a minor unit (WeChat Pay states fees
+    /// to 1/100,000 yuan): positive when charged, negative when given back on a refund.
+    pub fee_milli: i64,
+    /// When the provider completed it, when the bill says.
+    pub completed_at: Option<OffsetDateTime>,
+    /// The provider's word for its state (`SUCCESS`, `REFUND`, `交易`, `退款`, …).
+    pub provider_status: String,
+    /// The provider's trade type or business type, as written (`NATIVE`, `交易`, …).
+    pub trade_type: String,
+}
+
+/// The control totals of a statement, as the provider states them and checked against its lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatementTotals {
+    /// Lines read.
+    pub lines: u64,
+    /// Payment lines.
+    pub payments: u64,
+    /// Sum of payment lines, minor units.
+    pub payment_total: i64,
+    /// Refund lines.
+    pub refunds: u64,
+    /// Sum of refund lines, minor units.
+    pub refund_total: i64,
+    /// Sum of fees, thousandths of a minor unit.
+    pub fee_total_milli: i64,
+}
+
+impl StatementTotals {
+    /// Adds one line.
+    pub fn add(&mut self, line: &StatementLine) {
+        self.lines += 1;
+        match line.kind {
+            LineKind::Payment => {
+                self.payments += 1;
+                self.payment_total = self.payment_total.saturating_add(line.amount);
+            }
+            LineKind::Refund => {
+                self.refunds += 1;
+                self.refund_total = self.refund_total.saturating_add(line.amount);
+            }
+        }
+        self.fee_total_milli = self.fee_total_milli.saturating_add(line.fee_milli);
+    }
+}
+
+/// Why a statement was refused: the line (1-based; 0 for the file as a whole) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("statement line {line}: {message}")]
+pub struct StatementError {
+    /// 1-based line number, 0 for the file as a whole.
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl StatementError {
+    /// An error at a line.
+    pub fn at(line: u64, message: impl Into<String>) -> StatementError {
+        StatementError {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// A seekable byte source (a stored statement file; zips need to seek).
+pub trait StatementSource: Read + Seek {}
+
+impl<T: Read + Seek> StatementSource for T {}
+
+/// Receives statement lines one by one; an error stops the reading.
+pub type StatementSink<'a> = dyn FnMut(StatementLine) -> Result<(), StatementError> + 'a;
+
+/// The Beijing calendar day of an instant.
+pub fn beijing_day(at: OffsetDateTime) -> Date {
+    at.to_offset(BEIJING).date()
+}
+
+/// Parses `yyyy-MM-dd HH:mm:ss` as Beijing time.
+pub fn parse_beijing_datetime(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text.trim(), &format)
+        .ok()
+        .map(|t| t.assume_offset(BEIJING))
+}
+
+/// Parses a decimal amount with up to `scale` decimals into an integer of `10^-scale` units,
+/// accepting a leading `-` (returned as is) and rejecting anything else.
+pub fn parse_scaled(text: &str, scale: u32) -> Option<i64> {
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty()
+        || fraction.len() > scale as usize
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+        || whole.len() > 15
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let mut value = whole.checked_mul(10_i64.checked_pow(scale)?)?;
+    let mut unit = 10_i64.checked_pow(scale)?;
+    for b in fraction.bytes() {
+        unit /= 10;
+        value = value.checked_add(i64::from(b - b'0').checked_mul(unit)?)?;
+    }
+    Some(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_amounts() {
+        assert_eq!(parse_scaled("0.01", 2), Some(1));
+        assert_eq!(parse_scaled("-0.01", 2), Some(-1));
+        assert_eq!(parse_scaled("12", 2), Some(1200));
+        assert_eq!(parse_scaled("1.5", 2), Some(150));
+        assert_eq!(parse_scaled("0.01000", 5), Some(1000));
+        assert_eq!(parse_scaled("0.001", 2), None);
+        assert_eq!(parse_scaled("", 2), None);
+        assert_eq!(parse_scaled("1e3", 2), None);
+        assert_eq!(parse_scaled(".5", 2), None);
+        assert_eq!(parse_scaled("99999999999999999999", 2), None);
+    }
+
+    #[test]
+    fn beijing_days() {
+        // 01:00 in Beijing is still the previous day in UTC.
+        let t = parse_beijing_datetime("2026-11-22 01:00:00").map(|t| t.to_offset(UtcOffset::UTC));
+        assert_eq!(
+            t.map(|t| t.date()),
+            Some(time::macros::date!(2026 - 11 - 21))
+        );
+        assert_eq!(
+            t.map(beijing_day),
+            Some(time::macros::date!(2026 - 11 - 22))
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! Real-format trade statements, written by the sandboxes from their own trade state, by the
+//! tests (with planted breaks) and by the reconciliation benchmark (a million lines, streamed).
+//!
+//! - Alipay (china-wallets.md A.11): a zip holding `{pid}0156_{yyyyMMdd}_业务明细.csv` and
+//!   `…_业务明细(汇总).csv`, GBK contents and GBK entry names without the zip UTF-8 flag, `#`
+//!   preamble and footer lines with the exact dash counts, ID-like cells ending in a TAB.
+//! - WeChat Pay (B.7): UTF-8 with a BOM, CRLF, every cell prefixed with a backtick, amounts in
+//!   yuan (fees to five decimals), a summary header and line.
+//!
+//! Fees are the sandbox's choice: 0.6 % of each payment, given back pro rata on refunds. Alipay
+//! shows the service fee as a negative amount on trades and a positive one on refunds here;
+//! Moongate's reader accepts either sign.
+
+use std::io::{self, Write};
+
+use moongate_contract::statement::BEIJING as BEIJING_OFFSET;
+use time::{Date, OffsetDateTime};
+
+/// `yyyy-MM-dd HH:mm:ss`, Beijing time.
+pub fn beijing(at: OffsetDateTime) -> String {
+    let t = at.to_offset(BEIJING_OFFSET);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn yuan(fen: i64) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    format!(
+        "{sign}{}.{:02}",
+        fen.unsigned_abs() / 100,
+        fen.unsigned_abs() % 100
+    )
+}
+
+fn yuan_e5(e5: i64) -> String {
+    let sign = if e5 < 0 { "-" } else { "" };
+    format!(
+        "{sign}{}.{:05}",
+        e5.unsigned_abs() / 100_000,
+        e5.unsigned_abs() % 100_000
+    )
+}
+
+/// `yyyyMMdd`.
+pub fn compact_day(day: Date) -> String {
+    format!(
+        "{:04}{:02}{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+fn chinese_day(day: Date) -> String {
+    format!(
+        "{:04}年{:02}月{:02}日",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// One line of an Alipay trade bill.
+#[derive(Clone, Debug)]
+pub struct AlipayBillEntry {
+    /// `支付宝交易号`.
+    pub trade_no: String,
+    /// `商户订单号`.
+    pub out_trade_no: String,
+    /// For a refund line, `退款批次号/请求号` (`out_request_no`).
+    pub refund_request_no: Option<String>,
+    /// `商品名称`.
+    pub subject: String,
+    /// `创建时间`.
+    pub created_at: OffsetDateTime,
+    /// `完成时间`.
+    pub finished_at: OffsetDateTime,
+    /// Amount (positive; written negative on refund lines), fen.
+    pub amount: i64,
+    /// `服务费` magnitude, fen.
+    pub fee: i64,
+}
+
+/// The sandbox's Alipay fee: 0.6 %, rounded half up to the fen.
+pub fn alipay_fee(amount: i64) -> i64 {
+    (amount * 6 + 500) / 1000
+}
+
+/// The sandbox's WeChat Pay fee: 0.6 %, in 1/100,000 yuan (exact).
+pub fn wechat_fee_e5(amount: i64) -> i64 {
+    amount * 6
+}
+
+fn csv_text(cell: &str) -> String {
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!(
+            "\"{}\"",
+            cell.replace('"', "\"\"").replace(['\r', '\n'], " ")
+        )
+    } else {
+        cell.to_owned()
+    }
+}
+
+/// The detail CSV (`业务明细.csv`) as text, before GBK encoding.
+pub fn alipay_detail_csv(
+    pid: &str,
+    day: Date,
+    entries: &[AlipayBillEntry],
+    exported_at: OffsetDateTime,
+) -> String {
+    let dashes = |n: usize| "-".repeat(n);
+    let next = day.next_day().unwrap_or(day);
+    let mut out = String::with_capacity(512 + entries.len() * 256);
+    out.push_str("#支付宝业务明细查询\r\n");
+    out.push_str(&format!("#账号：[{pid}0156]\r\n"));
+    out.push_str(&format!(
+        "#起始日期：[{} 00:00:00]   终止日期：[{} 00:00:00]\r\n",
+        chinese_day(day),
+        chinese_day(next)
+    ));
+    out.push_str(&format!("#{}业务明细列表{}\r\n", dashes(41), dashes(40)));
+    out.push_str("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\r\n");
+    let (mut trades, mut trade_sum, mut refunds, mut refund_sum) = (0, 0_i64, 0, 0_i64);
+    for entry in entries {
+        let refund = entry.refund_request_no.is_some();
+        let (kind, amount, fee) = if refund {
+            refunds += 1;
+            refund_sum -= entry.amount;
+            ("退款", -entry.amount, entry.fee)
+        } else {
+            trades += 1;
+            trade_sum += entry.amount;
+            ("交易", entry.amount, -entry.fee)
+        };
+        let subject = csv_text(&entry.subject);
+        out.push_str(&format!(
+            "{}\t,{}\t,{kind}\t,{subject},{},{},moongate_store\t,Moongate\t,moongate\t,\t,*宫(cha***@example.com)\t,{},{},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{}\t,{},0.00,{subject}\r\n",
+            entry.trade_no,
+            entry.out_trade_no,
+            beijing(entry.created_at),
+            beijing(entry.finished_at),
+            yuan(amount),
+            yuan(amount),
+            entry.refund_request_no.as_deref().unwrap_or(""),
+            yuan(fee),
+        ));
+    }
+    out.push_str(&format!(
+        "#{}业务明细列表结束{}\r\n",
+        dashes(41),
+        dashes(36)
+    ));
+    out.push_str(&format!(
+        "#交易合计：{trades}笔，商家实收共{}元，商家优惠共0.00元\r\n",
+        yuan(trade_sum)
+    ));
+    out.push_str(&format!(
+        "#退款合计：{refunds}笔，商家实收退款共{}元，商家优惠退款共0.00元\r\n",
+        yuan(refund_sum)
+    ));
+    out.push_str(&format!(
+        "#导出时间：[{}]\r\n",
+        exported_chinese(exported_at)
+    ));
+    out
+}
+
+fn exported_chinese(at: OffsetDateTime) -> String {
+    let t = at.to_offset(BEIJING_OFFSET);
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        chinese_day(t.date()),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The summary CSV (`业务明细(汇总).csv`) as text.
+fn alipay_summary_csv(
+    pid: &str,
+    day: Date,
+    entries: &[AlipayBillEntry],
+    exported_at: OffsetDateTime,
+) -> String {
+    let dashes = |n: usize| "-".repeat(n);
+    let next = day.next_day().unwrap_or(day);
+    let trades: Vec<_> = entries
+        .iter()
+        .filter(|e| e.refund_request_no.is_none())
+        .collect();
+    let refunds = entries.len() - trades.len();
+    let net: i64 = entries
+        .iter()
+        .map(|e| {
+            if e.refund_request_no.is_some() {
+                -e.amount
+            } else {
+                e.amount
+            }
+        })
+        .sum();
+    let fees: i64 = entries
+        .iter()
+        .map(|e| {
+            if e.refund_request_no.is_some() {
+                e.fee
+            } else {
+                -e.fee
+            }
+        })
+        .sum();
+    format!(
+        "#支付宝业务汇总查询\r\n#账号：[{pid}0156]\r\n#起始日期：[{} 00:00:00]   终止日期：[{} 00:00:00]\r\n#{}业务汇总列表{}\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）\r\nmoongate_store\t,Moongate\t,{},{refunds},{},{},0.00,0.00,0.00,{},0.00,{}\r\n合计,,{},{refunds},{},{},0.00,0.00,0.00,{},0.00,{}\r\n#{}业务汇总列表结束{}\r\n#导出时间：[{}]\r\n",
+        chinese_day(day),
+        chinese_day(next),
+        dashes(41),
+        dashes(40),
+        trades.len(),
+        yuan(net),
+        yuan(net),
+        yuan(fees),
+        yuan(net + fees),
+        trades.len(),
+        yuan(net),
+        yuan(net),
+        yuan(fees),
+        yuan(net + fees),
+        dashes(40),
+        dashes(36),
+        exported_chinese(exported_at),
+    )
+}
+
+/// Encodes text as GBK (every character Moongate writes has a GBK form).
+pub fn gbk(text: &str) -> Vec<u8> {
+    encoding_rs::GBK.encode(text).0.into_owned()
+}
+
+/// The whole bill zip as Alipay serves it.
+pub fn alipay_trade_bill_zip(
+    pid: &str,
+    day: Date,
+    entries: &[AlipayBillEntry],
+    exported_at: OffsetDateTime,
+) -> io::Result<Vec<u8>> {
+    let stem = format!("{pid}0156_{}", compact_day(day));
+    let files = [
+        (
+            gbk(&format!("{stem}_业务明细.csv")),
+            gbk(&alipay_detail_csv(pid, day, entries, exported_at)),
+        ),
+        (
+            gbk(&format!("{stem}_业务明细(汇总).csv")),
+            gbk(&alipay_summary_csv(pid, day, entries, exported_at)),
+        ),
+    ];
+    write_zip(&files, exported_at)
+}
+
+/// The zip's file name.
+pub fn alipay_zip_name(pid: &str, day: Date) -> String {
+    format!("{pid}0156_{}.csv.zip", compact_day(day))
+}
+
+/// A minimal zip writer: deflated entries whose names are raw bytes (GBK) and carry no UTF-8
+/// flag, as Alipay's are. (The `zip` crate always flags non-ASCII names as UTF-8.)
+pub fn write_zip(files: &[(Vec<u8>, Vec<u8>)], at: OffsetDateTime) -> io::Result<Vec<u8>> {
+    let t = at.to_offset(BEIJING_OFFSET);
+    let dos_time =
+        (u16::from(t.hour()) << 11) | (u16::from(t.minute()) << 5) | u16::from(t.second() / 2);
+    let dos_date = (u16::try_from(t.year() - 1980).unwrap_or(0) << 9)
+        | (u16::from(u8::from(t.month())) << 5)
+        | u16::from(t.day());
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let too_big = || io::Error::other("zip entry too large");
+    for (name, data) in files {
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data)?;
+        let compressed = encoder.finish()?;
+        let crc = crc32fast::hash(data);
+        let offset = u32::try_from(out.len()).map_err(|_| too_big())?;
+        let csize = u32::try_from(compressed.len()).map_err(|_| too_big())?;
+        let usize_ = u32::try_from(data.len()).map_err(|_| too_big())?;
+        let name_len = u16::try_from(name.len()).map_err(|_| too_big())?;
+        let mut header = Vec::new();
+        header.extend_from_slice(&0x0403_4b50_u32.to_le_bytes());
+        header.extend_from_slice(&20_u16.to_le_bytes()); // version needed
+        header.extend_from_slice(&0_u16.to_le_bytes()); // flags: no UTF-8 bit
+        header.extend_from_slice(&8_u16.to_le_bytes()); // deflate
+        header.extend_from_slice(&dos_time.to_le_bytes());
+        header.extend_from_slice(&dos_date.to_le_bytes());
+        header.extend_from_slice(&crc.to_le_bytes());
+        header.extend_from_slice(&csize.to_le_bytes());
+        header.extend_from_slice(&usize_.to_le_bytes());
+        header.extend_from_slice(&name_len.to_le_bytes());
+        header.extend_from_slice(&0_u16.to_le_bytes()); // extra
+        out.extend_from_slice(&header);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&compressed);
+        central.extend_from_slice(&0x0201_4b50_u32.to_le_bytes());
+        central.extend_from_slice(&20_u16.to_le_bytes()); // made by
+        central.extend_from_slice(header.get(4..26).unwrap_or_default());
+        central.extend_from_slice(&name_len.to_le_bytes());
+        central.extend_from_slice(&[0; 12]); // extra, comment, disk, internal attributes
+        central.extend_from_slice(&0_u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    let central_offset = u32::try_from(out.len()).map_err(|_| too_big())?;
+    let central_size = u32::try_from(central.len()).map_err(|_| too_big())?;
+    let count = u16::try_from(files.len()).map_err(|_| too_big())?;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50_u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // disk numbers
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&central_size.to_le_bytes());
+    out.extend_from_slice(&central_offset.to_le_bytes());
+    out.extend_from_slice(&0_u16.to_le_bytes()); // comment
+    Ok(out)
+}
+
+/// One line of a WeChat Pay trade bill (`bill_type=ALL`).
+#[derive(Clone, Debug)]
+pub struct WechatBillEntry {
+    /// `交易时间` (the payment's or the refund's success time).
+    pub at: OffsetDateTime,
+    /// `公众账号ID`.
+    pub appid: String,
+    /// `商户号`.
+    pub mchid: String,
+    /// `微信订单号`.
+    pub transaction_id: String,
+    /// `商户订单号`.
+    pub out_trade_no: String,
+    /// `用户标识`.
+    pub openid: String,
+    /// `交易类型`.
+    pub trade_type: String,
+    /// For a refund line: (`微信退款单号`, `商户退款单号`).
+    pub refund: Option<(String, String)>,
+    /// The payment's or the refund's amount, fen.
+    pub amount: i64,
+    /// `手续费` magnitude, 1/100,000 yuan.
+    pub fee_e5: i64,
+    /// `商品名称`.
+    pub description: String,
+}
+
+/// Writes a WeChat Pay `ALL` trade bill, streaming (the summary is written last); returns its
+/// SHA-1 is the caller's business.
+pub fn write_wechat_trade_bill<W: Write>(
+    out: &mut W,
+    entries: impl IntoIterator<Item = WechatBillEntry>,
+) -> io::Result<()> {
+    out.write_all(b"\xEF\xBB\xBF")?;
+    out.write_all("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n".as_bytes())?;
+    let (mut count, mut settled, mut refunded, mut fees, mut ordered, mut requested) =
+        (0_u64, 0_i64, 0_i64, 0_i64, 0_i64, 0_i64);
+    for e in entries {
+        count += 1;
+        let description = e.description.replace([',', '`', '\r', '\n'], " ");
+        match &e.refund {
+            None => {
+                settled += e.amount;
+                ordered += e.amount;
+                fees += e.fee_e5;
+                write!(
+                    out,
+                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`SUCCESS,`OTHERS,`CNY,`{},`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`,`{},`0.60%,`{},`0.00,`\r\n",
+                    beijing(e.at),
+                    e.appid,
+                    e.mchid,
+                    e.transaction_id,
+                    e.out_trade_no,
+                    e.openid,
+                    e.trade_type,
+                    yuan(e.amount),
+                    yuan_e5(e.fee_e5),
+                    yuan(e.amount),
+                )?;
+            }
+            Some((refund_id, out_refund_no)) => {
+                refunded += e.amount;
+                requested += e.amount;
+                fees -= e.fee_e5;
+                write!(
+                    out,
+                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{refund_id},`{out_refund_no},`{},`0.00,`ORIGINAL,`SUCCESS,`{description},`,`{},`0.60%,`0.00,`{},`\r\n",
+                    beijing(e.at),
+                    e.appid,
+                    e.mchid,
+                    e.transaction_id,
+                    e.out_trade_no,
+                    e.openid,
+                    e.trade_type,
+                    yuan(e.amount),
+                    yuan_e5(-e.fee_e5),
+                    yuan(e.amount),
+                )?;
+            }
+        }
+    }
+    out.write_all("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n".as_bytes())?;
+    write!(
+        out,
+        "`{count},`{},`{},`0.00,`{},`{},`{}\r\n",
+        yuan(settled),
+        yuan(refunded),
+        yuan_e5(fees),
+        yuan(ordered),
+        yuan(requested)
+    )?;
+    Ok(())
+}
+
+/// SHA-1 (lower-case hex) of bytes, as WeChat Pay's `hash_value`.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        bytes,
+    ))
+}
