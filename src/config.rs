@@ -69,9 +69,48 @@ pub struct RawConfig {
     /// Outbound provider calls.
     #[serde(default)]
     pub providers: ProviderSection,
+    /// Reconciliation against provider statements.
+    #[serde(default)]
+    pub reconciliation: ReconciliationSection,
     /// Merchants by id.
     #[serde(default)]
     pub merchants: BTreeMap<String, RawMerchant>,
+}
+
+/// `[reconciliation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationSection {
+    /// Where raw statement files are kept (relative to the config file; default
+    /// `statements` beside the ledger).
+    #[serde(default)]
+    pub statement_dir: Option<String>,
+    /// How far a ledger time may be from the provider's statement day and still be a timing
+    /// difference rather than a break, seconds (default 1800).
+    #[serde(default = "default_drift")]
+    pub drift_secs: u64,
+}
+
+impl Default for ReconciliationSection {
+    fn default() -> Self {
+        ReconciliationSection {
+            statement_dir: None,
+            drift_secs: default_drift(),
+        }
+    }
+}
+
+fn default_drift() -> u64 {
+    1800
+}
+
+/// Reconciliation settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationSettings {
+    /// Raw statement files.
+    pub statement_dir: PathBuf,
+    /// Drift window, seconds.
+    pub drift_secs: u64,
 }
 
 /// `[server]`.
@@ -401,6 +440,8 @@ pub struct Config {
     pub webhooks: WebhookSection,
     /// Provider call tuning.
     pub providers: ProviderSection,
+    /// Reconciliation.
+    pub reconciliation: ReconciliationSettings,
     /// Merchants by id.
     pub merchants: BTreeMap<String, Arc<Merchant>>,
 }
@@ -443,6 +484,12 @@ impl RawConfig {
             problems.push(problem(
                 "server.admin_listen",
                 "must be an address like 127.0.0.1:9090",
+            ));
+        }
+        if self.reconciliation.drift_secs > 86_400 {
+            problems.push(problem(
+                "reconciliation.drift_secs",
+                "must be at most 86400 (one statement day)",
             ));
         }
         if self.server.header_read_timeout_ms == 0 {
@@ -693,6 +740,17 @@ impl RawConfig {
                 .as_ref()
                 .and_then(|a| a.parse().ok()),
             ledger_path: base_dir.join(&self.ledger.path),
+            reconciliation: ReconciliationSettings {
+                statement_dir: match &self.reconciliation.statement_dir {
+                    Some(dir) => base_dir.join(dir),
+                    None => base_dir
+                        .join(&self.ledger.path)
+                        .parent()
+                        .map(|p| p.join("statements"))
+                        .unwrap_or_else(|| PathBuf::from("statements")),
+                },
+                drift_secs: self.reconciliation.drift_secs,
+            },
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
             merchants,

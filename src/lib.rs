@@ -1,6 +1,7 @@
 //! Moongate: a payment interoperability gateway. One canonical, signed checkout API in front
-//! of Alipay (and, next, WeChat Pay and more), with a durable ledger, verified provider
-//! notifications and signed merchant webhooks. See `ARCHITECTURE.md` for the map.
+//! of Alipay and WeChat Pay (and more to come), with a durable ledger, verified provider
+//! notifications, signed merchant webhooks and reconciliation against the providers' daily
+//! statements. See `ARCHITECTURE.md` for the map.
 
 pub mod api;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod reconcile;
 pub mod registry;
 pub mod routing;
 pub mod sandbox;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use moongate::config;
 use moongate::sandbox::{self, SandboxSettings};
+use moongate::reconcile::{self, BreakStatus};
 use moongate::{demo, server};
 use tracing_subscriber::EnvFilter;
 
@@ -58,6 +59,49 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Reconcile one account's statement day against the ledger: writes a JSON report, a CSV
+    /// of breaks and an HTML report.
+    Reconcile {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Merchant id in the config.
+        #[arg(long)]
+        merchant: String,
+        /// Provider account of that merchant.
+        #[arg(long)]
+        account: String,
+        /// Statement day, yyyy-MM-dd (Beijing); default: yesterday in Beijing.
+        #[arg(long)]
+        date: Option<String>,
+        /// Import this statement file (the provider's own format) instead of downloading it.
+        #[arg(long)]
+        statement: Option<PathBuf>,
+        /// Where to write the reports.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Show the progress bar even when stderr is not a terminal.
+        #[arg(long)]
+        progress: bool,
+    },
+    /// List reconciliation breaks, or set their status.
+    Breaks {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: BreakAction,
+    },
+    /// Repair a missing_in_ledger break from the provider's record (the provider must confirm
+    /// the payment); resolves the break.
+    Repair {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The break id (`brk_…`).
+        #[arg(long = "break")]
+        break_id: String,
+    },
     /// Run the strict Alipay sandbox alone.
     Sandbox {
         /// Listen address.
@@ -75,6 +119,43 @@ enum Command {
         /// Divide Alipay's notification retry schedule by this.
         #[arg(long, default_value_t = 1)]
         time_divisor: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakAction {
+    /// List breaks.
+    List {
+        /// Only this merchant's.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Only breaks in this status (open, resolved, ignored).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Mark a break resolved.
+    Resolve {
+        /// Break id.
+        id: String,
+        /// Resolution note.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Mark a break ignored (accepted as is).
+    Ignore {
+        /// Break id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Open a break again.
+    Reopen {
+        /// Break id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -227,6 +308,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Reconcile {
+            config,
+            merchant,
+            account,
+            date,
+            statement,
+            out,
+            progress,
+        } => {
+            reconcile::cli::reconcile(&config, merchant, account, date, statement, &out, progress)
+                .await
+                .map(|_| ())
+        }
+        Command::Breaks { config, action } => match action {
+            BreakAction::List { merchant, status } => {
+                reconcile::cli::list_breaks(&config, merchant, status).await
+            }
+            BreakAction::Resolve { id, note } => {
+                reconcile::cli::set_break(&config, &id, BreakStatus::Resolved, note).await
+            }
+            BreakAction::Ignore { id, note } => {
+                reconcile::cli::set_break(&config, &id, BreakStatus::Ignored, note).await
+            }
+            BreakAction::Reopen { id, note } => {
+                reconcile::cli::set_break(&config, &id, BreakStatus::Open, note).await
+            }
+        },
+        Command::Repair { config, break_id } => reconcile::cli::repair(&config, &break_id).await,
         Command::CheckConfig { .. } => Ok(()),
     }
 }

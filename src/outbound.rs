@@ -105,3 +105,99 @@ impl Outbound {
         }
     }
 }
+
+/// A body streamed to a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// HTTP status.
+    pub status: u16,
+    /// Bytes written.
+    pub bytes: u64,
+    /// SHA-256 of the body (hex).
+    pub sha256: String,
+    /// SHA-1 of the body (hex; WeChat Pay states bills' SHA-1).
+    pub sha1: String,
+    /// The first bytes of the body (to explain a non-file answer).
+    pub head: Vec<u8>,
+}
+
+impl Outbound {
+    /// Sends one request and streams the answer's body into `path` (created or truncated),
+    /// hashing it on the way; at most `max_bytes`, within `timeout` for the whole download.
+    pub async fn download_to(
+        &self,
+        req: &HttpRequest,
+        path: &std::path::Path,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Downloaded, CallError> {
+        use tokio::io::AsyncWriteExt;
+        let method = match req.method {
+            HttpMethod::Get => hyper::Method::GET,
+            HttpMethod::Post => hyper::Method::POST,
+        };
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(req.url.as_str());
+        for (name, value) in &req.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(req.body.clone())))
+            .map_err(|e| CallError::NotSent(format!("bad request: {e}")))?;
+        let call = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::NotSent(format!("connect: {e}"))
+                } else {
+                    CallError::Unknown(format!("transport: {e}"))
+                }
+            })?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut file = tokio::fs::File::create(path)
+                .await
+                .map_err(|e| CallError::Unknown(format!("cannot create {}: {e}", path.display())))?;
+            let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            let mut bytes = 0_u64;
+            let mut head = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| CallError::Unknown(format!("reading body: {e}")))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                bytes += data.len() as u64;
+                if bytes > max_bytes {
+                    return Err(CallError::Unknown(format!(
+                        "body larger than {max_bytes} bytes"
+                    )));
+                }
+                if head.len() < 512 {
+                    head.extend(data.iter().take(512 - head.len()));
+                }
+                sha256.update(&data);
+                sha1.update(&data);
+                file.write_all(&data)
+                    .await
+                    .map_err(|e| CallError::Unknown(format!("writing {}: {e}", path.display())))?;
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| CallError::Unknown(format!("writing {}: {e}", path.display())))?;
+            Ok(Downloaded {
+                status,
+                bytes,
+                sha256: hex::encode(sha256.finish()),
+                sha1: hex::encode(sha1.finish()),
+                head,
+            })
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Unknown(format!(
+                "download not finished within {timeout:?}"
+            ))),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! event and its webhook outbox row in that same transaction, so a state change, its event
 //! and its delivery obligation are never separated by a crash.
 
+mod recon_sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use moongate_contract::ProviderKind;
 use time::OffsetDateTime;
 
 use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus};
+use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
 
 /// Storage failure. Never shown to API callers beyond a generic internal error.
 #[derive(Debug, thiserror::Error)]
@@ -371,4 +373,116 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Events about one object, oldest first.
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+
+    // --- Reconciliation -------------------------------------------------------------------
+
+    /// Succeeded payments of an account recorded as paid in `[from, to)`, and succeeded refunds
+    /// of its payments completed in that window.
+    async fn recon_ledger(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError>;
+
+    /// Payments (of this account) and refunds (of its payments) by id, in any state.
+    async fn recon_lookup(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        payment_ids: Vec<String>,
+        refund_ids: Vec<String>,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError>;
+
+    /// Records a stored raw statement file.
+    async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError>;
+
+    /// Stores a finished run and its breaks. A break already known for the same merchant,
+    /// account, day, category and ids keeps its id, status and note; open breaks of earlier
+    /// runs of that day that this run no longer finds are resolved. Returns the run's breaks
+    /// as stored.
+    async fn save_recon_run(&self, run: ReconRun, breaks: Vec<Break>)
+    -> Result<Vec<Break>, StoreError>;
+
+    /// A run and its breaks, optionally scoped to a merchant.
+    async fn recon_run(
+        &self,
+        merchant_id: Option<&str>,
+        run_id: &str,
+    ) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError>;
+
+    /// Runs, newest first.
+    async fn recon_runs(
+        &self,
+        merchant_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReconRun>, StoreError>;
+
+    /// Breaks, newest first, optionally filtered.
+    async fn breaks(
+        &self,
+        merchant_id: Option<&str>,
+        status: Option<BreakStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredBreak>, StoreError>;
+
+    /// One break, optionally scoped to a merchant.
+    async fn break_by_id(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+    ) -> Result<Option<StoredBreak>, StoreError>;
+
+    /// Sets a break's status and note. `None` when there is no such break (for the merchant).
+    async fn set_break_status(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+        status: BreakStatus,
+        note: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredBreak>, StoreError>;
+
+    /// Inserts a payment rebuilt from the provider's record (a `missing_in_ledger` repair),
+    /// already `succeeded`, with its `payment.succeeded` event. `false` when the id exists.
+    async fn insert_repaired_payment(
+        &self,
+        payment: Payment,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A stored reconciliation run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconRun {
+    /// `rec_…`.
+    pub id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Statement day, `yyyy-MM-dd`.
+    pub day: String,
+    /// The statement file.
+    pub statement_id: String,
+    /// Finished.
+    pub finished_at: OffsetDateTime,
+    /// The report without its break list (JSON).
+    pub report: String,
+}
+
+/// A break with where it belongs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBreak {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Statement day.
+    pub day: String,
+    /// The last run that found it.
+    pub run_id: String,
+    /// The break.
+    pub record: Break,
 }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
 use crate::routing::Channel;
-use crate::store::{CheckTarget, Delivery, EventRecord, RefundRefusal};
+use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
+use crate::store::{CheckTarget, Delivery, EventRecord, RefundRefusal, ReconRun, StoredBreak, recon_sql};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS payments (
@@ -205,6 +206,7 @@ impl SqliteStore {
             ("refunds", "next_check_at", "INTEGER"),
             ("refunds", "checks", "INTEGER NOT NULL DEFAULT 0"),
             ("attempts", "account_id", "TEXT"),
+            ("payments", "paid_at", "INTEGER"),
         ] {
             let present: i64 = conn
                 .query_row(
@@ -219,15 +221,26 @@ impl SqliteStore {
                     [],
                 )
                 .map_err(db)?;
+                if column == "paid_at" {
+                    // Older ledgers: the last change of a succeeded payment is the best guess.
+                    conn.execute(
+                        "UPDATE payments SET paid_at = updated_at WHERE status = 'succeeded'",
+                        [],
+                    )
+                    .map_err(db)?;
+                }
             }
         }
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS payments_due ON payments (next_check_at) \
                WHERE status IN ('pending', 'unknown', 'requires_action');\n\
              CREATE INDEX IF NOT EXISTS refunds_due ON refunds (next_check_at) \
-               WHERE status IN ('pending', 'unknown');",
+               WHERE status IN ('pending', 'unknown');\n\
+             CREATE INDEX IF NOT EXISTS payments_paid ON payments (account_id, paid_at) \
+               WHERE paid_at IS NOT NULL;",
         )
         .map_err(db)?;
+        conn.execute_batch(super::recon_sql::SCHEMA).map_err(db)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -391,6 +404,42 @@ fn append_event(
     Ok(())
 }
 
+/// Inserts a payment row (first check due 30 s after creation).
+fn insert_payment(tx: &Transaction<'_>, p: &Payment) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
+        ),
+        params![
+            p.id,
+            p.merchant_id,
+            p.account_id,
+            p.provider.as_str(),
+            p.method.as_str(),
+            p.amount,
+            p.currency.code(),
+            p.merchant_reference,
+            p.description,
+            p.return_url,
+            serde_json::Value::Object(p.metadata.clone()).to_string(),
+            p.provider_order_id,
+            p.provider_ref,
+            p.status.as_str(),
+            json_opt(&p.next_action)?,
+            json_opt(&p.failure)?,
+            p.amount_refunded,
+            ms(p.expires_at),
+            ms(p.created_at),
+            ms(p.updated_at),
+            serde_json::to_string(&p.payer).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            p.route,
+            p.channel.map(|c| c.as_str()),
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Inserts the key row, or reports what an existing one says.
 fn claim(
     tx: &Transaction<'_>,
@@ -493,37 +542,7 @@ impl Store for SqliteStore {
                 return Ok(cast(found));
             }
             let p = &payment;
-            tx.execute(
-                &format!(
-                    "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
-                ),
-                params![
-                    p.id,
-                    p.merchant_id,
-                    p.account_id,
-                    p.provider.as_str(),
-                    p.method.as_str(),
-                    p.amount,
-                    p.currency.code(),
-                    p.merchant_reference,
-                    p.description,
-                    p.return_url,
-                    serde_json::Value::Object(p.metadata.clone()).to_string(),
-                    p.provider_order_id,
-                    p.provider_ref,
-                    p.status.as_str(),
-                    json_opt(&p.next_action)?,
-                    json_opt(&p.failure)?,
-                    p.amount_refunded,
-                    ms(p.expires_at),
-                    ms(p.created_at),
-                    ms(p.updated_at),
-                    serde_json::to_string(&p.payer).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    p.route,
-                    p.channel.map(|c| c.as_str()),
-                ],
-            )
-            .map_err(db)?;
+            insert_payment(&tx, p)?;
             append_event(&tx, &p.merchant_id, "payment.created", &p.id, p.to_api_json(), p.created_at)?;
             tx.commit().map_err(db)?;
             Ok(Begin::Fresh(payment))
@@ -747,7 +766,8 @@ impl Store for SqliteStore {
             }
             payment.updated_at = now;
             tx.execute(
-                "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6 WHERE id = ?1",
+                "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
+                 paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END WHERE id = ?1",
                 params![
                     id,
                     payment.status.as_str(),
@@ -1156,6 +1176,125 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn recon_ledger(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+        let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
+        self.run(move |conn| recon_sql::ledger_window(conn, &merchant_id, &account_id, from, to))
+            .await
+    }
+
+    async fn recon_lookup(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        payment_ids: Vec<String>,
+        refund_ids: Vec<String>,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+        let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
+        self.run(move |conn| {
+            recon_sql::lookup(conn, &merchant_id, &account_id, &payment_ids, &refund_ids)
+        })
+        .await
+    }
+
+    async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError> {
+        self.run(move |conn| recon_sql::save_statement(conn, &record))
+            .await
+    }
+
+    async fn save_recon_run(
+        &self,
+        run: ReconRun,
+        breaks: Vec<Break>,
+    ) -> Result<Vec<Break>, StoreError> {
+        self.run(move |conn| recon_sql::save_run(conn, &run, breaks))
+            .await
+    }
+
+    async fn recon_run(
+        &self,
+        merchant_id: Option<&str>,
+        run_id: &str,
+    ) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError> {
+        let (merchant_id, run_id) = (merchant_id.map(str::to_owned), run_id.to_owned());
+        self.run(move |conn| recon_sql::run(conn, merchant_id.as_deref(), &run_id))
+            .await
+    }
+
+    async fn recon_runs(
+        &self,
+        merchant_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReconRun>, StoreError> {
+        let merchant_id = merchant_id.map(str::to_owned);
+        self.run(move |conn| recon_sql::runs(conn, merchant_id.as_deref(), limit))
+            .await
+    }
+
+    async fn breaks(
+        &self,
+        merchant_id: Option<&str>,
+        status: Option<BreakStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredBreak>, StoreError> {
+        let merchant_id = merchant_id.map(str::to_owned);
+        self.run(move |conn| recon_sql::breaks(conn, merchant_id.as_deref(), status, limit))
+            .await
+    }
+
+    async fn break_by_id(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+    ) -> Result<Option<StoredBreak>, StoreError> {
+        let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
+        self.run(move |conn| recon_sql::break_by_id(conn, merchant_id.as_deref(), &break_id))
+            .await
+    }
+
+    async fn set_break_status(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+        status: BreakStatus,
+        note: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredBreak>, StoreError> {
+        let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
+        self.run(move |conn| {
+            recon_sql::set_break_status(conn, merchant_id.as_deref(), &break_id, status, note, now)
+        })
+        .await
+    }
+
+    async fn insert_repaired_payment(
+        &self,
+        payment: Payment,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if load_payment(&tx, &payment.id)?.is_some() {
+                return Ok(false);
+            }
+            insert_payment(&tx, &payment)?;
+            tx.execute(
+                "UPDATE payments SET paid_at = ?2, next_check_at = NULL WHERE id = ?1",
+                params![payment.id, ms(now)],
+            )
+            .map_err(db)?;
+            append_event(&tx, &payment.merchant_id, "payment.succeeded", &payment.id, payment.to_api_json(), now)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
         })
         .await
     }

@@ -1,0 +1,458 @@
+//! SQLite statements of the reconciliation tables (called from `SqliteStore`'s `Store` impl).
+
+use moongate_contract::Currency;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use super::{ReconRun, StoreError, StoredBreak};
+use crate::ledger::{PaymentStatus, RefundStatus};
+use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS statements (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    day TEXT NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    path TEXT,
+    bytes INTEGER NOT NULL,
+    fetched_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recon_runs (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    statement_id TEXT NOT NULL REFERENCES statements (id),
+    finished_at INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recon_runs_by_merchant ON recon_runs (merchant_id, finished_at);
+CREATE TABLE IF NOT EXISTS recon_breaks (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    category TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    refund_id TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    note TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (merchant_id, account_id, day, category, kind, payment_id, refund_id)
+);
+CREATE INDEX IF NOT EXISTS recon_breaks_by_run ON recon_breaks (run_id);
+CREATE INDEX IF NOT EXISTS recon_breaks_by_status ON recon_breaks (merchant_id, status, updated_at);
+"#;
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt("timestamp".into()))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn ledger_payment(row: &Row<'_>) -> Result<LedgerPayment, StoreError> {
+    let id: String = row.get(0).map_err(db)?;
+    let provider_ref: Option<String> = row.get(1).map_err(db)?;
+    let currency: String = row.get(3).map_err(db)?;
+    let status: String = row.get(4).map_err(db)?;
+    Ok(LedgerPayment {
+        id: id.into_boxed_str(),
+        provider_ref: provider_ref.map(String::into_boxed_str),
+        amount: row.get(2).map_err(db)?,
+        currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        paid_at_ms: row.get(5).map_err(db)?,
+    })
+}
+
+fn ledger_refund(row: &Row<'_>) -> Result<LedgerRefund, StoreError> {
+    let id: String = row.get(0).map_err(db)?;
+    let payment_id: String = row.get(1).map_err(db)?;
+    let currency: String = row.get(3).map_err(db)?;
+    let status: String = row.get(4).map_err(db)?;
+    Ok(LedgerRefund {
+        id: id.into_boxed_str(),
+        payment_id: payment_id.into_boxed_str(),
+        amount: row.get(2).map_err(db)?,
+        currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
+        status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status"))?,
+        settled_at_ms: row.get(5).map_err(db)?,
+    })
+}
+
+const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
+const REFUND_FIELDS: &str =
+    "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
+
+pub(super) fn ledger_window(
+    conn: &Connection,
+    merchant_id: &str,
+    account_id: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+    let mut payments = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {PAYMENT_FIELDS} FROM payments \
+             WHERE account_id = ?2 AND paid_at >= ?3 AND paid_at < ?4 \
+               AND merchant_id = ?1 AND status = 'succeeded'"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![merchant_id, account_id, ms(from), ms(to)])
+        .map_err(db)?;
+    while let Some(row) = rows.next().map_err(db)? {
+        payments.push(ledger_payment(row)?);
+    }
+    let mut refunds = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {REFUND_FIELDS} FROM refunds r JOIN payments p ON p.id = r.payment_id \
+             WHERE r.status = 'succeeded' AND r.updated_at >= ?3 AND r.updated_at < ?4 \
+               AND r.merchant_id = ?1 AND p.account_id = ?2"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![merchant_id, account_id, ms(from), ms(to)])
+        .map_err(db)?;
+    while let Some(row) = rows.next().map_err(db)? {
+        refunds.push(ledger_refund(row)?);
+    }
+    Ok((payments, refunds))
+}
+
+pub(super) fn lookup(
+    conn: &Connection,
+    merchant_id: &str,
+    account_id: &str,
+    payment_ids: &[String],
+    refund_ids: &[String],
+) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+    let mut payments = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {PAYMENT_FIELDS} FROM payments WHERE id = ?1 AND merchant_id = ?2 AND account_id = ?3"
+        ))
+        .map_err(db)?;
+    for id in payment_ids {
+        let mut rows = stmt.query(params![id, merchant_id, account_id]).map_err(db)?;
+        if let Some(row) = rows.next().map_err(db)? {
+            payments.push(ledger_payment(row)?);
+        }
+    }
+    let mut refunds = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {REFUND_FIELDS} FROM refunds r JOIN payments p ON p.id = r.payment_id \
+             WHERE r.id = ?1 AND r.merchant_id = ?2 AND p.account_id = ?3"
+        ))
+        .map_err(db)?;
+    for id in refund_ids {
+        let mut rows = stmt.query(params![id, merchant_id, account_id]).map_err(db)?;
+        if let Some(row) = rows.next().map_err(db)? {
+            refunds.push(ledger_refund(row)?);
+        }
+    }
+    Ok((payments, refunds))
+}
+
+pub(super) fn save_statement(conn: &Connection, r: &StatementRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO statements (id, merchant_id, account_id, provider, day, source, sha256, path, bytes, fetched_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            r.id,
+            r.merchant_id,
+            r.account_id,
+            r.provider,
+            r.day,
+            r.source,
+            r.sha256,
+            r.path,
+            i64::try_from(r.bytes).unwrap_or(i64::MAX),
+            r.fetched_at
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn break_json(record: &Break) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn stored_break(row: &Row<'_>) -> Result<StoredBreak, StoreError> {
+    let body: String = row.get(5).map_err(db)?;
+    let mut record: Break = serde_json::from_str(&body).map_err(|_| corrupt("break body"))?;
+    record.id = row.get(4).map_err(db)?;
+    let status: String = row.get(6).map_err(db)?;
+    record.status = BreakStatus::parse(&status).ok_or_else(|| corrupt("break status"))?;
+    record.note = row.get(7).map_err(db)?;
+    Ok(StoredBreak {
+        merchant_id: row.get(0).map_err(db)?,
+        account_id: row.get(1).map_err(db)?,
+        day: row.get(2).map_err(db)?,
+        run_id: row.get(3).map_err(db)?,
+        record,
+    })
+}
+
+const BREAK_FIELDS: &str = "merchant_id, account_id, day, run_id, id, body, status, note";
+
+pub(super) fn save_run(
+    conn: &mut Connection,
+    run: &ReconRun,
+    breaks: Vec<Break>,
+) -> Result<Vec<Break>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let now = ms(run.finished_at);
+    tx.execute(
+        "INSERT INTO recon_runs (id, merchant_id, account_id, day, statement_id, finished_at, report) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            run.id,
+            run.merchant_id,
+            run.account_id,
+            run.day,
+            run.statement_id,
+            now,
+            run.report
+        ],
+    )
+    .map_err(db)?;
+    let mut stored = Vec::with_capacity(breaks.len());
+    {
+        let mut find = tx
+            .prepare_cached(
+                "SELECT id, status, note FROM recon_breaks WHERE merchant_id = ?1 AND account_id = ?2 \
+                 AND day = ?3 AND category = ?4 AND kind = ?5 AND payment_id = ?6 AND refund_id = ?7",
+            )
+            .map_err(db)?;
+        let mut update = tx
+            .prepare_cached(
+                "UPDATE recon_breaks SET run_id = ?2, body = ?3, updated_at = ?4 WHERE id = ?1",
+            )
+            .map_err(db)?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO recon_breaks (id, merchant_id, account_id, day, category, kind, payment_id, refund_id, run_id, body, status, note, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'open', NULL, ?11, ?11)",
+            )
+            .map_err(db)?;
+        for mut record in breaks {
+            let refund_id = record.refund_id.clone().unwrap_or_default();
+            let existing: Option<(String, String, Option<String>)> = find
+                .query_row(
+                    params![
+                        run.merchant_id,
+                        run.account_id,
+                        run.day,
+                        record.category.as_str(),
+                        record.kind,
+                        record.payment_id,
+                        refund_id
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            match existing {
+                Some((id, status, note)) => {
+                    record.id = id;
+                    record.status =
+                        BreakStatus::parse(&status).ok_or_else(|| corrupt("break status"))?;
+                    record.note = note;
+                    update
+                        .execute(params![record.id, run.id, break_json(&record)?, now])
+                        .map_err(db)?;
+                }
+                None => {
+                    record.id = crate::ledger::new_id("brk");
+                    record.status = BreakStatus::Open;
+                    record.note = None;
+                    insert
+                        .execute(params![
+                            record.id,
+                            run.merchant_id,
+                            run.account_id,
+                            run.day,
+                            record.category.as_str(),
+                            record.kind,
+                            record.payment_id,
+                            refund_id,
+                            run.id,
+                            break_json(&record)?,
+                            now
+                        ])
+                        .map_err(db)?;
+                }
+            }
+            stored.push(record);
+        }
+    }
+    tx.execute(
+        "UPDATE recon_breaks SET status = 'resolved', note = 'no longer found by run ' || ?4, updated_at = ?5 \
+         WHERE merchant_id = ?1 AND account_id = ?2 AND day = ?3 AND run_id != ?4 AND status = 'open'",
+        params![run.merchant_id, run.account_id, run.day, run.id, now],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(stored)
+}
+
+fn run_from_row(row: &Row<'_>) -> Result<ReconRun, StoreError> {
+    Ok(ReconRun {
+        id: row.get(0).map_err(db)?,
+        merchant_id: row.get(1).map_err(db)?,
+        account_id: row.get(2).map_err(db)?,
+        day: row.get(3).map_err(db)?,
+        statement_id: row.get(4).map_err(db)?,
+        finished_at: from_ms(row.get(5).map_err(db)?)?,
+        report: row.get(6).map_err(db)?,
+    })
+}
+
+const RUN_FIELDS: &str = "id, merchant_id, account_id, day, statement_id, finished_at, report";
+
+pub(super) fn run(
+    conn: &Connection,
+    merchant_id: Option<&str>,
+    run_id: &str,
+) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {RUN_FIELDS} FROM recon_runs WHERE id = ?1 AND (?2 IS NULL OR merchant_id = ?2)"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query(params![run_id, merchant_id]).map_err(db)?;
+    let Some(row) = rows.next().map_err(db)? else {
+        return Ok(None);
+    };
+    let run = run_from_row(row)?;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {BREAK_FIELDS} FROM recon_breaks WHERE run_id = ?1 ORDER BY category, payment_id, refund_id"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query(params![run_id]).map_err(db)?;
+    let mut breaks = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        breaks.push(stored_break(row)?.record);
+    }
+    // Report order: the category enum's order, not its name's.
+    breaks.sort_by(|a, b| {
+        (a.category, &a.payment_id, &a.refund_id).cmp(&(b.category, &b.payment_id, &b.refund_id))
+    });
+    Ok(Some((run, breaks)))
+}
+
+pub(super) fn runs(
+    conn: &Connection,
+    merchant_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ReconRun>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {RUN_FIELDS} FROM recon_runs WHERE (?1 IS NULL OR merchant_id = ?1) ORDER BY finished_at DESC LIMIT ?2"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query(params![merchant_id, limit]).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(run_from_row(row)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn breaks(
+    conn: &Connection,
+    merchant_id: Option<&str>,
+    status: Option<BreakStatus>,
+    limit: u32,
+) -> Result<Vec<StoredBreak>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {BREAK_FIELDS} FROM recon_breaks WHERE (?1 IS NULL OR merchant_id = ?1) \
+             AND (?2 IS NULL OR status = ?2) ORDER BY updated_at DESC, id LIMIT ?3"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![merchant_id, status.map(|s| s.as_str()), limit])
+        .map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(stored_break(row)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn set_break_status(
+    conn: &mut Connection,
+    merchant_id: Option<&str>,
+    break_id: &str,
+    status: BreakStatus,
+    note: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Option<StoredBreak>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let changed = tx
+        .execute(
+            "UPDATE recon_breaks SET status = ?3, note = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND (?2 IS NULL OR merchant_id = ?2)",
+            params![break_id, merchant_id, status.as_str(), note, ms(now)],
+        )
+        .map_err(db)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let found = tx
+        .query_row(
+            &format!("SELECT {BREAK_FIELDS} FROM recon_breaks WHERE id = ?1"),
+            params![break_id],
+            |row| Ok(stored_break(row)),
+        )
+        .map_err(db)??;
+    tx.commit().map_err(db)?;
+    Ok(Some(found))
+}
+
+pub(super) fn break_by_id(
+    conn: &Connection,
+    merchant_id: Option<&str>,
+    break_id: &str,
+) -> Result<Option<StoredBreak>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {BREAK_FIELDS} FROM recon_breaks WHERE id = ?1 AND (?2 IS NULL OR merchant_id = ?2)"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query(params![break_id, merchant_id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(stored_break(row)?)),
+        None => Ok(None),
+    }
+}
