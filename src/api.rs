@@ -61,6 +61,22 @@ pub fn router(gateway: Shared) -> Router {
         .route("/v1/refunds/{id}", get(get_refund))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/events/{id}/resend", post(resend_event))
+        .route(
+            "/v1/reconciliations",
+            post(create_reconciliation).get(list_reconciliations),
+        )
+        .route("/v1/reconciliations/{id}", get(get_reconciliation))
+        .route(
+            "/v1/reconciliations/{id}/breaks.csv",
+            get(get_reconciliation_csv),
+        )
+        .route(
+            "/v1/reconciliations/{id}/report.html",
+            get(get_reconciliation_html),
+        )
+        .route("/v1/reconciliation_breaks", get(list_breaks))
+        .route("/v1/reconciliation_breaks/{id}", post(update_break))
+        .route("/v1/reconciliation_breaks/{id}/repair", post(repair_break))
         .route("/notify/{provider}/{merchant}/{account}", post(notify))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
@@ -116,6 +132,8 @@ pub fn admin_router(gateway: Shared) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/circuits", get(circuits))
+        .route("/reconciliations", get(admin_reconciliations))
+        .route("/reconciliations/{id}", get(admin_reconciliation_html))
         .route("/janitor/sweep", post(sweep))
         .with_state(gateway)
 }
@@ -1291,4 +1309,418 @@ async fn notify(
         HeaderValue::from_static(ack.content_type),
     );
     response
+}
+
+// --- Reconciliation -----------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconciliationBody {
+    /// Provider account.
+    account: String,
+    /// Statement day `yyyy-MM-dd` (Beijing); default yesterday.
+    #[serde(default)]
+    date: Option<String>,
+}
+
+fn run_summary(run: &crate::store::ReconRun) -> serde_json::Value {
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&run.report).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = summary.as_object_mut() {
+        map.remove("breaks");
+        map.insert("object".to_owned(), "reconciliation".into());
+    }
+    summary
+}
+
+fn report_json(report: &crate::reconcile::report::Report) -> Vec<u8> {
+    let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("object".to_owned(), "reconciliation".into());
+    }
+    to_bytes(&value)
+}
+
+/// Runs a reconciliation now: downloads the account's statement for the day, matches it and
+/// answers with the report. The run is stored; repeat the call (new key) to run it again.
+async fn create_reconciliation(
+    State(gw): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let key = idempotency_key(&headers)?;
+    let request: ReconciliationBody = parse_body(&body)?;
+    let day = match &request.date {
+        Some(text) => crate::reconcile::run::parse_day(text).ok_or_else(|| {
+            ApiError::invalid("parameter_invalid", "date", "date must be yyyy-MM-dd")
+        })?,
+        None => crate::reconcile::run::yesterday_beijing(now),
+    };
+    if !merchant.accounts.iter().any(|a| a.id == request.account) {
+        return Err(ApiError::invalid(
+            "account_not_found",
+            "account",
+            "no such account for this merchant",
+        ));
+    }
+    let resource = format!(
+        "recon:{}:{}",
+        request.account,
+        crate::reconcile::run::format_day(day)
+    );
+    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.claim_key(claim, &resource).await?;
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    if let Begin::Replay { status, body } = begin {
+        return Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        ));
+    }
+    let run = crate::reconcile::run::RunRequest {
+        merchant_id: merchant.id.clone(),
+        account_id: request.account.clone(),
+        day,
+        source: crate::reconcile::run::Source::Download,
+    };
+    match crate::reconcile::run::reconcile(&gw, run, None).await {
+        Ok(report) => {
+            let body = report_json(&report);
+            gw.store
+                .complete_key(
+                    &merchant.id,
+                    &key,
+                    201,
+                    body.clone(),
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            Ok(json_response(StatusCode::CREATED, body, false))
+        }
+        Err(error) => {
+            // Nothing was stored as a run: the key may be used again (e.g. once the bill is ready).
+            gw.store.release_key(&merchant.id, &key).await?;
+            Err(error.into())
+        }
+    }
+}
+
+async fn list_reconciliations(
+    State(gw): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let merchant = signed_by(
+        &gw,
+        &method,
+        &uri,
+        &headers,
+        &body,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let runs = gw.store.recon_runs(Some(&merchant.id), 100).await?;
+    let data: Vec<serde_json::Value> = runs.iter().map(run_summary).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&serde_json::json!({"object": "list", "data": data})),
+        false,
+    ))
+}
+
+async fn merchant_report(
+    gw: &Gateway,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    id: &str,
+) -> Result<crate::reconcile::report::Report, ApiError> {
+    let merchant = signed_by(gw, method, uri, headers, body, OffsetDateTime::now_utc()).await?;
+    crate::reconcile::run::load_report(gw, Some(&merchant.id), id)
+        .await?
+        .ok_or_else(|| ApiError::missing("reconciliation", id))
+}
+
+async fn get_reconciliation(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    Ok(json_response(StatusCode::OK, report_json(&report), false))
+}
+
+fn typed(body: String, content_type: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn get_reconciliation_csv(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    Ok(typed(
+        crate::reconcile::report::breaks_csv(&report),
+        "text/csv; charset=utf-8",
+    ))
+}
+
+async fn get_reconciliation_html(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    Ok(typed(
+        crate::reconcile::report::html(&report),
+        "text/html; charset=utf-8",
+    ))
+}
+
+fn break_json(stored: &crate::store::StoredBreak) -> serde_json::Value {
+    let mut value = serde_json::to_value(&stored.record).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("object".to_owned(), "reconciliation_break".into());
+        map.insert("account".to_owned(), stored.account_id.clone().into());
+        map.insert("statement_day".to_owned(), stored.day.clone().into());
+        map.insert("reconciliation".to_owned(), stored.run_id.clone().into());
+    }
+    value
+}
+
+#[derive(Debug, Deserialize)]
+struct BreakQuery {
+    status: Option<String>,
+}
+
+async fn list_breaks(
+    State(gw): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<BreakQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let merchant = signed_by(
+        &gw,
+        &method,
+        &uri,
+        &headers,
+        &body,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let status = match query.status.as_deref() {
+        Some(text) => Some(crate::reconcile::BreakStatus::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "status",
+                "status must be open, resolved or ignored",
+            )
+        })?),
+        None => None,
+    };
+    let breaks = gw.store.breaks(Some(&merchant.id), status, 1000).await?;
+    let data: Vec<serde_json::Value> = breaks.iter().map(break_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&serde_json::json!({"object": "list", "data": data})),
+        false,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakUpdate {
+    status: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Claims the key of a break action; `Err(Ok(response))` is a replay to send back as is.
+async fn claim_break_action(
+    gw: &Gateway,
+    merchant: &Merchant,
+    key: &str,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    id: &str,
+) -> Result<Option<Response>, ApiError> {
+    if gw
+        .store
+        .break_by_id(Some(&merchant.id), id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::missing("break", id));
+    }
+    let claim = claim_for(merchant, key.to_owned(), method, uri, body);
+    let begin = gw.store.claim_key(claim, id).await?;
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    if let Begin::Replay { status, body } = begin {
+        return Ok(Some(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        )));
+    }
+    Ok(None)
+}
+
+async fn update_break(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let key = idempotency_key(&headers)?;
+    let update: BreakUpdate = parse_body(&body)?;
+    let status = crate::reconcile::BreakStatus::parse(&update.status).ok_or_else(|| {
+        ApiError::invalid(
+            "parameter_invalid",
+            "status",
+            "status must be open, resolved or ignored",
+        )
+    })?;
+    if update
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 2000)
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "note",
+            "note is at most 2000 characters",
+        ));
+    }
+    if let Some(replay) =
+        claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?
+    {
+        return Ok(replay);
+    }
+    let stored = gw
+        .store
+        .set_break_status(Some(&merchant.id), &id, status, update.note, now)
+        .await?
+        .ok_or_else(|| ApiError::missing("break", &id))?;
+    let body = to_bytes(&break_json(&stored));
+    gw.store
+        .complete_key(
+            &merchant.id,
+            &key,
+            200,
+            body.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, body, false))
+}
+
+/// Repairs a `missing_in_ledger` payment break from the provider's record.
+async fn repair_break(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let key = idempotency_key(&headers)?;
+    if !body.is_empty() {
+        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
+    }
+    if let Some(replay) =
+        claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?
+    {
+        return Ok(replay);
+    }
+    match crate::reconcile::repair::repair_break(&gw, Some(&merchant.id), &id).await {
+        Ok((payment, stored)) => {
+            let body = to_bytes(&serde_json::json!({
+                "object": "reconciliation_repair",
+                "payment": payment.to_api_json(),
+                "break": break_json(&stored),
+            }));
+            gw.store
+                .complete_key(
+                    &merchant.id,
+                    &key,
+                    200,
+                    body.clone(),
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            Ok(json_response(StatusCode::OK, body, false))
+        }
+        Err(error) => {
+            gw.store.release_key(&merchant.id, &key).await?;
+            Err(error.into())
+        }
+    }
+}
+
+/// Admin listener (private): the latest runs, each linking to its HTML report.
+async fn admin_reconciliations(State(gw): State<Shared>) -> Result<Response, ApiError> {
+    let runs = gw.store.recon_runs(None, 200).await?;
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Moongate reconciliations</title></head><body style=\"font-family:sans-serif\"><h1>Reconciliations</h1><ul>",
+    );
+    for run in &runs {
+        page.push_str(&format!(
+            "<li><a href=\"/reconciliations/{id}\">{day} · {merchant}/{account}</a> <code>{id}</code></li>",
+            id = crate::sandbox::html_escape(&run.id),
+            day = crate::sandbox::html_escape(&run.day),
+            merchant = crate::sandbox::html_escape(&run.merchant_id),
+            account = crate::sandbox::html_escape(&run.account_id),
+        ));
+    }
+    page.push_str("</ul></body></html>");
+    Ok(typed(page, "text/html; charset=utf-8"))
+}
+
+/// Admin listener (private): one run's HTML report, for a browser.
+async fn admin_reconciliation_html(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = crate::reconcile::run::load_report(&gw, None, &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("reconciliation", &id))?;
+    Ok(typed(
+        crate::reconcile::report::html(&report),
+        "text/html; charset=utf-8",
+    ))
 }

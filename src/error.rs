@@ -185,3 +185,66 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::reconcile::run::ReconcileError> for ApiError {
+    fn from(error: crate::reconcile::run::ReconcileError) -> Self {
+        use crate::reconcile::run::ReconcileError as E;
+        let code = error.code();
+        match error {
+            E::Store(store) => ApiError::from(store),
+            E::UnknownAccount(_) => ApiError::invalid(code, "account", error.to_string()),
+            E::Unsupported(_) => ApiError::invalid(code, "account", error.to_string()),
+            E::NotReady(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::ProviderError,
+                code,
+                error.to_string(),
+            ),
+            E::Provider(_) | E::Download(_) | E::HashMismatch { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorType::ProviderError,
+                code,
+                error.to_string(),
+            ),
+            E::Refused(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorType::ProviderError,
+                code,
+                error.to_string(),
+            ),
+            E::Io(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl From<crate::reconcile::repair::RepairError> for ApiError {
+    fn from(error: crate::reconcile::repair::RepairError) -> Self {
+        use crate::reconcile::repair::RepairError as E;
+        match error {
+            E::Store(store) => ApiError::from(store),
+            E::UnknownBreak(id) => ApiError::missing("break", &id),
+            E::NotRepairable { .. } => {
+                ApiError::invalid("break_not_repairable", "id", error.to_string())
+            }
+            E::UnknownAccount(_) => ApiError::invalid("account_not_found", "id", error.to_string()),
+            E::AlreadyInLedger(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payment_already_in_ledger",
+                error.to_string(),
+            ),
+            E::NotPaid { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::ProviderError,
+                "provider_not_paid",
+                error.to_string(),
+            ),
+            E::Provider(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorType::ProviderError,
+                "provider_unavailable",
+                error.to_string(),
+            ),
+        }
+    }
+}

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use moongate::config;
-use moongate::sandbox::{self, SandboxSettings};
 use moongate::reconcile::{self, BreakStatus};
+use moongate::sandbox::{self, SandboxSettings};
 use moongate::{demo, server};
 use tracing_subscriber::EnvFilter;
 
@@ -316,11 +316,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             statement,
             out,
             progress,
-        } => {
-            reconcile::cli::reconcile(&config, merchant, account, date, statement, &out, progress)
-                .await
-                .map(|_| ())
-        }
+        } => reconcile::cli::reconcile(&config, merchant, account, date, statement, &out, progress)
+            .await
+            .map(|_| ()),
         Command::Breaks { config, action } => match action {
             BreakAction::List { merchant, status } => {
                 reconcile::cli::list_breaks(&config, merchant, status).await

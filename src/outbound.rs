@@ -155,9 +155,9 @@ impl Outbound {
             })?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
-            let mut file = tokio::fs::File::create(path)
-                .await
-                .map_err(|e| CallError::Unknown(format!("cannot create {}: {e}", path.display())))?;
+            let mut file = tokio::fs::File::create(path).await.map_err(|e| {
+                CallError::Unknown(format!("cannot create {}: {e}", path.display()))
+            })?;
             let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
             let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
             let mut bytes = 0_u64;

@@ -65,9 +65,11 @@ pub fn progress_bar(force: bool) -> Option<Progress> {
 
 /// Writes the three report files; returns their paths.
 pub fn write_reports(report: &Report, out_dir: &Path) -> anyhow::Result<[PathBuf; 3]> {
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("creating {}", out_dir.display()))?;
-    let stem = format!("recon-{}-{}-{}", report.merchant_id, report.account_id, report.day);
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stem = format!(
+        "recon-{}-{}-{}",
+        report.merchant_id, report.account_id, report.day
+    );
     let json = out_dir.join(format!("{stem}.json"));
     let csv = out_dir.join(format!("{stem}.breaks.csv"));
     let html = out_dir.join(format!("{stem}.html"));
@@ -135,8 +137,9 @@ pub async fn reconcile(
 ) -> anyhow::Result<Report> {
     let gateway = open(config_path)?;
     let day = match date {
-        Some(text) => run::parse_day(&text)
-            .with_context(|| format!("--date {text:?} is not yyyy-MM-dd"))?,
+        Some(text) => {
+            run::parse_day(&text).with_context(|| format!("--date {text:?} is not yyyy-MM-dd"))?
+        }
         None => run::yesterday_beijing(time::OffsetDateTime::now_utc()),
     };
     let request = RunRequest {

@@ -263,8 +263,14 @@ impl Matcher {
     /// Ids the caller must look up in the whole ledger before [`Matcher::finish`].
     pub fn deferred_ids(&self) -> (Vec<String>, Vec<String>) {
         (
-            self.deferred_payments.keys().map(|k| k.to_string()).collect(),
-            self.deferred_refunds.keys().map(|k| k.to_string()).collect(),
+            self.deferred_payments
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+            self.deferred_refunds
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
         )
     }
 

@@ -91,8 +91,12 @@ impl Category {
         match self {
             Category::Matched => "payment in the ledger and on the statement, amounts equal",
             Category::Refund => "refund in the ledger and on the statement, matched to its payment",
-            Category::Timing => "agrees, but recorded on another day than the provider's (within the drift window)",
-            Category::MissingInProvider => "the ledger says the money moved; the statement does not list it",
+            Category::Timing => {
+                "agrees, but recorded on another day than the provider's (within the drift window)"
+            }
+            Category::MissingInProvider => {
+                "the ledger says the money moved; the statement does not list it"
+            }
             Category::MissingInLedger => "the provider moved money the ledger does not know about",
             Category::AmountMismatch => "same payment or refund, different amounts",
             Category::CurrencyMismatch => "same payment or refund, different currencies",
@@ -126,9 +130,13 @@ impl BreakStatus {
 
     /// Parses a stable name.
     pub fn parse(text: &str) -> Option<BreakStatus> {
-        [BreakStatus::Open, BreakStatus::Resolved, BreakStatus::Ignored]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            BreakStatus::Open,
+            BreakStatus::Resolved,
+            BreakStatus::Ignored,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 

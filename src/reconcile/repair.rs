@@ -20,7 +20,9 @@ pub enum RepairError {
     #[error("no break {0}")]
     UnknownBreak(String),
     /// Only open `missing_in_ledger` payment breaks can be repaired.
-    #[error("break {id} is {category} ({kind}, {status}); only open missing_in_ledger payment breaks are repaired")]
+    #[error(
+        "break {id} is {category} ({kind}, {status}); only open missing_in_ledger payment breaks are repaired"
+    )]
     NotRepairable {
         /// Break.
         id: String,

@@ -261,7 +261,11 @@ pub fn html(report: &Report) -> String {
         out,
         "<div class=\"cards\"><div class=\"card {state}\"><b>{verdict}</b><span>{verdict_sub}</span></div><div class=\"card\"><b>{matched}</b><span>matched 已对平</span></div><div class=\"card {break_state}\"><b id=\"breaks\">{breaks}</b><span>breaks 差错 ({open} open)</span></div><div class=\"card\"><b>{statement_net}</b><span>statement net 账单净额 {cur}</span></div><div class=\"card\"><b>{ledger_net}</b><span>ledger net 账本净额 {cur}</span></div><div class=\"card {diff_state}\"><b>{difference}</b><span>difference 差额 {cur}</span></div></div>",
         state = if balanced { "ok" } else { "bad" },
-        verdict = if balanced { "Balanced 平" } else { "Needs attention 需处理" },
+        verdict = if balanced {
+            "Balanced 平"
+        } else {
+            "Needs attention 需处理"
+        },
         verdict_sub = if balanced {
             "no open breaks, totals agree"
         } else {
@@ -327,18 +331,15 @@ pub fn html(report: &Report) -> String {
         money(s.refund_total - l.refund_total),
         money(report.control.difference),
     );
-    let _ = write!(
-        out,
-        "<h2>Breaks 差错明细 ({})</h2>",
-        report.breaks.len()
-    );
+    let _ = write!(out, "<h2>Breaks 差错明细 ({})</h2>", report.breaks.len());
     if report.breaks.is_empty() {
         out.push_str("<p>No breaks. 无差错。</p>");
     } else {
         out.push_str("<table id=\"break-list\"><thead><tr><th>Category</th><th>Payment / refund</th><th>Provider txn</th><th class=\"n\">Ledger</th><th class=\"n\">Statement</th><th>States</th><th>Detail</th><th>Status</th></tr></thead><tbody>");
         for b in report.breaks.iter().take(HTML_BREAK_LIMIT) {
             let b_currency = Currency::parse(&b.currency).unwrap_or(currency);
-            let amount = |v: Option<i64>| v.map(|v| format_minor(v, b_currency)).unwrap_or_default();
+            let amount =
+                |v: Option<i64>| v.map(|v| format_minor(v, b_currency)).unwrap_or_default();
             let _ = write!(
                 out,
                 "<tr><td><span class=\"tag {cat}\">{cat}</span></td><td><code>{payment}</code>{refund}</td><td><code>{txn}</code></td><td class=\"n\">{ledger}</td><td class=\"n\">{provider}</td><td>{ls} / {ps}</td><td>{detail}{line}</td><td>{status}{note}</td></tr>",

@@ -57,7 +57,9 @@ pub enum ReconcileError {
     #[error("the {0} adapter does not fetch statements")]
     Unsupported(&'static str),
     /// The provider has not generated the statement yet.
-    #[error("the statement is not ready yet ({0}); bills are generated the next day from about 10:00 Beijing time")]
+    #[error(
+        "the statement is not ready yet ({0}); bills are generated the next day from about 10:00 Beijing time"
+    )]
     NotReady(String),
     /// The provider refused or failed the statement request.
     #[error("the provider did not give the statement: {0}")]
@@ -182,8 +184,8 @@ fn extension(kind: ProviderKind) -> &'static str {
 fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> {
     let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", from.display()));
     let mut input = std::fs::File::open(from).map_err(io)?;
-    let mut output =
-        std::fs::File::create(to).map_err(|e| ReconcileError::Io(format!("{}: {e}", to.display())))?;
+    let mut output = std::fs::File::create(to)
+        .map_err(|e| ReconcileError::Io(format!("{}: {e}", to.display())))?;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0_u8; 1 << 16];
     let mut bytes = 0_u64;
@@ -262,7 +264,10 @@ async fn obtain(
                         return Err(ReconcileError::Download(format!(
                             "HTTP {}: {}",
                             got.status,
-                            String::from_utf8_lossy(&got.head).chars().take(200).collect::<String>()
+                            String::from_utf8_lossy(&got.head)
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
                         )));
                     }
                     if let Some(expected) = sha1
@@ -291,7 +296,10 @@ async fn obtain(
                 .map_err(|e| ReconcileError::Io(format!("{}: {e}", path.display())))?;
             (sha, Some(path))
         }
-        None => (hex::encode(ring::digest::digest(&ring::digest::SHA256, b"")), None),
+        None => (
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, b"")),
+            None,
+        ),
     };
     let record = StatementRecord {
         id: crate::ledger::new_id("stm"),
@@ -323,7 +331,9 @@ pub async fn reconcile(
         account = %request.account_id,
         day = %format_day(request.day)
     );
-    reconcile_inner(gateway, request, progress).instrument(span).await
+    reconcile_inner(gateway, request, progress)
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(
@@ -446,8 +456,8 @@ async fn reconcile_inner(
         resources: Resources::default(),
         breaks: Vec::new(),
     };
-    let stored_summary = serde_json::to_string(&report)
-        .map_err(|e| ReconcileError::Io(format!("report: {e}")))?;
+    let stored_summary =
+        serde_json::to_string(&report).map_err(|e| ReconcileError::Io(format!("report: {e}")))?;
     let breaks = gateway
         .store
         .save_recon_run(
@@ -479,7 +489,10 @@ async fn reconcile_inner(
             "reconciliation found breaks"
         );
     } else {
-        info!(lines = report.statement_totals.lines, "reconciliation balanced");
+        info!(
+            lines = report.statement_totals.lines,
+            "reconciliation balanced"
+        );
     }
     Ok(report)
 }

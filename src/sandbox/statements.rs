@@ -312,7 +312,7 @@ pub fn write_zip(files: &[(Vec<u8>, Vec<u8>)], at: OffsetDateTime) -> io::Result
         central.extend_from_slice(&20_u16.to_le_bytes()); // made by
         central.extend_from_slice(header.get(4..26).unwrap_or_default());
         central.extend_from_slice(&name_len.to_le_bytes());
-        central.extend_from_slice(&[0; 12]); // extra, comment, disk, internal attributes
+        central.extend_from_slice(&[0; 8]); // extra, comment, disk, internal attributes
         central.extend_from_slice(&0_u32.to_le_bytes()); // external attributes
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name);
@@ -356,6 +356,8 @@ pub struct WechatBillEntry {
     pub fee_e5: i64,
     /// `商品名称`.
     pub description: String,
+    /// `货币种类`.
+    pub currency: String,
 }
 
 /// Writes a WeChat Pay `ALL` trade bill, streaming (the summary is written last); returns its
@@ -378,7 +380,7 @@ pub fn write_wechat_trade_bill<W: Write>(
                 fees += e.fee_e5;
                 write!(
                     out,
-                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`SUCCESS,`OTHERS,`CNY,`{},`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`,`{},`0.60%,`{},`0.00,`\r\n",
+                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`SUCCESS,`OTHERS,`{},`{},`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`,`{},`0.60%,`{},`0.00,`\r\n",
                     beijing(e.at),
                     e.appid,
                     e.mchid,
@@ -386,6 +388,7 @@ pub fn write_wechat_trade_bill<W: Write>(
                     e.out_trade_no,
                     e.openid,
                     e.trade_type,
+                    e.currency,
                     yuan(e.amount),
                     yuan_e5(e.fee_e5),
                     yuan(e.amount),
@@ -397,7 +400,7 @@ pub fn write_wechat_trade_bill<W: Write>(
                 fees -= e.fee_e5;
                 write!(
                     out,
-                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{refund_id},`{out_refund_no},`{},`0.00,`ORIGINAL,`SUCCESS,`{description},`,`{},`0.60%,`0.00,`{},`\r\n",
+                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`REFUND,`OTHERS,`{},`0.00,`0.00,`{refund_id},`{out_refund_no},`{},`0.00,`ORIGINAL,`SUCCESS,`{description},`,`{},`0.60%,`0.00,`{},`\r\n",
                     beijing(e.at),
                     e.appid,
                     e.mchid,
@@ -405,6 +408,7 @@ pub fn write_wechat_trade_bill<W: Write>(
                     e.out_trade_no,
                     e.openid,
                     e.trade_type,
+                    e.currency,
                     yuan(e.amount),
                     yuan_e5(-e.fee_e5),
                     yuan(e.amount),
@@ -431,4 +435,39 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
         &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
         bytes,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zip_holds_gbk_named_gbk_files_without_the_utf8_flag() {
+        let day = time::macros::date!(2026 - 11 - 21);
+        let at = time::macros::datetime!(2026-11-21 10:00:00 +8);
+        let entries = vec![AlipayBillEntry {
+            trade_no: "2026112122001458860515315453".into(),
+            out_trade_no: "pay_1".into(),
+            refund_request_no: None,
+            subject: "铁观音, 250g".into(),
+            created_at: at,
+            finished_at: at,
+            amount: 1200,
+            fee: alipay_fee(1200),
+        }];
+        let zip = alipay_trade_bill_zip("2088102177846875", day, &entries, at).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        assert_eq!(archive.len(), 2);
+        let entry = archive.by_index_raw(0).unwrap();
+        assert_eq!(
+            entry.name_raw(),
+            gbk("20881021778468750156_20261121_业务明细.csv").as_slice()
+        );
+        drop(entry);
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_index(0).unwrap(), &mut text).unwrap();
+        let text = encoding_rs::GBK.decode(&text).0.into_owned();
+        assert!(text.contains("#交易合计：1笔，商家实收共12.00元"), "{text}");
+        assert!(text.contains("\"铁观音, 250g\""), "{text}");
+    }
 }

@@ -1676,6 +1676,7 @@ impl WechatSandbox {
                 amount,
                 fee_e5: statements::wechat_fee_e5(amount),
                 description: order.description.clone(),
+                currency: "CNY".to_owned(),
             };
             if moongate_contract::statement::beijing_day(paid_at) == day {
                 entries.push(entry(paid_at, None, order.total));

@@ -402,8 +402,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// account, day, category and ids keeps its id, status and note; open breaks of earlier
     /// runs of that day that this run no longer finds are resolved. Returns the run's breaks
     /// as stored.
-    async fn save_recon_run(&self, run: ReconRun, breaks: Vec<Break>)
-    -> Result<Vec<Break>, StoreError>;
+    async fn save_recon_run(
+        &self,
+        run: ReconRun,
+        breaks: Vec<Break>,
+    ) -> Result<Vec<Break>, StoreError>;
 
     /// A run and its breaks, optionally scoped to a merchant.
     async fn recon_run(

@@ -100,8 +100,7 @@ fn ledger_refund(row: &Row<'_>) -> Result<LedgerRefund, StoreError> {
 }
 
 const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
-const REFUND_FIELDS: &str =
-    "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
+const REFUND_FIELDS: &str = "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
 
 pub(super) fn ledger_window(
     conn: &Connection,
@@ -155,7 +154,9 @@ pub(super) fn lookup(
         ))
         .map_err(db)?;
     for id in payment_ids {
-        let mut rows = stmt.query(params![id, merchant_id, account_id]).map_err(db)?;
+        let mut rows = stmt
+            .query(params![id, merchant_id, account_id])
+            .map_err(db)?;
         if let Some(row) = rows.next().map_err(db)? {
             payments.push(ledger_payment(row)?);
         }
@@ -168,7 +169,9 @@ pub(super) fn lookup(
         ))
         .map_err(db)?;
     for id in refund_ids {
-        let mut rows = stmt.query(params![id, merchant_id, account_id]).map_err(db)?;
+        let mut rows = stmt
+            .query(params![id, merchant_id, account_id])
+            .map_err(db)?;
         if let Some(row) = rows.next().map_err(db)? {
             refunds.push(ledger_refund(row)?);
         }

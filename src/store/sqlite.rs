@@ -15,9 +15,11 @@ use super::{
     StoredEvent, Updated,
 };
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
-use crate::routing::Channel;
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
-use crate::store::{CheckTarget, Delivery, EventRecord, RefundRefusal, ReconRun, StoredBreak, recon_sql};
+use crate::routing::Channel;
+use crate::store::{
+    CheckTarget, Delivery, EventRecord, ReconRun, RefundRefusal, StoredBreak, recon_sql,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS payments (
@@ -543,7 +545,14 @@ impl Store for SqliteStore {
             }
             let p = &payment;
             insert_payment(&tx, p)?;
-            append_event(&tx, &p.merchant_id, "payment.created", &p.id, p.to_api_json(), p.created_at)?;
+            append_event(
+                &tx,
+                &p.merchant_id,
+                "payment.created",
+                &p.id,
+                p.to_api_json(),
+                p.created_at,
+            )?;
             tx.commit().map_err(db)?;
             Ok(Begin::Fresh(payment))
         })
@@ -1292,7 +1301,14 @@ impl Store for SqliteStore {
                 params![payment.id, ms(now)],
             )
             .map_err(db)?;
-            append_event(&tx, &payment.merchant_id, "payment.succeeded", &payment.id, payment.to_api_json(), now)?;
+            append_event(
+                &tx,
+                &payment.merchant_id,
+                "payment.succeeded",
+                &payment.id,
+                payment.to_api_json(),
+                now,
+            )?;
             tx.commit().map_err(db)?;
             Ok(true)
         })

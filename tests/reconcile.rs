@@ -1,0 +1,603 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! Reconciliation end to end: statements downloaded from both strict sandboxes, planted breaks
+//! classified one by one, refused statements leaving nothing behind, breaks kept across runs,
+//! the repair command, and the HTML report showing what the JSON holds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, MCHID_A, WX_APPID};
+use moongate::ledger::{Payment, PaymentStatus};
+use moongate::reconcile::report::{self, Report};
+use moongate::reconcile::run::{ReconcileError, RunRequest, Source, format_day, reconcile};
+use moongate::reconcile::{BreakStatus, Category};
+use moongate::sandbox::statements::{self, WechatBillEntry};
+use moongate_contract::statement::beijing_day;
+use moongate_contract::{Currency, PaymentMethod};
+use serde_json::{Value, json};
+use time::{Date, OffsetDateTime};
+
+fn today() -> Date {
+    beijing_day(OffsetDateTime::now_utc())
+}
+
+/// Lets the sandboxes hand out today's bills (they refuse the current day, like the providers).
+async fn advance_statement_clock(h: &Harness, tamper: bool) {
+    let tomorrow = format_day(today().next_day().unwrap());
+    for (path, addr) in [("alipay", h.sandbox_addr), ("wechat", h.wechat_addr)] {
+        let response = h
+            .http
+            .send(&moongate_contract::HttpRequest {
+                method: moongate_contract::HttpMethod::Post,
+                url: format!("http://{addr}/sandbox/statement-clock"),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: json!({"today": tomorrow, "tamper_next": tamper && path == "wechat"})
+                    .to_string()
+                    .into_bytes(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(response.status, 204, "{path}");
+    }
+}
+
+async fn run(h: &Harness, account: &str, source: Source) -> Result<Report, ReconcileError> {
+    reconcile(
+        &h.gateway.gateway,
+        RunRequest {
+            merchant_id: "shop_a".to_owned(),
+            account_id: account.to_owned(),
+            day: today(),
+            source,
+        },
+        None,
+    )
+    .await
+}
+
+async fn wait_refund(h: &Harness, id: &str) {
+    for _ in 0..200 {
+        let (_, refund) = h.get(&h.shop_a, &format!("/v1/refunds/{id}")).await;
+        if refund["status"] == "succeeded" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("refund {id} never succeeded");
+}
+
+async fn refund(h: &Harness, payment: &str, amount: i64, key: &str) -> String {
+    let (status, refund) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{payment}/refunds"),
+            &json!({"amount": amount}).to_string(),
+            key,
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    let id = refund["id"].as_str().unwrap().to_owned();
+    wait_refund(h, &id).await;
+    id
+}
+
+async fn paid_wechat(h: &Harness, amount: i64, key: &str) -> String {
+    let body = json!({
+        "amount": amount, "currency": "CNY", "method": "wechat_native",
+        "merchant_reference": format!("order-{key}"), "description": "Oolong tea 250g",
+    });
+    let (status, payment) = h.create_with(&h.shop_a, body, key).await;
+    assert_eq!(status, 201, "{payment}");
+    let id = payment["id"].as_str().unwrap().to_owned();
+    let paid = h.wechat("/sandbox/pay", json!({"out_trade_no": id})).await;
+    assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
+    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    id
+}
+
+fn count(report: &Report, category: Category) -> u64 {
+    report.count(category)
+}
+
+fn break_ids(report: &Report, category: Category) -> Vec<String> {
+    report
+        .breaks
+        .iter()
+        .filter(|b| b.category == category)
+        .map(|b| b.refund_id.clone().unwrap_or_else(|| b.payment_id.clone()))
+        .collect()
+}
+
+/// Counts per category as the HTML page shows them (`data-category` rows).
+fn html_counts(html: &str) -> Vec<(String, u64)> {
+    html.split("<tr")
+        .filter_map(|row| {
+            let category = row.split("data-category=\"").nth(1)?.split('"').next()?;
+            let count = row.split("class=\"n count\">").nth(1)?.split('<').next()?;
+            Some((category.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn statements_downloaded_from_both_sandboxes_match_the_ledger() {
+    let h = Harness::start().await;
+    let mut alipay = Vec::new();
+    for (i, amount) in [1200, 3300, 45_600].into_iter().enumerate() {
+        alipay.push(h.paid_payment(amount, &format!("ali-{i}")).await);
+    }
+    refund(&h, &alipay[1], 1000, "ali-r").await;
+    let wx_a = paid_wechat(&h, 2500, "wx-0").await;
+    let _wx_b = paid_wechat(&h, 990, "wx-1").await;
+    refund(&h, &wx_a, 500, "wx-r").await;
+
+    // Today's bill does not exist yet, at either provider.
+    let early = run(&h, "alipay_main", Source::Download).await;
+    assert!(
+        matches!(early, Err(ReconcileError::Provider(_))),
+        "{early:?}"
+    );
+    let early = run(&h, "wechat_main", Source::Download).await;
+    assert!(
+        matches!(early, Err(ReconcileError::Provider(_))),
+        "{early:?}"
+    );
+
+    advance_statement_clock(&h, false).await;
+    let report = run(&h, "alipay_main", Source::Download).await.unwrap();
+    assert_eq!(report.statement.source, "download");
+    assert_eq!(report.statement_totals.lines, 4);
+    assert_eq!(count(&report, Category::Matched), 3);
+    assert_eq!(count(&report, Category::Refund), 1);
+    assert_eq!(report.break_count, 0, "{:#?}", report.breaks);
+    assert_eq!(report.control.statement_net, 1200 + 3300 + 45_600 - 1000);
+    assert_eq!(report.control.difference, 0);
+    // 0.6 % fees, to the fen, and one given back with the refund.
+    assert_eq!(report.fees.lines, 4);
+    assert_eq!(report.fees.total_milli, (7 + 20 + 274 - 6) * 1000);
+    // The raw file is kept under its SHA-256, byte for byte.
+    let path = report.statement.path.clone().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)),
+        report.statement.sha256
+    );
+    assert!(path.ends_with(".csv.zip"), "{path}");
+
+    let report = run(&h, "wechat_main", Source::Download).await.unwrap();
+    assert_eq!(report.statement_totals.lines, 3);
+    assert_eq!(count(&report, Category::Matched), 2);
+    assert_eq!(count(&report, Category::Refund), 1);
+    assert_eq!(report.break_count, 0, "{:#?}", report.breaks);
+    assert_eq!(report.control.difference, 0);
+    assert_eq!(report.fees.total_milli, (2500 + 990 - 500) * 6);
+}
+
+#[tokio::test]
+async fn a_tampered_download_fails_its_sha1_and_nothing_is_imported() {
+    let h = Harness::start().await;
+    paid_wechat(&h, 2500, "t-0").await;
+    advance_statement_clock(&h, true).await;
+    let refused = run(&h, "wechat_main", Source::Download).await;
+    assert!(
+        matches!(refused, Err(ReconcileError::HashMismatch { .. })),
+        "{refused:?}"
+    );
+    let store = &h.gateway.gateway.store;
+    assert!(store.recon_runs(None, 10).await.unwrap().is_empty());
+    assert!(store.breaks(None, None, 10).await.unwrap().is_empty());
+    // The next download is intact.
+    let report = run(&h, "wechat_main", Source::Download).await.unwrap();
+    assert_eq!(count(&report, Category::Matched), 1);
+}
+
+/// A succeeded payment written straight into the ledger, recorded as paid at `paid_at`.
+async fn ledger_payment(h: &Harness, id: &str, amount: i64, paid_at: OffsetDateTime) {
+    let payment = Payment {
+        id: id.to_owned(),
+        merchant_id: "shop_a".to_owned(),
+        account_id: "wechat_main".to_owned(),
+        provider: moongate_contract::ProviderKind::WechatPay,
+        method: PaymentMethod::WechatNative,
+        amount,
+        currency: Currency::CNY,
+        merchant_reference: format!("order-{id}"),
+        description: "Jasmine tea".to_owned(),
+        return_url: None,
+        metadata: Default::default(),
+        provider_order_id: id.to_owned(),
+        provider_ref: Some(format!("4200{id}")),
+        status: PaymentStatus::Succeeded,
+        next_action: None,
+        failure: None,
+        amount_refunded: 0,
+        expires_at: paid_at,
+        created_at: paid_at,
+        updated_at: paid_at,
+        payer: Default::default(),
+        route: None,
+        channel: None,
+    };
+    assert!(
+        h.gateway
+            .gateway
+            .store
+            .insert_repaired_payment(payment, paid_at)
+            .await
+            .unwrap()
+    );
+}
+
+fn line(id: &str, amount: i64, at: OffsetDateTime) -> WechatBillEntry {
+    WechatBillEntry {
+        at,
+        appid: WX_APPID.to_owned(),
+        mchid: MCHID_A.to_owned(),
+        transaction_id: format!("4200{id}"),
+        out_trade_no: id.to_owned(),
+        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
+        trade_type: "NATIVE".to_owned(),
+        refund: None,
+        amount,
+        fee_e5: statements::wechat_fee_e5(amount),
+        description: "Jasmine tea".to_owned(),
+        currency: "CNY".to_owned(),
+    }
+}
+
+fn write_bill(dir: &std::path::Path, entries: Vec<WechatBillEntry>) -> std::path::PathBuf {
+    let path = dir.join(format!("bill-{}.csv", entries.len()));
+    let mut bytes = Vec::new();
+    statements::write_wechat_trade_bill(&mut bytes, entries).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn every_planted_break_is_classified() {
+    let h = Harness::start().await;
+    let now = OffsetDateTime::now_utc();
+    let day_start = today()
+        .midnight()
+        .assume_offset(moongate_contract::statement::BEIJING);
+    // A real payment with a real refund, through the API and the sandbox.
+    let refunded = paid_wechat(&h, 8800, "p-refunded").await;
+    let refund_id = refund(&h, &refunded, 800, "p-refund").await;
+    // A payment the ledger still holds as requires_action (the notification was lost).
+    let (status, pending) = h
+        .create_with(
+            &h.shop_a,
+            json!({"amount": 1500, "currency": "CNY", "method": "wechat_native",
+                   "merchant_reference": "order-pending", "description": "Pu'er"}),
+            "p-pending",
+        )
+        .await;
+    assert_eq!(status, 201, "{pending}");
+    let pending = pending["id"].as_str().unwrap().to_owned();
+    // Ledger-only rows, planted straight into the ledger.
+    for (id, amount) in [
+        ("pay_ok1", 1000),
+        ("pay_ok2", 2000),
+        ("pay_amount", 3000),
+        ("pay_currency", 4000),
+        ("pay_duplicate", 5000),
+        ("pay_missing_provider", 6000),
+    ] {
+        ledger_payment(&h, id, amount, now).await;
+    }
+    // Recorded 10 minutes before the statement day began (inside the 30-minute drift window).
+    ledger_payment(
+        &h,
+        "pay_timing",
+        7000,
+        day_start - time::Duration::minutes(10),
+    )
+    .await;
+
+    let transaction_id = h
+        .gateway
+        .gateway
+        .store
+        .payment(None, &refunded)
+        .await
+        .unwrap()
+        .unwrap()
+        .provider_ref
+        .unwrap();
+    let refunded_row = |at| WechatBillEntry {
+        out_trade_no: refunded.clone(),
+        transaction_id: transaction_id.clone(),
+        ..line(&refunded, 8800, at)
+    };
+    let mut currency_line = line("pay_currency", 4000, now);
+    currency_line.currency = "HKD".to_owned();
+    let entries = vec![
+        line("pay_ok1", 1000, now),
+        line("pay_ok2", 2000, now),
+        line("pay_amount", 3001, now),
+        currency_line,
+        line("pay_duplicate", 5000, now),
+        line("pay_duplicate", 5000, now),
+        line("pay_timing", 7000, day_start + time::Duration::minutes(1)),
+        line("pay_missing_ledger", 9900, now),
+        line(&pending, 1500, now),
+        refunded_row(now),
+        WechatBillEntry {
+            refund: Some(("50000123".to_owned(), refund_id.clone())),
+            amount: 800,
+            fee_e5: statements::wechat_fee_e5(800),
+            ..refunded_row(now)
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let bill = write_bill(dir.path(), entries);
+    let report = run(&h, "wechat_main", Source::File(bill.clone()))
+        .await
+        .unwrap();
+
+    assert_eq!(report.statement.source, "import");
+    assert_eq!(report.statement_totals.lines, 11);
+    let expect = [
+        (Category::Matched, vec!["pay_ok1", "pay_ok2"]),
+        (Category::Refund, vec![]),
+        (Category::Timing, vec!["pay_timing"]),
+        (Category::MissingInProvider, vec!["pay_missing_provider"]),
+        (Category::MissingInLedger, vec!["pay_missing_ledger"]),
+        (Category::AmountMismatch, vec!["pay_amount"]),
+        (Category::CurrencyMismatch, vec!["pay_currency"]),
+        (Category::Duplicate, vec!["pay_duplicate"]),
+    ];
+    for (category, ids) in &expect {
+        if category.is_break() {
+            assert_eq!(
+                break_ids(&report, *category),
+                ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{category:?}: {:#?}",
+                report.breaks
+            );
+        }
+    }
+    // The lost notification: paid at the provider, still waiting in the ledger.
+    assert_eq!(
+        break_ids(&report, Category::StatusMismatch),
+        vec![pending.clone()]
+    );
+    // The real refund matched its payment; matched: ok1, ok2, the refunded payment and the
+    // first of the duplicated lines.
+    assert_eq!(count(&report, Category::Refund), 1);
+    assert_eq!(count(&report, Category::Matched), 4);
+    assert_eq!(report.break_count, 7);
+    let amount = report
+        .breaks
+        .iter()
+        .find(|b| b.category == Category::AmountMismatch)
+        .unwrap();
+    assert_eq!(
+        (amount.ledger_amount, amount.provider_amount),
+        (Some(3000), Some(3001))
+    );
+    assert_eq!(amount.statement_line, Some(4));
+    let timing = report
+        .breaks
+        .iter()
+        .find(|b| b.category == Category::Timing)
+        .unwrap();
+    assert_eq!(timing.drift_secs, Some(-660));
+    assert_eq!(report.fees.lines, 11);
+
+    // The HTML shows exactly the counts the JSON holds, and the CSV one row per break.
+    let html = report::html(&report);
+    let shown = html_counts(&html);
+    for tally in &report.summary {
+        let name = tally.category.unwrap().as_str();
+        assert!(
+            shown.contains(&(name.to_owned(), tally.count)),
+            "{name}: {shown:?}"
+        );
+    }
+    assert!(shown.contains(&("fees".to_owned(), report.fees.lines)));
+    assert!(html.contains(&format!("<b id=\"breaks\">{}</b>", report.break_count)));
+    assert!(!html.contains("<script"));
+    let csv = report::breaks_csv(&report);
+    assert_eq!(csv.lines().count() as u64, 1 + report.break_count);
+    assert!(csv.starts_with(report::CSV_HEADER));
+
+    // Statuses survive a re-run; what a re-run no longer finds is resolved.
+    let store = &h.gateway.gateway.store;
+    let ignored = report
+        .breaks
+        .iter()
+        .find(|b| b.category == Category::Timing)
+        .unwrap()
+        .id
+        .clone();
+    store
+        .set_break_status(
+            Some("shop_a"),
+            &ignored,
+            BreakStatus::Ignored,
+            Some("recorded just before midnight".into()),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let again = run(&h, "wechat_main", Source::File(bill)).await.unwrap();
+    assert_eq!(again.break_count, 7);
+    let kept = again.breaks.iter().find(|b| b.id == ignored).unwrap();
+    assert_eq!(kept.status, BreakStatus::Ignored);
+    assert_eq!(kept.note.as_deref(), Some("recorded just before midnight"));
+    assert_eq!(again.open_breaks, 6);
+    let ids: Vec<&str> = report.breaks.iter().map(|b| b.id.as_str()).collect();
+    assert!(again.breaks.iter().all(|b| ids.contains(&b.id.as_str())));
+}
+
+#[tokio::test]
+async fn a_statement_that_does_not_add_up_is_refused_whole() {
+    let h = Harness::start().await;
+    ledger_payment(&h, "pay_one", 1000, OffsetDateTime::now_utc()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let good = write_bill(
+        dir.path(),
+        vec![line("pay_one", 1000, now), line("pay_two", 2000, now)],
+    );
+    let text = std::fs::read_to_string(&good).unwrap();
+    // Altered amount (the summary no longer adds up), and a cut file (no summary).
+    let altered = dir.path().join("altered.csv");
+    std::fs::write(&altered, text.replacen("`20.00,", "`21.00,", 1)).unwrap();
+    let cut = dir.path().join("cut.csv");
+    let keep: Vec<&str> = text.split("\r\n").take(2).collect();
+    std::fs::write(&cut, keep.join("\r\n")).unwrap();
+    for file in [altered, cut] {
+        let refused = run(&h, "wechat_main", Source::File(file.clone())).await;
+        match refused {
+            Err(ReconcileError::Refused(error)) => {
+                assert!(error.message.contains("summary"), "{error}")
+            }
+            other => panic!("{} was not refused: {other:?}", file.display()),
+        }
+    }
+    // An Alipay bill that is not a zip at all (an expired download link's page).
+    let page = dir.path().join("page.zip");
+    std::fs::write(&page, "<html><body>下载超时，请重新下载</body></html>").unwrap();
+    let refused = run(&h, "alipay_main", Source::File(page)).await;
+    assert!(
+        matches!(refused, Err(ReconcileError::Refused(_))),
+        "{refused:?}"
+    );
+    let store = &h.gateway.gateway.store;
+    assert!(store.recon_runs(None, 10).await.unwrap().is_empty());
+    assert!(store.breaks(None, None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
+    let h = Harness::start().await;
+    let kept = h.paid_payment(1200, "kept").await;
+    let lost = h.paid_payment(3400, "lost").await;
+    // Simulate a lost write (a restored backup): the ledger forgets the second payment.
+    let ledger = h.gateway.gateway.config().ledger_path.clone();
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    conn.execute("DELETE FROM attempts WHERE payment_id = ?1", [&lost])
+        .unwrap();
+    assert_eq!(
+        conn.execute("DELETE FROM payments WHERE id = ?1", [&lost])
+            .unwrap(),
+        1
+    );
+    drop(conn);
+
+    advance_statement_clock(&h, false).await;
+    let report = run(&h, "alipay_main", Source::Download).await.unwrap();
+    assert_eq!(
+        break_ids(&report, Category::MissingInLedger),
+        vec![lost.clone()]
+    );
+    assert_eq!(count(&report, Category::Matched), 1);
+    let broken = report.breaks[0].id.clone();
+
+    // Repair through the API, as a finance tool would.
+    let (status, repaired) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/reconciliation_breaks/{broken}/repair"),
+            "",
+            "repair-1",
+        )
+        .await;
+    assert_eq!(status, 200, "{repaired}");
+    assert_eq!(repaired["payment"]["id"], lost.as_str());
+    assert_eq!(repaired["payment"]["status"], "succeeded");
+    assert_eq!(repaired["payment"]["amount"], 3400);
+    assert_eq!(repaired["break"]["status"], "resolved");
+    let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{lost}")).await;
+    assert_eq!(payment["status"], "succeeded");
+    assert!(
+        h.event_kinds(&lost)
+            .await
+            .contains(&"payment.succeeded".to_owned())
+    );
+    // A second repair is refused (the break is resolved, the payment exists).
+    let (status, again) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/reconciliation_breaks/{broken}/repair"),
+            "",
+            "repair-2",
+        )
+        .await;
+    assert_eq!(status, 400, "{again}");
+    assert_eq!(again["error"]["code"], "break_not_repairable");
+
+    // The next run balances; the kept payment was never touched.
+    let report = run(&h, "alipay_main", Source::Download).await.unwrap();
+    assert_eq!(report.break_count, 0, "{:#?}", report.breaks);
+    assert_eq!(count(&report, Category::Matched), 2);
+    let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{kept}")).await;
+    assert_eq!(payment["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn reports_are_served_by_the_api() {
+    let h = Harness::start().await;
+    h.paid_payment(1200, "api-0").await;
+    advance_statement_clock(&h, false).await;
+    let (status, report) = h
+        .post(
+            &h.shop_a,
+            "/v1/reconciliations",
+            &json!({"account": "alipay_main", "date": format_day(today())}).to_string(),
+            "recon-1",
+        )
+        .await;
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["object"], "reconciliation");
+    assert_eq!(report["break_count"], 0);
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    let (status, fetched) = h
+        .get(&h.shop_a, &format!("/v1/reconciliations/{run_id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched["summary"], report["summary"]);
+    let html = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Get,
+            &format!("/v1/reconciliations/{run_id}/report.html"),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(html.status, 200);
+    assert!(
+        html.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = String::from_utf8(html.body).unwrap();
+    assert!(html_counts(&page).contains(&("matched".to_owned(), 1)));
+    // Another merchant cannot see it.
+    let (status, _) = h
+        .get(&h.shop_b, &format!("/v1/reconciliations/{run_id}"))
+        .await;
+    assert_eq!(status, 404);
+    // A bad date is a clear 400.
+    let (status, error): (u16, Value) = h
+        .post(
+            &h.shop_a,
+            "/v1/reconciliations",
+            &json!({"account": "alipay_main", "date": "2026-13-01"}).to_string(),
+            "recon-2",
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["param"], "date");
+}
