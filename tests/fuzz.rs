@@ -408,6 +408,21 @@ fn statement_files() {
     fuzz("wechat trade bill", &[bill], 20_000, |input| {
         let _ = moongate_adapter_wechatpay::bill::parse_trade_bill(input);
     });
+    // Alipay: the GBK detail CSV itself, and the zip around it.
+    let zip = std::fs::read(fixtures().join("alipay/trade-20190916.csv.zip")).unwrap();
+    let variant = std::fs::read(fixtures().join("alipay/trade-variant.csv.zip")).unwrap();
+    let mut csv = Vec::new();
+    {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.clone())).unwrap();
+        std::io::Read::read_to_end(&mut archive.by_index(0).unwrap(), &mut csv).unwrap();
+    }
+    fuzz("alipay trade bill (csv)", &[csv], 20_000, |input| {
+        let _ = moongate_adapter_alipay::bill::read_trade_bill_csv(input, None, &mut |_| Ok(()));
+    });
+    fuzz("alipay trade bill (zip)", &[zip, variant], 5_000, |input| {
+        let mut cursor = std::io::Cursor::new(input.to_vec());
+        let _ = moongate_adapter_alipay::bill::read_trade_bill_zip(&mut cursor, None, &mut |_| Ok(()));
+    });
 }
 
 #[test]

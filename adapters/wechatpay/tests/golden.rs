@@ -981,3 +981,33 @@ fn a_bill_that_does_not_add_up_or_is_cut_is_refused_whole() {
     assert!(parse_trade_bill(b"\xff\xfe").is_err());
     assert!(parse_trade_bill(b"").is_err());
 }
+
+#[test]
+fn trade_bill_records_become_statement_lines() {
+    use moongate_adapter_wechatpay::bill::{parse_trade_bill, statement_line};
+    use moongate_contract::LineKind;
+    let bill = parse_trade_bill(BILL).unwrap();
+    let paid = statement_line(bill.rows[0].clone(), 2);
+    assert_eq!(paid.kind, LineKind::Payment);
+    assert!(paid.settled);
+    assert_eq!(paid.amount, 3); // 订单金额
+    assert_eq!(paid.fee_milli, 1000); // 0.01000 yuan = one fen
+    assert_eq!(paid.payment_id, "autotest_20190219015232_89201");
+    assert_eq!(
+        paid.completed_at,
+        moongate_contract::statement::parse_beijing_datetime("2019-02-19 01:52:32")
+    );
+    let refund = statement_line(bill.rows[1].clone(), 3);
+    assert_eq!(refund.kind, LineKind::Refund);
+    assert!(refund.settled);
+    assert_eq!(refund.amount, 1); // 申请退款金额
+    assert_eq!(
+        refund.refund_id.as_deref(),
+        Some("REF4200000263201902167700963919")
+    );
+    assert_eq!(
+        refund.provider_refund_id.as_deref(),
+        Some("50000709672019011908420787722")
+    );
+    assert_eq!(refund.fee_milli, 0);
+}
