@@ -421,7 +421,8 @@ fn statement_files() {
     });
     fuzz("alipay trade bill (zip)", &[zip, variant], 5_000, |input| {
         let mut cursor = std::io::Cursor::new(input.to_vec());
-        let _ = moongate_adapter_alipay::bill::read_trade_bill_zip(&mut cursor, None, &mut |_| Ok(()));
+        let _ =
+            moongate_adapter_alipay::bill::read_trade_bill_zip(&mut cursor, None, &mut |_| Ok(()));
     });
 }
 

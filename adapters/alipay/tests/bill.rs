@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Golden tests of the Alipay trade bill reader on fixture zips written by Python's own
 //! `zipfile` (`fixtures/alipay/make_bills.py`) from the sample in china-wallets.md A.11.
 
