@@ -214,8 +214,8 @@ fn main() {
     let written = write_statement(&bill, lines);
     let size = std::fs::metadata(&bill).unwrap().len();
     println!(
-        "statement: {written} lines, {:.0} MB, written in {:.1?}",
-        size as f64 / 1e6,
+        "statement: {written} lines, {} MB, written in {:.1?}",
+        size / 1_000_000,
         started.elapsed()
     );
 
@@ -266,11 +266,11 @@ fn main() {
     expect("matched", lines - missing_provider - amount_breaks);
     let peak = report["resources"]["peak_rss_bytes"].as_u64().unwrap_or(0);
     println!(
-        "reconcile: {} statement lines in {:.2?} wall ({} ms inside the run), peak memory {:.0} MB; {} breaks, all planted ones found",
+        "reconcile: {} statement lines in {:.2?} wall ({} ms inside the run), peak memory {} MB; {} breaks, all planted ones found",
         report["statement_totals"]["lines"],
         wall,
         report["resources"]["elapsed_ms"],
-        peak as f64 / 1_048_576.0,
+        peak / 1_048_576,
         report["break_count"],
     );
 }

@@ -39,23 +39,19 @@ pub fn progress_bar(force: bool) -> Option<Progress> {
     }
     Some(Arc::new(|done: u64, total: u64| {
         let width = 30_u64;
-        let filled = if total == 0 {
-            width
-        } else {
-            (done.saturating_mul(width) / total).min(width)
-        };
-        let percent = if total == 0 {
-            100
-        } else {
-            done.saturating_mul(100) / total
-        };
+        let filled = done
+            .saturating_mul(width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
         let bar: String = (0..width)
             .map(|i| if i < filled { '#' } else { '-' })
             .collect();
         eprint!(
-            "\r  reading statement [{bar}] {percent:>3}% {:.1}/{:.1} MB",
-            done as f64 / 1e6,
-            total as f64 / 1e6
+            "\r  reading statement [{bar}] {percent:>3}% {}/{} MB",
+            done / 1_000_000,
+            total / 1_000_000
         );
         if done >= total {
             eprintln!();
@@ -156,9 +152,9 @@ pub async fn reconcile(
     }
     if let Some(peak) = report.resources.peak_rss_bytes {
         println!(
-            "  took {} ms, peak memory {:.0} MB",
+            "  took {} ms, peak memory {} MB",
             report.resources.elapsed_ms,
-            peak as f64 / 1_048_576.0
+            peak / 1_048_576
         );
     }
     Ok(report)

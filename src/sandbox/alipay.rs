@@ -1190,7 +1190,7 @@ impl Sandbox {
                 }
             }
         }
-        entries.sort_by(|a, b| a.finished_at.cmp(&b.finished_at));
+        entries.sort_by_key(|e| e.finished_at);
         entries
     }
 

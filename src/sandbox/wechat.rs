@@ -1694,7 +1694,7 @@ impl WechatSandbox {
                 }
             }
         }
-        entries.sort_by(|a, b| a.at.cmp(&b.at));
+        entries.sort_by_key(|e| e.at);
         entries
     }
 
