@@ -194,6 +194,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     if options.walkthrough {
         walkthrough(gateway_addr, sandbox_addr, wechat_addr, &demo_dir).await?;
+        let reports = ledger
+            .parent()
+            .map(|dir| dir.join("reports"))
+            .unwrap_or_else(|| PathBuf::from("reports"));
+        reconciliation(
+            &running.gateway,
+            sandbox_addr,
+            wechat_addr,
+            &reports,
+            running.admin_addr,
+        )
+        .await?;
     }
     println!(
         "\nTry it yourself (the demo merchant's key id is demo_shop_k1, its secret is in fixtures/demo/shop-key.secret):\n\
@@ -379,5 +391,61 @@ async fn walkthrough(
     .await?;
     // WeChat refunds settle asynchronously; its REFUND.SUCCESS notification follows.
     tokio::time::sleep(Duration::from_millis(800)).await;
+    Ok(())
+}
+
+/// Step 9: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
+/// out a day's bill once it is over), then each account's statement is downloaded, matched
+/// against the ledger and written as JSON, CSV and HTML.
+async fn reconciliation(
+    gateway: &crate::gateway::Gateway,
+    alipay: SocketAddr,
+    wechat: SocketAddr,
+    reports: &Path,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let http = crate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
+    let now = time::OffsetDateTime::now_utc();
+    let today = moongate_contract::statement::beijing_day(now);
+    let tomorrow = today.next_day().unwrap_or(today);
+    for sandbox in [alipay, wechat] {
+        let request = moongate_contract::HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("http://{sandbox}/sandbox/statement-clock"),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::json!({ "today": crate::reconcile::run::format_day(tomorrow) })
+                .to_string()
+                .into_bytes(),
+        };
+        http.send(&request).await?;
+    }
+    println!(
+        "9. Reconciliation of {} (Beijing): each provider's daily statement against the ledger",
+        crate::reconcile::run::format_day(today)
+    );
+    for account in ["alipay_main", "wechat_main"] {
+        let request = crate::reconcile::run::RunRequest {
+            merchant_id: "demo_shop".to_owned(),
+            account_id: account.to_owned(),
+            day: today,
+            source: crate::reconcile::run::Source::Download,
+        };
+        let report = crate::reconcile::run::reconcile(gateway, request, None).await?;
+        let files = crate::reconcile::cli::write_reports(&report, reports)?;
+        for line in crate::reconcile::cli::summary_text(&report).lines() {
+            println!("   {line}");
+        }
+        if report.break_count > 0 {
+            println!(
+                "   (payments from earlier demo runs today are in the ledger file but not in this fresh sandbox: they show as missing_in_provider)"
+            );
+        }
+        let [_, _, html] = files;
+        println!("   HTML report: {}", html.display());
+        if let Some(admin) = admin {
+            println!("   also at http://{admin}/reconciliations/{}", report.run_id);
+        }
+    }
     Ok(())
 }
