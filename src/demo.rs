@@ -444,7 +444,10 @@ async fn reconciliation(
         let [_, _, html] = files;
         println!("   HTML report: {}", html.display());
         if let Some(admin) = admin {
-            println!("   also at http://{admin}/reconciliations/{}", report.run_id);
+            println!(
+                "   also at http://{admin}/reconciliations/{}",
+                report.run_id
+            );
         }
     }
     Ok(())

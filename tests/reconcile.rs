@@ -503,20 +503,40 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     assert_eq!(count(&report, Category::Matched), 1);
     let broken = report.breaks[0].id.clone();
 
-    // Repair through the API, as a finance tool would.
-    let (status, repaired) = h
-        .post(
-            &h.shop_a,
-            &format!("/v1/reconciliation_breaks/{broken}/repair"),
-            "",
-            "repair-1",
-        )
-        .await;
-    assert_eq!(status, 200, "{repaired}");
-    assert_eq!(repaired["payment"]["id"], lost.as_str());
-    assert_eq!(repaired["payment"]["status"], "succeeded");
-    assert_eq!(repaired["payment"]["amount"], 3400);
-    assert_eq!(repaired["break"]["status"], "resolved");
+    // Repair with the command a finance person would use (beside the running gateway; the
+    // test's runtime keeps serving the sandbox while the command runs).
+    let config = h.config_path.clone();
+    let target = broken.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+            .args(["repair", "--config"])
+            .arg(&config)
+            .args(["--break", &target])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("inserted payment {lost} (34.00 CNY")),
+        "{stdout}"
+    );
+    let resolved = h
+        .gateway
+        .gateway
+        .store
+        .break_by_id(Some("shop_a"), &broken)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.record.status, BreakStatus::Resolved);
+    assert!(resolved.record.note.unwrap().contains("repaired"));
     let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{lost}")).await;
     assert_eq!(payment["status"], "succeeded");
     assert!(
@@ -524,7 +544,7 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
             .await
             .contains(&"payment.succeeded".to_owned())
     );
-    // A second repair is refused (the break is resolved, the payment exists).
+    // A second repair, through the API this time, is refused (the break is resolved).
     let (status, again) = h
         .post(
             &h.shop_a,
@@ -600,4 +620,85 @@ async fn reports_are_served_by_the_api() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(error["error"]["param"], "date");
+}
+
+#[tokio::test]
+async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses() {
+    let h = Harness::start().await;
+    ledger_payment(&h, "pay_cli_ok", 1000, OffsetDateTime::now_utc()).await;
+    ledger_payment(&h, "pay_cli_gone", 2000, OffsetDateTime::now_utc()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bill = write_bill(
+        dir.path(),
+        vec![line("pay_cli_ok", 1000, OffsetDateTime::now_utc())],
+    );
+    let out = dir.path().join("reports");
+    // `moongate <command> --config FILE <the rest>`.
+    let moongate = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+            .arg(args[0])
+            .arg("--config")
+            .arg(&h.config_path)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{args:?}: {text}");
+        text
+    };
+    let day = format_day(today());
+    let printed = moongate(&[
+        "reconcile",
+        "--merchant",
+        "shop_a",
+        "--account",
+        "wechat_main",
+        "--date",
+        &day,
+        "--statement",
+        bill.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--progress",
+    ]);
+    assert!(printed.contains("reading statement ["), "{printed}");
+    assert!(printed.contains("missing_in_provider"), "{printed}");
+    assert!(printed.contains("breaks: 1 (1 open)"), "{printed}");
+    let stem = format!("recon-shop_a-wechat_main-{day}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{stem}.json"))).unwrap()).unwrap();
+    assert_eq!(report["break_count"], 1);
+    assert_eq!(report["breaks"][0]["payment_id"], "pay_cli_gone");
+    let html = std::fs::read_to_string(out.join(format!("{stem}.html"))).unwrap();
+    assert!(html_counts(&html).contains(&("missing_in_provider".to_owned(), 1)));
+    let csv = std::fs::read_to_string(out.join(format!("{stem}.breaks.csv"))).unwrap();
+    assert!(
+        csv.contains("missing_in_provider,payment,pay_cli_gone"),
+        "{csv}"
+    );
+
+    let id = report["breaks"][0]["id"].as_str().unwrap().to_owned();
+    let listed = moongate(&["breaks", "list", "--status", "open"]);
+    assert!(listed.contains(&id), "{listed}");
+    let set = moongate(&["breaks", "ignore", &id, "--note", "voided at the till"]);
+    assert!(set.contains("is now ignored: voided at the till"), "{set}");
+    let listed = moongate(&["breaks", "list", "--status", "open"]);
+    assert!(listed.contains("0 break(s)"), "{listed}");
+    // Repairing anything but an open missing_in_ledger break is refused, with the reason.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .args(["repair", "--config"])
+        .arg(&h.config_path)
+        .args(["--break", &id])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("only open missing_in_ledger"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
