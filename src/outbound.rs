@@ -54,8 +54,8 @@ impl Outbound {
         Ok(Outbound { client, timeout })
     }
 
-    /// Sends one request and reads the whole (bounded) answer.
-    pub async fn send(&self, req: &HttpRequest) -> Result<HttpResponse, CallError> {
+    /// Renders a request for hyper.
+    fn hyper_request(req: &HttpRequest) -> Result<hyper::Request<Full<Bytes>>, CallError> {
         let method = match req.method {
             HttpMethod::Get => hyper::Method::GET,
             HttpMethod::Post => hyper::Method::POST,
@@ -66,17 +66,30 @@ impl Outbound {
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let request = builder
+        builder
             .body(Full::new(Bytes::from(req.body.clone())))
-            .map_err(|e| CallError::NotSent(format!("bad request: {e}")))?;
+            .map_err(|e| CallError::NotSent(format!("bad request: {e}")))
+    }
+
+    /// Sends a request and waits for the answer's head; a connect failure means "not sent".
+    async fn request(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CallError> {
+        let request = Self::hyper_request(req)?;
+        self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                CallError::NotSent(format!("connect: {e}"))
+            } else {
+                CallError::Unknown(format!("transport: {e}"))
+            }
+        })
+    }
+
+    /// Sends one request and reads the whole (bounded) answer.
+    pub async fn send(&self, req: &HttpRequest) -> Result<HttpResponse, CallError> {
         let call = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::NotSent(format!("connect: {e}"))
-                } else {
-                    CallError::Unknown(format!("transport: {e}"))
-                }
-            })?;
+            let response = self.request(req).await?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -132,27 +145,8 @@ impl Outbound {
         timeout: Duration,
     ) -> Result<Downloaded, CallError> {
         use tokio::io::AsyncWriteExt;
-        let method = match req.method {
-            HttpMethod::Get => hyper::Method::GET,
-            HttpMethod::Post => hyper::Method::POST,
-        };
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(req.url.as_str());
-        for (name, value) in &req.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(req.body.clone())))
-            .map_err(|e| CallError::NotSent(format!("bad request: {e}")))?;
         let call = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::NotSent(format!("connect: {e}"))
-                } else {
-                    CallError::Unknown(format!("transport: {e}"))
-                }
-            })?;
+            let response = self.request(req).await?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
             let mut file = tokio::fs::File::create(path).await.map_err(|e| {

@@ -4,6 +4,7 @@ use moongate_contract::Currency;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
+use super::sqlite::{corrupt, db, from_ms, ms};
 use super::{ReconRun, StoreError, StoredBreak};
 use crate::ledger::{PaymentStatus, RefundStatus};
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
@@ -51,23 +52,6 @@ CREATE TABLE IF NOT EXISTS recon_breaks (
 CREATE INDEX IF NOT EXISTS recon_breaks_by_run ON recon_breaks (run_id);
 CREATE INDEX IF NOT EXISTS recon_breaks_by_status ON recon_breaks (merchant_id, status, updated_at);
 "#;
-
-fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
-fn ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt("timestamp".into()))
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
 
 fn ledger_payment(row: &Row<'_>) -> Result<LedgerPayment, StoreError> {
     let id: String = row.get(0).map_err(db)?;

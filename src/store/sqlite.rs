@@ -159,15 +159,15 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn db(e: rusqlite::Error) -> StoreError {
+pub(super) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-fn ms(t: OffsetDateTime) -> i64 {
+pub(super) fn ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
         .map_err(|_| StoreError::Corrupt("timestamp".into()))
 }
@@ -275,7 +275,7 @@ const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, am
     status, next_action, failure, amount_refunded, expires_at, created_at, updated_at, payer, route, \
     channel";
 
-fn corrupt(what: &str) -> StoreError {
+pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
