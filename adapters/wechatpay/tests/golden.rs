@@ -1011,3 +1011,73 @@ fn trade_bill_records_become_statement_lines() {
     );
     assert_eq!(refund.fee_milli, 0);
 }
+
+#[test]
+fn trade_bill_requests_and_answers() {
+    use moongate_contract::StatementLocation;
+    let adapter = adapter();
+    let day = time::macros::date!(2026 - 11 - 21);
+    let request = adapter.prepare_statement(&cx(), day).unwrap();
+    assert!(
+        request
+            .url
+            .ends_with("/v3/bill/tradebill?bill_date=2026-11-21&bill_type=ALL"),
+        "{}",
+        request.url
+    );
+    // The signed answer names the file and its SHA-1.
+    let body = r#"{"hash_type":"SHA1","hash_value":"79BB0F45FC9B3B2E0DAE8C1B9A8D8E2FDE3B0C6A","download_url":"https://api.mch.weixin.qq.com/v3/billdownload/file?token=6XIv5TUPto7pByrTQKhd6kwvyKLG2uY2wMMR8cNXqaA_Cv_isgaUtBzp4QtiozLO"}"#;
+    let location = adapter
+        .parse_statement(&signed(200, body, PUB_KEY_ID, TS))
+        .unwrap();
+    assert_eq!(
+        location,
+        StatementLocation::Download {
+            url: "https://api.mch.weixin.qq.com/v3/billdownload/file?token=6XIv5TUPto7pByrTQKhd6kwvyKLG2uY2wMMR8cNXqaA_Cv_isgaUtBzp4QtiozLO".to_owned(),
+            sha1: Some("79bb0f45fc9b3b2e0dae8c1b9a8d8e2fde3b0c6a".to_owned()),
+        }
+    );
+    // Unsigned success is unusable; the documented 400s are "empty" and "not yet".
+    let mut unsigned = signed(200, body, PUB_KEY_ID, TS);
+    unsigned.headers.retain(|(k, _)| k != "wechatpay-signature");
+    assert!(matches!(
+        adapter.parse_statement(&unsigned),
+        Err(AdapterError::Protocol(_))
+    ));
+    assert_eq!(
+        adapter.parse_statement(&error(400, "NO_STATEMENT_EXIST")),
+        Ok(StatementLocation::Empty)
+    );
+    assert_eq!(
+        adapter.parse_statement(&error(400, "STATEMENT_CREATING")),
+        Ok(StatementLocation::NotReady {
+            code: "STATEMENT_CREATING".to_owned()
+        })
+    );
+    assert!(matches!(
+        adapter.parse_statement(&error(400, "INVALID_REQUEST")),
+        Err(AdapterError::Rejected { .. })
+    ));
+    // The download is signed over its own path and query, and only on the API host.
+    let download = adapter
+        .prepare_statement_download(
+            &cx(),
+            "https://api.mch.weixin.qq.com/v3/billdownload/file?token=abc",
+        )
+        .unwrap();
+    let authorization = header_value(&download.headers, "authorization");
+    let expected = sign::request_message("GET", "/v3/billdownload/file?token=abc", TS, NONCE, "");
+    let verifier = moongate_contract::crypto::RsaVerifier::from_pem(include_str!(
+        "../../../fixtures/keys/wechatpay-go-merchant-public-key.pem"
+    ))
+    .unwrap();
+    assert!(verifier.verify_base64(expected.as_bytes(), &signature_of(authorization)));
+    assert!(
+        adapter
+            .prepare_statement_download(
+                &cx(),
+                "https://evil.example/v3/billdownload/file?token=abc"
+            )
+            .is_err()
+    );
+}
