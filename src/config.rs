@@ -333,6 +333,17 @@ pub struct RawAccount {
     /// Calls Moongate makes to the provider for this account (default: unlimited).
     #[serde(default)]
     pub rate_limit: Option<RawLimit>,
+    /// The fee rate agreed with the provider, e.g. `"0.6%"`: reconciliation flags statement
+    /// fees that differ from it by more than one minor unit (default: fees are only summed).
+    #[serde(default)]
+    pub fee_rate: Option<String>,
+}
+
+/// `"0.6%"` → 6000 parts per million (up to four decimals of a percent, at most 100 %).
+pub fn parse_fee_rate(text: &str) -> Option<i64> {
+    let number = text.trim().strip_suffix('%')?;
+    let ppm = moongate_contract::statement::parse_scaled(number, 4)?;
+    (0..=1_000_000).contains(&ppm).then_some(ppm)
 }
 
 /// Parses TOML text; syntax and unknown-key errors come back with their key path.
@@ -391,6 +402,8 @@ pub struct Account {
     pub limit: Option<Limit>,
     /// Circuit breaker.
     pub circuit: Circuit,
+    /// Agreed fee rate, parts per million, when configured.
+    pub fee_rate_ppm: Option<i64>,
 }
 
 /// A merchant ready to serve.
@@ -602,6 +615,16 @@ impl RawConfig {
                 }
             }
             for (account_id, account) in &merchant.accounts {
+                if account
+                    .fee_rate
+                    .as_deref()
+                    .is_some_and(|rate| parse_fee_rate(rate).is_none())
+                {
+                    problems.push(problem(
+                        format!("{at}.accounts.{account_id}.fee_rate"),
+                        "must be a percentage like \"0.6%\" (at most four decimals, at most 100%)",
+                    ));
+                }
                 if let Some(limit) = &account.rate_limit {
                     for (key, message) in limit.validate() {
                         problems.push(problem(
@@ -684,6 +707,7 @@ impl RawConfig {
                         adapter,
                         limit: account.rate_limit.as_ref().map(Limit::new),
                         circuit: Circuit::new(self.providers.circuit),
+                        fee_rate_ppm: account.fee_rate.as_deref().and_then(parse_fee_rate),
                     }),
                     Err(errors) => {
                         for (key, message) in errors {
@@ -984,6 +1008,18 @@ to = { priority = ["main", "missing"] }
         );
         let config = parse(&fixed).unwrap().build(dir.path()).unwrap();
         assert_eq!(config.merchants["shop"].routes.0.len(), 2);
+    }
+
+    #[test]
+    fn fee_rates_are_percentages() {
+        assert_eq!(parse_fee_rate("0.6%"), Some(6000));
+        assert_eq!(parse_fee_rate("0.38%"), Some(3800));
+        assert_eq!(parse_fee_rate("0.0025%"), Some(25));
+        assert_eq!(parse_fee_rate("100%"), Some(1_000_000));
+        assert_eq!(parse_fee_rate("0.6"), None);
+        assert_eq!(parse_fee_rate("101%"), None);
+        assert_eq!(parse_fee_rate("-1%"), None);
+        assert_eq!(parse_fee_rate("0.00001%"), None);
     }
 
     #[test]

@@ -317,9 +317,14 @@ async fn every_planted_break_is_classified() {
     };
     let mut currency_line = line("pay_currency", 4000, now);
     currency_line.currency = "HKD".to_owned();
+    // The provider charged 0.7 % instead of the agreed 0.6 % on this one (2 fen too much).
+    let overcharged = WechatBillEntry {
+        fee_e5: 2000 * 7,
+        ..line("pay_ok2", 2000, now)
+    };
     let entries = vec![
         line("pay_ok1", 1000, now),
-        line("pay_ok2", 2000, now),
+        overcharged,
         line("pay_amount", 3001, now),
         currency_line,
         line("pay_duplicate", 5000, now),
@@ -352,6 +357,7 @@ async fn every_planted_break_is_classified() {
         (Category::AmountMismatch, vec!["pay_amount"]),
         (Category::CurrencyMismatch, vec!["pay_currency"]),
         (Category::Duplicate, vec!["pay_duplicate"]),
+        (Category::FeeMismatch, vec!["pay_ok2"]),
     ];
     for (category, ids) in &expect {
         if category.is_break() {
@@ -372,7 +378,14 @@ async fn every_planted_break_is_classified() {
     // first of the duplicated lines.
     assert_eq!(count(&report, Category::Refund), 1);
     assert_eq!(count(&report, Category::Matched), 4);
-    assert_eq!(report.break_count, 7);
+    assert_eq!(report.break_count, 8);
+    assert_eq!(report.fees.rate_ppm, Some(6000));
+    let fee = report
+        .breaks
+        .iter()
+        .find(|b| b.category == Category::FeeMismatch)
+        .unwrap();
+    assert!(fee.detail.contains("fee 14000"), "{}", fee.detail);
     let amount = report
         .breaks
         .iter()
@@ -429,11 +442,11 @@ async fn every_planted_break_is_classified() {
         .unwrap()
         .unwrap();
     let again = run(&h, "wechat_main", Source::File(bill)).await.unwrap();
-    assert_eq!(again.break_count, 7);
+    assert_eq!(again.break_count, 8);
     let kept = again.breaks.iter().find(|b| b.id == ignored).unwrap();
     assert_eq!(kept.status, BreakStatus::Ignored);
     assert_eq!(kept.note.as_deref(), Some("recorded just before midnight"));
-    assert_eq!(again.open_breaks, 6);
+    assert_eq!(again.open_breaks, 7);
     let ids: Vec<&str> = report.breaks.iter().map(|b| b.id.as_str()).collect();
     assert!(again.breaks.iter().all(|b| ids.contains(&b.id.as_str())));
 }

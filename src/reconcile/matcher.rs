@@ -24,6 +24,8 @@ pub struct MatchSettings {
     pub day: Date,
     /// Drift window either side of the day, seconds.
     pub drift_secs: i64,
+    /// The account's agreed fee rate (parts per million), when configured.
+    pub fee_rate_ppm: Option<i64>,
 }
 
 impl MatchSettings {
@@ -89,6 +91,10 @@ pub struct FeeTally {
     pub lines: u64,
     /// Net fee, thousandths of a minor unit (refunds give some back).
     pub total_milli: i64,
+    /// What the agreed rate would have charged, when one is configured.
+    pub expected_milli: Option<i64>,
+    /// The agreed rate, parts per million.
+    pub rate_ppm: Option<i64>,
 }
 
 /// What a finished match produced.
@@ -243,6 +249,9 @@ impl Matcher {
             self.fees.lines += 1;
             self.fees.total_milli = self.fees.total_milli.saturating_add(line.fee_milli);
         }
+        if let Some(ppm) = self.settings.fee_rate_ppm {
+            self.check_fee(&line, ppm);
+        }
         match line.kind {
             LineKind::Payment => {
                 let found = match self.payments.take(&line.payment_id) {
@@ -268,6 +277,41 @@ impl Matcher {
                 }
             }
         }
+    }
+
+    /// Expected fee: amount × rate, in thousandths of a minor unit (given back on refunds).
+    /// One minor unit of tolerance covers the providers' rounding to the fen.
+    fn check_fee(&mut self, line: &StatementLine, ppm: i64) {
+        let magnitude =
+            i64::try_from(i128::from(line.amount) * i128::from(ppm) / 1000).unwrap_or(i64::MAX);
+        let expected = match line.kind {
+            LineKind::Payment => magnitude,
+            LineKind::Refund => -magnitude,
+        };
+        self.fees.rate_ppm = Some(ppm);
+        self.fees.expected_milli = Some(
+            self.fees
+                .expected_milli
+                .unwrap_or(0)
+                .saturating_add(expected),
+        );
+        if (line.fee_milli - expected).abs() <= 1000 {
+            return;
+        }
+        let detail = format!(
+            "fee {} (thousandths of a minor unit), expected {expected} at {ppm} ppm",
+            line.fee_milli
+        );
+        self.record(
+            Category::FeeMismatch,
+            Some(line),
+            kind_name(line.kind),
+            &line.payment_id,
+            line.refund_id.as_deref(),
+            line.currency,
+            None,
+            detail,
+        );
     }
 
     fn defer(&mut self, line: StatementLine) {

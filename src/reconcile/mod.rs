@@ -43,11 +43,14 @@ pub enum Category {
     StatusMismatch,
     /// The statement lists the same payment or refund more than once.
     Duplicate,
+    /// The provider's fee on a line differs from the account's agreed rate by more than one
+    /// minor unit (only with `fee_rate` configured; a line also has its matching category).
+    FeeMismatch,
 }
 
 impl Category {
     /// Every category, in report order.
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 10] = [
         Category::Matched,
         Category::Refund,
         Category::Timing,
@@ -57,6 +60,7 @@ impl Category {
         Category::CurrencyMismatch,
         Category::StatusMismatch,
         Category::Duplicate,
+        Category::FeeMismatch,
     ];
 
     /// Stable name.
@@ -71,6 +75,7 @@ impl Category {
             Category::CurrencyMismatch => "currency_mismatch",
             Category::StatusMismatch => "status_mismatch",
             Category::Duplicate => "duplicate",
+            Category::FeeMismatch => "fee_mismatch",
         }
     }
 
@@ -102,6 +107,9 @@ impl Category {
             Category::CurrencyMismatch => "same payment or refund, different currencies",
             Category::StatusMismatch => "the ledger and the provider disagree on the state",
             Category::Duplicate => "the statement lists the same payment or refund twice",
+            Category::FeeMismatch => {
+                "the provider's fee differs from the agreed rate by more than one minor unit"
+            }
         }
     }
 }

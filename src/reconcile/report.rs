@@ -229,7 +229,7 @@ tr.zero td{color:#aaa}
 .tag{display:inline-block;padding:1px 8px;border-radius:99px;font-size:12px;background:#eee}
 .tag.matched,.tag.refund{background:#dff3e4;color:#1d7a3a}
 .tag.timing{background:#fff3cd;color:#7a5b00}
-.tag.missing_in_provider,.tag.missing_in_ledger,.tag.amount_mismatch,.tag.currency_mismatch,.tag.status_mismatch,.tag.duplicate{background:#fbe2e0;color:#b3261e}
+.tag.missing_in_provider,.tag.missing_in_ledger,.tag.amount_mismatch,.tag.currency_mismatch,.tag.status_mismatch,.tag.duplicate,.tag.fee_mismatch{background:#fbe2e0;color:#b3261e}
 code{font-size:12.5px}
 footer{color:#888;font-size:12px;margin-top:24px}
 ";
@@ -305,10 +305,24 @@ pub fn html(report: &Report) -> String {
     }
     let _ = write!(
         out,
-        "<tr data-category=\"fees\"><td><span class=\"tag\">fees</span></td><td>fees on the statement (net of fees returned with refunds)</td><td class=\"n count\">{}</td><td class=\"n\"></td><td class=\"n\">{} {}</td></tr></tbody></table>",
+        "<tr data-category=\"fees\"><td><span class=\"tag\">fees</span></td><td>fees on the statement (net of fees returned with refunds){rate}</td><td class=\"n count\">{}</td><td class=\"n\">{expected}</td><td class=\"n\">{} {}</td></tr></tbody></table>",
         report.fees.lines,
         format_milli(report.fees.total_milli, currency),
         esc(&report.currency),
+        rate = report
+            .fees
+            .rate_ppm
+            .map(|ppm| format!("; agreed rate {}.{:04} %", ppm / 10_000, ppm % 10_000))
+            .unwrap_or_default(),
+        expected = report
+            .fees
+            .expected_milli
+            .map(|e| format!(
+                "{} {} expected",
+                format_milli(e, currency),
+                esc(&report.currency)
+            ))
+            .unwrap_or_default(),
     );
     let s = &report.statement_totals;
     let l = &report.ledger_totals;

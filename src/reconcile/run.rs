@@ -374,6 +374,7 @@ async fn reconcile_inner(
     let settings = MatchSettings {
         day: request.day,
         drift_secs: i64::try_from(drift_secs).unwrap_or(86_400),
+        fee_rate_ppm: account.fee_rate_ppm,
     };
     let (from, to) = settings.window();
     let (payments, refunds) = gateway

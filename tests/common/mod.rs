@@ -206,6 +206,7 @@ settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, a
 # Mixed mode: the public key and the platform certificate, as while migrating.
 [merchants.shop_a.accounts.wechat_main]
 provider = "wechatpay"
+fee_rate = "0.6%"
 [merchants.shop_a.accounts.wechat_main.settings]
 mchid = "{MCHID_A}"
 appid = "{WX_APPID}"
