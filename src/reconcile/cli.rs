@@ -106,10 +106,15 @@ pub fn summary_text(report: &Report) -> String {
         ));
     }
     out.push_str(&format!(
-        "  fees: {} line(s), {} {}\n  net: statement {} / ledger {} / difference {} {}\n  breaks: {} ({} open)\n",
+        "  fees: {} line(s), {} {}{}\n  net: statement {} / ledger {} / difference {} {}\n  breaks: {} ({} open)\n",
         report.fees.lines,
         report::format_milli(report.fees.total_milli, currency),
         report.currency,
+        report
+            .fees
+            .expected_milli
+            .map(|e| format!(" (the agreed rate gives {})", report::format_milli(e, currency)))
+            .unwrap_or_default(),
         report::format_minor(report.control.statement_net, currency),
         report::format_minor(report.control.ledger_net, currency),
         report::format_minor(report.control.difference, currency),
