@@ -1081,3 +1081,20 @@ fn trade_bill_requests_and_answers() {
             .is_err()
     );
 }
+
+#[test]
+fn the_older_24_column_bill_reads_by_its_own_names() {
+    use moongate_adapter_wechatpay::bill::{parse_trade_bill, statement_line};
+    // The pre-2019 layout (binarywang/WxJava issue #1275): 总金额, 子商户号, a 5-column summary.
+    let bill = "\u{feff}交易时间,公众账号ID,商户号,子商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,总金额,代金券或立减优惠金额,微信退款单号,商户退款单号,退款金额,代金券或立减优惠退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率\r\n\
+`2017-12-01 10:00:00,`wx2421b1c4370ec43b,`10000100,`0,`,`4200000001201712010000000001,`old_1,`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`NATIVE,`SUCCESS,`CMB_DEBIT,`CNY,`12.50,`0.00,`0,`0,`0.00,`0.00,`,`,`tea,`,`0.07500,`0.60%\r\n\
+总交易单数,总交易额,总退款金额,总代金券或立减优惠退款金额,手续费总金额\r\n\
+`1,`12.50,`0.00,`0.00,`0.07500\r\n";
+    let parsed = parse_trade_bill(bill.as_bytes()).unwrap();
+    assert_eq!(parsed.rows.len(), 1);
+    let line = statement_line(parsed.rows[0].clone(), 2);
+    assert_eq!(line.amount, 1250); // 总金额, since there is no 订单金额 column
+    assert_eq!(line.fee_milli, 7500);
+    assert_eq!(line.payment_id, "old_1");
+    assert_eq!(parsed.summary.settlement_total, 1250);
+}
