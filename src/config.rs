@@ -89,6 +89,10 @@ pub struct ReconciliationSection {
     /// difference rather than a break, seconds (default 1800).
     #[serde(default = "default_drift")]
     pub drift_secs: u64,
+    /// When set (`"HH:MM"`, Beijing time), `serve` reconciles yesterday's statement of every
+    /// account each day from this time on, retrying while the bill is not ready.
+    #[serde(default)]
+    pub daily_at: Option<String>,
 }
 
 impl Default for ReconciliationSection {
@@ -96,8 +100,16 @@ impl Default for ReconciliationSection {
         ReconciliationSection {
             statement_dir: None,
             drift_secs: default_drift(),
+            daily_at: None,
         }
     }
+}
+
+/// `"10:30"` → (10, 30).
+pub fn parse_daily_at(text: &str) -> Option<(u8, u8)> {
+    let (hour, minute) = text.trim().split_once(':')?;
+    let (hour, minute): (u8, u8) = (hour.parse().ok()?, minute.parse().ok()?);
+    (hour < 24 && minute < 60 && text.trim().len() == 5).then_some((hour, minute))
 }
 
 fn default_drift() -> u64 {
@@ -111,6 +123,8 @@ pub struct ReconciliationSettings {
     pub statement_dir: PathBuf,
     /// Drift window, seconds.
     pub drift_secs: u64,
+    /// Daily run time (Beijing hour, minute), when scheduled.
+    pub daily_at: Option<(u8, u8)>,
 }
 
 /// `[server]`.
@@ -499,6 +513,17 @@ impl RawConfig {
                 "must be an address like 127.0.0.1:9090",
             ));
         }
+        if self
+            .reconciliation
+            .daily_at
+            .as_deref()
+            .is_some_and(|t| parse_daily_at(t).is_none())
+        {
+            problems.push(problem(
+                "reconciliation.daily_at",
+                "must be a Beijing time like \"10:30\"",
+            ));
+        }
         if self.reconciliation.drift_secs > 86_400 {
             problems.push(problem(
                 "reconciliation.drift_secs",
@@ -774,6 +799,11 @@ impl RawConfig {
                         .unwrap_or_else(|| PathBuf::from("statements")),
                 },
                 drift_secs: self.reconciliation.drift_secs,
+                daily_at: self
+                    .reconciliation
+                    .daily_at
+                    .as_deref()
+                    .and_then(parse_daily_at),
             },
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
@@ -1008,6 +1038,16 @@ to = { priority = ["main", "missing"] }
         );
         let config = parse(&fixed).unwrap().build(dir.path()).unwrap();
         assert_eq!(config.merchants["shop"].routes.0.len(), 2);
+    }
+
+    #[test]
+    fn daily_times_are_beijing_hours_and_minutes() {
+        assert_eq!(parse_daily_at("10:30"), Some((10, 30)));
+        assert_eq!(parse_daily_at("00:00"), Some((0, 0)));
+        assert_eq!(parse_daily_at("24:00"), None);
+        assert_eq!(parse_daily_at("9:30"), None);
+        assert_eq!(parse_daily_at("10:60"), None);
+        assert_eq!(parse_daily_at("10.30"), None);
     }
 
     #[test]

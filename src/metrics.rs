@@ -81,7 +81,8 @@ pub struct AccountLabels {
 /// An outcome label alone, with the provider or merchant it concerns.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// Provider kind (notifications) or merchant id (webhooks).
+    /// Provider kind (notifications), merchant id (webhooks) or `merchant/account`
+    /// (reconciliation).
     pub source: String,
     /// `accepted`/`rejected` or `delivered`/`failed`/`parked`.
     pub outcome: String,
@@ -115,6 +116,10 @@ pub struct Metrics {
     pub circuit_state: Family<AccountLabels, Gauge>,
     /// `moongate_config_reloads_total`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// `moongate_reconciliation_runs_total`: scheduled runs by `merchant/account` and outcome.
+    pub reconciliation_runs: Family<OutcomeLabels, Counter>,
+    /// `moongate_reconciliation_open_breaks`: open breaks found by an account's last daily run.
+    pub reconciliation_open_breaks: Family<AccountLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -189,8 +194,22 @@ impl Metrics {
             "Config reloads, applied or refused",
             config_reloads.clone(),
         );
+        let reconciliation_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reconciliation_runs",
+            "Scheduled daily reconciliations, by merchant/account and outcome",
+            reconciliation_runs.clone(),
+        );
+        let reconciliation_open_breaks = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "reconciliation_open_breaks",
+            "Open breaks found by each account's last daily reconciliation",
+            reconciliation_open_breaks.clone(),
+        );
         Metrics {
             registry,
+            reconciliation_runs,
+            reconciliation_open_breaks,
             circuit_state,
             config_reloads,
             requests,

@@ -122,6 +122,7 @@ pub async fn start_on(
     tasks.extend([
         tokio::spawn(webhooks::run(Arc::clone(&gateway))),
         tokio::spawn(Arc::clone(&gateway).recheck_loop()),
+        tokio::spawn(crate::reconcile::schedule::daily_loop(Arc::clone(&gateway))),
     ]);
     Ok(Running {
         addr,

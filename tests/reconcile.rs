@@ -715,3 +715,59 @@ async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_daily_run_reconciles_yesterday_once_the_time_has_come() {
+    use moongate::reconcile::schedule::daily_once;
+    let h = Harness::start().await;
+    h.paid_payment(1200, "daily-0").await;
+    paid_wechat(&h, 990, "daily-1").await;
+    // Schedule daily runs at 10:30 Beijing (a reload, as an operator would).
+    let mut raw = moongate::config::load(&h.config_path).unwrap();
+    raw.reconciliation.daily_at = Some("10:30".to_owned());
+    let base = h.config_path.parent().unwrap().to_path_buf();
+    h.gateway.gateway.replace_config(raw.build(&base).unwrap());
+    advance_statement_clock(&h, false).await;
+    let tomorrow = today().next_day().unwrap();
+    let at = |hour, minute| {
+        tomorrow
+            .with_hms(hour, minute, 0)
+            .unwrap()
+            .assume_offset(moongate_contract::statement::BEIJING)
+    };
+    // Before 10:30 nothing runs.
+    assert!(daily_once(&h.gateway.gateway, at(10, 29)).await.is_empty());
+    let first = daily_once(&h.gateway.gateway, at(10, 31)).await;
+    let result = |outcomes: &[moongate::reconcile::schedule::DailyOutcome], account: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.merchant_id == "shop_a" && o.account_id == account)
+            .map(|o| o.result.clone())
+    };
+    let alipay_run = result(&first, "alipay_main").unwrap().unwrap();
+    assert!(result(&first, "wechat_main").unwrap().is_ok());
+    // An account whose provider cannot be reached is reported and retried later.
+    assert!(
+        first
+            .iter()
+            .any(|o| o.merchant_id == "shop_d" && o.result.is_err()),
+        "{first:?}"
+    );
+    let report = moongate::reconcile::run::load_report(&h.gateway.gateway, None, &alipay_run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.day, format_day(today()));
+    assert_eq!(count(&report, Category::Matched), 1);
+    // The next pass does not run shop_a's accounts again.
+    let second = daily_once(&h.gateway.gateway, at(10, 36)).await;
+    assert_eq!(result(&second, "alipay_main"), None, "{second:?}");
+    assert_eq!(result(&second, "wechat_main"), None, "{second:?}");
+    let metrics = h.gateway.gateway.metrics.render();
+    assert!(
+        metrics.contains(
+            "moongate_reconciliation_runs_total{source=\"shop_a/alipay_main\",outcome=\"done\"} 1"
+        ),
+        "{metrics}"
+    );
+}

@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod repair;
 pub mod report;
 pub mod run;
+pub mod schedule;
 
 use moongate_contract::Currency;
 use serde::{Deserialize, Serialize};

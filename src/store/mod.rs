@@ -415,6 +415,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         run_id: &str,
     ) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError>;
 
+    /// The latest run of one account's statement day, if any.
+    async fn latest_recon_run(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        day: &str,
+    ) -> Result<Option<ReconRun>, StoreError>;
+
     /// Runs, newest first.
     async fn recon_runs(
         &self,

@@ -443,3 +443,24 @@ pub(super) fn break_by_id(
         None => Ok(None),
     }
 }
+
+pub(super) fn latest_run(
+    conn: &Connection,
+    merchant_id: &str,
+    account_id: &str,
+    day: &str,
+) -> Result<Option<ReconRun>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {RUN_FIELDS} FROM recon_runs WHERE merchant_id = ?1 AND account_id = ?2 AND day = ?3 \
+             ORDER BY finished_at DESC LIMIT 1"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![merchant_id, account_id, day])
+        .map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(run_from_row(row)?)),
+        None => Ok(None),
+    }
+}

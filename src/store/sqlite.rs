@@ -1239,6 +1239,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn latest_recon_run(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        day: &str,
+    ) -> Result<Option<ReconRun>, StoreError> {
+        let (merchant_id, account_id, day) = (
+            merchant_id.to_owned(),
+            account_id.to_owned(),
+            day.to_owned(),
+        );
+        self.run(move |conn| recon_sql::latest_run(conn, &merchant_id, &account_id, &day))
+            .await
+    }
+
     async fn recon_runs(
         &self,
         merchant_id: Option<&str>,
