@@ -19,7 +19,7 @@ use super::{BreakStatus, Category, StatementRecord};
 use crate::gateway::Gateway;
 use crate::store::{ReconRun, StoreError};
 
-/// Largest statement file downloaded or imported (a million-line bill is about 300 MB).
+/// Largest statement file downloaded or imported (a million-line bill is about 250 MB).
 pub const MAX_STATEMENT_BYTES: u64 = 4 << 30;
 
 /// How long a statement download may take.
