@@ -241,7 +241,45 @@ async fn signed_by(
         .get(&merchant.id)
         .cloned()
         .ok_or_else(|| ApiError::internal(&"authenticated merchant missing"))?;
-    // Counted after authentication, so nobody can spend a merchant's quota for it.
+    // Counted after authentication, so nobody can spend a merchant's quota for it. The shared
+    // (Redis) limit decides first when configured; the local one always counts, and decides
+    // alone while Redis is unavailable.
+    if let Some(shared) = &gw.shared_limits {
+        use crate::shared_limits::SharedDecision;
+        let decision = shared
+            .check(
+                &format!("merchant:{}", merchant.id),
+                merchant.limit.per_second(),
+                merchant.limit.burst(),
+            )
+            .await;
+        let outcome = match &decision {
+            SharedDecision::Allowed => "allowed",
+            SharedDecision::Limited(_) => "limited",
+            SharedDecision::Unavailable(_) => "unavailable",
+        };
+        gw.metrics
+            .shared_limit_checks
+            .get_or_create(&crate::metrics::SharedLimitLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        gw.metrics.shared_limit_up.set(i64::from(!matches!(
+            decision,
+            SharedDecision::Unavailable(_)
+        )));
+        if let SharedDecision::Limited(retry_after) = decision {
+            tracing::info!(merchant = %merchant.id, "request over the merchant's shared rate limit");
+            gw.metrics
+                .rate_limited
+                .get_or_create(&LimitLabels {
+                    scope: "merchant".to_owned(),
+                    id: merchant.id.clone(),
+                })
+                .inc();
+            return Err(ApiError::rate_limited(&merchant.limit, retry_after));
+        }
+    }
     match merchant.limit.check() {
         Ok(_) => Ok(merchant),
         Err(limited) => {

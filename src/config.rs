@@ -72,9 +72,40 @@ pub struct RawConfig {
     /// Reconciliation against provider statements.
     #[serde(default)]
     pub reconciliation: ReconciliationSection,
+    /// Rate limits shared across instances.
+    #[serde(default)]
+    pub rate_limits: RateLimitSection,
     /// Merchants by id.
     #[serde(default)]
     pub merchants: BTreeMap<String, RawMerchant>,
+}
+
+/// `[rate_limits]`: merchant limits shared by every instance through Redis.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Redis URL (`redis://[:password@]host:port/db`), from an env variable or a file: it may
+    /// hold a password. Unset: limits are per instance (governor alone).
+    #[serde(default)]
+    pub redis_url: Option<SecretRef>,
+    /// How long a limit check may wait for Redis before the local limiter decides alone,
+    /// milliseconds (default 50).
+    #[serde(default)]
+    pub redis_timeout_ms: Option<u64>,
+    /// Key prefix in Redis (default `moongate`), so several deployments can share one Redis.
+    #[serde(default)]
+    pub redis_key_prefix: Option<String>,
+}
+
+/// Shared rate limits, resolved.
+#[derive(Debug, Clone)]
+pub struct SharedLimitSettings {
+    /// The Redis URL.
+    pub url: Secret<String>,
+    /// Check timeout.
+    pub timeout: std::time::Duration,
+    /// Key prefix.
+    pub prefix: String,
 }
 
 /// `[reconciliation]`.
@@ -469,6 +500,8 @@ pub struct Config {
     pub providers: ProviderSection,
     /// Reconciliation.
     pub reconciliation: ReconciliationSettings,
+    /// Shared (Redis) merchant rate limits, when configured.
+    pub shared_limits: Option<SharedLimitSettings>,
     /// Merchants by id.
     pub merchants: BTreeMap<String, Arc<Merchant>>,
 }
@@ -522,6 +555,27 @@ impl RawConfig {
             problems.push(problem(
                 "reconciliation.daily_at",
                 "must be a Beijing time like \"10:30\"",
+            ));
+        }
+        if self
+            .rate_limits
+            .redis_timeout_ms
+            .is_some_and(|ms| ms == 0 || ms > 5_000)
+        {
+            problems.push(problem(
+                "rate_limits.redis_timeout_ms",
+                "must be between 1 and 5000",
+            ));
+        }
+        if self
+            .rate_limits
+            .redis_key_prefix
+            .as_deref()
+            .is_some_and(|p| !is_identifier(p))
+        {
+            problems.push(problem(
+                "rate_limits.redis_key_prefix",
+                "must be 1-64 of [A-Za-z0-9_-]",
             ));
         }
         if self.reconciliation.drift_secs > 86_400 {
@@ -677,6 +731,35 @@ impl RawConfig {
     pub fn build(&self, base_dir: &Path) -> Result<Config, ConfigErrors> {
         self.validate()?;
         let mut problems = Vec::new();
+        let shared_limits = match &self.rate_limits.redis_url {
+            None => None,
+            Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    Some(SharedLimitSettings {
+                        url: Secret::new(url),
+                        timeout: std::time::Duration::from_millis(
+                            self.rate_limits.redis_timeout_ms.unwrap_or(50),
+                        ),
+                        prefix: self
+                            .rate_limits
+                            .redis_key_prefix
+                            .clone()
+                            .unwrap_or_else(|| "moongate".to_owned()),
+                    })
+                }
+                Ok(_) => {
+                    problems.push(problem(
+                        "rate_limits.redis_url",
+                        "must be a redis:// or rediss:// URL",
+                    ));
+                    None
+                }
+                Err(message) => {
+                    problems.push(problem("rate_limits.redis_url", message));
+                    None
+                }
+            },
+        };
         let mut merchants = BTreeMap::new();
         for (merchant_id, raw) in &self.merchants {
             let at = format!("merchants.{merchant_id}");
@@ -805,6 +888,7 @@ impl RawConfig {
                     .as_deref()
                     .and_then(parse_daily_at),
             },
+            shared_limits,
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
             merchants,

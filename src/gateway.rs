@@ -59,6 +59,8 @@ pub struct Gateway {
     pub webhooks: Outbound,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Merchant limits shared through Redis, when configured (fixed at start).
+    pub shared_limits: Option<crate::shared_limits::SharedLimiter>,
 }
 
 impl<T> Exchange<T> {
@@ -149,7 +151,17 @@ impl Gateway {
             providers,
             webhooks,
             metrics: Metrics::new(),
+            shared_limits: None,
         }
+    }
+
+    /// Adds the Redis-shared merchant limits.
+    pub fn with_shared_limits(
+        mut self,
+        shared: Option<crate::shared_limits::SharedLimiter>,
+    ) -> Gateway {
+        self.shared_limits = shared;
+        self
     }
 
     /// The config in force now.

@@ -21,5 +21,6 @@ pub mod registry;
 pub mod routing;
 pub mod sandbox;
 pub mod server;
+pub mod shared_limits;
 pub mod store;
 pub mod webhooks;

@@ -88,6 +88,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The outcome of a shared limit check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SharedLimitLabels {
+    /// `allowed`, `limited` or `unavailable`.
+    pub outcome: String,
+}
+
 type Timing<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -116,6 +123,11 @@ pub struct Metrics {
     pub circuit_state: Family<AccountLabels, Gauge>,
     /// `moongate_config_reloads_total`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// `moongate_shared_limit_checks_total{outcome}`: Redis limit checks (`allowed`, `limited`,
+    /// `unavailable`).
+    pub shared_limit_checks: Family<SharedLimitLabels, Counter>,
+    /// `moongate_shared_limit_up`: 1 while the last Redis check got an answer, 0 otherwise.
+    pub shared_limit_up: Gauge,
     /// `moongate_reconciliation_runs_total`: scheduled runs by `merchant/account` and outcome.
     pub reconciliation_runs: Family<OutcomeLabels, Counter>,
     /// `moongate_reconciliation_open_breaks`: open breaks found by an account's last daily run.
@@ -206,8 +218,22 @@ impl Metrics {
             "Open breaks found by each account's last daily reconciliation",
             reconciliation_open_breaks.clone(),
         );
+        let shared_limit_checks = Family::<SharedLimitLabels, Counter>::default();
+        registry.register(
+            "shared_limit_checks",
+            "Shared (Redis) merchant limit checks, by outcome",
+            shared_limit_checks.clone(),
+        );
+        let shared_limit_up = Gauge::default();
+        registry.register(
+            "shared_limit_up",
+            "1 while Redis answers limit checks, 0 while limits are per instance only",
+            shared_limit_up.clone(),
+        );
         Metrics {
             registry,
+            shared_limit_checks,
+            shared_limit_up,
             reconciliation_runs,
             reconciliation_open_breaks,
             circuit_state,

@@ -96,7 +96,20 @@ pub async fn start_on(
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let gateway = Arc::new(Gateway::new(config, store, providers, webhooks_client));
+    let shared = match &config.shared_limits {
+        Some(settings) => Some(
+            crate::shared_limits::SharedLimiter::new(
+                settings.url.expose(),
+                settings.timeout,
+                &settings.prefix,
+            )
+            .map_err(StartError::Io)?,
+        ),
+        None => None,
+    };
+    let gateway = Arc::new(
+        Gateway::new(config, store, providers, webhooks_client).with_shared_limits(shared),
+    );
     let app = api::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let header_timeout = Duration::from_millis(gateway.config().header_read_timeout_ms);
@@ -268,6 +281,14 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
         }
         if new.ledger_path != old.ledger_path {
             restart.push("ledger.path");
+        }
+        let shared = |c: &crate::config::Config| {
+            c.shared_limits
+                .as_ref()
+                .map(|s| (s.url.expose().clone(), s.timeout, s.prefix.clone()))
+        };
+        if shared(&new) != shared(&old) {
+            restart.push("rate_limits");
         }
         if restart.is_empty() {
             gateway.replace_config(new);

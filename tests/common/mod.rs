@@ -76,6 +76,15 @@ impl Harness {
     }
 
     pub async fn start_with_timeout(call_timeout_ms: u64) -> Harness {
+        Self::start_with(call_timeout_ms, None).await
+    }
+
+    /// A harness whose merchant limits are shared through the Redis at `redis_url`.
+    pub async fn start_with_redis(redis_url: &str) -> Harness {
+        Self::start_with(2_000, Some(redis_url)).await
+    }
+
+    pub async fn start_with(call_timeout_ms: u64, redis_url: Option<&str>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let keys = fixtures().join("keys");
 
@@ -297,6 +306,15 @@ api_base_url = "http://{wechat_addr}"
             wx_public = wx_public.display(),
             wx_cert = wx_cert.display(),
         );
+        let config = match redis_url {
+            Some(url) => {
+                std::fs::write(dir.path().join("redis.url"), format!("{url}\n")).unwrap();
+                format!(
+                    "{config}\n[rate_limits]\nredis_url = {{ file = \"redis.url\" }}\nredis_timeout_ms = 200\n"
+                )
+            }
+            None => config,
+        };
         let config_path = dir.path().join("moongate.toml");
         std::fs::write(&config_path, config).unwrap();
         let config = moongate::config::load(&config_path)
