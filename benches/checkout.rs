@@ -263,4 +263,23 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         (n / 8) * 8,
         start.elapsed(),
     );
+
+    // The shared (Redis) merchant limit check every request pays when `[rate_limits]` is set.
+    if let Ok(url) = std::env::var("MOONGATE_TEST_REDIS_URL") {
+        let limiter = moongate::shared_limits::SharedLimiter::new(
+            &url,
+            Duration::from_millis(200),
+            &moongate::ledger::new_id("bench"),
+        )
+        .unwrap();
+        let n = 5_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            let decision = limiter.check("merchant:bench", 1_000_000, 1_000_000).await;
+            assert_eq!(decision, moongate::shared_limits::SharedDecision::Allowed);
+        }
+        report("shared limit check (Redis GCRA script)", n, start.elapsed());
+    } else {
+        println!("shared limit check: skipped (set MOONGATE_TEST_REDIS_URL)");
+    }
 }
