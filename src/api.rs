@@ -269,31 +269,31 @@ async fn signed_by(
             SharedDecision::Unavailable(_)
         )));
         if let SharedDecision::Limited(retry_after) = decision {
-            tracing::info!(merchant = %merchant.id, "request over the merchant's shared rate limit");
-            gw.metrics
-                .rate_limited
-                .get_or_create(&LimitLabels {
-                    scope: "merchant".to_owned(),
-                    id: merchant.id.clone(),
-                })
-                .inc();
-            return Err(ApiError::rate_limited(&merchant.limit, retry_after));
+            return Err(over_limit(gw, &merchant, "shared", retry_after));
         }
     }
     match merchant.limit.check() {
         Ok(_) => Ok(merchant),
-        Err(limited) => {
-            tracing::info!(merchant = %merchant.id, "request over the merchant's rate limit");
-            gw.metrics
-                .rate_limited
-                .get_or_create(&LimitLabels {
-                    scope: "merchant".to_owned(),
-                    id: merchant.id.clone(),
-                })
-                .inc();
-            Err(ApiError::rate_limited(&merchant.limit, limited.retry_after))
-        }
+        Err(limited) => Err(over_limit(gw, &merchant, "local", limited.retry_after)),
     }
+}
+
+/// Logs, counts and renders a refusal by the merchant's request limit.
+fn over_limit(
+    gw: &Gateway,
+    merchant: &Merchant,
+    which: &'static str,
+    retry_after: Duration,
+) -> ApiError {
+    tracing::info!(merchant = %merchant.id, limiter = which, "request over the merchant's rate limit");
+    gw.metrics
+        .rate_limited
+        .get_or_create(&LimitLabels {
+            scope: "merchant".to_owned(),
+            id: merchant.id.clone(),
+        })
+        .inc();
+    ApiError::rate_limited(&merchant.limit, retry_after)
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
