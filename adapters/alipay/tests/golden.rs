@@ -543,3 +543,58 @@ fn barcode_pay_request_and_outcomes() {
         Err(AdapterError::InvalidRequest(_))
     ));
 }
+
+#[test]
+fn bill_download_request_and_answers() {
+    use moongate_contract::StatementLocation;
+    let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
+    let http = a
+        .prepare_statement(&cx(), time::macros::date!(2019 - 09 - 16))
+        .unwrap();
+    let (_, query) = http.url.split_once('?').unwrap();
+    let query = form(query);
+    let body = form(std::str::from_utf8(&http.body).unwrap());
+    assert_eq!(
+        query["method"],
+        "alipay.data.dataservice.bill.downloadurl.query"
+    );
+    assert_eq!(
+        body["biz_content"],
+        r#"{"bill_type":"trade","bill_date":"2019-09-16"}"#
+    );
+    let method = "alipay.data.dataservice.bill.downloadurl.query";
+    let url = "http://dwbillcenter.alipay.com/downloadBillFile.resource?bizType=trade&userId=20881234567890120156&fileType=csv.zip&bizDates=20190916&downloadFileName=20881234567890120156_20190916.csv.zip&fileId=%2Ftrade%2F20881234567890120156%2F20190916.csv.zip&timestamp=1568600000&token=abc";
+    let node = format!(
+        r#"{{"code":"10000","msg":"Success","bill_download_url":"{}"}}"#,
+        url.replace('/', "\\/")
+    );
+    assert_eq!(
+        a.parse_statement(&signed_response(method, &node)).unwrap(),
+        StatementLocation::Download {
+            url: url.to_owned(),
+            sha1: None
+        }
+    );
+    // No trades that day: an empty statement, not an error.
+    let none = r#"{"code":"40004","msg":"Business Failed","sub_code":"isp.bill_not_exist","sub_msg":"账单不存在"}"#;
+    assert_eq!(
+        a.parse_statement(&signed_response(method, none)).unwrap(),
+        StatementLocation::Empty
+    );
+    // Today's bill (or a bad date) is not given: an error, never an empty day.
+    let today = r#"{"code":"40004","msg":"Business Failed","sub_code":"isv.invalid-arguments","sub_msg":"参数不合法"}"#;
+    assert!(a.parse_statement(&signed_response(method, today)).is_err());
+    // The download is a plain GET of the link, with a browser-like user agent.
+    let get = a.prepare_statement_download(&cx(), url).unwrap();
+    assert_eq!(get.method, HttpMethod::Get);
+    assert_eq!(get.url, url);
+    assert!(
+        get.headers
+            .iter()
+            .any(|(k, v)| k == "user-agent" && v.starts_with("Mozilla/5.0"))
+    );
+    assert!(
+        a.prepare_statement_download(&cx(), "file:///etc/passwd")
+            .is_err()
+    );
+}
