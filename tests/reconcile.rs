@@ -385,7 +385,10 @@ async fn every_planted_break_is_classified() {
         .iter()
         .find(|b| b.category == Category::FeeMismatch)
         .unwrap();
-    assert!(fee.detail.contains("fee 14000"), "{}", fee.detail);
+    assert_eq!(
+        fee.detail,
+        "fee 0.14000 CNY, the agreed 0.6000 % gives 0.12000 CNY"
+    );
     let amount = report
         .breaks
         .iter()

@@ -14,6 +14,7 @@ use moongate_contract::{Currency, LineKind, StatementLine};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
+use super::report::{format_milli, format_minor};
 use super::{Break, BreakStatus, Category, LedgerPayment, LedgerRefund};
 use crate::ledger::{PaymentStatus, RefundStatus};
 
@@ -299,8 +300,12 @@ impl Matcher {
             return;
         }
         let detail = format!(
-            "fee {} (thousandths of a minor unit), expected {expected} at {ppm} ppm",
-            line.fee_milli
+            "fee {} {cur}, the agreed {}.{:04} % gives {} {cur}",
+            format_milli(line.fee_milli, line.currency),
+            ppm / 10_000,
+            ppm % 10_000,
+            format_milli(expected, line.currency),
+            cur = line.currency.code(),
         );
         self.record(
             Category::FeeMismatch,
@@ -439,10 +444,11 @@ impl Matcher {
             (
                 Category::AmountMismatch,
                 format!(
-                    "ledger {}, statement {} (difference {})",
-                    record.amount,
-                    line.amount,
-                    line.amount - record.amount
+                    "ledger {}, statement {} (difference {}) {}",
+                    format_minor(record.amount, line.currency),
+                    format_minor(line.amount, line.currency),
+                    format_minor(line.amount - record.amount, line.currency),
+                    line.currency.code()
                 ),
             )
         } else if !line.settled {
@@ -522,10 +528,11 @@ impl Matcher {
             (
                 Category::AmountMismatch,
                 format!(
-                    "refund: ledger {}, statement {} (difference {})",
-                    record.amount,
-                    line.amount,
-                    line.amount - record.amount
+                    "refund: ledger {}, statement {} (difference {}) {}",
+                    format_minor(record.amount, line.currency),
+                    format_minor(line.amount, line.currency),
+                    format_minor(line.amount - record.amount, line.currency),
+                    line.currency.code()
                 ),
             )
         } else if !line.settled || record.status != RefundStatus::Succeeded {
@@ -589,8 +596,9 @@ impl Matcher {
                         line.currency,
                         None,
                         format!(
-                            "the provider collected {} for an order the ledger does not have",
-                            line.amount
+                            "the provider collected {} {} for an order the ledger does not have",
+                            format_minor(line.amount, line.currency),
+                            line.currency.code()
                         ),
                     ),
                 },
@@ -611,8 +619,9 @@ impl Matcher {
                             line.currency,
                             None,
                             format!(
-                                "the provider refunded {} that the ledger does not have",
-                                line.amount
+                                "the provider refunded {} {} that the ledger does not have",
+                                format_minor(line.amount, line.currency),
+                                line.currency.code()
                             ),
                         ),
                     }

@@ -242,7 +242,7 @@ pub fn html(report: &Report) -> String {
     let balanced = report.control.difference == 0 && report.open_breaks == 0;
     let _ = write!(
         out,
-        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>对账报告 Reconciliation {day} · {account}</title><style>{STYLE}</style></head><body><main>",
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><link rel=\"icon\" href=\"data:,\"><title>对账报告 Reconciliation {day} · {account}</title><style>{STYLE}</style></head><body><main>",
         day = esc(&report.day),
         account = esc(&report.account_id),
     );
