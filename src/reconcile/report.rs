@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use moongate_contract::Currency;
+use moongate_contract::{Currency, Money};
 use serde::{Deserialize, Serialize};
 
 use super::matcher::{CategoryTally, FeeTally, LedgerTotals};
@@ -104,21 +104,9 @@ impl Report {
     }
 }
 
-/// `1234` → `12.34` in the currency's exponent.
+/// `1234` → `12.34` in the currency's exponent (the ledger's own decimal rendering).
 pub fn format_minor(amount: i64, currency: Currency) -> String {
-    let exponent = currency.exponent();
-    if exponent == 0 {
-        return amount.to_string();
-    }
-    let unit = 10_u64.pow(exponent);
-    let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / unit,
-        abs % unit,
-        width = exponent as usize
-    )
+    Money::new(amount, currency).to_decimal_string()
 }
 
 /// Fees are kept in thousandths of a minor unit: `6` → `0.00006` for CNY.

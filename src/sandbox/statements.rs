@@ -14,6 +14,7 @@
 use std::io::{self, Write};
 
 use moongate_contract::statement::BEIJING as BEIJING_OFFSET;
+use moongate_contract::{Currency, Money};
 use time::{Date, OffsetDateTime};
 
 /// `yyyy-MM-dd HH:mm:ss`, Beijing time.
@@ -31,12 +32,7 @@ pub fn beijing(at: OffsetDateTime) -> String {
 }
 
 fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!(
-        "{sign}{}.{:02}",
-        fen.unsigned_abs() / 100,
-        fen.unsigned_abs() % 100
-    )
+    Money::new(fen, Currency::CNY).to_decimal_string()
 }
 
 fn yuan_e5(e5: i64) -> String {
