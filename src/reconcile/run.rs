@@ -106,20 +106,11 @@ impl ReconcileError {
 /// Called with (bytes read, file size) as the statement is read.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
-/// `yyyy-MM-dd`.
-pub fn format_day(day: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
-}
+pub use moongate_contract::statement::format_day;
 
-/// Parses `yyyy-MM-dd`.
+/// Parses `yyyy-MM-dd` as typed by a person (surrounding spaces ignored).
 pub fn parse_day(text: &str) -> Option<Date> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(text.trim(), &format).ok()
+    moongate_contract::statement::parse_day(text.trim())
 }
 
 /// The statement day before today in Beijing: the latest one providers have.

@@ -1209,8 +1209,7 @@ impl Sandbox {
             // Sandbox choice: only the acquiring (`trade`) bill is simulated.
             return business("isv.invalid-arguments", "参数不合法: bill_type");
         }
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        let Some(day) = bill_date.and_then(|d| time::Date::parse(d, &format).ok()) else {
+        let Some(day) = bill_date.and_then(moongate_contract::statement::parse_day) else {
             return business("isv.invalid-arguments", "参数不合法: bill_date");
         };
         let today = self
@@ -1289,12 +1288,17 @@ pub(crate) struct StatementClock {
 
 impl StatementClock {
     pub(crate) fn day(&self) -> Result<Option<time::Date>, (StatusCode, String)> {
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        self.today
-            .as_deref()
-            .map(|d| time::Date::parse(d, &format))
-            .transpose()
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("today: {e}")))
+        match self.today.as_deref() {
+            None => Ok(None),
+            Some(text) => moongate_contract::statement::parse_day(text)
+                .map(Some)
+                .ok_or_else(|| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("today: {text:?} is not yyyy-MM-dd"),
+                    )
+                }),
+        }
     }
 }
 

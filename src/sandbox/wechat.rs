@@ -1707,10 +1707,9 @@ impl WechatSandbox {
         query: &HashMap<String, String>,
         host: &str,
     ) -> Result<Reply, Reply> {
-        let format = time::macros::format_description!("[year]-[month]-[day]");
         let day = query
             .get("bill_date")
-            .and_then(|d| time::Date::parse(d, &format).ok())
+            .and_then(|d| moongate_contract::statement::parse_day(d))
             .ok_or_else(|| {
                 fail(
                     StatusCode::BAD_REQUEST,

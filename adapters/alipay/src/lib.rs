@@ -866,12 +866,7 @@ impl PaymentAdapter for AlipayAdapter {
     ) -> Result<HttpRequest, AdapterError> {
         let biz = BillBiz {
             bill_type: "trade",
-            bill_date: format!(
-                "{:04}-{:02}-{:02}",
-                day.year(),
-                u8::from(day.month()),
-                day.day()
-            ),
+            bill_date: moongate_contract::statement::format_day(day),
         };
         self.server_call(cx, BILL, None, &biz)
     }

@@ -149,6 +149,22 @@ pub fn beijing_day(at: OffsetDateTime) -> Date {
     at.to_offset(BEIJING).date()
 }
 
+/// `yyyy-MM-dd`: how both providers and Moongate write a statement day.
+pub fn format_day(day: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// Parses `yyyy-MM-dd` exactly (no surrounding spaces).
+pub fn parse_day(text: &str) -> Option<Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(text, &format).ok()
+}
+
 /// Parses `yyyy-MM-dd HH:mm:ss` as Beijing time.
 pub fn parse_beijing_datetime(text: &str) -> Option<OffsetDateTime> {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -200,6 +216,15 @@ mod tests {
         assert_eq!(parse_scaled("1e3", 2), None);
         assert_eq!(parse_scaled(".5", 2), None);
         assert_eq!(parse_scaled("99999999999999999999", 2), None);
+    }
+
+    #[test]
+    fn days_round_trip() {
+        let day = time::macros::date!(2026 - 01 - 05);
+        assert_eq!(format_day(day), "2026-01-05");
+        assert_eq!(parse_day("2026-01-05"), Some(day));
+        assert_eq!(parse_day(" 2026-01-05"), None);
+        assert_eq!(parse_day("2026-13-01"), None);
     }
 
     #[test]

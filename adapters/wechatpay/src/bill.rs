@@ -334,16 +334,6 @@ where
     Ok(summary)
 }
 
-/// `yyyy-MM-dd`, as `bill_date` wants it.
-pub fn format_day(day: time::Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
-}
-
 /// A record in Moongate's statement vocabulary.
 pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
     let refund = row.trade_state == "REFUND";

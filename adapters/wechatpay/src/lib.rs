@@ -1150,7 +1150,7 @@ impl PaymentAdapter for WechatPayAdapter {
     ) -> Result<HttpRequest, AdapterError> {
         let path = format!(
             "/v3/bill/tradebill?bill_date={}&bill_type=ALL",
-            bill::format_day(day)
+            moongate_contract::statement::format_day(day)
         );
         self.v3_request(cx, HttpMethod::Get, &path, None)
     }
