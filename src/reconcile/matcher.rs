@@ -165,20 +165,39 @@ impl<T> Indexed<T> {
     }
 }
 
+/// The statement day as `[start, end)` in ms since the epoch.
+#[derive(Clone, Copy, Debug)]
+struct Day {
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl Day {
+    fn contains(self, ms: i64) -> bool {
+        ms >= self.start_ms && ms < self.end_ms
+    }
+}
+
+/// What the matcher has found so far. Kept apart from the ledger index so a record can be
+/// classified while borrowed from the index (no copy per statement line).
+#[derive(Default)]
+struct Results {
+    tallies: BTreeMap<(Category, Currency), CategoryTally>,
+    breaks: Vec<Break>,
+    fees: FeeTally,
+}
+
 /// Streams one statement against the ledger.
 pub struct Matcher {
     settings: MatchSettings,
-    day_start_ms: i64,
-    day_end_ms: i64,
+    day: Day,
     payments: Indexed<LedgerPayment>,
     refunds: Indexed<LedgerRefund>,
     deferred: Vec<StatementLine>,
     deferred_payments: HashMap<Box<str>, u32>,
     deferred_refunds: HashMap<Box<str>, u32>,
-    tallies: BTreeMap<(Category, Currency), CategoryTally>,
-    breaks: Vec<Break>,
+    results: Results,
     ledger: LedgerTotals,
-    fees: FeeTally,
 }
 
 impl std::fmt::Debug for Matcher {
@@ -187,7 +206,7 @@ impl std::fmt::Debug for Matcher {
             .field("day", &self.settings.day)
             .field("payments", &self.payments.len())
             .field("refunds", &self.refunds.len())
-            .field("breaks", &self.breaks.len())
+            .field("breaks", &self.results.breaks.len())
             .finish_non_exhaustive()
     }
 }
@@ -199,157 +218,134 @@ fn kind_name(kind: LineKind) -> &'static str {
     }
 }
 
-impl Matcher {
-    /// A matcher over the ledger window (see [`MatchSettings::window`]).
-    pub fn new(
-        settings: MatchSettings,
-        payments: Vec<LedgerPayment>,
-        refunds: Vec<LedgerRefund>,
-    ) -> Matcher {
-        let (day_start_ms, day_end_ms) = settings.day_bounds_ms();
-        let mut ledger = LedgerTotals::default();
-        let in_day = |ms: i64| ms >= day_start_ms && ms < day_end_ms;
-        for payment in &payments {
-            if payment.status == PaymentStatus::Succeeded && payment.paid_at_ms.is_some_and(in_day)
-            {
-                ledger.payments += 1;
-                ledger.payment_total = ledger.payment_total.saturating_add(payment.amount);
-            }
-        }
-        for refund in &refunds {
-            if refund.status == RefundStatus::Succeeded && in_day(refund.settled_at_ms) {
-                ledger.refunds += 1;
-                ledger.refund_total = ledger.refund_total.saturating_add(refund.amount);
-            }
-        }
-        let payment_map = Indexed::new(payments, |p: &mut LedgerPayment| std::mem::take(&mut p.id));
-        let refund_map = Indexed::new(refunds, |r: &mut LedgerRefund| std::mem::take(&mut r.id));
-        Matcher {
-            settings,
-            day_start_ms,
-            day_end_ms,
-            payments: payment_map,
-            refunds: refund_map,
-            deferred: Vec::new(),
-            deferred_payments: HashMap::new(),
-            deferred_refunds: HashMap::new(),
-            tallies: BTreeMap::new(),
-            breaks: Vec::new(),
-            ledger,
-            fees: FeeTally::default(),
-        }
+/// The refund a result is about: only refund lines have one.
+fn refund_of(line: &StatementLine) -> Option<&str> {
+    match line.kind {
+        LineKind::Payment => None,
+        LineKind::Refund => line.refund_id.as_deref(),
     }
+}
 
-    fn in_day(&self, ms: i64) -> bool {
-        ms >= self.day_start_ms && ms < self.day_end_ms
-    }
+/// "ledger 20.00, statement 20.01 (difference 0.01) CNY".
+fn amount_difference(prefix: &str, ledger: i64, line: &StatementLine) -> String {
+    format!(
+        "{prefix}ledger {}, statement {} (difference {}) {}",
+        format_minor(ledger, line.currency),
+        format_minor(line.amount, line.currency),
+        format_minor(line.amount - ledger, line.currency),
+        line.currency.code()
+    )
+}
 
-    /// Takes one statement line.
-    pub fn line(&mut self, line: StatementLine) {
-        if line.fee_milli != 0 {
-            self.fees.lines += 1;
-            self.fees.total_milli = self.fees.total_milli.saturating_add(line.fee_milli);
-        }
-        if let Some(ppm) = self.settings.fee_rate_ppm {
-            self.check_fee(&line, ppm);
-        }
-        match line.kind {
-            LineKind::Payment => {
-                let found = match self.payments.take(&line.payment_id) {
-                    Ok(record) => Ok(record.clone()),
-                    Err(seen) => Err(seen.map(|r| r.amount)),
-                };
-                match found {
-                    Ok(record) => self.payment_result(&line, &record, false),
-                    Err(Some(ledger_amount)) => self.duplicate(&line, Some(ledger_amount)),
-                    Err(None) => self.defer(line),
-                }
-            }
-            LineKind::Refund => {
-                let key = line.refund_id.clone().unwrap_or_default();
-                let found = match self.refunds.take(&key) {
-                    Ok(record) => Ok(record.clone()),
-                    Err(seen) => Err(seen.map(|r| r.amount)),
-                };
-                match found {
-                    Ok(record) => self.refund_result(&line, &record),
-                    Err(Some(ledger_amount)) => self.duplicate(&line, Some(ledger_amount)),
-                    Err(None) => self.defer(line),
-                }
-            }
-        }
-    }
+fn currency_difference(ledger: Currency, line: &StatementLine) -> String {
+    format!(
+        "ledger {}, statement {}",
+        ledger.code(),
+        line.currency.code()
+    )
+}
 
-    /// Expected fee: amount × rate, in thousandths of a minor unit (given back on refunds).
-    /// One minor unit of tolerance covers the providers' rounding to the fen.
-    fn check_fee(&mut self, line: &StatementLine, ppm: i64) {
-        let magnitude =
-            i64::try_from(i128::from(line.amount) * i128::from(ppm) / 1000).unwrap_or(i64::MAX);
-        let expected = match line.kind {
-            LineKind::Payment => magnitude,
-            LineKind::Refund => -magnitude,
-        };
-        self.fees.rate_ppm = Some(ppm);
-        self.fees.expected_milli = Some(
-            self.fees
-                .expected_milli
-                .unwrap_or(0)
-                .saturating_add(expected),
-        );
-        if (line.fee_milli - expected).abs() <= 1000 {
-            return;
-        }
-        let detail = format!(
-            "fee {} {cur}, the agreed {}.{:04} % gives {} {cur}",
-            format_milli(line.fee_milli, line.currency),
-            ppm / 10_000,
-            ppm % 10_000,
-            format_milli(expected, line.currency),
-            cur = line.currency.code(),
-        );
-        self.record(
-            Category::FeeMismatch,
-            Some(line),
-            kind_name(line.kind),
-            &line.payment_id,
-            line.refund_id.as_deref(),
-            line.currency,
-            None,
-            detail,
-        );
-    }
-
-    fn defer(&mut self, line: StatementLine) {
-        let (map, key) = match line.kind {
-            LineKind::Payment => (&mut self.deferred_payments, line.payment_id.as_str()),
-            LineKind::Refund => (
-                &mut self.deferred_refunds,
-                line.refund_id.as_deref().unwrap_or_default(),
-            ),
-        };
-        let count = map.entry(key.into()).or_insert(0);
-        *count += 1;
-        if *count > 1 {
-            self.duplicate(&line, None);
-        } else {
-            self.deferred.push(line);
-        }
-    }
-
-    /// Ids the caller must look up in the whole ledger before [`Matcher::finish`].
-    pub fn deferred_ids(&self) -> (Vec<String>, Vec<String>) {
+/// The category of a statement payment line against its ledger payment.
+fn payment_verdict(
+    day: Day,
+    line: &StatementLine,
+    record: &LedgerPayment,
+    looked_up: bool,
+) -> (Category, String) {
+    if record.currency != line.currency {
         (
-            self.deferred_payments
-                .keys()
-                .map(|k| k.to_string())
-                .collect(),
-            self.deferred_refunds
-                .keys()
-                .map(|k| k.to_string())
-                .collect(),
+            Category::CurrencyMismatch,
+            currency_difference(record.currency, line),
         )
+    } else if record.amount != line.amount {
+        (
+            Category::AmountMismatch,
+            amount_difference("", record.amount, line),
+        )
+    } else if !line.settled {
+        (
+            Category::StatusMismatch,
+            format!(
+                "the provider reports {} for a payment the ledger holds as {}",
+                line.provider_status,
+                record.status.as_str()
+            ),
+        )
+    } else if record.status != PaymentStatus::Succeeded {
+        (
+            Category::StatusMismatch,
+            format!(
+                "the provider collected it; the ledger holds it as {} (a lost notification?)",
+                record.status.as_str()
+            ),
+        )
+    } else if record
+        .provider_ref
+        .as_deref()
+        .is_some_and(|r| !line.provider_txn_id.is_empty() && r != line.provider_txn_id)
+    {
+        (
+            Category::StatusMismatch,
+            format!(
+                "provider transaction {} in the statement, {} in the ledger",
+                line.provider_txn_id,
+                record.provider_ref.as_deref().unwrap_or_default()
+            ),
+        )
+    } else if !record.paid_at_ms.is_some_and(|ms| day.contains(ms)) {
+        (
+            Category::Timing,
+            if looked_up {
+                "recorded as paid outside the drift window".to_owned()
+            } else {
+                "recorded as paid on the neighbouring day, within the drift window".to_owned()
+            },
+        )
+    } else {
+        (Category::Matched, String::new())
     }
+}
 
+/// The category of a statement refund line against its ledger refund.
+fn refund_verdict(day: Day, line: &StatementLine, record: &LedgerRefund) -> (Category, String) {
+    if *record.payment_id != *line.payment_id {
+        (
+            Category::StatusMismatch,
+            format!(
+                "the statement refunds payment {}; the ledger refund belongs to {}",
+                line.payment_id, record.payment_id
+            ),
+        )
+    } else if record.currency != line.currency {
+        (
+            Category::CurrencyMismatch,
+            currency_difference(record.currency, line),
+        )
+    } else if record.amount != line.amount {
+        (
+            Category::AmountMismatch,
+            amount_difference("refund: ", record.amount, line),
+        )
+    } else if !line.settled || record.status != RefundStatus::Succeeded {
+        (
+            Category::StatusMismatch,
+            format!(
+                "refund: the provider reports {}, the ledger holds {}",
+                line.provider_status,
+                record.status.as_str()
+            ),
+        )
+    } else if !day.contains(record.settled_at_ms) {
+        (
+            Category::Timing,
+            "refund recorded on another day than the provider's".to_owned(),
+        )
+    } else {
+        (Category::Refund, String::new())
+    }
+}
+
+impl Results {
     fn tally(&mut self, category: Category, currency: Currency, ledger: i64, provider: i64) {
         let entry = self
             .tallies
@@ -410,6 +406,53 @@ impl Matcher {
         });
     }
 
+    /// A line recorded against a ledger record's side of the story.
+    fn line_result(
+        &mut self,
+        (category, detail): (Category, String),
+        line: &StatementLine,
+        ledger: (i64, &str, Option<i64>),
+    ) {
+        self.record(
+            category,
+            Some(line),
+            kind_name(line.kind),
+            &line.payment_id,
+            refund_of(line),
+            line.currency,
+            Some(ledger),
+            detail,
+        );
+    }
+
+    fn payment_result(
+        &mut self,
+        day: Day,
+        line: &StatementLine,
+        record: &LedgerPayment,
+        looked_up: bool,
+    ) {
+        let verdict = payment_verdict(day, line, record, looked_up);
+        self.line_result(
+            verdict,
+            line,
+            (record.amount, record.status.as_str(), record.paid_at_ms),
+        );
+    }
+
+    fn refund_result(&mut self, day: Day, line: &StatementLine, record: &LedgerRefund) {
+        let verdict = refund_verdict(day, line, record);
+        self.line_result(
+            verdict,
+            line,
+            (
+                record.amount,
+                record.status.as_str(),
+                Some(record.settled_at_ms),
+            ),
+        );
+    }
+
     fn duplicate(&mut self, line: &StatementLine, ledger_amount: Option<i64>) {
         let detail = format!(
             "statement line {} repeats {} {}",
@@ -430,142 +473,169 @@ impl Matcher {
         );
     }
 
-    fn payment_result(&mut self, line: &StatementLine, record: &LedgerPayment, looked_up: bool) {
-        let (category, detail) = if record.currency != line.currency {
-            (
-                Category::CurrencyMismatch,
-                format!(
-                    "ledger {}, statement {}",
-                    record.currency.code(),
-                    line.currency.code()
-                ),
-            )
-        } else if record.amount != line.amount {
-            (
-                Category::AmountMismatch,
-                format!(
-                    "ledger {}, statement {} (difference {}) {}",
-                    format_minor(record.amount, line.currency),
-                    format_minor(line.amount, line.currency),
-                    format_minor(line.amount - record.amount, line.currency),
-                    line.currency.code()
-                ),
-            )
-        } else if !line.settled {
-            (
-                Category::StatusMismatch,
-                format!(
-                    "the provider reports {} for a payment the ledger holds as {}",
-                    line.provider_status,
-                    record.status.as_str()
-                ),
-            )
-        } else if record.status != PaymentStatus::Succeeded {
-            (
-                Category::StatusMismatch,
-                format!(
-                    "the provider collected it; the ledger holds it as {} (a lost notification?)",
-                    record.status.as_str()
-                ),
-            )
-        } else if record
-            .provider_ref
-            .as_deref()
-            .is_some_and(|r| !line.provider_txn_id.is_empty() && r != line.provider_txn_id)
-        {
-            (
-                Category::StatusMismatch,
-                format!(
-                    "provider transaction {} in the statement, {} in the ledger",
-                    line.provider_txn_id,
-                    record.provider_ref.as_deref().unwrap_or_default()
-                ),
-            )
-        } else if !record.paid_at_ms.is_some_and(|ms| self.in_day(ms)) {
-            let inside = !looked_up;
-            (
-                Category::Timing,
-                if inside {
-                    "recorded as paid on the neighbouring day, within the drift window".to_owned()
-                } else {
-                    "recorded as paid outside the drift window".to_owned()
-                },
-            )
-        } else {
-            (Category::Matched, String::new())
+    fn missing_in_ledger(&mut self, line: &StatementLine) {
+        let verb = match line.kind {
+            LineKind::Payment => "collected",
+            LineKind::Refund => "refunded",
         };
+        let what = match line.kind {
+            LineKind::Payment => "for an order the ledger does not have",
+            LineKind::Refund => "that the ledger does not have",
+        };
+        let detail = format!(
+            "the provider {verb} {} {} {what}",
+            format_minor(line.amount, line.currency),
+            line.currency.code()
+        );
         self.record(
-            category,
+            Category::MissingInLedger,
             Some(line),
-            "payment",
+            kind_name(line.kind),
             &line.payment_id,
-            None,
+            refund_of(line),
             line.currency,
-            Some((record.amount, record.status.as_str(), record.paid_at_ms)),
+            None,
             detail,
         );
     }
 
-    fn refund_result(&mut self, line: &StatementLine, record: &LedgerRefund) {
-        let (category, detail) = if *record.payment_id != *line.payment_id {
-            (
-                Category::StatusMismatch,
-                format!(
-                    "the statement refunds payment {}; the ledger refund belongs to {}",
-                    line.payment_id, record.payment_id
-                ),
-            )
-        } else if record.currency != line.currency {
-            (
-                Category::CurrencyMismatch,
-                format!(
-                    "ledger {}, statement {}",
-                    record.currency.code(),
-                    line.currency.code()
-                ),
-            )
-        } else if record.amount != line.amount {
-            (
-                Category::AmountMismatch,
-                format!(
-                    "refund: ledger {}, statement {} (difference {}) {}",
-                    format_minor(record.amount, line.currency),
-                    format_minor(line.amount, line.currency),
-                    format_minor(line.amount - record.amount, line.currency),
-                    line.currency.code()
-                ),
-            )
-        } else if !line.settled || record.status != RefundStatus::Succeeded {
-            (
-                Category::StatusMismatch,
-                format!(
-                    "refund: the provider reports {}, the ledger holds {}",
-                    line.provider_status,
-                    record.status.as_str()
-                ),
-            )
-        } else if !self.in_day(record.settled_at_ms) {
-            (
-                Category::Timing,
-                "refund recorded on another day than the provider's".to_owned(),
-            )
-        } else {
-            (Category::Refund, String::new())
+    /// Fee lines: summed, and checked against the agreed rate when there is one. Expected fee:
+    /// amount × rate, in thousandths of a minor unit (given back on refunds); one minor unit of
+    /// tolerance covers the providers' rounding to the fen.
+    fn fee(&mut self, line: &StatementLine, rate_ppm: Option<i64>) {
+        if line.fee_milli != 0 {
+            self.fees.lines += 1;
+            self.fees.total_milli = self.fees.total_milli.saturating_add(line.fee_milli);
+        }
+        let Some(ppm) = rate_ppm else {
+            return;
         };
+        let magnitude =
+            i64::try_from(i128::from(line.amount) * i128::from(ppm) / 1000).unwrap_or(i64::MAX);
+        let expected = match line.kind {
+            LineKind::Payment => magnitude,
+            LineKind::Refund => -magnitude,
+        };
+        self.fees.rate_ppm = Some(ppm);
+        self.fees.expected_milli = Some(
+            self.fees
+                .expected_milli
+                .unwrap_or(0)
+                .saturating_add(expected),
+        );
+        if (line.fee_milli - expected).abs() <= 1000 {
+            return;
+        }
+        let detail = format!(
+            "fee {} {cur}, the agreed {}.{:04} % gives {} {cur}",
+            format_milli(line.fee_milli, line.currency),
+            ppm / 10_000,
+            ppm % 10_000,
+            format_milli(expected, line.currency),
+            cur = line.currency.code(),
+        );
         self.record(
-            category,
+            Category::FeeMismatch,
             Some(line),
-            "refund",
+            kind_name(line.kind),
             &line.payment_id,
             line.refund_id.as_deref(),
             line.currency,
-            Some((
-                record.amount,
-                record.status.as_str(),
-                Some(record.settled_at_ms),
-            )),
+            None,
             detail,
         );
+    }
+}
+
+impl Matcher {
+    /// A matcher over the ledger window (see [`MatchSettings::window`]).
+    pub fn new(
+        settings: MatchSettings,
+        payments: Vec<LedgerPayment>,
+        refunds: Vec<LedgerRefund>,
+    ) -> Matcher {
+        let (start_ms, end_ms) = settings.day_bounds_ms();
+        let day = Day { start_ms, end_ms };
+        let mut ledger = LedgerTotals::default();
+        for payment in &payments {
+            if payment.status == PaymentStatus::Succeeded
+                && payment.paid_at_ms.is_some_and(|ms| day.contains(ms))
+            {
+                ledger.payments += 1;
+                ledger.payment_total = ledger.payment_total.saturating_add(payment.amount);
+            }
+        }
+        for refund in &refunds {
+            if refund.status == RefundStatus::Succeeded && day.contains(refund.settled_at_ms) {
+                ledger.refunds += 1;
+                ledger.refund_total = ledger.refund_total.saturating_add(refund.amount);
+            }
+        }
+        Matcher {
+            settings,
+            day,
+            payments: Indexed::new(payments, |p: &mut LedgerPayment| std::mem::take(&mut p.id)),
+            refunds: Indexed::new(refunds, |r: &mut LedgerRefund| std::mem::take(&mut r.id)),
+            deferred: Vec::new(),
+            deferred_payments: HashMap::new(),
+            deferred_refunds: HashMap::new(),
+            results: Results::default(),
+            ledger,
+        }
+    }
+
+    /// Takes one statement line.
+    pub fn line(&mut self, line: StatementLine) {
+        self.results.fee(&line, self.settings.fee_rate_ppm);
+        let day = self.day;
+        match line.kind {
+            LineKind::Payment => match self.payments.take(&line.payment_id) {
+                Ok(record) => self.results.payment_result(day, &line, record, false),
+                Err(Some(seen)) => self.results.duplicate(&line, Some(seen.amount)),
+                Err(None) => self.defer(line),
+            },
+            LineKind::Refund => {
+                match self
+                    .refunds
+                    .take(line.refund_id.as_deref().unwrap_or_default())
+                {
+                    Ok(record) => self.results.refund_result(day, &line, record),
+                    Err(Some(seen)) => self.results.duplicate(&line, Some(seen.amount)),
+                    Err(None) => self.defer(line),
+                }
+            }
+        }
+    }
+
+    fn defer(&mut self, line: StatementLine) {
+        let (map, key) = match line.kind {
+            LineKind::Payment => (&mut self.deferred_payments, line.payment_id.as_str()),
+            LineKind::Refund => (
+                &mut self.deferred_refunds,
+                line.refund_id.as_deref().unwrap_or_default(),
+            ),
+        };
+        let count = map.entry(key.into()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            self.results.duplicate(&line, None);
+        } else {
+            self.deferred.push(line);
+        }
+    }
+
+    /// Ids the caller must look up in the whole ledger before [`Matcher::finish`].
+    pub fn deferred_ids(&self) -> (Vec<String>, Vec<String>) {
+        (
+            self.deferred_payments
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+            self.deferred_refunds
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+        )
     }
 
     /// Classifies the deferred lines with the ledger records found for them (anywhere in the
@@ -583,101 +653,63 @@ impl Matcher {
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
+        let day = self.day;
+        let results = &mut self.results;
         for line in std::mem::take(&mut self.deferred) {
             match line.kind {
                 LineKind::Payment => match payments.get(line.payment_id.as_str()) {
-                    Some(record) => self.payment_result(&line, record, true),
-                    None => self.record(
-                        Category::MissingInLedger,
-                        Some(&line),
-                        "payment",
-                        &line.payment_id,
-                        None,
-                        line.currency,
-                        None,
-                        format!(
-                            "the provider collected {} {} for an order the ledger does not have",
-                            format_minor(line.amount, line.currency),
-                            line.currency.code()
-                        ),
-                    ),
+                    Some(record) => results.payment_result(day, &line, record, true),
+                    None => results.missing_in_ledger(&line),
                 },
                 LineKind::Refund => {
-                    let found = line
-                        .refund_id
-                        .as_deref()
-                        .and_then(|id| refunds.get(id))
-                        .cloned();
-                    match found {
-                        Some(record) => self.refund_result(&line, &record),
-                        None => self.record(
-                            Category::MissingInLedger,
-                            Some(&line),
-                            "refund",
-                            &line.payment_id,
-                            line.refund_id.as_deref(),
-                            line.currency,
-                            None,
-                            format!(
-                                "the provider refunded {} {} that the ledger does not have",
-                                format_minor(line.amount, line.currency),
-                                line.currency.code()
-                            ),
-                        ),
+                    match line.refund_id.as_deref().and_then(|id| refunds.get(id)) {
+                        Some(record) => results.refund_result(day, &line, record),
+                        None => results.missing_in_ledger(&line),
                     }
                 }
             }
         }
-        let unseen_payments: Vec<LedgerPayment> = self
-            .payments
-            .unseen()
-            .filter(|(_, p)| p.status == PaymentStatus::Succeeded)
-            .filter(|(_, p)| p.paid_at_ms.is_some_and(|ms| self.in_day(ms)))
-            .map(|(id, p)| LedgerPayment {
-                id: id.into(),
-                ..p.clone()
-            })
-            .collect();
-        for payment in unseen_payments {
-            self.record(
-                Category::MissingInProvider,
-                None,
-                "payment",
-                &payment.id,
-                None,
-                payment.currency,
-                Some((payment.amount, payment.status.as_str(), payment.paid_at_ms)),
-                "the ledger holds it as paid on this day; the statement does not list it"
-                    .to_owned(),
-            );
+        for (id, payment) in self.payments.unseen() {
+            if payment.status == PaymentStatus::Succeeded
+                && payment.paid_at_ms.is_some_and(|ms| day.contains(ms))
+            {
+                results.record(
+                    Category::MissingInProvider,
+                    None,
+                    "payment",
+                    id,
+                    None,
+                    payment.currency,
+                    Some((payment.amount, payment.status.as_str(), payment.paid_at_ms)),
+                    "the ledger holds it as paid on this day; the statement does not list it"
+                        .to_owned(),
+                );
+            }
         }
-        let unseen_refunds: Vec<LedgerRefund> = self
-            .refunds
-            .unseen()
-            .filter(|(_, r)| r.status == RefundStatus::Succeeded && self.in_day(r.settled_at_ms))
-            .map(|(id, r)| LedgerRefund {
-                id: id.into(),
-                ..r.clone()
-            })
-            .collect();
-        for refund in unseen_refunds {
-            self.record(
-                Category::MissingInProvider,
-                None,
-                "refund",
-                &refund.payment_id,
-                Some(&refund.id),
-                refund.currency,
-                Some((
-                    refund.amount,
-                    refund.status.as_str(),
-                    Some(refund.settled_at_ms),
-                )),
-                "the ledger holds it as refunded on this day; the statement does not list it"
-                    .to_owned(),
-            );
+        for (id, refund) in self.refunds.unseen() {
+            if refund.status == RefundStatus::Succeeded && day.contains(refund.settled_at_ms) {
+                results.record(
+                    Category::MissingInProvider,
+                    None,
+                    "refund",
+                    &refund.payment_id,
+                    Some(id),
+                    refund.currency,
+                    Some((
+                        refund.amount,
+                        refund.status.as_str(),
+                        Some(refund.settled_at_ms),
+                    )),
+                    "the ledger holds it as refunded on this day; the statement does not list it"
+                        .to_owned(),
+                );
+            }
         }
-        let mut breaks = std::mem::take(&mut self.breaks);
+        let Results {
+            tallies,
+            mut breaks,
+            fees,
+        } = self.results;
         breaks.sort_by(|a, b| {
             (a.category, &a.payment_id, &a.refund_id, a.statement_line).cmp(&(
                 b.category,
@@ -687,10 +719,10 @@ impl Matcher {
             ))
         });
         Outcome {
-            tallies: self.tallies.into_values().collect(),
+            tallies: tallies.into_values().collect(),
             breaks,
             ledger: self.ledger,
-            fees: self.fees,
+            fees,
         }
     }
 }
