@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Harness;
+use common::{Harness, bill_line};
 use moongate::reconcile::run::{RunRequest, Source, reconcile};
-use moongate::sandbox::statements::{self, WechatBillEntry};
+use moongate::sandbox::statements;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -202,23 +202,6 @@ impl Drop for Browser {
     }
 }
 
-fn line(id: &str, amount: i64, at: OffsetDateTime) -> WechatBillEntry {
-    WechatBillEntry {
-        at,
-        appid: common::WX_APPID.to_owned(),
-        mchid: common::MCHID_A.to_owned(),
-        transaction_id: format!("4200{id}"),
-        out_trade_no: id.to_owned(),
-        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
-        trade_type: "NATIVE".to_owned(),
-        refund: None,
-        amount,
-        fee_e5: statements::wechat_fee_e5(amount),
-        description: "茉莉花茶 Jasmine tea".to_owned(),
-        currency: "CNY".to_owned(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciliation_report_renders_what_the_json_holds() {
     if !browser_available("the_reconciliation_report_renders_what_the_json_holds") {
@@ -233,45 +216,15 @@ async fn the_reconciliation_report_renders_what_the_json_holds() {
     statements::write_wechat_trade_bill(
         &mut bytes,
         vec![
-            line("pay_ok", 1000, now),
-            line("pay_amount", 2001, now),
-            line("pay_stranger", 990, now),
+            bill_line("pay_ok", 1000, now),
+            bill_line("pay_amount", 2001, now),
+            bill_line("pay_stranger", 990, now),
         ],
     )
     .unwrap();
     std::fs::write(&bill, bytes).unwrap();
     for (id, amount) in [("pay_ok", 1000), ("pay_amount", 2000)] {
-        let payment = moongate::ledger::Payment {
-            id: id.to_owned(),
-            merchant_id: "shop_a".to_owned(),
-            account_id: "wechat_main".to_owned(),
-            provider: moongate_contract::ProviderKind::WechatPay,
-            method: moongate_contract::PaymentMethod::WechatNative,
-            amount,
-            currency: moongate_contract::Currency::CNY,
-            merchant_reference: id.to_owned(),
-            description: "tea".to_owned(),
-            return_url: None,
-            metadata: Default::default(),
-            provider_order_id: id.to_owned(),
-            provider_ref: Some(format!("4200{id}")),
-            status: moongate::ledger::PaymentStatus::Succeeded,
-            next_action: None,
-            failure: None,
-            amount_refunded: 0,
-            expires_at: now,
-            created_at: now,
-            updated_at: now,
-            payer: Default::default(),
-            route: None,
-            channel: None,
-        };
-        h.gateway
-            .gateway
-            .store
-            .insert_repaired_payment(payment, now)
-            .await
-            .unwrap();
+        h.ledger_payment(id, amount, now).await;
     }
     let report = reconcile(
         &h.gateway.gateway,

@@ -12,14 +12,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, MCHID_A, WX_APPID};
-use moongate::ledger::{Payment, PaymentStatus};
+use common::{Harness, bill_line};
 use moongate::reconcile::report::{self, Report};
 use moongate::reconcile::run::{ReconcileError, RunRequest, Source, format_day, reconcile};
 use moongate::reconcile::{BreakStatus, Category};
 use moongate::sandbox::statements::{self, WechatBillEntry};
 use moongate_contract::statement::beijing_day;
-use moongate_contract::{Currency, PaymentMethod};
 use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 
@@ -197,60 +195,6 @@ async fn a_tampered_download_fails_its_sha1_and_nothing_is_imported() {
     assert_eq!(count(&report, Category::Matched), 1);
 }
 
-/// A succeeded payment written straight into the ledger, recorded as paid at `paid_at`.
-async fn ledger_payment(h: &Harness, id: &str, amount: i64, paid_at: OffsetDateTime) {
-    let payment = Payment {
-        id: id.to_owned(),
-        merchant_id: "shop_a".to_owned(),
-        account_id: "wechat_main".to_owned(),
-        provider: moongate_contract::ProviderKind::WechatPay,
-        method: PaymentMethod::WechatNative,
-        amount,
-        currency: Currency::CNY,
-        merchant_reference: format!("order-{id}"),
-        description: "Jasmine tea".to_owned(),
-        return_url: None,
-        metadata: Default::default(),
-        provider_order_id: id.to_owned(),
-        provider_ref: Some(format!("4200{id}")),
-        status: PaymentStatus::Succeeded,
-        next_action: None,
-        failure: None,
-        amount_refunded: 0,
-        expires_at: paid_at,
-        created_at: paid_at,
-        updated_at: paid_at,
-        payer: Default::default(),
-        route: None,
-        channel: None,
-    };
-    assert!(
-        h.gateway
-            .gateway
-            .store
-            .insert_repaired_payment(payment, paid_at)
-            .await
-            .unwrap()
-    );
-}
-
-fn line(id: &str, amount: i64, at: OffsetDateTime) -> WechatBillEntry {
-    WechatBillEntry {
-        at,
-        appid: WX_APPID.to_owned(),
-        mchid: MCHID_A.to_owned(),
-        transaction_id: format!("4200{id}"),
-        out_trade_no: id.to_owned(),
-        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
-        trade_type: "NATIVE".to_owned(),
-        refund: None,
-        amount,
-        fee_e5: statements::wechat_fee_e5(amount),
-        description: "Jasmine tea".to_owned(),
-        currency: "CNY".to_owned(),
-    }
-}
-
 fn write_bill(dir: &std::path::Path, entries: Vec<WechatBillEntry>) -> std::path::PathBuf {
     let path = dir.join(format!("bill-{}.csv", entries.len()));
     let mut bytes = Vec::new();
@@ -289,16 +233,11 @@ async fn every_planted_break_is_classified() {
         ("pay_duplicate", 5000),
         ("pay_missing_provider", 6000),
     ] {
-        ledger_payment(&h, id, amount, now).await;
+        h.ledger_payment(id, amount, now).await;
     }
     // Recorded 10 minutes before the statement day began (inside the 30-minute drift window).
-    ledger_payment(
-        &h,
-        "pay_timing",
-        7000,
-        day_start - time::Duration::minutes(10),
-    )
-    .await;
+    h.ledger_payment("pay_timing", 7000, day_start - time::Duration::minutes(10))
+        .await;
 
     let transaction_id = h
         .gateway
@@ -313,25 +252,25 @@ async fn every_planted_break_is_classified() {
     let refunded_row = |at| WechatBillEntry {
         out_trade_no: refunded.clone(),
         transaction_id: transaction_id.clone(),
-        ..line(&refunded, 8800, at)
+        ..bill_line(&refunded, 8800, at)
     };
-    let mut currency_line = line("pay_currency", 4000, now);
+    let mut currency_line = bill_line("pay_currency", 4000, now);
     currency_line.currency = "HKD".to_owned();
     // The provider charged 0.7 % instead of the agreed 0.6 % on this one (2 fen too much).
     let overcharged = WechatBillEntry {
         fee_e5: 2000 * 7,
-        ..line("pay_ok2", 2000, now)
+        ..bill_line("pay_ok2", 2000, now)
     };
     let entries = vec![
-        line("pay_ok1", 1000, now),
+        bill_line("pay_ok1", 1000, now),
         overcharged,
-        line("pay_amount", 3001, now),
+        bill_line("pay_amount", 3001, now),
         currency_line,
-        line("pay_duplicate", 5000, now),
-        line("pay_duplicate", 5000, now),
-        line("pay_timing", 7000, day_start + time::Duration::minutes(1)),
-        line("pay_missing_ledger", 9900, now),
-        line(&pending, 1500, now),
+        bill_line("pay_duplicate", 5000, now),
+        bill_line("pay_duplicate", 5000, now),
+        bill_line("pay_timing", 7000, day_start + time::Duration::minutes(1)),
+        bill_line("pay_missing_ledger", 9900, now),
+        bill_line(&pending, 1500, now),
         refunded_row(now),
         WechatBillEntry {
             refund: Some(("50000123".to_owned(), refund_id.clone())),
@@ -457,12 +396,16 @@ async fn every_planted_break_is_classified() {
 #[tokio::test]
 async fn a_statement_that_does_not_add_up_is_refused_whole() {
     let h = Harness::start().await;
-    ledger_payment(&h, "pay_one", 1000, OffsetDateTime::now_utc()).await;
+    h.ledger_payment("pay_one", 1000, OffsetDateTime::now_utc())
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let now = OffsetDateTime::now_utc();
     let good = write_bill(
         dir.path(),
-        vec![line("pay_one", 1000, now), line("pay_two", 2000, now)],
+        vec![
+            bill_line("pay_one", 1000, now),
+            bill_line("pay_two", 2000, now),
+        ],
     );
     let text = std::fs::read_to_string(&good).unwrap();
     // Altered amount (the summary no longer adds up), and a cut file (no summary).
@@ -641,12 +584,14 @@ async fn reports_are_served_by_the_api() {
 #[tokio::test]
 async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses() {
     let h = Harness::start().await;
-    ledger_payment(&h, "pay_cli_ok", 1000, OffsetDateTime::now_utc()).await;
-    ledger_payment(&h, "pay_cli_gone", 2000, OffsetDateTime::now_utc()).await;
+    h.ledger_payment("pay_cli_ok", 1000, OffsetDateTime::now_utc())
+        .await;
+    h.ledger_payment("pay_cli_gone", 2000, OffsetDateTime::now_utc())
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let bill = write_bill(
         dir.path(),
-        vec![line("pay_cli_ok", 1000, OffsetDateTime::now_utc())],
+        vec![bill_line("pay_cli_ok", 1000, OffsetDateTime::now_utc())],
     );
     let out = dir.path().join("reports");
     // `moongate <command> --config FILE <the rest>`.

@@ -524,3 +524,66 @@ api_base_url = "http://{wechat_addr}"
             .collect()
     }
 }
+
+/// A line of shop_a's WeChat Pay `ALL` bill (mchid A), transaction `4200{id}`.
+pub fn bill_line(
+    id: &str,
+    amount: i64,
+    at: time::OffsetDateTime,
+) -> moongate::sandbox::statements::WechatBillEntry {
+    use moongate::sandbox::statements;
+    statements::WechatBillEntry {
+        at,
+        appid: WX_APPID.to_owned(),
+        mchid: MCHID_A.to_owned(),
+        transaction_id: format!("4200{id}"),
+        out_trade_no: id.to_owned(),
+        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
+        trade_type: "NATIVE".to_owned(),
+        refund: None,
+        amount,
+        fee_e5: statements::wechat_fee_e5(amount),
+        description: "茉莉花茶 Jasmine tea".to_owned(),
+        currency: "CNY".to_owned(),
+    }
+}
+
+impl Harness {
+    /// A succeeded shop_a/wechat_main payment written straight into the ledger, recorded as
+    /// paid at `paid_at`, transaction `4200{id}` (as [`bill_line`] writes it).
+    pub async fn ledger_payment(&self, id: &str, amount: i64, paid_at: time::OffsetDateTime) {
+        let payment = moongate::ledger::Payment {
+            id: id.to_owned(),
+            merchant_id: "shop_a".to_owned(),
+            account_id: "wechat_main".to_owned(),
+            provider: moongate_contract::ProviderKind::WechatPay,
+            method: moongate_contract::PaymentMethod::WechatNative,
+            amount,
+            currency: moongate_contract::Currency::CNY,
+            merchant_reference: format!("order-{id}"),
+            description: "Jasmine tea".to_owned(),
+            return_url: None,
+            metadata: Default::default(),
+            provider_order_id: id.to_owned(),
+            provider_ref: Some(format!("4200{id}")),
+            status: moongate::ledger::PaymentStatus::Succeeded,
+            next_action: None,
+            failure: None,
+            amount_refunded: 0,
+            expires_at: paid_at,
+            created_at: paid_at,
+            updated_at: paid_at,
+            payer: Default::default(),
+            route: None,
+            channel: None,
+        };
+        assert!(
+            self.gateway
+                .gateway
+                .store
+                .insert_repaired_payment(payment, paid_at)
+                .await
+                .unwrap()
+        );
+    }
+}
