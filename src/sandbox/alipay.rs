@@ -120,10 +120,8 @@ pub struct SentNotification {
 #[derive(Debug)]
 struct Inner {
     orders: HashMap<(String, String), Order>,
-    /// Issued bill download links: token → (issued at, zip file name, zip bytes).
-    bills: HashMap<String, (OffsetDateTime, String, Vec<u8>)>,
-    /// The day bills are asked for "today" (sandbox control; `None` = the real Beijing date).
-    statement_today: Option<time::Date>,
+    /// Issued bill download links (labelled with the zip's file name) and the statement clock.
+    bills: statements::BillDesk,
     fault: Faults,
     notifications: Vec<SentNotification>,
     counter: u64,
@@ -175,8 +173,7 @@ impl Sandbox {
             client,
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
-                bills: HashMap::new(),
-                statement_today: None,
+                bills: statements::BillDesk::default(),
                 fault: Faults::none(),
                 notifications: Vec::new(),
                 counter: 0,
@@ -1212,10 +1209,8 @@ impl Sandbox {
         let Some(day) = bill_date.and_then(moongate_contract::statement::parse_day) else {
             return business("isv.invalid-arguments", "参数不合法: bill_date");
         };
-        let today = self
-            .lock()
-            .statement_today
-            .unwrap_or_else(|| beijing_day(now));
+        // Alipay has no "still generating" answer; only today and later are refused.
+        let (today, _) = self.lock().bills.today(now);
         if day >= today {
             return business("isv.invalid-arguments", "参数不合法");
         }
@@ -1236,11 +1231,15 @@ impl Sandbox {
             statements::compact_day(day),
             now.unix_timestamp() * 1000,
         );
-        let mut inner = self.lock();
-        inner
-            .bills
-            .retain(|_, (issued, _, _)| (now - *issued).whole_seconds() < BILL_LINK_SECS);
-        inner.bills.insert(token, (now, name, zip));
+        self.lock().bills.issue(
+            token,
+            statements::IssuedBill {
+                at: now,
+                label: name,
+                bytes: zip,
+            },
+            BILL_LINK_SECS,
+        );
         json!({"code": "10000", "msg": "Success", "bill_download_url": url})
     }
 }
@@ -1257,9 +1256,16 @@ struct BillQuery {
 /// The bill zip; after 30 s the link answers with a page instead (as Alipay's does).
 async fn download_bill(State(sb): State<Shared>, Query(query): Query<BillQuery>) -> Response {
     let now = OffsetDateTime::now_utc();
-    let found = sb.lock().bills.get(&query.token).cloned();
+    let found = sb
+        .lock()
+        .bills
+        .fetch(&query.token, now, BILL_LINK_SECS, |_| true);
     match found {
-        Some((issued, name, zip)) if (now - issued).whole_seconds() < BILL_LINK_SECS => {
+        Some(statements::IssuedBill {
+            label: name,
+            bytes: zip,
+            ..
+        }) => {
             let mut response = (StatusCode::OK, zip).into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -1276,39 +1282,14 @@ async fn download_bill(State(sb): State<Shared>, Query(query): Query<BillQuery>)
     }
 }
 
-/// Body of `POST /sandbox/statement-clock`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct StatementClock {
-    /// The date the sandbox treats as today for bills (`yyyy-MM-dd`); absent = the real one.
-    pub(crate) today: Option<String>,
-    /// WeChat Pay sandbox only: corrupt the next downloaded bill (its SHA-1 then fails).
-    #[serde(default)]
-    pub(crate) tamper_next: bool,
-}
-
-impl StatementClock {
-    pub(crate) fn day(&self) -> Result<Option<time::Date>, (StatusCode, String)> {
-        match self.today.as_deref() {
-            None => Ok(None),
-            Some(text) => moongate_contract::statement::parse_day(text)
-                .map(Some)
-                .ok_or_else(|| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("today: {text:?} is not yyyy-MM-dd"),
-                    )
-                }),
-        }
-    }
-}
-
 async fn control_statement_clock(
     State(sb): State<Shared>,
-    axum::Json(clock): axum::Json<StatementClock>,
+    axum::Json(clock): axum::Json<statements::StatementClock>,
 ) -> Response {
     match clock.day() {
         Ok(day) => {
-            sb.lock().statement_today = day;
+            // `tamper_next` is the WeChat Pay sandbox's (it checks a SHA-1); ignored here.
+            sb.lock().bills.set_clock(day, false);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => error.into_response(),

@@ -433,6 +433,102 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
     ))
 }
 
+/// A bill a sandbox handed out a download link for.
+#[derive(Clone, Debug)]
+pub(crate) struct IssuedBill {
+    /// When the link was issued.
+    pub(crate) at: OffsetDateTime,
+    /// The zip's file name (Alipay) or the owning `mchid` (WeChat Pay).
+    pub(crate) label: String,
+    /// The file.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A sandbox's bill counter: the links it has issued (valid `ttl_secs`) and its statement
+/// clock (`POST /sandbox/statement-clock`).
+#[derive(Debug, Default)]
+pub(crate) struct BillDesk {
+    today: Option<Date>,
+    tamper_next: bool,
+    issued: std::collections::HashMap<String, IssuedBill>,
+}
+
+impl BillDesk {
+    /// Today for bills (Beijing) and whether yesterday's bills are generated yet (from 10:00);
+    /// a day set through the control endpoint is always past 10:00.
+    pub(crate) fn today(&self, now: OffsetDateTime) -> (Date, bool) {
+        match self.today {
+            Some(today) => (today, true),
+            None => {
+                let beijing = now.to_offset(BEIJING_OFFSET);
+                (beijing.date(), beijing.hour() >= 10)
+            }
+        }
+    }
+
+    /// Sets the statement clock, and whether the next download is corrupted.
+    pub(crate) fn set_clock(&mut self, today: Option<Date>, tamper_next: bool) {
+        self.today = today;
+        self.tamper_next = tamper_next;
+    }
+
+    /// Files a bill under `token`, forgetting links older than `ttl_secs`.
+    pub(crate) fn issue(&mut self, token: String, bill: IssuedBill, ttl_secs: i64) {
+        let now = bill.at;
+        self.issued
+            .retain(|_, b| (now - b.at).whole_seconds() < ttl_secs);
+        self.issued.insert(token, bill);
+    }
+
+    /// The bill behind a link still valid at `now` that `accept` allows, corrupted once when a
+    /// tamper is pending (one digit changed: its hash no longer matches).
+    pub(crate) fn fetch(
+        &mut self,
+        token: &str,
+        now: OffsetDateTime,
+        ttl_secs: i64,
+        accept: impl Fn(&IssuedBill) -> bool,
+    ) -> Option<IssuedBill> {
+        let mut bill = self
+            .issued
+            .get(token)
+            .filter(|b| (now - b.at).whole_seconds() < ttl_secs && accept(b))
+            .cloned()?;
+        if std::mem::take(&mut self.tamper_next)
+            && let Some(byte) = bill.bytes.iter_mut().rev().find(|b| b.is_ascii_digit())
+        {
+            *byte = if *byte == b'9' { b'8' } else { *byte + 1 };
+        }
+        Some(bill)
+    }
+}
+
+/// Body of `POST /sandbox/statement-clock`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct StatementClock {
+    /// The date the sandbox treats as today for bills (`yyyy-MM-dd`); absent = the real one.
+    pub(crate) today: Option<String>,
+    /// WeChat Pay sandbox only: corrupt the next downloaded bill (its SHA-1 then fails).
+    #[serde(default)]
+    pub(crate) tamper_next: bool,
+}
+
+impl StatementClock {
+    pub(crate) fn day(&self) -> Result<Option<Date>, (axum::http::StatusCode, String)> {
+        match self.today.as_deref() {
+            None => Ok(None),
+            Some(text) => moongate_contract::statement::parse_day(text)
+                .map(Some)
+                .ok_or_else(|| {
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        format!("today: {text:?} is not yyyy-MM-dd"),
+                    )
+                }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

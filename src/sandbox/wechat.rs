@@ -260,12 +260,8 @@ struct Inner {
     calls: u64,
     /// While `Some`, new notifications wait here instead of going out (`/sandbox/hold`).
     held: Option<Vec<usize>>,
-    /// Issued bill downloads: token → (issued at, mchid, bill bytes).
-    bills: HashMap<String, (OffsetDateTime, String, Vec<u8>)>,
-    /// The day bills are asked for "today" (sandbox control; `None` = the real Beijing date).
-    statement_today: Option<time::Date>,
-    /// Corrupt the next bill download (its SHA-1 then fails).
-    tamper_next_bill: bool,
+    /// Issued bill downloads (labelled with the owning mchid) and the statement clock.
+    bills: statements::BillDesk,
 }
 
 /// Shared sandbox state.
@@ -394,9 +390,7 @@ impl WechatSandbox {
                 counter: 0,
                 calls: 0,
                 held: None,
-                bills: HashMap::new(),
-                statement_today: None,
-                tamper_next_bill: false,
+                bills: statements::BillDesk::default(),
             }),
         })
     }
@@ -1746,13 +1740,7 @@ impl WechatSandbox {
             ));
         }
         let now = OffsetDateTime::now_utc();
-        let (today, after_ten) = match self.lock().statement_today {
-            Some(today) => (today, true),
-            None => {
-                let beijing = now.to_offset(moongate_contract::statement::BEIJING);
-                (beijing.date(), beijing.hour() >= 10)
-            }
-        };
+        let (today, after_ten) = self.lock().bills.today(now);
         if day >= today {
             return Err(fail(
                 StatusCode::BAD_REQUEST,
@@ -1786,13 +1774,15 @@ impl WechatSandbox {
         })?;
         let hash = statements::sha1_hex(&bytes);
         let token = random_alnum(32);
-        let mut inner = self.lock();
-        inner
-            .bills
-            .retain(|_, (issued, _, _)| (now - *issued).whole_seconds() < BILL_LINK_SECS);
-        inner
-            .bills
-            .insert(token.clone(), (now, mchid.clone(), bytes));
+        self.lock().bills.issue(
+            token.clone(),
+            statements::IssuedBill {
+                at: now,
+                label: mchid.clone(),
+                bytes,
+            },
+            BILL_LINK_SECS,
+        );
         Ok(ok(json!({
             "hash_type": "SHA1",
             "hash_value": hash,
@@ -1807,18 +1797,13 @@ impl WechatSandbox {
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
         let now = OffsetDateTime::now_utc();
-        let mut inner = self.lock();
-        let found = inner.bills.get(&token).cloned();
+        let found = self
+            .lock()
+            .bills
+            .fetch(&token, now, BILL_LINK_SECS, |bill| bill.label == mchid);
         match found {
-            Some((issued, owner, mut bytes))
-                if owner == mchid && (now - issued).whole_seconds() < BILL_LINK_SECS =>
-            {
-                if std::mem::take(&mut inner.tamper_next_bill)
-                    && let Some(byte) = bytes.iter_mut().rev().find(|b| b.is_ascii_digit())
-                {
-                    *byte = if *byte == b'9' { b'8' } else { *byte + 1 };
-                }
-                let mut response = (StatusCode::OK, bytes).into_response();
+            Some(bill) => {
+                let mut response = (StatusCode::OK, bill.bytes).into_response();
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
@@ -1836,13 +1821,11 @@ impl WechatSandbox {
 
 async fn control_statement_clock(
     State(sb): State<Shared>,
-    axum::Json(clock): axum::Json<super::alipay::StatementClock>,
+    axum::Json(clock): axum::Json<statements::StatementClock>,
 ) -> Response {
     match clock.day() {
         Ok(day) => {
-            let mut inner = sb.lock();
-            inner.statement_today = day;
-            inner.tamper_next_bill = clock.tamper_next;
+            sb.lock().bills.set_clock(day, clock.tamper_next);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => error.into_response(),
