@@ -77,6 +77,16 @@ pub fn router(gateway: Shared) -> Router {
         .route("/v1/reconciliation_breaks", get(list_breaks))
         .route("/v1/reconciliation_breaks/{id}", post(update_break))
         .route("/v1/reconciliation_breaks/{id}/repair", post(repair_break))
+        .route("/v1/checkouts", post(crate::cashier::http::create_checkout))
+        .route(
+            "/v1/checkouts/{id}",
+            get(crate::cashier::http::get_checkout),
+        )
+        .route("/cashier/{token}", get(crate::cashier::http::cashier_page))
+        .route(
+            "/cashier/{token}/pay",
+            post(crate::cashier::http::cashier_choose),
+        )
         .route("/notify/{provider}/{merchant}/{account}", post(notify))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
@@ -181,11 +191,17 @@ async fn trace_request(
         .to_owned();
     let http_method = request.method().as_str().to_owned();
     let request_id = new_id("req");
+    // A cashier URL's token is a credential: its requests are logged by route.
+    let path = if route.starts_with("/cashier/") {
+        route.as_str()
+    } else {
+        request.uri().path()
+    };
     let span = tracing::info_span!(
         "request",
         id = %request_id,
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %path,
         status = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
@@ -211,7 +227,7 @@ async fn trace_request(
 }
 
 /// One of the merchant's payments; another merchant's answers exactly like a missing one.
-async fn merchant_payment(
+pub(crate) async fn merchant_payment(
     gw: &Gateway,
     merchant: &Merchant,
     id: &str,
@@ -224,7 +240,7 @@ async fn merchant_payment(
 
 /// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
 /// request limit.
-async fn signed_by(
+pub(crate) async fn signed_by(
     gw: &Gateway,
     method: &Method,
     uri: &Uri,
@@ -296,7 +312,7 @@ fn over_limit(
     ApiError::rate_limited(&merchant.limit, retry_after)
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -310,12 +326,12 @@ fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response 
     response
 }
 
-fn to_bytes(value: &serde_json::Value) -> Vec<u8> {
+pub(crate) fn to_bytes(value: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// Parses a JSON body strictly; errors name the offending parameter.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let param = e.path().to_string();
@@ -345,7 +361,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -366,7 +382,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-fn claim_for(
+pub(crate) fn claim_for(
     merchant: &Merchant,
     key: String,
     method: &Method,
@@ -387,7 +403,7 @@ fn claim_for(
     }
 }
 
-fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
+pub(crate) fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
     match begin {
         Begin::Mismatch => Some(ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -411,7 +427,7 @@ fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
 }
 
 /// A claim abandoned by a crash: answer with the resource's current state.
-fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
+pub(crate) fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
     let stale = stale_claim(gw);
     match begin {
         Begin::InFlight {
@@ -424,35 +440,35 @@ fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreatePaymentBody {
-    amount: i64,
-    currency: String,
-    method: String,
-    merchant_reference: String,
-    description: String,
+pub(crate) struct CreatePaymentBody {
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) method: String,
+    pub(crate) merchant_reference: String,
+    pub(crate) description: String,
     #[serde(default)]
-    return_url: Option<String>,
+    pub(crate) return_url: Option<String>,
     #[serde(default)]
-    expires_in_seconds: Option<i64>,
+    pub(crate) expires_in_seconds: Option<i64>,
     #[serde(default)]
-    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     #[serde(default)]
-    payer: Option<PayerBody>,
+    pub(crate) payer: Option<PayerBody>,
     #[serde(default)]
-    channel: Option<String>,
+    pub(crate) channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PayerBody {
+pub(crate) struct PayerBody {
     #[serde(default)]
-    openid: Option<String>,
+    pub(crate) openid: Option<String>,
     #[serde(default)]
-    client_ip: Option<String>,
+    pub(crate) client_ip: Option<String>,
     #[serde(default)]
-    payment_code: Option<String>,
+    pub(crate) payment_code: Option<String>,
 }
 
 const DEFAULT_EXPIRY_SECS: i64 = 2 * 3600;
@@ -464,6 +480,24 @@ fn method_names() -> String {
     names.join(", ")
 }
 
+/// A WeChat openid: 1-128 letters, digits, `_` or `-`.
+pub(crate) fn check_openid(openid: &str) -> Result<(), ApiError> {
+    let ok = !openid.is_empty()
+        && openid.len() <= 128
+        && openid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "parameter_invalid",
+            "payer.openid",
+            "1-128 letters, digits, '_' or '-'",
+        ))
+    }
+}
+
 /// Checks the payer details a method needs and returns them.
 fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Payer, ApiError> {
     let body = body.unwrap_or(PayerBody {
@@ -472,18 +506,7 @@ fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Paye
         payment_code: None,
     });
     if let Some(openid) = &body.openid {
-        let ok = !openid.is_empty()
-            && openid.len() <= 128
-            && openid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(ApiError::invalid(
-                "parameter_invalid",
-                "payer.openid",
-                "1-128 letters, digits, '_' or '-'",
-            ));
-        }
+        check_openid(openid)?;
     }
     if let Some(ip) = &body.client_ip
         && ip.parse::<std::net::IpAddr>().is_err()
@@ -546,27 +569,92 @@ fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Paye
     })
 }
 
-/// Validates a create request and routes it: the payment (on its first account) and the
-/// accounts to fail over to, in order.
-fn validate_create(
-    merchant: &Merchant,
-    body: CreatePaymentBody,
-    now: OffsetDateTime,
-) -> Result<(Payment, Vec<String>), ApiError> {
-    let currency = Currency::parse(&body.currency).map_err(|_| {
+/// The currency code and a positive amount in minor units (payments and checkouts).
+pub(crate) fn check_money(currency: &str, amount: i64) -> Result<Currency, ApiError> {
+    let currency = Currency::parse(currency).map_err(|_| {
         ApiError::invalid(
             "parameter_invalid",
             "currency",
             "currency must be an upper-case ISO 4217 code",
         )
     })?;
-    if body.amount <= 0 {
+    if amount <= 0 {
         return Err(ApiError::invalid(
             "parameter_invalid",
             "amount",
             "amount must be a positive integer in minor units",
         ));
     }
+    Ok(currency)
+}
+
+/// The order reference and the description shown to the shopper.
+pub(crate) fn check_order_text(reference: &str, description: &str) -> Result<(), ApiError> {
+    let reference_ok =
+        !reference.is_empty() && reference.len() <= 128 && !reference.chars().any(char::is_control);
+    if !reference_ok {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "merchant_reference",
+            "1-128 characters, no control characters",
+        ));
+    }
+    let description_ok = !description.trim().is_empty()
+        && description.chars().count() <= 256
+        && !description.chars().any(char::is_control);
+    if !description_ok {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "description",
+            "1-256 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A browser URL the shopper is sent to.
+pub(crate) fn check_url(param: &'static str, url: &str) -> Result<(), ApiError> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 512
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "parameter_invalid",
+            param,
+            "must be an http(s) URL of at most 512 bytes",
+        ))
+    }
+}
+
+/// Merchant metadata: at most `max` string values, keys up to 40 and values up to 500 bytes.
+pub(crate) fn check_metadata(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+    max: usize,
+) -> Result<(), ApiError> {
+    let bad = metadata.len() > max
+        || metadata
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 40 || v.as_str().is_none_or(|s| s.len() > 500));
+    if bad {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "metadata",
+            format!("at most {max} string values, keys up to 40 and values up to 500 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a create request and routes it: the payment (on its first account) and the
+/// accounts to fail over to, in order.
+pub(crate) fn validate_create(
+    merchant: &Merchant,
+    body: CreatePaymentBody,
+    now: OffsetDateTime,
+) -> Result<(Payment, Vec<String>), ApiError> {
+    let currency = check_money(&body.currency, body.amount)?;
     let method = if body.method == "payment_code" {
         // One endpoint for any wallet's code: the prefix tells the wallet (china-wallets.md E).
         let code = body
@@ -597,35 +685,9 @@ fn validate_create(
         })?
     };
     let payer = validate_payer(method, body.payer)?;
-    let reference_ok = !body.merchant_reference.is_empty()
-        && body.merchant_reference.len() <= 128
-        && !body.merchant_reference.chars().any(char::is_control);
-    if !reference_ok {
-        return Err(ApiError::invalid(
-            "parameter_invalid",
-            "merchant_reference",
-            "1-128 characters, no control characters",
-        ));
-    }
-    let description_ok = !body.description.trim().is_empty()
-        && body.description.chars().count() <= 256
-        && !body.description.chars().any(char::is_control);
-    if !description_ok {
-        return Err(ApiError::invalid(
-            "parameter_invalid",
-            "description",
-            "1-256 characters, no control characters",
-        ));
-    }
+    check_order_text(&body.merchant_reference, &body.description)?;
     if let Some(url) = &body.return_url {
-        let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 512;
-        if !ok {
-            return Err(ApiError::invalid(
-                "parameter_invalid",
-                "return_url",
-                "must be an http(s) URL of at most 512 bytes",
-            ));
-        }
+        check_url("return_url", url)?;
     }
     if matches!(method, PaymentMethod::AlipayWeb | PaymentMethod::AlipayWap)
         && body.return_url.is_none()
@@ -645,17 +707,7 @@ fn validate_create(
         ));
     }
     let metadata = body.metadata.unwrap_or_default();
-    if metadata.len() > 20
-        || metadata
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 40 || v.as_str().is_none_or(|s| s.len() > 500))
-    {
-        return Err(ApiError::invalid(
-            "parameter_invalid",
-            "metadata",
-            "at most 20 string values, keys up to 40 and values up to 500 bytes",
-        ));
-    }
+    check_metadata(&metadata, 20)?;
     let channel = match &body.channel {
         Some(text) => Some(Channel::parse(text).ok_or_else(|| {
             ApiError::invalid(

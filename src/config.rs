@@ -75,6 +75,9 @@ pub struct RawConfig {
     /// Rate limits shared across instances.
     #[serde(default)]
     pub rate_limits: RateLimitSection,
+    /// The hosted cashier page.
+    #[serde(default)]
+    pub cashier: CashierSection,
     /// Merchants by id.
     #[serde(default)]
     pub merchants: BTreeMap<String, RawMerchant>,
@@ -95,6 +98,17 @@ pub struct RateLimitSection {
     /// Key prefix in Redis (default `moongate`), so several deployments can share one Redis.
     #[serde(default)]
     pub redis_key_prefix: Option<String>,
+}
+
+/// `[cashier]`: the hosted cashier page (its URLs live under `server.public_base_url`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CashierSection {
+    /// Demo and test deployments only: per wallet (`alipay`, `wechatpay`), a sandbox "wallet"
+    /// page that pays a QR code's order, linked from the cashier under the QR code so a
+    /// newcomer without a phone can "scan and pay". Never set this in production.
+    #[serde(default)]
+    pub sandbox_wallets: BTreeMap<String, String>,
 }
 
 /// Shared rate limits, resolved.
@@ -502,6 +516,8 @@ pub struct Config {
     pub reconciliation: ReconciliationSettings,
     /// Shared (Redis) merchant rate limits, when configured.
     pub shared_limits: Option<SharedLimitSettings>,
+    /// Sandbox wallet pages linked from the cashier (demo and tests only).
+    pub sandbox_wallets: Vec<(ProviderKind, String)>,
     /// Merchants by id.
     pub merchants: BTreeMap<String, Arc<Merchant>>,
 }
@@ -577,6 +593,17 @@ impl RawConfig {
                 "rate_limits.redis_key_prefix",
                 "must be 1-64 of [A-Za-z0-9_-]",
             ));
+        }
+        for (wallet, url) in &self.cashier.sandbox_wallets {
+            let path = format!("cashier.sandbox_wallets.{wallet}");
+            if ProviderKind::parse(wallet).is_none() {
+                problems.push(problem(
+                    &path,
+                    "must be a provider kind (alipay, wechatpay)",
+                ));
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(problem(&path, "must be an http(s) URL"));
+            }
         }
         if self.reconciliation.drift_secs > 86_400 {
             problems.push(problem(
@@ -889,6 +916,12 @@ impl RawConfig {
                     .and_then(parse_daily_at),
             },
             shared_limits,
+            sandbox_wallets: self
+                .cashier
+                .sandbox_wallets
+                .iter()
+                .filter_map(|(wallet, url)| Some((ProviderKind::parse(wallet)?, url.clone())))
+                .collect(),
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
             merchants,

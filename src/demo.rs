@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
 use moongate_contract::HttpMethod;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::client::MerchantClient;
@@ -20,6 +17,7 @@ use crate::config;
 use crate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 use crate::sandbox::{self, SandboxSettings};
 use crate::server;
+use crate::storefront;
 
 /// Where the demo finds its files and which ports it uses.
 #[derive(Debug, Clone)]
@@ -42,29 +40,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {what} on {addr} (is another demo running?)"))
 }
 
-/// Verifies a `Moongate-Signature` header against a secret; used by the demo's receiver.
-pub fn verify_webhook(header: &str, body: &[u8], secret: &[u8], now: i64, tolerance: i64) -> bool {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signatures.push(value),
-            _ => {}
-        }
-    }
-    let Some(t) = timestamp else { return false };
-    if (now - t).abs() > tolerance {
-        return false;
-    }
-    let Ok(body) = std::str::from_utf8(body) else {
-        return false;
-    };
-    let expected = crate::auth::sign(secret, &format!("{t}.{body}"));
-    signatures
-        .iter()
-        .any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
-}
+pub use crate::storefront::verify_webhook;
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value
@@ -147,31 +123,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let receiver_addr: SocketAddr = ([127, 0, 0, 1], 8091).into();
-    let receiver = axum::Router::new().route(
-        "/webhooks",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let secret = webhook_secret.clone();
-            async move {
-                let header = headers
-                    .get("moongate-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                if !verify_webhook(header, &body, secret.as_bytes(), now, 300) {
-                    println!("  [webhook] REJECTED: bad signature");
-                    return StatusCode::BAD_REQUEST;
-                }
-                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
-                println!(
-                    "  [webhook] {} {} (signature ok)",
-                    text(&event, "/type"),
-                    text(&event, "/data/object/id")
-                );
-                StatusCode::NO_CONTENT
-            }
-        }),
+    // The demo storefront is the merchant's own site: its shop pages and its webhook endpoint.
+    let shop_key = config::resolve_secret(
+        &moongate_contract::SecretRef::File("shop-key.secret".into()),
+        &demo_dir,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let shop_client = MerchantClient::new(
+        &format!("http://{gateway_addr}"),
+        "demo_shop_k1",
+        shop_key.as_bytes(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let shop = storefront::Storefront::new(
+        shop_client,
+        &format!("http://{receiver_addr}"),
+        webhook_secret.as_bytes(),
+        true,
     );
-    let receiver_listener = bind(receiver_addr, "the webhook receiver").await?;
+    let receiver = storefront::router(shop);
+    let receiver_listener = bind(receiver_addr, "the demo storefront").await?;
     tokio::spawn(async move {
         let _ = axum::serve(receiver_listener, receiver).await;
     });
@@ -208,7 +179,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await?;
     }
     println!(
-        "\nTry it yourself (the demo merchant's key id is demo_shop_k1, its secret is in fixtures/demo/shop-key.secret):\n\
+        "\nTry the whole journey in a browser: open the demo storefront at http://{receiver_addr}/\
+         \n  (storefront → Moongate's cashier page → \"Sandbox wallet: scan and pay\" → success → back to the shop;\
+         \n  the shop's webhook log is at http://{receiver_addr}/webhooks)\n\
+         \nOr call the API yourself (the demo merchant's key id is demo_shop_k1, its secret is in fixtures/demo/shop-key.secret):\n\
          \n  examples/moongate-request.sh POST /v1/payments '{{\"amount\":8888,\"currency\":\"CNY\",\"method\":\"alipay_qr\",\"merchant_reference\":\"order-2\",\"description\":\"Tea set\"}}'\
          \n  curl -s -X POST http://{sandbox_addr}/sandbox/pay -H 'content-type: application/json' -d '{{\"out_trade_no\":\"<payment id>\"}}'\
          \n  (WeChat Pay: \"method\":\"wechat_native\", then the same /sandbox/pay on http://{wechat_addr})\

@@ -263,7 +263,7 @@ pub fn new_id(prefix: &str) -> String {
     out
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     // The ledger keeps milliseconds; show every timestamp at that precision.
     let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cashier;
 pub mod certificates;
 pub mod circuit;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod html;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
@@ -23,4 +25,5 @@ pub mod sandbox;
 pub mod server;
 pub mod shared_limits;
 pub mod store;
+pub mod storefront;
 pub mod webhooks;

@@ -192,6 +192,17 @@ async fn serve(
         };
         let (tls, app, mut stopping) = (tls.clone(), app.clone(), stopping.clone());
         connections.spawn(async move {
+            // The peer address rides along in each request (the cashier needs the shopper's
+            // IP for WeChat Pay H5).
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(crate::cashier::http::PeerAddr(peer));
+                    request
+                },
+            );
             let service = hyper_util::service::TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

@@ -2,6 +2,7 @@
 //! (inline CSS, no scripts) rendered from the same [`Report`], so the HTML always shows the
 //! counts the JSON holds.
 
+use crate::html::escape as esc;
 use std::fmt::Write as _;
 
 use moongate_contract::{Currency, Money};
@@ -179,21 +180,6 @@ pub fn breaks_csv(report: &Report) -> String {
             csv_cell(&mut out, cell);
         }
         out.push_str("\r\n");
-    }
-    out
-}
-
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
     }
     out
 }

@@ -293,6 +293,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/cashier/pay", post(cashier_pay))
+        .route("/sandbox/wallet", get(wallet_scan).post(wallet_pay))
         .route("/sandbox/statement-clock", post(control_statement_clock))
         .route("/downloadBillFile.resource", get(download_bill))
         .with_state(sandbox)
@@ -1072,6 +1073,39 @@ async fn cashier_pay(
         }
         Err((status, message)) => (status, message).into_response(),
     }
+}
+
+/// The order a QR code (`qr_code`) belongs to.
+fn order_by_code(sb: &Sandbox, code: &str) -> Option<Order> {
+    sb.lock()
+        .orders
+        .values()
+        .find(|o| !o.qr_code.is_empty() && o.qr_code == code)
+        .cloned()
+}
+
+/// `GET /sandbox/wallet?code=`: the phone scanned a precreate QR code.
+async fn wallet_scan(State(sb): State<Shared>, Query(scan): Query<super::WalletScan>) -> Response {
+    match order_by_code(&sb, &scan.code) {
+        Some(order) => super::wallet_page("支付宝 Alipay", &order.subject, order.total, &scan.code),
+        None => (StatusCode::NOT_FOUND, "unknown QR code").into_response(),
+    }
+}
+
+/// `POST /sandbox/wallet`: the shopper confirmed; pay and notify.
+async fn wallet_pay(
+    State(sb): State<Shared>,
+    axum::Form(scan): axum::Form<super::WalletScan>,
+) -> Response {
+    let Some(order) = order_by_code(&sb, &scan.code) else {
+        return (StatusCode::NOT_FOUND, "unknown QR code").into_response();
+    };
+    let control = ControlOrder {
+        out_trade_no: order.out_trade_no,
+        app_id: Some(order.app_id),
+        notify: true,
+    };
+    super::wallet_paid(sb.scan(&control, true))
 }
 
 /// How many provider calls the sandbox has received (every one, faulted or not).

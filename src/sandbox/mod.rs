@@ -159,12 +159,42 @@ pub(crate) fn control_reply(result: Result<Value, (StatusCode, String)>) -> Resp
     }
 }
 
-/// Escapes text for the sandboxes' little cashier pages.
-pub(crate) fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+pub(crate) use crate::html::escape as html_escape;
+
+/// The code a sandbox wallet page is asked to "scan".
+#[derive(Debug, Deserialize)]
+pub(crate) struct WalletScan {
+    pub(crate) code: String,
+}
+
+/// A sandbox wallet's confirmation page: what a shopper's phone shows after scanning a QR
+/// code (the order and a pay button). Stands in for the phone in the demo and browser tests.
+pub(crate) fn wallet_page(wallet: &str, subject: &str, fen: i64, code: &str) -> Response {
+    let amount = moongate_contract::Money::new(fen, moongate_contract::Currency::CNY);
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>{wallet} sandbox wallet</title><h1>{wallet} · sandbox wallet</h1>\
+         <p>This local sandbox stands in for the shopper's phone: it scanned the code.</p>\
+         <p id=order>{} — ¥{}</p><form method=post action=\"/sandbox/wallet\">\
+         <input type=hidden name=code value=\"{}\"><button id=pay type=submit>确认付款 Pay ¥{}</button></form>",
+        html_escape(subject),
+        amount.to_decimal_string(),
+        html_escape(code),
+        amount.to_decimal_string(),
+    ))
+    .into_response()
+}
+
+/// The wallet's answer once paid (or why not).
+pub(crate) fn wallet_paid(result: Result<Value, (StatusCode, String)>) -> Response {
+    match result {
+        Ok(_) => Html(
+            "<!doctype html><meta charset=utf-8><title>Paid</title>\
+             <p id=paid>支付成功 · Paid. Go back to the checkout page: it updates by itself.</p>",
+        )
+        .into_response(),
+        Err((status, message)) => (status, message).into_response(),
+    }
 }
 
 /// One order as a sandbox holds it, for tests that compare the provider's truth with the

@@ -606,6 +606,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/probe", post(control_probe))
         .route("/sandbox/h5", get(h5_page))
+        .route("/sandbox/wallet", get(wallet_scan).post(wallet_pay))
         .route("/sandbox/h5/pay", post(h5_pay))
         .with_state(sandbox)
 }
@@ -1443,6 +1444,45 @@ async fn control_probe(
     };
     let status = sb.attempt(index, mode, true).await.unwrap_or(0);
     axum::Json(json!({"status": status})).into_response()
+}
+
+/// The order a Native `code_url` (`weixin://wxpay/bizpayurl?pr={prepay_id}`) belongs to.
+fn order_by_code(sb: &WechatSandbox, code: &str) -> Option<Order> {
+    let prepay_id = code.strip_prefix("weixin://wxpay/bizpayurl?pr=")?;
+    sb.lock()
+        .orders
+        .values()
+        .find(|o| o.prepay_id == prepay_id && o.trade_type == "NATIVE")
+        .cloned()
+}
+
+/// `GET /sandbox/wallet?code=`: the phone scanned a Native QR code.
+async fn wallet_scan(State(sb): State<Shared>, Query(scan): Query<super::WalletScan>) -> Response {
+    match order_by_code(&sb, &scan.code) {
+        Some(order) => super::wallet_page(
+            "微信支付 WeChat Pay",
+            &order.description,
+            order.total,
+            &scan.code,
+        ),
+        None => (StatusCode::NOT_FOUND, "unknown QR code").into_response(),
+    }
+}
+
+/// `POST /sandbox/wallet`: the shopper confirmed; pay and notify.
+async fn wallet_pay(
+    State(sb): State<Shared>,
+    axum::Form(scan): axum::Form<super::WalletScan>,
+) -> Response {
+    let Some(order) = order_by_code(&sb, &scan.code) else {
+        return (StatusCode::NOT_FOUND, "unknown QR code").into_response();
+    };
+    let control = ControlOrder {
+        out_trade_no: order.out_trade_no,
+        mchid: Some(order.mchid),
+        notify: true,
+    };
+    super::wallet_paid(sb.pay(&control))
 }
 
 #[derive(Debug, Deserialize)]

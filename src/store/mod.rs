@@ -5,6 +5,7 @@
 //! event and its webhook outbox row in that same transaction, so a state change, its event
 //! and its delivery obligation are never separated by a crash.
 
+mod checkout_sql;
 mod recon_sql;
 pub mod sqlite;
 
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use moongate_contract::ProviderKind;
 use time::OffsetDateTime;
 
+use crate::cashier::Checkout;
 use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus};
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
 
@@ -462,6 +464,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         payment: Payment,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    // ---- Hosted cashier ----
+
+    /// Claims the idempotency key and stores a new checkout, in one transaction.
+    async fn begin_checkout(
+        &self,
+        idem: IdemClaim,
+        checkout: Checkout,
+    ) -> Result<Begin<Checkout>, StoreError>;
+
+    /// One checkout, scoped to a merchant when `merchant_id` is set.
+    async fn checkout(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Checkout>, StoreError>;
+
+    /// The checkout a cashier URL's token opens.
+    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError>;
+
+    /// Inserts `payment` (with its `payment.created` event) as the checkout's new current
+    /// payment, only if the current one is still `expected` and the checkout has opened fewer
+    /// than `max_payments`: the one guard against two choices racing. `false`: nothing stored.
+    async fn begin_checkout_payment(
+        &self,
+        checkout_id: &str,
+        expected: Option<&str>,
+        payment: Payment,
+        max_payments: usize,
+    ) -> Result<bool, StoreError>;
+
+    /// Every payment a checkout opened, oldest first.
+    async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
 }
 
 /// A stored reconciliation run.

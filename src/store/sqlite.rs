@@ -14,11 +14,13 @@ use super::{
     Attempt, Begin, IdemClaim, InboxKey, OutboxItem, PaymentDecision, Store, StoreError,
     StoredEvent, Updated,
 };
+use crate::cashier::Checkout;
 use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
 use crate::routing::Channel;
 use crate::store::{
-    CheckTarget, Delivery, EventRecord, ReconRun, RefundRefusal, StoredBreak, recon_sql,
+    CheckTarget, Delivery, EventRecord, ReconRun, RefundRefusal, StoredBreak, checkout_sql,
+    recon_sql,
 };
 
 const SCHEMA: &str = r#"
@@ -243,6 +245,8 @@ impl SqliteStore {
         )
         .map_err(db)?;
         conn.execute_batch(super::recon_sql::SCHEMA).map_err(db)?;
+        conn.execute_batch(super::checkout_sql::SCHEMA)
+            .map_err(db)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -1326,6 +1330,96 @@ impl Store for SqliteStore {
             )?;
             tx.commit().map_err(db)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn begin_checkout(
+        &self,
+        idem: IdemClaim,
+        checkout: Checkout,
+    ) -> Result<Begin<Checkout>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if let Some(found) = claim(&tx, &idem, &checkout.id)? {
+                return Ok(cast(found));
+            }
+            checkout_sql::insert(&tx, &checkout)?;
+            tx.commit().map_err(db)?;
+            Ok(Begin::Fresh(checkout))
+        })
+        .await
+    }
+
+    async fn checkout(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Checkout>, StoreError> {
+        let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
+        self.run(move |conn| {
+            let found = checkout_sql::load(conn, "id", &id)?;
+            Ok(found.filter(|c| merchant_id.as_deref().is_none_or(|m| m == c.merchant_id)))
+        })
+        .await
+    }
+
+    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError> {
+        let token = token.to_owned();
+        self.run(move |conn| checkout_sql::load(conn, "token", &token))
+            .await
+    }
+
+    async fn begin_checkout_payment(
+        &self,
+        checkout_id: &str,
+        expected: Option<&str>,
+        payment: Payment,
+        max_payments: usize,
+    ) -> Result<bool, StoreError> {
+        let (checkout_id, expected) = (checkout_id.to_owned(), expected.map(str::to_owned));
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let switched = checkout_sql::switch_current(
+                &tx,
+                &checkout_id,
+                expected.as_deref(),
+                &payment.id,
+                payment.created_at,
+                max_payments,
+            )?;
+            if !switched {
+                return Ok(false);
+            }
+            insert_payment(&tx, &payment)?;
+            append_event(
+                &tx,
+                &payment.merchant_id,
+                "payment.created",
+                &payment.id,
+                payment.to_api_json(),
+                payment.created_at,
+            )?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError> {
+        let checkout_id = checkout_id.to_owned();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id IN \
+                 (SELECT payment_id FROM checkout_payments WHERE checkout_id = ?1) ORDER BY seq"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![checkout_id]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(payment_from_row(row)?);
+            }
+            Ok(out)
         })
         .await
     }

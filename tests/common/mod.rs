@@ -203,6 +203,9 @@ call_timeout_ms = {call_timeout_ms}
 recheck_interval_ms = 3600000
 payment_code_poll_ms = 50
 
+[cashier]
+sandbox_wallets = {{ alipay = "http://{sandbox_addr}/sandbox/wallet", wechatpay = "http://{wechat_addr}/sandbox/wallet" }}
+
 [merchants.shop_a]
 name = "Shop A"
 keys = [{{ id = "shop_a_k1", secret = {{ file = "a.secret" }} }}]
@@ -586,4 +589,56 @@ impl Harness {
                 .unwrap()
         );
     }
+}
+
+pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36";
+pub const PHONE_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
+pub const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
+
+impl Harness {
+    /// Creates a checkout for shop A; returns (HTTP status, JSON).
+    pub async fn checkout(&self, body: Value, key: &str) -> (u16, Value) {
+        self.post(&self.shop_a, "/v1/checkouts", &body.to_string(), key)
+            .await
+    }
+
+    /// A shopper's browser: GET with a user agent (redirects are not followed).
+    pub async fn browse(&self, url: &str, user_agent: &str) -> HttpResponse {
+        let request = HttpRequest {
+            method: HttpMethod::Get,
+            url: url.to_owned(),
+            headers: vec![("user-agent".into(), user_agent.into())],
+            body: vec![],
+        };
+        self.http.send(&request).await.unwrap()
+    }
+
+    /// A shopper's browser submitting a form (redirects are not followed).
+    pub async fn submit(&self, url: &str, user_agent: &str, form: &[(&str, &str)]) -> HttpResponse {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = HttpRequest {
+            method: HttpMethod::Post,
+            url: url.to_owned(),
+            headers: vec![
+                ("user-agent".into(), user_agent.into()),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+            ],
+            body: body.into_bytes(),
+        };
+        self.http.send(&request).await.unwrap()
+    }
+}
+
+/// A response header's value.
+pub fn header<'a>(response: &'a HttpResponse, name: &str) -> Option<&'a str> {
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }

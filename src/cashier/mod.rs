@@ -1,0 +1,351 @@
+//! The hosted cashier (收银台): a checkout (`co_…`) a storefront creates through the signed API,
+//! and the page a shopper opens from its unguessable, expiring URL to choose a wallet and pay.
+//!
+//! A checkout holds the order (amount, currency, description, return URL); the shopper's choice
+//! of wallet creates a payment through the same validation, routing and provider path as
+//! `POST /v1/payments`. Switching wallets first closes the previous payment at its provider,
+//! and only one payment is current at a time (a conditional update in the store), so a double
+//! click or two tabs never open two orders the shopper could both pay.
+//!
+//! Pure parts live here and in [`page`] (what to offer in which browser, the state a page
+//! shows, its HTML); [`http`] holds the handlers.
+
+pub mod http;
+pub mod page;
+
+use moongate_contract::{Currency, PaymentMethod, ProviderKind};
+use time::OffsetDateTime;
+
+use crate::config::Merchant;
+use crate::ledger::{Payment, PaymentStatus, rfc3339};
+use crate::routing::{Channel, RouteRequest};
+
+/// How many payments one checkout may open (wallet switches included): a bound on what a
+/// shopper (or someone holding the link) can make Moongate ask of the providers.
+pub const MAX_PAYMENTS_PER_CHECKOUT: usize = 10;
+
+/// A payment needs at least this much time before the checkout expires.
+pub const MIN_PAYMENT_SECS: i64 = 60;
+
+/// A checkout as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkout {
+    /// `co_…`.
+    pub id: String,
+    /// The capability in the cashier URL (256 random bits, base64url).
+    pub token: String,
+    /// Owner.
+    pub merchant_id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// The merchant's order reference (copied to every payment).
+    pub merchant_reference: String,
+    /// Shown to the shopper.
+    pub description: String,
+    /// Where the shopper goes once paid.
+    pub return_url: String,
+    /// Where "back to the shop" leads when the shopper gives up or the checkout expired.
+    pub cancel_url: Option<String>,
+    /// Methods the storefront allows (empty: every method the merchant's routing serves).
+    pub methods: Vec<PaymentMethod>,
+    /// The shopper's WeChat openid under the merchant's app id, when the storefront knows it
+    /// (needed for JSAPI inside WeChat).
+    pub openid: Option<String>,
+    /// Merchant metadata, copied to every payment (plus `checkout_id`).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// When the link stops working.
+    pub expires_at: OffsetDateTime,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// The current payment, once the shopper chose a wallet.
+    pub payment_id: Option<String>,
+}
+
+/// Where a checkout stands, from the checkout and its payments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No payment yet, or the last one failed or was closed: the shopper may choose.
+    Choose {
+        /// The payment that failed or was closed, if any.
+        previous: Option<Payment>,
+    },
+    /// A payment waits for the shopper (QR shown, redirect, JSAPI) or for the provider.
+    Pending(Payment),
+    /// Paid: the shopper goes back to the merchant.
+    Paid(Payment),
+    /// Past its expiry with nothing paid.
+    Expired,
+}
+
+impl State {
+    /// Decides the state. A payment that succeeded wins over everything, expiry included
+    /// (money that moved is never hidden), even if it is not the current one.
+    pub fn of(checkout: &Checkout, payments: &[Payment], now: OffsetDateTime) -> State {
+        if let Some(paid) = payments
+            .iter()
+            .find(|p| p.status == PaymentStatus::Succeeded)
+        {
+            return State::Paid(paid.clone());
+        }
+        if now >= checkout.expires_at {
+            return State::Expired;
+        }
+        let current = checkout
+            .payment_id
+            .as_deref()
+            .and_then(|id| payments.iter().find(|p| p.id == id));
+        match current {
+            None => State::Choose { previous: None },
+            Some(p) if matches!(p.status, PaymentStatus::Failed | PaymentStatus::Canceled) => {
+                State::Choose {
+                    previous: Some(p.clone()),
+                }
+            }
+            Some(p) => State::Pending(p.clone()),
+        }
+    }
+
+    /// The checkout's public status.
+    pub fn status(&self) -> &'static str {
+        match self {
+            State::Choose { .. } | State::Pending(_) => "open",
+            State::Paid(_) => "complete",
+            State::Expired => "expired",
+        }
+    }
+}
+
+impl Checkout {
+    /// The cashier URL under the public base URL.
+    pub fn url(&self, public_base_url: &str) -> String {
+        format!(
+            "{}/cashier/{}",
+            public_base_url.trim_end_matches('/'),
+            self.token
+        )
+    }
+
+    /// The public JSON shape.
+    pub fn to_api_json(&self, state: &State, public_base_url: &str) -> serde_json::Value {
+        let payment = match state {
+            State::Paid(p) | State::Pending(p) => Some(p),
+            State::Choose { previous } => previous.as_ref(),
+            State::Expired => None,
+        };
+        serde_json::json!({
+            "id": self.id,
+            "object": "checkout",
+            "url": self.url(public_base_url),
+            "status": state.status(),
+            "amount": self.amount,
+            "currency": self.currency.code(),
+            "merchant_reference": self.merchant_reference,
+            "description": self.description,
+            "return_url": self.return_url,
+            "cancel_url": self.cancel_url,
+            "methods": self.methods.iter().map(PaymentMethod::as_str).collect::<Vec<_>>(),
+            "metadata": self.metadata,
+            "payment": payment.map(|p| p.id.clone()),
+            "payment_status": payment.map(|p| p.status.as_str()),
+            "expires_at": rfc3339(self.expires_at),
+            "created_at": rfc3339(self.created_at),
+        })
+    }
+}
+
+/// Where the shopper's browser runs, told from its `User-Agent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Browser {
+    /// WeChat's in-app browser (`MicroMessenger`): only WeChat Pay works there (WeChat blocks
+    /// Alipay links), through JSAPI.
+    WeChat,
+    /// The Alipay app's browser (`AlipayClient`): only Alipay, which opens its own cashier.
+    Alipay,
+    /// A phone's browser: redirect (H5/WAP) methods open the wallet app.
+    Mobile,
+    /// A desktop browser: QR codes the shopper scans with a phone.
+    Desktop,
+}
+
+impl Browser {
+    /// Detects the browser.
+    pub fn detect(user_agent: &str) -> Browser {
+        if user_agent.contains("MicroMessenger") {
+            Browser::WeChat
+        } else if user_agent.contains("AlipayClient") {
+            Browser::Alipay
+        } else if ["Mobile", "Android", "iPhone", "iPad", "HarmonyOS"]
+            .iter()
+            .any(|m| user_agent.contains(m))
+        {
+            Browser::Mobile
+        } else {
+            Browser::Desktop
+        }
+    }
+
+    /// The routing channel payments made from this browser carry.
+    pub fn channel(self) -> Channel {
+        match self {
+            Browser::WeChat | Browser::Alipay => Channel::InApp,
+            Browser::Mobile => Channel::MobileWeb,
+            Browser::Desktop => Channel::Web,
+        }
+    }
+
+    /// Methods to try for a wallet in this browser, best first; empty when the wallet cannot
+    /// work here.
+    fn preference(self, wallet: ProviderKind, has_openid: bool) -> &'static [PaymentMethod] {
+        use PaymentMethod::*;
+        match (self, wallet) {
+            (Browser::WeChat, ProviderKind::WechatPay) if has_openid => &[WechatJsapi],
+            // Without an openid, a QR code: WeChat recognises it on a long press.
+            (Browser::WeChat, ProviderKind::WechatPay) => &[WechatNative],
+            (Browser::Alipay, ProviderKind::Alipay) => &[AlipayWap, AlipayQr],
+            (Browser::WeChat | Browser::Alipay, _) => &[],
+            (Browser::Mobile, ProviderKind::Alipay) => &[AlipayWap, AlipayQr],
+            (Browser::Mobile, ProviderKind::WechatPay) => &[WechatH5, WechatNative],
+            (Browser::Desktop, ProviderKind::Alipay) => &[AlipayQr, AlipayWeb],
+            (Browser::Desktop, ProviderKind::WechatPay) => &[WechatNative],
+        }
+    }
+}
+
+/// The wallets a cashier page shows, in order.
+pub const WALLETS: &[ProviderKind] = &[ProviderKind::Alipay, ProviderKind::WechatPay];
+
+/// One wallet button: the wallet and the method its button creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The wallet.
+    pub wallet: ProviderKind,
+    /// The method used in this browser.
+    pub method: PaymentMethod,
+}
+
+/// What the page offers: the wallets that work in this browser, and those that the merchant
+/// serves but this in-app browser cannot open (the page says to open the link elsewhere).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Offers {
+    /// Wallet buttons.
+    pub offers: Vec<Offer>,
+    /// Served wallets this browser cannot use.
+    pub elsewhere: Vec<ProviderKind>,
+}
+
+/// True when the merchant's accounts and routing rules would take a payment of this checkout
+/// with `method` (the same test `POST /v1/payments` applies).
+pub fn serves(
+    merchant: &Merchant,
+    checkout: &Checkout,
+    method: PaymentMethod,
+    channel: Channel,
+) -> bool {
+    if !checkout.methods.is_empty() && !checkout.methods.contains(&method) {
+        return false;
+    }
+    let able = |account_id: &str| {
+        merchant.account(account_id).is_some_and(|a| {
+            let c = a.adapter.capabilities();
+            c.supports_method(method) && c.supports_currency(checkout.currency)
+        })
+    };
+    if merchant.routes.is_empty() {
+        return merchant.accounts.iter().any(|a| able(&a.id));
+    }
+    let request = RouteRequest {
+        payment_id: &checkout.id,
+        method,
+        currency: checkout.currency,
+        amount: checkout.amount,
+        channel: Some(channel),
+        metadata: &checkout.metadata,
+    };
+    merchant.routes.choose(&request, able).is_some()
+}
+
+/// The wallets to offer in `browser`.
+pub fn offers(merchant: &Merchant, checkout: &Checkout, browser: Browser) -> Offers {
+    let channel = browser.channel();
+    let mut out = Offers::default();
+    for &wallet in WALLETS {
+        let here = browser
+            .preference(wallet, checkout.openid.is_some())
+            .iter()
+            .copied()
+            .find(|&m| serves(merchant, checkout, m, channel));
+        match here {
+            Some(method) => out.offers.push(Offer { wallet, method }),
+            None => {
+                let anywhere = PaymentMethod::ALL.iter().any(|&m| {
+                    m.provider() == wallet
+                        && !m.is_payment_code()
+                        && serves(merchant, checkout, m, Channel::Web)
+                });
+                if anywhere {
+                    out.elsewhere.push(wallet);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every method a checkout may list: the ones a shopper's browser can start.
+pub fn cashier_methods() -> impl Iterator<Item = PaymentMethod> {
+    PaymentMethod::ALL
+        .iter()
+        .copied()
+        .filter(|m| !m.is_payment_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_are_told_apart() {
+        let wechat = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
+        let alipay = "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2227A Build/TP1A.220624.014) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/69.0.3497.100 UWS/3.22.2.59 Mobile Safari/537.36 AlipayChannelId/5136 NebulaSDK/1.8.100112 Nebula AlipayDefined(nt:WIFI,ws:393|0|2.75) AliApp(AP/10.5.86.8000) AlipayClient/10.5.86.8000 Language/zh-Hans";
+        let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
+        let desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36";
+        assert_eq!(Browser::detect(wechat), Browser::WeChat);
+        assert_eq!(Browser::detect(alipay), Browser::Alipay);
+        assert_eq!(Browser::detect(phone), Browser::Mobile);
+        assert_eq!(Browser::detect(desktop), Browser::Desktop);
+        assert_eq!(Browser::detect(""), Browser::Desktop);
+    }
+
+    #[test]
+    fn in_app_browsers_only_offer_their_own_wallet() {
+        use PaymentMethod::*;
+        assert_eq!(
+            Browser::WeChat.preference(ProviderKind::WechatPay, true),
+            &[WechatJsapi]
+        );
+        assert_eq!(
+            Browser::WeChat.preference(ProviderKind::WechatPay, false),
+            &[WechatNative]
+        );
+        assert!(
+            Browser::WeChat
+                .preference(ProviderKind::Alipay, true)
+                .is_empty()
+        );
+        assert!(
+            Browser::Alipay
+                .preference(ProviderKind::WechatPay, true)
+                .is_empty()
+        );
+        assert_eq!(
+            Browser::Desktop.preference(ProviderKind::Alipay, false)[0],
+            AlipayQr
+        );
+        assert_eq!(
+            Browser::Mobile.preference(ProviderKind::WechatPay, false)[0],
+            WechatH5
+        );
+    }
+}

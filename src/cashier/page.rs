@@ -1,0 +1,436 @@
+//! The cashier page's HTML: pure functions from a checkout's state to a self-contained page
+//! (inline CSS and SVG; no outside resource, no script except WeChat's own JSAPI bridge call,
+//! which carries a per-response nonce). Every text is in Chinese and English.
+//!
+//! While a payment waits, the page reloads itself every [`REFRESH_SECS`] with
+//! `<meta http-equiv="refresh">`: the shopper's browser follows the payment with no script.
+
+use moongate_contract::{
+    Currency, JsapiParameters, Money, NextAction, PaymentMethod, ProviderKind,
+};
+use time::OffsetDateTime;
+
+use super::{Checkout, Offer, Offers, State};
+use crate::html::escape;
+use crate::ledger::Payment;
+
+/// Seconds between reloads while a payment waits.
+pub const REFRESH_SECS: u32 = 3;
+/// Seconds the success page shows before sending the shopper to the merchant.
+pub const RETURN_SECS: u32 = 3;
+
+/// Everything one page shows.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// The merchant's display name.
+    pub merchant_name: &'a str,
+    /// The checkout.
+    pub checkout: &'a Checkout,
+    /// Its state.
+    pub state: &'a State,
+    /// Wallet buttons for this browser.
+    pub offers: &'a Offers,
+    /// The page's own path (`/cashier/{token}`); the form posts to `…/pay`.
+    pub path: String,
+    /// A message about the last choice (e.g. the provider did not answer).
+    pub notice: Option<String>,
+    /// Demo and tests only: the sandbox wallet page that "scans" a QR code, per wallet.
+    pub sandbox_wallet: Option<String>,
+    /// The nonce allowed for the JSAPI script.
+    pub script_nonce: &'a str,
+    /// Now (for the time left).
+    pub now: OffsetDateTime,
+}
+
+/// A rendered page.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The HTML document.
+    pub html: String,
+    /// Whether the page holds the JSAPI script (its CSP then allows the nonce).
+    pub has_script: bool,
+}
+
+/// The amount as shoppers read it: `¥88.88`, `HK$12.30`, `¥880` for yen, else `12.34 XXX`.
+pub fn format_amount(amount: i64, currency: Currency) -> String {
+    let number = Money::new(amount, currency).to_decimal_string();
+    match currency.code() {
+        "CNY" | "JPY" => format!("¥{number}"),
+        "HKD" => format!("HK${number}"),
+        "USD" => format!("US${number}"),
+        "EUR" => format!("€{number}"),
+        "GBP" => format!("£{number}"),
+        code => format!("{number} {code}"),
+    }
+}
+
+/// Wallet names, Chinese first.
+pub fn wallet_name(wallet: ProviderKind) -> &'static str {
+    match wallet {
+        ProviderKind::Alipay => "支付宝 Alipay",
+        ProviderKind::WechatPay => "微信支付 WeChat Pay",
+    }
+}
+
+fn wallet_class(wallet: ProviderKind) -> &'static str {
+    match wallet {
+        ProviderKind::Alipay => "alipay",
+        ProviderKind::WechatPay => "wechat",
+    }
+}
+
+/// The QR code for `data` as inline SVG (no image request; renders without script).
+pub fn qr_svg(data: &str) -> Option<String> {
+    let code =
+        qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(232, 232)
+        .quiet_zone(true)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build();
+    // Drop the XML declaration: the SVG sits inside HTML.
+    let start = svg.find("<svg")?;
+    Some(svg.get(start..)?.replacen(
+        "<svg",
+        "<svg role=\"img\" aria-label=\"QR code\" class=\"qr\"",
+        1,
+    ))
+}
+
+const STYLE: &str = "\
+*{box-sizing:border-box}\
+body{margin:0;font:16px/1.5 system-ui,-apple-system,\"PingFang SC\",\"Microsoft YaHei\",\"WenQuanYi Zen Hei\",sans-serif;background:#f2f3f5;color:#1d2129}\
+main{max-width:420px;margin:0 auto;padding:16px}\
+.card{background:#fff;border-radius:12px;padding:20px;margin-bottom:12px;box-shadow:0 1px 3px rgba(0,0,0,.08)}\
+.merchant{color:#4e5969;font-size:14px;margin:0}\
+.desc{margin:4px 0 0;font-size:15px}\
+.amount{font-size:36px;font-weight:700;margin:8px 0 0;letter-spacing:.5px}\
+.ref{color:#86909c;font-size:12px;margin:4px 0 0}\
+h1{font-size:18px;margin:0 0 12px}\
+form{margin:0}\
+.wallet{display:block;width:100%;border:0;border-radius:8px;padding:14px;margin:0 0 10px;font-size:17px;color:#fff;cursor:pointer;text-align:center;text-decoration:none}\
+.alipay{background:#1677ff}.wechat{background:#07c160}\
+.secondary{display:block;width:100%;border:1px solid #c9cdd4;background:#fff;color:#1d2129;border-radius:8px;padding:10px;margin:8px 0 0;font-size:15px;cursor:pointer;text-align:center;text-decoration:none}\
+.qrbox{text-align:center}\
+.qr{width:232px;height:232px;display:block;margin:8px auto}\
+.hint{color:#4e5969;font-size:14px;margin:8px 0 0;text-align:center}\
+.notice{background:#fff7e8;color:#ad4e00;border-radius:8px;padding:10px 12px;font-size:14px;margin:0 0 12px}\
+.state{font-size:20px;font-weight:600;margin:0 0 6px}\
+.ok{color:#00a650}.bad{color:#cb2634}\
+.muted{color:#86909c;font-size:13px}\
+a{color:#1677ff}";
+
+fn head(title: &str, refresh: Option<(u32, Option<&str>)>) -> String {
+    let refresh = match refresh {
+        None => String::new(),
+        Some((secs, None)) => format!("<meta http-equiv=\"refresh\" content=\"{secs}\">"),
+        Some((secs, Some(url))) => format!(
+            "<meta http-equiv=\"refresh\" content=\"{secs};url={}\">",
+            escape(url)
+        ),
+    };
+    format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"referrer\" content=\"no-referrer\">{refresh}\
+         <title>{}</title><style>{STYLE}</style></head><body><main>",
+        escape(title)
+    )
+}
+
+const FOOT: &str = "<p class=\"muted\" style=\"text-align:center\">Moongate 收银台 · Checkout</p></main></body></html>";
+
+fn order_card(view: &View<'_>) -> String {
+    let c = view.checkout;
+    format!(
+        "<section class=\"card\" id=\"order\"><p class=\"merchant\">{}</p><p class=\"desc\">{}</p>\
+         <p class=\"amount\" id=\"amount\">{}</p><p class=\"ref\">订单号 Order {}</p></section>",
+        escape(view.merchant_name),
+        escape(&c.description),
+        escape(&format_amount(c.amount, c.currency)),
+        escape(&c.merchant_reference),
+    )
+}
+
+fn wallet_buttons(view: &View<'_>, skip: Option<PaymentMethod>, heading: &str) -> String {
+    let offers: Vec<&Offer> = view
+        .offers
+        .offers
+        .iter()
+        .filter(|o| Some(o.method) != skip)
+        .collect();
+    let mut out = String::new();
+    if !offers.is_empty() {
+        out.push_str(&format!(
+            "<section class=\"card\" id=\"wallets\"><h1>{}</h1><form method=\"post\" action=\"{}/pay\">",
+            escape(heading),
+            escape(&view.path)
+        ));
+        for offer in offers {
+            out.push_str(&format!(
+                "<button class=\"wallet {}\" type=\"submit\" name=\"method\" value=\"{}\" data-wallet=\"{}\">{}</button>",
+                wallet_class(offer.wallet),
+                offer.method.as_str(),
+                offer.wallet.as_str(),
+                wallet_name(offer.wallet)
+            ));
+        }
+        out.push_str("</form>");
+    } else if view.offers.elsewhere.is_empty() && skip.is_none() {
+        out.push_str(
+            "<section class=\"card\" id=\"wallets\"><p class=\"state bad\">暂无可用的支付方式</p>\
+             <p>No wallet can take this payment. Please contact the shop.</p>",
+        );
+    } else {
+        out.push_str("<section class=\"card\" id=\"wallets\">");
+    }
+    for wallet in &view.offers.elsewhere {
+        out.push_str(&format!(
+            "<p class=\"hint\">使用{0}：请点击右上角 ··· 在浏览器中打开本页。<br>To pay with {1}, open this page in your browser (tap ··· at the top right).</p>",
+            escape(wallet_name(*wallet).split(' ').next().unwrap_or_default()),
+            escape(wallet_name(*wallet).split_once(' ').map_or("", |(_, en)| en)),
+        ));
+    }
+    out.push_str("</section>");
+    out
+}
+
+fn minutes_left(view: &View<'_>) -> String {
+    let left = (view.checkout.expires_at - view.now).whole_minutes().max(0);
+    format!(
+        "<p class=\"muted\" style=\"text-align:center\">{left} 分钟内有效 · valid for {left} more minutes</p>"
+    )
+}
+
+/// Renders the page for the checkout's state.
+pub fn render(view: &View<'_>) -> Rendered {
+    let mut has_script = false;
+    let notice = view
+        .notice
+        .as_ref()
+        .map(|n| format!("<p class=\"notice\" id=\"notice\">{}</p>", escape(n)))
+        .unwrap_or_default();
+    let html = match view.state {
+        State::Expired => {
+            let back = view
+                .checkout
+                .cancel_url
+                .as_deref()
+                .unwrap_or(&view.checkout.return_url);
+            format!(
+                "{}{}<section class=\"card\" id=\"state\" data-state=\"expired\"><p class=\"state bad\">订单已过期</p>\
+                 <p>This checkout has expired. Nothing was charged.</p>\
+                 <a class=\"secondary\" href=\"{}\">返回商户 Back to the shop</a></section>{FOOT}",
+                head("订单已过期 · Checkout expired", None),
+                order_card(view),
+                escape(back)
+            )
+        }
+        State::Paid(payment) => format!(
+            "{}{}<section class=\"card\" id=\"state\" data-state=\"paid\" data-payment=\"{}\">\
+             <p class=\"state ok\">✓ 支付成功</p><p>Payment received with {}. Taking you back to the shop…</p>\
+             <a class=\"secondary\" id=\"return\" href=\"{}\">返回商户 Back to the shop</a></section>{FOOT}",
+            head(
+                "支付成功 · Paid",
+                Some((RETURN_SECS, Some(&view.checkout.return_url)))
+            ),
+            order_card(view),
+            escape(&payment.id),
+            wallet_name(payment.provider),
+            escape(&view.checkout.return_url)
+        ),
+        State::Choose { previous } => {
+            let previous = previous
+                .as_ref()
+                .map(|p| {
+                    let why = p
+                        .failure
+                        .as_ref()
+                        .map(|f| format!(" ({})", f.message))
+                        .unwrap_or_default();
+                    let (zh, en) = if p.status == crate::ledger::PaymentStatus::Canceled {
+                        ("支付已关闭", "The payment was closed")
+                    } else {
+                        ("支付失败", "The payment failed")
+                    };
+                    format!(
+                        "<section class=\"card\" id=\"state\" data-state=\"{}\" data-payment=\"{}\">\
+                         <p class=\"state bad\">{zh}</p><p>{en}{}. Nothing was charged; you can choose again.</p></section>",
+                        p.status.as_str(),
+                        escape(&p.id),
+                        escape(&why)
+                    )
+                })
+                .unwrap_or_else(|| "<div id=\"state\" data-state=\"choose\"></div>".to_owned());
+            format!(
+                "{}{}{notice}{previous}{}{}{FOOT}",
+                head("选择支付方式 · Choose how to pay", None),
+                order_card(view),
+                wallet_buttons(view, None, "选择支付方式 · Choose how to pay"),
+                minutes_left(view),
+            )
+        }
+        State::Pending(payment) => {
+            let (body, script) = pending_body(view, payment);
+            has_script = script;
+            format!(
+                "{}{}{notice}{body}{}{}{FOOT}",
+                head(
+                    "请完成支付 · Complete your payment",
+                    (!script).then_some((REFRESH_SECS, None))
+                ),
+                order_card(view),
+                wallet_buttons(
+                    view,
+                    Some(payment.method),
+                    "换一种方式 · Use another wallet"
+                ),
+                minutes_left(view),
+            )
+        }
+    };
+    Rendered { html, has_script }
+}
+
+/// The waiting payment's part of the page, and whether it holds the JSAPI script.
+fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
+    let wallet = wallet_name(payment.provider);
+    let open = |inner: String| {
+        format!(
+            "<section class=\"card qrbox\" id=\"state\" data-state=\"pending\" data-payment=\"{}\" data-method=\"{}\">{inner}</section>",
+            escape(&payment.id),
+            payment.method.as_str()
+        )
+    };
+    match &payment.next_action {
+        Some(NextAction::DisplayQr { qr_data }) => {
+            let qr = qr_svg(qr_data).unwrap_or_default();
+            let app = match payment.provider {
+                ProviderKind::Alipay => ("打开支付宝扫一扫", "Open Alipay and scan"),
+                ProviderKind::WechatPay => ("打开微信扫一扫", "Open WeChat and scan"),
+            };
+            let sandbox = view
+                .sandbox_wallet
+                .as_ref()
+                .map(|base| {
+                    let url = format!(
+                        "{base}?{}",
+                        form_urlencoded::Serializer::new(String::new())
+                            .append_pair("code", qr_data)
+                            .finish()
+                    );
+                    format!(
+                        "<a class=\"secondary\" id=\"sandbox-wallet\" target=\"_blank\" rel=\"noopener\" href=\"{}\">沙箱钱包：扫码并支付 · Sandbox wallet: scan and pay</a>",
+                        escape(&url)
+                    )
+                })
+                .unwrap_or_default();
+            (
+                open(format!(
+                    "<h1>{wallet}</h1>{qr}<p class=\"hint\">{}，扫描二维码完成支付<br>{} this code to pay.</p>\
+                     <p class=\"muted\">付款后本页会自动更新 · This page updates by itself once you have paid.</p>{sandbox}",
+                    app.0, app.1
+                )),
+                false,
+            )
+        }
+        Some(NextAction::Redirect { url }) => (
+            open(format!(
+                "<h1>{wallet}</h1><a class=\"wallet {}\" id=\"continue\" href=\"{}\">前往{}付款 · Continue to {}</a>\
+                 <p class=\"muted\">付款后本页会自动更新 · This page updates by itself once you have paid.</p>",
+                wallet_class(payment.provider),
+                escape(url),
+                escape(wallet.split(' ').next().unwrap_or_default()),
+                escape(wallet.split_once(' ').map_or("", |(_, en)| en)),
+            )),
+            false,
+        ),
+        Some(NextAction::WechatJsapi { parameters }) => (
+            open(format!(
+                "<h1>{wallet}</h1><p>正在打开微信支付… Opening WeChat Pay…</p>\
+                 <a class=\"secondary\" href=\"{}\">已完成支付 · I have paid</a>{}",
+                escape(&view.path),
+                jsapi_script(parameters, view.script_nonce, &view.path)
+            )),
+            true,
+        ),
+        Some(NextAction::AwaitShopperConfirmation) | None => (
+            open(
+                "<h1>处理中 · Processing</h1><p>正在确认支付结果 · Waiting for the wallet to confirm the payment.</p>"
+                    .to_owned(),
+            ),
+            false,
+        ),
+    }
+}
+
+/// The one script a cashier page may run: WeChat's documented in-app bridge call with the
+/// signed parameters, then a reload to show the outcome.
+fn jsapi_script(parameters: &JsapiParameters, nonce: &str, path: &str) -> String {
+    // JSON inside <script>: escape '<' so no "</script>" can end it early.
+    let json = serde_json::to_string(parameters)
+        .unwrap_or_else(|_| "{}".to_owned())
+        .replace('<', "\\u003c");
+    let path = serde_json::to_string(path)
+        .unwrap_or_else(|_| "\"\"".to_owned())
+        .replace('<', "\\u003c");
+    format!(
+        "<script nonce=\"{}\">(function(){{var p={json};function pay(){{\
+         WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(){{location.replace({path});}});}}\
+         if(typeof WeixinJSBridge==='undefined'){{document.addEventListener('WeixinJSBridgeReady',pay,false);}}else{{pay();}}}})();</script>",
+        escape(nonce)
+    )
+}
+
+/// The page for a link that opens no checkout.
+pub fn not_found() -> String {
+    format!(
+        "{}<section class=\"card\" id=\"state\" data-state=\"missing\"><p class=\"state bad\">链接无效</p>\
+         <p>This payment link is not valid. Please go back to the shop and start again.</p></section>{FOOT}",
+        head("链接无效 · Link not valid", None)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_shoppers_expect() {
+        let cny = Currency::parse("CNY").unwrap_or(Currency::CNY);
+        assert_eq!(format_amount(8888, cny), "¥88.88");
+        assert_eq!(format_amount(5, cny), "¥0.05");
+        if let Ok(jpy) = Currency::parse("JPY") {
+            assert_eq!(format_amount(880, jpy), "¥880");
+        }
+        if let Ok(hkd) = Currency::parse("HKD") {
+            assert_eq!(format_amount(1230, hkd), "HK$12.30");
+        }
+    }
+
+    #[test]
+    fn the_qr_is_inline_svg() {
+        let svg = qr_svg("weixin://wxpay/bizpayurl?pr=abc").unwrap_or_default();
+        assert!(svg.starts_with("<svg role=\"img\""), "{svg}");
+        assert!(!svg.contains("<?xml"));
+        assert!(svg.contains("<path") || svg.contains("<rect"));
+    }
+
+    #[test]
+    fn the_jsapi_script_cannot_be_closed_by_its_data() {
+        let parameters = JsapiParameters {
+            app_id: "wx</script><script>alert(1)</script>".to_owned(),
+            time_stamp: "1".to_owned(),
+            nonce_str: "n".to_owned(),
+            package: "prepay_id=wx1".to_owned(),
+            sign_type: "RSA".to_owned(),
+            pay_sign: "s".to_owned(),
+        };
+        let script = jsapi_script(&parameters, "abc", "/cashier/t");
+        assert_eq!(script.matches("</script>").count(), 1);
+        assert!(script.contains("getBrandWCPayRequest"));
+        assert!(script.contains("nonce=\"abc\""));
+    }
+}

@@ -1,0 +1,145 @@
+//! SQLite statements of the cashier's tables (called from `SqliteStore`'s `Store` impl).
+
+use moongate_contract::{Currency, PaymentMethod};
+use rusqlite::{Connection, Row, Transaction, params};
+
+use super::StoreError;
+use super::sqlite::{corrupt, db, from_ms, ms};
+use crate::cashier::Checkout;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS checkouts (
+    id TEXT PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE,
+    merchant_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    merchant_reference TEXT NOT NULL,
+    description TEXT NOT NULL,
+    return_url TEXT NOT NULL,
+    cancel_url TEXT,
+    methods TEXT NOT NULL,
+    openid TEXT,
+    metadata TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    payment_id TEXT
+);
+CREATE TABLE IF NOT EXISTS checkout_payments (
+    payment_id TEXT PRIMARY KEY,
+    checkout_id TEXT NOT NULL REFERENCES checkouts (id),
+    opened_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkout_payments_by_checkout ON checkout_payments (checkout_id);
+"#;
+
+const COLUMNS: &str = "id, token, merchant_id, amount, currency, merchant_reference, description, \
+    return_url, cancel_url, methods, openid, metadata, expires_at, created_at, payment_id";
+
+pub(super) fn insert(tx: &Transaction<'_>, c: &Checkout) -> Result<(), StoreError> {
+    let methods: Vec<&str> = c.methods.iter().map(PaymentMethod::as_str).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        params![
+            c.id,
+            c.token,
+            c.merchant_id,
+            c.amount,
+            c.currency.code(),
+            c.merchant_reference,
+            c.description,
+            c.return_url,
+            c.cancel_url,
+            serde_json::to_string(&methods).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            c.openid,
+            serde_json::Value::Object(c.metadata.clone()).to_string(),
+            ms(c.expires_at),
+            ms(c.created_at),
+            c.payment_id,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn from_row(row: &Row<'_>) -> Result<Checkout, StoreError> {
+    let text = |i: usize| row.get::<_, String>(i).map_err(db);
+    let methods: Vec<String> =
+        serde_json::from_str(&text(9)?).map_err(|_| corrupt("checkout methods"))?;
+    let methods = methods
+        .iter()
+        .map(|m| PaymentMethod::parse(m).ok_or_else(|| corrupt("checkout method")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Checkout {
+        id: text(0)?,
+        token: text(1)?,
+        merchant_id: text(2)?,
+        amount: row.get(3).map_err(db)?,
+        currency: Currency::parse(&text(4)?).map_err(|_| corrupt("checkout currency"))?,
+        merchant_reference: text(5)?,
+        description: text(6)?,
+        return_url: text(7)?,
+        cancel_url: row.get(8).map_err(db)?,
+        methods,
+        openid: row.get(10).map_err(db)?,
+        metadata: serde_json::from_str(&text(11)?).map_err(|_| corrupt("checkout metadata"))?,
+        expires_at: from_ms(row.get(12).map_err(db)?)?,
+        created_at: from_ms(row.get(13).map_err(db)?)?,
+        payment_id: row.get(14).map_err(db)?,
+    })
+}
+
+/// Loads by `id` or `token` (both unique).
+pub(super) fn load(
+    conn: &Connection,
+    by: &'static str,
+    value: &str,
+) -> Result<Option<Checkout>, StoreError> {
+    let column = if by == "token" { "token" } else { "id" };
+    let sql = format!("SELECT {COLUMNS} FROM checkouts WHERE {column} = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(params![value]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Makes `new_payment` current if the current payment is still `expected` and the checkout
+/// is under its payment limit; records the link. `false`: nothing changed.
+pub(super) fn switch_current(
+    tx: &Transaction<'_>,
+    checkout_id: &str,
+    expected: Option<&str>,
+    new_payment: &str,
+    opened_at: time::OffsetDateTime,
+    max_payments: usize,
+) -> Result<bool, StoreError> {
+    let opened: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM checkout_payments WHERE checkout_id = ?1",
+            params![checkout_id],
+            |row| row.get(0),
+        )
+        .map_err(db)?;
+    if usize::try_from(opened).unwrap_or(usize::MAX) >= max_payments {
+        return Ok(false);
+    }
+    let changed = tx
+        .execute(
+            "UPDATE checkouts SET payment_id = ?3 WHERE id = ?1 AND payment_id IS ?2",
+            params![checkout_id, expected, new_payment],
+        )
+        .map_err(db)?;
+    if changed != 1 {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO checkout_payments (payment_id, checkout_id, opened_at) VALUES (?1, ?2, ?3)",
+        params![new_payment, checkout_id, ms(opened_at)],
+    )
+    .map_err(db)?;
+    Ok(true)
+}
