@@ -100,6 +100,22 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Val
 
 impl Browser {
     fn start(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, None)
+    }
+
+    /// A phone: Chromium's mobile emulation (viewport, touch, a phone's user agent).
+    fn phone(width: u32, height: u32) -> Browser {
+        Browser::launch(
+            width,
+            height,
+            Some(json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true},
+                "userAgent": common::PHONE_UA,
+            })),
+        )
+    }
+
+    fn launch(width: u32, height: u32, mobile: Option<Value>) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -122,7 +138,7 @@ impl Browser {
         }
         let profile = tempfile::tempdir().unwrap();
         // The flags Chromium needs on a machine without a network or a display.
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        let mut capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
@@ -136,6 +152,10 @@ impl Browser {
                 ],
             },
         }}});
+        if let Some(mobile) = mobile {
+            capabilities["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] =
+                mobile;
+        }
         let created = call(addr, "POST", "/session", Some(&capabilities));
         let session = created["value"]["sessionId"].as_str().unwrap().to_owned();
         Browser {
@@ -143,6 +163,35 @@ impl Browser {
             addr,
             session,
             _profile: profile,
+        }
+    }
+
+    /// Clicks the first element matching a CSS selector.
+    fn click(&self, selector: &str) {
+        let found = self.script(&format!(
+            "const e = document.querySelector({}); if (!e) return false; e.click(); return true;",
+            json!(selector)
+        ));
+        assert_eq!(found, json!(true), "no element {selector}");
+    }
+
+    /// Waits (up to `secs`) until a script returns `true`.
+    fn wait_until(&self, secs: u64, condition: &str) {
+        let started = Instant::now();
+        loop {
+            // A navigation in progress may make a script fail: try again.
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.script(&format!("return !!({condition});"))
+            }));
+            if matches!(ok, Ok(Value::Bool(true))) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(secs),
+                "waited {secs} s for {condition}; at {}",
+                self.script("return location.href;")
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -275,4 +324,349 @@ async fn the_reconciliation_report_renders_what_the_json_holds() {
     .unwrap();
     assert!(shot.exists());
     assert_eq!(report.break_count, 2);
+}
+
+/// Decodes the one QR code in a PNG screenshot.
+fn decode_qr(png_path: &std::path::Path) -> String {
+    let file = std::io::BufReader::new(std::fs::File::open(png_path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buffer).unwrap();
+    let channels = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Grayscale => 1,
+        png::ColorType::Indexed => panic!("indexed screenshot"),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let (width, height) = (info.width as usize, info.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+        let at = y * info.line_size + x * channels;
+        if channels >= 3 {
+            let sum = u16::from(buffer[at]) + u16::from(buffer[at + 1]) + u16::from(buffer[at + 2]);
+            u8::try_from(sum / 3).unwrap()
+        } else {
+            buffer[at]
+        }
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code on the page");
+    grids[0].decode().unwrap().1
+}
+
+/// The demo storefront on a loopback port, calling the harness's gateway as shop A.
+async fn storefront(h: &Harness) -> (std::sync::Arc<moongate::storefront::Storefront>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shop = moongate::storefront::Storefront::new(
+        h.shop_a.clone(),
+        &base,
+        common::WEBHOOK_SECRET_NEW.as_bytes(),
+        false,
+    );
+    let app = moongate::storefront::router(std::sync::Arc::clone(&shop));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (shop, base)
+}
+
+/// The whole journey a newcomer sees: storefront → cashier → the wallet's QR code (decoded
+/// from a screenshot) → the sandbox wallet "scans and pays" → the cashier sees it and sends
+/// the shopper back → the shop's order page asks Moongate and says paid → the shop's webhook
+/// log shows the verified `payment.succeeded`.
+async fn journey(
+    method: &'static str,
+    wallet: fn(&Harness) -> SocketAddr,
+    qr_prefix: &'static str,
+    name: &'static str,
+) {
+    let h = Harness::start().await;
+    let wallet = wallet(&h);
+    let (shop, shop_base) = storefront(&h).await;
+    let shop_home = shop_base.clone();
+    let gateway_base = h.shop_a.base_url.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let api = h.shop_a.clone();
+    let (payment_id, decoded) = tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(1280, 1000);
+        browser.go(&format!("{shop_home}/"));
+        browser.click("#buy");
+        browser.wait_until(
+            10,
+            &format!(
+                "location.href.startsWith({})",
+                json!(format!("{gateway_base}/cashier/"))
+            ),
+        );
+        browser.wait_until(5, "document.querySelector('#state')");
+        let cashier_url = browser
+            .script("return location.href;")
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The order as the shop created it, in yuan.
+        let amount = browser.script("return document.querySelector('#amount').textContent;");
+        assert_eq!(amount, json!("¥88.00"));
+        browser.screenshot(&format!("{name}-1-cashier"));
+        browser.click(&format!("button[value={method}]"));
+        browser.wait_until(
+            10,
+            "document.querySelector('#state[data-state=pending] svg')",
+        );
+        let shot = browser.screenshot(&format!("{name}-2-qr"));
+        let decoded = decode_qr(&shot);
+        let payment_id = browser
+            .script("return document.querySelector('#state').dataset.payment;")
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The QR code is the provider's own code URL for this payment.
+        let payment = runtime.block_on(async {
+            let answer = api
+                .call(
+                    moongate_contract::HttpMethod::Get,
+                    &format!("/v1/payments/{payment_id}"),
+                    b"",
+                    None,
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&answer.body).unwrap()
+        });
+        assert_eq!(
+            payment["next_action"]["qr_data"],
+            decoded.as_str(),
+            "{payment}"
+        );
+        assert!(decoded.starts_with(qr_prefix), "{decoded}");
+        // The shopper's phone: the sandbox wallet opens what the QR code holds.
+        let code: String = form_urlencoded::byte_serialize(decoded.as_bytes()).collect();
+        browser.go(&format!("http://{wallet}/sandbox/wallet?code={code}"));
+        browser.click("#pay");
+        browser.wait_until(10, "document.querySelector('#paid')");
+        // Back on the cashier: it sees the payment and forwards to the shop.
+        browser.go(&cashier_url);
+        browser.wait_until(10, "document.querySelector('#state[data-state=paid]')");
+        browser.screenshot(&format!("{name}-3-paid"));
+        browser.wait_until(15, "document.querySelector('#order-status')");
+        let status =
+            browser.script("return document.querySelector('#order-status').dataset.status;");
+        assert_eq!(status, json!("complete"));
+        let shown = browser.script("return document.querySelector('#payment').textContent;");
+        assert_eq!(shown, json!(payment_id));
+        browser.screenshot(&format!("{name}-4-shop"));
+        (payment_id, decoded)
+    })
+    .await
+    .unwrap();
+    assert!(!decoded.is_empty());
+
+    // Moongate's signed webhook, as delivered, reaches the shop's endpoint and verifies.
+    let delivered = (0..100)
+        .find_map(|_| {
+            let found = h
+                .webhooks
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|d| {
+                    let event: Value = serde_json::from_str(&d.body).unwrap();
+                    event["type"] == "payment.succeeded"
+                        && event["data"]["object"]["id"] == payment_id.as_str()
+                })
+                .cloned();
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            found
+        })
+        .expect("payment.succeeded delivered");
+    let forwarded = h
+        .http
+        .send(&moongate_contract::HttpRequest {
+            method: moongate_contract::HttpMethod::Post,
+            url: format!("{shop_base}/webhooks"),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("moongate-signature".into(), delivered.signature.clone()),
+            ],
+            body: delivered.body.clone().into_bytes(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status, 204);
+    let logged = shop.webhooks();
+    assert!(
+        logged
+            .iter()
+            .any(|w| w.verified && w.kind == "payment.succeeded" && w.object_id == payment_id)
+    );
+    let log_url = format!("{shop_base}/webhooks");
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(1280, 800);
+        browser.go(&log_url);
+        let rows = browser.script("return document.querySelector('#webhooks').textContent;");
+        let rows = rows.as_str().unwrap();
+        assert!(
+            rows.contains("payment.succeeded") && rows.contains("verified"),
+            "{rows}"
+        );
+        browser.screenshot(&format!("{name}-5-webhooks"));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alipay_qr_journey_from_shop_to_webhook() {
+    if !browser_available("the_alipay_qr_journey_from_shop_to_webhook") {
+        return;
+    }
+    journey(
+        "alipay_qr",
+        |h| h.sandbox_addr,
+        "https://qr.alipay.com/",
+        "cashier-alipay",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wechat_native_journey_from_shop_to_webhook() {
+    if !browser_available("the_wechat_native_journey_from_shop_to_webhook") {
+        return;
+    }
+    journey(
+        "wechat_native",
+        |h| h.wechat_addr,
+        "weixin://wxpay/bizpayurl?pr=",
+        "cashier-wechat",
+    )
+    .await;
+}
+
+/// The states a shopper can meet besides paying, on a phone-sized screen: an expired link, a
+/// payment the merchant closed (choose again), and an order the wallet refused (a notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cashier_renders_expired_closed_and_refused_states() {
+    if !browser_available("the_cashier_renders_expired_closed_and_refused_states") {
+        return;
+    }
+    let h = Harness::start().await;
+    let now = OffsetDateTime::now_utc();
+    let token = "E".repeat(43);
+    let claim = moongate::store::IdemClaim {
+        merchant_id: "shop_a".to_owned(),
+        key: "expired".to_owned(),
+        request_hash: "x".to_owned(),
+        now,
+    };
+    h.gateway
+        .gateway
+        .store
+        .begin_checkout(
+            claim,
+            moongate::cashier::Checkout {
+                id: "co_EXPIREDBROWSER".to_owned(),
+                token: token.clone(),
+                merchant_id: "shop_a".to_owned(),
+                amount: 2990,
+                currency: moongate_contract::Currency::CNY,
+                merchant_reference: "tea-expired".to_owned(),
+                description: "碧螺春 Biluochun tea".to_owned(),
+                return_url: "http://shop.invalid/orders/1".to_owned(),
+                cancel_url: None,
+                methods: Vec::new(),
+                openid: None,
+                metadata: serde_json::Map::new(),
+                expires_at: now - time::Duration::seconds(5),
+                created_at: now - time::Duration::minutes(30),
+                payment_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let expired_url = format!("{}/cashier/{token}", h.shop_a.base_url);
+
+    // A checkout whose payment the merchant then closes.
+    let order = |reference: &str, amount: i64| {
+        json!({
+            "amount": amount, "currency": "CNY", "merchant_reference": reference,
+            "description": "碧螺春 Biluochun tea", "return_url": "http://shop.invalid/orders/2",
+            "methods": ["alipay_qr"],
+        })
+    };
+    let (_, closed) = h.checkout(order("tea-closed", 2990), "co-closed").await;
+    let closed_url = closed["url"].as_str().unwrap().to_owned();
+    h.submit(
+        &format!("{closed_url}/pay"),
+        common::DESKTOP_UA,
+        &[("method", "alipay_qr")],
+    )
+    .await;
+    let checkout = h
+        .get(
+            &h.shop_a,
+            &format!("/v1/checkouts/{}", closed["id"].as_str().unwrap()),
+        )
+        .await
+        .1;
+    let payment = checkout["payment"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{payment}/cancel"),
+            "",
+            "close-it",
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // An order above Alipay's ceiling: refused before anything is sent.
+    let (_, refused) = h
+        .checkout(order("tea-huge", 10_000_000_001), "co-huge")
+        .await;
+    let refused_url = refused["url"].as_str().unwrap().to_owned();
+
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::phone(390, 844);
+        browser.go(&expired_url);
+        let state = browser.script("return document.querySelector('#state').dataset.state;");
+        assert_eq!(state, json!("expired"));
+        let shown = browser.script("return document.body.innerText;");
+        let shown = shown.as_str().unwrap();
+        assert!(
+            shown.contains("订单已过期") && shown.contains("expired"),
+            "{shown}"
+        );
+        assert!(shown.contains("¥29.90"), "{shown}");
+        // Readable on a phone: nothing wider than the screen.
+        let widths =
+            browser.script("return [document.documentElement.scrollWidth, window.innerWidth];");
+        assert_eq!(widths, json!([390, 390]), "no horizontal scrolling");
+        browser.screenshot("cashier-state-expired");
+
+        browser.go(&closed_url);
+        browser.wait_until(5, "document.querySelector('#state[data-state=canceled]')");
+        let shown = browser.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("支付已关闭"), "{shown}");
+        assert_eq!(
+            browser.script("return !!document.querySelector('button[value=alipay_qr]');"),
+            json!(true),
+            "the shopper can choose again"
+        );
+        browser.screenshot("cashier-state-closed");
+
+        browser.go(&refused_url);
+        browser.click("button[value=alipay_qr]");
+        browser.wait_until(10, "document.querySelector('#notice')");
+        let notice = browser.script("return document.querySelector('#notice').innerText;");
+        assert!(notice.as_str().unwrap().contains("refused"), "{notice}");
+        browser.screenshot("cashier-state-refused");
+        let external =
+            browser.script("return performance.getEntriesByType('resource').map(e => e.name);");
+        assert_eq!(external, json!([]), "no outside resource");
+    })
+    .await
+    .unwrap();
 }

@@ -562,3 +562,44 @@ async fn checkout_requests_are_validated() {
         .unwrap();
     assert_eq!(unsigned.status, 401);
 }
+
+#[tokio::test]
+async fn an_order_the_wallet_cannot_take_is_refused_with_a_notice() {
+    let h = Harness::start().await;
+    // Above Alipay's ceiling of 100,000,000 yuan: the order cannot be made.
+    let mut body = order("tea-huge");
+    body["amount"] = json!(10_000_000_001_i64);
+    body["methods"] = json!(["alipay_qr"]);
+    let (status, checkout) = h.checkout(body, "co-huge").await;
+    assert_eq!(status, 201, "{checkout}");
+    let url = checkout["url"].as_str().unwrap().to_owned();
+    let calls = h.provider_calls(h.sandbox_addr).await;
+    let chosen = h
+        .submit(
+            &format!("{url}/pay"),
+            DESKTOP_UA,
+            &[("method", "alipay_qr")],
+        )
+        .await;
+    let location = header(&chosen, "location").unwrap().to_owned();
+    assert!(location.ends_with("?n=refused"), "{location}");
+    let html = text(
+        &h.browse(&format!("{}{location}", h.shop_a.base_url), DESKTOP_UA)
+            .await,
+    );
+    assert_eq!(state(&html), "choose");
+    assert!(html.contains("The wallet refused this payment"));
+    assert_eq!(
+        h.provider_calls(h.sandbox_addr).await,
+        calls,
+        "nothing sent"
+    );
+    let payments = h
+        .gateway
+        .gateway
+        .store
+        .checkout_payments(checkout["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(payments.is_empty(), "nothing stored");
+}
