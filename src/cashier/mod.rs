@@ -305,6 +305,84 @@ pub fn cashier_methods() -> impl Iterator<Item = PaymentMethod> {
 mod tests {
     use super::*;
 
+    fn checkout(now: OffsetDateTime, current: Option<&str>) -> Checkout {
+        Checkout {
+            id: "co_1".to_owned(),
+            token: "t".to_owned(),
+            merchant_id: "m".to_owned(),
+            amount: 100,
+            currency: Currency::CNY,
+            merchant_reference: "r".to_owned(),
+            description: "d".to_owned(),
+            return_url: "https://shop.example/".to_owned(),
+            cancel_url: None,
+            methods: Vec::new(),
+            openid: None,
+            metadata: serde_json::Map::new(),
+            expires_at: now + time::Duration::minutes(30),
+            created_at: now,
+            payment_id: current.map(str::to_owned),
+        }
+    }
+
+    fn payment(id: &str, status: PaymentStatus, now: OffsetDateTime) -> Payment {
+        Payment {
+            id: id.to_owned(),
+            merchant_id: "m".to_owned(),
+            account_id: "a".to_owned(),
+            provider: ProviderKind::Alipay,
+            method: PaymentMethod::AlipayQr,
+            amount: 100,
+            currency: Currency::CNY,
+            merchant_reference: "r".to_owned(),
+            description: "d".to_owned(),
+            return_url: None,
+            metadata: serde_json::Map::new(),
+            provider_order_id: id.to_owned(),
+            provider_ref: None,
+            status,
+            next_action: None,
+            failure: None,
+            amount_refunded: 0,
+            expires_at: now,
+            created_at: now,
+            updated_at: now,
+            payer: moongate_contract::Payer::default(),
+            route: None,
+            channel: None,
+        }
+    }
+
+    #[test]
+    fn money_that_moved_decides_the_state() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let later = now + time::Duration::hours(1);
+        let open = checkout(now, Some("pay_2"));
+        let old_paid = payment("pay_1", PaymentStatus::Succeeded, now);
+        let current = payment("pay_2", PaymentStatus::RequiresAction, now);
+        // An earlier payment that was paid after all wins over the current one, and over expiry.
+        let both = [old_paid.clone(), current.clone()];
+        assert_eq!(State::of(&open, &both, now), State::Paid(old_paid.clone()));
+        assert_eq!(State::of(&open, &both, later), State::Paid(old_paid));
+        assert_eq!(
+            State::of(&open, std::slice::from_ref(&current), now),
+            State::Pending(current.clone())
+        );
+        assert_eq!(State::of(&open, &[current], later), State::Expired);
+        let failed = payment("pay_2", PaymentStatus::Failed, now);
+        assert_eq!(
+            State::of(&open, std::slice::from_ref(&failed), now),
+            State::Choose {
+                previous: Some(failed)
+            }
+        );
+        assert_eq!(
+            State::of(&checkout(now, None), &[], now),
+            State::Choose { previous: None }
+        );
+        assert_eq!(State::Expired.status(), "expired");
+    }
+
     #[test]
     fn browsers_are_told_apart() {
         let wechat = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
