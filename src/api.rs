@@ -427,7 +427,7 @@ pub(crate) fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
 }
 
 /// A claim abandoned by a crash: answer with the resource's current state.
-pub(crate) fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
+fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
     let stale = stale_claim(gw);
     match begin {
         Begin::InFlight {
@@ -435,6 +435,38 @@ pub(crate) fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String
             claimed_at,
         } if OffsetDateTime::now_utc() - *claimed_at > stale => Some(id.clone()),
         _ => None,
+    }
+}
+
+/// What a claimed idempotency key tells a create handler to do.
+pub(crate) enum Claimed<T> {
+    /// A new key: carry on with the resource just stored.
+    Fresh(T),
+    /// Answer now (a replay of the first response).
+    Answer(Response),
+    /// The first request died mid-way: answer with this resource's current state.
+    Abandoned(String),
+}
+
+/// Reads a claim: a conflict is an error, a replay an answer, a stale claim names its
+/// resource, a fresh one carries on.
+pub(crate) fn claimed<T>(gw: &Gateway, begin: Begin<T>) -> Result<Claimed<T>, ApiError> {
+    if let Some(id) = stale_resource(gw, &begin) {
+        return Ok(Claimed::Abandoned(id));
+    }
+    if let Some(error) = idempotency_conflict(&begin) {
+        return Err(error);
+    }
+    match begin {
+        Begin::Replay { status, body } => Ok(Claimed::Answer(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            true,
+        ))),
+        Begin::Fresh(resource) => Ok(Claimed::Fresh(resource)),
+        Begin::InFlight { .. } | Begin::Mismatch => {
+            Err(ApiError::internal(&"unreachable claim state"))
+        }
     }
 }
 
@@ -862,24 +894,10 @@ async fn create_payment(
     }
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_payment(claim, payment).await?;
-    if let Some(id) = stale_resource(&gw, &begin) {
-        return current_payment(&gw, merchant, &id).await;
-    }
-    if let Some(error) = idempotency_conflict(&begin) {
-        return Err(error);
-    }
-    let payment = match begin {
-        Begin::Replay { status, body } => {
-            return Ok(json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                body,
-                true,
-            ));
-        }
-        Begin::Fresh(payment) => payment,
-        Begin::InFlight { .. } | Begin::Mismatch => {
-            return Err(ApiError::internal(&"unreachable claim state"));
-        }
+    let payment = match claimed(&gw, begin)? {
+        Claimed::Fresh(payment) => payment,
+        Claimed::Answer(response) => return Ok(response),
+        Claimed::Abandoned(id) => return current_payment(&gw, merchant, &id).await,
     };
     let payment = gw
         .drive_create_with_failover(payment, prepared, &fallbacks)
@@ -1038,18 +1056,10 @@ async fn cancel_payment(
     let payment = merchant_payment(&gw, merchant, &id).await?;
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &payment.id).await?;
-    if let Some(id) = stale_resource(&gw, &begin) {
-        return current_payment(&gw, merchant, &id).await;
-    }
-    if let Some(error) = idempotency_conflict(&begin) {
-        return Err(error);
-    }
-    if let Begin::Replay { status, body } = begin {
-        return Ok(json_response(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            body,
-            true,
-        ));
+    match claimed(&gw, begin)? {
+        Claimed::Fresh(()) => {}
+        Claimed::Answer(response) => return Ok(response),
+        Claimed::Abandoned(id) => return current_payment(&gw, merchant, &id).await,
     }
     let outcome = match payment.status {
         PaymentStatus::Canceled => Ok(payment),
@@ -1174,32 +1184,20 @@ async fn create_refund(
     }
     let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_refund(claim, refund).await?;
-    if let Some(id) = stale_resource(&gw, &begin) {
-        let refund = gw
-            .store
-            .refund(Some(&merchant.id), &id)
-            .await?
-            .ok_or_else(|| ApiError::missing("refund", &id))?;
-        return Ok(json_response(
-            StatusCode::OK,
-            to_bytes(&refund.to_api_json()),
-            true,
-        ));
-    }
-    if let Some(error) = idempotency_conflict(&begin) {
-        return Err(error);
-    }
-    let refund = match begin {
-        Begin::Replay { status, body } => {
+    let refund = match claimed(&gw, begin)? {
+        Claimed::Fresh(refund) => refund,
+        Claimed::Answer(response) => return Ok(response),
+        Claimed::Abandoned(id) => {
+            let refund = gw
+                .store
+                .refund(Some(&merchant.id), &id)
+                .await?
+                .ok_or_else(|| ApiError::missing("refund", &id))?;
             return Ok(json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                body,
+                StatusCode::OK,
+                to_bytes(&refund.to_api_json()),
                 true,
             ));
-        }
-        Begin::Fresh(refund) => refund,
-        Begin::InFlight { .. } | Begin::Mismatch => {
-            return Err(ApiError::internal(&"unreachable claim state"));
         }
     };
     let refund = gw.drive_refund(refund, &payment, prepared).await?;

@@ -17,15 +17,14 @@ use time::OffsetDateTime;
 use super::page::{self, View};
 use super::{Browser, Checkout, MAX_PAYMENTS_PER_CHECKOUT, MIN_PAYMENT_SECS, State as Stage};
 use crate::api::{
-    CreatePaymentBody, PayerBody, check_metadata, check_money, check_order_text, check_url,
-    claim_for, idempotency_conflict, idempotency_key, json_response, parse_body, signed_by,
-    stale_resource, to_bytes, validate_create,
+    Claimed, CreatePaymentBody, PayerBody, check_metadata, check_money, check_order_text,
+    check_url, claim_for, claimed, idempotency_key, json_response, parse_body, signed_by, to_bytes,
+    validate_create,
 };
 use crate::config::Merchant;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::ledger::{Payment, PaymentStatus, new_id};
-use crate::store::Begin;
 
 type Shared = Arc<Gateway>;
 
@@ -177,24 +176,10 @@ pub async fn create_checkout(
     let checkout = validate_checkout(&merchant, input, now)?;
     let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_checkout(claim, checkout).await?;
-    if let Some(id) = stale_resource(&gw, &begin) {
-        return current(&gw, &merchant, &id, now).await;
-    }
-    if let Some(error) = idempotency_conflict(&begin) {
-        return Err(error);
-    }
-    let checkout = match begin {
-        Begin::Replay { status, body } => {
-            return Ok(json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                body,
-                true,
-            ));
-        }
-        Begin::Fresh(checkout) => checkout,
-        Begin::InFlight { .. } | Begin::Mismatch => {
-            return Err(ApiError::internal(&"unreachable claim state"));
-        }
+    let checkout = match claimed(&gw, begin)? {
+        Claimed::Fresh(checkout) => checkout,
+        Claimed::Answer(response) => return Ok(response),
+        Claimed::Abandoned(id) => return current(&gw, &merchant, &id, now).await,
     };
     tracing::info!(checkout = %checkout.id, merchant = %merchant.id, "checkout created");
     let state = Stage::of(&checkout, &[], now);
