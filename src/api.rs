@@ -438,6 +438,26 @@ fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
     }
 }
 
+/// Stores the first answer under the merchant's idempotency key (retries replay it) and sends it.
+pub(crate) async fn keep_answer(
+    gw: &Gateway,
+    merchant_id: &str,
+    key: &str,
+    status: StatusCode,
+    body: Vec<u8>,
+) -> Result<Response, ApiError> {
+    gw.store
+        .complete_key(
+            merchant_id,
+            key,
+            status.as_u16(),
+            body.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(json_response(status, body, false))
+}
+
 /// What a claimed idempotency key tells a create handler to do.
 pub(crate) enum Claimed<T> {
     /// A new key: carry on with the resource just stored.
@@ -910,17 +930,14 @@ async fn create_payment(
     {
         tokio::spawn(Arc::clone(&gw).follow_payment_code(payment.id.clone()));
     }
-    let body = to_bytes(&payment.to_api_json());
-    gw.store
-        .complete_key(
-            &merchant.id,
-            &key,
-            201,
-            body.clone(),
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
-    Ok(json_response(StatusCode::CREATED, body, false))
+    keep_answer(
+        &gw,
+        &merchant.id,
+        &key,
+        StatusCode::CREATED,
+        to_bytes(&payment.to_api_json()),
+    )
+    .await
 }
 
 async fn current_payment(
@@ -1087,17 +1104,14 @@ async fn cancel_payment(
     };
     match outcome {
         Ok(payment) => {
-            let body = to_bytes(&payment.to_api_json());
-            gw.store
-                .complete_key(
-                    &merchant.id,
-                    &key,
-                    200,
-                    body.clone(),
-                    OffsetDateTime::now_utc(),
-                )
-                .await?;
-            Ok(json_response(StatusCode::OK, body, false))
+            keep_answer(
+                &gw,
+                &merchant.id,
+                &key,
+                StatusCode::OK,
+                to_bytes(&payment.to_api_json()),
+            )
+            .await
         }
         Err(error) => {
             gw.store.release_key(&merchant.id, &key).await?;
@@ -1201,17 +1215,14 @@ async fn create_refund(
         }
     };
     let refund = gw.drive_refund(refund, &payment, prepared).await?;
-    let body = to_bytes(&refund.to_api_json());
-    gw.store
-        .complete_key(
-            &merchant.id,
-            &key,
-            201,
-            body.clone(),
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
-    Ok(json_response(StatusCode::CREATED, body, false))
+    keep_answer(
+        &gw,
+        &merchant.id,
+        &key,
+        StatusCode::CREATED,
+        to_bytes(&refund.to_api_json()),
+    )
+    .await
 }
 
 async fn get_refund(
@@ -1334,17 +1345,14 @@ async fn resend_event(
         .event(&merchant.id, &id)
         .await?
         .ok_or_else(|| ApiError::missing("event", &id))?;
-    let body = to_bytes(&event_json(&record));
-    gw.store
-        .complete_key(
-            &merchant.id,
-            &key,
-            200,
-            body.clone(),
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
-    Ok(json_response(StatusCode::OK, body, false))
+    keep_answer(
+        &gw,
+        &merchant.id,
+        &key,
+        StatusCode::OK,
+        to_bytes(&event_json(&record)),
+    )
+    .await
 }
 
 async fn notify(
@@ -1480,17 +1488,14 @@ async fn create_reconciliation(
     };
     match crate::reconcile::run::reconcile(&gw, run, None).await {
         Ok(report) => {
-            let body = report_json(&report);
-            gw.store
-                .complete_key(
-                    &merchant.id,
-                    &key,
-                    201,
-                    body.clone(),
-                    OffsetDateTime::now_utc(),
-                )
-                .await?;
-            Ok(json_response(StatusCode::CREATED, body, false))
+            keep_answer(
+                &gw,
+                &merchant.id,
+                &key,
+                StatusCode::CREATED,
+                report_json(&report),
+            )
+            .await
         }
         Err(error) => {
             // Nothing was stored as a run: the key may be used again (e.g. once the bill is ready).
@@ -1722,17 +1727,14 @@ async fn update_break(
         .set_break_status(Some(&merchant.id), &id, status, update.note, now)
         .await?
         .ok_or_else(|| ApiError::missing("break", &id))?;
-    let body = to_bytes(&break_json(&stored));
-    gw.store
-        .complete_key(
-            &merchant.id,
-            &key,
-            200,
-            body.clone(),
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
-    Ok(json_response(StatusCode::OK, body, false))
+    keep_answer(
+        &gw,
+        &merchant.id,
+        &key,
+        StatusCode::OK,
+        to_bytes(&break_json(&stored)),
+    )
+    .await
 }
 
 /// Repairs a `missing_in_ledger` payment break from the provider's record.
@@ -1757,21 +1759,18 @@ async fn repair_break(
     }
     match crate::reconcile::repair::repair_break(&gw, Some(&merchant.id), &id).await {
         Ok((payment, stored)) => {
-            let body = to_bytes(&serde_json::json!({
-                "object": "reconciliation_repair",
-                "payment": payment.to_api_json(),
-                "break": break_json(&stored),
-            }));
-            gw.store
-                .complete_key(
-                    &merchant.id,
-                    &key,
-                    200,
-                    body.clone(),
-                    OffsetDateTime::now_utc(),
-                )
-                .await?;
-            Ok(json_response(StatusCode::OK, body, false))
+            keep_answer(
+                &gw,
+                &merchant.id,
+                &key,
+                StatusCode::OK,
+                to_bytes(&serde_json::json!({
+                    "object": "reconciliation_repair",
+                    "payment": payment.to_api_json(),
+                    "break": break_json(&stored),
+                })),
+            )
+            .await
         }
         Err(error) => {
             gw.store.release_key(&merchant.id, &key).await?;

@@ -18,8 +18,8 @@ use super::page::{self, View};
 use super::{Browser, Checkout, MAX_PAYMENTS_PER_CHECKOUT, MIN_PAYMENT_SECS, State as Stage};
 use crate::api::{
     Claimed, CreatePaymentBody, PayerBody, check_metadata, check_money, check_order_text,
-    check_url, claim_for, claimed, idempotency_key, json_response, parse_body, signed_by, to_bytes,
-    validate_create,
+    check_url, claim_for, claimed, idempotency_key, json_response, keep_answer, parse_body,
+    signed_by, to_bytes, validate_create,
 };
 use crate::config::Merchant;
 use crate::error::ApiError;
@@ -184,10 +184,7 @@ pub async fn create_checkout(
     tracing::info!(checkout = %checkout.id, merchant = %merchant.id, "checkout created");
     let state = Stage::of(&checkout, &[], now);
     let body = to_bytes(&checkout.to_api_json(&state, &gw.config().public_base_url));
-    gw.store
-        .complete_key(&merchant.id, &key, 201, body.clone(), now)
-        .await?;
-    Ok(json_response(StatusCode::CREATED, body, false))
+    keep_answer(&gw, &merchant.id, &key, StatusCode::CREATED, body).await
 }
 
 /// `GET /v1/checkouts/{id}`.
