@@ -221,19 +221,62 @@ pub struct TlsSection {
     pub key_file: String,
 }
 
-/// `[ledger]`.
+/// `[ledger]`: the embedded SQLite file, or a PostgreSQL database shared by several instances.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSection {
-    /// SQLite file path (relative to the config file).
+    /// SQLite file path (relative to the config file). Ignored when `database_url` is set.
     #[serde(default = "default_ledger_path")]
     pub path: String,
+    /// PostgreSQL URL (`postgres://user[:password]@host:port/db[?sslmode=…]`), from an env
+    /// variable or a file: it may hold a password. Set: the ledger lives in PostgreSQL.
+    #[serde(default)]
+    pub database_url: Option<SecretRef>,
+    /// PostgreSQL pool size per instance (default 16).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for LedgerSection {
     fn default() -> Self {
         LedgerSection {
             path: default_ledger_path(),
+            database_url: None,
+            max_connections: None,
+        }
+    }
+}
+
+/// Where the ledger lives, resolved.
+#[derive(Debug, Clone)]
+pub enum LedgerBackend {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres {
+        /// Its URL (may hold a password).
+        url: Secret<String>,
+        /// Pool size.
+        max_connections: u32,
+    },
+}
+
+impl LedgerBackend {
+    /// Whether two settings name the same ledger (a reload cannot move it).
+    pub fn same_as(&self, other: &LedgerBackend) -> bool {
+        match (self, other) {
+            (LedgerBackend::Sqlite(a), LedgerBackend::Sqlite(b)) => a == b,
+            (
+                LedgerBackend::Postgres {
+                    url: a,
+                    max_connections: m,
+                },
+                LedgerBackend::Postgres {
+                    url: b,
+                    max_connections: n,
+                },
+            ) => a.expose() == b.expose() && m == n,
+            _ => false,
         }
     }
 }
@@ -506,8 +549,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Header read timeout.
     pub header_read_timeout_ms: u64,
-    /// Ledger file, resolved.
+    /// Ledger file, resolved (also where statements are kept by default).
     pub ledger_path: PathBuf,
+    /// Where the ledger lives.
+    pub ledger: LedgerBackend,
     /// Webhook tuning.
     pub webhooks: WebhookSection,
     /// Provider call tuning.
@@ -571,6 +616,16 @@ impl RawConfig {
             problems.push(problem(
                 "reconciliation.daily_at",
                 "must be a Beijing time like \"10:30\"",
+            ));
+        }
+        if self
+            .ledger
+            .max_connections
+            .is_some_and(|n| n == 0 || n > 1_000)
+        {
+            problems.push(problem(
+                "ledger.max_connections",
+                "must be between 1 and 1000",
             ));
         }
         if self
@@ -787,6 +842,28 @@ impl RawConfig {
                 }
             },
         };
+        let ledger = match &self.ledger.database_url {
+            None => LedgerBackend::Sqlite(base_dir.join(&self.ledger.path)),
+            Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    LedgerBackend::Postgres {
+                        url: Secret::new(url.trim().to_owned()),
+                        max_connections: self.ledger.max_connections.unwrap_or(16),
+                    }
+                }
+                Ok(_) => {
+                    problems.push(problem(
+                        "ledger.database_url",
+                        "must be a postgres:// or postgresql:// URL",
+                    ));
+                    LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
+                Err(message) => {
+                    problems.push(problem("ledger.database_url", message));
+                    LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
+            },
+        };
         let mut merchants = BTreeMap::new();
         for (merchant_id, raw) in &self.merchants {
             let at = format!("merchants.{merchant_id}");
@@ -899,6 +976,7 @@ impl RawConfig {
                 .as_ref()
                 .and_then(|a| a.parse().ok()),
             ledger_path: base_dir.join(&self.ledger.path),
+            ledger,
             reconciliation: ReconciliationSettings {
                 statement_dir: match &self.reconciliation.statement_dir {
                     Some(dir) => base_dir.join(dir),

@@ -149,7 +149,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     // 3. Moongate itself, on the embedded SQLite ledger.
     let ledger = config.ledger_path.clone();
-    let store = server::open_store(&config)?;
+    let store = server::open_store(&config).await?;
     let running = server::start_on(config, store, bind(gateway_addr, "Moongate").await?).await?;
     println!(
         "Moongate listening on http://{gateway_addr} (ledger {}){}",

@@ -61,6 +61,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Merchant limits shared through Redis, when configured (fixed at start).
     pub shared_limits: Option<crate::shared_limits::SharedLimiter>,
+    /// This instance's name in cross-instance claims (`ins_…`, new at every start).
+    pub instance_id: String,
 }
 
 impl<T> Exchange<T> {
@@ -137,6 +139,14 @@ pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
     }
 }
 
+/// Rows one janitor pass claims.
+const JANITOR_BATCH: u32 = 100;
+
+/// How long a janitor pass holds what it claimed: no other instance checks those rows
+/// meanwhile. A pass that overruns it (every provider call timing out) only lets another
+/// janitor ask the provider again, which is a read (or an idempotent close), never a charge.
+const JANITOR_LEASE: Duration = Duration::from_secs(600);
+
 impl Gateway {
     /// A gateway over a built config.
     pub fn new(
@@ -152,6 +162,7 @@ impl Gateway {
             webhooks,
             metrics: Metrics::new(),
             shared_limits: None,
+            instance_id: crate::ledger::new_id("ins"),
         }
     }
 
@@ -994,7 +1005,11 @@ impl Gateway {
     /// many were checked.
     pub async fn janitor_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let mut checked = 0;
-        for (payment, checks) in self.store.payments_due(now, 100).await? {
+        for (payment, checks) in self
+            .store
+            .payments_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
+            .await?
+        {
             let id = payment.id.clone();
             let expired = payment.expires_at + EXPIRY_GRACE <= now;
             let result = if payment.status == PaymentStatus::RequiresAction && expired {
@@ -1014,7 +1029,11 @@ impl Gateway {
                 .await?;
             checked += 1;
         }
-        for (refund, checks) in self.store.refunds_due(now, 100).await? {
+        for (refund, checks) in self
+            .store
+            .refunds_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
+            .await?
+        {
             let id = refund.id.clone();
             if let Err(error) = self.sync_refund(refund).await {
                 warn!(%error, refund_id = %id, "janitor refund check failed");

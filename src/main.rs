@@ -39,6 +39,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Apply the ledger's pending schema migrations (PostgreSQL; `serve` also applies them at
+    /// start) and say which ran.
+    Migrate {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check a config file and report every problem with its key path.
     CheckConfig {
         /// The TOML config.
@@ -249,7 +256,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
             let config = config::load(&path).and_then(|raw| raw.build(&base))?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            let store = server::open_store(&config)?;
+            let store = server::open_store(&config).await?;
             let running = server::start_on(config, store, listener).await?;
             tracing::info!(addr = %running.addr, "moongate serving");
             // Hot reload: on SIGHUP or when the file's content changes.
@@ -334,6 +341,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         },
         Command::Repair { config, break_id } => reconcile::cli::repair(&config, &break_id).await,
+        Command::Migrate { config: path } => {
+            let base = path.parent().map(PathBuf::from).unwrap_or_default();
+            let config = config::load(&path).and_then(|raw| raw.build(&base))?;
+            match &config.ledger {
+                config::LedgerBackend::Sqlite(file) => {
+                    // SQLite ledgers bring themselves up to date when opened.
+                    moongate::store::sqlite::SqliteStore::open(file)?;
+                    println!("SQLite ledger {} is up to date", file.display());
+                }
+                config::LedgerBackend::Postgres {
+                    url,
+                    max_connections: _,
+                } => {
+                    let store =
+                        moongate::store::postgres::PgStore::connect(url.expose(), 1).await?;
+                    let applied = store.migrate().await?;
+                    if applied.is_empty() {
+                        println!("PostgreSQL ledger is up to date");
+                    }
+                    for name in applied {
+                        println!("applied {name}");
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::CheckConfig { .. } => Ok(()),
     }
 }

@@ -12,9 +12,11 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::config::Config;
+use crate::config::LedgerBackend;
 use crate::gateway::Gateway;
 use crate::outbound::Outbound;
 use crate::store::Store;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::webhooks;
 
@@ -68,9 +70,22 @@ pub enum StartError {
     Io(String),
 }
 
-/// Opens the configured SQLite ledger.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    Ok(Arc::new(SqliteStore::open(&config.ledger_path)?))
+/// Opens the configured ledger: the SQLite file, or the PostgreSQL database with its pending
+/// migrations applied (instances starting together take turns).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.ledger {
+        LedgerBackend::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        LedgerBackend::Postgres {
+            url,
+            max_connections,
+        } => {
+            let store = PgStore::connect(url.expose(), *max_connections).await?;
+            for applied in store.migrate().await? {
+                tracing::info!(migration = %applied, "ledger migrated");
+            }
+            Arc::new(store)
+        }
+    })
 }
 
 /// Starts on an already bound listener (so tests and the demo can pick free ports first).
@@ -290,8 +305,8 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
         if new.tls != old.tls {
             restart.push("server.tls");
         }
-        if new.ledger_path != old.ledger_path {
-            restart.push("ledger.path");
+        if !new.ledger.same_as(&old.ledger) {
+            restart.push("ledger");
         }
         let shared = |c: &crate::config::Config| {
             c.shared_limits

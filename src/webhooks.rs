@@ -133,10 +133,22 @@ async fn deliver(gw: &Gateway, item: &OutboxItem) {
     }
 }
 
+/// Deliveries one worker pass claims.
+const BATCH: u32 = 32;
+
 /// Polls the outbox forever.
 pub async fn run(gw: Arc<Gateway>) {
     loop {
-        match gw.store.due_webhooks(OffsetDateTime::now_utc(), 32).await {
+        let now = OffsetDateTime::now_utc();
+        // The lease outlasts delivering the whole batch one by one, each to its timeout, so
+        // no other instance's worker sends one of these while this one still may.
+        let timeout_ms = gw.config().webhooks.timeout_ms;
+        let lease = Duration::from_millis(
+            timeout_ms
+                .saturating_mul(u64::from(BATCH))
+                .saturating_add(60_000),
+        );
+        match gw.store.due_webhooks(now, now + lease, BATCH).await {
             Ok(items) if !items.is_empty() => {
                 for item in &items {
                     deliver(&gw, item).await;

@@ -53,7 +53,7 @@ async fn serves_https_with_the_configured_certificate() {
     let addr = listener.local_addr().unwrap();
     let raw = moongate::config::parse(&config_text(&addr.to_string(), true)).unwrap();
     let config = raw.build(dir.path()).unwrap();
-    let store = moongate::server::open_store(&config).unwrap();
+    let store = moongate::server::open_store(&config).await.unwrap();
     let running = moongate::server::start_on(config, store, listener)
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! `moongate reconcile`, `moongate breaks` and `moongate repair`: the finance team's commands.
-//! They open the ledger and the config like `serve` does (SQLite allows them beside a running
-//! gateway) and call the same code as the API.
+//! They open the ledger and the config like `serve` does (SQLite and PostgreSQL both allow them
+//! beside a running gateway) and call the same code as the API.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use crate::outbound::Outbound;
 use crate::server;
 
 /// A gateway (no listener) over a config file.
-pub fn open(config_path: &Path) -> anyhow::Result<Gateway> {
+pub async fn open(config_path: &Path) -> anyhow::Result<Gateway> {
     let base = config_path.parent().map(PathBuf::from).unwrap_or_default();
     let config = config::load(config_path).and_then(|raw| raw.build(&base))?;
-    let store = server::open_store(&config)?;
+    let store = server::open_store(&config).await?;
     let providers = Outbound::new(
         Duration::from_millis(config.providers.connect_timeout_ms),
         Duration::from_millis(config.providers.call_timeout_ms),
@@ -136,7 +136,7 @@ pub async fn reconcile(
     out_dir: &Path,
     force_progress: bool,
 ) -> anyhow::Result<Report> {
-    let gateway = open(config_path)?;
+    let gateway = open(config_path).await?;
     let day = match date {
         Some(text) => {
             run::parse_day(&text).with_context(|| format!("--date {text:?} is not yyyy-MM-dd"))?
@@ -171,7 +171,7 @@ pub async fn list_breaks(
     merchant: Option<String>,
     status: Option<String>,
 ) -> anyhow::Result<()> {
-    let gateway = open(config_path)?;
+    let gateway = open(config_path).await?;
     let status = status
         .map(|s| BreakStatus::parse(&s).with_context(|| format!("unknown status {s:?}")))
         .transpose()?;
@@ -211,7 +211,7 @@ pub async fn set_break(
     status: BreakStatus,
     note: Option<String>,
 ) -> anyhow::Result<()> {
-    let gateway = open(config_path)?;
+    let gateway = open(config_path).await?;
     let updated = gateway
         .store
         .set_break_status(None, id, status, note, time::OffsetDateTime::now_utc())
@@ -233,7 +233,7 @@ pub async fn set_break(
 
 /// `moongate repair`.
 pub async fn repair(config_path: &Path, break_id: &str) -> anyhow::Result<()> {
-    let gateway = open(config_path)?;
+    let gateway = open(config_path).await?;
     let (payment, resolved) = super::repair::repair_break(&gateway, None, break_id).await?;
     println!(
         "inserted payment {} ({} {}, provider transaction {}); {} is now {}",

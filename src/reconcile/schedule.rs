@@ -15,6 +15,11 @@ use tracing::{info, warn};
 use super::run::{self, RunRequest, Source};
 use crate::gateway::Gateway;
 use crate::metrics::{AccountLabels, OutcomeLabels};
+use crate::store::DailyClaim;
+
+/// How long an instance holds a daily run it claimed; a run that fails gives its claim back
+/// at once, so only a crashed instance's day waits this long for another.
+const CLAIM_LEASE: Duration = Duration::from_secs(900);
 
 /// How often the loop looks for due runs.
 const PASS_INTERVAL: Duration = Duration::from_secs(300);
@@ -66,6 +71,25 @@ pub async fn daily_once(gateway: &Gateway, now: OffsetDateTime) -> Vec<DailyOutc
                     return outcomes;
                 }
             }
+            // Several instances share the ledger: only the one holding the claim runs it.
+            let claim = DailyClaim {
+                merchant_id: merchant.id.clone(),
+                account_id: account.id.clone(),
+                day: day_text.clone(),
+                holder: gateway.instance_id.clone(),
+            };
+            match gateway
+                .store
+                .claim_daily_run(claim.clone(), now, now + CLAIM_LEASE)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    warn!(%error, "daily reconciliation: cannot claim the run");
+                    return outcomes;
+                }
+            }
             let request = RunRequest {
                 merchant_id: merchant.id.clone(),
                 account_id: account.id.clone(),
@@ -92,6 +116,9 @@ pub async fn daily_once(gateway: &Gateway, now: OffsetDateTime) -> Vec<DailyOutc
                     Ok(report.run_id)
                 }
                 Err(error) => {
+                    if let Err(error) = gateway.store.release_daily_run(claim).await {
+                        warn!(%error, "daily reconciliation: cannot release the claim");
+                    }
                     warn!(
                         merchant = %merchant.id,
                         account = %account.id,

@@ -1,10 +1,10 @@
 //! SQLite statements of the cashier's tables (called from `SqliteStore`'s `Store` impl).
 
-use moongate_contract::{Currency, PaymentMethod};
 use rusqlite::{Connection, Row, Transaction, params};
 
 use super::StoreError;
-use super::sqlite::{corrupt, db, from_ms, ms};
+use super::rows::{CHECKOUT_COLUMNS as COLUMNS, CheckoutRow, ms};
+use super::sqlite::db;
 use crate::cashier::Checkout;
 
 pub(super) const SCHEMA: &str = r#"
@@ -33,31 +33,28 @@ CREATE TABLE IF NOT EXISTS checkout_payments (
 CREATE INDEX IF NOT EXISTS checkout_payments_by_checkout ON checkout_payments (checkout_id);
 "#;
 
-const COLUMNS: &str = "id, token, merchant_id, amount, currency, merchant_reference, description, \
-    return_url, cancel_url, methods, openid, metadata, expires_at, created_at, payment_id";
-
 pub(super) fn insert(tx: &Transaction<'_>, c: &Checkout) -> Result<(), StoreError> {
-    let methods: Vec<&str> = c.methods.iter().map(PaymentMethod::as_str).collect();
+    let r = CheckoutRow::of(c)?;
     tx.execute(
         &format!(
             "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         ),
         params![
-            c.id,
-            c.token,
-            c.merchant_id,
-            c.amount,
-            c.currency.code(),
-            c.merchant_reference,
-            c.description,
-            c.return_url,
-            c.cancel_url,
-            serde_json::to_string(&methods).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            c.openid,
-            serde_json::Value::Object(c.metadata.clone()).to_string(),
-            ms(c.expires_at),
-            ms(c.created_at),
-            c.payment_id,
+            r.id,
+            r.token,
+            r.merchant_id,
+            r.amount,
+            r.currency,
+            r.merchant_reference,
+            r.description,
+            r.return_url,
+            r.cancel_url,
+            r.methods,
+            r.openid,
+            r.metadata,
+            r.expires_at,
+            r.created_at,
+            r.payment_id,
         ],
     )
     .map_err(db)?;
@@ -65,30 +62,24 @@ pub(super) fn insert(tx: &Transaction<'_>, c: &Checkout) -> Result<(), StoreErro
 }
 
 fn from_row(row: &Row<'_>) -> Result<Checkout, StoreError> {
-    let text = |i: usize| row.get::<_, String>(i).map_err(db);
-    let methods: Vec<String> =
-        serde_json::from_str(&text(9)?).map_err(|_| corrupt("checkout methods"))?;
-    let methods = methods
-        .iter()
-        .map(|m| PaymentMethod::parse(m).ok_or_else(|| corrupt("checkout method")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Checkout {
-        id: text(0)?,
-        token: text(1)?,
-        merchant_id: text(2)?,
+    CheckoutRow {
+        id: row.get(0).map_err(db)?,
+        token: row.get(1).map_err(db)?,
+        merchant_id: row.get(2).map_err(db)?,
         amount: row.get(3).map_err(db)?,
-        currency: Currency::parse(&text(4)?).map_err(|_| corrupt("checkout currency"))?,
-        merchant_reference: text(5)?,
-        description: text(6)?,
-        return_url: text(7)?,
+        currency: row.get(4).map_err(db)?,
+        merchant_reference: row.get(5).map_err(db)?,
+        description: row.get(6).map_err(db)?,
+        return_url: row.get(7).map_err(db)?,
         cancel_url: row.get(8).map_err(db)?,
-        methods,
+        methods: row.get(9).map_err(db)?,
         openid: row.get(10).map_err(db)?,
-        metadata: serde_json::from_str(&text(11)?).map_err(|_| corrupt("checkout metadata"))?,
-        expires_at: from_ms(row.get(12).map_err(db)?)?,
-        created_at: from_ms(row.get(13).map_err(db)?)?,
+        metadata: row.get(11).map_err(db)?,
+        expires_at: row.get(12).map_err(db)?,
+        created_at: row.get(13).map_err(db)?,
         payment_id: row.get(14).map_err(db)?,
-    })
+    }
+    .decode()
 }
 
 /// Loads by `id` or `token` (both unique).

@@ -6,7 +6,9 @@
 //! and its delivery obligation are never separated by a crash.
 
 mod checkout_sql;
+pub mod postgres;
 mod recon_sql;
+mod rows;
 pub mod sqlite;
 
 use std::fmt;
@@ -290,18 +292,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends a provider attempt to the audit trail.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
 
-    /// Open payments (`pending`, `unknown`, `requires_action`) whose next check is due, with
-    /// how many checks they have had, soonest first.
+    /// Claims open payments (`pending`, `unknown`, `requires_action`) whose next check is due,
+    /// with how many checks they have had, soonest first. Each is leased until `lease_until`:
+    /// no other janitor (of this or another instance) takes it before then, and
+    /// [`Store::schedule_check`] sets its real next check when this one is done.
     async fn payments_due(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Payment, u32)>, StoreError>;
 
-    /// Open refunds whose next check is due, with their check counts.
+    /// Claims open refunds whose next check is due, with their check counts, leased as
+    /// [`Store::payments_due`] leases payments.
     async fn refunds_due(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Refund, u32)>, StoreError>;
 
@@ -357,10 +364,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<Refund>, StoreError>;
 
-    /// Webhook deliveries due at `now`.
+    /// Claims webhook deliveries due at `now`, oldest event first, each leased until
+    /// `lease_until` (no other worker delivers it meanwhile; [`Store::webhook_attempted`]
+    /// records the outcome and the next attempt).
     async fn due_webhooks(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError>;
 
@@ -396,6 +406,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         payment_ids: Vec<String>,
         refund_ids: Vec<String>,
     ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError>;
+
+    /// Claims the daily reconciliation of one account's statement day for `holder` until
+    /// `lease_until`. False when another holder's claim is still live.
+    async fn claim_daily_run(
+        &self,
+        claim: DailyClaim,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a claim back (its run could not finish; any instance may try on its next pass).
+    async fn release_daily_run(&self, claim: DailyClaim) -> Result<(), StoreError>;
 
     /// Records a stored raw statement file.
     async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError>;
@@ -497,6 +519,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Every payment a checkout opened, oldest first.
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
+}
+
+/// Who claims which daily reconciliation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DailyClaim {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Statement day, `yyyy-MM-dd`.
+    pub day: String,
+    /// The claiming instance.
+    pub holder: String,
 }
 
 /// A stored reconciliation run.

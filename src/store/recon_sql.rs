@@ -4,8 +4,9 @@ use moongate_contract::Currency;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::sqlite::{corrupt, db, from_ms, ms};
-use super::{ReconRun, StoreError, StoredBreak};
+use super::rows::{corrupt, from_ms, ms};
+use super::sqlite::db;
+use super::{DailyClaim, ReconRun, StoreError, StoredBreak};
 use crate::ledger::{PaymentStatus, RefundStatus};
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
 
@@ -51,40 +52,129 @@ CREATE TABLE IF NOT EXISTS recon_breaks (
 );
 CREATE INDEX IF NOT EXISTS recon_breaks_by_run ON recon_breaks (run_id);
 CREATE INDEX IF NOT EXISTS recon_breaks_by_status ON recon_breaks (merchant_id, status, updated_at);
+CREATE TABLE IF NOT EXISTS recon_claims (
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    PRIMARY KEY (merchant_id, account_id, day)
+);
 "#;
 
+/// The daily-run claim statement: SQLite and PostgreSQL both take this upsert (`?n` and `$n`
+/// aside): a missing or lapsed claim is (re)taken, a live one of another holder is not.
+pub(super) const CLAIM_DAILY: &str = "INSERT INTO recon_claims (merchant_id, account_id, day, holder, lease_until) \
+    VALUES ($1, $2, $3, $4, $6) ON CONFLICT (merchant_id, account_id, day) DO UPDATE \
+    SET holder = excluded.holder, lease_until = excluded.lease_until \
+    WHERE recon_claims.lease_until <= $5 OR recon_claims.holder = excluded.holder";
+
+pub(super) fn claim_daily(
+    conn: &Connection,
+    claim: &DailyClaim,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            &CLAIM_DAILY.replace('$', "?"),
+            params![
+                claim.merchant_id,
+                claim.account_id,
+                claim.day,
+                claim.holder,
+                ms(now),
+                ms(lease_until)
+            ],
+        )
+        .map_err(db)?;
+    Ok(changed == 1)
+}
+
+pub(super) const RELEASE_DAILY: &str = "DELETE FROM recon_claims WHERE merchant_id = $1 AND account_id = $2 AND day = $3 AND holder = $4";
+
+pub(super) fn release_daily(conn: &Connection, claim: &DailyClaim) -> Result<(), StoreError> {
+    conn.execute(
+        &RELEASE_DAILY.replace('$', "?"),
+        params![claim.merchant_id, claim.account_id, claim.day, claim.holder],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// A ledger payment as reconciliation reads it ([`PAYMENT_FIELDS`] order).
+pub(super) struct LedgerPaymentRow {
+    pub id: String,
+    pub provider_ref: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub paid_at_ms: Option<i64>,
+}
+
+impl LedgerPaymentRow {
+    pub fn decode(self) -> Result<LedgerPayment, StoreError> {
+        Ok(LedgerPayment {
+            id: self.id.into_boxed_str(),
+            provider_ref: self.provider_ref.map(String::into_boxed_str),
+            amount: self.amount,
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+            paid_at_ms: self.paid_at_ms,
+        })
+    }
+}
+
+/// A ledger refund as reconciliation reads it ([`REFUND_FIELDS`] order).
+pub(super) struct LedgerRefundRow {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub settled_at_ms: i64,
+}
+
+impl LedgerRefundRow {
+    pub fn decode(self) -> Result<LedgerRefund, StoreError> {
+        Ok(LedgerRefund {
+            id: self.id.into_boxed_str(),
+            payment_id: self.payment_id.into_boxed_str(),
+            amount: self.amount,
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: RefundStatus::parse(&self.status).ok_or_else(|| corrupt("refund status"))?,
+            settled_at_ms: self.settled_at_ms,
+        })
+    }
+}
+
 fn ledger_payment(row: &Row<'_>) -> Result<LedgerPayment, StoreError> {
-    let id: String = row.get(0).map_err(db)?;
-    let provider_ref: Option<String> = row.get(1).map_err(db)?;
-    let currency: String = row.get(3).map_err(db)?;
-    let status: String = row.get(4).map_err(db)?;
-    Ok(LedgerPayment {
-        id: id.into_boxed_str(),
-        provider_ref: provider_ref.map(String::into_boxed_str),
+    LedgerPaymentRow {
+        id: row.get(0).map_err(db)?,
+        provider_ref: row.get(1).map_err(db)?,
         amount: row.get(2).map_err(db)?,
-        currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
-        status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        currency: row.get(3).map_err(db)?,
+        status: row.get(4).map_err(db)?,
         paid_at_ms: row.get(5).map_err(db)?,
-    })
+    }
+    .decode()
 }
 
 fn ledger_refund(row: &Row<'_>) -> Result<LedgerRefund, StoreError> {
-    let id: String = row.get(0).map_err(db)?;
-    let payment_id: String = row.get(1).map_err(db)?;
-    let currency: String = row.get(3).map_err(db)?;
-    let status: String = row.get(4).map_err(db)?;
-    Ok(LedgerRefund {
-        id: id.into_boxed_str(),
-        payment_id: payment_id.into_boxed_str(),
+    LedgerRefundRow {
+        id: row.get(0).map_err(db)?,
+        payment_id: row.get(1).map_err(db)?,
         amount: row.get(2).map_err(db)?,
-        currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
-        status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status"))?,
+        currency: row.get(3).map_err(db)?,
+        status: row.get(4).map_err(db)?,
         settled_at_ms: row.get(5).map_err(db)?,
-    })
+    }
+    .decode()
 }
 
-const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
-const REFUND_FIELDS: &str = "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
+pub(super) const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
+pub(super) const REFUND_FIELDS: &str =
+    "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
 
 pub(super) fn ledger_window(
     conn: &Connection,
@@ -184,7 +274,7 @@ pub(super) fn save_statement(conn: &Connection, r: &StatementRecord) -> Result<(
     Ok(())
 }
 
-fn break_json(record: &Break) -> Result<String, StoreError> {
+pub(super) fn break_json(record: &Break) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -348,11 +438,15 @@ pub(super) fn run(
     while let Some(row) = rows.next().map_err(db)? {
         breaks.push(stored_break(row)?.record);
     }
-    // Report order: the category enum's order, not its name's.
+    report_order(&mut breaks);
+    Ok(Some((run, breaks)))
+}
+
+/// Report order: the category enum's order, not its name's.
+pub(super) fn report_order(breaks: &mut [Break]) {
     breaks.sort_by(|a, b| {
         (a.category, &a.payment_id, &a.refund_id).cmp(&(b.category, &b.payment_id, &b.refund_id))
     });
-    Ok(Some((run, breaks)))
 }
 
 pub(super) fn runs(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use moongate_contract::{Currency, Payer, PaymentMethod, ProviderKind};
+use moongate_contract::ProviderKind;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
@@ -15,12 +15,14 @@ use super::{
     StoredEvent, Updated,
 };
 use crate::cashier::Checkout;
-use crate::ledger::{Failure, Payment, PaymentStatus, Refund, RefundStatus, event_json, new_id};
+use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
 use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
-use crate::routing::Channel;
+use crate::store::rows::{
+    FIRST_CHECK_MS, IDEMPOTENCY_RETENTION_MS, KeyRow, PAYMENT_COLUMNS, PaymentRow, REFUND_COLUMNS,
+    RefundRow, apply_change, cast, count, from_ms, json_opt, ms, operation_name, refund_fits,
+};
 use crate::store::{
-    CheckTarget, Delivery, EventRecord, ReconRun, RefundRefusal, StoredBreak, checkout_sql,
-    recon_sql,
+    CheckTarget, DailyClaim, Delivery, EventRecord, ReconRun, StoredBreak, checkout_sql, recon_sql,
 };
 
 const SCHEMA: &str = r#"
@@ -148,13 +150,6 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 "#;
 
-/// A new payment or refund is first checked by the janitor this long after its creation: its
-/// own provider call is still running until then.
-const FIRST_CHECK_MS: i64 = 30_000;
-
-/// Idempotency keys are kept this long (the API promises at least 24 hours).
-const IDEMPOTENCY_RETENTION_SECS: i64 = 48 * 3600;
-
 /// The SQLite ledger.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -163,15 +158,6 @@ pub struct SqliteStore {
 
 pub(super) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
-}
-
-pub(super) fn ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-pub(super) fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt("timestamp".into()))
 }
 
 impl SqliteStore {
@@ -269,92 +255,72 @@ impl SqliteStore {
     }
 }
 
+/// Leases claimed janitor rows: their next check moves to `until`.
+fn lease<'a>(
+    tx: &Transaction<'_>,
+    table: &str,
+    ids: impl Iterator<Item = &'a str>,
+    until: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE {table} SET next_check_at = ?2 WHERE id = ?1"
+        ))
+        .map_err(db)?;
+    for id in ids {
+        stmt.execute(params![id, ms(until)]).map_err(db)?;
+    }
+    Ok(())
+}
+
 fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)
 }
 
-const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, amount, currency, \
-    merchant_reference, description, return_url, metadata, provider_order_id, provider_ref, \
-    status, next_action, failure, amount_refunded, expires_at, created_at, updated_at, payer, route, \
-    channel";
-
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
-
 fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
-    let get_s = |i: usize| row.get::<_, String>(i).map_err(db);
-    let provider = ProviderKind::parse(&get_s(3)?).ok_or_else(|| corrupt("provider"))?;
-    let method = PaymentMethod::parse(&get_s(4)?).ok_or_else(|| corrupt("method"))?;
-    let currency = Currency::parse(&get_s(6)?).map_err(|_| corrupt("currency"))?;
-    let metadata: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&get_s(10)?).map_err(|_| corrupt("metadata"))?;
-    let status = PaymentStatus::parse(&get_s(13)?).ok_or_else(|| corrupt("status"))?;
-    let next_action = match row.get::<_, Option<String>>(14).map_err(db)? {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("next_action"))?),
-        None => None,
-    };
-    let failure = match row.get::<_, Option<String>>(15).map_err(db)? {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("failure"))?),
-        None => None,
-    };
-    Ok(Payment {
-        id: get_s(0)?,
-        merchant_id: get_s(1)?,
-        account_id: get_s(2)?,
-        provider,
-        method,
+    PaymentRow {
+        id: row.get(0).map_err(db)?,
+        merchant_id: row.get(1).map_err(db)?,
+        account_id: row.get(2).map_err(db)?,
+        provider: row.get(3).map_err(db)?,
+        method: row.get(4).map_err(db)?,
         amount: row.get(5).map_err(db)?,
-        currency,
-        merchant_reference: get_s(7)?,
-        description: get_s(8)?,
+        currency: row.get(6).map_err(db)?,
+        merchant_reference: row.get(7).map_err(db)?,
+        description: row.get(8).map_err(db)?,
         return_url: row.get(9).map_err(db)?,
-        metadata,
-        provider_order_id: get_s(11)?,
+        metadata: row.get(10).map_err(db)?,
+        provider_order_id: row.get(11).map_err(db)?,
         provider_ref: row.get(12).map_err(db)?,
-        status,
-        next_action,
-        failure,
+        status: row.get(13).map_err(db)?,
+        next_action: row.get(14).map_err(db)?,
+        failure: row.get(15).map_err(db)?,
         amount_refunded: row.get(16).map_err(db)?,
-        expires_at: from_ms(row.get(17).map_err(db)?)?,
-        created_at: from_ms(row.get(18).map_err(db)?)?,
-        updated_at: from_ms(row.get(19).map_err(db)?)?,
-        payer: match row.get::<_, Option<String>>(20).map_err(db)? {
-            Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("payer"))?,
-            None => Payer::default(),
-        },
+        expires_at: row.get(17).map_err(db)?,
+        created_at: row.get(18).map_err(db)?,
+        updated_at: row.get(19).map_err(db)?,
+        payer: row.get(20).map_err(db)?,
         route: row.get(21).map_err(db)?,
-        channel: match row.get::<_, Option<String>>(22).map_err(db)? {
-            Some(text) => Some(Channel::parse(&text).ok_or_else(|| corrupt("channel"))?),
-            None => None,
-        },
-    })
+        channel: row.get(22).map_err(db)?,
+    }
+    .decode()
 }
-
-const REFUND_COLUMNS: &str = "id, payment_id, merchant_id, amount, currency, reason, status, failure, created_at, updated_at";
 
 fn refund_from_row(row: &Row<'_>) -> Result<Refund, StoreError> {
-    let currency =
-        Currency::parse(&row.get::<_, String>(4).map_err(db)?).map_err(|_| corrupt("currency"))?;
-    let status = RefundStatus::parse(&row.get::<_, String>(6).map_err(db)?)
-        .ok_or_else(|| corrupt("refund status"))?;
-    let failure = match row.get::<_, Option<String>>(7).map_err(db)? {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("failure"))?),
-        None => None,
-    };
-    Ok(Refund {
+    RefundRow {
         id: row.get(0).map_err(db)?,
         payment_id: row.get(1).map_err(db)?,
         merchant_id: row.get(2).map_err(db)?,
         amount: row.get(3).map_err(db)?,
-        currency,
+        currency: row.get(4).map_err(db)?,
         reason: row.get(5).map_err(db)?,
-        status,
-        failure,
-        created_at: from_ms(row.get(8).map_err(db)?)?,
-        updated_at: from_ms(row.get(9).map_err(db)?)?,
-    })
+        status: row.get(6).map_err(db)?,
+        failure: row.get(7).map_err(db)?,
+        created_at: row.get(8).map_err(db)?,
+        updated_at: row.get(9).map_err(db)?,
+    }
+    .decode()
 }
 
 fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, StoreError> {
@@ -375,13 +341,6 @@ fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> 
         Some(row) => Ok(Some(refund_from_row(row)?)),
         None => Ok(None),
     }
-}
-
-fn json_opt<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>, StoreError> {
-    value
-        .as_ref()
-        .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
 }
 
 /// Appends an event and its outbox row (when the merchant has a webhook it is delivered;
@@ -412,34 +371,35 @@ fn append_event(
 
 /// Inserts a payment row (first check due 30 s after creation).
 fn insert_payment(tx: &Transaction<'_>, p: &Payment) -> Result<(), StoreError> {
+    let r = PaymentRow::of(p)?;
     tx.execute(
         &format!(
             "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
         ),
         params![
-            p.id,
-            p.merchant_id,
-            p.account_id,
-            p.provider.as_str(),
-            p.method.as_str(),
-            p.amount,
-            p.currency.code(),
-            p.merchant_reference,
-            p.description,
-            p.return_url,
-            serde_json::Value::Object(p.metadata.clone()).to_string(),
-            p.provider_order_id,
-            p.provider_ref,
-            p.status.as_str(),
-            json_opt(&p.next_action)?,
-            json_opt(&p.failure)?,
-            p.amount_refunded,
-            ms(p.expires_at),
-            ms(p.created_at),
-            ms(p.updated_at),
-            serde_json::to_string(&p.payer).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            p.route,
-            p.channel.map(|c| c.as_str()),
+            r.id,
+            r.merchant_id,
+            r.account_id,
+            r.provider,
+            r.method,
+            r.amount,
+            r.currency,
+            r.merchant_reference,
+            r.description,
+            r.return_url,
+            r.metadata,
+            r.provider_order_id,
+            r.provider_ref,
+            r.status,
+            r.next_action,
+            r.failure,
+            r.amount_refunded,
+            r.expires_at,
+            r.created_at,
+            r.updated_at,
+            r.payer,
+            r.route,
+            r.channel,
         ],
     )
     .map_err(db)?;
@@ -458,7 +418,7 @@ fn claim(
         params![
             claim.merchant_id,
             claim.key,
-            ms(claim.now) - IDEMPOTENCY_RETENTION_SECS * 1000
+            ms(claim.now) - IDEMPOTENCY_RETENTION_MS
         ],
     )
     .map_err(db)?;
@@ -467,28 +427,19 @@ fn claim(
             "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
             params![claim.merchant_id, claim.key],
             |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Option<String>>(1)?,
-                    row.get::<_, Option<u16>>(2)?,
-                    row.get::<_, Option<Vec<u8>>>(3)?,
-                    row.get::<_, i64>(4)?,
-                ))
+                Ok(KeyRow {
+                    request_hash: row.get(0)?,
+                    resource_id: row.get(1)?,
+                    status: row.get(2)?,
+                    response: row.get(3)?,
+                    created_at: row.get(4)?,
+                })
             },
         )
         .optional()
         .map_err(db)?;
-    if let Some((hash, resource, status, response, created)) = existing {
-        if hash != claim.request_hash {
-            return Ok(Some(Begin::Mismatch));
-        }
-        return Ok(Some(match (status, response) {
-            (Some(status), Some(body)) => Begin::Replay { status, body },
-            _ => Begin::InFlight {
-                resource_id: resource,
-                claimed_at: from_ms(created)?,
-            },
-        }));
+    if let Some(existing) = existing {
+        return existing.verdict(claim).map(Some);
     }
     tx.execute(
         "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -496,20 +447,6 @@ fn claim(
     )
     .map_err(db)?;
     Ok(None)
-}
-
-fn cast<T, U>(begin: Begin<T>) -> Begin<U> {
-    match begin {
-        Begin::Fresh(_) | Begin::Mismatch => Begin::Mismatch,
-        Begin::Replay { status, body } => Begin::Replay { status, body },
-        Begin::InFlight {
-            resource_id,
-            claimed_at,
-        } => Begin::InFlight {
-            resource_id,
-            claimed_at,
-        },
-    }
 }
 
 #[async_trait]
@@ -573,12 +510,7 @@ impl Store for SqliteStore {
             if let Some(found) = claim(&tx, &idem, &refund.id)? {
                 return Ok(cast(found));
             }
-            let payment = load_payment(&tx, &refund.payment_id)?
-                .filter(|p| p.merchant_id == refund.merchant_id)
-                .ok_or(StoreError::RefundRefused(RefundRefusal::PaymentMissing))?;
-            if payment.status != PaymentStatus::Succeeded {
-                return Err(StoreError::RefundRefused(RefundRefusal::NotPaid));
-            }
+            let payment = load_payment(&tx, &refund.payment_id)?;
             let held: i64 = tx
                 .query_row(
                     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?1 AND status != 'failed'",
@@ -586,11 +518,8 @@ impl Store for SqliteStore {
                     |row| row.get(0),
                 )
                 .map_err(db)?;
-            let total = held.checked_add(refund.amount).ok_or(StoreError::RefundRefused(RefundRefusal::ExceedsPayment))?;
-            if total > payment.amount || refund.currency != payment.currency {
-                return Err(StoreError::RefundRefused(RefundRefusal::ExceedsPayment));
-            }
-            let r = &refund;
+            refund_fits(payment.as_ref(), &refund, held)?;
+            let r = RefundRow::of(&refund)?;
             tx.execute(
                 &format!("INSERT INTO refunds ({REFUND_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9 + {FIRST_CHECK_MS})"),
                 params![
@@ -598,16 +527,16 @@ impl Store for SqliteStore {
                     r.payment_id,
                     r.merchant_id,
                     r.amount,
-                    r.currency.code(),
+                    r.currency,
                     r.reason,
-                    r.status.as_str(),
-                    json_opt(&r.failure)?,
-                    ms(r.created_at),
-                    ms(r.updated_at)
+                    r.status,
+                    r.failure,
+                    r.created_at,
+                    r.updated_at
                 ],
             )
             .map_err(db)?;
-            append_event(&tx, &r.merchant_id, "refund.created", &r.id, r.to_api_json(), r.created_at)?;
+            append_event(&tx, &refund.merchant_id, "refund.created", &refund.id, refund.to_api_json(), refund.created_at)?;
             tx.commit().map_err(db)?;
             Ok(Begin::Fresh(refund))
         })
@@ -748,31 +677,7 @@ impl Store for SqliteStore {
                 tx.commit().map_err(db)?;
                 return Ok(Updated::Done { record: payment, changed: false });
             };
-            let mut changed = false;
-            if let Some(status) = change.status
-                && payment.status.can_become(status)
-            {
-                payment.status = status;
-                changed = true;
-            }
-            if let Some(next_action) = change.next_action
-                && payment.next_action != next_action
-            {
-                payment.next_action = next_action;
-                changed = true;
-            }
-            if let Some(provider_ref) = change.provider_ref
-                && payment.provider_ref.as_deref() != Some(provider_ref.as_str())
-            {
-                payment.provider_ref = Some(provider_ref);
-                changed = true;
-            }
-            if let Some(failure) = change.failure
-                && payment.failure.as_ref() != Some(&failure)
-            {
-                payment.failure = Some(failure);
-                changed = true;
-            }
+            let changed = apply_change(&mut payment, change);
             if !changed {
                 tx.commit().map_err(db)?;
                 return Ok(Updated::Done { record: payment, changed: false });
@@ -885,24 +790,31 @@ impl Store for SqliteStore {
     async fn payments_due(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Payment, u32)>, StoreError> {
         self.run(move |conn| {
-            let sql = format!(
-                "SELECT {PAYMENT_COLUMNS}, checks FROM payments \
-                 WHERE status IN ('pending', 'unknown', 'requires_action') \
-                 AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
-            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let tx = write_tx(conn)?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db)? {
-                let checks: i64 = row.get(23).map_err(db)?;
-                out.push((
-                    payment_from_row(row)?,
-                    u32::try_from(checks).unwrap_or(u32::MAX),
-                ));
+            {
+                let sql = format!(
+                    "SELECT {PAYMENT_COLUMNS}, checks FROM payments \
+                     WHERE status IN ('pending', 'unknown', 'requires_action') \
+                     AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+                );
+                let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    out.push((payment_from_row(row)?, count(row.get(23).map_err(db)?)));
+                }
             }
+            lease(
+                &tx,
+                "payments",
+                out.iter().map(|(p, _)| p.id.as_str()),
+                lease_until,
+            )?;
+            tx.commit().map_err(db)?;
             Ok(out)
         })
         .await
@@ -911,20 +823,25 @@ impl Store for SqliteStore {
     async fn refunds_due(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Refund, u32)>, StoreError> {
         self.run(move |conn| {
-            let sql = format!(
-                "SELECT {REFUND_COLUMNS}, checks FROM refunds WHERE status IN ('pending', 'unknown') \
-                 AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
-            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let tx = write_tx(conn)?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db)? {
-                let checks: i64 = row.get(10).map_err(db)?;
-                out.push((refund_from_row(row)?, u32::try_from(checks).unwrap_or(u32::MAX)));
+            {
+                let sql = format!(
+                    "SELECT {REFUND_COLUMNS}, checks FROM refunds WHERE status IN ('pending', 'unknown') \
+                     AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+                );
+                let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    out.push((refund_from_row(row)?, count(row.get(10).map_err(db)?)));
+                }
             }
+            lease(&tx, "refunds", out.iter().map(|(r, _)| r.id.as_str()), lease_until)?;
+            tx.commit().map_err(db)?;
             Ok(out)
         })
         .await
@@ -977,26 +894,37 @@ impl Store for SqliteStore {
     async fn due_webhooks(
         &self,
         now: OffsetDateTime,
+        lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq \
-                     WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 ORDER BY o.event_seq LIMIT ?2",
-                )
-                .map_err(db)?;
-            let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+            let tx = write_tx(conn)?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db)? {
-                out.push(OutboxItem {
-                    event_seq: row.get(0).map_err(db)?,
-                    event_id: row.get(1).map_err(db)?,
-                    merchant_id: row.get(2).map_err(db)?,
-                    body: row.get(3).map_err(db)?,
-                    attempts: row.get(4).map_err(db)?,
-                });
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq \
+                         WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 ORDER BY o.event_seq LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    out.push(OutboxItem {
+                        event_seq: row.get(0).map_err(db)?,
+                        event_id: row.get(1).map_err(db)?,
+                        merchant_id: row.get(2).map_err(db)?,
+                        body: row.get(3).map_err(db)?,
+                        attempts: count(row.get(4).map_err(db)?),
+                    });
+                }
+                let mut lease = tx
+                    .prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE event_seq = ?1")
+                    .map_err(db)?;
+                for item in &out {
+                    lease.execute(params![item.event_seq, ms(lease_until)]).map_err(db)?;
+                }
             }
+            tx.commit().map_err(db)?;
             Ok(out)
         })
         .await
@@ -1117,14 +1045,7 @@ impl Store for SqliteStore {
                     payment_id: row.get(0).map_err(db)?,
                     account_id: row.get(1).map_err(db)?,
                     refund_id: row.get(2).map_err(db)?,
-                    operation: match operation.as_str() {
-                        "create" => "create",
-                        "query" => "query",
-                        "close" => "close",
-                        "refund" => "refund",
-                        "refund_query" => "refund_query",
-                        _ => "other",
-                    },
+                    operation: operation_name(&operation),
                     started_at: from_ms(row.get(4).map_err(db)?)?,
                     elapsed_ms: row.get(5).map_err(db)?,
                     outcome: row.get(6).map_err(db)?,
@@ -1217,6 +1138,21 @@ impl Store for SqliteStore {
             recon_sql::lookup(conn, &merchant_id, &account_id, &payment_ids, &refund_ids)
         })
         .await
+    }
+
+    async fn claim_daily_run(
+        &self,
+        claim: DailyClaim,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| recon_sql::claim_daily(conn, &claim, now, lease_until))
+            .await
+    }
+
+    async fn release_daily_run(&self, claim: DailyClaim) -> Result<(), StoreError> {
+        self.run(move |conn| recon_sql::release_daily(conn, &claim))
+            .await
     }
 
     async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError> {

@@ -324,7 +324,7 @@ api_base_url = "http://{wechat_addr}"
             .unwrap()
             .build(dir.path())
             .unwrap();
-        let store = server::open_store(&config).unwrap();
+        let store = server::open_store(&config).await.unwrap();
         let gateway = server::start_on(config, store, gateway_listener)
             .await
             .unwrap();
@@ -641,4 +641,53 @@ pub fn header<'a>(response: &'a HttpResponse, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// A fresh PostgreSQL schema for one test, from `MOONGATE_TEST_DATABASE_URL` (`.ci/run` sets it
+/// to the local server, so CI always runs these tests and fails if it cannot connect). Without
+/// the variable: `None`, after saying the test is skipped.
+pub struct PgSchema {
+    /// The database URL selecting the schema (`options[search_path]`).
+    pub url: String,
+    name: String,
+    admin: sqlx::PgPool,
+}
+
+pub async fn pg_schema(test: &str) -> Option<PgSchema> {
+    let base = match std::env::var("MOONGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!(
+                "{test}: SKIPPED on PostgreSQL (set MOONGATE_TEST_DATABASE_URL, e.g. \
+                 postgres://postgres@127.0.0.1:5432/test; .ci/run does)"
+            );
+            return None;
+        }
+    };
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("MOONGATE_TEST_DATABASE_URL is set but unreachable: {e}"));
+    let name = moongate::ledger::new_id("mgt").to_lowercase();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    Some(PgSchema {
+        url: format!("{base}{joiner}options[search_path]={name}"),
+        name,
+        admin,
+    })
+}
+
+impl PgSchema {
+    /// Drops the schema (a failed test leaves it behind for a look).
+    pub async fn drop(self) {
+        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
 }

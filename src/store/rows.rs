@@ -1,0 +1,389 @@
+//! What both backends share: the column lists, the plain row shapes each backend reads its
+//! columns into, their decoding (enums, JSON columns, Unix-millisecond timestamps), and the
+//! pure decisions taken inside a transaction (how a change applies to a payment, whether a
+//! refund fits, what an existing idempotency key says). The SQL differs per backend; the
+//! meaning does not.
+
+use moongate_contract::{Currency, Payer, PaymentMethod, ProviderKind};
+use time::OffsetDateTime;
+
+use super::{Begin, IdemClaim, RefundRefusal, StoreError};
+use crate::cashier::Checkout;
+use crate::ledger::{Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
+use crate::routing::Channel;
+
+/// A new payment or refund is first checked by the janitor this long after its creation: its
+/// own provider call is still running until then.
+pub(super) const FIRST_CHECK_MS: i64 = 30_000;
+
+/// Idempotency keys are kept this long (the API promises at least 24 hours).
+pub(super) const IDEMPOTENCY_RETENTION_MS: i64 = 48 * 3600 * 1000;
+
+/// The payment columns, in [`PaymentRow`]'s order.
+pub(super) const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider, method, amount, \
+    currency, merchant_reference, description, return_url, metadata, provider_order_id, \
+    provider_ref, status, next_action, failure, amount_refunded, expires_at, created_at, \
+    updated_at, payer, route, channel";
+
+/// The refund columns, in [`RefundRow`]'s order.
+pub(super) const REFUND_COLUMNS: &str = "id, payment_id, merchant_id, amount, currency, reason, status, failure, created_at, updated_at";
+
+/// The checkout columns, in [`CheckoutRow`]'s order.
+pub(super) const CHECKOUT_COLUMNS: &str = "id, token, merchant_id, amount, currency, \
+    merchant_reference, description, return_url, cancel_url, methods, openid, metadata, \
+    expires_at, created_at, payment_id";
+
+/// Unix milliseconds, the ledger's time column type in both backends.
+pub(super) fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`ms`].
+pub(super) fn from_ms(value: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt("timestamp".into()))
+}
+
+pub(super) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn json_opt<T: serde::Serialize>(
+    value: &Option<T>,
+) -> Result<Option<String>, StoreError> {
+    value.as_ref().map(to_json).transpose()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt(what))
+}
+
+fn parse_json_opt<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    text.as_deref().map(|t| parse_json(t, what)).transpose()
+}
+
+/// A payment as its columns hold it ([`PAYMENT_COLUMNS`] order).
+#[derive(Debug)]
+pub(super) struct PaymentRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub account_id: String,
+    pub provider: String,
+    pub method: String,
+    pub amount: i64,
+    pub currency: String,
+    pub merchant_reference: String,
+    pub description: String,
+    pub return_url: Option<String>,
+    pub metadata: String,
+    pub provider_order_id: String,
+    pub provider_ref: Option<String>,
+    pub status: String,
+    pub next_action: Option<String>,
+    pub failure: Option<String>,
+    pub amount_refunded: i64,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub payer: Option<String>,
+    pub route: Option<String>,
+    pub channel: Option<String>,
+}
+
+impl PaymentRow {
+    /// The columns of `p`, ready to bind.
+    pub fn of(p: &Payment) -> Result<PaymentRow, StoreError> {
+        Ok(PaymentRow {
+            id: p.id.clone(),
+            merchant_id: p.merchant_id.clone(),
+            account_id: p.account_id.clone(),
+            provider: p.provider.as_str().to_owned(),
+            method: p.method.as_str().to_owned(),
+            amount: p.amount,
+            currency: p.currency.code().to_owned(),
+            merchant_reference: p.merchant_reference.clone(),
+            description: p.description.clone(),
+            return_url: p.return_url.clone(),
+            metadata: serde_json::Value::Object(p.metadata.clone()).to_string(),
+            provider_order_id: p.provider_order_id.clone(),
+            provider_ref: p.provider_ref.clone(),
+            status: p.status.as_str().to_owned(),
+            next_action: json_opt(&p.next_action)?,
+            failure: json_opt(&p.failure)?,
+            amount_refunded: p.amount_refunded,
+            expires_at: ms(p.expires_at),
+            created_at: ms(p.created_at),
+            updated_at: ms(p.updated_at),
+            payer: Some(to_json(&p.payer)?),
+            route: p.route.clone(),
+            channel: p.channel.map(|c| c.as_str().to_owned()),
+        })
+    }
+
+    pub fn decode(self) -> Result<Payment, StoreError> {
+        Ok(Payment {
+            provider: ProviderKind::parse(&self.provider).ok_or_else(|| corrupt("provider"))?,
+            method: PaymentMethod::parse(&self.method).ok_or_else(|| corrupt("method"))?,
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            metadata: parse_json(&self.metadata, "metadata")?,
+            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+            next_action: parse_json_opt(self.next_action, "next_action")?,
+            failure: parse_json_opt(self.failure, "failure")?,
+            expires_at: from_ms(self.expires_at)?,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+            payer: parse_json_opt(self.payer, "payer")?.unwrap_or_else(Payer::default),
+            channel: match self.channel {
+                Some(text) => Some(Channel::parse(&text).ok_or_else(|| corrupt("channel"))?),
+                None => None,
+            },
+            id: self.id,
+            merchant_id: self.merchant_id,
+            account_id: self.account_id,
+            amount: self.amount,
+            merchant_reference: self.merchant_reference,
+            description: self.description,
+            return_url: self.return_url,
+            provider_order_id: self.provider_order_id,
+            provider_ref: self.provider_ref,
+            amount_refunded: self.amount_refunded,
+            route: self.route,
+        })
+    }
+}
+
+/// A refund as its columns hold it ([`REFUND_COLUMNS`] order).
+#[derive(Debug)]
+pub(super) struct RefundRow {
+    pub id: String,
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+    pub status: String,
+    pub failure: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl RefundRow {
+    pub fn of(r: &Refund) -> Result<RefundRow, StoreError> {
+        Ok(RefundRow {
+            id: r.id.clone(),
+            payment_id: r.payment_id.clone(),
+            merchant_id: r.merchant_id.clone(),
+            amount: r.amount,
+            currency: r.currency.code().to_owned(),
+            reason: r.reason.clone(),
+            status: r.status.as_str().to_owned(),
+            failure: json_opt(&r.failure)?,
+            created_at: ms(r.created_at),
+            updated_at: ms(r.updated_at),
+        })
+    }
+
+    pub fn decode(self) -> Result<Refund, StoreError> {
+        Ok(Refund {
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: RefundStatus::parse(&self.status).ok_or_else(|| corrupt("refund status"))?,
+            failure: parse_json_opt(self.failure, "failure")?,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+            id: self.id,
+            payment_id: self.payment_id,
+            merchant_id: self.merchant_id,
+            amount: self.amount,
+            reason: self.reason,
+        })
+    }
+}
+
+/// A checkout as its columns hold it ([`CHECKOUT_COLUMNS`] order).
+#[derive(Debug)]
+pub(super) struct CheckoutRow {
+    pub id: String,
+    pub token: String,
+    pub merchant_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub merchant_reference: String,
+    pub description: String,
+    pub return_url: String,
+    pub cancel_url: Option<String>,
+    pub methods: String,
+    pub openid: Option<String>,
+    pub metadata: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub payment_id: Option<String>,
+}
+
+impl CheckoutRow {
+    pub fn of(c: &Checkout) -> Result<CheckoutRow, StoreError> {
+        let methods: Vec<&str> = c.methods.iter().map(PaymentMethod::as_str).collect();
+        Ok(CheckoutRow {
+            id: c.id.clone(),
+            token: c.token.clone(),
+            merchant_id: c.merchant_id.clone(),
+            amount: c.amount,
+            currency: c.currency.code().to_owned(),
+            merchant_reference: c.merchant_reference.clone(),
+            description: c.description.clone(),
+            return_url: c.return_url.clone(),
+            cancel_url: c.cancel_url.clone(),
+            methods: to_json(&methods)?,
+            openid: c.openid.clone(),
+            metadata: serde_json::Value::Object(c.metadata.clone()).to_string(),
+            expires_at: ms(c.expires_at),
+            created_at: ms(c.created_at),
+            payment_id: c.payment_id.clone(),
+        })
+    }
+
+    pub fn decode(self) -> Result<Checkout, StoreError> {
+        let methods: Vec<String> = parse_json(&self.methods, "checkout methods")?;
+        let methods = methods
+            .iter()
+            .map(|m| PaymentMethod::parse(m).ok_or_else(|| corrupt("checkout method")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Checkout {
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("checkout currency"))?,
+            metadata: parse_json(&self.metadata, "checkout metadata")?,
+            expires_at: from_ms(self.expires_at)?,
+            created_at: from_ms(self.created_at)?,
+            methods,
+            id: self.id,
+            token: self.token,
+            merchant_id: self.merchant_id,
+            amount: self.amount,
+            merchant_reference: self.merchant_reference,
+            description: self.description,
+            return_url: self.return_url,
+            cancel_url: self.cancel_url,
+            openid: self.openid,
+            payment_id: self.payment_id,
+        })
+    }
+}
+
+/// An idempotency key row as found under a claim.
+#[derive(Debug)]
+pub(super) struct KeyRow {
+    pub request_hash: String,
+    pub resource_id: Option<String>,
+    pub status: Option<i64>,
+    pub response: Option<Vec<u8>>,
+    pub created_at: i64,
+}
+
+impl KeyRow {
+    /// What an existing key says to a new request bearing it.
+    pub fn verdict(self, claim: &IdemClaim) -> Result<Begin<()>, StoreError> {
+        if self.request_hash != claim.request_hash {
+            return Ok(Begin::Mismatch);
+        }
+        Ok(match (self.status, self.response) {
+            (Some(status), Some(body)) => Begin::Replay {
+                status: u16::try_from(status).map_err(|_| corrupt("idempotency status"))?,
+                body,
+            },
+            _ => Begin::InFlight {
+                resource_id: self.resource_id,
+                claimed_at: from_ms(self.created_at)?,
+            },
+        })
+    }
+}
+
+/// A finished or pending claim, re-typed for a `begin_*` answer (never `Fresh`).
+pub(super) fn cast<T, U>(begin: Begin<T>) -> Begin<U> {
+    match begin {
+        Begin::Fresh(_) | Begin::Mismatch => Begin::Mismatch,
+        Begin::Replay { status, body } => Begin::Replay { status, body },
+        Begin::InFlight {
+            resource_id,
+            claimed_at,
+        } => Begin::InFlight {
+            resource_id,
+            claimed_at,
+        },
+    }
+}
+
+/// Applies a decided change to `payment`; true when anything changed (an event is due).
+/// Status moves only along the state machine.
+pub(super) fn apply_change(payment: &mut Payment, change: PaymentChange) -> bool {
+    let mut changed = false;
+    if let Some(status) = change.status
+        && payment.status.can_become(status)
+    {
+        payment.status = status;
+        changed = true;
+    }
+    if let Some(next_action) = change.next_action
+        && payment.next_action != next_action
+    {
+        payment.next_action = next_action;
+        changed = true;
+    }
+    if let Some(provider_ref) = change.provider_ref
+        && payment.provider_ref.as_deref() != Some(provider_ref.as_str())
+    {
+        payment.provider_ref = Some(provider_ref);
+        changed = true;
+    }
+    if let Some(failure) = change.failure
+        && payment.failure.as_ref() != Some(&failure)
+    {
+        payment.failure = Some(failure);
+        changed = true;
+    }
+    changed
+}
+
+/// Whether `refund` fits its payment, given what other refunds already hold (pending,
+/// unknown and succeeded ones).
+pub(super) fn refund_fits(
+    payment: Option<&Payment>,
+    refund: &Refund,
+    held: i64,
+) -> Result<(), StoreError> {
+    let payment = payment
+        .filter(|p| p.merchant_id == refund.merchant_id)
+        .ok_or(StoreError::RefundRefused(RefundRefusal::PaymentMissing))?;
+    if payment.status != PaymentStatus::Succeeded {
+        return Err(StoreError::RefundRefused(RefundRefusal::NotPaid));
+    }
+    let total = held
+        .checked_add(refund.amount)
+        .ok_or(StoreError::RefundRefused(RefundRefusal::ExceedsPayment))?;
+    if total > payment.amount || refund.currency != payment.currency {
+        return Err(StoreError::RefundRefused(RefundRefusal::ExceedsPayment));
+    }
+    Ok(())
+}
+
+/// An attempt's stored operation name as the `&'static str` the audit type carries.
+pub(super) fn operation_name(stored: &str) -> &'static str {
+    match stored {
+        "create" => "create",
+        "query" => "query",
+        "close" => "close",
+        "refund" => "refund",
+        "refund_query" => "refund_query",
+        _ => "other",
+    }
+}
+
+/// Clamps a stored counter to `u32`.
+pub(super) fn count(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
