@@ -139,13 +139,17 @@ pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
     }
 }
 
-/// Rows one janitor pass claims.
-const JANITOR_BATCH: u32 = 100;
+/// Rows one janitor claim takes (a pass claims again until nothing is due).
+const JANITOR_BATCH: u32 = 16;
 
-/// How long a janitor pass holds what it claimed: no other instance checks those rows
-/// meanwhile. A pass that overruns it (every provider call timing out) only lets another
-/// janitor ask the provider again, which is a read (or an idempotent close), never a charge.
-const JANITOR_LEASE: Duration = Duration::from_secs(600);
+/// Claims one janitor pass takes at most (the next pass takes the rest).
+const JANITOR_CLAIMS_PER_PASS: usize = 64;
+
+/// How long a janitor holds what it claimed: no other instance checks those rows meanwhile,
+/// and a crashed instance's claims are due again after it. A batch that overruns it (every
+/// provider call timing out) only lets another janitor ask the provider again, which is a
+/// read (or an idempotent close), never a charge.
+const JANITOR_LEASE: Duration = Duration::from_secs(120);
 
 impl Gateway {
     /// A gateway over a built config.
@@ -1005,47 +1009,53 @@ impl Gateway {
     /// many were checked.
     pub async fn janitor_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let mut checked = 0;
-        for (payment, checks) in self
-            .store
-            .payments_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
-            .await?
-        {
-            let id = payment.id.clone();
-            let expired = payment.expires_at + EXPIRY_GRACE <= now;
-            let result = if payment.status == PaymentStatus::RequiresAction && expired {
-                self.cancel(payment).await.map(|_| ())
-            } else {
-                self.sync_payment(payment).await.map(|_| ())
-            };
-            if let Err(error) = result {
-                warn!(%error, payment_id = %id, "janitor check failed");
-            }
-            self.store
-                .schedule_check(
-                    CheckTarget::Payment,
-                    &id,
-                    now + check_delay(checks.saturating_add(1)),
-                )
+        // Small claims, taken again until nothing is due (bounded, so a pass always ends).
+        for _ in 0..JANITOR_CLAIMS_PER_PASS {
+            let payments = self
+                .store
+                .payments_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
                 .await?;
-            checked += 1;
-        }
-        for (refund, checks) in self
-            .store
-            .refunds_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
-            .await?
-        {
-            let id = refund.id.clone();
-            if let Err(error) = self.sync_refund(refund).await {
-                warn!(%error, refund_id = %id, "janitor refund check failed");
-            }
-            self.store
-                .schedule_check(
-                    CheckTarget::Refund,
-                    &id,
-                    now + check_delay(checks.saturating_add(1)),
-                )
+            let refunds = self
+                .store
+                .refunds_due(now, now + JANITOR_LEASE, JANITOR_BATCH)
                 .await?;
-            checked += 1;
+            if payments.is_empty() && refunds.is_empty() {
+                break;
+            }
+            for (payment, checks) in payments {
+                let id = payment.id.clone();
+                let expired = payment.expires_at + EXPIRY_GRACE <= now;
+                let result = if payment.status == PaymentStatus::RequiresAction && expired {
+                    self.cancel(payment).await.map(|_| ())
+                } else {
+                    self.sync_payment(payment).await.map(|_| ())
+                };
+                if let Err(error) = result {
+                    warn!(%error, payment_id = %id, "janitor check failed");
+                }
+                self.store
+                    .schedule_check(
+                        CheckTarget::Payment,
+                        &id,
+                        now + check_delay(checks.saturating_add(1)),
+                    )
+                    .await?;
+                checked += 1;
+            }
+            for (refund, checks) in refunds {
+                let id = refund.id.clone();
+                if let Err(error) = self.sync_refund(refund).await {
+                    warn!(%error, refund_id = %id, "janitor refund check failed");
+                }
+                self.store
+                    .schedule_check(
+                        CheckTarget::Refund,
+                        &id,
+                        now + check_delay(checks.saturating_add(1)),
+                    )
+                    .await?;
+                checked += 1;
+            }
         }
         Ok(checked)
     }

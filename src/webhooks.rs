@@ -133,26 +133,26 @@ async fn deliver(gw: &Gateway, item: &OutboxItem) {
     }
 }
 
-/// Deliveries one worker pass claims.
-const BATCH: u32 = 32;
+/// Deliveries one worker pass claims, and sends at once.
+const BATCH: u32 = 8;
 
-/// Polls the outbox forever.
+/// Polls the outbox forever. Each pass claims what is due (leased to this instance, so no
+/// other instance's worker sends it meanwhile) and delivers it concurrently; the lease
+/// outlasts one delivery's connect and response timeouts, so a crashed instance's claims come
+/// back to every worker within seconds.
 pub async fn run(gw: Arc<Gateway>) {
     loop {
         let now = OffsetDateTime::now_utc();
-        // The lease outlasts delivering the whole batch one by one, each to its timeout, so
-        // no other instance's worker sends one of these while this one still may.
         let timeout_ms = gw.config().webhooks.timeout_ms;
-        let lease = Duration::from_millis(
-            timeout_ms
-                .saturating_mul(u64::from(BATCH))
-                .saturating_add(60_000),
-        );
+        let lease = Duration::from_millis(timeout_ms.saturating_mul(2).saturating_add(5_000));
         match gw.store.due_webhooks(now, now + lease, BATCH).await {
             Ok(items) if !items.is_empty() => {
-                for item in &items {
-                    deliver(&gw, item).await;
+                let mut sends = tokio::task::JoinSet::new();
+                for item in items {
+                    let gw = Arc::clone(&gw);
+                    sends.spawn(async move { deliver(&gw, &item).await });
                 }
+                while sends.join_next().await.is_some() {}
                 continue;
             }
             Ok(_) => {}

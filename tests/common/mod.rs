@@ -85,6 +85,21 @@ impl Harness {
     }
 
     pub async fn start_with(call_timeout_ms: u64, redis_url: Option<&str>) -> Harness {
+        Self::start_full(call_timeout_ms, redis_url, None, None).await
+    }
+
+    /// A harness for several instances: its merchant limits shared through Redis under
+    /// `redis_prefix`, its ledger in the PostgreSQL database at `database_url`.
+    pub async fn start_shared(redis_url: &str, redis_prefix: &str, database_url: &str) -> Harness {
+        Self::start_full(2_000, Some(redis_url), Some(redis_prefix), Some(database_url)).await
+    }
+
+    pub async fn start_full(
+        call_timeout_ms: u64,
+        redis_url: Option<&str>,
+        redis_prefix: Option<&str>,
+        database_url: Option<&str>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let keys = fixtures().join("keys");
 
@@ -312,8 +327,22 @@ api_base_url = "http://{wechat_addr}"
         let config = match redis_url {
             Some(url) => {
                 std::fs::write(dir.path().join("redis.url"), format!("{url}\n")).unwrap();
+                let prefix = redis_prefix
+                    .map(|p| format!("redis_key_prefix = \"{p}\"\n"))
+                    .unwrap_or_default();
                 format!(
-                    "{config}\n[rate_limits]\nredis_url = {{ file = \"redis.url\" }}\nredis_timeout_ms = 200\n"
+                    "{config}\n[rate_limits]\nredis_url = {{ file = \"redis.url\" }}\nredis_timeout_ms = 200\n{prefix}"
+                )
+            }
+            None => config,
+        };
+        let config = match database_url {
+            Some(url) => {
+                std::fs::write(dir.path().join("database.url"), format!("{url}\n")).unwrap();
+                config.replacen(
+                    "[ledger]\n",
+                    "[ledger]\ndatabase_url = { file = \"database.url\" }\nmax_connections = 8\n",
+                    1,
                 )
             }
             None => config,
