@@ -155,10 +155,33 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(end_to_end());
+    runtime.block_on(end_to_end(None));
+    // The same calls on a PostgreSQL ledger (a fresh schema), when a server is named.
+    match std::env::var("MOONGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => runtime.block_on(async {
+            let admin = sqlx::PgPool::connect(&url).await.unwrap();
+            let schema = moongate::ledger::new_id("bench").to_lowercase();
+            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let joiner = if url.contains('?') { '&' } else { '?' };
+            end_to_end(Some(&format!("{url}{joiner}options[search_path]={schema}"))).await;
+            sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }),
+        _ => println!("PostgreSQL ledger: skipped (set MOONGATE_TEST_DATABASE_URL)"),
+    }
 }
 
-async fn end_to_end() {
+async fn end_to_end(database_url: Option<&str>) {
+    let ledger = if database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     use moongate::sandbox::{self, SandboxSettings};
     let keys = |p: &str| fixture(&format!("keys/{p}"));
     let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -186,10 +209,18 @@ async fn end_to_end() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
+    let ledger_section = match database_url {
+        Some(url) => {
+            std::fs::write(dir.path().join("db.url"), url).unwrap();
+            "[ledger]\ndatabase_url = { file = \"db.url\" }\n"
+        }
+        None => "",
+    };
     let config = format!(
         r#"[server]
 listen = "{addr}"
 public_base_url = "http://{addr}"
+{ledger_section}
 [merchants.m]
 name = "M"
 keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
@@ -203,7 +234,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         .unwrap()
         .build(dir.path())
         .unwrap();
-    let store = moongate::server::open_store(&config).unwrap();
+    let store = moongate::server::open_store(&config).await.unwrap();
     let _running = moongate::server::start_on(config, store, listener)
         .await
         .unwrap();
@@ -230,7 +261,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         assert_eq!(response.status, 201);
     }
     report(
-        "POST /v1/payments, sequential (4 RSA ops)",
+        &format!("POST /v1/payments, sequential, {ledger}"),
         n,
         start.elapsed(),
     );
@@ -259,10 +290,13 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         task.await.unwrap();
     }
     report(
-        "POST /v1/payments, 8 concurrent clients",
+        &format!("POST /v1/payments, 8 concurrent, {ledger}"),
         (n / 8) * 8,
         start.elapsed(),
     );
+    if database_url.is_some() {
+        return;
+    }
 
     // The shared (Redis) merchant limit check every request pays when `[rate_limits]` is set.
     if let Ok(url) = std::env::var("MOONGATE_TEST_REDIS_URL") {

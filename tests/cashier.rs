@@ -17,6 +17,17 @@ use moongate_contract::HttpMethod;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+on_both_ledgers!(
+    a_checkout_is_paid_by_qr_and_sends_the_shopper_back,
+    switching_wallets_closes_the_first_payment_at_its_provider,
+    double_clicks_and_racing_tabs_open_one_payment,
+    in_app_and_phone_browsers_get_their_own_wallets,
+    expired_and_unknown_links_open_nothing,
+    a_closed_payment_lets_the_shopper_choose_again,
+    checkout_requests_are_validated,
+    an_order_the_wallet_cannot_take_is_refused_with_a_notice,
+);
+
 fn order(reference: &str) -> Value {
     json!({
         "amount": 8800,
@@ -81,9 +92,7 @@ async fn wait_page_state(h: &Harness, url: &str, want: &str) -> String {
     panic!("the cashier never showed {want}: {last}");
 }
 
-#[tokio::test]
-async fn a_checkout_is_paid_by_qr_and_sends_the_shopper_back() {
-    let h = Harness::start().await;
+async fn a_checkout_is_paid_by_qr_and_sends_the_shopper_back(h: Harness) {
     let (status, checkout) = h.checkout(order("tea-1"), "co-1").await;
     assert_eq!(status, 201, "{checkout}");
     assert_eq!(checkout["object"], "checkout");
@@ -191,9 +200,7 @@ async fn a_checkout_is_paid_by_qr_and_sends_the_shopper_back() {
     assert_eq!(payments.len(), 1);
 }
 
-#[tokio::test]
-async fn switching_wallets_closes_the_first_payment_at_its_provider() {
-    let h = Harness::start().await;
+async fn switching_wallets_closes_the_first_payment_at_its_provider(h: Harness) {
     let (_, checkout) = h.checkout(order("tea-2"), "co-switch").await;
     let url = checkout["url"].as_str().unwrap().to_owned();
     h.submit(
@@ -256,9 +263,7 @@ async fn switching_wallets_closes_the_first_payment_at_its_provider() {
     assert_eq!(checkout["payment"], first.as_str());
 }
 
-#[tokio::test]
-async fn double_clicks_and_racing_tabs_open_one_payment() {
-    let h = Harness::start().await;
+async fn double_clicks_and_racing_tabs_open_one_payment(h: Harness) {
     let (_, checkout) = h.checkout(order("tea-3"), "co-race").await;
     let url = checkout["url"].as_str().unwrap().to_owned();
     let calls_before = h.provider_calls(h.sandbox_addr).await;
@@ -285,9 +290,7 @@ async fn double_clicks_and_racing_tabs_open_one_payment() {
     );
 }
 
-#[tokio::test]
-async fn in_app_and_phone_browsers_get_their_own_wallets() {
-    let h = Harness::start().await;
+async fn in_app_and_phone_browsers_get_their_own_wallets(h: Harness) {
     // Inside WeChat without an openid: WeChat Pay only (a QR it recognises on a long press),
     // and a hint to open the page elsewhere for Alipay.
     let (_, checkout) = h.checkout(order("tea-4"), "co-wechat").await;
@@ -393,9 +396,7 @@ async fn in_app_and_phone_browsers_get_their_own_wallets() {
     assert_eq!(payment["payer"]["client_ip"], "127.0.0.1");
 }
 
-#[tokio::test]
-async fn expired_and_unknown_links_open_nothing() {
-    let h = Harness::start().await;
+async fn expired_and_unknown_links_open_nothing(h: Harness) {
     let now = OffsetDateTime::now_utc();
     let token = "A".repeat(43);
     let checkout = moongate::cashier::Checkout {
@@ -466,9 +467,7 @@ async fn expired_and_unknown_links_open_nothing() {
     assert_eq!(status, 404);
 }
 
-#[tokio::test]
-async fn a_closed_payment_lets_the_shopper_choose_again() {
-    let h = Harness::start().await;
+async fn a_closed_payment_lets_the_shopper_choose_again(h: Harness) {
     let (_, checkout) = h.checkout(order("tea-8"), "co-closed").await;
     let url = checkout["url"].as_str().unwrap().to_owned();
     h.submit(
@@ -504,9 +503,7 @@ async fn a_closed_payment_lets_the_shopper_choose_again() {
     assert_ne!(state_attr(&html, "data-payment").unwrap(), first);
 }
 
-#[tokio::test]
-async fn checkout_requests_are_validated() {
-    let h = Harness::start().await;
+async fn checkout_requests_are_validated(h: Harness) {
     let cases = [
         (json!({"return_url": Value::Null}), "parameter_invalid"),
         (
@@ -563,9 +560,7 @@ async fn checkout_requests_are_validated() {
     assert_eq!(unsigned.status, 401);
 }
 
-#[tokio::test]
-async fn an_order_the_wallet_cannot_take_is_refused_with_a_notice() {
-    let h = Harness::start().await;
+async fn an_order_the_wallet_cannot_take_is_refused_with_a_notice(h: Harness) {
     // Above Alipay's ceiling of 100,000,000 yuan: the order cannot be made.
     let mut body = order("tea-huge");
     body["amount"] = json!(10_000_000_001_i64);

@@ -15,9 +15,22 @@ use moongate::demo::verify_webhook;
 use moongate_contract::HttpMethod;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qr_payment_end_to_end_with_signed_webhooks() {
-    let h = Harness::start().await;
+on_both_ledgers!(
+    qr_payment_end_to_end_with_signed_webhooks,
+    redirect_methods_answer_a_signed_cashier_url,
+    partial_and_full_refunds_never_exceed_the_payment,
+    cancel_closes_unpaid_payments_only,
+    bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are_rejected,
+    idempotent_replay_conflicting_reuse_and_concurrent_reuse,
+    tampered_notifications_are_rejected_and_leave_the_ledger_unchanged,
+    duplicate_notifications_record_one_event,
+    invalid_requests_get_stable_codes_and_their_parameter,
+    list_payments_pages_with_a_cursor,
+    a_late_payment_after_cancel_is_still_recorded,
+    events_show_their_delivery_log_and_can_be_resent,
+);
+
+async fn qr_payment_end_to_end_with_signed_webhooks(h: Harness) {
     let (status, payment) = h.create(&h.shop_a, 8888, "e2e-1").await;
     assert_eq!(status, 201, "{payment}");
     assert_eq!(payment["status"], "requires_action");
@@ -105,9 +118,7 @@ async fn qr_payment_end_to_end_with_signed_webhooks() {
     assert_eq!(event["id"], delivered.event_id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redirect_methods_answer_a_signed_cashier_url() {
-    let h = Harness::start().await;
+async fn redirect_methods_answer_a_signed_cashier_url(h: Harness) {
     let body = json!({
         "amount": 100, "currency": "CNY", "method": "alipay_wap", "merchant_reference": "r",
         "description": "Tea", "return_url": "https://shop.example/back"
@@ -142,9 +153,7 @@ async fn redirect_methods_answer_a_signed_cashier_url() {
     assert!(refused.contains("isv.invalid-signature"), "{refused}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partial_and_full_refunds_never_exceed_the_payment() {
-    let h = Harness::start().await;
+async fn partial_and_full_refunds_never_exceed_the_payment(h: Harness) {
     let id = h.paid_payment(10_000, "refund-1").await;
 
     let (status, refund) = h
@@ -216,9 +225,7 @@ async fn partial_and_full_refunds_never_exceed_the_payment() {
     assert_eq!(error["error"]["code"], "payment_not_refundable");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_closes_unpaid_payments_only() {
-    let h = Harness::start().await;
+async fn cancel_closes_unpaid_payments_only(h: Harness) {
     // Never scanned: Alipay has no trade, the payment is canceled.
     let (_, payment) = h.create(&h.shop_a, 100, "close-1").await;
     let id = payment["id"].as_str().unwrap();
@@ -258,9 +265,9 @@ async fn cancel_closes_unpaid_payments_only() {
     assert_eq!(error["error"]["code"], "payment_not_cancelable");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are_rejected() {
-    let h = Harness::start().await;
+async fn bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are_rejected(
+    h: Harness,
+) {
     let (_, payment) = h.create(&h.shop_a, 100, "auth-1").await;
     let id = payment["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/payments/{id}");
@@ -363,9 +370,7 @@ async fn bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are
     assert_eq!(payment["status"], "requires_action");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_replay_conflicting_reuse_and_concurrent_reuse() {
-    let h = Harness::start().await;
+async fn idempotent_replay_conflicting_reuse_and_concurrent_reuse(h: Harness) {
     let body = json!({"amount": 100, "currency": "CNY", "method": "alipay_qr", "merchant_reference": "o", "description": "Tea"}).to_string();
     let first = h
         .shop_a
@@ -474,9 +479,7 @@ async fn idempotent_replay_conflicting_reuse_and_concurrent_reuse() {
     assert_eq!(payment["status"], "unknown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_notifications_are_rejected_and_leave_the_ledger_unchanged() {
-    let h = Harness::start().await;
+async fn tampered_notifications_are_rejected_and_leave_the_ledger_unchanged(h: Harness) {
     let paid = h.paid_payment(100, "tamper-paid").await;
     let genuine = h.sandbox_notifications(&paid).await[0]["body"]
         .as_str()
@@ -521,9 +524,7 @@ async fn tampered_notifications_are_rejected_and_leave_the_ledger_unchanged() {
     assert_eq!(h.event_kinds(&victim).await, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_notifications_record_one_event() {
-    let h = Harness::start().await;
+async fn duplicate_notifications_record_one_event(h: Harness) {
     let id = h.paid_payment(100, "dup-1").await;
     for _ in 0..3 {
         let response = h
@@ -623,9 +624,7 @@ async fn refund_outcome_unknown_is_resolved_by_query() {
     assert_eq!(payment["amount_refunded"], 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_requests_get_stable_codes_and_their_parameter() {
-    let h = Harness::start().await;
+async fn invalid_requests_get_stable_codes_and_their_parameter(h: Harness) {
     let cases = [
         (
             json!({"amount": -5, "currency": "CNY", "method": "alipay_qr", "merchant_reference": "o", "description": "d"}),
@@ -694,9 +693,7 @@ async fn invalid_requests_get_stable_codes_and_their_parameter() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_payments_pages_with_a_cursor() {
-    let h = Harness::start().await;
+async fn list_payments_pages_with_a_cursor(h: Harness) {
     let mut ids = Vec::new();
     for index in 0..5 {
         let (_, payment) = h
@@ -747,9 +744,7 @@ async fn list_payments_pages_with_a_cursor() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_payment_after_cancel_is_still_recorded() {
-    let h = Harness::start().await;
+async fn a_late_payment_after_cancel_is_still_recorded(h: Harness) {
     let (_, payment) = h.create(&h.shop_a, 100, "late-1").await;
     let id = payment["id"].as_str().unwrap();
     let (_, canceled) = h
@@ -775,9 +770,7 @@ async fn a_late_payment_after_cancel_is_still_recorded() {
     );
 }
 
-#[tokio::test]
-async fn events_show_their_delivery_log_and_can_be_resent() {
-    let h = Harness::start().await;
+async fn events_show_their_delivery_log_and_can_be_resent(h: Harness) {
     let id = h.paid_payment(500, "ev1").await;
     // Wait for the payment.succeeded delivery.
     let mut event_id = None;

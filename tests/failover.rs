@@ -12,6 +12,14 @@ mod common;
 use common::Harness;
 use serde_json::{Value, json};
 
+on_both_ledgers!(
+    a_refused_connection_fails_over_to_the_next_account,
+    a_refused_signature_fails_over_too,
+    an_unknown_outcome_never_fails_over,
+    a_failing_account_opens_its_circuit_and_is_skipped,
+    a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover,
+);
+
 fn body(reference: &str, path: &str) -> Value {
     json!({
         "amount": 2000, "currency": "CNY", "method": "alipay_qr",
@@ -31,9 +39,7 @@ async fn attempts(h: &Harness, id: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_refused_connection_fails_over_to_the_next_account() {
-    let h = Harness::start().await;
+async fn a_refused_connection_fails_over_to_the_next_account(h: Harness) {
     let (status, payment) = h.create_with(&h.shop_d, body("f1", "refused"), "f1").await;
     assert_eq!(status, 201, "{payment}");
     assert_eq!(payment["status"], "requires_action", "{payment}");
@@ -53,9 +59,7 @@ async fn a_refused_connection_fails_over_to_the_next_account() {
     h.wait_for(&h.shop_d, id, "succeeded").await;
 }
 
-#[tokio::test]
-async fn a_refused_signature_fails_over_too() {
-    let h = Harness::start().await;
+async fn a_refused_signature_fails_over_too(h: Harness) {
     let (status, payment) = h.create_with(&h.shop_d, body("f2", "rejected"), "f2").await;
     assert_eq!(status, 201, "{payment}");
     assert_eq!(payment["status"], "requires_action", "{payment}");
@@ -65,9 +69,7 @@ async fn a_refused_signature_fails_over_too() {
     assert_eq!(tried, ["wrong_key", "good"]);
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_never_fails_over() {
-    let h = Harness::start().await;
+async fn an_unknown_outcome_never_fails_over(h: Harness) {
     // The good account's call times out after it was sent: the order may exist there.
     h.fault("timeout", 1).await;
     let before = h.provider_calls(h.sandbox_addr).await;
@@ -84,9 +86,7 @@ async fn an_unknown_outcome_never_fails_over() {
     assert_eq!(h.provider_calls(h.sandbox_addr).await, before + 1);
 }
 
-#[tokio::test]
-async fn a_failing_account_opens_its_circuit_and_is_skipped() {
-    let h = Harness::start().await;
+async fn a_failing_account_opens_its_circuit_and_is_skipped(h: Harness) {
     // Ten refused connections (the default minimum), every one failed over to `good`.
     for i in 0..10 {
         let key = format!("c{i}");
@@ -118,9 +118,7 @@ async fn a_failing_account_opens_its_circuit_and_is_skipped() {
     assert_eq!(tried, ["good"]);
 }
 
-#[tokio::test]
-async fn a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover() {
-    let h = Harness::start().await;
+async fn a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover(h: Harness) {
     // Alipay: the precreate is processed, then the answer never comes.
     h.fault("drop_after_create", 1).await;
     let (_, payment) = h.create_with(&h.shop_d, body("d1", "good"), "d1").await;

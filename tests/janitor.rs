@@ -13,14 +13,18 @@ use common::Harness;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+on_both_ledgers!(
+    lost_notifications_are_recovered_by_the_janitor,
+    checks_back_off_and_expired_payments_are_closed,
+    a_refund_left_unknown_is_resolved,
+);
+
 fn qr(reference: &str) -> serde_json::Value {
     json!({"amount": 700, "currency": "CNY", "method": "alipay_qr",
            "merchant_reference": reference, "description": "Tea"})
 }
 
-#[tokio::test]
-async fn lost_notifications_are_recovered_by_the_janitor() {
-    let h = Harness::start().await;
+async fn lost_notifications_are_recovered_by_the_janitor(h: Harness) {
     let start = OffsetDateTime::now_utc();
     let (_, alipay) = h.create_with(&h.shop_a, qr("j1"), "j1").await;
     let alipay_id = alipay["id"].as_str().unwrap().to_owned();
@@ -66,9 +70,7 @@ async fn lost_notifications_are_recovered_by_the_janitor() {
     }
 }
 
-#[tokio::test]
-async fn checks_back_off_and_expired_payments_are_closed() {
-    let h = Harness::start().await;
+async fn checks_back_off_and_expired_payments_are_closed(h: Harness) {
     let start = OffsetDateTime::now_utc();
     let mut body = qr("j3");
     body["expires_in_seconds"] = json!(600);
@@ -100,9 +102,7 @@ async fn checks_back_off_and_expired_payments_are_closed() {
     assert_eq!(gw.janitor_once(late + Duration::days(2)).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn a_refund_left_unknown_is_resolved() {
-    let h = Harness::start().await;
+async fn a_refund_left_unknown_is_resolved(h: Harness) {
     let id = h.paid_payment(1000, "j4").await;
     h.fault("garbage", 1).await;
     let (status, refund) = h

@@ -213,7 +213,10 @@ async fn three_instances_one_truth() {
     assert_eq!(payment_ids.len(), PAYMENTS);
     // The provider's side: exactly one precreate per payment.
     let calls = h.provider_calls(h.sandbox_addr).await - calls_before;
-    assert_eq!(calls, PAYMENTS as u64, "provider calls for {PAYMENTS} payments");
+    assert_eq!(
+        calls, PAYMENTS as u64,
+        "provider calls for {PAYMENTS} payments"
+    );
     // The ledger's side: those payments and no other, each with one create attempt.
     let (listed, _) = store.list_payments("shop_a", None, 100).await.unwrap();
     assert_eq!(listed.len(), PAYMENTS);
@@ -248,7 +251,10 @@ async fn three_instances_one_truth() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         for copy in 0..9 {
-            let url = format!("{}/notify/alipay/shop_a/alipay_main", instances[copy % 3].base);
+            let url = format!(
+                "{}/notify/alipay/shop_a/alipay_main",
+                instances[copy % 3].base
+            );
             let body = genuine.clone();
             let http = h.http.clone();
             replays.spawn(async move {

@@ -21,6 +21,15 @@ use moongate_contract::statement::beijing_day;
 use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 
+on_both_ledgers!(
+    statements_downloaded_from_both_sandboxes_match_the_ledger,
+    a_tampered_download_fails_its_sha1_and_nothing_is_imported,
+    every_planted_break_is_classified,
+    a_statement_that_does_not_add_up_is_refused_whole,
+    reports_are_served_by_the_api,
+    the_reconcile_and_breaks_commands_write_reports_and_keep_statuses,
+);
+
 fn today() -> Date {
     beijing_day(OffsetDateTime::now_utc())
 }
@@ -123,9 +132,7 @@ fn html_counts(html: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn statements_downloaded_from_both_sandboxes_match_the_ledger() {
-    let h = Harness::start().await;
+async fn statements_downloaded_from_both_sandboxes_match_the_ledger(h: Harness) {
     let mut alipay = Vec::new();
     for (i, amount) in [1200, 3300, 45_600].into_iter().enumerate() {
         alipay.push(h.paid_payment(amount, &format!("ali-{i}")).await);
@@ -177,9 +184,7 @@ async fn statements_downloaded_from_both_sandboxes_match_the_ledger() {
     assert_eq!(report.fees.total_milli, (2500 + 990 - 500) * 6);
 }
 
-#[tokio::test]
-async fn a_tampered_download_fails_its_sha1_and_nothing_is_imported() {
-    let h = Harness::start().await;
+async fn a_tampered_download_fails_its_sha1_and_nothing_is_imported(h: Harness) {
     paid_wechat(&h, 2500, "t-0").await;
     advance_statement_clock(&h, true).await;
     let refused = run(&h, "wechat_main", Source::Download).await;
@@ -203,9 +208,7 @@ fn write_bill(dir: &std::path::Path, entries: Vec<WechatBillEntry>) -> std::path
     path
 }
 
-#[tokio::test]
-async fn every_planted_break_is_classified() {
-    let h = Harness::start().await;
+async fn every_planted_break_is_classified(h: Harness) {
     let now = OffsetDateTime::now_utc();
     let day_start = today()
         .midnight()
@@ -393,9 +396,7 @@ async fn every_planted_break_is_classified() {
     assert!(again.breaks.iter().all(|b| ids.contains(&b.id.as_str())));
 }
 
-#[tokio::test]
-async fn a_statement_that_does_not_add_up_is_refused_whole() {
-    let h = Harness::start().await;
+async fn a_statement_that_does_not_add_up_is_refused_whole(h: Harness) {
     h.ledger_payment("pay_one", 1000, OffsetDateTime::now_utc())
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -436,7 +437,8 @@ async fn a_statement_that_does_not_add_up_is_refused_whole() {
     assert!(store.breaks(None, None, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
+// SQLite only: it reads the ledger file directly to prove the repair's audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     let h = Harness::start().await;
     let kept = h.paid_payment(1200, "kept").await;
@@ -523,9 +525,7 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     assert_eq!(payment["status"], "succeeded");
 }
 
-#[tokio::test]
-async fn reports_are_served_by_the_api() {
-    let h = Harness::start().await;
+async fn reports_are_served_by_the_api(h: Harness) {
     h.paid_payment(1200, "api-0").await;
     advance_statement_clock(&h, false).await;
     let (status, report) = h
@@ -581,9 +581,7 @@ async fn reports_are_served_by_the_api() {
     assert_eq!(error["error"]["param"], "date");
 }
 
-#[tokio::test]
-async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses() {
-    let h = Harness::start().await;
+async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses(h: Harness) {
     h.ledger_payment("pay_cli_ok", 1000, OffsetDateTime::now_utc())
         .await;
     h.ledger_payment("pay_cli_gone", 2000, OffsetDateTime::now_utc())

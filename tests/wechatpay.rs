@@ -18,6 +18,22 @@ use moongate_contract::crypto::{RsaSigner, RsaVerifier};
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
+on_both_ledgers!(
+    native_payment_is_paid_by_notification,
+    certificate_mode_merchant_is_served_too,
+    jsapi_returns_parameters_signed_for_the_wallet,
+    h5_redirects_and_returns_to_the_shop,
+    close_and_refunds_follow_the_provider,
+    payment_codes_of_both_wallets_through_one_method,
+    forged_stale_probe_and_wrong_key_notifications_change_nothing,
+    sandbox_probe_is_refused_after_a_real_notification,
+    one_storefront_gets_identical_events_from_both_wallets,
+    provider_faults_leave_the_outcome_open_never_paid,
+    routing_rules_choose_the_account_and_are_recorded,
+    a_provider_clock_off_by_ten_minutes_is_not_trusted,
+    notifications_out_of_order_and_twice_settle_the_same_way,
+);
+
 fn native(key: &str, amount: i64) -> Value {
     json!({
         "amount": amount, "currency": "CNY", "method": "wechat_native",
@@ -54,9 +70,7 @@ async fn wait_refund(h: &Harness, id: &str, status: &str) -> Value {
     panic!("refund {id} never reached {status}: {last}");
 }
 
-#[tokio::test]
-async fn native_payment_is_paid_by_notification() {
-    let h = Harness::start().await;
+async fn native_payment_is_paid_by_notification(h: Harness) {
     let payment = created(&h, &h.shop_a, native("n1", 1999), "n1").await;
     assert_eq!(payment["status"], "requires_action");
     assert_eq!(payment["provider"]["kind"], "wechatpay");
@@ -108,9 +122,7 @@ async fn native_payment_is_paid_by_notification() {
     );
 }
 
-#[tokio::test]
-async fn certificate_mode_merchant_is_served_too() {
-    let h = Harness::start().await;
+async fn certificate_mode_merchant_is_served_too(h: Harness) {
     let payment = created(&h, &h.shop_b, native("c1", 500), "c1").await;
     assert_eq!(payment["status"], "requires_action", "{payment}");
     let id = payment["id"].as_str().unwrap();
@@ -118,9 +130,7 @@ async fn certificate_mode_merchant_is_served_too() {
     h.wait_for(&h.shop_b, id, "succeeded").await;
 }
 
-#[tokio::test]
-async fn jsapi_returns_parameters_signed_for_the_wallet() {
-    let h = Harness::start().await;
+async fn jsapi_returns_parameters_signed_for_the_wallet(h: Harness) {
     let mut body = native("j1", 880);
     body["method"] = json!("wechat_jsapi");
     let (status, error) = h.create_with(&h.shop_a, body.clone(), "j0").await;
@@ -153,9 +163,7 @@ async fn jsapi_returns_parameters_signed_for_the_wallet() {
     h.wait_for(&h.shop_a, id, "succeeded").await;
 }
 
-#[tokio::test]
-async fn h5_redirects_and_returns_to_the_shop() {
-    let h = Harness::start().await;
+async fn h5_redirects_and_returns_to_the_shop(h: Harness) {
     let mut body = native("h1", 1200);
     body["method"] = json!("wechat_h5");
     body["return_url"] = json!("https://shop.example/done?order=h1");
@@ -175,9 +183,7 @@ async fn h5_redirects_and_returns_to_the_shop() {
     );
 }
 
-#[tokio::test]
-async fn close_and_refunds_follow_the_provider() {
-    let h = Harness::start().await;
+async fn close_and_refunds_follow_the_provider(h: Harness) {
     // Close an unpaid order: 204 at the provider, canceled here, closed there.
     let payment = created(&h, &h.shop_a, native("x1", 300), "x1").await;
     let id = payment["id"].as_str().unwrap();
@@ -243,9 +249,7 @@ async fn payment_code(h: &Harness, code: &str, key: &str) -> (u16, Value) {
     h.create_with(&h.shop_a, body, key).await
 }
 
-#[tokio::test]
-async fn payment_codes_of_both_wallets_through_one_method() {
-    let h = Harness::start().await;
+async fn payment_codes_of_both_wallets_through_one_method(h: Harness) {
     // WeChat Pay code (18 digits, 10-15): micropay, paid at once.
     let (status, wx) = payment_code(&h, "134567890123456789", "pc1").await;
     assert_eq!(status, 201, "{wx}");
@@ -394,9 +398,7 @@ async fn post_wechat_notification(
     h.http.send(&request).await.unwrap()
 }
 
-#[tokio::test]
-async fn forged_stale_probe_and_wrong_key_notifications_change_nothing() {
-    let h = Harness::start().await;
+async fn forged_stale_probe_and_wrong_key_notifications_change_nothing(h: Harness) {
     let payment = created(&h, &h.shop_a, native("f1", 700), "f1").await;
     let id = payment["id"].as_str().unwrap().to_owned();
     let plain = json!({
@@ -510,9 +512,7 @@ async fn forged_stale_probe_and_wrong_key_notifications_change_nothing() {
     );
 }
 
-#[tokio::test]
-async fn sandbox_probe_is_refused_after_a_real_notification() {
-    let h = Harness::start().await;
+async fn sandbox_probe_is_refused_after_a_real_notification(h: Harness) {
     let payment = created(&h, &h.shop_a, native("p1", 100), "p1").await;
     let id = payment["id"].as_str().unwrap();
     pay_wechat(&h, id).await;
@@ -539,9 +539,7 @@ fn keys_of(value: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn one_storefront_gets_identical_events_from_both_wallets() {
-    let h = Harness::start().await;
+async fn one_storefront_gets_identical_events_from_both_wallets(h: Harness) {
     let alipay_id = h.paid_payment(1500, "both-ali").await;
     let payment = created(&h, &h.shop_a, native("both-wx", 1500), "both-wx").await;
     let wechat_id = payment["id"].as_str().unwrap().to_owned();
@@ -588,9 +586,7 @@ async fn one_storefront_gets_identical_events_from_both_wallets() {
     assert_eq!(wx["data"]["object"]["provider"]["kind"], "wechatpay");
 }
 
-#[tokio::test]
-async fn provider_faults_leave_the_outcome_open_never_paid() {
-    let h = Harness::start().await;
+async fn provider_faults_leave_the_outcome_open_never_paid(h: Harness) {
     for mode in ["garbage", "http_500", "bad_signature"] {
         let fault = h
             .wechat("/sandbox/fault", json!({"mode": mode, "count": 1}))
@@ -610,9 +606,7 @@ async fn provider_faults_leave_the_outcome_open_never_paid() {
     }
 }
 
-#[tokio::test]
-async fn routing_rules_choose_the_account_and_are_recorded() {
-    let h = Harness::start().await;
+async fn routing_rules_choose_the_account_and_are_recorded(h: Harness) {
     // A tagged WeChat payment is taken by the first rule.
     let mut body = native("route1", 800);
     body["metadata"] = json!({"campaign": "double11"});
@@ -643,9 +637,7 @@ async fn routing_rules_choose_the_account_and_are_recorded() {
     );
 }
 
-#[tokio::test]
-async fn a_provider_clock_off_by_ten_minutes_is_not_trusted() {
-    let h = Harness::start().await;
+async fn a_provider_clock_off_by_ten_minutes_is_not_trusted(h: Harness) {
     let skew = h.wechat("/sandbox/clock", json!({"skew_secs": -600})).await;
     assert_eq!(skew.status, 204);
     // The answer's signature is stale: the outcome is unknown, never trusted.
@@ -675,9 +667,7 @@ async fn a_provider_clock_off_by_ten_minutes_is_not_trusted() {
     h.wait_for(&h.shop_a, &id, "succeeded").await;
 }
 
-#[tokio::test]
-async fn notifications_out_of_order_and_twice_settle_the_same_way() {
-    let h = Harness::start().await;
+async fn notifications_out_of_order_and_twice_settle_the_same_way(h: Harness) {
     let payment = created(&h, &h.shop_a, native("o1", 1000), "o1").await;
     let id = payment["id"].as_str().unwrap().to_owned();
     // The payment notification is held back; a re-check learns of the payment meanwhile.

@@ -61,6 +61,8 @@ pub struct Harness {
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
     pub config_path: PathBuf,
+    /// The PostgreSQL schema holding the ledger, when it is not SQLite.
+    pub schema: Option<PgSchema>,
     _dir: tempfile::TempDir,
 }
 
@@ -91,7 +93,22 @@ impl Harness {
     /// A harness for several instances: its merchant limits shared through Redis under
     /// `redis_prefix`, its ledger in the PostgreSQL database at `database_url`.
     pub async fn start_shared(redis_url: &str, redis_prefix: &str, database_url: &str) -> Harness {
-        Self::start_full(2_000, Some(redis_url), Some(redis_prefix), Some(database_url)).await
+        Self::start_full(
+            2_000,
+            Some(redis_url),
+            Some(redis_prefix),
+            Some(database_url),
+        )
+        .await
+    }
+
+    /// A harness whose ledger is a fresh PostgreSQL schema; `None` (the test says it is
+    /// skipped) without `MOONGATE_TEST_DATABASE_URL`.
+    pub async fn start_on_postgres(test: &str) -> Option<Harness> {
+        let schema = pg_schema(test).await?;
+        let mut h = Self::start_full(2_000, None, None, Some(&schema.url)).await;
+        h.schema = Some(schema);
+        Some(h)
     }
 
     pub async fn start_full(
@@ -369,6 +386,7 @@ api_base_url = "http://{wechat_addr}"
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,
+            schema: None,
             _dir: dir,
         }
     }
@@ -672,9 +690,37 @@ pub fn header<'a>(response: &'a HttpResponse, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Runs each named scenario (an `async fn(Harness)`) twice: on the SQLite ledger and on a
+/// PostgreSQL one (skipped, saying so, without `MOONGATE_TEST_DATABASE_URL`).
+#[macro_export]
+macro_rules! on_both_ledgers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Harness::start().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let test = concat!(module_path!(), "::postgres");
+                let Some(h) = $crate::common::Harness::start_on_postgres(test).await else {
+                    return;
+                };
+                let schema = h.schema.clone();
+                super::$name(h).await;
+                if let Some(schema) = schema {
+                    schema.drop().await;
+                }
+            }
+        }
+    )*};
+}
+
 /// A fresh PostgreSQL schema for one test, from `MOONGATE_TEST_DATABASE_URL` (`.ci/run` sets it
 /// to the local server, so CI always runs these tests and fails if it cannot connect). Without
 /// the variable: `None`, after saying the test is skipped.
+#[derive(Clone)]
 pub struct PgSchema {
     /// The database URL selecting the schema (`options[search_path]`).
     pub url: String,
@@ -698,7 +744,26 @@ pub async fn pg_schema(test: &str) -> Option<PgSchema> {
         .connect(&base)
         .await
         .unwrap_or_else(|e| panic!("MOONGATE_TEST_DATABASE_URL is set but unreachable: {e}"));
-    let name = moongate::ledger::new_id("mgt").to_lowercase();
+    // Named with their creation time: schemas a failed run left behind go after an hour.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::TEXT FROM pg_namespace WHERE nspname LIKE 'mgt\\_%'")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    for old in stale {
+        let born = old
+            .split('_')
+            .nth(1)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0);
+        if born < now - 3600 {
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {old} CASCADE"))
+                .execute(&admin)
+                .await;
+        }
+    }
+    let name = format!("mgt_{now}_{}", moongate::ledger::new_id("t").to_lowercase());
     sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
         .execute(&admin)
         .await
@@ -712,11 +777,17 @@ pub async fn pg_schema(test: &str) -> Option<PgSchema> {
 }
 
 impl PgSchema {
-    /// Drops the schema (a failed test leaves it behind for a look).
+    /// Drops the schema (a failed test leaves it behind for a look). Best effort: a gateway
+    /// still winding down may hold a lock; what is left goes with the hourly sweep above.
     pub async fn drop(self) {
-        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .execute(&self.admin)
-            .await
-            .unwrap();
+        for _ in 0..3 {
+            let dropped = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                .execute(&self.admin)
+                .await;
+            if dropped.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
