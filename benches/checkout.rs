@@ -230,7 +230,8 @@ provider = "alipay"
 settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 "#
     );
-    let config = moongate::config::parse(&config)
+    let config_text = config;
+    let config = moongate::config::parse(&config_text)
         .unwrap()
         .build(dir.path())
         .unwrap();
@@ -295,6 +296,56 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         start.elapsed(),
     );
     if database_url.is_some() {
+        // A second gateway on the same PostgreSQL ledger, clients spread over both.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second = listener.local_addr().unwrap();
+        let text = config_text.replace(&addr.to_string(), &second.to_string());
+        let config = moongate::config::parse(&text)
+            .unwrap()
+            .build(dir.path())
+            .unwrap();
+        let store = moongate::server::open_store(&config).await.unwrap();
+        let _second = moongate::server::start_on(config, store, listener)
+            .await
+            .unwrap();
+        let other = moongate::client::MerchantClient::new(
+            &format!("http://{second}"),
+            "m_k1",
+            b"bench-signing-secret-0123456789",
+        )
+        .unwrap();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let client = if worker % 2 == 0 {
+                client.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                for i in 0..n / 8 {
+                    let key = format!("bench-two-{worker}-{i}");
+                    let response = client
+                        .call(
+                            moongate_contract::HttpMethod::Post,
+                            "/v1/payments",
+                            body,
+                            Some(&key),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status, 201);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        report(
+            "POST /v1/payments, 8 concurrent, 2 gateways, PostgreSQL",
+            (n / 8) * 8,
+            start.elapsed(),
+        );
         return;
     }
 

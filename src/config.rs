@@ -1133,6 +1133,52 @@ settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, 
         dir
     }
 
+    #[test]
+    fn a_database_url_selects_postgres_and_stays_secret() {
+        let dir = key_dir(&[
+            (
+                "db.url",
+                "postgres://moongate:hunter2@db.internal:5432/ledger\n",
+            ),
+            ("bad.url", "mysql://moongate:hunter2@db.internal/ledger"),
+            ("a.secret", "shop-signing-secret-0123456789"),
+        ]);
+        let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
+        let good = format!("{base}\n[ledger]\ndatabase_url = {{ file = \"db.url\" }}\n");
+        let config = parse(&good).unwrap().build(dir.path()).unwrap();
+        match &config.ledger {
+            LedgerBackend::Postgres {
+                url,
+                max_connections,
+            } => {
+                assert_eq!(
+                    url.expose(),
+                    "postgres://moongate:hunter2@db.internal:5432/ledger"
+                );
+                assert_eq!(*max_connections, 16);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{:?}", config.ledger).contains("hunter2"));
+        let bad = format!(
+            "{base}\n[ledger]\ndatabase_url = {{ file = \"bad.url\" }}\nmax_connections = 0\n"
+        );
+        let errors = parse(&bad).unwrap().build(dir.path()).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("ledger.max_connections"), "{text}");
+        let errors = parse(&bad.replace("max_connections = 0", "max_connections = 4"))
+            .unwrap()
+            .build(dir.path())
+            .unwrap_err();
+        assert_eq!(errors.0[0].path, "ledger.database_url");
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+        // Without one, the SQLite file beside the config.
+        let config = parse(&base).unwrap().build(dir.path()).unwrap();
+        assert!(
+            matches!(config.ledger, LedgerBackend::Sqlite(ref p) if p.ends_with("moongate.db"))
+        );
+    }
+
     const WECHAT: &str = r#"
 [merchants.shop.accounts.wx]
 provider = "wechatpay"
