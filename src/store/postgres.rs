@@ -62,6 +62,12 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Database("the database URL is not a PostgreSQL URL".into()))?
             .application_name("moongate");
+        // One plain connection first, so an unreachable server or a refused login is reported
+        // as such (the pool would only say it timed out). Errors never carry the password.
+        let probe = sqlx::ConnectOptions::connect(&options).await.map_err(|e| {
+            StoreError::Database(format!("cannot connect to PostgreSQL: {e}"))
+        })?;
+        sqlx::Connection::close(probe).await.map_err(db)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
