@@ -176,6 +176,34 @@ fn main() {
     }
 }
 
+/// `n` create calls from 8 concurrent workers, spread over `clients` (one per gateway).
+async fn hammer(clients: &[moongate::client::MerchantClient], n: u32, tag: &str) {
+    let body = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
+    let mut tasks = Vec::new();
+    for worker in 0..8_usize {
+        let client = clients.iter().cycle().nth(worker).unwrap().clone();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n / 8 {
+                let key = format!("bench-{tag}{worker}-{i}");
+                let response = client
+                    .call(
+                        moongate_contract::HttpMethod::Post,
+                        "/v1/payments",
+                        body,
+                        Some(&key),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(response.status, 201);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 async fn end_to_end(database_url: Option<&str>) {
     let ledger = if database_url.is_some() {
         "PostgreSQL"
@@ -268,28 +296,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
     );
 
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..8 {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..n / 8 {
-                let key = format!("bench-c{worker}-{i}");
-                let response = client
-                    .call(
-                        moongate_contract::HttpMethod::Post,
-                        "/v1/payments",
-                        body,
-                        Some(&key),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(response.status, 201);
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    hammer(std::slice::from_ref(&client), n, "c").await;
     report(
         &format!("POST /v1/payments, 8 concurrent, {ledger}"),
         (n / 8) * 8,
@@ -315,32 +322,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         )
         .unwrap();
         let start = Instant::now();
-        let mut tasks = Vec::new();
-        for worker in 0..8 {
-            let client = if worker % 2 == 0 {
-                client.clone()
-            } else {
-                other.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                for i in 0..n / 8 {
-                    let key = format!("bench-two-{worker}-{i}");
-                    let response = client
-                        .call(
-                            moongate_contract::HttpMethod::Post,
-                            "/v1/payments",
-                            body,
-                            Some(&key),
-                        )
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status, 201);
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
+        hammer(&[client.clone(), other], n, "two").await;
         report(
             "POST /v1/payments, 8 concurrent, 2 gateways, PostgreSQL",
             (n / 8) * 8,

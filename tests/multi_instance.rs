@@ -111,6 +111,23 @@ fn redis_url() -> Option<String> {
     }
 }
 
+/// Payment number `p`'s create request, always with its one idempotency key.
+async fn create(client: &MerchantClient, p: usize) -> moongate_contract::HttpResponse {
+    let body = json!({
+        "amount": 100 + p, "currency": "CNY", "method": "alipay_qr",
+        "merchant_reference": format!("mi-order-{p}"), "description": "Tea",
+    });
+    client
+        .call(
+            HttpMethod::Post,
+            "/v1/payments",
+            body.to_string().as_bytes(),
+            Some(&format!("mi-key-{p}")),
+        )
+        .await
+        .unwrap()
+}
+
 const PAYMENTS: usize = 20;
 /// Copies of each create request, spread over the instances, all at once.
 const COPIES: usize = 6;
@@ -147,19 +164,7 @@ async fn three_instances_one_truth() {
         for copy in 0..COPIES {
             let shop_a = Arc::clone(&shop_a);
             tasks.spawn(async move {
-                let body = json!({
-                    "amount": 100 + p, "currency": "CNY", "method": "alipay_qr",
-                    "merchant_reference": format!("mi-order-{p}"), "description": "Tea",
-                });
-                let response = shop_a[copy % 3]
-                    .call(
-                        HttpMethod::Post,
-                        "/v1/payments",
-                        body.to_string().as_bytes(),
-                        Some(&format!("mi-key-{p}")),
-                    )
-                    .await
-                    .unwrap();
+                let response = create(&shop_a[copy % 3], p).await;
                 let json: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
                 (p, response.status, json)
             });
@@ -184,19 +189,7 @@ async fn three_instances_one_truth() {
     let hammer = started.elapsed();
     // Retrying every key afterwards, anywhere, answers with the one payment.
     for p in 0..PAYMENTS {
-        let body = json!({
-            "amount": 100 + p, "currency": "CNY", "method": "alipay_qr",
-            "merchant_reference": format!("mi-order-{p}"), "description": "Tea",
-        });
-        let response = shop_a[p % 3]
-            .call(
-                HttpMethod::Post,
-                "/v1/payments",
-                body.to_string().as_bytes(),
-                Some(&format!("mi-key-{p}")),
-            )
-            .await
-            .unwrap();
+        let response = create(&shop_a[p % 3], p).await;
         assert!(
             response.status == 200 || response.status == 201,
             "{response:?}"

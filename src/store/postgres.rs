@@ -64,9 +64,9 @@ impl PgStore {
             .application_name("moongate");
         // One plain connection first, so an unreachable server or a refused login is reported
         // as such (the pool would only say it timed out). Errors never carry the password.
-        let probe = sqlx::ConnectOptions::connect(&options).await.map_err(|e| {
-            StoreError::Database(format!("cannot connect to PostgreSQL: {e}"))
-        })?;
+        let probe = sqlx::ConnectOptions::connect(&options)
+            .await
+            .map_err(|e| StoreError::Database(format!("cannot connect to PostgreSQL: {e}")))?;
         sqlx::Connection::close(probe).await.map_err(db)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -123,6 +123,40 @@ impl PgStore {
         let store = PgStore::connect(url, max_connections).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Claims due janitor rows (open, next check passed), leasing them until `lease_until`:
+    /// their columns, then their check count.
+    async fn claim_due(
+        &self,
+        target: CheckTarget,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        let (table, columns, open) = match target {
+            CheckTarget::Payment => (
+                "payments",
+                PAYMENT_COLUMNS,
+                "'pending', 'unknown', 'requires_action'",
+            ),
+            CheckTarget::Refund => ("refunds", REFUND_COLUMNS, "'pending', 'unknown'"),
+        };
+        let sql = format!(
+            "WITH due AS (SELECT id FROM {table} WHERE status IN ({open}) \
+               AND COALESCE(next_check_at, 0) <= $1 ORDER BY next_check_at NULLS FIRST LIMIT $2 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE {table} t SET next_check_at = $3 FROM due WHERE t.id = due.id \
+             RETURNING {}, t.checks::BIGINT",
+            qualified("t", columns)
+        );
+        sqlx::query(&sql)
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .bind(ms(lease_until))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 
     /// The pool (tests and the multi-instance checks read the ledger through it).
@@ -811,22 +845,9 @@ impl Store for PgStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Payment, u32)>, StoreError> {
-        let sql = format!(
-            "WITH due AS (SELECT id FROM payments \
-               WHERE status IN ('pending', 'unknown', 'requires_action') \
-               AND COALESCE(next_check_at, 0) <= $1 ORDER BY next_check_at NULLS FIRST LIMIT $2 \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE payments p SET next_check_at = $3 FROM due WHERE p.id = due.id \
-             RETURNING {}, p.checks::BIGINT",
-            qualified("p", PAYMENT_COLUMNS)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .bind(ms(lease_until))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = self
+            .claim_due(CheckTarget::Payment, now, lease_until, limit)
+            .await?;
         all(rows, |row| Ok((payment(row)?, count(get(row, 23)?))))
     }
 
@@ -836,21 +857,9 @@ impl Store for PgStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Refund, u32)>, StoreError> {
-        let sql = format!(
-            "WITH due AS (SELECT id FROM refunds WHERE status IN ('pending', 'unknown') \
-               AND COALESCE(next_check_at, 0) <= $1 ORDER BY next_check_at NULLS FIRST LIMIT $2 \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE refunds r SET next_check_at = $3 FROM due WHERE r.id = due.id \
-             RETURNING {}, r.checks::BIGINT",
-            qualified("r", REFUND_COLUMNS)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .bind(ms(lease_until))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = self
+            .claim_due(CheckTarget::Refund, now, lease_until, limit)
+            .await?;
         all(rows, |row| Ok((refund(row)?, count(get(row, 10)?))))
     }
 

@@ -255,22 +255,50 @@ impl SqliteStore {
     }
 }
 
-/// Leases claimed janitor rows: their next check moves to `until`.
-fn lease<'a>(
-    tx: &Transaction<'_>,
-    table: &str,
-    ids: impl Iterator<Item = &'a str>,
-    until: OffsetDateTime,
-) -> Result<(), StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "UPDATE {table} SET next_check_at = ?2 WHERE id = ?1"
-        ))
-        .map_err(db)?;
-    for id in ids {
-        stmt.execute(params![id, ms(until)]).map_err(db)?;
+/// Claims due janitor rows (open, next check passed) in one write transaction, leasing them
+/// until `lease_until`; `decode` reads a row of the table's columns followed by its check count.
+fn claim_due<T>(
+    conn: &mut Connection,
+    target: CheckTarget,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let (table, columns, open) = match target {
+        CheckTarget::Payment => (
+            "payments",
+            PAYMENT_COLUMNS,
+            "'pending', 'unknown', 'requires_action'",
+        ),
+        CheckTarget::Refund => ("refunds", REFUND_COLUMNS, "'pending', 'unknown'"),
+    };
+    let tx = write_tx(conn)?;
+    let mut out = Vec::new();
+    {
+        let sql = format!(
+            "SELECT {columns}, checks FROM {table} WHERE status IN ({open}) \
+             AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+        );
+        let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+        let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            out.push((row.get::<_, String>(0).map_err(db)?, decode(row)?));
+        }
     }
-    Ok(())
+    // Leased after reading: a statement never writes the rows it is still stepping over.
+    {
+        let mut lease = tx
+            .prepare_cached(&format!(
+                "UPDATE {table} SET next_check_at = ?2 WHERE id = ?1"
+            ))
+            .map_err(db)?;
+        for (id, _) in &out {
+            lease.execute(params![id, ms(lease_until)]).map_err(db)?;
+        }
+    }
+    tx.commit().map_err(db)?;
+    Ok(out.into_iter().map(|(_, item)| item).collect())
 }
 
 fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
@@ -794,28 +822,9 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(Payment, u32)>, StoreError> {
         self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut out = Vec::new();
-            {
-                let sql = format!(
-                    "SELECT {PAYMENT_COLUMNS}, checks FROM payments \
-                     WHERE status IN ('pending', 'unknown', 'requires_action') \
-                     AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
-                );
-                let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
-                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
-                while let Some(row) = rows.next().map_err(db)? {
-                    out.push((payment_from_row(row)?, count(row.get(23).map_err(db)?)));
-                }
-            }
-            lease(
-                &tx,
-                "payments",
-                out.iter().map(|(p, _)| p.id.as_str()),
-                lease_until,
-            )?;
-            tx.commit().map_err(db)?;
-            Ok(out)
+            claim_due(conn, CheckTarget::Payment, now, lease_until, limit, |row| {
+                Ok((payment_from_row(row)?, count(row.get(23).map_err(db)?)))
+            })
         })
         .await
     }
@@ -827,22 +836,9 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(Refund, u32)>, StoreError> {
         self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut out = Vec::new();
-            {
-                let sql = format!(
-                    "SELECT {REFUND_COLUMNS}, checks FROM refunds WHERE status IN ('pending', 'unknown') \
-                     AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
-                );
-                let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
-                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
-                while let Some(row) = rows.next().map_err(db)? {
-                    out.push((refund_from_row(row)?, count(row.get(10).map_err(db)?)));
-                }
-            }
-            lease(&tx, "refunds", out.iter().map(|(r, _)| r.id.as_str()), lease_until)?;
-            tx.commit().map_err(db)?;
-            Ok(out)
+            claim_due(conn, CheckTarget::Refund, now, lease_until, limit, |row| {
+                Ok((refund_from_row(row)?, count(row.get(10).map_err(db)?)))
+            })
         })
         .await
     }
