@@ -549,9 +549,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Header read timeout.
     pub header_read_timeout_ms: u64,
-    /// Ledger file, resolved (also where statements are kept by default).
-    pub ledger_path: PathBuf,
-    /// Where the ledger lives.
+    /// Where the ledger lives (a SQLite file's folder also keeps statements by default).
     pub ledger: LedgerBackend,
     /// Webhook tuning.
     pub webhooks: WebhookSection,
@@ -975,7 +973,6 @@ impl RawConfig {
                 .admin_listen
                 .as_ref()
                 .and_then(|a| a.parse().ok()),
-            ledger_path: base_dir.join(&self.ledger.path),
             ledger,
             reconciliation: ReconciliationSettings {
                 statement_dir: match &self.reconciliation.statement_dir {

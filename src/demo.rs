@@ -148,12 +148,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     });
 
     // 3. Moongate itself, on the embedded SQLite ledger.
-    let ledger = config.ledger_path.clone();
+    let ledger = match &config.ledger {
+        crate::config::LedgerBackend::Sqlite(path) => path.display().to_string(),
+        crate::config::LedgerBackend::Postgres { .. } => "PostgreSQL".to_owned(),
+    };
+    // Reports beside the statements (by default both beside the ledger file).
+    let reports = config
+        .reconciliation
+        .statement_dir
+        .parent()
+        .map(|dir| dir.join("reports"))
+        .unwrap_or_else(|| PathBuf::from("reports"));
     let store = server::open_store(&config).await?;
     let running = server::start_on(config, store, bind(gateway_addr, "Moongate").await?).await?;
     println!(
         "Moongate listening on http://{gateway_addr} (ledger {}){}",
-        ledger.display(),
+        ledger,
         running
             .admin_addr
             .map(|a| format!("; metrics on http://{a}/metrics"))
@@ -165,10 +175,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     if options.walkthrough {
         walkthrough(gateway_addr, sandbox_addr, wechat_addr, &demo_dir).await?;
-        let reports = ledger
-            .parent()
-            .map(|dir| dir.join("reports"))
-            .unwrap_or_else(|| PathBuf::from("reports"));
         reconciliation(
             &running.gateway,
             sandbox_addr,

@@ -444,7 +444,10 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     let kept = h.paid_payment(1200, "kept").await;
     let lost = h.paid_payment(3400, "lost").await;
     // Simulate a lost write (a restored backup): the ledger forgets the second payment.
-    let ledger = h.gateway.gateway.config().ledger_path.clone();
+    let moongate::config::LedgerBackend::Sqlite(ledger) = h.gateway.gateway.config().ledger.clone()
+    else {
+        panic!("this test reads the SQLite file");
+    };
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     conn.execute("DELETE FROM attempts WHERE payment_id = ?1", [&lost])
         .unwrap();
