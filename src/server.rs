@@ -78,13 +78,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         LedgerBackend::Postgres {
             url,
             max_connections,
-        } => {
-            let store = PgStore::connect(url.expose(), *max_connections).await?;
-            for applied in store.migrate().await? {
-                tracing::info!(migration = %applied, "ledger migrated");
-            }
-            Arc::new(store)
-        }
+        } => Arc::new(PgStore::open(url.expose(), *max_connections).await?),
     })
 }
 

@@ -118,10 +118,12 @@ impl PgStore {
         Ok(applied)
     }
 
-    /// Connects and migrates.
+    /// Connects and applies pending migrations, logging each.
     pub async fn open(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
         let store = PgStore::connect(url, max_connections).await?;
-        store.migrate().await?;
+        for applied in store.migrate().await? {
+            tracing::info!(migration = %applied, "ledger migrated");
+        }
         Ok(store)
     }
 
