@@ -176,9 +176,35 @@ fn main() {
     }
 }
 
+/// The create request every end-to-end call sends (each under its own idempotency key).
+const CREATE: &[u8] = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
+
+/// A gateway from `config_text` on `listener`, and the bench merchant's client for it.
+async fn gateway(
+    config_text: &str,
+    dir: &std::path::Path,
+    listener: tokio::net::TcpListener,
+) -> (moongate::server::Running, moongate::client::MerchantClient) {
+    let addr = listener.local_addr().unwrap();
+    let config = moongate::config::parse(config_text)
+        .unwrap()
+        .build(dir)
+        .unwrap();
+    let store = moongate::server::open_store(&config).await.unwrap();
+    let running = moongate::server::start_on(config, store, listener)
+        .await
+        .unwrap();
+    let client = moongate::client::MerchantClient::new(
+        &format!("http://{addr}"),
+        "m_k1",
+        b"bench-signing-secret-0123456789",
+    )
+    .unwrap();
+    (running, client)
+}
+
 /// `n` create calls from 8 concurrent workers, spread over `clients` (one per gateway).
 async fn hammer(clients: &[moongate::client::MerchantClient], n: u32, tag: &str) {
-    let body = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
     let mut tasks = Vec::new();
     for worker in 0..8_usize {
         let client = clients.iter().cycle().nth(worker).unwrap().clone();
@@ -190,7 +216,7 @@ async fn hammer(clients: &[moongate::client::MerchantClient], n: u32, tag: &str)
                     .call(
                         moongate_contract::HttpMethod::Post,
                         "/v1/payments",
-                        body,
+                        CREATE,
                         Some(&key),
                     )
                     .await
@@ -244,7 +270,7 @@ async fn end_to_end(database_url: Option<&str>) {
         }
         None => "",
     };
-    let config = format!(
+    let config_text = format!(
         r#"[server]
 listen = "{addr}"
 public_base_url = "http://{addr}"
@@ -258,22 +284,7 @@ provider = "alipay"
 settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 "#
     );
-    let config_text = config;
-    let config = moongate::config::parse(&config_text)
-        .unwrap()
-        .build(dir.path())
-        .unwrap();
-    let store = moongate::server::open_store(&config).await.unwrap();
-    let _running = moongate::server::start_on(config, store, listener)
-        .await
-        .unwrap();
-    let client = moongate::client::MerchantClient::new(
-        &format!("http://{addr}"),
-        "m_k1",
-        b"bench-signing-secret-0123456789",
-    )
-    .unwrap();
-    let body = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
+    let (_running, client) = gateway(&config_text, dir.path(), listener).await;
     let n = 300;
     let start = Instant::now();
     for i in 0..n {
@@ -282,7 +293,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
             .call(
                 moongate_contract::HttpMethod::Post,
                 "/v1/payments",
-                body,
+                CREATE,
                 Some(&key),
             )
             .await
@@ -305,22 +316,11 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
     if database_url.is_some() {
         // A second gateway on the same PostgreSQL ledger, clients spread over both.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let second = listener.local_addr().unwrap();
-        let text = config_text.replace(&addr.to_string(), &second.to_string());
-        let config = moongate::config::parse(&text)
-            .unwrap()
-            .build(dir.path())
-            .unwrap();
-        let store = moongate::server::open_store(&config).await.unwrap();
-        let _second = moongate::server::start_on(config, store, listener)
-            .await
-            .unwrap();
-        let other = moongate::client::MerchantClient::new(
-            &format!("http://{second}"),
-            "m_k1",
-            b"bench-signing-secret-0123456789",
-        )
-        .unwrap();
+        let text = config_text.replace(
+            &addr.to_string(),
+            &listener.local_addr().unwrap().to_string(),
+        );
+        let (_second, other) = gateway(&text, dir.path(), listener).await;
         let start = Instant::now();
         hammer(&[client.clone(), other], n, "two").await;
         report(
