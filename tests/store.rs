@@ -775,7 +775,7 @@ async fn reconciliation_runs_keep_break_identity(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
-    for (id, run_id) in [("st_1", "rec_1"), ("st_2", "rec_2")] {
+    for id in ["st_1", "st_2"] {
         store
             .save_statement(StatementRecord {
                 id: id.to_owned(),
@@ -791,7 +791,6 @@ async fn reconciliation_runs_keep_break_identity(store: Arc<dyn Store>) {
             })
             .await
             .unwrap();
-        let _ = run_id;
     }
     let run = |id: &str, statement: &str, at: OffsetDateTime| ReconRun {
         id: id.to_owned(),
