@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use moongate_contract::{AckKind, Currency, Payer, PaymentMethod, RawNotification};
+use moongate_contract::{AckKind, Currency, Payer, PayerField, PaymentMethod, RawNotification};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -22,9 +22,10 @@ use time::OffsetDateTime;
 use crate::auth::authenticate;
 use crate::config::Merchant;
 use crate::error::{ApiError, ErrorType};
-use crate::gateway::{Gateway, refund_request};
+use crate::gateway::Gateway;
 use crate::ledger::{Payment, PaymentStatus, Refund, RefundStatus, new_id};
 use crate::metrics::{LimitLabels, OutcomeLabels, RequestLabels, RouteLabels};
+use crate::registry;
 use crate::routing::{Channel, RouteRequest};
 use crate::store::{Begin, IdemClaim};
 
@@ -569,50 +570,48 @@ fn validate_payer(method: PaymentMethod, body: Option<PayerBody>) -> Result<Paye
             "must be an IPv4 or IPv6 address",
         ));
     }
-    let needs = |present: bool, param: &str, message: &str| {
-        if present {
-            Ok(())
-        } else {
-            Err(ApiError::invalid("parameter_missing", param, message))
-        }
+    let Some(facts) = registry::method_facts(method) else {
+        return Err(ApiError::invalid(
+            "method_unsupported",
+            "method",
+            "no account of this merchant serves this method",
+        ));
     };
-    match method {
-        PaymentMethod::WechatJsapi => needs(
-            body.openid.is_some(),
-            "payer.openid",
-            "wechat_jsapi needs the payer's openid under the merchant's app id",
-        )?,
-        PaymentMethod::WechatH5 => needs(
-            body.client_ip.is_some(),
-            "payer.client_ip",
-            "wechat_h5 needs the shopper's IP address",
-        )?,
-        PaymentMethod::AlipayPaymentCode | PaymentMethod::WechatPaymentCode => needs(
-            body.payment_code.is_some(),
-            "payer.payment_code",
-            "payment codes need the scanned code",
-        )?,
+    for &(field, message) in facts.payer {
+        let present = match field {
+            PayerField::Openid => body.openid.is_some(),
+            PayerField::ClientIp => body.client_ip.is_some(),
+            PayerField::PaymentCode => body.payment_code.is_some(),
+        };
+        if !present {
+            return Err(ApiError::invalid(
+                "parameter_missing",
+                field.param(),
+                message,
+            ));
+        }
+    }
+    match facts.payment_code {
+        None if body.payment_code.is_some() => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "payer.payment_code",
+                "a payment code is only taken by payment_code methods",
+            ));
+        }
+        Some(format)
+            if !body
+                .payment_code
+                .as_deref()
+                .is_some_and(|c| format.matches(c)) =>
+        {
+            return Err(ApiError::invalid(
+                "payment_code_invalid",
+                "payer.payment_code",
+                format!("not a {} payment code", method.provider()),
+            ));
+        }
         _ => {}
-    }
-    if !method.is_payment_code() && body.payment_code.is_some() {
-        return Err(ApiError::invalid(
-            "parameter_invalid",
-            "payer.payment_code",
-            "a payment code is only taken by payment_code methods",
-        ));
-    }
-    if method.is_payment_code()
-        && body
-            .payment_code
-            .as_deref()
-            .and_then(PaymentMethod::for_payment_code)
-            != Some(method)
-    {
-        return Err(ApiError::invalid(
-            "payment_code_invalid",
-            "payer.payment_code",
-            format!("not a {} payment code", method.provider()),
-        ));
     }
     Ok(Payer {
         openid: body.openid,
@@ -720,11 +719,14 @@ pub(crate) fn validate_create(
                     "payment codes need the scanned code",
                 )
             })?;
-        PaymentMethod::for_payment_code(code).ok_or_else(|| {
+        registry::method_for_payment_code(code).ok_or_else(|| {
             ApiError::invalid(
                 "payment_code_unsupported",
                 "payer.payment_code",
-                "the code belongs to no wallet Moongate serves (WeChat Pay: 18 digits from 10-15; Alipay: 16-24 digits from 25-30)",
+                format!(
+                    "the code belongs to no wallet Moongate serves ({})",
+                    registry::payment_code_formats()
+                ),
             )
         })?
     } else {
@@ -741,7 +743,7 @@ pub(crate) fn validate_create(
     if let Some(url) = &body.return_url {
         check_url("return_url", url)?;
     }
-    if matches!(method, PaymentMethod::AlipayWeb | PaymentMethod::AlipayWap)
+    if registry::method_facts(method).is_some_and(|m| m.needs_return_url)
         && body.return_url.is_none()
     {
         return Err(ApiError::invalid(
@@ -922,7 +924,7 @@ async fn create_payment(
     let payment = gw
         .drive_create_with_failover(payment, prepared, &fallbacks)
         .await?;
-    if payment.method.is_payment_code()
+    if registry::is_payment_code(payment.method)
         && matches!(
             payment.status,
             PaymentStatus::Pending | PaymentStatus::Unknown
@@ -1184,11 +1186,7 @@ async fn create_refund(
     let Some(bound) = gw.account_of(&payment) else {
         return Err(ApiError::internal(&"payment account missing from config"));
     };
-    let account = bound.account();
-    let request = refund_request(&refund, &payment, gw.notify_url(&merchant.id, account));
-    let prepared = account
-        .adapter
-        .prepare_refund(&Gateway::call_context(), &request);
+    let prepared = gw.prepare_refund(&refund, &payment, bound.account());
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
         return Err(ApiError::invalid(
             "parameter_invalid",

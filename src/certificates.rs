@@ -1,21 +1,26 @@
-//! `moongate wechatpay-certificates`: downloads a certificate-mode merchant's WeChat Pay
-//! platform certificates (WeChat Pay hands them out only through `GET /v3/certificates`),
-//! checks them (decryption with the APIv3 key, serial, the answer's signature) and writes one
-//! PEM file per certificate for the config's `platform_certificates`.
+//! `moongate wechatpay-certificates` (and any provider that hands out its certificates through
+//! its API, [`Operation::Certificates`]): downloads an account's provider certificates through
+//! the one provider port, lets the adapter check them (WeChat Pay: decryption with the APIv3
+//! key, serial, the answer's signature) and writes one PEM file per certificate for the
+//! account's settings.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use moongate_contract::{Operation, ProviderKind};
 
-use crate::config;
+use crate::circuit::{Circuit, CircuitSettings};
+use crate::config::{self, Account};
 use crate::gateway::Gateway;
 use crate::outbound::Outbound;
+use crate::port::{Caller, ProviderPort};
 use crate::registry;
 
-/// Downloads the platform certificates of `merchant`'s WeChat Pay `account` into `out_dir`;
-/// returns the files written. Only the config's syntax and that account's settings are read,
-/// so a merchant with no platform key configured yet can bootstrap.
+/// Downloads the provider certificates of `merchant`'s `account` into `out_dir`; returns the
+/// files written. Only the config's syntax and that account's settings are read, so a merchant
+/// with no provider key configured yet can bootstrap.
 pub async fn download(
     config_path: &Path,
     merchant: &str,
@@ -30,25 +35,55 @@ pub async fn download(
         .get(merchant)
         .and_then(|m| m.accounts.get(account))
         .with_context(|| format!("{at} is not in {}", config_path.display()))?;
-    if settings.provider != "wechatpay" {
-        bail!("{at} is a {} account, not wechatpay", settings.provider);
-    }
-    let adapter = registry::build_wechatpay(&settings.settings, &base).map_err(|problems| {
+    let Some(kind) = ProviderKind::parse(&settings.provider) else {
+        bail!("{at}.provider: unknown provider {:?}", settings.provider);
+    };
+    let adapter = registry::build_adapter(kind, &settings.settings, &base).map_err(|problems| {
         let lines: Vec<String> = problems
             .into_iter()
             .map(|(key, message)| format!("{at}.settings{key}: {message}"))
             .collect();
         anyhow::anyhow!(lines.join("\n"))
     })?;
-    let request = adapter.prepare_certificates(&Gateway::call_context())?;
+    if !adapter.capabilities().supports(Operation::Certificates) {
+        bail!("{at} is a {kind} account; {kind} hands out no certificates through its API");
+    }
     let client = Outbound::new(Duration::from_secs(5), Duration::from_secs(20))
         .map_err(anyhow::Error::msg)?;
-    let response = client.send(&request).await?;
-    let certificates = adapter.parse_certificates(&response)?;
+    let port = ProviderPort::without_ledger(client);
+    let account = Account {
+        id: account.to_owned(),
+        kind,
+        adapter: Arc::clone(&adapter),
+        limit: None,
+        circuit: Arc::new(Circuit::new(CircuitSettings::default())),
+        fee_rate_ppm: None,
+        state_key: String::new(),
+    };
+    let caller = Caller {
+        merchant_id: merchant,
+        account: &account,
+        subject: "certificates",
+        refund_id: None,
+    };
+    let prepared = adapter
+        .prepare_certificates(&Gateway::call_context())
+        .map(moongate_contract::Prepared::Send);
+    let certificates = port
+        .exchange(caller, "certificates", prepared, |answer| {
+            adapter.parse_certificates(answer)
+        })
+        .await
+        .into_answer()
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
     for certificate in certificates {
-        let path = out_dir.join(format!("wechatpay-platform-{}.pem", certificate.serial_no));
+        let path = out_dir.join(format!(
+            "{}-platform-{}.pem",
+            kind.as_str(),
+            certificate.serial_no
+        ));
         std::fs::write(&path, &certificate.pem)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moongate_adapter_alipay::settings::Settings as AlipaySettings;
 use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
 use serde::Deserialize;
 
@@ -500,12 +499,55 @@ pub struct Account {
     pub kind: ProviderKind,
     /// The adapter, keys loaded.
     pub adapter: Arc<dyn PaymentAdapter>,
-    /// Outbound limit, when configured.
-    pub limit: Option<Limit>,
-    /// Circuit breaker.
-    pub circuit: Circuit,
+    /// Outbound limit, when configured (shared with the next config when a reload leaves the
+    /// account's settings as they were).
+    pub limit: Option<Arc<Limit>>,
+    /// Circuit breaker (likewise kept across reloads).
+    pub circuit: Arc<Circuit>,
     /// Agreed fee rate, parts per million, when configured.
     pub fee_rate_ppm: Option<i64>,
+    /// What the limit and circuit were built from (provider, settings, limit, circuit
+    /// settings): a reload keeps them when this is unchanged.
+    pub state_key: String,
+}
+
+/// What an account's live state (limit, circuit) depends on.
+fn account_state_key(account: &RawAccount, circuit: CircuitSettings) -> String {
+    format!(
+        "{}|{}|{:?}|{circuit:?}",
+        account.provider,
+        toml::to_string(&account.settings).unwrap_or_default(),
+        account.rate_limit
+    )
+}
+
+impl Config {
+    /// Carries live state over from the config in force: every account whose settings are
+    /// unchanged keeps its circuit breaker (an open circuit stays open) and outbound limit (its
+    /// bucket is not refilled), and every merchant whose limit is unchanged keeps its limiter.
+    /// Changed or new ones start fresh.
+    pub fn keep_state_from(&mut self, old: &Config) {
+        for (id, merchant) in &mut self.merchants {
+            let Some(before) = old.merchants.get(id) else {
+                continue;
+            };
+            // A freshly built config holds the only reference to its merchants.
+            let Some(merchant) = Arc::get_mut(merchant) else {
+                continue;
+            };
+            if merchant.limit_key == before.limit_key {
+                merchant.limit = Arc::clone(&before.limit);
+            }
+            for account in &mut merchant.accounts {
+                if let Some(was) = before.account(&account.id)
+                    && was.state_key == account.state_key
+                {
+                    account.circuit = Arc::clone(&was.circuit);
+                    account.limit = was.limit.clone();
+                }
+            }
+        }
+    }
 }
 
 /// A merchant ready to serve.
@@ -523,8 +565,10 @@ pub struct Merchant {
     pub accounts: Vec<Account>,
     /// Routing rules; empty means "the first account that serves the method".
     pub routes: routing::Routes,
-    /// Inbound limit.
-    pub limit: Limit,
+    /// Inbound limit (kept across reloads that leave it unchanged).
+    pub limit: Arc<Limit>,
+    /// What the inbound limit was built from.
+    pub limit_key: String,
 }
 
 impl Merchant {
@@ -574,7 +618,7 @@ fn is_identifier(value: &str) -> bool {
 }
 
 fn check_url(url: &str) -> Result<(), String> {
-    moongate_adapter_alipay::settings::check_gateway_url(url)
+    moongate_contract::http::check_base_url(url)
 }
 
 impl RawConfig {
@@ -652,7 +696,14 @@ impl RawConfig {
             if ProviderKind::parse(wallet).is_none() {
                 problems.push(problem(
                     &path,
-                    "must be a provider kind (alipay, wechatpay)",
+                    format!(
+                        "must be a provider kind ({})",
+                        ProviderKind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ));
             } else if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(problem(&path, "must be an http(s) URL"));
@@ -915,9 +966,10 @@ impl RawConfig {
                         id: account_id.clone(),
                         kind,
                         adapter,
-                        limit: account.rate_limit.as_ref().map(Limit::new),
-                        circuit: Circuit::new(self.providers.circuit),
+                        limit: account.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
+                        circuit: Arc::new(Circuit::new(self.providers.circuit)),
                         fee_rate_ppm: account.fee_rate.as_deref().and_then(parse_fee_rate),
+                        state_key: account_state_key(account, self.providers.circuit),
                     }),
                     Err(errors) => {
                         for (key, message) in errors {
@@ -946,7 +998,10 @@ impl RawConfig {
                     webhook,
                     accounts,
                     routes,
-                    limit: Limit::new(&raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT)),
+                    limit: Arc::new(Limit::new(
+                        &raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT),
+                    )),
+                    limit_key: format!("{:?}", raw.rate_limit),
                 }),
             );
         }
@@ -1021,11 +1076,6 @@ pub fn resolve_secret(reference: &SecretRef, base_dir: &Path) -> Result<String, 
         return Err(format!("{reference:?} is empty"));
     }
     Ok(trimmed)
-}
-
-/// Parses an Alipay settings table with its strict struct, keeping the key path of errors.
-pub fn parse_alipay_settings(table: &toml::Table) -> Result<AlipaySettings, (String, String)> {
-    parse_settings(table)
 }
 
 /// Parses a provider's settings table with its strict struct, keeping the key path of errors.

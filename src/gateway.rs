@@ -6,7 +6,7 @@
 //! the re-check loop ([`Gateway::recheck_once`]) resolves by querying.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moongate_contract::{
     AdapterError, CallContext, CloseStatus, CreatePayment, HttpResponse, Money, Notification,
@@ -15,14 +15,14 @@ use moongate_contract::{
     RefundStatus as ProviderRefund,
 };
 use time::OffsetDateTime;
-use tracing::{Instrument, info_span, warn};
+use tracing::warn;
 
 use crate::config::{Account, Config, Merchant};
 use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
-use crate::limits::Limited;
-use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::outbound::{CallError, Outbound};
-use crate::store::{Attempt, CheckTarget, InboxKey, Store, StoreError, Updated};
+use crate::port::{Caller, Exchange, ProviderPort};
+use crate::store::{CheckTarget, InboxKey, Store, StoreError, Updated};
 
 /// A payment's merchant and account, from one config snapshot.
 #[derive(Debug, Clone)]
@@ -53,59 +53,16 @@ pub struct Gateway {
     config: std::sync::RwLock<Arc<Config>>,
     /// The ledger.
     pub store: Arc<dyn Store>,
-    /// Provider client.
-    pub providers: Outbound,
+    /// The one way to reach a provider (limits, circuit, metrics, attempt log).
+    port: ProviderPort,
     /// Webhook client.
     pub webhooks: Outbound,
     /// Prometheus metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Merchant limits shared through Redis, when configured (fixed at start).
     pub shared_limits: Option<crate::shared_limits::SharedLimiter>,
     /// This instance's name in cross-instance claims (`ins_…`, new at every start).
     pub instance_id: String,
-}
-
-impl<T> Exchange<T> {
-    /// True when the provider certainly did not act on the request.
-    fn not_taken(&self) -> bool {
-        matches!(
-            self,
-            Exchange::Call(CallError::NotSent(_))
-                | Exchange::Throttled(_)
-                | Exchange::CircuitOpen
-                | Exchange::Adapter(
-                    AdapterError::Rejected { .. }
-                        | AdapterError::InvalidRequest(_)
-                        | AdapterError::Signing
-                        | AdapterError::Unsupported { .. }
-                )
-        )
-    }
-
-    /// A short word for logs and metrics.
-    fn describe(&self) -> &'static str {
-        match self {
-            Exchange::Answer(_) => "answered",
-            Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
-            Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
-            Exchange::Adapter(_) => "unusable",
-            Exchange::Call(CallError::NotSent(_)) => "not_sent",
-            Exchange::Call(CallError::Unknown(_)) => "unknown",
-            Exchange::Throttled(_) => "throttled",
-            Exchange::CircuitOpen => "circuit_open",
-        }
-    }
-}
-
-/// The outcome of one provider exchange, before mapping.
-enum Exchange<T> {
-    Answer(T),
-    Adapter(AdapterError),
-    Call(CallError),
-    /// Not sent: the account's outbound limit had no turn within its bound.
-    Throttled(Limited),
-    /// Not sent: the account's circuit is open.
-    CircuitOpen,
 }
 
 fn random_nonce() -> String {
@@ -159,12 +116,13 @@ impl Gateway {
         providers: Outbound,
         webhooks: Outbound,
     ) -> Gateway {
+        let metrics = Arc::new(Metrics::new());
         Gateway {
             config: std::sync::RwLock::new(Arc::new(config)),
+            port: ProviderPort::new(providers, Arc::clone(&metrics), Arc::clone(&store)),
             store,
-            providers,
             webhooks,
-            metrics: Metrics::new(),
+            metrics,
             shared_limits: None,
             instance_id: crate::ledger::new_id("ins"),
         }
@@ -197,6 +155,11 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
     }
 
+    /// The one provider port.
+    pub fn port(&self) -> &ProviderPort {
+        &self.port
+    }
+
     /// The merchant and account of a payment.
     pub fn account_of(&self, payment: &Payment) -> Option<Bound> {
         let merchant = Arc::clone(self.config().merchants.get(&payment.merchant_id)?);
@@ -226,6 +189,7 @@ impl Gateway {
         }
     }
 
+    /// Sends through the one provider port, about a payment (and refund) of `account`.
     #[allow(clippy::too_many_arguments)]
     async fn exchange<T>(
         &self,
@@ -237,118 +201,13 @@ impl Gateway {
         prepared: Result<Prepared<T>, AdapterError>,
         parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
     ) -> Exchange<T> {
-        let request = match prepared {
-            Ok(Prepared::Ready(answer)) => return Exchange::Answer(answer),
-            Ok(Prepared::Send(request)) => request,
-            Err(error) => return Exchange::Adapter(error),
-        };
-        if let Some(limit) = &account.limit
-            && let Err(limited) = limit.acquire().await
-        {
-            warn!(
-                account = %account.id,
-                operation,
-                retry_after_ms = limited.retry_after.as_millis() as u64,
-                "outbound rate limit: call not sent"
-            );
-            self.metrics
-                .rate_limited
-                .get_or_create(&LimitLabels {
-                    scope: "account".to_owned(),
-                    id: format!("{merchant_id}/{}", account.id),
-                })
-                .inc();
-            self.count_call(merchant_id, account, operation, "throttled", None);
-            return Exchange::Throttled(limited);
-        }
-        if !account.circuit.allow(Instant::now()) {
-            self.count_call(merchant_id, account, operation, "circuit_open", None);
-            return Exchange::CircuitOpen;
-        }
-        let started_at = OffsetDateTime::now_utc();
-        let clock = Instant::now();
-        let span = info_span!(
-            "provider_call",
-            operation,
-            payment_id,
-            outcome = tracing::field::Empty
-        );
-        let result = self.providers.send(&request).instrument(span.clone()).await;
-        let outcome_text;
-        let exchange = match result {
-            Err(error) => {
-                outcome_text = error.to_string();
-                Exchange::Call(error)
-            }
-            Ok(response) => match parse(&response) {
-                Ok(answer) => {
-                    outcome_text = format!("answered HTTP {}", response.status);
-                    Exchange::Answer(answer)
-                }
-                Err(error) => {
-                    outcome_text = error.to_string();
-                    Exchange::Adapter(error)
-                }
-            },
-        };
-        span.record("outcome", outcome_text.as_str());
-        self.count_call(
+        let caller = Caller {
             merchant_id,
             account,
-            operation,
-            exchange.describe(),
-            Some(clock.elapsed()),
-        );
-        // A provider that answered, even with a refusal, is up; unknown fates are failures.
-        let healthy = matches!(
-            exchange,
-            Exchange::Answer(_) | Exchange::Adapter(AdapterError::Rejected { .. })
-        );
-        account.circuit.record(Instant::now(), healthy);
-        let attempt = Attempt {
-            payment_id: payment_id.to_owned(),
-            account_id: account.id.clone(),
-            refund_id: refund_id.map(str::to_owned),
-            operation,
-            started_at,
-            elapsed_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
-            outcome: outcome_text.chars().take(300).collect(),
+            subject: payment_id,
+            refund_id,
         };
-        if let Err(error) = self.store.record_attempt(attempt).await {
-            warn!(%error, "could not record provider attempt");
-        }
-        exchange
-    }
-
-    fn count_call(
-        &self,
-        merchant_id: &str,
-        account: &Account,
-        operation: &str,
-        outcome: &str,
-        elapsed: Option<Duration>,
-    ) {
-        self.metrics
-            .provider_calls
-            .get_or_create(&CallLabels {
-                provider: account.kind.as_str().to_owned(),
-                merchant: merchant_id.to_owned(),
-                account: account.id.clone(),
-                operation: operation.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-        if let Some(elapsed) = elapsed {
-            self.metrics
-                .provider_seconds
-                .get_or_create(&CallTimeLabels {
-                    provider: account.kind.as_str().to_owned(),
-                    merchant: merchant_id.to_owned(),
-                    account: account.id.clone(),
-                    operation: operation.to_owned(),
-                })
-                .observe(elapsed.as_secs_f64());
-        }
+        self.port.exchange(caller, operation, prepared, parse).await
     }
 
     async fn apply(&self, id: &str, change: PaymentChange) -> Result<Payment, StoreError> {
@@ -378,6 +237,24 @@ impl Gateway {
             .prepare_create(&Self::call_context(), &request)
     }
 
+    /// Renders (and signs) the refund of `payment`, before anything is stored: a request the
+    /// adapter refuses is the caller's error.
+    pub fn prepare_refund(
+        &self,
+        refund: &Refund,
+        payment: &Payment,
+        account: &Account,
+    ) -> Result<Prepared<ProviderRefund>, AdapterError> {
+        let request = refund_request(
+            refund,
+            payment,
+            self.notify_url(&payment.merchant_id, account),
+        );
+        account
+            .adapter
+            .prepare_refund(&Self::call_context(), &request)
+    }
+
     /// Records the provider's view of a payment, when it changes anything.
     async fn record_status(
         &self,
@@ -395,7 +272,9 @@ impl Gateway {
         match status {
             // A scanned payment code waiting for the shopper's password has nothing for the
             // merchant to show: it stays `pending`, so the re-check loop polls it to the end.
-            ProviderStatus::AwaitingPayment { next_action } if payment.method.is_payment_code() => {
+            ProviderStatus::AwaitingPayment { next_action }
+                if crate::registry::is_payment_code(payment.method) =>
+            {
                 Some(PaymentChange {
                     status: Some(PaymentStatus::Pending),
                     next_action: next_action.map(Some),
@@ -617,7 +496,7 @@ impl Gateway {
             // with the same QR code / prepay id instead of a second order.
             Exchange::Answer(ProviderStatus::AwaitingPayment { next_action: None })
                 if payment.next_action.is_none()
-                    && !payment.method.is_payment_code()
+                    && !crate::registry::is_payment_code(payment.method)
                     && matches!(
                         payment.status,
                         PaymentStatus::Pending | PaymentStatus::Unknown

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod port;
 pub mod reconcile;
 pub mod registry;
 pub mod routing;

@@ -1,5 +1,7 @@
-//! The one place that maps a [`ProviderKind`] to its adapter. Every match is exhaustive, so a
-//! new kind does not compile until it is wired up here.
+//! The one place that maps a [`ProviderKind`] to its adapter crate: its facts (what the core
+//! must know before it has an account: methods, payer needs, payment codes, names, statement
+//! files), its settings check and its builder. Every match is exhaustive, so a new kind does not
+//! compile until it is wired up here, and no other core module names a provider or a method.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,9 +9,57 @@ use std::sync::Arc;
 use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
 use moongate_adapter_wechatpay::settings::Settings as WechatPaySettings;
 use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPayAdapter};
-use moongate_contract::{PaymentAdapter, ProviderKind};
+use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
 
-use crate::config::{parse_alipay_settings, parse_settings, resolve_secret};
+use moongate_adapter_alipay::settings::Settings as AlipaySettings;
+
+use crate::config::{parse_settings, resolve_secret};
+
+/// What a provider declares about itself.
+pub fn facts(kind: ProviderKind) -> &'static ProviderFacts {
+    match kind {
+        ProviderKind::Alipay => &moongate_adapter_alipay::FACTS,
+        ProviderKind::WechatPay => &moongate_adapter_wechatpay::FACTS,
+    }
+}
+
+/// Every provider's facts, in [`ProviderKind::ALL`] order (the cashier shows wallets so).
+pub fn all_facts() -> impl Iterator<Item = &'static ProviderFacts> {
+    ProviderKind::ALL.iter().map(|&kind| facts(kind))
+}
+
+/// What a method needs, as its provider declares it; `None` only for a method its provider's
+/// crate does not declare (a test below proves there is none).
+pub fn method_facts(method: PaymentMethod) -> Option<&'static MethodFacts> {
+    facts(method.provider()).method(method)
+}
+
+/// True for methods where the till scans a code the shopper shows.
+pub fn is_payment_code(method: PaymentMethod) -> bool {
+    method_facts(method).is_some_and(|m| m.payment_code.is_some())
+}
+
+/// Tells the wallet of a scanned payment code by the formats the providers declare
+/// (prefix and length, as aggregators do). Anything else (UnionPay's 62…, garbage) is `None`.
+pub fn method_for_payment_code(code: &str) -> Option<PaymentMethod> {
+    all_facts()
+        .flat_map(|p| p.methods.iter())
+        .find(|m| m.payment_code.is_some_and(|f| f.matches(code)))
+        .map(|m| m.method)
+}
+
+/// The payment-code formats, for error messages: `WeChat Pay: 18 digits from 10-15; …`.
+pub fn payment_code_formats() -> String {
+    all_facts()
+        .flat_map(|p| {
+            p.methods
+                .iter()
+                .filter_map(|m| m.payment_code)
+                .map(|f| format!("{}: {}", p.wallet.name_en, f.describe()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 fn relative(problems: Vec<(&'static str, String)>) -> Vec<(String, String)> {
     problems
@@ -22,7 +72,7 @@ fn relative(problems: Vec<(&'static str, String)>) -> Vec<(String, String)> {
 /// suffix starts with `.` (or is empty for the table itself).
 pub fn validate_settings(kind: ProviderKind, table: &toml::Table) -> Vec<(String, String)> {
     match kind {
-        ProviderKind::Alipay => match parse_alipay_settings(table) {
+        ProviderKind::Alipay => match parse_settings::<AlipaySettings>(table) {
             Err(problem) => vec![problem],
             Ok(settings) => relative(settings.validate()),
         },
@@ -41,7 +91,7 @@ pub fn build_adapter(
 ) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
     match kind {
         ProviderKind::Alipay => {
-            let settings = parse_alipay_settings(table).map_err(|p| vec![p])?;
+            let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
             let private = resolve_secret(&settings.app_private_key, base_dir)
                 .map_err(|m| vec![(".app_private_key".to_owned(), m)])?;
             let public = resolve_secret(&settings.alipay_public_key, base_dir)
@@ -68,9 +118,9 @@ pub fn build_adapter(
     }
 }
 
-/// Reads the keys and builds a WeChat Pay adapter (also used to download platform
-/// certificates, before any is configured).
-pub fn build_wechatpay(
+/// Reads the keys and builds a WeChat Pay adapter (platform keys are optional, so a
+/// certificate-mode merchant can download its first certificates).
+fn build_wechatpay(
     table: &toml::Table,
     base_dir: &Path,
 ) -> Result<WechatPayAdapter, Vec<(String, String)>> {
@@ -125,4 +175,57 @@ pub fn build_wechatpay(
         vec![(key, message)]
     })?;
     Ok(adapter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_declared_once_by_its_provider() {
+        for &method in PaymentMethod::ALL {
+            let declared: Vec<_> = all_facts()
+                .flat_map(|p| p.methods.iter().map(move |m| (p.kind, m.method)))
+                .filter(|(_, m)| *m == method)
+                .collect();
+            assert_eq!(declared, vec![(method.provider(), method)], "{method:?}");
+        }
+        for &kind in ProviderKind::ALL {
+            assert_eq!(facts(kind).kind, kind);
+            let fit = facts(kind).wallet.cashier;
+            for m in fit.in_app.iter().chain(fit.mobile).chain(fit.desktop) {
+                assert_eq!(m.provider(), kind, "{kind}'s cashier lists {m:?}");
+                assert!(!is_payment_code(*m), "{m:?} cannot start in a browser");
+            }
+        }
+    }
+
+    #[test]
+    fn payment_codes_are_routed_by_prefix() {
+        assert_eq!(
+            method_for_payment_code("134567890123456789"),
+            Some(PaymentMethod::WechatPaymentCode)
+        );
+        assert_eq!(
+            method_for_payment_code("104567890123456789"),
+            Some(PaymentMethod::WechatPaymentCode)
+        );
+        assert_eq!(
+            method_for_payment_code("284567890123456789"),
+            Some(PaymentMethod::AlipayPaymentCode)
+        );
+        assert_eq!(
+            method_for_payment_code("2545678901234567"),
+            Some(PaymentMethod::AlipayPaymentCode)
+        );
+        assert_eq!(method_for_payment_code("6212345678901234567"), None);
+        assert_eq!(method_for_payment_code("16456789012345678"), None);
+        assert_eq!(method_for_payment_code("1345678901234567890"), None);
+        assert_eq!(method_for_payment_code("13456789012345678x"), None);
+        assert_eq!(method_for_payment_code(""), None);
+        assert_eq!(
+            payment_code_formats(),
+            "Alipay: 16-24 digits from 25-30; WeChat Pay: 18 digits from 10-15"
+        );
+    }
 }

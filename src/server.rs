@@ -287,7 +287,7 @@ pub enum ReloadError {
 pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let new = crate::config::load(path).and_then(|raw| raw.build(&base));
-    let outcome = new.map_err(ReloadError::from).and_then(|new| {
+    let outcome = new.map_err(ReloadError::from).and_then(|mut new| {
         let old = gateway.config();
         let mut restart = Vec::new();
         if new.listen != old.listen {
@@ -311,6 +311,7 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
             restart.push("rate_limits");
         }
         if restart.is_empty() {
+            new.keep_state_from(&old);
             gateway.replace_config(new);
             Ok(())
         } else {

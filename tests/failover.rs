@@ -18,6 +18,7 @@ on_both_ledgers!(
     an_unknown_outcome_never_fails_over,
     a_failing_account_opens_its_circuit_and_is_skipped,
     a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover,
+    an_open_circuit_and_used_limits_survive_a_reload_of_unchanged_settings,
 );
 
 fn body(reference: &str, path: &str) -> Value {
@@ -116,6 +117,80 @@ async fn a_failing_account_opens_its_circuit_and_is_skipped(h: Harness) {
     let id = payment["id"].as_str().unwrap();
     let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
     assert_eq!(tried, ["good"]);
+}
+
+async fn circuit_of(h: &Harness, merchant: &str, account: &str) -> String {
+    let admin = h.gateway.admin_addr.unwrap();
+    let circuits: Value =
+        serde_json::from_slice(&h.http_get(&format!("http://{admin}/circuits")).await.body)
+            .unwrap();
+    circuits["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["merchant"] == merchant && a["account"] == account)
+        .map(|a| a["circuit"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+async fn an_open_circuit_and_used_limits_survive_a_reload_of_unchanged_settings(h: Harness) {
+    for i in 0..10 {
+        let key = format!("r{i}");
+        let (_, payment) = h.create_with(&h.shop_d, body(&key, "refused"), &key).await;
+        assert_eq!(payment["provider"]["account"], "good", "{payment}");
+    }
+    assert_eq!(circuit_of(&h, "shop_d", "dead").await, "open");
+    let limiters = |h: &Harness| {
+        let config = h.gateway.gateway.config();
+        let shop_c = &config.merchants["shop_c"];
+        (
+            std::sync::Arc::clone(&shop_c.limit),
+            std::sync::Arc::clone(shop_c.accounts[0].limit.as_ref().unwrap()),
+        )
+    };
+    let (merchant_limit, account_limit) = limiters(&h);
+
+    // The same file again (as a SIGHUP after editing another merchant would do).
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    assert_eq!(
+        circuit_of(&h, "shop_d", "dead").await,
+        "open",
+        "a reload closed the circuit of an account it did not change"
+    );
+    let (merchant_after, account_after) = limiters(&h);
+    assert!(std::sync::Arc::ptr_eq(&merchant_limit, &merchant_after));
+    assert!(std::sync::Arc::ptr_eq(&account_limit, &account_after));
+    // Still skipped: straight to the next account.
+    let (_, payment) = h
+        .create_with(&h.shop_d, body("r10", "refused"), "r10")
+        .await;
+    let id = payment["id"].as_str().unwrap();
+    let tried: Vec<String> = attempts(&h, id).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(tried, ["good"]);
+
+    // Changing the account (here: a call limit) starts its circuit afresh; changing shop_c's
+    // limits gives it new limiters.
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let changed = text
+        .replace(
+            "[merchants.shop_d.accounts.dead]\nprovider = \"alipay\"\n",
+            "[merchants.shop_d.accounts.dead]\nprovider = \"alipay\"\nrate_limit = { requests_per_second = 5, burst = 5 }\n",
+        )
+        .replace(
+            "rate_limit = { requests_per_second = 1, burst = 5 }",
+            "rate_limit = { requests_per_second = 2, burst = 5 }",
+        )
+        .replace(
+            "rate_limit = { requests_per_second = 1, burst = 1, max_wait_ms = 100 }",
+            "rate_limit = { requests_per_second = 2, burst = 1, max_wait_ms = 100 }",
+        );
+    assert_ne!(changed, text, "the fixture must contain the edited lines");
+    std::fs::write(&h.config_path, &changed).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    assert_eq!(circuit_of(&h, "shop_d", "dead").await, "closed");
+    let (merchant_after, account_after) = limiters(&h);
+    assert!(!std::sync::Arc::ptr_eq(&merchant_limit, &merchant_after));
+    assert!(!std::sync::Arc::ptr_eq(&account_limit, &account_after));
 }
 
 async fn a_response_lost_after_the_order_was_created_is_resolved_by_query_not_failover(h: Harness) {

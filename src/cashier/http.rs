@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use moongate_contract::{AdapterError, NextAction, PaymentMethod};
+use moongate_contract::{AdapterError, NextAction, PayerField, PaymentMethod};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -520,6 +520,7 @@ async fn choose(
         "checkout_id".to_owned(),
         serde_json::Value::String(checkout.id.clone()),
     );
+    let needs = |field| crate::registry::method_facts(offer.method).is_some_and(|m| m.needs(field));
     let body = CreatePaymentBody {
         amount: checkout.amount,
         currency: checkout.currency.code().to_owned(),
@@ -532,12 +533,10 @@ async fn choose(
         metadata: Some(metadata),
         account: None,
         payer: Some(PayerBody {
-            openid: (offer.method == PaymentMethod::WechatJsapi)
+            openid: needs(PayerField::Openid)
                 .then(|| checkout.openid.clone())
                 .flatten(),
-            client_ip: (offer.method == PaymentMethod::WechatH5)
-                .then_some(client_ip)
-                .flatten(),
+            client_ip: needs(PayerField::ClientIp).then_some(client_ip).flatten(),
             payment_code: None,
         }),
         channel: Some(browser.channel().as_str().to_owned()),

@@ -13,11 +13,12 @@
 pub mod http;
 pub mod page;
 
-use moongate_contract::{Currency, PaymentMethod, ProviderKind};
+use moongate_contract::{Currency, PayerField, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
 
 use crate::config::Merchant;
 use crate::ledger::{Payment, PaymentStatus, rfc3339};
+use crate::registry;
 use crate::routing::{Channel, RouteRequest};
 
 /// How many payments one checkout may open (wallet switches included): a bound on what a
@@ -158,11 +159,9 @@ impl Checkout {
 /// Where the shopper's browser runs, told from its `User-Agent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Browser {
-    /// WeChat's in-app browser (`MicroMessenger`): only WeChat Pay works there (WeChat blocks
-    /// Alipay links), through JSAPI.
-    WeChat,
-    /// The Alipay app's browser (`AlipayClient`): only Alipay, which opens its own cashier.
-    Alipay,
+    /// A wallet's own in-app browser (its declared `in_app_marker`): only that wallet works
+    /// there (WeChat, for one, blocks other wallets' links).
+    InApp(ProviderKind),
     /// A phone's browser: redirect (H5/WAP) methods open the wallet app.
     Mobile,
     /// A desktop browser: QR codes the shopper scans with a phone.
@@ -172,10 +171,13 @@ pub enum Browser {
 impl Browser {
     /// Detects the browser.
     pub fn detect(user_agent: &str) -> Browser {
-        if user_agent.contains("MicroMessenger") {
-            Browser::WeChat
-        } else if user_agent.contains("AlipayClient") {
-            Browser::Alipay
+        let in_app = registry::all_facts().find(|p| {
+            p.wallet
+                .in_app_marker
+                .is_some_and(|marker| user_agent.contains(marker))
+        });
+        if let Some(wallet) = in_app {
+            Browser::InApp(wallet.kind)
         } else if ["Mobile", "Android", "iPhone", "iPad", "HarmonyOS"]
             .iter()
             .any(|m| user_agent.contains(m))
@@ -189,32 +191,35 @@ impl Browser {
     /// The routing channel payments made from this browser carry.
     pub fn channel(self) -> Channel {
         match self {
-            Browser::WeChat | Browser::Alipay => Channel::InApp,
+            Browser::InApp(_) => Channel::InApp,
             Browser::Mobile => Channel::MobileWeb,
             Browser::Desktop => Channel::Web,
         }
     }
 
-    /// Methods to try for a wallet in this browser, best first; empty when the wallet cannot
-    /// work here.
-    fn preference(self, wallet: ProviderKind, has_openid: bool) -> &'static [PaymentMethod] {
-        use PaymentMethod::*;
-        match (self, wallet) {
-            (Browser::WeChat, ProviderKind::WechatPay) if has_openid => &[WechatJsapi],
-            // Without an openid, a QR code: WeChat recognises it on a long press.
-            (Browser::WeChat, ProviderKind::WechatPay) => &[WechatNative],
-            (Browser::Alipay, ProviderKind::Alipay) => &[AlipayWap, AlipayQr],
-            (Browser::WeChat | Browser::Alipay, _) => &[],
-            (Browser::Mobile, ProviderKind::Alipay) => &[AlipayWap, AlipayQr],
-            (Browser::Mobile, ProviderKind::WechatPay) => &[WechatH5, WechatNative],
-            (Browser::Desktop, ProviderKind::Alipay) => &[AlipayQr, AlipayWeb],
-            (Browser::Desktop, ProviderKind::WechatPay) => &[WechatNative],
+    /// Methods to try for a wallet in this browser, best first (as the wallet declares them);
+    /// empty when the wallet cannot work here. A method needing the payer's openid is passed
+    /// over without one; with one, the methods that use it are offered alone (the merchant who
+    /// knows the payer wants the in-wallet payment sheet).
+    fn preference(self, wallet: ProviderKind, has_openid: bool) -> Vec<PaymentMethod> {
+        let fit = registry::facts(wallet).wallet.cashier;
+        let listed = match self {
+            Browser::InApp(app) if app == wallet => fit.in_app,
+            Browser::InApp(_) => &[],
+            Browser::Mobile => fit.mobile,
+            Browser::Desktop => fit.desktop,
+        };
+        let uses_openid = |m: &PaymentMethod| {
+            registry::method_facts(*m).is_some_and(|f| f.needs(PayerField::Openid))
+        };
+        let with_openid: Vec<PaymentMethod> = listed.iter().copied().filter(uses_openid).collect();
+        if has_openid && !with_openid.is_empty() {
+            with_openid
+        } else {
+            listed.iter().copied().filter(|m| !uses_openid(m)).collect()
         }
     }
 }
-
-/// The wallets a cashier page shows, in order.
-pub const WALLETS: &[ProviderKind] = &[ProviderKind::Alipay, ProviderKind::WechatPay];
 
 /// One wallet button: the wallet and the method its button creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,18 +275,17 @@ pub fn serves(
 pub fn offers(merchant: &Merchant, checkout: &Checkout, browser: Browser) -> Offers {
     let channel = browser.channel();
     let mut out = Offers::default();
-    for &wallet in WALLETS {
+    for wallet in registry::all_facts().map(|p| p.kind) {
         let here = browser
             .preference(wallet, checkout.openid.is_some())
-            .iter()
-            .copied()
+            .into_iter()
             .find(|&m| serves(merchant, checkout, m, channel));
         match here {
             Some(method) => out.offers.push(Offer { wallet, method }),
             None => {
                 let anywhere = PaymentMethod::ALL.iter().any(|&m| {
                     m.provider() == wallet
-                        && !m.is_payment_code()
+                        && !registry::is_payment_code(m)
                         && serves(merchant, checkout, m, Channel::Web)
                 });
                 if anywhere {
@@ -298,7 +302,7 @@ pub fn cashier_methods() -> impl Iterator<Item = PaymentMethod> {
     PaymentMethod::ALL
         .iter()
         .copied()
-        .filter(|m| !m.is_payment_code())
+        .filter(|&m| !registry::is_payment_code(m))
 }
 
 #[cfg(test)]
@@ -389,8 +393,14 @@ mod tests {
         let alipay = "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2227A Build/TP1A.220624.014) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/69.0.3497.100 UWS/3.22.2.59 Mobile Safari/537.36 AlipayChannelId/5136 NebulaSDK/1.8.100112 Nebula AlipayDefined(nt:WIFI,ws:393|0|2.75) AliApp(AP/10.5.86.8000) AlipayClient/10.5.86.8000 Language/zh-Hans";
         let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
         let desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36";
-        assert_eq!(Browser::detect(wechat), Browser::WeChat);
-        assert_eq!(Browser::detect(alipay), Browser::Alipay);
+        assert_eq!(
+            Browser::detect(wechat),
+            Browser::InApp(ProviderKind::WechatPay)
+        );
+        assert_eq!(
+            Browser::detect(alipay),
+            Browser::InApp(ProviderKind::Alipay)
+        );
         assert_eq!(Browser::detect(phone), Browser::Mobile);
         assert_eq!(Browser::detect(desktop), Browser::Desktop);
         assert_eq!(Browser::detect(""), Browser::Desktop);
@@ -400,20 +410,20 @@ mod tests {
     fn in_app_browsers_only_offer_their_own_wallet() {
         use PaymentMethod::*;
         assert_eq!(
-            Browser::WeChat.preference(ProviderKind::WechatPay, true),
+            Browser::InApp(ProviderKind::WechatPay).preference(ProviderKind::WechatPay, true),
             &[WechatJsapi]
         );
         assert_eq!(
-            Browser::WeChat.preference(ProviderKind::WechatPay, false),
+            Browser::InApp(ProviderKind::WechatPay).preference(ProviderKind::WechatPay, false),
             &[WechatNative]
         );
         assert!(
-            Browser::WeChat
+            Browser::InApp(ProviderKind::WechatPay)
                 .preference(ProviderKind::Alipay, true)
                 .is_empty()
         );
         assert!(
-            Browser::Alipay
+            Browser::InApp(ProviderKind::Alipay)
                 .preference(ProviderKind::WechatPay, true)
                 .is_empty()
         );

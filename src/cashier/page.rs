@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::{Checkout, Offer, Offers, State};
 use crate::html::escape;
 use crate::ledger::Payment;
+use crate::registry;
 
 /// Seconds between reloads while a payment waits.
 pub const REFRESH_SECS: u32 = 3;
@@ -64,19 +65,27 @@ pub fn format_amount(amount: i64, currency: Currency) -> String {
     }
 }
 
-/// Wallet names, Chinese first.
-pub fn wallet_name(wallet: ProviderKind) -> &'static str {
-    match wallet {
-        ProviderKind::Alipay => "支付宝 Alipay",
-        ProviderKind::WechatPay => "微信支付 WeChat Pay",
-    }
+/// Wallet names, Chinese first, as the provider declares them.
+pub fn wallet_name(wallet: ProviderKind) -> String {
+    registry::facts(wallet).display_name()
 }
 
+/// A wallet button's CSS class: the provider's stable name, coloured by [`brand_style`].
 fn wallet_class(wallet: ProviderKind) -> &'static str {
-    match wallet {
-        ProviderKind::Alipay => "alipay",
-        ProviderKind::WechatPay => "wechat",
-    }
+    wallet.as_str()
+}
+
+/// One rule per wallet with its declared brand colour.
+fn brand_style() -> String {
+    registry::all_facts()
+        .map(|p| {
+            format!(
+                ".{}{{background:{}}}",
+                p.kind.as_str(),
+                p.wallet.brand_colour
+            )
+        })
+        .collect()
 }
 
 /// The QR code for `data` as inline SVG (no image request; renders without script).
@@ -111,7 +120,6 @@ main{max-width:420px;margin:0 auto;padding:16px}\
 h1{font-size:18px;margin:0 0 12px}\
 form{margin:0}\
 .wallet{display:block;width:100%;border:0;border-radius:8px;padding:14px;margin:0 0 10px;font-size:17px;color:#fff;cursor:pointer;text-align:center;text-decoration:none}\
-.alipay{background:#1677ff}.wechat{background:#07c160}\
 .secondary{display:block;width:100%;border:1px solid #c9cdd4;background:#fff;color:#1d2129;border-radius:8px;padding:10px;margin:8px 0 0;font-size:15px;cursor:pointer;text-align:center;text-decoration:none}\
 .qrbox{text-align:center}\
 .qr{width:232px;height:232px;display:block;margin:8px auto}\
@@ -135,8 +143,9 @@ fn head(title: &str, refresh: Option<(u32, Option<&str>)>) -> String {
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">{refresh}\
-         <title>{}</title><style>{STYLE}</style></head><body><main>",
-        escape(title)
+         <title>{}</title><style>{STYLE}{}</style></head><body><main>",
+        escape(title),
+        brand_style()
     )
 }
 
@@ -187,10 +196,11 @@ fn wallet_buttons(view: &View<'_>, skip: Option<PaymentMethod>, heading: &str) -
         out.push_str("<section class=\"card\" id=\"wallets\">");
     }
     for wallet in &view.offers.elsewhere {
+        let names = registry::facts(*wallet).wallet;
         out.push_str(&format!(
             "<p class=\"hint\">使用{0}：请点击右上角 ··· 在浏览器中打开本页。<br>To pay with {1}, open this page in your browser (tap ··· at the top right).</p>",
-            escape(wallet_name(*wallet).split(' ').next().unwrap_or_default()),
-            escape(wallet_name(*wallet).split_once(' ').map_or("", |(_, en)| en)),
+            escape(names.name_zh),
+            escape(names.name_en),
         ));
     }
     out.push_str("</section>");
@@ -296,6 +306,7 @@ pub fn render(view: &View<'_>) -> Rendered {
 
 /// The waiting payment's part of the page, and whether it holds the JSAPI script.
 fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
+    let facts = registry::facts(payment.provider).wallet;
     let wallet = wallet_name(payment.provider);
     let open = |inner: String| {
         format!(
@@ -307,10 +318,7 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
     match &payment.next_action {
         Some(NextAction::DisplayQr { qr_data }) => {
             let qr = qr_svg(qr_data).unwrap_or_default();
-            let app = match payment.provider {
-                ProviderKind::Alipay => ("打开支付宝扫一扫", "Open Alipay and scan"),
-                ProviderKind::WechatPay => ("打开微信扫一扫", "Open WeChat and scan"),
-            };
+            let app = (facts.scan_hint_zh, facts.scan_hint_en);
             let sandbox = view
                 .sandbox_wallet
                 .as_ref()
@@ -342,15 +350,17 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
                  <p class=\"muted\">付款后本页会自动更新 · This page updates by itself once you have paid.</p>",
                 wallet_class(payment.provider),
                 escape(url),
-                escape(wallet.split(' ').next().unwrap_or_default()),
-                escape(wallet.split_once(' ').map_or("", |(_, en)| en)),
+                escape(facts.name_zh),
+                escape(facts.name_en),
             )),
             false,
         ),
         Some(NextAction::WechatJsapi { parameters }) => (
             open(format!(
-                "<h1>{wallet}</h1><p>正在打开微信支付… Opening WeChat Pay…</p>\
+                "<h1>{wallet}</h1><p>正在打开{}… Opening {}…</p>\
                  <a class=\"secondary\" href=\"{}\">已完成支付 · I have paid</a>{}",
+                escape(facts.name_zh),
+                escape(facts.name_en),
                 escape(&view.path),
                 jsapi_script(parameters, view.script_nonce, &view.path)
             )),

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use moongate_contract::{Currency, LineKind, StatementLine};
+use moongate_contract::{Currency, LineKind, StatementDay, StatementLine};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
@@ -21,8 +21,10 @@ use crate::ledger::{PaymentStatus, RefundStatus};
 /// What is matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatchSettings {
-    /// The statement day (Beijing).
+    /// The statement day.
     pub day: Date,
+    /// How the provider cuts days (declared by its adapter crate).
+    pub day_rule: StatementDay,
     /// Drift window either side of the day, seconds.
     pub drift_secs: i64,
     /// The account's agreed fee rate (parts per million), when configured.
@@ -32,12 +34,8 @@ pub struct MatchSettings {
 impl MatchSettings {
     /// `[start, end)` of the day in ms since the epoch.
     pub fn day_bounds_ms(&self) -> (i64, i64) {
-        let start = self
-            .day
-            .midnight()
-            .assume_offset(moongate_contract::statement::BEIJING);
-        let start_ms = unix_ms(start);
-        (start_ms, start_ms + 86_400_000)
+        let (start, end) = self.day_rule.window(self.day);
+        (unix_ms(start), unix_ms(end))
     }
 
     /// `[start, end)` of the ledger window (the day ± drift), as instants.

@@ -4,13 +4,14 @@
 //! inserted, with the provider's amount and transaction number, and a `payment.succeeded`
 //! event so the merchant hears of it. The break is then resolved with a note.
 
-use moongate_contract::{Money, PaymentRef, PaymentStatus as ProviderStatus, Prepared};
+use moongate_contract::{Money, PaymentRef, PaymentStatus as ProviderStatus};
 use time::OffsetDateTime;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::{BreakStatus, Category};
 use crate::gateway::Gateway;
 use crate::ledger::{Payment, PaymentStatus};
+use crate::port::Caller;
 use crate::store::{StoreError, StoredBreak};
 
 /// Why a repair was refused.
@@ -92,24 +93,21 @@ pub async fn repair_break(
         amount: Money::new(record.provider_amount.unwrap_or(0), currency),
     };
     let adapter = &account.adapter;
-    let cx = Gateway::call_context();
-    let status = match adapter
-        .prepare_query(&cx, &reference)
-        .map_err(|e| RepairError::Provider(e.to_string()))?
-    {
-        Prepared::Ready(status) => status,
-        Prepared::Send(request) => {
-            let response = gateway
-                .providers
-                .send(&request)
-                .instrument(info_span!("provider_call", operation = "query", account = %account.id))
-                .await
-                .map_err(|e| RepairError::Provider(e.to_string()))?;
-            adapter
-                .parse_query(&reference, &response)
-                .map_err(|e| RepairError::Provider(e.to_string()))?
-        }
+    let caller = Caller {
+        merchant_id: &found.merchant_id,
+        account,
+        subject: &record.payment_id,
+        refund_id: None,
     };
+    let prepared = adapter.prepare_query(&Gateway::call_context(), &reference);
+    let status = gateway
+        .port()
+        .exchange(caller, "query", prepared, |answer| {
+            adapter.parse_query(&reference, answer)
+        })
+        .await
+        .into_answer()
+        .map_err(RepairError::Provider)?;
     let ProviderStatus::Succeeded {
         provider_ref,
         amount,

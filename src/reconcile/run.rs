@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moongate_contract::{
-    Currency, Operation, PaymentAdapter, ProviderKind, StatementError, StatementLocation,
+    Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLocation,
     StatementTotals,
 };
 use time::format_description::well_known::Rfc3339;
@@ -16,7 +16,10 @@ use tracing::{Instrument, info, info_span, warn};
 use super::matcher::{CategoryTally, MatchSettings, Matcher};
 use super::report::{Control, Report, Resources, StatementSide};
 use super::{BreakStatus, Category, StatementRecord};
+use crate::config::Account;
 use crate::gateway::Gateway;
+use crate::port::Caller;
+use crate::registry;
 use crate::store::{ReconRun, StoreError};
 
 /// Largest statement file downloaded or imported (a million-line bill is about 250 MB).
@@ -164,13 +167,6 @@ impl<R: Seek> Seek for Counting<R> {
     }
 }
 
-fn extension(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Alipay => "csv.zip",
-        ProviderKind::WechatPay => "csv",
-    }
-}
-
 /// Copies a file into the statement store while hashing it.
 fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> {
     let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", from.display()));
@@ -203,11 +199,11 @@ fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> 
 /// Fetches (or imports) the statement and stores the raw file with its SHA-256.
 async fn obtain(
     gateway: &Gateway,
-    adapter: &Arc<dyn PaymentAdapter>,
+    account: &Account,
     request: &RunRequest,
     dir: &Path,
 ) -> Result<(StatementRecord, Option<PathBuf>), ReconcileError> {
-    let kind = adapter.kind();
+    let kind = account.kind;
     let day = format_day(request.day);
     let nonce = crate::ledger::new_id("part");
     let staging = dir.join(format!(".{day}-{nonce}.part"));
@@ -221,20 +217,26 @@ async fn obtain(
             ("import", bytes, Some(sha))
         }
         Source::Download => {
-            let cx = Gateway::call_context();
-            let asked = adapter
-                .prepare_statement(&cx, request.day)
-                .map_err(|e| ReconcileError::Provider(e.to_string()))?;
-            let answer = gateway
-                .providers
-                .send(&asked)
-                .instrument(info_span!("provider_call", operation = "statement", account = %request.account_id))
+            let adapter = &account.adapter;
+            let subject = format!("statement:{day}");
+            let caller = Caller {
+                merchant_id: &request.merchant_id,
+                account,
+                subject: &subject,
+                refund_id: None,
+            };
+            let prepared = adapter
+                .prepare_statement(&Gateway::call_context(), request.day)
+                .map(Prepared::Send);
+            let location = gateway
+                .port()
+                .exchange(caller, "statement", prepared, |answer| {
+                    adapter.parse_statement(answer)
+                })
                 .await
-                .map_err(|e| ReconcileError::Provider(e.to_string()))?;
-            match adapter
-                .parse_statement(&answer)
-                .map_err(|e| ReconcileError::Provider(e.to_string()))?
-            {
+                .into_answer()
+                .map_err(ReconcileError::Provider)?;
+            match location {
                 StatementLocation::NotReady { code } => return Err(ReconcileError::NotReady(code)),
                 StatementLocation::Empty => ("empty", 0, None),
                 StatementLocation::Download { url, sha1 } => {
@@ -242,13 +244,20 @@ async fn obtain(
                         .prepare_statement_download(&Gateway::call_context(), &url)
                         .map_err(|e| ReconcileError::Provider(e.to_string()))?;
                     let got = gateway
-                        .providers
-                        .download_to(&download, &staging, MAX_STATEMENT_BYTES, DOWNLOAD_TIMEOUT)
-                        .instrument(info_span!("provider_call", operation = "statement_download", account = %request.account_id))
+                        .port()
+                        .download(
+                            caller,
+                            "statement_download",
+                            &download,
+                            &staging,
+                            MAX_STATEMENT_BYTES,
+                            DOWNLOAD_TIMEOUT,
+                        )
                         .await
+                        .into_answer()
                         .map_err(|e| {
                             let _ = std::fs::remove_file(&staging);
-                            ReconcileError::Download(e.to_string())
+                            ReconcileError::Download(e)
                         })?;
                     if got.status != 200 {
                         let _ = std::fs::remove_file(&staging);
@@ -280,7 +289,7 @@ async fn obtain(
             let name = format!(
                 "{day}-{}.{}",
                 sha.get(..16).unwrap_or(&sha),
-                extension(kind)
+                registry::facts(kind).wallet.statement_extension
             );
             let path = dir.join(name);
             std::fs::rename(&staging, &path)
@@ -360,10 +369,11 @@ async fn reconcile_inner(
         .join(&request.account_id);
     std::fs::create_dir_all(&dir)
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", dir.display())))?;
-    let (statement, path) = obtain(gateway, &adapter, &request, &dir).await?;
+    let (statement, path) = obtain(gateway, account, &request, &dir).await?;
     let drift_secs = config.reconciliation.drift_secs;
     let settings = MatchSettings {
         day: request.day,
+        day_rule: registry::facts(account.kind).wallet.statement_day,
         drift_secs: i64::try_from(drift_secs).unwrap_or(86_400),
         fee_rate_ppm: account.fee_rate_ppm,
     };

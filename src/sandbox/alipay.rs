@@ -545,9 +545,7 @@ async fn gateway_handle(
             let Some(auth_code) = biz_str("auth_code") else {
                 return reply(business("ACQ.INVALID_PARAMETER", "参数无效: auth_code"));
             };
-            if moongate_contract::PaymentMethod::for_payment_code(&auth_code)
-                != Some(moongate_contract::PaymentMethod::AlipayPaymentCode)
-            {
+            if !is_alipay_code(&auth_code) {
                 return reply(business(
                     "ACQ.PAYMENT_AUTH_CODE_INVALID",
                     "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款",
@@ -1328,4 +1326,15 @@ async fn control_statement_clock(
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// Alipay's published payment-code shape (china-wallets.md section E): 16-24 digits starting
+/// 25-30. Written here from the rule, not taken from the adapter.
+fn is_alipay_code(code: &str) -> bool {
+    (16..=24).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && code
+            .get(..2)
+            .and_then(|p| p.parse::<u8>().ok())
+            .is_some_and(|p| (25..=30).contains(&p))
 }

@@ -29,7 +29,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use moongate_adapter_wechatpay::{aead, format_rfc3339_beijing, sign, v2};
 use moongate_contract::crypto::{RsaSigner, RsaVerifier};
-use moongate_contract::{HttpMethod, HttpRequest, PaymentMethod};
+use moongate_contract::{HttpMethod, HttpRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -1598,7 +1598,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
             return Err(("PARAM_ERROR", "out_trade_no 格式错误"));
         }
         let code = get("auth_code");
-        if PaymentMethod::for_payment_code(code) != Some(PaymentMethod::WechatPaymentCode) {
+        if !is_wechat_code(code) {
             return Err(("AUTH_CODE_INVALID", "付款码无效，请重新扫码"));
         }
         let mut inner = sb.lock();
@@ -1870,4 +1870,15 @@ async fn control_statement_clock(
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// WeChat Pay's published payment-code shape (china-wallets.md section E): 18 digits starting
+/// 10-15. Written here from the rule, not taken from the adapter.
+fn is_wechat_code(code: &str) -> bool {
+    code.len() == 18
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && code
+            .get(..2)
+            .and_then(|p| p.parse::<u8>().ok())
+            .is_some_and(|p| (10..=15).contains(&p))
 }

@@ -16,9 +16,12 @@
 #![warn(missing_docs)]
 
 pub mod bill;
+pub mod facts;
 pub mod settings;
 pub mod sign;
 pub mod wire;
+
+pub use facts::FACTS;
 
 use std::collections::HashMap;
 
@@ -27,8 +30,8 @@ use moongate_contract::{
     Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
     HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
     NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
-    Prepared, ProviderKind, RawNotification, RefundRequest, RefundStatus, StatementError,
-    StatementLocation, StatementSink, StatementSource, StatementTotals,
+    Prepared, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
+    StatementError, StatementLocation, StatementSink, StatementSource, StatementTotals,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -478,9 +481,7 @@ impl PaymentAdapter for AlipayAdapter {
                 .payer
                 .payment_code
                 .as_deref()
-                .filter(|c| {
-                    PaymentMethod::for_payment_code(c) == Some(PaymentMethod::AlipayPaymentCode)
-                })
+                .filter(|c| facts::PAYMENT_CODE.matches(c))
                 .ok_or_else(|| {
                     AdapterError::InvalidRequest(
                         "payer.payment_code is not an Alipay code".to_owned(),
@@ -925,6 +926,22 @@ impl PaymentAdapter for AlipayAdapter {
     ) -> Result<StatementTotals, StatementError> {
         let account = self.seller_id.as_ref().map(|pid| format!("{pid}0156"));
         bill::read_trade_bill_zip(source, account.as_deref(), sink)
+    }
+
+    /// Alipay's public key is configured by hand (public-key mode); there is nothing to fetch.
+    fn prepare_certificates(&self, _cx: &CallContext) -> Result<HttpRequest, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Certificates,
+        })
+    }
+
+    fn parse_certificates(
+        &self,
+        _resp: &HttpResponse,
+    ) -> Result<Vec<ProviderCertificate>, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Certificates,
+        })
     }
 }
 

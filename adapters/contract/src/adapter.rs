@@ -13,7 +13,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::domain::{
     Ack, AckKind, Capabilities, CloseStatus, CreatePayment, Notification, PaymentRef,
-    PaymentStatus, ProviderKind, RawNotification, RefundRequest, RefundStatus,
+    PaymentStatus, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
 };
 use crate::error::{AdapterError, NotificationError};
 use crate::http::{HttpRequest, HttpResponse};
@@ -153,4 +153,16 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
         source: &mut dyn StatementSource,
         sink: &mut StatementSink<'_>,
     ) -> Result<StatementTotals, StatementError>;
+
+    /// Renders the download of the provider's own certificates, for providers that hand them
+    /// out through their API (WeChat Pay's certificate mode). Others answer
+    /// [`AdapterError::Unsupported`] and leave [`crate::Operation::Certificates`] out of their
+    /// capabilities.
+    fn prepare_certificates(&self, cx: &CallContext) -> Result<HttpRequest, AdapterError>;
+
+    /// Reads (decrypts, checks, verifies) the certificate download's answer.
+    fn parse_certificates(
+        &self,
+        resp: &HttpResponse,
+    ) -> Result<Vec<ProviderCertificate>, AdapterError>;
 }

@@ -121,29 +121,6 @@ impl PaymentMethod {
             .copied()
             .find(|method| method.as_str() == name)
     }
-
-    /// True for methods where the cashier scans a code the shopper shows.
-    pub fn is_payment_code(&self) -> bool {
-        matches!(
-            self,
-            PaymentMethod::AlipayPaymentCode | PaymentMethod::WechatPaymentCode
-        )
-    }
-
-    /// Tells the wallet of a scanned payment code by its prefix and length, as aggregators do
-    /// (china-wallets.md section E): 18 digits starting 10–15 are WeChat Pay, 16–24 digits
-    /// starting 25–30 are Alipay. Anything else (UnionPay's 62…, garbage) is `None`.
-    pub fn for_payment_code(code: &str) -> Option<PaymentMethod> {
-        if !code.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let prefix: u32 = code.get(..2)?.parse().ok()?;
-        match (prefix, code.len()) {
-            (10..=15, 18) => Some(PaymentMethod::WechatPaymentCode),
-            (25..=30, 16..=24) => Some(PaymentMethod::AlipayPaymentCode),
-            _ => None,
-        }
-    }
 }
 
 /// Operations a provider adapter may support.
@@ -164,6 +141,9 @@ pub enum Operation {
     Notification,
     /// Fetch and read a daily trade statement.
     Statement,
+    /// Download the provider's own certificates (keys that verify its answers), for providers
+    /// that hand them out only through their API.
+    Certificates,
 }
 
 /// What an adapter can do; the core refuses anything else before calling it.
@@ -433,4 +413,15 @@ pub struct Ack {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
+}
+
+/// A provider certificate downloaded through its API, decrypted and checked by the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderCertificate {
+    /// Serial (upper-case hex), as the provider names it in its answers.
+    pub serial_no: String,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// When the provider says it expires (RFC 3339).
+    pub expire_time: String,
 }

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod facts;
 pub mod http;
 pub mod money;
 pub mod secret;
@@ -21,9 +22,12 @@ pub use adapter::{CallContext, PaymentAdapter, Prepared};
 pub use domain::{
     Ack, AckKind, Capabilities, CloseStatus, CreatePayment, JsapiParameters, NextAction,
     Notification, NotificationEvent, Operation, Payer, PaymentMethod, PaymentRef, PaymentStatus,
-    ProviderKind, RawNotification, RefundRequest, RefundStatus,
+    ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
 };
 pub use error::{AdapterError, NotificationError};
+pub use facts::{
+    CashierFit, CodeFormat, MethodFacts, PayerField, ProviderFacts, StatementDay, WalletFacts,
+};
 pub use http::{HttpMethod, HttpRequest, HttpResponse};
 pub use money::{Currency, Money, MoneyError};
 pub use secret::{Secret, SecretRef};

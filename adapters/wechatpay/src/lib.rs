@@ -19,11 +19,14 @@
 
 pub mod aead;
 pub mod bill;
+pub mod facts;
 pub mod settings;
 pub mod sign;
 pub mod v2;
 pub mod verify;
 pub mod wire;
+
+pub use facts::FACTS;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +71,7 @@ const OPERATIONS: &[Operation] = &[
     Operation::RefundQuery,
     Operation::Notification,
     Operation::Statement,
+    Operation::Certificates,
 ];
 
 const CAPABILITIES: Capabilities = Capabilities {
@@ -148,15 +152,7 @@ pub struct WechatPayAdapter {
 }
 
 /// A platform certificate downloaded from `GET /v3/certificates`, decrypted and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformCertificate {
-    /// Serial (upper-case hex), as `Wechatpay-Serial` names it.
-    pub serial_no: String,
-    /// The certificate, PEM.
-    pub pem: String,
-    /// When WeChat Pay says it expires (RFC 3339).
-    pub expire_time: String,
-}
+pub use moongate_contract::ProviderCertificate as PlatformCertificate;
 
 /// A non-2xx answer, decoded.
 #[derive(Debug)]
@@ -439,9 +435,7 @@ impl WechatPayAdapter {
             .payer
             .payment_code
             .as_deref()
-            .filter(|c| {
-                PaymentMethod::for_payment_code(c) == Some(PaymentMethod::WechatPaymentCode)
-            })
+            .filter(|c| facts::PAYMENT_CODE.matches(c))
             .ok_or_else(|| {
                 AdapterError::InvalidRequest("payer.payment_code is not a WeChat Pay code".into())
             })?;
@@ -1226,5 +1220,17 @@ impl PaymentAdapter for WechatPayAdapter {
         })
         .map_err(to_statement)?;
         Ok(totals)
+    }
+
+    // The inherent methods (also used by the certificate tests) do the work.
+    fn prepare_certificates(&self, cx: &CallContext) -> Result<HttpRequest, AdapterError> {
+        WechatPayAdapter::prepare_certificates(self, cx)
+    }
+
+    fn parse_certificates(
+        &self,
+        resp: &HttpResponse,
+    ) -> Result<Vec<PlatformCertificate>, AdapterError> {
+        WechatPayAdapter::parse_certificates(self, resp)
     }
 }

@@ -895,31 +895,6 @@ fn micropay_request_and_answers() {
     ));
 }
 
-#[test]
-fn payment_codes_are_routed_by_prefix() {
-    assert_eq!(
-        PaymentMethod::for_payment_code("134567890123456789"),
-        Some(PaymentMethod::WechatPaymentCode)
-    );
-    assert_eq!(
-        PaymentMethod::for_payment_code("104567890123456789"),
-        Some(PaymentMethod::WechatPaymentCode)
-    );
-    assert_eq!(
-        PaymentMethod::for_payment_code("284567890123456789"),
-        Some(PaymentMethod::AlipayPaymentCode)
-    );
-    assert_eq!(
-        PaymentMethod::for_payment_code("2545678901234567"),
-        Some(PaymentMethod::AlipayPaymentCode)
-    );
-    assert_eq!(PaymentMethod::for_payment_code("6212345678901234567"), None);
-    assert_eq!(PaymentMethod::for_payment_code("16456789012345678"), None);
-    assert_eq!(PaymentMethod::for_payment_code("1345678901234567890"), None);
-    assert_eq!(PaymentMethod::for_payment_code("13456789012345678x"), None);
-    assert_eq!(PaymentMethod::for_payment_code(""), None);
-}
-
 const BILL: &[u8] = include_bytes!("../../../fixtures/wechatpay/bill.ALL.csv");
 
 #[test]

@@ -1,0 +1,344 @@
+//! The one provider port: the only way anything in Moongate reaches a provider.
+//!
+//! Every call, whatever asks for it (payments, refunds, the janitor, statement downloads,
+//! repair, certificate downloads), passes the same steps in the same order: the account's
+//! outbound rate limit (a bounded wait, else not sent), its circuit breaker, a `provider_call`
+//! span, the one HTTP client, the adapter's pure parse, the call metrics, the breaker's
+//! bookkeeping and a row in the attempt log. The HTTP client is private to this module.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moongate_contract::{AdapterError, HttpRequest, HttpResponse, Prepared};
+use time::OffsetDateTime;
+use tracing::{Instrument, info_span, warn};
+
+use crate::config::Account;
+use crate::limits::Limited;
+use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
+use crate::outbound::{CallError, Downloaded, Outbound};
+use crate::store::{Attempt, Store};
+
+/// Who is calling and about what: the account called and the record the call concerns.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The merchant owning the account.
+    pub merchant_id: &'a str,
+    /// The account called (its adapter, limit and circuit).
+    pub account: &'a Account,
+    /// What the call is about, for the attempt log: a payment id, or `statement:{day}`,
+    /// `certificates` for calls about no payment.
+    pub subject: &'a str,
+    /// The refund concerned, if any.
+    pub refund_id: Option<&'a str>,
+}
+
+/// The outcome of one provider exchange, before the caller maps it.
+#[derive(Debug)]
+pub enum Exchange<T> {
+    /// The provider answered and the adapter read it.
+    Answer(T),
+    /// The adapter refused to render the request, or could not use the answer.
+    Adapter(AdapterError),
+    /// The request got no answer.
+    Call(CallError),
+    /// Not sent: the account's outbound limit had no turn within its bound.
+    Throttled(Limited),
+    /// Not sent: the account's circuit is open.
+    CircuitOpen,
+}
+
+impl<T> Exchange<T> {
+    /// True when the provider certainly did not act on the request.
+    pub fn not_taken(&self) -> bool {
+        matches!(
+            self,
+            Exchange::Call(CallError::NotSent(_))
+                | Exchange::Throttled(_)
+                | Exchange::CircuitOpen
+                | Exchange::Adapter(
+                    AdapterError::Rejected { .. }
+                        | AdapterError::InvalidRequest(_)
+                        | AdapterError::Signing
+                        | AdapterError::Unsupported { .. }
+                )
+        )
+    }
+
+    /// A short word for logs and metrics.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Exchange::Answer(_) => "answered",
+            Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
+            Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
+            Exchange::Adapter(_) => "unusable",
+            Exchange::Call(CallError::NotSent(_)) => "not_sent",
+            Exchange::Call(CallError::Unknown(_)) => "unknown",
+            Exchange::Throttled(_) => "throttled",
+            Exchange::CircuitOpen => "circuit_open",
+        }
+    }
+
+    /// The answer, or what went wrong in words (for callers that only report failures).
+    pub fn into_answer(self) -> Result<T, String> {
+        match self {
+            Exchange::Answer(answer) => Ok(answer),
+            Exchange::Adapter(error) => Err(error.to_string()),
+            Exchange::Call(error) => Err(error.to_string()),
+            Exchange::Throttled(limited) => Err(format!(
+                "the account's outbound limit had no turn (retry in {} ms); not sent",
+                limited.retry_after.as_millis()
+            )),
+            Exchange::CircuitOpen => {
+                Err("the account's provider is failing (circuit open); not sent".to_owned())
+            }
+        }
+    }
+}
+
+/// The port: the HTTP client, the metrics it feeds and the attempt log it writes.
+#[derive(Debug)]
+pub struct ProviderPort {
+    client: Outbound,
+    metrics: Arc<Metrics>,
+    attempts: Option<Arc<dyn Store>>,
+}
+
+/// Why a gated call was not made.
+enum Gate {
+    Throttled(Limited),
+    CircuitOpen,
+}
+
+impl ProviderPort {
+    /// A port that logs attempts in the ledger.
+    pub fn new(client: Outbound, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> ProviderPort {
+        ProviderPort {
+            client,
+            metrics,
+            attempts: Some(store),
+        }
+    }
+
+    /// A port with no ledger (command-line tools that run before a gateway exists): attempts
+    /// go to the log only.
+    pub fn without_ledger(client: Outbound) -> ProviderPort {
+        ProviderPort {
+            client,
+            metrics: Arc::new(Metrics::new()),
+            attempts: None,
+        }
+    }
+
+    /// Sends what the adapter prepared and reads the answer with `parse`.
+    pub async fn exchange<T>(
+        &self,
+        caller: Caller<'_>,
+        operation: &'static str,
+        prepared: Result<Prepared<T>, AdapterError>,
+        parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
+    ) -> Exchange<T> {
+        let request = match prepared {
+            Ok(Prepared::Ready(answer)) => return Exchange::Answer(answer),
+            Ok(Prepared::Send(request)) => request,
+            Err(error) => return Exchange::Adapter(error),
+        };
+        match self.gate(caller, operation).await {
+            Err(Gate::Throttled(limited)) => return Exchange::Throttled(limited),
+            Err(Gate::CircuitOpen) => return Exchange::CircuitOpen,
+            Ok(()) => {}
+        }
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let span = span(caller, operation);
+        let result = self.client.send(&request).instrument(span.clone()).await;
+        let (exchange, outcome_text) = match result {
+            Err(error) => {
+                let text = error.to_string();
+                (Exchange::Call(error), text)
+            }
+            Ok(response) => match parse(&response) {
+                Ok(answer) => (
+                    Exchange::Answer(answer),
+                    format!("answered HTTP {}", response.status),
+                ),
+                Err(error) => {
+                    let text = error.to_string();
+                    (Exchange::Adapter(error), text)
+                }
+            },
+        };
+        span.record("outcome", outcome_text.as_str());
+        // A provider that answered, even with a refusal, is up; unknown fates are failures.
+        let healthy = matches!(
+            exchange,
+            Exchange::Answer(_) | Exchange::Adapter(AdapterError::Rejected { .. })
+        );
+        self.finish(
+            caller,
+            operation,
+            exchange.describe(),
+            healthy,
+            started_at,
+            clock,
+            &outcome_text,
+        )
+        .await;
+        exchange
+    }
+
+    /// Sends one request and streams the answer's body into `path` (statement files), with the
+    /// same limit, circuit, metrics and attempt log as every call. A non-200 answer is returned
+    /// as such: the caller reads the status.
+    pub async fn download(
+        &self,
+        caller: Caller<'_>,
+        operation: &'static str,
+        request: &HttpRequest,
+        path: &Path,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Exchange<Downloaded> {
+        match self.gate(caller, operation).await {
+            Err(Gate::Throttled(limited)) => return Exchange::Throttled(limited),
+            Err(Gate::CircuitOpen) => return Exchange::CircuitOpen,
+            Ok(()) => {}
+        }
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let span = span(caller, operation);
+        let result = self
+            .client
+            .download_to(request, path, max_bytes, timeout)
+            .instrument(span.clone())
+            .await;
+        let (exchange, outcome_text, healthy) = match result {
+            Err(error) => {
+                let text = error.to_string();
+                (Exchange::Call(error), text, false)
+            }
+            Ok(got) => {
+                let text = format!("answered HTTP {} ({} bytes)", got.status, got.bytes);
+                // A 5xx is the provider failing; any other answer shows it is up.
+                let healthy = got.status < 500;
+                (Exchange::Answer(got), text, healthy)
+            }
+        };
+        span.record("outcome", outcome_text.as_str());
+        self.finish(
+            caller,
+            operation,
+            exchange.describe(),
+            healthy,
+            started_at,
+            clock,
+            &outcome_text,
+        )
+        .await;
+        exchange
+    }
+
+    /// The account's outbound limit, then its circuit.
+    async fn gate(&self, caller: Caller<'_>, operation: &'static str) -> Result<(), Gate> {
+        let account = caller.account;
+        if let Some(limit) = &account.limit
+            && let Err(limited) = limit.acquire().await
+        {
+            warn!(
+                account = %account.id,
+                operation,
+                retry_after_ms = limited.retry_after.as_millis() as u64,
+                "outbound rate limit: call not sent"
+            );
+            self.metrics
+                .rate_limited
+                .get_or_create(&LimitLabels {
+                    scope: "account".to_owned(),
+                    id: format!("{}/{}", caller.merchant_id, account.id),
+                })
+                .inc();
+            self.count(caller, operation, "throttled", None);
+            return Err(Gate::Throttled(limited));
+        }
+        if !account.circuit.allow(Instant::now()) {
+            self.count(caller, operation, "circuit_open", None);
+            return Err(Gate::CircuitOpen);
+        }
+        Ok(())
+    }
+
+    /// Metrics, the circuit's bookkeeping and the attempt log of a call that was sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        caller: Caller<'_>,
+        operation: &'static str,
+        outcome: &str,
+        healthy: bool,
+        started_at: OffsetDateTime,
+        clock: Instant,
+        outcome_text: &str,
+    ) {
+        self.count(caller, operation, outcome, Some(clock.elapsed()));
+        caller.account.circuit.record(Instant::now(), healthy);
+        let attempt = Attempt {
+            payment_id: caller.subject.to_owned(),
+            account_id: caller.account.id.clone(),
+            refund_id: caller.refund_id.map(str::to_owned),
+            operation,
+            started_at,
+            elapsed_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
+            outcome: outcome_text.chars().take(300).collect(),
+        };
+        match &self.attempts {
+            Some(store) => {
+                if let Err(error) = store.record_attempt(attempt).await {
+                    warn!(%error, "could not record provider attempt");
+                }
+            }
+            None => tracing::info!(
+                account = %attempt.account_id,
+                operation,
+                outcome = %attempt.outcome,
+                elapsed_ms = attempt.elapsed_ms,
+                "provider call"
+            ),
+        }
+    }
+
+    fn count(&self, caller: Caller<'_>, operation: &str, outcome: &str, elapsed: Option<Duration>) {
+        let account = caller.account;
+        self.metrics
+            .provider_calls
+            .get_or_create(&CallLabels {
+                provider: account.kind.as_str().to_owned(),
+                merchant: caller.merchant_id.to_owned(),
+                account: account.id.clone(),
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if let Some(elapsed) = elapsed {
+            self.metrics
+                .provider_seconds
+                .get_or_create(&CallTimeLabels {
+                    provider: account.kind.as_str().to_owned(),
+                    merchant: caller.merchant_id.to_owned(),
+                    account: account.id.clone(),
+                    operation: operation.to_owned(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+fn span(caller: Caller<'_>, operation: &'static str) -> tracing::Span {
+    info_span!(
+        "provider_call",
+        operation,
+        account = %caller.account.id,
+        subject = caller.subject,
+        outcome = tracing::field::Empty
+    )
+}
