@@ -239,9 +239,57 @@ pub(crate) async fn merchant_payment(
         .ok_or_else(|| ApiError::missing("payment", id))
 }
 
+/// A `/v1` request whose signature, timestamp and nonce were checked (see [`crate::auth`]) and
+/// which was counted against the merchant's request limits: the extractor every merchant
+/// handler takes last (it reads the body).
+#[derive(Debug)]
+pub struct Signed {
+    /// The authenticated merchant, from the request's one config snapshot.
+    pub merchant: Arc<Merchant>,
+    /// The request's method.
+    pub method: Method,
+    /// Its URI.
+    pub uri: Uri,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// The body exactly as signed.
+    pub body: Bytes,
+    /// When the request was authenticated.
+    pub now: OffsetDateTime,
+}
+
+impl axum::extract::FromRequest<Shared> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        gw: &Shared,
+    ) -> Result<Signed, Response> {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let headers = request.headers().clone();
+        // Within the router's body limit; over it, axum's own 413.
+        let body = <Bytes as axum::extract::FromRequest<Shared>>::from_request(request, gw)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let now = OffsetDateTime::now_utc();
+        let merchant = signed_by(gw, &method, &uri, &headers, &body, now)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Signed {
+            merchant,
+            method,
+            uri,
+            headers,
+            body,
+            now,
+        })
+    }
+}
+
 /// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
 /// request limit.
-pub(crate) async fn signed_by(
+async fn signed_by(
     gw: &Gateway,
     method: &Method,
     uri: &Uri,
@@ -892,15 +940,15 @@ pub(crate) fn validate_create(
     Ok((payment, fallbacks))
 }
 
-async fn create_payment(
-    State(gw): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+async fn create_payment(State(gw): State<Shared>, signed: Signed) -> Result<Response, ApiError> {
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     let input: CreatePaymentBody = parse_body(&body)?;
@@ -958,13 +1006,9 @@ async fn current_payment(
 async fn get_payment(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed { merchant, .. } = signed;
     let merchant = &*merchant;
     let payment = merchant_payment(&gw, merchant, &id).await?;
     Ok(json_response(
@@ -983,15 +1027,8 @@ struct ListQuery {
     starting_after: Option<String>,
 }
 
-async fn list_payments(
-    State(gw): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+async fn list_payments(State(gw): State<Shared>, signed: Signed) -> Result<Response, ApiError> {
+    let Signed { merchant, uri, .. } = signed;
     let merchant = &*merchant;
     let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
     let limit = query.limit.unwrap_or(10);
@@ -1060,13 +1097,16 @@ fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Result<T, ApiErr
 async fn cancel_payment(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        ..
+    } = signed;
     let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     if !body.is_empty() {
@@ -1134,13 +1174,16 @@ struct CreateRefundBody {
 async fn create_refund(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let merchant = &*merchant;
     let key = idempotency_key(&headers)?;
     let input: CreateRefundBody = if body.is_empty() {
@@ -1226,13 +1269,9 @@ async fn create_refund(
 async fn get_refund(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed { merchant, .. } = signed;
     let merchant = &*merchant;
     let refund = gw
         .store
@@ -1287,13 +1326,9 @@ fn event_json(record: &crate::store::EventRecord) -> serde_json::Value {
 async fn get_event(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed { merchant, .. } = signed;
     let record = gw
         .store
         .event(&merchant.id, &id)
@@ -1311,13 +1346,16 @@ async fn get_event(
 async fn resend_event(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let key = idempotency_key(&headers)?;
     if !body.is_empty() {
         let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
@@ -1439,13 +1477,16 @@ fn report_json(report: &crate::reconcile::report::Report) -> Vec<u8> {
 /// answers with the report. The run is stored; repeat the call (new key) to run it again.
 async fn create_reconciliation(
     State(gw): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let key = idempotency_key(&headers)?;
     let request: ReconciliationBody = parse_body(&body)?;
     let day = match &request.date {
@@ -1505,20 +1546,9 @@ async fn create_reconciliation(
 
 async fn list_reconciliations(
     State(gw): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let merchant = signed_by(
-        &gw,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        OffsetDateTime::now_utc(),
-    )
-    .await?;
+    let Signed { merchant, .. } = signed;
     let runs = gw.store.recon_runs(Some(&merchant.id), 100).await?;
     let data: Vec<serde_json::Value> = runs.iter().map(run_summary).collect();
     Ok(json_response(
@@ -1530,13 +1560,9 @@ async fn list_reconciliations(
 
 async fn merchant_report(
     gw: &Gateway,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+    merchant: &Merchant,
     id: &str,
 ) -> Result<crate::reconcile::report::Report, ApiError> {
-    let merchant = signed_by(gw, method, uri, headers, body, OffsetDateTime::now_utc()).await?;
     crate::reconcile::run::load_report(gw, Some(&merchant.id), id)
         .await?
         .ok_or_else(|| ApiError::missing("reconciliation", id))
@@ -1545,12 +1571,9 @@ async fn merchant_report(
 async fn get_reconciliation(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
     Ok(json_response(StatusCode::OK, report_json(&report), false))
 }
 
@@ -1565,12 +1588,9 @@ fn typed(body: String, content_type: &'static str) -> Response {
 async fn get_reconciliation_csv(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
     Ok(typed(
         crate::reconcile::report::breaks_csv(&report),
         "text/csv; charset=utf-8",
@@ -1580,12 +1600,9 @@ async fn get_reconciliation_csv(
 async fn get_reconciliation_html(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let report = merchant_report(&gw, &method, &uri, &headers, &body, &id).await?;
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
     Ok(typed(
         crate::reconcile::report::html(&report),
         "text/html; charset=utf-8",
@@ -1611,20 +1628,9 @@ struct BreakQuery {
 async fn list_breaks(
     State(gw): State<Shared>,
     axum::extract::Query(query): axum::extract::Query<BreakQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let merchant = signed_by(
-        &gw,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        OffsetDateTime::now_utc(),
-    )
-    .await?;
+    let Signed { merchant, .. } = signed;
     let status = match query.status.as_deref() {
         Some(text) => Some(crate::reconcile::BreakStatus::parse(text).ok_or_else(|| {
             ApiError::invalid(
@@ -1688,13 +1694,16 @@ async fn claim_break_action(
 async fn update_break(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let key = idempotency_key(&headers)?;
     let update: BreakUpdate = parse_body(&body)?;
     let status = crate::reconcile::BreakStatus::parse(&update.status).ok_or_else(|| {
@@ -1739,13 +1748,16 @@ async fn update_break(
 async fn repair_break(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        ..
+    } = signed;
     let key = idempotency_key(&headers)?;
     if !body.is_empty() {
         let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;

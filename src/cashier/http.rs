@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use moongate_contract::{AdapterError, NextAction, PayerField, PaymentMethod};
 use serde::Deserialize;
@@ -17,9 +16,9 @@ use time::OffsetDateTime;
 use super::page::{self, View};
 use super::{Browser, Checkout, MAX_PAYMENTS_PER_CHECKOUT, MIN_PAYMENT_SECS, State as Stage};
 use crate::api::{
-    Claimed, CreatePaymentBody, PayerBody, check_metadata, check_money, check_order_text,
+    Claimed, CreatePaymentBody, PayerBody, Signed, check_metadata, check_money, check_order_text,
     check_url, claim_for, claimed, idempotency_key, json_response, keep_answer, parse_body,
-    signed_by, to_bytes, validate_create,
+    to_bytes, validate_create,
 };
 use crate::config::Merchant;
 use crate::error::ApiError;
@@ -164,13 +163,16 @@ fn validate_checkout(
 /// `POST /v1/checkouts`.
 pub async fn create_checkout(
     State(gw): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
     let key = idempotency_key(&headers)?;
     let input: CreateCheckoutBody = parse_body(&body)?;
     let checkout = validate_checkout(&merchant, input, now)?;
@@ -191,13 +193,9 @@ pub async fn create_checkout(
 pub async fn get_checkout(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let merchant = signed_by(&gw, &method, &uri, &headers, &body, now).await?;
+    let Signed { merchant, now, .. } = signed;
     current(&gw, &merchant, &id, now).await
 }
 
