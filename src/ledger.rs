@@ -1,4 +1,4 @@
-//! Ledger records and their state machines (pure; storage lives in [`crate::store`]).
+//! Ledger records and their state machines (pure; the storage traits and backends live in `store`).
 //!
 //! Invariants:
 //! - a payment's status only moves along [`PaymentStatus::can_become`]; `succeeded` is final,

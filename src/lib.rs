@@ -3,7 +3,6 @@
 //! notifications, signed merchant webhooks and reconciliation against the providers' daily
 //! statements. See `ARCHITECTURE.md` for the map.
 
-pub mod api;
 pub mod auth;
 pub mod cashier;
 pub mod certificates;
@@ -14,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod html;
+pub mod http;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
@@ -24,6 +24,7 @@ pub mod registry;
 pub mod routing;
 pub mod sandbox;
 pub mod server;
+pub mod service;
 pub mod shared_limits;
 pub mod store;
 pub mod storefront;

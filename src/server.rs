@@ -10,7 +10,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api;
 use crate::config::Config;
 use crate::config::LedgerBackend;
 use crate::gateway::Gateway;
@@ -119,7 +118,7 @@ pub async fn start_on(
     let gateway = Arc::new(
         Gateway::new(config, store, providers, webhooks_client).with_shared_limits(shared),
     );
-    let app = api::router(Arc::clone(&gateway));
+    let app = crate::http::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let header_timeout = Duration::from_millis(gateway.config().header_read_timeout_ms);
     let server = tokio::spawn(serve(listener, tls, app, header_timeout, stopping));
@@ -134,7 +133,7 @@ pub async fn start_on(
                 .local_addr()
                 .map_err(|e| StartError::Io(e.to_string()))?,
         );
-        let app = api::admin_router(Arc::clone(&gateway));
+        let app = crate::http::admin_router(Arc::clone(&gateway));
         tasks.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(admin, app).await {
                 tracing::error!(%error, "admin server stopped");
@@ -208,7 +207,7 @@ async fn serve(
                 move |mut request: axum::http::Request<hyper::body::Incoming>| {
                     request
                         .extensions_mut()
-                        .insert(crate::cashier::http::PeerAddr(peer));
+                        .insert(crate::http::extract::PeerAddr(peer));
                     request
                 },
             );

@@ -10,7 +10,6 @@
 //! Pure parts live here and in [`page`] (what to offer in which browser, the state a page
 //! shows, its HTML); [`http`] holds the handlers.
 
-pub mod http;
 pub mod page;
 
 use moongate_contract::{Currency, PayerField, PaymentMethod, ProviderKind};

@@ -1,0 +1,70 @@
+//! The admin listener's handlers (`server.admin_listen`, no authentication: a private address).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::http::{Shared, typed};
+
+/// Checks every open payment and refund at its provider now, whatever its schedule (after an
+/// incident, or in tests); answers how many were open.
+pub(crate) async fn sweep(State(gw): State<Shared>) -> Response {
+    match gw.recheck_once(std::time::Duration::ZERO).await {
+        Ok(checked) => axum::Json(serde_json::json!({ "checked": checked })).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Every account's circuit state.
+pub(crate) async fn circuits(State(gw): State<Shared>) -> Response {
+    let now = std::time::Instant::now();
+    let config = gw.config();
+    let accounts: Vec<serde_json::Value> = config
+        .merchants
+        .values()
+        .flat_map(|m| {
+            m.accounts.iter().map(move |a| {
+                serde_json::json!({
+                    "merchant": m.id,
+                    "account": a.id,
+                    "provider": a.kind.as_str(),
+                    "circuit": a.circuit.state(now).as_str(),
+                })
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "accounts": accounts })).into_response()
+}
+
+/// Admin listener (private): the latest runs, each linking to its HTML report.
+pub(crate) async fn admin_reconciliations(State(gw): State<Shared>) -> Result<Response, ApiError> {
+    let runs = gw.store.recon_runs(None, 200).await?;
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Moongate reconciliations</title></head><body style=\"font-family:sans-serif\"><h1>Reconciliations</h1><ul>",
+    );
+    for run in &runs {
+        page.push_str(&format!(
+            "<li><a href=\"/reconciliations/{id}\">{day} · {merchant}/{account}</a> <code>{id}</code></li>",
+            id = crate::sandbox::html_escape(&run.id),
+            day = crate::sandbox::html_escape(&run.day),
+            merchant = crate::sandbox::html_escape(&run.merchant_id),
+            account = crate::sandbox::html_escape(&run.account_id),
+        ));
+    }
+    page.push_str("</ul></body></html>");
+    Ok(typed(page, "text/html; charset=utf-8"))
+}
+
+/// Admin listener (private): one run's HTML report, for a browser.
+pub(crate) async fn admin_reconciliation_html(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = crate::reconcile::run::load_report(&gw, None, &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("reconciliation", &id))?;
+    Ok(typed(
+        crate::reconcile::report::html(&report),
+        "text/html; charset=utf-8",
+    ))
+}

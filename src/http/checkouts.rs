@@ -1,0 +1,62 @@
+//! `POST/GET /v1/checkouts` (signed, for storefronts).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::cashier::State as Stage;
+use crate::error::ApiError;
+use crate::http::extract::{Signed, idempotency_key};
+use crate::http::{Shared, parse_body};
+use crate::service::checkouts::{CreateCheckoutBody, current, validate_checkout};
+use crate::service::idempotency;
+use crate::service::idempotency::{Answer, Outcome, claim_for};
+
+/// `POST /v1/checkouts`.
+pub async fn create_checkout(
+    State(gw): State<Shared>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
+    let key = idempotency_key(&headers)?;
+    let input: CreateCheckoutBody = parse_body(&body)?;
+    let checkout = validate_checkout(&merchant, input, now)?;
+    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.begin_checkout(claim, checkout).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |id| current(&gw, &merchant, &id, now).await,
+        async |checkout| {
+            tracing::info!(checkout = %checkout.id, merchant = %merchant.id, "checkout created");
+            let state = Stage::of(&checkout, &[], now);
+            Ok(Outcome::Done(Answer::json(
+                StatusCode::CREATED,
+                &checkout.to_api_json(&state, &gw.config().public_base_url),
+            )))
+        },
+    )
+    .await
+    .map(IntoResponse::into_response)
+}
+
+/// `GET /v1/checkouts/{id}`.
+pub async fn get_checkout(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, now, .. } = signed;
+    current(&gw, &merchant, &id, now)
+        .await
+        .map(IntoResponse::into_response)
+}

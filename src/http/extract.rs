@@ -1,0 +1,165 @@
+//! Extractors: the signed merchant request (signature, timestamp, nonce, merchant limits), the
+//! `Idempotency-Key` header and the connection's peer address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
+
+use crate::auth::authenticate;
+use crate::config::Merchant;
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::http::Shared;
+use crate::metrics::LimitLabels;
+
+/// A `/v1` request whose signature, timestamp and nonce were checked (see [`crate::auth`]) and
+/// which was counted against the merchant's request limits: the extractor every merchant
+/// handler takes last (it reads the body).
+#[derive(Debug)]
+pub struct Signed {
+    /// The authenticated merchant, from the request's one config snapshot.
+    pub merchant: Arc<Merchant>,
+    /// The request's method.
+    pub method: Method,
+    /// Its URI.
+    pub uri: Uri,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// The body exactly as signed.
+    pub body: Bytes,
+    /// When the request was authenticated.
+    pub now: OffsetDateTime,
+}
+
+impl axum::extract::FromRequest<Shared> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        gw: &Shared,
+    ) -> Result<Signed, Response> {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let headers = request.headers().clone();
+        // Within the router's body limit; over it, axum's own 413.
+        let body = <Bytes as axum::extract::FromRequest<Shared>>::from_request(request, gw)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let now = OffsetDateTime::now_utc();
+        let merchant = signed_by(gw, &method, &uri, &headers, &body, now)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Signed {
+            merchant,
+            method,
+            uri,
+            headers,
+            body,
+            now,
+        })
+    }
+}
+
+/// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
+/// request limit.
+pub(crate) async fn signed_by(
+    gw: &Gateway,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Arc<Merchant>, ApiError> {
+    // One config snapshot for the whole request, even if a reload happens meanwhile.
+    let config = gw.config();
+    let merchant =
+        authenticate(&config, gw.store.as_ref(), method, uri, headers, body, now).await?;
+    let merchant = config
+        .merchants
+        .get(&merchant.id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(&"authenticated merchant missing"))?;
+    // Counted after authentication, so nobody can spend a merchant's quota for it. The shared
+    // (Redis) limit decides first when configured; the local one always counts, and decides
+    // alone while Redis is unavailable.
+    if let Some(shared) = &gw.shared_limits {
+        use crate::shared_limits::SharedDecision;
+        let decision = shared
+            .check(
+                &format!("merchant:{}", merchant.id),
+                merchant.limit.per_second(),
+                merchant.limit.burst(),
+            )
+            .await;
+        let outcome = match &decision {
+            SharedDecision::Allowed => "allowed",
+            SharedDecision::Limited(_) => "limited",
+            SharedDecision::Unavailable(_) => "unavailable",
+        };
+        gw.metrics
+            .shared_limit_checks
+            .get_or_create(&crate::metrics::SharedLimitLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        gw.metrics.shared_limit_up.set(i64::from(!matches!(
+            decision,
+            SharedDecision::Unavailable(_)
+        )));
+        if let SharedDecision::Limited(retry_after) = decision {
+            return Err(over_limit(gw, &merchant, "shared", retry_after));
+        }
+    }
+    match merchant.limit.check() {
+        Ok(_) => Ok(merchant),
+        Err(limited) => Err(over_limit(gw, &merchant, "local", limited.retry_after)),
+    }
+}
+
+/// Logs, counts and renders a refusal by the merchant's request limit.
+pub(crate) fn over_limit(
+    gw: &Gateway,
+    merchant: &Merchant,
+    which: &'static str,
+    retry_after: Duration,
+) -> ApiError {
+    tracing::info!(merchant = %merchant.id, limiter = which, "request over the merchant's rate limit");
+    gw.metrics
+        .rate_limited
+        .get_or_create(&LimitLabels {
+            scope: "merchant".to_owned(),
+            id: merchant.id.clone(),
+        })
+        .inc();
+    ApiError::rate_limited(&merchant.limit, retry_after)
+}
+
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key_missing",
+                "Idempotency-Key",
+                "every POST needs an Idempotency-Key header",
+            )
+        })?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "idempotency_key_invalid",
+            "Idempotency-Key",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// The peer address of a connection, put into each request by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);

@@ -1,0 +1,280 @@
+//! The HTTP layer: the router, response helpers and one module per resource. Handlers are thin:
+//! the [`extract::Signed`] extractor authenticates, the service layer ([`crate::service`]) does
+//! the work, [`crate::error::ApiError`] maps errors to HTTP in one place.
+//!
+//! Every `/v1` request is authenticated by signature ([`crate::auth`]); every POST needs an
+//! `Idempotency-Key`, whose row commits together with the first ledger write. A merchant only
+//! ever sees its own objects: another merchant's id answers exactly like a missing one.
+
+pub mod admin;
+pub mod cashier;
+pub mod checkouts;
+pub mod events;
+pub mod extract;
+pub mod notify;
+pub mod payments;
+pub mod reconciliations;
+pub mod refunds;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ErrorType};
+use crate::gateway::Gateway;
+use crate::ledger::new_id;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::service::idempotency::Answer;
+pub(crate) use crate::service::idempotency::to_bytes;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+pub(crate) type Shared = Arc<Gateway>;
+
+/// The HTTP application.
+pub fn router(gateway: Shared) -> Router {
+    Router::new()
+        .route(
+            "/v1/payments",
+            post(payments::create_payment).get(payments::list_payments),
+        )
+        .route("/v1/payments/{id}", get(payments::get_payment))
+        .route("/v1/payments/{id}/cancel", post(payments::cancel_payment))
+        .route("/v1/payments/{id}/refunds", post(refunds::create_refund))
+        .route("/v1/refunds/{id}", get(refunds::get_refund))
+        .route("/v1/events/{id}", get(events::get_event))
+        .route("/v1/events/{id}/resend", post(events::resend_event))
+        .route(
+            "/v1/reconciliations",
+            post(reconciliations::create_reconciliation).get(reconciliations::list_reconciliations),
+        )
+        .route(
+            "/v1/reconciliations/{id}",
+            get(reconciliations::get_reconciliation),
+        )
+        .route(
+            "/v1/reconciliations/{id}/breaks.csv",
+            get(reconciliations::get_reconciliation_csv),
+        )
+        .route(
+            "/v1/reconciliations/{id}/report.html",
+            get(reconciliations::get_reconciliation_html),
+        )
+        .route(
+            "/v1/reconciliation_breaks",
+            get(reconciliations::list_breaks),
+        )
+        .route(
+            "/v1/reconciliation_breaks/{id}",
+            post(reconciliations::update_break),
+        )
+        .route(
+            "/v1/reconciliation_breaks/{id}/repair",
+            post(reconciliations::repair_break),
+        )
+        .route("/v1/checkouts", post(checkouts::create_checkout))
+        .route("/v1/checkouts/{id}", get(checkouts::get_checkout))
+        .route("/cashier/{token}", get(cashier::cashier_page))
+        .route("/cashier/{token}/pay", post(cashier::cashier_choose))
+        .route(
+            "/notify/{provider}/{merchant}/{account}",
+            post(notify::notify),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequestError,
+                "route_missing",
+                "no such route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            trace_request,
+        ))
+        .with_state(gateway)
+}
+
+/// The admin application (`server.admin_listen`): `/metrics` and `/healthz`. It has no
+/// authentication; it must listen on a private address.
+pub fn admin_router(gateway: Shared) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(gw): State<Shared>| async move {
+                let now = std::time::Instant::now();
+                let config = gw.config();
+                for merchant in config.merchants.values() {
+                    for account in &merchant.accounts {
+                        let state = match account.circuit.state(now) {
+                            crate::circuit::CircuitState::Closed => 0,
+                            crate::circuit::CircuitState::HalfOpen => 1,
+                            crate::circuit::CircuitState::Open => 2,
+                        };
+                        gw.metrics
+                            .circuit_state
+                            .get_or_create(&crate::metrics::AccountLabels {
+                                merchant: merchant.id.clone(),
+                                account: account.id.clone(),
+                            })
+                            .set(state);
+                    }
+                }
+                let mut response = gw.metrics.render().into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/circuits", get(admin::circuits))
+        .route("/reconciliations", get(admin::admin_reconciliations))
+        .route(
+            "/reconciliations/{id}",
+            get(admin::admin_reconciliation_html),
+        )
+        .route("/janitor/sweep", post(admin::sweep))
+        .with_state(gateway)
+}
+
+pub(crate) async fn trace_request(
+    State(gw): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // The matched route, not the raw path: bounded label values.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let http_method = request.method().as_str().to_owned();
+    let request_id = new_id("req");
+    // A cashier URL's token is a credential: its requests are logged by route.
+    let path = if route.starts_with("/cashier/") {
+        route.as_str()
+    } else {
+        request.uri().path()
+    };
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        method = %request.method(),
+        path = %path,
+        status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("status", response.status().as_u16());
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: http_method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    gw.metrics
+        .request_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    tracing::info!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "served");
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    response
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        json_response(self.status, self.body, self.replayed)
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Parses a JSON body strictly; errors name the offending parameter.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let param = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let code = if message.starts_with("unknown field") {
+            "parameter_unknown"
+        } else if message.starts_with("missing field") {
+            "parameter_missing"
+        } else if inner.is_syntax() || inner.is_eof() {
+            "body_invalid_json"
+        } else {
+            "parameter_invalid"
+        };
+        let param = if param == "." { String::new() } else { param };
+        let param = match (code, message.split('`').nth(1)) {
+            ("parameter_unknown" | "parameter_missing", Some(field)) if param.is_empty() => {
+                field.to_owned()
+            }
+            _ => param,
+        };
+        ApiError::invalid(code, param, message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::invalid("body_invalid_json", "", e.to_string()))?;
+    Ok(value)
+}
+
+pub(crate) fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let mut map = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = match key.as_ref() {
+            "limit" => value
+                .parse::<u32>()
+                .map(serde_json::Value::from)
+                .map_err(|_| {
+                    ApiError::invalid("parameter_invalid", "limit", "limit must be an integer")
+                })?,
+            _ => serde_json::Value::String(value.into_owned()),
+        };
+        if map.insert(key.clone().into_owned(), value).is_some() {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                key.into_owned(),
+                "repeated parameter",
+            ));
+        }
+    }
+    parse_body(&to_bytes(&serde_json::Value::Object(map)))
+}
+
+pub(crate) fn typed(body: String, content_type: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,341 @@
+//! `/v1/reconciliations` and `/v1/reconciliation_breaks`: runs, reports and break handling.
+
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::config::Merchant;
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::http::extract::{Signed, idempotency_key};
+use crate::http::{Shared, json_response, parse_body, to_bytes, typed};
+use crate::service::idempotency;
+use crate::service::idempotency::{Answer, Outcome, claim_for, key_in_use};
+use crate::store::Begin;
+
+// --- Reconciliation -----------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReconciliationBody {
+    /// Provider account.
+    account: String,
+    /// Statement day `yyyy-MM-dd` (Beijing); default yesterday.
+    #[serde(default)]
+    date: Option<String>,
+}
+
+pub(crate) fn run_summary(run: &crate::store::ReconRun) -> serde_json::Value {
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&run.report).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = summary.as_object_mut() {
+        map.remove("breaks");
+        map.insert("object".to_owned(), "reconciliation".into());
+    }
+    summary
+}
+
+pub(crate) fn report_json(report: &crate::reconcile::report::Report) -> Vec<u8> {
+    let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("object".to_owned(), "reconciliation".into());
+    }
+    to_bytes(&value)
+}
+
+/// Runs a reconciliation now: downloads the account's statement for the day, matches it and
+/// answers with the report. The run is stored; repeat the call (new key) to run it again.
+pub(crate) async fn create_reconciliation(
+    State(gw): State<Shared>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
+    let key = idempotency_key(&headers)?;
+    let request: ReconciliationBody = parse_body(&body)?;
+    let day = match &request.date {
+        Some(text) => crate::reconcile::run::parse_day(text).ok_or_else(|| {
+            ApiError::invalid("parameter_invalid", "date", "date must be yyyy-MM-dd")
+        })?,
+        None => crate::reconcile::run::yesterday_beijing(now),
+    };
+    if !merchant.accounts.iter().any(|a| a.id == request.account) {
+        return Err(ApiError::invalid(
+            "account_not_found",
+            "account",
+            "no such account for this merchant",
+        ));
+    }
+    let resource = format!(
+        "recon:{}:{}",
+        request.account,
+        crate::reconcile::run::format_day(day)
+    );
+    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
+    let begin = gw.store.claim_key(claim, &resource).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |_| Err(key_in_use()),
+        async |()| {
+            let run = crate::reconcile::run::RunRequest {
+                merchant_id: merchant.id.clone(),
+                account_id: request.account.clone(),
+                day,
+                source: crate::reconcile::run::Source::Download,
+            };
+            Ok(
+                match crate::reconcile::run::reconcile(&gw, run, None).await {
+                    Ok(report) => Outcome::Done(Answer {
+                        status: StatusCode::CREATED,
+                        body: report_json(&report),
+                        replayed: false,
+                    }),
+                    // Nothing was stored as a run: the key may be used again (e.g. once the bill
+                    // is ready).
+                    Err(error) => Outcome::Refused(error.into()),
+                },
+            )
+        },
+    )
+    .await
+    .map(IntoResponse::into_response)
+}
+
+pub(crate) async fn list_reconciliations(
+    State(gw): State<Shared>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let runs = gw.store.recon_runs(Some(&merchant.id), 100).await?;
+    let data: Vec<serde_json::Value> = runs.iter().map(run_summary).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&serde_json::json!({"object": "list", "data": data})),
+        false,
+    ))
+}
+
+pub(crate) async fn merchant_report(
+    gw: &Gateway,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<crate::reconcile::report::Report, ApiError> {
+    crate::reconcile::run::load_report(gw, Some(&merchant.id), id)
+        .await?
+        .ok_or_else(|| ApiError::missing("reconciliation", id))
+}
+
+pub(crate) async fn get_reconciliation(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
+    Ok(json_response(StatusCode::OK, report_json(&report), false))
+}
+
+pub(crate) async fn get_reconciliation_csv(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
+    Ok(typed(
+        crate::reconcile::report::breaks_csv(&report),
+        "text/csv; charset=utf-8",
+    ))
+}
+
+pub(crate) async fn get_reconciliation_html(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let report = merchant_report(&gw, &signed.merchant, &id).await?;
+    Ok(typed(
+        crate::reconcile::report::html(&report),
+        "text/html; charset=utf-8",
+    ))
+}
+
+pub(crate) fn break_json(stored: &crate::store::StoredBreak) -> serde_json::Value {
+    let mut value = serde_json::to_value(&stored.record).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("object".to_owned(), "reconciliation_break".into());
+        map.insert("account".to_owned(), stored.account_id.clone().into());
+        map.insert("statement_day".to_owned(), stored.day.clone().into());
+        map.insert("reconciliation".to_owned(), stored.run_id.clone().into());
+    }
+    value
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BreakQuery {
+    status: Option<String>,
+}
+
+pub(crate) async fn list_breaks(
+    State(gw): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<BreakQuery>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let status = match query.status.as_deref() {
+        Some(text) => Some(crate::reconcile::BreakStatus::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "status",
+                "status must be open, resolved or ignored",
+            )
+        })?),
+        None => None,
+    };
+    let breaks = gw.store.breaks(Some(&merchant.id), status, 1000).await?;
+    let data: Vec<serde_json::Value> = breaks.iter().map(break_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&serde_json::json!({"object": "list", "data": data})),
+        false,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BreakUpdate {
+    status: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Claims the key of a break action (the break must be the merchant's).
+pub(crate) async fn claim_break_action(
+    gw: &Gateway,
+    merchant: &Merchant,
+    key: &str,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    id: &str,
+) -> Result<Begin<()>, ApiError> {
+    if gw
+        .store
+        .break_by_id(Some(&merchant.id), id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::missing("break", id));
+    }
+    let claim = claim_for(merchant, key.to_owned(), method, uri, body);
+    Ok(gw.store.claim_key(claim, id).await?)
+}
+
+pub(crate) async fn update_break(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        now,
+    } = signed;
+    let key = idempotency_key(&headers)?;
+    let update: BreakUpdate = parse_body(&body)?;
+    let status = crate::reconcile::BreakStatus::parse(&update.status).ok_or_else(|| {
+        ApiError::invalid(
+            "parameter_invalid",
+            "status",
+            "status must be open, resolved or ignored",
+        )
+    })?;
+    if update
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 2000)
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "note",
+            "note is at most 2000 characters",
+        ));
+    }
+    let begin = claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |_| Err(key_in_use()),
+        async |()| {
+            let stored = gw
+                .store
+                .set_break_status(Some(&merchant.id), &id, status, update.note, now)
+                .await?
+                .ok_or_else(|| ApiError::missing("break", &id))?;
+            Ok(Outcome::Done(Answer::json(
+                StatusCode::OK,
+                &break_json(&stored),
+            )))
+        },
+    )
+    .await
+    .map(IntoResponse::into_response)
+}
+
+/// Repairs a `missing_in_ledger` payment break from the provider's record.
+pub(crate) async fn repair_break(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed {
+        merchant,
+        method,
+        uri,
+        headers,
+        body,
+        ..
+    } = signed;
+    let key = idempotency_key(&headers)?;
+    if !body.is_empty() {
+        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
+    }
+    let begin = claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |_| Err(key_in_use()),
+        async |()| {
+            Ok(
+                match crate::reconcile::repair::repair_break(&gw, Some(&merchant.id), &id).await {
+                    Ok((payment, stored)) => Outcome::Done(Answer::json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "object": "reconciliation_repair",
+                            "payment": payment.to_api_json(),
+                            "break": break_json(&stored),
+                        }),
+                    )),
+                    Err(error) => Outcome::Refused(error.into()),
+                },
+            )
+        },
+    )
+    .await
+    .map(IntoResponse::into_response)
+}
