@@ -184,7 +184,10 @@ async fn gateway(
     config_text: &str,
     dir: &std::path::Path,
     listener: tokio::net::TcpListener,
-) -> (moongate::server::Running, moongate::client::MerchantClient) {
+) -> (
+    moongate::server::Running,
+    moongate_testkit::client::MerchantClient,
+) {
     let addr = listener.local_addr().unwrap();
     let config = moongate::config::parse(config_text)
         .unwrap()
@@ -194,7 +197,7 @@ async fn gateway(
     let running = moongate::server::start_on(config, store, listener)
         .await
         .unwrap();
-    let client = moongate::client::MerchantClient::new(
+    let client = moongate_testkit::client::MerchantClient::new(
         &format!("http://{addr}"),
         "m_k1",
         b"bench-signing-secret-0123456789",
@@ -204,7 +207,7 @@ async fn gateway(
 }
 
 /// `n` create calls from 8 concurrent workers, spread over `clients` (one per gateway).
-async fn hammer(clients: &[moongate::client::MerchantClient], n: u32, tag: &str) {
+async fn hammer(clients: &[moongate_testkit::client::MerchantClient], n: u32, tag: &str) {
     let mut tasks = Vec::new();
     for worker in 0..8_usize {
         let client = clients.iter().cycle().nth(worker).unwrap().clone();
@@ -236,7 +239,7 @@ async fn end_to_end(database_url: Option<&str>) {
     } else {
         "SQLite"
     };
-    use moongate::sandbox::{self, SandboxSettings};
+    use moongate_testkit::sandbox::{self, SandboxSettings};
     let keys = |p: &str| fixture(&format!("keys/{p}"));
     let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_addr = sandbox_listener.local_addr().unwrap();

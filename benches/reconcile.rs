@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use moongate::sandbox::statements::{self, WechatBillEntry};
+use moongate_testkit::sandbox::statements::{self, WechatBillEntry};
 use time::OffsetDateTime;
 
 const MCHID: &str = "1230000109";

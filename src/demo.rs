@@ -12,12 +12,12 @@ use moongate_contract::HttpMethod;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::client::MerchantClient;
-use crate::config;
-use crate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
-use crate::sandbox::{self, SandboxSettings};
-use crate::server;
-use crate::storefront;
+use moongate::config;
+use moongate::server;
+use moongate_testkit::client::MerchantClient;
+use moongate_testkit::sandbox;
+use moongate_testkit::sandbox::standard::Standard;
+use moongate_testkit::storefront;
 
 /// Where the demo finds its files and which ports it uses.
 #[derive(Debug, Clone)]
@@ -40,8 +40,6 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {what} on {addr} (is another demo running?)"))
 }
 
-pub use crate::storefront::verify_webhook;
-
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value
         .pointer(pointer)
@@ -57,16 +55,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let config = raw.build(&demo_dir)?;
     let gateway_addr = config.listen;
 
-    // 1. The strict Alipay sandbox, with its own key, knowing the demo app's public key.
-    let sandbox_settings = SandboxSettings {
-        private_key_pem: read(&options.fixtures.join("keys/sandbox-alipay-private-key.pem"))?,
-        apps: vec![(
-            "2021000122671080".to_owned(),
-            read(&options.fixtures.join("keys/nodejs-sdk-app-public-key.pem"))?,
-        )],
-        time_divisor: 100,
-        seller_id: "2088102177846875".to_owned(),
-    };
+    // 1. The strict sandboxes (Alipay; WeChat Pay in public-key mode), knowing the demo app
+    // and merchant, with the public test keys under fixtures/.
+    let standard = Standard::load(&options.fixtures, 100).map_err(anyhow::Error::msg)?;
+    let sandbox_settings = standard.alipay;
+    let wechat_settings = standard.wechatpay;
     let sandbox_addr: SocketAddr = ([127, 0, 0, 1], 8090).into();
     let (_sandbox, _sandbox_task) = sandbox::start_on(
         sandbox_settings,
@@ -74,41 +67,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
 
-    // 1b. The strict WeChat Pay sandbox (public-key mode), knowing the demo merchant.
-    let wechat_settings = WechatSandboxSettings {
-        private_key_pem: read(
-            &options
-                .fixtures
-                .join("keys/sandbox-wechatpay-private-key.pem"),
-        )?,
-        certificate_pem: read(
-            &options
-                .fixtures
-                .join("keys/sandbox-wechatpay-platform-cert.pem"),
-        )?,
-        certificate_serial: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".to_owned(),
-        public_key_id: "PUB_KEY_ID_0112300001092026112200000000000001".to_owned(),
-        merchants: vec![SandboxMerchant {
-            mchid: "1230000109".to_owned(),
-            appids: vec!["wxd678efh567hg6787".to_owned()],
-            merchant_serial_no: "F5765756002FDD77".to_owned(),
-            merchant_public_key_pem: read(
-                &options
-                    .fixtures
-                    .join("keys/wechatpay-go-merchant-public-key.pem"),
-            )?,
-            apiv3_key: read(&demo_dir.join("wechatpay-apiv3.secret"))?
-                .trim_end()
-                .to_owned(),
-            api_v2_key: Some(
-                read(&demo_dir.join("wechatpay-v2.secret"))?
-                    .trim_end()
-                    .to_owned(),
-            ),
-            key_mode: KeyMode::PublicKey,
-        }],
-        time_divisor: 100,
-    };
     let wechat_addr: SocketAddr = ([127, 0, 0, 1], 8092).into();
     let (_wechat, _wechat_task) = sandbox::wechat::start_on(
         wechat_settings,
@@ -249,7 +207,7 @@ async fn create(client: &MerchantClient, key: &str, body: Value) -> anyhow::Resu
 }
 
 async fn shopper_pays(sandbox: SocketAddr, id: &str) -> anyhow::Result<()> {
-    let pay = crate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
+    let pay = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
     let request = moongate_contract::HttpRequest {
         method: HttpMethod::Post,
@@ -378,13 +336,13 @@ async fn walkthrough(
 /// out a day's bill once it is over), then each account's statement is downloaded, matched
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
-    gateway: &crate::gateway::Gateway,
+    gateway: &moongate::gateway::Gateway,
     alipay: SocketAddr,
     wechat: SocketAddr,
     reports: &Path,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let http = crate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
+    let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
     let now = time::OffsetDateTime::now_utc();
     let today = moongate_contract::statement::beijing_day(now);

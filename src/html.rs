@@ -1,4 +1,4 @@
-//! The one HTML text escaper of every page Moongate and its sandboxes serve.
+//! The one HTML text escaper of every page Moongate serves.
 
 /// Escapes text for HTML element content and double- or single-quoted attribute values.
 pub fn escape(text: &str) -> String {

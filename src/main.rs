@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use moongate::config;
 use moongate::reconcile::{self, BreakStatus};
-use moongate::sandbox::{self, SandboxSettings};
-use moongate::{demo, server};
+use moongate::server;
+use moongate_testkit::sandbox::{self, standard::Standard};
+
+mod demo;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -109,21 +111,20 @@ enum Command {
         #[arg(long = "break")]
         break_id: String,
     },
-    /// Run the strict Alipay sandbox alone.
+    /// Serve the strict provider sandboxes (every provider when none is named), each on the
+    /// address given, and print the keys and ids a client needs (official SDKs, other clients).
     Sandbox {
-        /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        listen: SocketAddr,
-        /// The sandbox's private key (PEM).
-        #[arg(long, default_value = "fixtures/keys/sandbox-alipay-private-key.pem")]
-        key: PathBuf,
-        /// `APP_ID=PUBLIC_KEY_FILE`, repeatable.
-        #[arg(
-            long = "app",
-            default_value = "2021000122671080=fixtures/keys/nodejs-sdk-app-public-key.pem"
-        )]
-        apps: Vec<String>,
-        /// Divide Alipay's notification retry schedule by this.
+        /// Where the fixtures (test keys) are.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
+        /// Serve the Alipay sandbox here (default 127.0.0.1:8090 when no provider is named).
+        #[arg(long)]
+        alipay: Option<SocketAddr>,
+        /// Serve the WeChat Pay sandbox here (default 127.0.0.1:8092 when no provider is named).
+        #[arg(long)]
+        wechatpay: Option<SocketAddr>,
+        /// Divide the providers' notification retry schedules (and WeChat Pay's refund settling)
+        /// by this.
         #[arg(long, default_value_t = 1)]
         time_divisor: u32,
     },
@@ -288,31 +289,57 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sandbox {
-            listen,
-            key,
-            apps,
+            fixtures,
+            alipay,
+            wechatpay,
             time_divisor,
         } => {
-            let mut registered = Vec::new();
-            for app in apps {
-                let (app_id, path) = app
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("--app wants APP_ID=PUBLIC_KEY_FILE"))?;
-                registered.push((app_id.to_owned(), std::fs::read_to_string(path)?));
-            }
-            let settings = SandboxSettings {
-                private_key_pem: std::fs::read_to_string(&key)?,
-                apps: registered,
-                time_divisor,
-                seller_id: "2088102177846875".to_owned(),
+            let (alipay, wechatpay) = match (alipay, wechatpay) {
+                (None, None) => (
+                    Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+                    Some(SocketAddr::from(([127, 0, 0, 1], 8092))),
+                ),
+                chosen => chosen,
             };
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            let (_sandbox, task) = sandbox::start_on(settings, listener).await?;
-            println!("Alipay sandbox on http://{listen}/gateway.do");
+            let standard = Standard::load(&fixtures, time_divisor).map_err(anyhow::Error::msg)?;
+            let alipay = match alipay {
+                Some(addr) => Some((addr, tokio::net::TcpListener::bind(addr).await?)),
+                None => None,
+            };
+            let wechatpay = match wechatpay {
+                Some(addr) => Some((addr, tokio::net::TcpListener::bind(addr).await?)),
+                None => None,
+            };
+            if let Some((addr, _)) = &alipay {
+                print!("{}", standard.describe_alipay(&format!("http://{addr}")));
+            }
+            if let Some((addr, _)) = &wechatpay {
+                print!("{}", standard.describe_wechatpay(&format!("http://{addr}")));
+            }
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let mut tasks = Vec::new();
+            let mut keep = (None, None);
+            if let Some((_, listener)) = alipay {
+                let (sandbox, task) = sandbox::start_on(standard.alipay, listener).await?;
+                keep.0 = Some(sandbox);
+                tasks.push(task);
+            }
+            if let Some((_, listener)) = wechatpay {
+                let (sandbox, task) =
+                    sandbox::wechat::start_on(standard.wechatpay, listener).await?;
+                keep.1 = Some(sandbox);
+                tasks.push(task);
+            }
+            let stopped = async {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            };
             tokio::select! {
-                _ = task => {}
+                _ = stopped => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            drop(keep);
             Ok(())
         }
         Command::Reconcile {

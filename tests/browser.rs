@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, bill_line};
 use moongate::reconcile::run::{RunRequest, Source, reconcile};
-use moongate::sandbox::statements;
+use moongate_testkit::sandbox::statements;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -356,16 +356,21 @@ fn decode_qr(png_path: &std::path::Path) -> String {
 }
 
 /// The demo storefront on a loopback port, calling the harness's gateway as shop A.
-async fn storefront(h: &Harness) -> (std::sync::Arc<moongate::storefront::Storefront>, String) {
+async fn storefront(
+    h: &Harness,
+) -> (
+    std::sync::Arc<moongate_testkit::storefront::Storefront>,
+    String,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let shop = moongate::storefront::Storefront::new(
+    let shop = moongate_testkit::storefront::Storefront::new(
         h.shop_a.clone(),
         &base,
         common::WEBHOOK_SECRET_NEW.as_bytes(),
         false,
     );
-    let app = moongate::storefront::router(std::sync::Arc::clone(&shop));
+    let app = moongate_testkit::storefront::router(std::sync::Arc::clone(&shop));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (shop, base)
 }

@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, WEBHOOK_SECRET_NEW, WEBHOOK_SECRET_OLD};
-use moongate::demo::verify_webhook;
 use moongate_contract::HttpMethod;
+use moongate_testkit::storefront::verify_webhook;
 use serde_json::{Value, json};
 
 on_both_ledgers!(
@@ -290,7 +290,7 @@ async fn bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are
     assert_eq!(error["error"]["type"], "authentication_error");
 
     // Wrong secret.
-    let forger = moongate::client::MerchantClient::new(
+    let forger = moongate_testkit::client::MerchantClient::new(
         &h.shop_a.base_url,
         "shop_a_k1",
         b"not-the-secret-000000000",

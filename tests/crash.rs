@@ -28,11 +28,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use common::{APP_ID, MCHID_A, MERCHANT_SERIAL, PUB_KEY_ID, WX_APPID, fixtures};
-use moongate::client::MerchantClient;
 use moongate::outbound::Outbound;
-use moongate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
-use moongate::sandbox::{self, SandboxSettings};
 use moongate_contract::{HttpMethod, HttpRequest};
+use moongate_testkit::client::MerchantClient;
+use moongate_testkit::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
+use moongate_testkit::sandbox::{self, SandboxSettings};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

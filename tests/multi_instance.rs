@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Harness, SHOP_A_SECRET, SHOP_C_SECRET, pg_schema};
-use moongate::client::MerchantClient;
 use moongate_contract::{HttpMethod, HttpRequest};
+use moongate_testkit::client::MerchantClient;
 use serde_json::{Value, json};
 
 /// One `moongate serve` process, killed when dropped.

@@ -16,8 +16,8 @@ use common::{Harness, bill_line};
 use moongate::reconcile::report::{self, Report};
 use moongate::reconcile::run::{ReconcileError, RunRequest, Source, format_day, reconcile};
 use moongate::reconcile::{BreakStatus, Category};
-use moongate::sandbox::statements::{self, WechatBillEntry};
 use moongate_contract::statement::beijing_day;
+use moongate_testkit::sandbox::statements::{self, WechatBillEntry};
 use serde_json::{Value, json};
 use time::{Date, OffsetDateTime};
 

@@ -12,8 +12,8 @@ mod common;
 use std::time::Duration;
 
 use common::Harness;
-use moongate::client::MerchantClient;
 use moongate::server::{self, ReloadError};
+use moongate_testkit::client::MerchantClient;
 
 const K2_SECRET: &str = "shop-a-second-key-0123456789abcd";
 

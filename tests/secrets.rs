@@ -16,7 +16,7 @@ use common::{
     APIV3_KEY_A, APIV3_KEY_B, Harness, SHOP_A_SECRET, SHOP_B_SECRET, V2_KEY_A, WEBHOOK_SECRET_NEW,
     WEBHOOK_SECRET_OLD, fixtures,
 };
-use moongate::client::MerchantClient;
+use moongate_testkit::client::MerchantClient;
 use serde_json::json;
 
 #[derive(Clone, Default)]

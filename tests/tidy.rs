@@ -13,15 +13,9 @@ use std::path::{Path, PathBuf};
 /// The one module that maps provider kinds to adapter crates.
 const REGISTRY: &str = "src/registry.rs";
 
-/// Not core: the test doubles and the binary's commands that start them (they move into their
-/// own crate).
-const NOT_CORE: &[&str] = &[
-    "src/sandbox/",
-    "src/demo.rs",
-    "src/storefront.rs",
-    "src/client.rs",
-    "src/main.rs",
-];
+/// Not the library: the binary's command line and its demo (which configures one account of
+/// each provider). The test doubles live in `testkit/`, outside `src/`.
+const NOT_CORE: &[&str] = &["src/main.rs", "src/demo.rs"];
 
 /// Provider names the core must not spell (lower-case).
 const NAMES: &[&str] = &[
@@ -178,4 +172,54 @@ fn the_checker_catches_each_kind_of_offence() {
                 #[cfg(test)]\n\
                 mod tests { const M: PaymentMethod = PaymentMethod::AlipayQr; }\n";
     assert_eq!(offences("src/x.rs", fine), Vec::new());
+}
+
+#[test]
+fn the_library_does_not_link_the_test_doubles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            !NOT_CORE
+                .iter()
+                .any(|p| path.ends_with(p.trim_start_matches("src/")))
+        })
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("moongate_testkit")
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "library modules using the test doubles: {offenders:?}"
+    );
+}
+
+#[test]
+fn the_sandboxes_never_use_the_adapters() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+    assert!(
+        manifest.contains("moongate-contract"),
+        "read the wrong manifest"
+    );
+    assert!(
+        !manifest.contains("moongate-adapter") && !manifest.contains("moongate.workspace"),
+        "testkit/Cargo.toml depends on an adapter crate or the core"
+    );
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() > 5, "found only {} testkit files", files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !text.contains("moongate_adapter_"),
+            "{} uses an adapter crate",
+            path.display()
+        );
+    }
 }

@@ -138,3 +138,86 @@ fn check_config_accepts_the_demo_and_lists_every_problem() {
     let secret = std::fs::read_to_string(fixtures().join("demo/shop-key.secret")).unwrap();
     assert!(!stderr.contains(secret.trim()));
 }
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_sandbox_command_serves_every_provider_where_asked_and_says_what_clients_need() {
+    use std::io::BufRead;
+    let (alipay, wechat) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .args(["sandbox", "--fixtures"])
+        .arg(fixtures())
+        .args(["--alipay", &format!("127.0.0.1:{alipay}")])
+        .args(["--wechatpay", &format!("127.0.0.1:{wechat}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed: Vec<String> = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|line| !line.contains("shopper") || !line.contains(&wechat.to_string()))
+        .collect();
+    let printed = printed.join("\n");
+    for needed in [
+        format!("http://127.0.0.1:{alipay}/gateway.do"),
+        "2021000122671080".to_owned(),
+        "sandbox-alipay-public-key.pem".to_owned(),
+        format!("http://127.0.0.1:{wechat}"),
+        "1230000109".to_owned(),
+        "F5765756002FDD77".to_owned(),
+        "PUB_KEY_ID_0112300001092026112200000000000001".to_owned(),
+    ] {
+        assert!(
+            printed.contains(&needed),
+            "{needed} missing from:\n{printed}"
+        );
+    }
+    // Both answer as their provider would: Alipay's signed error for a call without a method,
+    // WeChat Pay's 401 for a call without a signature.
+    let client = moongate_testkit::net::HttpClient::new(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let post = |url: String, body: &[u8]| moongate_contract::HttpRequest {
+        method: moongate_contract::HttpMethod::Post,
+        url,
+        headers: vec![(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+        body: body.to_vec(),
+    };
+    let answer = client
+        .send(&post(
+            format!("http://127.0.0.1:{alipay}/gateway.do"),
+            b"app_id=1",
+        ))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains("isv.missing-method") && text.contains("\"sign\""),
+        "{text}"
+    );
+    let answer = client
+        .send(&post(
+            format!("http://127.0.0.1:{wechat}/v3/pay/transactions/native"),
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 401);
+    assert!(String::from_utf8_lossy(&answer.body).contains("SIGN_ERROR"));
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -43,7 +43,7 @@ fn native(key: &str, amount: i64) -> Value {
 
 async fn created(
     h: &Harness,
-    client: &moongate::client::MerchantClient,
+    client: &moongate_testkit::client::MerchantClient,
     body: Value,
     key: &str,
 ) -> Value {

@@ -45,10 +45,10 @@ pub(crate) async fn admin_reconciliations(State(gw): State<Shared>) -> Result<Re
     for run in &runs {
         page.push_str(&format!(
             "<li><a href=\"/reconciliations/{id}\">{day} · {merchant}/{account}</a> <code>{id}</code></li>",
-            id = crate::sandbox::html_escape(&run.id),
-            day = crate::sandbox::html_escape(&run.day),
-            merchant = crate::sandbox::html_escape(&run.merchant_id),
-            account = crate::sandbox::html_escape(&run.account_id),
+            id = crate::html::escape(&run.id),
+            day = crate::html::escape(&run.day),
+            merchant = crate::html::escape(&run.merchant_id),
+            account = crate::html::escape(&run.account_id),
         ));
     }
     page.push_str("</ul></body></html>");

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use moongate::client::MerchantClient;
 use moongate::outbound::Outbound;
-use moongate::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
-use moongate::sandbox::{self, SandboxSettings};
 use moongate::server::{self, Running};
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
+use moongate_testkit::client::MerchantClient;
+use moongate_testkit::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
+use moongate_testkit::sandbox::{self, SandboxSettings};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -580,8 +580,8 @@ pub fn bill_line(
     id: &str,
     amount: i64,
     at: time::OffsetDateTime,
-) -> moongate::sandbox::statements::WechatBillEntry {
-    use moongate::sandbox::statements;
+) -> moongate_testkit::sandbox::statements::WechatBillEntry {
+    use moongate_testkit::sandbox::statements;
     statements::WechatBillEntry {
         at,
         appid: WX_APPID.to_owned(),

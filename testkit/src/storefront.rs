@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::client::MerchantClient;
-use crate::html::escape;
+use crate::text::escape;
 
 /// Verifies a `Moongate-Signature` header (`t=…,v1=…[,v1=…]`) against a webhook secret.
 pub fn verify_webhook(header: &str, body: &[u8], secret: &[u8], now: i64, tolerance: i64) -> bool {
@@ -41,7 +41,7 @@ pub fn verify_webhook(header: &str, body: &[u8], secret: &[u8], now: i64, tolera
     let Ok(body) = std::str::from_utf8(body) else {
         return false;
     };
-    let expected = crate::auth::sign(secret, &format!("{t}.{body}"));
+    let expected = crate::client::sign(secret, &format!("{t}.{body}"));
     signatures
         .iter()
         .any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))

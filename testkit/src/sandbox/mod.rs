@@ -8,6 +8,7 @@
 //! Each has control endpoints under `/sandbox/` that play the shopper and inject faults.
 
 pub mod alipay;
+pub mod standard;
 pub mod statements;
 pub mod wechat;
 
@@ -159,7 +160,7 @@ pub(crate) fn control_reply(result: Result<Value, (StatusCode, String)>) -> Resp
     }
 }
 
-pub(crate) use crate::html::escape as html_escape;
+pub(crate) use crate::text::escape as html_escape;
 
 /// The code a sandbox wallet page is asked to "scan".
 #[derive(Debug, Deserialize)]

@@ -21,13 +21,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::protocol::wechatpay as sign;
+use crate::protocol::wechatpay::{encrypt_resource, rfc3339_beijing};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use moongate_adapter_wechatpay::{aead, format_rfc3339_beijing, sign, v2};
 use moongate_contract::crypto::{RsaSigner, RsaVerifier};
 use moongate_contract::{HttpMethod, HttpRequest};
 use serde::Deserialize;
@@ -37,7 +38,8 @@ use tokio::net::TcpListener;
 
 use super::alipay::SandboxError;
 use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, statements, with_faults};
-use crate::outbound::Outbound;
+use crate::net::HttpClient;
+use crate::text::random_alnum;
 
 /// WeChat Pay's notification retry schedule after the first attempt (B.6), seconds.
 const NOTIFY_SCHEDULE_SECS: [u64; 15] = [
@@ -193,7 +195,7 @@ impl Order {
                 map.insert("bank_type".into(), json!("OTHERS"));
                 map.insert(
                     "success_time".into(),
-                    json!(self.paid_at.and_then(|t| format_rfc3339_beijing(t).ok())),
+                    json!(self.paid_at.and_then(rfc3339_beijing)),
                 );
                 map.insert("payer".into(), json!({"openid": self.openid}));
                 map.insert(
@@ -215,8 +217,8 @@ impl Order {
             "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
             "transaction_id": self.transaction_id, "out_trade_no": self.out_trade_no,
             "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-            "success_time": refund.success_at.and_then(|t| format_rfc3339_beijing(t).ok()),
-            "create_time": format_rfc3339_beijing(refund.created_at).ok(),
+            "success_time": refund.success_at.and_then(rfc3339_beijing),
+            "create_time": rfc3339_beijing(refund.created_at),
             "status": refund.status, "funds_account": "AVAILABLE",
             "amount": {
                 "total": self.total, "refund": refund.amount, "payer_total": self.total,
@@ -272,7 +274,7 @@ pub struct WechatSandbox {
     public_key_id: String,
     merchants: HashMap<String, Merchant>,
     time_divisor: u32,
-    client: Outbound,
+    client: HttpClient,
     inner: Mutex<Inner>,
     /// Added to the timestamps the sandbox signs (`/sandbox/clock`): a provider whose clock
     /// is off.
@@ -321,18 +323,6 @@ fn sign_error(detail: Value) -> Reply {
     }
 }
 
-fn random_alnum(len: usize) -> String {
-    use ring::rand::SecureRandom;
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut bytes = vec![0_u8; len];
-    // A failed OS random source leaves zeros: still a valid (if predictable) sandbox nonce.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| char::from(ALPHABET.get(usize::from(*b % 62)).copied().unwrap_or(b'0')))
-        .collect()
-}
-
 /// `[0-9A-Za-z_-|*]{6,32}`.
 fn valid_order_no(value: &str) -> bool {
     (6..=32).contains(&value.len())
@@ -372,7 +362,7 @@ impl WechatSandbox {
                 },
             );
         }
-        let client = Outbound::new(Duration::from_secs(3), Duration::from_secs(5))
+        let client = HttpClient::new(Duration::from_secs(3), Duration::from_secs(5))
             .map_err(SandboxError::Io)?;
         Ok(WechatSandbox {
             signer,
@@ -540,19 +530,15 @@ impl WechatSandbox {
                 ),
             ));
         }
-        let body_text = String::from_utf8_lossy(body);
         let message = sign::request_message(
             method.as_str(),
             path_and_query,
-            items.timestamp.parse().unwrap_or_default(),
+            &items.timestamp,
             &items.nonce_str,
-            &body_text,
+            body,
         );
-        if !merchant
-            .verifier
-            .verify_base64(message.as_bytes(), &items.signature)
-        {
-            let truncated: String = message.chars().take(64).collect();
+        if !merchant.verifier.verify_base64(&message, &items.signature) {
+            let truncated: String = String::from_utf8_lossy(&message).chars().take(64).collect();
             return Err((
                 mode,
                 sign_error(json!({
@@ -1075,13 +1061,13 @@ fn certificates(sb: &Shared, merchant: &Merchant) -> Result<Reply, Reply> {
         return Err(fail(StatusCode::NOT_FOUND, "NOT_FOUND", "证书不存在"));
     }
     let nonce = random_alnum(12);
-    let ciphertext = aead::encrypt(
+    let ciphertext = encrypt_resource(
         merchant.settings.apiv3_key.as_bytes(),
         &nonce,
         "certificate",
         sb.certificate_pem.as_bytes(),
     )
-    .map_err(|_| {
+    .ok_or_else(|| {
         fail(
             StatusCode::INTERNAL_SERVER_ERROR,
             "SYSTEM_ERROR",
@@ -1091,8 +1077,8 @@ fn certificates(sb: &Shared, merchant: &Merchant) -> Result<Reply, Reply> {
     let now = OffsetDateTime::now_utc();
     Ok(ok(json!({"data": [{
         "serial_no": sb.certificate_serial,
-        "effective_time": format_rfc3339_beijing(now - time::Duration::days(1)).ok(),
-        "expire_time": format_rfc3339_beijing(now + time::Duration::days(3650)).ok(),
+        "effective_time": rfc3339_beijing(now - time::Duration::days(1)),
+        "expire_time": rfc3339_beijing(now + time::Duration::days(3650)),
         "encrypt_certificate": {"algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
                                 "associated_data": "certificate", "ciphertext": ciphertext},
     }]})))
@@ -1128,7 +1114,7 @@ impl WechatSandbox {
             "mchid": order.mchid, "transaction_id": order.transaction_id,
             "out_trade_no": order.out_trade_no, "refund_id": refund.refund_id,
             "out_refund_no": refund.out_refund_no, "refund_status": refund.status,
-            "success_time": refund.success_at.and_then(|t| format_rfc3339_beijing(t).ok()),
+            "success_time": refund.success_at.and_then(rfc3339_beijing),
             "user_received_account": "支付用户零钱",
             "amount": {"total": order.total, "refund": refund.amount,
                        "payer_total": order.total, "payer_refund": refund.amount},
@@ -1150,7 +1136,7 @@ impl WechatSandbox {
             return;
         };
         let nonce = random_alnum(12);
-        let Ok(ciphertext) = aead::encrypt(
+        let Some(ciphertext) = encrypt_resource(
             merchant.settings.apiv3_key.as_bytes(),
             &nonce,
             original_type,
@@ -1166,7 +1152,7 @@ impl WechatSandbox {
             random_alnum(12).to_ascii_lowercase()
         );
         let body = json!({
-            "id": id, "create_time": format_rfc3339_beijing(now).ok(),
+            "id": id, "create_time": rfc3339_beijing(now),
             "resource_type": "encrypt-resource", "event_type": event_type, "summary": summary,
             "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
                          "ciphertext": ciphertext, "associated_data": original_type, "nonce": nonce},
@@ -1531,7 +1517,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
     let xml = |fields: &BTreeMap<String, String>| {
         let mut response = (
             StatusCode::OK,
-            v2::to_xml(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            sign::v2_xml(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         )
             .into_response();
         response.headers_mut().insert(
@@ -1547,7 +1533,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
         xml(&fields)
     };
     sb.lock().calls += 1;
-    let Ok(fields) = v2::from_xml(&body) else {
+    let Ok(fields) = sign::parse_v2_xml(&body).ok_or(()) else {
         return comm_fail("XML格式错误");
     };
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
@@ -1572,7 +1558,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
             return comm_fail(&format!("缺少参数{name}"));
         }
     }
-    if get("sign_type") != "HMAC-SHA256" || !v2::verify_hmac_sha256(&fields, key) {
+    if get("sign_type") != "HMAC-SHA256" || !sign::v2_sign_matches(&fields, key) {
         return comm_fail("签名错误");
     }
     if !merchant.settings.appids.iter().any(|a| a == get("appid")) {
@@ -1679,7 +1665,7 @@ async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response {
             put("err_code_des", message.into());
         }
     }
-    let sign = v2::hmac_sha256_sign(&reply, key);
+    let sign = sign::v2_sign(&reply, key);
     reply.insert("sign".into(), sign);
     xml(&reply)
 }

@@ -14,14 +14,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::protocol::alipay::{
+    FORM_CONTENT_TYPE, Signed, beijing_time, parse_beijing_time, sign_string,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get, post};
-use moongate_adapter_alipay::sign::{SignRule, sign_content};
-use moongate_adapter_alipay::{FORM_CONTENT_TYPE, format_beijing, parse_beijing};
 use moongate_contract::crypto::{RsaSigner, RsaVerifier};
 use moongate_contract::{Currency, HttpMethod, HttpRequest, Money};
 use serde::Deserialize;
@@ -30,7 +31,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, statements, with_faults};
-use crate::outbound::Outbound;
+use crate::net::HttpClient;
 
 /// Alipay's retry schedule after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (A.8).
 const NOTIFY_SCHEDULE_SECS: [u64; 7] = [240, 600, 600, 3600, 7200, 21_600, 54_000];
@@ -135,7 +136,7 @@ pub struct Sandbox {
     apps: HashMap<String, RsaVerifier>,
     seller_id: String,
     time_divisor: u32,
-    client: Outbound,
+    client: HttpClient,
     inner: Mutex<Inner>,
 }
 
@@ -163,7 +164,7 @@ impl Sandbox {
                 .map_err(|e| SandboxError::Key(format!("public key of app {app_id}: {e}")))?;
             apps.insert(app_id, verifier);
         }
-        let client = Outbound::new(Duration::from_secs(3), Duration::from_secs(10))
+        let client = HttpClient::new(Duration::from_secs(3), Duration::from_secs(10))
             .map_err(SandboxError::Io)?;
         Ok(Sandbox {
             signer,
@@ -472,7 +473,7 @@ async fn gateway_handle(
         ));
     }
     let now = OffsetDateTime::now_utc();
-    match get("timestamp").and_then(parse_beijing) {
+    match get("timestamp").and_then(parse_beijing_time) {
         Some(sent) if (sent - now).whole_seconds().abs() <= TIMESTAMP_WINDOW_SECS => {}
         _ => {
             return reply(err(
@@ -483,9 +484,9 @@ async fn gateway_handle(
             ));
         }
     }
-    let content = sign_content(
+    let content = sign_string(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignRule::Request,
+        Signed::Request,
     );
     if !verifier.verify_base64(content.as_bytes(), get("sign").unwrap_or_default()) {
         let sub_msg = format!(
@@ -610,7 +611,7 @@ async fn gateway_handle(
                 "code": "10000", "msg": "Success", "trade_no": trade_no,
                 "out_trade_no": out_trade_no, "buyer_logon_id": "csq***@sandbox.com",
                 "total_amount": yuan(total), "receipt_amount": yuan(total),
-                "gmt_payment": format_beijing(now).unwrap_or_default(),
+                "gmt_payment": beijing_time(now).unwrap_or_default(),
             }))
         }
         "alipay.trade.precreate" | "alipay.trade.page.pay" | "alipay.trade.wap.pay" => {
@@ -720,7 +721,7 @@ async fn gateway_handle(
             if let (Some(paid_at), Some(map)) = (trade.paid_at, node.as_object_mut()) {
                 map.insert(
                     "send_pay_date".into(),
-                    Value::String(format_beijing(paid_at).unwrap_or_default()),
+                    Value::String(beijing_time(paid_at).unwrap_or_default()),
                 );
                 map.insert("receipt_amount".into(), Value::String(yuan(order.total)));
             }
@@ -807,7 +808,7 @@ async fn gateway_handle(
             reply(json!({
                 "code": "10000", "msg": "Success", "trade_no": trade_no, "out_trade_no": out_trade_no,
                 "buyer_logon_id": "csq***@sandbox.com", "fund_change": if moved { "Y" } else { "N" },
-                "refund_fee": yuan(refunded), "gmt_refund_pay": format_beijing(now).unwrap_or_default(),
+                "refund_fee": yuan(refunded), "gmt_refund_pay": beijing_time(now).unwrap_or_default(),
             }))
         }
         "alipay.trade.fastpay.refund.query" => {
@@ -943,7 +944,7 @@ impl Sandbox {
         };
         let now = OffsetDateTime::now_utc();
         let notify_id = self.next_number("2026n");
-        let beijing = |t: OffsetDateTime| format_beijing(t).unwrap_or_default();
+        let beijing = |t: OffsetDateTime| beijing_time(t).unwrap_or_default();
         let total = yuan(order.total);
         let mut fields: Vec<(&str, String)> = vec![
             ("gmt_create", beijing(order.created_at)),
@@ -980,9 +981,9 @@ impl Sandbox {
             fields.push(("gmt_refund", beijing(now)));
             fields.push(("out_biz_no", request_no.to_owned()));
         }
-        let content = sign_content(
+        let content = sign_string(
             fields.iter().map(|(k, v)| (*k, v.as_str())),
-            SignRule::NotificationV1,
+            Signed::Notification,
         );
         let sign = self
             .signer
@@ -1254,7 +1255,7 @@ impl Sandbox {
             return business("isp.unknow-error", "系统繁忙");
         };
         let name = statements::alipay_zip_name(&self.seller_id, day);
-        let token = crate::ledger::new_id("bill");
+        let token = crate::text::new_id("bill");
         let url = format!(
             "http://{host}/downloadBillFile.resource?bizType=trade&userId={}0156&fileType=csv.zip&bizDates={}&downloadFileName={name}&fileId=%2Ftrade%2F{}0156%2F{}&timestamp={}&token={token}",
             self.seller_id,

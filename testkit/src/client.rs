@@ -5,8 +5,8 @@
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 use time::OffsetDateTime;
 
-use crate::auth::{canonical_string, sign};
-use crate::outbound::{CallError, Outbound};
+pub use crate::net::CallError;
+use crate::net::HttpClient;
 
 /// Signs and sends requests as one merchant key.
 #[derive(Debug, Clone)]
@@ -17,13 +17,13 @@ pub struct MerchantClient {
     pub key_id: String,
     /// Shared secret.
     pub secret: Vec<u8>,
-    http: Outbound,
+    http: HttpClient,
 }
 
 impl MerchantClient {
     /// A client.
     pub fn new(base_url: &str, key_id: &str, secret: &[u8]) -> Result<MerchantClient, String> {
-        let http = Outbound::new(
+        let http = HttpClient::new(
             std::time::Duration::from_secs(3),
             std::time::Duration::from_secs(30),
         )?;
@@ -81,7 +81,7 @@ impl MerchantClient {
         body: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<HttpResponse, CallError> {
-        let nonce = crate::ledger::new_id("n");
+        let nonce = crate::text::new_id("n");
         let request = self.signed(
             method,
             path_and_query,
@@ -92,4 +92,29 @@ impl MerchantClient {
         );
         self.send(&request).await
     }
+}
+
+/// What a request signs (README "Authentication"): method, path and query, timestamp and
+/// nonce, then the body's SHA-256 in lower-case hex, one per line, each line ending in `\n`.
+/// Written from the documented rule, not taken from the gateway's verifier.
+pub fn canonical_string(
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(body));
+    format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{digest}\n")
+}
+
+/// HMAC-SHA256 of `message` under `secret`, lower-case hex (request and webhook signatures).
+pub fn sign(secret: &[u8], message: &str) -> String {
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }

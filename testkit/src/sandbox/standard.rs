@@ -1,0 +1,154 @@
+//! The sandboxes as the demo and `moongate sandbox` set them up: one Alipay application and one
+//! WeChat Pay merchant, every key the public test data under `fixtures/` (see
+//! `fixtures/keys/README.md`), so an official SDK or any other client can be pointed at them.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::SandboxSettings;
+use super::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
+
+/// The Alipay application the sandbox knows.
+pub const ALIPAY_APP_ID: &str = "2021000122671080";
+/// The seller PID its notifications report.
+pub const ALIPAY_SELLER_ID: &str = "2088102177846875";
+/// The WeChat Pay merchant the sandbox knows.
+pub const WECHAT_MCHID: &str = "1230000109";
+/// Its app id.
+pub const WECHAT_APPID: &str = "wxd678efh567hg6787";
+/// The serial of its API certificate (`serial_no` in `Authorization`).
+pub const WECHAT_MERCHANT_SERIAL: &str = "F5765756002FDD77";
+/// The sandbox platform certificate's serial (certificate mode).
+pub const WECHAT_CERTIFICATE_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+/// The sandbox's WeChat Pay public key id (public-key mode).
+pub const WECHAT_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
+
+const ALIPAY_SANDBOX_KEY: &str = "keys/sandbox-alipay-private-key.pem";
+const ALIPAY_SANDBOX_PUBLIC: &str = "keys/sandbox-alipay-public-key.pem";
+const ALIPAY_APP_PUBLIC: &str = "keys/nodejs-sdk-app-public-key.pem";
+const ALIPAY_APP_PRIVATE: &str = "keys/nodejs-sdk-app-private-key.pem";
+const WECHAT_PLATFORM_KEY: &str = "keys/sandbox-wechatpay-private-key.pem";
+const WECHAT_PLATFORM_CERT: &str = "keys/sandbox-wechatpay-platform-cert.pem";
+const WECHAT_PLATFORM_PUBLIC: &str = "keys/sandbox-wechatpay-public-key.pem";
+const WECHAT_MERCHANT_PUBLIC: &str = "keys/wechatpay-go-merchant-public-key.pem";
+const WECHAT_MERCHANT_PRIVATE: &str = "keys/wechatpay-go-merchant-private-key.pem";
+const WECHAT_APIV3: &str = "demo/wechatpay-apiv3.secret";
+const WECHAT_V2: &str = "demo/wechatpay-v2.secret";
+
+/// Both sandboxes' settings, read from a `fixtures/` folder.
+#[derive(Debug)]
+pub struct Standard {
+    /// The Alipay sandbox.
+    pub alipay: SandboxSettings,
+    /// The WeChat Pay sandbox.
+    pub wechatpay: WechatSandboxSettings,
+    fixtures: PathBuf,
+}
+
+fn read(fixtures: &Path, file: &str) -> Result<String, String> {
+    let path = fixtures.join(file);
+    std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+impl Standard {
+    /// Reads the keys under `fixtures`; `time_divisor` speeds up notification retries and
+    /// refund settling (1 = the providers' real timing).
+    pub fn load(fixtures: &Path, time_divisor: u32) -> Result<Standard, String> {
+        let secret = |file| read(fixtures, file).map(|s| s.trim_end().to_owned());
+        Ok(Standard {
+            alipay: SandboxSettings {
+                private_key_pem: read(fixtures, ALIPAY_SANDBOX_KEY)?,
+                apps: vec![(ALIPAY_APP_ID.to_owned(), read(fixtures, ALIPAY_APP_PUBLIC)?)],
+                time_divisor,
+                seller_id: ALIPAY_SELLER_ID.to_owned(),
+            },
+            wechatpay: WechatSandboxSettings {
+                private_key_pem: read(fixtures, WECHAT_PLATFORM_KEY)?,
+                certificate_pem: read(fixtures, WECHAT_PLATFORM_CERT)?,
+                certificate_serial: WECHAT_CERTIFICATE_SERIAL.to_owned(),
+                public_key_id: WECHAT_PUBLIC_KEY_ID.to_owned(),
+                merchants: vec![SandboxMerchant {
+                    mchid: WECHAT_MCHID.to_owned(),
+                    appids: vec![WECHAT_APPID.to_owned()],
+                    merchant_serial_no: WECHAT_MERCHANT_SERIAL.to_owned(),
+                    merchant_public_key_pem: read(fixtures, WECHAT_MERCHANT_PUBLIC)?,
+                    apiv3_key: secret(WECHAT_APIV3)?,
+                    api_v2_key: Some(secret(WECHAT_V2)?),
+                    key_mode: KeyMode::PublicKey,
+                }],
+                time_divisor,
+            },
+            fixtures: fixtures.to_path_buf(),
+        })
+    }
+
+    /// What a client of the Alipay sandbox at `base` (e.g. `http://127.0.0.1:8090`) needs.
+    pub fn describe_alipay(&self, base: &str) -> String {
+        let file = |f: &str| self.fixtures.join(f).display().to_string();
+        let mut out = String::new();
+        let _ = writeln!(out, "Alipay sandbox: {base}/gateway.do");
+        let _ = writeln!(out, "  app_id               {ALIPAY_APP_ID}");
+        let _ = writeln!(
+            out,
+            "  app private key      {} (signs requests, RSA2)",
+            file(ALIPAY_APP_PRIVATE)
+        );
+        let _ = writeln!(
+            out,
+            "  alipay public key    {} (verifies answers and notifications)",
+            file(ALIPAY_SANDBOX_PUBLIC)
+        );
+        let _ = writeln!(out, "  seller_id            {ALIPAY_SELLER_ID}");
+        let _ = writeln!(
+            out,
+            "  shopper              {base}/sandbox/wallet?code=QR (scan and pay), POST {base}/sandbox/pay"
+        );
+        out
+    }
+
+    /// What a client of the WeChat Pay sandbox at `base` needs.
+    pub fn describe_wechatpay(&self, base: &str) -> String {
+        let file = |f: &str| self.fixtures.join(f).display().to_string();
+        let merchant = self.wechatpay.merchants.first();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "WeChat Pay sandbox: {base} (API v3; v2 {base}/pay/micropay)"
+        );
+        let _ = writeln!(out, "  mchid                {WECHAT_MCHID}");
+        let _ = writeln!(out, "  appid                {WECHAT_APPID}");
+        let _ = writeln!(out, "  merchant serial_no   {WECHAT_MERCHANT_SERIAL}");
+        let _ = writeln!(
+            out,
+            "  merchant private key {} (signs requests)",
+            file(WECHAT_MERCHANT_PRIVATE)
+        );
+        let _ = writeln!(
+            out,
+            "  APIv3 key            {} ({})",
+            merchant.map_or("", |m| m.apiv3_key.as_str()),
+            file(WECHAT_APIV3)
+        );
+        let _ = writeln!(
+            out,
+            "  API v2 key           {} ({})",
+            merchant.and_then(|m| m.api_v2_key.as_deref()).unwrap_or(""),
+            file(WECHAT_V2)
+        );
+        let _ = writeln!(
+            out,
+            "  WeChat Pay public key {WECHAT_PUBLIC_KEY_ID}: {} (verifies answers)",
+            file(WECHAT_PLATFORM_PUBLIC)
+        );
+        let _ = writeln!(
+            out,
+            "  platform certificate {WECHAT_CERTIFICATE_SERIAL}: {} (also from GET /v3/certificates)",
+            file(WECHAT_PLATFORM_CERT)
+        );
+        let _ = writeln!(
+            out,
+            "  shopper              {base}/sandbox/wallet?code=QR (scan and pay), POST {base}/sandbox/pay"
+        );
+        out
+    }
+}
