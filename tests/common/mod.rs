@@ -391,8 +391,17 @@ api_base_url = "http://{wechat_addr}"
         }
     }
 
+    /// The sandbox and the `shop_a` account the harness sets up for a provider: the one line a
+    /// new provider adds here (with its sandbox and account above) to join the conformance kit.
+    pub fn provider(&self, kind: moongate_contract::ProviderKind) -> (SocketAddr, &'static str) {
+        match kind {
+            moongate_contract::ProviderKind::Alipay => (self.sandbox_addr, "alipay_main"),
+            moongate_contract::ProviderKind::WechatPay => (self.wechat_addr, "wechat_main"),
+        }
+    }
+
     /// POSTs JSON to a sandbox control endpoint.
-    async fn control(&self, sandbox: SocketAddr, path: &str, body: Value) -> HttpResponse {
+    pub async fn control(&self, sandbox: SocketAddr, path: &str, body: Value) -> HttpResponse {
         let request = HttpRequest {
             method: HttpMethod::Post,
             url: format!("http://{sandbox}{path}"),
@@ -414,7 +423,7 @@ api_base_url = "http://{wechat_addr}"
     }
 
     /// The notifications a sandbox sent for an order.
-    async fn sent(&self, sandbox: SocketAddr, out_trade_no: &str) -> Vec<Value> {
+    pub async fn sent(&self, sandbox: SocketAddr, out_trade_no: &str) -> Vec<Value> {
         let url = format!("http://{sandbox}/sandbox/notifications?out_trade_no={out_trade_no}");
         serde_json::from_slice(&self.http_get(&url).await.body).unwrap()
     }

@@ -288,6 +288,7 @@ pub fn router(sandbox: Shared) -> Router {
     Router::new()
         .route("/gateway.do", any(gateway_do))
         .route("/sandbox/pay", post(control_pay))
+        .route("/sandbox/forge", post(control_forge))
         .route("/sandbox/scan", post(control_scan))
         .route("/sandbox/fault", post(control_fault))
         .route("/sandbox/stats", get(control_stats))
@@ -1178,6 +1179,58 @@ async fn control_resend(
             ),
         )
             .into_response(),
+        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+    }
+}
+
+/// Delivers the latest notification of an order once more with a signed field altered after
+/// signing (`notify_time`), as a forger replaying it would; answers whether the receiver
+/// acknowledged it (exactly `success`). Not counted as an attempt.
+async fn control_forge(
+    State(sb): State<Shared>,
+    axum::Json(order): axum::Json<ControlOrder>,
+) -> Response {
+    let found = {
+        let inner = sb.lock();
+        let sent = inner
+            .notifications
+            .iter()
+            .rev()
+            .find(|n| n.out_trade_no == order.out_trade_no)
+            .map(|n| n.body.clone());
+        let url = inner
+            .orders
+            .values()
+            .find(|o| o.out_trade_no == order.out_trade_no)
+            .and_then(|o| o.notify_url.clone());
+        sent.zip(url)
+    };
+    let Some((body, url)) = found else {
+        return (StatusCode::NOT_FOUND, "no notification for this order").into_response();
+    };
+    let forged = {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(body.as_bytes()) {
+            let value = if key == "notify_time" {
+                "2000-01-01 00:00:00".into()
+            } else {
+                value
+            };
+            form.append_pair(&key, &value);
+        }
+        form.finish()
+    };
+    let request = HttpRequest {
+        method: HttpMethod::Post,
+        url,
+        headers: vec![("content-type".into(), FORM_CONTENT_TYPE.into())],
+        body: forged.into_bytes(),
+    };
+    match sb.client.send(&request).await {
+        Ok(response) => axum::Json(json!({
+            "acknowledged": response.status == 200 && response.body == b"success",
+        }))
+        .into_response(),
         Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
     }
 }

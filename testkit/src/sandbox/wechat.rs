@@ -591,6 +591,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/probe", post(control_probe))
+        .route("/sandbox/forge", post(control_forge))
         .route("/sandbox/h5", get(h5_page))
         .route("/sandbox/wallet", get(wallet_scan).post(wallet_pay))
         .route("/sandbox/h5/pay", post(h5_pay))
@@ -1430,6 +1431,40 @@ async fn control_probe(
     };
     let status = sb.attempt(index, mode, true).await.unwrap_or(0);
     axum::Json(json!({"status": status})).into_response()
+}
+
+/// Delivers the latest notification of an order once more, signed over its body but with the
+/// body altered after signing, as a forger would; answers whether the receiver acknowledged
+/// it (200 or 204). Not counted as an attempt.
+async fn control_forge(
+    State(sb): State<Shared>,
+    axum::Json(order): axum::Json<ControlOrder>,
+) -> Response {
+    let Some((index, mode)) = latest_notification(&sb, &order.out_trade_no) else {
+        return (StatusCode::NOT_FOUND, "no notification for this order").into_response();
+    };
+    let Some((url, body)) = sb
+        .lock()
+        .notifications
+        .get(index)
+        .map(|n| (n.url.clone(), n.body.clone()))
+    else {
+        return (StatusCode::NOT_FOUND, "no notification for this order").into_response();
+    };
+    let mut headers = sb.signature_headers(mode, body.as_bytes(), false);
+    headers.push(("content-type".into(), "application/json".into()));
+    let forged = body.replacen("\"id\":\"", "\"id\":\"X", 1);
+    let request = HttpRequest {
+        method: HttpMethod::Post,
+        url,
+        headers,
+        body: forged.into_bytes(),
+    };
+    let status = match sb.client.send(&request).await {
+        Ok(response) => response.status,
+        Err(_) => 0,
+    };
+    axum::Json(json!({"acknowledged": status == 200 || status == 204})).into_response()
 }
 
 /// The order a Native `code_url` (`weixin://wxpay/bizpayurl?pr={prepay_id}`) belongs to.
