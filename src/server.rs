@@ -11,12 +11,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::config::LedgerBackend;
 use crate::gateway::Gateway;
 use crate::outbound::Outbound;
 use crate::store::Store;
-use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
 use crate::webhooks;
 
 /// A running gateway.
@@ -72,13 +69,7 @@ pub enum StartError {
 /// Opens the configured ledger: the SQLite file, or the PostgreSQL database with its pending
 /// migrations applied (instances starting together take turns).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    Ok(match &config.ledger {
-        LedgerBackend::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
-        LedgerBackend::Postgres {
-            url,
-            max_connections,
-        } => Arc::new(PgStore::open(url.expose(), *max_connections).await?),
-    })
+    Ok(crate::store::open(&config.ledger).await?)
 }
 
 /// Starts on an already bound listener (so tests and the demo can pick free ports first).

@@ -15,13 +15,12 @@ use super::{BreakStatus, Category};
 use crate::config;
 use crate::gateway::Gateway;
 use crate::outbound::Outbound;
-use crate::server;
 
 /// A gateway (no listener) over a config file.
 pub async fn open(config_path: &Path) -> anyhow::Result<Gateway> {
     let base = config_path.parent().map(PathBuf::from).unwrap_or_default();
     let config = config::load(config_path).and_then(|raw| raw.build(&base))?;
-    let store = server::open_store(&config).await?;
+    let store = crate::store::open(&config.ledger).await?;
     let providers = Outbound::new(
         Duration::from_millis(config.providers.connect_timeout_ms),
         Duration::from_millis(config.providers.call_timeout_ms),

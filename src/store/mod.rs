@@ -5,9 +5,7 @@
 //! event and its webhook outbox row in that same transaction, so a state change, its event
 //! and its delivery obligation are never separated by a crash.
 
-mod checkout_sql;
 pub mod postgres;
-mod recon_sql;
 mod rows;
 pub mod sqlite;
 
@@ -17,9 +15,27 @@ use async_trait::async_trait;
 use moongate_contract::ProviderKind;
 use time::OffsetDateTime;
 
-use crate::cashier::Checkout;
+use crate::ledger::checkout::Checkout;
+use crate::ledger::reconciliation::{
+    Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord,
+};
 use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus};
-use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
+
+/// Opens the configured ledger: the SQLite file, or the PostgreSQL database with its pending
+/// migrations applied (instances starting together take turns).
+pub async fn open(
+    ledger: &crate::config::LedgerBackend,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match ledger {
+        crate::config::LedgerBackend::Sqlite(path) => {
+            std::sync::Arc::new(sqlite::SqliteStore::open(path)?)
+        }
+        crate::config::LedgerBackend::Postgres {
+            url,
+            max_connections,
+        } => std::sync::Arc::new(postgres::PgStore::open(url.expose(), *max_connections).await?),
+    })
+}
 
 /// Storage failure. Never shown to API callers beyond a generic internal error.
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +221,9 @@ pub struct EventRecord {
     pub deliveries: Vec<Delivery>,
 }
 
-/// The ledger's storage.
+/// The ledger's storage: idempotency keys and request nonces.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + 'static {
+pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
     /// Records a request nonce; false when it was already used (replay).
     async fn remember_nonce(
         &self,
@@ -216,20 +232,6 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: OffsetDateTime,
         keep_until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
-
-    /// Claims an idempotency key and inserts the payment (with its `payment.created` event).
-    async fn begin_payment(
-        &self,
-        claim: IdemClaim,
-        payment: Payment,
-    ) -> Result<Begin<Payment>, StoreError>;
-
-    /// Claims an idempotency key and inserts the refund after checking it fits the payment.
-    async fn begin_refund(
-        &self,
-        claim: IdemClaim,
-        refund: Refund,
-    ) -> Result<Begin<Refund>, StoreError>;
 
     /// Claims an idempotency key for an action on an existing resource.
     async fn claim_key(&self, claim: IdemClaim, resource_id: &str)
@@ -247,6 +249,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Drops a claim whose request did nothing (so the key can be used again).
     async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// The ledger's storage: payments, refunds and the provider attempt log.
+#[async_trait]
+pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
+    /// Claims an idempotency key and inserts the payment (with its `payment.created` event).
+    async fn begin_payment(
+        &self,
+        claim: IdemClaim,
+        payment: Payment,
+    ) -> Result<Begin<Payment>, StoreError>;
+
+    /// Claims an idempotency key and inserts the refund after checking it fits the payment.
+    async fn begin_refund(
+        &self,
+        claim: IdemClaim,
+        refund: Refund,
+    ) -> Result<Begin<Refund>, StoreError>;
 
     /// A payment by id, optionally scoped to a merchant.
     async fn payment(
@@ -292,10 +312,28 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends a provider attempt to the audit trail.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
 
+    /// The provider attempts of a payment (and its refunds), oldest first.
+    async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Fails a `pending` payment over from one account to another (the first certainly did
+    /// not take the order). `Ok(None)` when it is no longer pending on `from`.
+    async fn switch_account(
+        &self,
+        payment_id: &str,
+        from: &str,
+        to: &str,
+        provider: ProviderKind,
+        now: OffsetDateTime,
+    ) -> Result<Option<Payment>, StoreError>;
+}
+
+/// The ledger's storage: the janitor: open payments and refunds due for a check, leased.
+#[async_trait]
+pub trait JanitorStore: Send + Sync + fmt::Debug + 'static {
     /// Claims open payments (`pending`, `unknown`, `requires_action`) whose next check is due,
     /// with how many checks they have had, soonest first. Each is leased until `lease_until`:
     /// no other janitor (of this or another instance) takes it before then, and
-    /// [`Store::schedule_check`] sets its real next check when this one is done.
+    /// [`JanitorStore::schedule_check`] sets its real next check when this one is done.
     async fn payments_due(
         &self,
         now: OffsetDateTime,
@@ -320,6 +358,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         next_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
+    /// Open payments (`pending`, `unknown`, `requires_action`) not touched since `before`.
+    async fn payments_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Payment>, StoreError>;
+
+    /// Refunds in `pending` or `unknown` not touched since `before`.
+    async fn refunds_in_doubt(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Refund>, StoreError>;
+}
+
+/// The ledger's storage: events and the webhook outbox.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// One of a merchant's events with its delivery log.
     async fn event(
         &self,
@@ -335,34 +391,6 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         event_id: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
-
-    /// The provider attempts of a payment (and its refunds), oldest first.
-    async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError>;
-
-    /// Fails a `pending` payment over from one account to another (the first certainly did
-    /// not take the order). `Ok(None)` when it is no longer pending on `from`.
-    async fn switch_account(
-        &self,
-        payment_id: &str,
-        from: &str,
-        to: &str,
-        provider: ProviderKind,
-        now: OffsetDateTime,
-    ) -> Result<Option<Payment>, StoreError>;
-
-    /// Open payments (`pending`, `unknown`, `requires_action`) not touched since `before`.
-    async fn payments_in_doubt(
-        &self,
-        before: OffsetDateTime,
-        limit: u32,
-    ) -> Result<Vec<Payment>, StoreError>;
-
-    /// Refunds in `pending` or `unknown` not touched since `before`.
-    async fn refunds_in_doubt(
-        &self,
-        before: OffsetDateTime,
-        limit: u32,
-    ) -> Result<Vec<Refund>, StoreError>;
 
     /// Claims webhook deliveries due at `now`, oldest event first, each leased until
     /// `lease_until` (no other worker delivers it meanwhile; [`Store::webhook_attempted`]
@@ -385,7 +413,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Events about one object, oldest first.
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+}
 
+/// The ledger's storage: reconciliation: the ledger side of a day, statements, runs, breaks, daily claims, repairs.
+#[async_trait]
+pub trait ReconStore: Send + Sync + fmt::Debug + 'static {
     // --- Reconciliation -------------------------------------------------------------------
 
     /// Succeeded payments of an account recorded as paid in `[from, to)`, and succeeded refunds
@@ -486,7 +518,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         payment: Payment,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+}
 
+/// The ledger's storage: checkouts and their payments.
+#[async_trait]
+pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
     // ---- Hosted cashier ----
 
     /// Claims the idempotency key and stores a new checkout, in one transaction.
@@ -519,6 +555,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Every payment a checkout opened, oldest first.
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
+}
+
+/// The whole ledger: every focused part, as one object the gateway holds (`Arc<dyn Store>`).
+/// Both backends implement each part; code that uses the ledger imports the parts it needs.
+pub trait Store:
+    KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore
+{
+}
+
+impl<T> Store for T where
+    T: KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore
+{
 }
 
 /// Who claims which daily reconciliation.

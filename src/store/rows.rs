@@ -8,7 +8,8 @@ use moongate_contract::{Currency, Payer, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
 
 use super::{Begin, IdemClaim, RefundRefusal, StoreError};
-use crate::cashier::Checkout;
+use crate::ledger::checkout::Checkout;
+use crate::ledger::reconciliation::{Break, LedgerPayment, LedgerRefund};
 use crate::ledger::{Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
 use crate::routing::Channel;
 
@@ -386,4 +387,133 @@ pub(super) fn operation_name(stored: &str) -> &'static str {
 /// Clamps a stored counter to `u32`.
 pub(super) fn count(value: i64) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+/// `'pending', 'unknown', 'requires_action'`: [`PaymentStatus::OPEN`] as an SQL list.
+pub(super) fn open_payment_statuses() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        sql_list(PaymentStatus::OPEN.iter().map(PaymentStatus::as_str))
+    });
+    &LIST
+}
+
+/// `'pending', 'unknown'`: [`RefundStatus::OPEN`] as an SQL list.
+pub(super) fn open_refund_statuses() -> &'static str {
+    static LIST: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| sql_list(RefundStatus::OPEN.iter().map(RefundStatus::as_str)));
+    &LIST
+}
+
+/// Quoted SQL literals of stable names (which are `[a-z_]`, so need no escaping).
+fn sql_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+// Reconciliation rows and statements both backends share.
+
+/// The daily-run claim statement: SQLite and PostgreSQL both take this upsert (`?n` and `$n`
+/// aside): a missing or lapsed claim is (re)taken, a live one of another holder is not.
+pub(super) const CLAIM_DAILY: &str = "INSERT INTO recon_claims (merchant_id, account_id, day, holder, lease_until) \
+    VALUES ($1, $2, $3, $4, $6) ON CONFLICT (merchant_id, account_id, day) DO UPDATE \
+    SET holder = excluded.holder, lease_until = excluded.lease_until \
+    WHERE recon_claims.lease_until <= $5 OR recon_claims.holder = excluded.holder";
+
+pub(super) const RELEASE_DAILY: &str = "DELETE FROM recon_claims WHERE merchant_id = $1 AND account_id = $2 AND day = $3 AND holder = $4";
+
+/// A ledger payment as reconciliation reads it ([`PAYMENT_FIELDS`] order).
+pub(super) struct LedgerPaymentRow {
+    pub id: String,
+    pub provider_ref: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub paid_at_ms: Option<i64>,
+}
+
+impl LedgerPaymentRow {
+    pub fn decode(self) -> Result<LedgerPayment, StoreError> {
+        Ok(LedgerPayment {
+            id: self.id.into_boxed_str(),
+            provider_ref: self.provider_ref.map(String::into_boxed_str),
+            amount: self.amount,
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+            paid_at_ms: self.paid_at_ms,
+        })
+    }
+}
+
+/// A ledger refund as reconciliation reads it ([`REFUND_FIELDS`] order).
+pub(super) struct LedgerRefundRow {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub settled_at_ms: i64,
+}
+
+impl LedgerRefundRow {
+    pub fn decode(self) -> Result<LedgerRefund, StoreError> {
+        Ok(LedgerRefund {
+            id: self.id.into_boxed_str(),
+            payment_id: self.payment_id.into_boxed_str(),
+            amount: self.amount,
+            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
+            status: RefundStatus::parse(&self.status).ok_or_else(|| corrupt("refund status"))?,
+            settled_at_ms: self.settled_at_ms,
+        })
+    }
+}
+
+pub(super) const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
+
+pub(super) const REFUND_FIELDS: &str =
+    "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
+
+pub(super) fn break_json(record: &Break) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) const BREAK_FIELDS: &str =
+    "merchant_id, account_id, day, run_id, id, body, status, note";
+
+pub(super) const RUN_FIELDS: &str =
+    "id, merchant_id, account_id, day, statement_id, finished_at, report";
+
+/// Report order: the category enum's order, not its name's.
+pub(super) fn report_order(breaks: &mut [Break]) {
+    breaks.sort_by(|a, b| {
+        (a.category, &a.payment_id, &a.refund_id).cmp(&(b.category, &b.payment_id, &b.refund_id))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_status_lists_come_from_the_ledger_sets() {
+        assert_eq!(
+            open_payment_statuses(),
+            "'pending', 'unknown', 'requires_action'"
+        );
+        assert_eq!(open_refund_statuses(), "'pending', 'unknown'");
+    }
+
+    #[test]
+    fn the_postgres_partial_indexes_use_the_same_sets() {
+        // A migration is history and is never rewritten: when a set changes, a new migration
+        // must recreate the index, or the planner stops using it. This fails until it does.
+        let migrations: String = super::super::postgres::MIGRATIONS
+            .iter()
+            .map(|(_, _, sql)| *sql)
+            .collect();
+        let payments = format!("WHERE status IN ({});", open_payment_statuses());
+        let refunds = format!("WHERE status IN ({});", open_refund_statuses());
+        assert!(migrations.contains(&payments), "{payments}");
+        assert!(migrations.contains(&refunds), "{refunds}");
+    }
 }

@@ -7,6 +7,9 @@
 //! - every change appends exactly one event to the append-only event log, in the same
 //!   transaction, together with its webhook outbox row.
 
+pub mod checkout;
+pub mod reconciliation;
+
 use moongate_contract::{Currency, NextAction, Payer, PaymentMethod, ProviderKind};
 
 use crate::routing::Channel;
@@ -32,6 +35,14 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    /// The statuses in which the provider may still move money, so the janitor keeps checking
+    /// (the one definition; the ledger's SQL is built from it).
+    pub const OPEN: [PaymentStatus; 3] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Unknown,
+        PaymentStatus::RequiresAction,
+    ];
+
     /// Stable name (API, ledger, events).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -97,6 +108,9 @@ pub enum RefundStatus {
 }
 
 impl RefundStatus {
+    /// The statuses in which a refund may still move money (the janitor keeps checking).
+    pub const OPEN: [RefundStatus; 2] = [RefundStatus::Pending, RefundStatus::Unknown];
+
     /// Stable name.
     pub fn as_str(&self) -> &'static str {
         match self {

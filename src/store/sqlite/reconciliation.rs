@@ -1,14 +1,164 @@
-//! SQLite statements of the reconciliation tables (called from `SqliteStore`'s `Store` impl).
+//! SQLite: reconciliation: the ledger side of a day, statements, runs, breaks, daily claims, repairs.
 
-use moongate_contract::Currency;
-use rusqlite::{Connection, OptionalExtension, Row, params};
-use time::OffsetDateTime;
+use super::*;
+use crate::store::rows::{
+    BREAK_FIELDS, CLAIM_DAILY, LedgerPaymentRow, LedgerRefundRow, PAYMENT_FIELDS, REFUND_FIELDS,
+    RELEASE_DAILY, RUN_FIELDS, break_json, corrupt, report_order,
+};
 
-use super::rows::{corrupt, from_ms, ms};
-use super::sqlite::db;
-use super::{DailyClaim, ReconRun, StoreError, StoredBreak};
-use crate::ledger::{PaymentStatus, RefundStatus};
-use crate::reconcile::{Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord};
+#[async_trait]
+impl ReconStore for SqliteStore {
+    async fn recon_ledger(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+        let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
+        self.run(move |conn| ledger_window(conn, &merchant_id, &account_id, from, to))
+            .await
+    }
+
+    async fn recon_lookup(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        payment_ids: Vec<String>,
+        refund_ids: Vec<String>,
+    ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
+        let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
+        self.run(move |conn| lookup(conn, &merchant_id, &account_id, &payment_ids, &refund_ids))
+            .await
+    }
+
+    async fn claim_daily_run(
+        &self,
+        claim: DailyClaim,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| claim_daily(conn, &claim, now, lease_until))
+            .await
+    }
+
+    async fn release_daily_run(&self, claim: DailyClaim) -> Result<(), StoreError> {
+        self.run(move |conn| release_daily(conn, &claim)).await
+    }
+
+    async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError> {
+        self.run(move |conn| save_statement(conn, &record)).await
+    }
+
+    async fn save_recon_run(
+        &self,
+        run: ReconRun,
+        breaks: Vec<Break>,
+    ) -> Result<Vec<Break>, StoreError> {
+        self.run(move |conn| save_run(conn, &run, breaks)).await
+    }
+
+    async fn recon_run(
+        &self,
+        merchant_id: Option<&str>,
+        run_id: &str,
+    ) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError> {
+        let (merchant_id, run_id) = (merchant_id.map(str::to_owned), run_id.to_owned());
+        self.run(move |conn| run(conn, merchant_id.as_deref(), &run_id))
+            .await
+    }
+
+    async fn latest_recon_run(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        day: &str,
+    ) -> Result<Option<ReconRun>, StoreError> {
+        let (merchant_id, account_id, day) = (
+            merchant_id.to_owned(),
+            account_id.to_owned(),
+            day.to_owned(),
+        );
+        self.run(move |conn| latest_run(conn, &merchant_id, &account_id, &day))
+            .await
+    }
+
+    async fn recon_runs(
+        &self,
+        merchant_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReconRun>, StoreError> {
+        let merchant_id = merchant_id.map(str::to_owned);
+        self.run(move |conn| runs(conn, merchant_id.as_deref(), limit))
+            .await
+    }
+
+    async fn breaks(
+        &self,
+        merchant_id: Option<&str>,
+        status: Option<BreakStatus>,
+        limit: u32,
+    ) -> Result<Vec<StoredBreak>, StoreError> {
+        let merchant_id = merchant_id.map(str::to_owned);
+        self.run(move |conn| breaks(conn, merchant_id.as_deref(), status, limit))
+            .await
+    }
+
+    async fn break_by_id(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+    ) -> Result<Option<StoredBreak>, StoreError> {
+        let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
+        self.run(move |conn| break_by_id(conn, merchant_id.as_deref(), &break_id))
+            .await
+    }
+
+    async fn set_break_status(
+        &self,
+        merchant_id: Option<&str>,
+        break_id: &str,
+        status: BreakStatus,
+        note: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredBreak>, StoreError> {
+        let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
+        self.run(move |conn| {
+            set_break_status(conn, merchant_id.as_deref(), &break_id, status, note, now)
+        })
+        .await
+    }
+
+    async fn insert_repaired_payment(
+        &self,
+        payment: Payment,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if load_payment(&tx, &payment.id)?.is_some() {
+                return Ok(false);
+            }
+            insert_payment(&tx, &payment)?;
+            tx.execute(
+                "UPDATE payments SET paid_at = ?2, next_check_at = NULL WHERE id = ?1",
+                params![payment.id, ms(now)],
+            )
+            .map_err(db)?;
+            append_event(
+                &tx,
+                &payment.merchant_id,
+                "payment.succeeded",
+                &payment.id,
+                payment.to_api_json(),
+                now,
+            )?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+}
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS statements (
@@ -62,13 +212,6 @@ CREATE TABLE IF NOT EXISTS recon_claims (
 );
 "#;
 
-/// The daily-run claim statement: SQLite and PostgreSQL both take this upsert (`?n` and `$n`
-/// aside): a missing or lapsed claim is (re)taken, a live one of another holder is not.
-pub(super) const CLAIM_DAILY: &str = "INSERT INTO recon_claims (merchant_id, account_id, day, holder, lease_until) \
-    VALUES ($1, $2, $3, $4, $6) ON CONFLICT (merchant_id, account_id, day) DO UPDATE \
-    SET holder = excluded.holder, lease_until = excluded.lease_until \
-    WHERE recon_claims.lease_until <= $5 OR recon_claims.holder = excluded.holder";
-
 pub(super) fn claim_daily(
     conn: &Connection,
     claim: &DailyClaim,
@@ -91,8 +234,6 @@ pub(super) fn claim_daily(
     Ok(changed == 1)
 }
 
-pub(super) const RELEASE_DAILY: &str = "DELETE FROM recon_claims WHERE merchant_id = $1 AND account_id = $2 AND day = $3 AND holder = $4";
-
 pub(super) fn release_daily(conn: &Connection, claim: &DailyClaim) -> Result<(), StoreError> {
     conn.execute(
         &RELEASE_DAILY.replace('$', "?"),
@@ -100,52 +241,6 @@ pub(super) fn release_daily(conn: &Connection, claim: &DailyClaim) -> Result<(),
     )
     .map_err(db)?;
     Ok(())
-}
-
-/// A ledger payment as reconciliation reads it ([`PAYMENT_FIELDS`] order).
-pub(super) struct LedgerPaymentRow {
-    pub id: String,
-    pub provider_ref: Option<String>,
-    pub amount: i64,
-    pub currency: String,
-    pub status: String,
-    pub paid_at_ms: Option<i64>,
-}
-
-impl LedgerPaymentRow {
-    pub fn decode(self) -> Result<LedgerPayment, StoreError> {
-        Ok(LedgerPayment {
-            id: self.id.into_boxed_str(),
-            provider_ref: self.provider_ref.map(String::into_boxed_str),
-            amount: self.amount,
-            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
-            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
-            paid_at_ms: self.paid_at_ms,
-        })
-    }
-}
-
-/// A ledger refund as reconciliation reads it ([`REFUND_FIELDS`] order).
-pub(super) struct LedgerRefundRow {
-    pub id: String,
-    pub payment_id: String,
-    pub amount: i64,
-    pub currency: String,
-    pub status: String,
-    pub settled_at_ms: i64,
-}
-
-impl LedgerRefundRow {
-    pub fn decode(self) -> Result<LedgerRefund, StoreError> {
-        Ok(LedgerRefund {
-            id: self.id.into_boxed_str(),
-            payment_id: self.payment_id.into_boxed_str(),
-            amount: self.amount,
-            currency: Currency::parse(&self.currency).map_err(|_| corrupt("currency"))?,
-            status: RefundStatus::parse(&self.status).ok_or_else(|| corrupt("refund status"))?,
-            settled_at_ms: self.settled_at_ms,
-        })
-    }
 }
 
 fn ledger_payment(row: &Row<'_>) -> Result<LedgerPayment, StoreError> {
@@ -171,10 +266,6 @@ fn ledger_refund(row: &Row<'_>) -> Result<LedgerRefund, StoreError> {
     }
     .decode()
 }
-
-pub(super) const PAYMENT_FIELDS: &str = "id, provider_ref, amount, currency, status, paid_at";
-pub(super) const REFUND_FIELDS: &str =
-    "r.id, r.payment_id, r.amount, r.currency, r.status, r.updated_at";
 
 pub(super) fn ledger_window(
     conn: &Connection,
@@ -274,10 +365,6 @@ pub(super) fn save_statement(conn: &Connection, r: &StatementRecord) -> Result<(
     Ok(())
 }
 
-pub(super) fn break_json(record: &Break) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 fn stored_break(row: &Row<'_>) -> Result<StoredBreak, StoreError> {
     let body: String = row.get(5).map_err(db)?;
     let mut record: Break = serde_json::from_str(&body).map_err(|_| corrupt("break body"))?;
@@ -293,8 +380,6 @@ fn stored_break(row: &Row<'_>) -> Result<StoredBreak, StoreError> {
         record,
     })
 }
-
-const BREAK_FIELDS: &str = "merchant_id, account_id, day, run_id, id, body, status, note";
 
 pub(super) fn save_run(
     conn: &mut Connection,
@@ -411,8 +496,6 @@ fn run_from_row(row: &Row<'_>) -> Result<ReconRun, StoreError> {
     })
 }
 
-const RUN_FIELDS: &str = "id, merchant_id, account_id, day, statement_id, finished_at, report";
-
 pub(super) fn run(
     conn: &Connection,
     merchant_id: Option<&str>,
@@ -440,13 +523,6 @@ pub(super) fn run(
     }
     report_order(&mut breaks);
     Ok(Some((run, breaks)))
-}
-
-/// Report order: the category enum's order, not its name's.
-pub(super) fn report_order(breaks: &mut [Break]) {
-    breaks.sort_by(|a, b| {
-        (a.category, &a.payment_id, &a.refund_id).cmp(&(b.category, &b.payment_id, &b.refund_id))
-    });
 }
 
 pub(super) fn runs(

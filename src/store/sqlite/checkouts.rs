@@ -1,11 +1,99 @@
-//! SQLite statements of the cashier's tables (called from `SqliteStore`'s `Store` impl).
+//! SQLite: checkouts and their payments.
 
-use rusqlite::{Connection, Row, Transaction, params};
+use super::*;
+use crate::store::rows::{CHECKOUT_COLUMNS as COLUMNS, CheckoutRow};
 
-use super::StoreError;
-use super::rows::{CHECKOUT_COLUMNS as COLUMNS, CheckoutRow, ms};
-use super::sqlite::db;
-use crate::cashier::Checkout;
+#[async_trait]
+impl CheckoutStore for SqliteStore {
+    async fn begin_checkout(
+        &self,
+        idem: IdemClaim,
+        checkout: Checkout,
+    ) -> Result<Begin<Checkout>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            if let Some(found) = claim(&tx, &idem, &checkout.id)? {
+                return Ok(cast(found));
+            }
+            insert(&tx, &checkout)?;
+            tx.commit().map_err(db)?;
+            Ok(Begin::Fresh(checkout))
+        })
+        .await
+    }
+
+    async fn checkout(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Checkout>, StoreError> {
+        let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
+        self.run(move |conn| {
+            let found = load(conn, "id", &id)?;
+            Ok(found.filter(|c| merchant_id.as_deref().is_none_or(|m| m == c.merchant_id)))
+        })
+        .await
+    }
+
+    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError> {
+        let token = token.to_owned();
+        self.run(move |conn| load(conn, "token", &token)).await
+    }
+
+    async fn begin_checkout_payment(
+        &self,
+        checkout_id: &str,
+        expected: Option<&str>,
+        payment: Payment,
+        max_payments: usize,
+    ) -> Result<bool, StoreError> {
+        let (checkout_id, expected) = (checkout_id.to_owned(), expected.map(str::to_owned));
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let switched = switch_current(
+                &tx,
+                &checkout_id,
+                expected.as_deref(),
+                &payment.id,
+                payment.created_at,
+                max_payments,
+            )?;
+            if !switched {
+                return Ok(false);
+            }
+            insert_payment(&tx, &payment)?;
+            append_event(
+                &tx,
+                &payment.merchant_id,
+                "payment.created",
+                &payment.id,
+                payment.to_api_json(),
+                payment.created_at,
+            )?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError> {
+        let checkout_id = checkout_id.to_owned();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id IN \
+                 (SELECT payment_id FROM checkout_payments WHERE checkout_id = ?1) ORDER BY seq"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![checkout_id]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(payment_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS checkouts (

@@ -1,0 +1,152 @@
+//! PostgreSQL: events and the webhook outbox.
+
+use super::*;
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        let found = sqlx::query(
+            "SELECT e.seq, e.body, o.attempts::BIGINT, o.next_attempt_at, o.delivered_at FROM events e \
+             LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = $1 AND e.merchant_id = $2",
+        )
+        .bind(event_id)
+        .bind(merchant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let seq: i64 = get(&row, 0)?;
+        let rows = sqlx::query(
+            "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = $1 ORDER BY seq",
+        )
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let deliveries = all(rows, |r| {
+            Ok(Delivery {
+                attempted_at: from_ms(get(r, 0)?)?,
+                delivered: get(r, 1)?,
+                error: get(r, 2)?,
+            })
+        })?;
+        Ok(Some(EventRecord {
+            body: get(&row, 1)?,
+            attempts: get::<Option<i64>>(&row, 2)?.unwrap_or(0),
+            next_attempt_at: get::<Option<i64>>(&row, 3)?.map(from_ms).transpose()?,
+            delivered_at: get::<Option<i64>>(&row, 4)?.map(from_ms).transpose()?,
+            deliveries,
+        }))
+    }
+
+    async fn resend_event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $3, attempts = 0 \
+             WHERE event_seq = (SELECT seq FROM events WHERE id = $1 AND merchant_id = $2)",
+        )
+        .bind(event_id)
+        .bind(merchant_id)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    async fn due_webhooks(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "WITH due AS (SELECT event_seq FROM outbox \
+               WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
+               ORDER BY event_seq LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             leased AS (UPDATE outbox o SET next_attempt_at = $3 FROM due \
+               WHERE o.event_seq = due.event_seq RETURNING o.event_seq, o.merchant_id, o.attempts) \
+             SELECT l.event_seq, e.id, l.merchant_id, e.body, l.attempts::BIGINT \
+             FROM leased l JOIN events e ON e.seq = l.event_seq ORDER BY l.event_seq",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .bind(ms(lease_until))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows, |row| {
+            Ok(OutboxItem {
+                event_seq: get(row, 0)?,
+                event_id: get(row, 1)?,
+                merchant_id: get(row, 2)?,
+                body: get(row, 3)?,
+                attempts: count(get(row, 4)?),
+            })
+        })
+    }
+
+    async fn webhook_attempted(
+        &self,
+        event_seq: i64,
+        delivered: bool,
+        next_attempt_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let now = ms(OffsetDateTime::now_utc());
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
+             delivered_at = CASE WHEN $3 THEN $4 ELSE NULL END, last_error = $5 WHERE event_seq = $1",
+        )
+        .bind(event_seq)
+        .bind(next_attempt_at.map(ms))
+        .bind(delivered)
+        .bind(now)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(event_seq)
+        .bind(now)
+        .bind(delivered)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, type, object_id FROM events WHERE object_id = $1 ORDER BY seq",
+        )
+        .bind(object_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows, |row| {
+            Ok(StoredEvent {
+                seq: get(row, 0)?,
+                id: get(row, 1)?,
+                kind: get(row, 2)?,
+                object_id: get(row, 3)?,
+            })
+        })
+    }
+}

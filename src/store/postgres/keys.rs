@@ -1,0 +1,81 @@
+//! PostgreSQL: idempotency keys and request nonces.
+
+use super::*;
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn remember_nonce(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // A lapsed row of the same nonce is taken over; a live one refuses the replay.
+        let inserted = sqlx::query(
+            "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
+             WHERE nonces.keep_until < $4",
+        )
+        .bind(merchant_id)
+        .bind(nonce)
+        .bind(ms(keep_until))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        // Lapsed nonces go a few at a time; instances skip each other's rows.
+        sqlx::query(
+            "DELETE FROM nonces WHERE ctid IN (SELECT ctid FROM nonces WHERE keep_until < $1 \
+             LIMIT 64 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(inserted == 1)
+    }
+
+    async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let found = claim(&mut tx, &idem, resource_id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found.unwrap_or(Begin::Fresh(())))
+    }
+
+    async fn complete_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        status: u16,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, response = $4, completed_at = $5 \
+             WHERE merchant_id = $1 AND key = $2",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .bind(i32::from(status))
+        .bind(body)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! SQLite: events and the webhook outbox.
+
+use super::*;
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn due_webhooks(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut out = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq \
+                         WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 ORDER BY o.event_seq LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    out.push(OutboxItem {
+                        event_seq: row.get(0).map_err(db)?,
+                        event_id: row.get(1).map_err(db)?,
+                        merchant_id: row.get(2).map_err(db)?,
+                        body: row.get(3).map_err(db)?,
+                        attempts: count(row.get(4).map_err(db)?),
+                    });
+                }
+                let mut lease = tx
+                    .prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE event_seq = ?1")
+                    .map_err(db)?;
+                for item in &out {
+                    lease.execute(params![item.event_seq, ms(lease_until)]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn webhook_attempted(
+        &self,
+        event_seq: i64,
+        delivered: bool,
+        next_attempt_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let now = ms(OffsetDateTime::now_utc());
+            let tx = write_tx(conn)?;
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
+                params![event_seq, next_attempt_at.map(ms), delivered, now, error],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
+                params![event_seq, now, delivered, error],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
+        self.run(move |conn| {
+            let found = conn
+                .query_row(
+                    "SELECT e.seq, e.body, o.attempts, o.next_attempt_at, o.delivered_at FROM events e \
+                     LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = ?1 AND e.merchant_id = ?2",
+                    params![event_id, merchant_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((seq, body, attempts, next, delivered_at)) = found else {
+                return Ok(None);
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![seq]).map_err(db)?;
+            let mut deliveries = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                deliveries.push(Delivery {
+                    attempted_at: from_ms(row.get(0).map_err(db)?)?,
+                    delivered: row.get(1).map_err(db)?,
+                    error: row.get(2).map_err(db)?,
+                });
+            }
+            Ok(Some(EventRecord {
+                body,
+                attempts: attempts.unwrap_or(0),
+                next_attempt_at: next.map(from_ms).transpose()?,
+                delivered_at: delivered_at.map(from_ms).transpose()?,
+                deliveries,
+            }))
+        })
+        .await
+    }
+
+    async fn resend_event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE outbox SET next_attempt_at = ?3, attempts = 0 \
+                     WHERE event_seq = (SELECT seq FROM events WHERE id = ?1 AND merchant_id = ?2)",
+                    params![event_id, merchant_id, ms(now)],
+                )
+                .map_err(db)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let object_id = object_id.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, id, type, object_id FROM events WHERE object_id = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![object_id]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(StoredEvent {
+                    seq: row.get(0).map_err(db)?,
+                    id: row.get(1).map_err(db)?,
+                    kind: row.get(2).map_err(db)?,
+                    object_id: row.get(3).map_err(db)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

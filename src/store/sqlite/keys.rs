@@ -1,0 +1,73 @@
+//! SQLite: idempotency keys and request nonces.
+
+use super::*;
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn remember_nonce(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (merchant_id, nonce) = (merchant_id.to_owned(), nonce.to_owned());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute("DELETE FROM nonces WHERE keep_until < ?1", params![ms(now)]).map_err(db)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3)",
+                    params![merchant_id, nonce, ms(keep_until)],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
+        let resource_id = resource_id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let found = claim(&tx, &idem, &resource_id)?;
+            tx.commit().map_err(db)?;
+            Ok(found.unwrap_or(Begin::Fresh(())))
+        })
+        .await
+    }
+
+    async fn complete_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        status: u16,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5 WHERE merchant_id = ?1 AND key = ?2",
+                params![merchant_id, key, status, body, ms(now)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
+        let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND status IS NULL",
+                params![merchant_id, key],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,484 @@
+//! Embedded SQLite ledger: one file, WAL, `synchronous=FULL` (an acknowledged write survives
+//! power loss). One connection behind a mutex, used from `spawn_blocking`: SQLite serialises
+//! writers anyway, and every method is a single short transaction.
+
+mod checkouts;
+mod events;
+mod janitor;
+mod keys;
+mod payments;
+mod reconciliation;
+
+use crate::store::rows::{open_payment_statuses, open_refund_statuses};
+use crate::store::{CheckoutStore, EventStore, JanitorStore, KeyStore, PaymentStore, ReconStore};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use moongate_contract::ProviderKind;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::{
+    Attempt, Begin, IdemClaim, InboxKey, OutboxItem, PaymentDecision, StoreError, StoredEvent,
+    Updated,
+};
+use crate::ledger::checkout::Checkout;
+use crate::ledger::reconciliation::{
+    Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord,
+};
+use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
+use crate::store::rows::{
+    FIRST_CHECK_MS, IDEMPOTENCY_RETENTION_MS, KeyRow, PAYMENT_COLUMNS, PaymentRow, REFUND_COLUMNS,
+    RefundRow, apply_change, cast, count, from_ms, json_opt, ms, operation_name, refund_fits,
+};
+use crate::store::{CheckTarget, DailyClaim, Delivery, EventRecord, ReconRun, StoredBreak};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS payments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    merchant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    method TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    merchant_reference TEXT NOT NULL,
+    description TEXT NOT NULL,
+    return_url TEXT,
+    metadata TEXT NOT NULL,
+    provider_order_id TEXT NOT NULL,
+    provider_ref TEXT,
+    status TEXT NOT NULL,
+    next_action TEXT,
+    failure TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0 AND amount_refunded <= amount),
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    payer TEXT,
+    route TEXT,
+    channel TEXT,
+    next_check_at INTEGER,
+    checks INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (provider, account_id, provider_order_id)
+);
+CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
+CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS refunds (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    merchant_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    reason TEXT,
+    status TEXT NOT NULL,
+    failure TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    next_check_at INTEGER,
+    checks INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds (payment_id);
+CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    payment_id TEXT NOT NULL,
+    account_id TEXT,
+    refund_id TEXT,
+    operation TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    elapsed_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    merchant_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_object ON events (object_id, seq);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+CREATE TABLE IF NOT EXISTS outbox (
+    event_seq INTEGER PRIMARY KEY REFERENCES events (seq),
+    merchant_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    delivered_at INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    attempted_at INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_seq);
+
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    merchant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    resource_id TEXT,
+    status INTEGER,
+    response BLOB,
+    created_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    PRIMARY KEY (merchant_id, key)
+);
+
+CREATE TABLE IF NOT EXISTS nonces (
+    merchant_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    keep_until INTEGER NOT NULL,
+    PRIMARY KEY (merchant_id, nonce)
+);
+
+CREATE TABLE IF NOT EXISTS inbox (
+    provider TEXT NOT NULL,
+    account TEXT NOT NULL,
+    dedupe_id TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, account, dedupe_id)
+);
+"#;
+
+/// The SQLite ledger.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+pub(super) fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger file.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory ledger (tests, benchmarks).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        // Ledgers created by earlier versions lack the newer columns.
+        for (table, column, kind) in [
+            ("payments", "payer", "TEXT"),
+            ("payments", "route", "TEXT"),
+            ("payments", "channel", "TEXT"),
+            ("payments", "next_check_at", "INTEGER"),
+            ("payments", "checks", "INTEGER NOT NULL DEFAULT 0"),
+            ("refunds", "next_check_at", "INTEGER"),
+            ("refunds", "checks", "INTEGER NOT NULL DEFAULT 0"),
+            ("attempts", "account_id", "TEXT"),
+            ("payments", "paid_at", "INTEGER"),
+        ] {
+            let present: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |row| row.get(0),
+                )
+                .map_err(db)?;
+            if present == 0 {
+                conn.execute(
+                    &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+                    [],
+                )
+                .map_err(db)?;
+                if column == "paid_at" {
+                    // Older ledgers: the last change of a succeeded payment is the best guess.
+                    conn.execute(
+                        "UPDATE payments SET paid_at = updated_at WHERE status = 'succeeded'",
+                        [],
+                    )
+                    .map_err(db)?;
+                }
+            }
+        }
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS payments_due ON payments (next_check_at) \
+               WHERE status IN ({});\n\
+             CREATE INDEX IF NOT EXISTS refunds_due ON refunds (next_check_at) \
+               WHERE status IN ({});\n\
+             CREATE INDEX IF NOT EXISTS payments_paid ON payments (account_id, paid_at) \
+               WHERE paid_at IS NOT NULL;",
+            open_payment_statuses(),
+            open_refund_statuses()
+        ))
+        .map_err(db)?;
+        conn.execute_batch(reconciliation::SCHEMA).map_err(db)?;
+        conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("ledger lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("ledger task failed: {e}")))?
+    }
+}
+
+/// Claims due janitor rows (open, next check passed) in one write transaction, leasing them
+/// until `lease_until`; `decode` reads a row of the table's columns followed by its check count.
+fn claim_due<T>(
+    conn: &mut Connection,
+    target: CheckTarget,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let (table, columns, open) = match target {
+        CheckTarget::Payment => ("payments", PAYMENT_COLUMNS, open_payment_statuses()),
+        CheckTarget::Refund => ("refunds", REFUND_COLUMNS, open_refund_statuses()),
+    };
+    let tx = write_tx(conn)?;
+    let mut out = Vec::new();
+    {
+        let sql = format!(
+            "SELECT {columns}, checks FROM {table} WHERE status IN ({open}) \
+             AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
+        );
+        let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+        let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            out.push((row.get::<_, String>(0).map_err(db)?, decode(row)?));
+        }
+    }
+    // Leased after reading: a statement never writes the rows it is still stepping over.
+    {
+        let mut lease = tx
+            .prepare_cached(&format!(
+                "UPDATE {table} SET next_check_at = ?2 WHERE id = ?1"
+            ))
+            .map_err(db)?;
+        for (id, _) in &out {
+            lease.execute(params![id, ms(lease_until)]).map_err(db)?;
+        }
+    }
+    tx.commit().map_err(db)?;
+    Ok(out.into_iter().map(|(_, item)| item).collect())
+}
+
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)
+}
+
+fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
+    PaymentRow {
+        id: row.get(0).map_err(db)?,
+        merchant_id: row.get(1).map_err(db)?,
+        account_id: row.get(2).map_err(db)?,
+        provider: row.get(3).map_err(db)?,
+        method: row.get(4).map_err(db)?,
+        amount: row.get(5).map_err(db)?,
+        currency: row.get(6).map_err(db)?,
+        merchant_reference: row.get(7).map_err(db)?,
+        description: row.get(8).map_err(db)?,
+        return_url: row.get(9).map_err(db)?,
+        metadata: row.get(10).map_err(db)?,
+        provider_order_id: row.get(11).map_err(db)?,
+        provider_ref: row.get(12).map_err(db)?,
+        status: row.get(13).map_err(db)?,
+        next_action: row.get(14).map_err(db)?,
+        failure: row.get(15).map_err(db)?,
+        amount_refunded: row.get(16).map_err(db)?,
+        expires_at: row.get(17).map_err(db)?,
+        created_at: row.get(18).map_err(db)?,
+        updated_at: row.get(19).map_err(db)?,
+        payer: row.get(20).map_err(db)?,
+        route: row.get(21).map_err(db)?,
+        channel: row.get(22).map_err(db)?,
+    }
+    .decode()
+}
+
+fn refund_from_row(row: &Row<'_>) -> Result<Refund, StoreError> {
+    RefundRow {
+        id: row.get(0).map_err(db)?,
+        payment_id: row.get(1).map_err(db)?,
+        merchant_id: row.get(2).map_err(db)?,
+        amount: row.get(3).map_err(db)?,
+        currency: row.get(4).map_err(db)?,
+        reason: row.get(5).map_err(db)?,
+        status: row.get(6).map_err(db)?,
+        failure: row.get(7).map_err(db)?,
+        created_at: row.get(8).map_err(db)?,
+        updated_at: row.get(9).map_err(db)?,
+    }
+    .decode()
+}
+
+fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, StoreError> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
+    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(params![id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(payment_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> {
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1");
+    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt.query(params![id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(refund_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Appends an event and its outbox row (when the merchant has a webhook it is delivered;
+/// the worker parks rows of merchants without one).
+fn append_event(
+    tx: &Transaction<'_>,
+    merchant_id: &str,
+    kind: &str,
+    object_id: &str,
+    object: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let id = new_id("evt");
+    let body = event_json(&id, kind, now, object).to_string();
+    tx.execute(
+        "INSERT INTO events (id, merchant_id, type, object_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, merchant_id, kind, object_id, body, ms(now)],
+    )
+    .map_err(db)?;
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) VALUES (?1, ?2, ?3)",
+        params![seq, merchant_id, ms(now)],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Inserts a payment row (first check due 30 s after creation).
+fn insert_payment(tx: &Transaction<'_>, p: &Payment) -> Result<(), StoreError> {
+    let r = PaymentRow::of(p)?;
+    tx.execute(
+        &format!(
+            "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
+        ),
+        params![
+            r.id,
+            r.merchant_id,
+            r.account_id,
+            r.provider,
+            r.method,
+            r.amount,
+            r.currency,
+            r.merchant_reference,
+            r.description,
+            r.return_url,
+            r.metadata,
+            r.provider_order_id,
+            r.provider_ref,
+            r.status,
+            r.next_action,
+            r.failure,
+            r.amount_refunded,
+            r.expires_at,
+            r.created_at,
+            r.updated_at,
+            r.payer,
+            r.route,
+            r.channel,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Inserts the key row, or reports what an existing one says.
+fn claim(
+    tx: &Transaction<'_>,
+    claim: &IdemClaim,
+    resource_id: &str,
+) -> Result<Option<Begin<()>>, StoreError> {
+    // Expired keys are forgotten lazily, at the moment the same key comes back.
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",
+        params![
+            claim.merchant_id,
+            claim.key,
+            ms(claim.now) - IDEMPOTENCY_RETENTION_MS
+        ],
+    )
+    .map_err(db)?;
+    let existing = tx
+        .query_row(
+            "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
+            params![claim.merchant_id, claim.key],
+            |row| {
+                Ok(KeyRow {
+                    request_hash: row.get(0)?,
+                    resource_id: row.get(1)?,
+                    status: row.get(2)?,
+                    response: row.get(3)?,
+                    created_at: row.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    if let Some(existing) = existing {
+        return existing.verdict(claim).map(Some);
+    }
+    tx.execute(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![claim.merchant_id, claim.key, claim.request_hash, resource_id, ms(claim.now)],
+    )
+    .map_err(db)?;
+    Ok(None)
+}
