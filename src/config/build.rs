@@ -1,0 +1,243 @@
+//! Building the runtime configuration: secrets read, adapters built through the registry.
+
+use super::runtime::account_state_key;
+use super::*;
+
+impl RawConfig {
+    /// Validates, then reads every secret and key (relative paths against `base_dir`).
+    pub fn build(&self, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        self.validate()?;
+        let mut problems = Vec::new();
+        let shared_limits = match &self.rate_limits.redis_url {
+            None => None,
+            Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    Some(SharedLimitSettings {
+                        url: Secret::new(url),
+                        timeout: std::time::Duration::from_millis(
+                            self.rate_limits.redis_timeout_ms.unwrap_or(50),
+                        ),
+                        prefix: self
+                            .rate_limits
+                            .redis_key_prefix
+                            .clone()
+                            .unwrap_or_else(|| "moongate".to_owned()),
+                    })
+                }
+                Ok(_) => {
+                    problems.push(problem(
+                        "rate_limits.redis_url",
+                        "must be a redis:// or rediss:// URL",
+                    ));
+                    None
+                }
+                Err(message) => {
+                    problems.push(problem("rate_limits.redis_url", message));
+                    None
+                }
+            },
+        };
+        let ledger = match &self.ledger.database_url {
+            None => LedgerBackend::Sqlite(base_dir.join(&self.ledger.path)),
+            Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    LedgerBackend::Postgres {
+                        url: Secret::new(url.trim().to_owned()),
+                        max_connections: self.ledger.max_connections.unwrap_or(16),
+                    }
+                }
+                Ok(_) => {
+                    problems.push(problem(
+                        "ledger.database_url",
+                        "must be a postgres:// or postgresql:// URL",
+                    ));
+                    LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
+                Err(message) => {
+                    problems.push(problem("ledger.database_url", message));
+                    LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
+            },
+        };
+        let mut merchants = BTreeMap::new();
+        for (merchant_id, raw) in &self.merchants {
+            let at = format!("merchants.{merchant_id}");
+            let mut keys = Vec::new();
+            for (index, key) in raw.keys.iter().enumerate() {
+                match resolve_secret(&key.secret, base_dir) {
+                    Ok(secret) if secret.len() >= 16 => keys.push(MerchantKey {
+                        id: key.id.clone(),
+                        secret: Secret::new(secret.into_bytes()),
+                    }),
+                    Ok(_) => problems.push(problem(
+                        format!("{at}.keys[{index}].secret"),
+                        "must be at least 16 bytes",
+                    )),
+                    Err(message) => {
+                        problems.push(problem(format!("{at}.keys[{index}].secret"), message))
+                    }
+                }
+            }
+            let webhook = match &raw.webhook {
+                None => None,
+                Some(webhook) => {
+                    let mut secrets = Vec::new();
+                    for (index, secret) in webhook.secrets.iter().enumerate() {
+                        match resolve_secret(secret, base_dir) {
+                            Ok(value) if value.len() >= 16 => {
+                                secrets.push(Secret::new(value.into_bytes()))
+                            }
+                            Ok(_) => problems.push(problem(
+                                format!("{at}.webhook.secrets[{index}]"),
+                                "must be at least 16 bytes",
+                            )),
+                            Err(message) => problems
+                                .push(problem(format!("{at}.webhook.secrets[{index}]"), message)),
+                        }
+                    }
+                    Some(Webhook {
+                        url: webhook.url.clone(),
+                        secrets,
+                    })
+                }
+            };
+            let mut accounts = Vec::new();
+            for (account_id, account) in &raw.accounts {
+                let at = format!("{at}.accounts.{account_id}.settings");
+                let Some(kind) = ProviderKind::parse(&account.provider) else {
+                    continue;
+                };
+                match registry::build_adapter(kind, &account.settings, base_dir) {
+                    Ok(adapter) => accounts.push(Account {
+                        id: account_id.clone(),
+                        kind,
+                        adapter,
+                        limit: account.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
+                        circuit: Arc::new(Circuit::new(self.providers.circuit)),
+                        fee_rate_ppm: account.fee_rate.as_deref().and_then(parse_fee_rate),
+                        state_key: account_state_key(account, self.providers.circuit),
+                    }),
+                    Err(errors) => {
+                        for (key, message) in errors {
+                            problems.push(problem(format!("{at}{key}"), message));
+                        }
+                    }
+                }
+            }
+            let account_ids: Vec<&str> = raw.accounts.keys().map(String::as_str).collect();
+            let routes = routing::validate(&raw.routes, &account_ids).unwrap_or_default();
+            let capabilities = |id: &str| {
+                accounts
+                    .iter()
+                    .find(|a| a.id == id)
+                    .map(|a| a.adapter.capabilities())
+            };
+            for (key, message) in routing::check_capabilities(&routes, capabilities) {
+                problems.push(problem(format!("{at}.{key}"), message));
+            }
+            merchants.insert(
+                merchant_id.clone(),
+                Arc::new(Merchant {
+                    id: merchant_id.clone(),
+                    name: raw.name.clone(),
+                    keys,
+                    webhook,
+                    accounts,
+                    routes,
+                    limit: Arc::new(Limit::new(
+                        &raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT),
+                    )),
+                    limit_key: format!("{:?}", raw.rate_limit),
+                }),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let listen = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| ConfigErrors(vec![problem("server.listen", "invalid address")]))?;
+        Ok(Config {
+            listen,
+            public_base_url: self.server.public_base_url.trim_end_matches('/').to_owned(),
+            tls: self
+                .server
+                .tls
+                .as_ref()
+                .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
+            signature_tolerance_secs: self.server.signature_tolerance_secs,
+            header_read_timeout_ms: self.server.header_read_timeout_ms,
+            admin_listen: self
+                .server
+                .admin_listen
+                .as_ref()
+                .and_then(|a| a.parse().ok()),
+            ledger,
+            reconciliation: ReconciliationSettings {
+                statement_dir: match &self.reconciliation.statement_dir {
+                    Some(dir) => base_dir.join(dir),
+                    None => base_dir
+                        .join(&self.ledger.path)
+                        .parent()
+                        .map(|p| p.join("statements"))
+                        .unwrap_or_else(|| PathBuf::from("statements")),
+                },
+                drift_secs: self.reconciliation.drift_secs,
+                daily_at: self
+                    .reconciliation
+                    .daily_at
+                    .as_deref()
+                    .and_then(parse_daily_at),
+            },
+            shared_limits,
+            sandbox_wallets: self
+                .cashier
+                .sandbox_wallets
+                .iter()
+                .filter_map(|(wallet, url)| Some((ProviderKind::parse(wallet)?, url.clone())))
+                .collect(),
+            webhooks: self.webhooks.clone(),
+            providers: self.providers.clone(),
+            merchants,
+        })
+    }
+}
+
+/// Reads a secret: an env variable or a file (relative to `base_dir`), trailing newline trimmed.
+/// Errors name the source, never the value.
+pub fn resolve_secret(reference: &SecretRef, base_dir: &Path) -> Result<String, String> {
+    let value = match reference {
+        SecretRef::Env(name) => std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?,
+        SecretRef::File(path) => {
+            let full = base_dir.join(path);
+            std::fs::read_to_string(&full)
+                .map_err(|e| format!("cannot read {}: {}", full.display(), e.kind()))?
+        }
+    };
+    let trimmed = value.trim_end_matches(['\n', '\r']).to_owned();
+    if trimmed.is_empty() {
+        return Err(format!("{reference:?} is empty"));
+    }
+    Ok(trimmed)
+}
+
+/// Parses a provider's settings table with its strict struct, keeping the key path of errors.
+pub fn parse_settings<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+) -> Result<T, (String, String)> {
+    let text = toml::to_string(table).map_err(|e| (String::new(), e.to_string()))?;
+    let deserializer =
+        toml::Deserializer::parse(&text).map_err(|e| (String::new(), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        (path, e.inner().message().to_owned())
+    })
+}

@@ -1,0 +1,482 @@
+//! The merchant config file: TOML, parsed strictly, validated as a whole, then built.
+//!
+//! Three stages, as in Vector and linkerd: [`parse`] (syntax and unknown keys, first error with
+//! its key path), [`RawConfig::validate`] (pure checks, *every* problem with its key path) and
+//! [`RawConfig::build`] (I/O: read secrets and keys). Secrets are never inline: each is a
+//! [`SecretRef`] to an env variable or a file, resolved into a redacting [`Secret`].
+
+mod build;
+mod runtime;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use build::{parse_settings, resolve_secret};
+pub use runtime::{Account, Config, Merchant, MerchantKey, Webhook};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
+use serde::Deserialize;
+
+use crate::circuit::{Circuit, CircuitSettings};
+use crate::limits::{Limit, RawLimit};
+use crate::{registry, routing};
+
+/// One problem found in a config file, with the dotted key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// e.g. `merchants.shop.accounts.main.settings.app_id`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, in file order where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} problem(s) in config:\n{}", .0.len(), render(.0))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listening and public addresses.
+    pub server: ServerSection,
+    /// Where the ledger lives.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    /// Webhook delivery tuning.
+    #[serde(default)]
+    pub webhooks: WebhookSection,
+    /// Outbound provider calls.
+    #[serde(default)]
+    pub providers: ProviderSection,
+    /// Reconciliation against provider statements.
+    #[serde(default)]
+    pub reconciliation: ReconciliationSection,
+    /// Rate limits shared across instances.
+    #[serde(default)]
+    pub rate_limits: RateLimitSection,
+    /// The hosted cashier page.
+    #[serde(default)]
+    pub cashier: CashierSection,
+    /// Merchants by id.
+    #[serde(default)]
+    pub merchants: BTreeMap<String, RawMerchant>,
+}
+
+/// `[rate_limits]`: merchant limits shared by every instance through Redis.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Redis URL (`redis://[:password@]host:port/db`), from an env variable or a file: it may
+    /// hold a password. Unset: limits are per instance (governor alone).
+    #[serde(default)]
+    pub redis_url: Option<SecretRef>,
+    /// How long a limit check may wait for Redis before the local limiter decides alone,
+    /// milliseconds (default 50).
+    #[serde(default)]
+    pub redis_timeout_ms: Option<u64>,
+    /// Key prefix in Redis (default `moongate`), so several deployments can share one Redis.
+    #[serde(default)]
+    pub redis_key_prefix: Option<String>,
+}
+
+/// `[cashier]`: the hosted cashier page (its URLs live under `server.public_base_url`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CashierSection {
+    /// Demo and test deployments only: per wallet (`alipay`, `wechatpay`), a sandbox "wallet"
+    /// page that pays a QR code's order, linked from the cashier under the QR code so a
+    /// newcomer without a phone can "scan and pay". Never set this in production.
+    #[serde(default)]
+    pub sandbox_wallets: BTreeMap<String, String>,
+}
+
+/// Shared rate limits, resolved.
+#[derive(Debug, Clone)]
+pub struct SharedLimitSettings {
+    /// The Redis URL.
+    pub url: Secret<String>,
+    /// Check timeout.
+    pub timeout: std::time::Duration,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+/// `[reconciliation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationSection {
+    /// Where raw statement files are kept (relative to the config file; default
+    /// `statements` beside the ledger).
+    #[serde(default)]
+    pub statement_dir: Option<String>,
+    /// How far a ledger time may be from the provider's statement day and still be a timing
+    /// difference rather than a break, seconds (default 1800).
+    #[serde(default = "default_drift")]
+    pub drift_secs: u64,
+    /// When set (`"HH:MM"`, Beijing time), `serve` reconciles yesterday's statement of every
+    /// account each day from this time on, retrying while the bill is not ready.
+    #[serde(default)]
+    pub daily_at: Option<String>,
+}
+
+impl Default for ReconciliationSection {
+    fn default() -> Self {
+        ReconciliationSection {
+            statement_dir: None,
+            drift_secs: default_drift(),
+            daily_at: None,
+        }
+    }
+}
+
+/// `"10:30"` → (10, 30).
+pub fn parse_daily_at(text: &str) -> Option<(u8, u8)> {
+    let (hour, minute) = text.trim().split_once(':')?;
+    let (hour, minute): (u8, u8) = (hour.parse().ok()?, minute.parse().ok()?);
+    (hour < 24 && minute < 60 && text.trim().len() == 5).then_some((hour, minute))
+}
+
+fn default_drift() -> u64 {
+    1800
+}
+
+/// Reconciliation settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationSettings {
+    /// Raw statement files.
+    pub statement_dir: PathBuf,
+    /// Drift window, seconds.
+    pub drift_secs: u64,
+    /// Daily run time (Beijing hour, minute), when scheduled.
+    pub daily_at: Option<(u8, u8)>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Base URL providers reach Moongate at (notification URLs are built from it).
+    pub public_base_url: String,
+    /// Serve HTTPS with these files when present.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Accepted clock skew of signed merchant requests, seconds (default 300).
+    #[serde(default = "default_skew")]
+    pub signature_tolerance_secs: u64,
+    /// Where the admin endpoints (`/metrics`, `/healthz`) listen; keep it private (default:
+    /// not served).
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// How long a client may take to send a request's headers (and a TLS handshake),
+    /// milliseconds (default 10000): slow clients do not hold connections.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+}
+
+fn default_header_timeout() -> u64 {
+    10_000
+}
+
+/// A merchant's request limit when its config names none.
+const DEFAULT_MERCHANT_LIMIT: RawLimit = RawLimit {
+    requests_per_second: 100,
+    burst: 200,
+    max_wait_ms: None,
+};
+
+fn default_skew() -> u64 {
+    300
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+/// `[ledger]`: the embedded SQLite file, or a PostgreSQL database shared by several instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// SQLite file path (relative to the config file). Ignored when `database_url` is set.
+    #[serde(default = "default_ledger_path")]
+    pub path: String,
+    /// PostgreSQL URL (`postgres://user[:password]@host:port/db[?sslmode=…]`), from an env
+    /// variable or a file: it may hold a password. Set: the ledger lives in PostgreSQL.
+    #[serde(default)]
+    pub database_url: Option<SecretRef>,
+    /// PostgreSQL pool size per instance (default 16).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            path: default_ledger_path(),
+            database_url: None,
+            max_connections: None,
+        }
+    }
+}
+
+/// Where the ledger lives, resolved.
+#[derive(Debug, Clone)]
+pub enum LedgerBackend {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres {
+        /// Its URL (may hold a password).
+        url: Secret<String>,
+        /// Pool size.
+        max_connections: u32,
+    },
+}
+
+impl LedgerBackend {
+    /// Whether two settings name the same ledger (a reload cannot move it).
+    pub fn same_as(&self, other: &LedgerBackend) -> bool {
+        match (self, other) {
+            (LedgerBackend::Sqlite(a), LedgerBackend::Sqlite(b)) => a == b,
+            (
+                LedgerBackend::Postgres {
+                    url: a,
+                    max_connections: m,
+                },
+                LedgerBackend::Postgres {
+                    url: b,
+                    max_connections: n,
+                },
+            ) => a.expose() == b.expose() && m == n,
+            _ => false,
+        }
+    }
+}
+
+fn default_ledger_path() -> String {
+    "moongate.db".to_owned()
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// First retry delay, milliseconds (default 5000); doubles per attempt, jittered.
+    #[serde(default = "default_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Longest delay between attempts, milliseconds (default one hour).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// Attempts before an event is parked as undeliverable (default 110: with the default
+    /// backoff, at least 3 days of retries).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Per-delivery timeout, milliseconds (default 10000).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        WebhookSection {
+            initial_backoff_ms: default_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            max_attempts: default_attempts(),
+            timeout_ms: default_webhook_timeout(),
+        }
+    }
+}
+
+fn default_backoff() -> u64 {
+    5_000
+}
+fn default_max_backoff() -> u64 {
+    3_600_000
+}
+fn default_attempts() -> u32 {
+    110
+}
+fn default_webhook_timeout() -> u64 {
+    10_000
+}
+
+/// `[providers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Connect timeout, milliseconds (default 3000).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Whole-call timeout, milliseconds (default 15000).
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// How often payments and refunds in doubt are re-queried, milliseconds (default 30000).
+    #[serde(default = "default_sweep")]
+    pub recheck_interval_ms: u64,
+    /// How often a scanned payment code waiting for the shopper's password is queried,
+    /// milliseconds (default 3000), for `payment_code_poll_attempts` times; then the re-check
+    /// loop takes over.
+    #[serde(default = "default_code_poll")]
+    pub payment_code_poll_ms: u64,
+    /// How many quick queries a waiting payment code gets (default 20, about a minute).
+    #[serde(default = "default_code_attempts")]
+    pub payment_code_poll_attempts: u32,
+    /// Per-account circuit breakers.
+    #[serde(default)]
+    pub circuit: CircuitSettings,
+}
+
+impl Default for ProviderSection {
+    fn default() -> Self {
+        ProviderSection {
+            connect_timeout_ms: default_connect_timeout(),
+            call_timeout_ms: default_call_timeout(),
+            recheck_interval_ms: default_sweep(),
+            payment_code_poll_ms: default_code_poll(),
+            payment_code_poll_attempts: default_code_attempts(),
+            circuit: CircuitSettings::default(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> u64 {
+    3_000
+}
+fn default_call_timeout() -> u64 {
+    15_000
+}
+fn default_sweep() -> u64 {
+    30_000
+}
+fn default_code_poll() -> u64 {
+    3_000
+}
+fn default_code_attempts() -> u32 {
+    20
+}
+
+/// `[merchants.<id>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMerchant {
+    /// Display name.
+    pub name: String,
+    /// Request-signing keys; several may be active during a rotation.
+    pub keys: Vec<RawKey>,
+    /// Where events are delivered.
+    #[serde(default)]
+    pub webhook: Option<RawWebhook>,
+    /// Provider accounts by id.
+    pub accounts: BTreeMap<String, RawAccount>,
+    /// Routing rules, tried in order (see [`crate::routing`]).
+    #[serde(default)]
+    pub routes: Vec<routing::RawRoute>,
+    /// Requests to Moongate (default 100/s, burst 200).
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
+}
+
+/// `[[merchants.<id>.keys]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Sent as `Moongate-Key-Id`.
+    pub id: String,
+    /// The shared HMAC secret.
+    pub secret: SecretRef,
+}
+
+/// `[merchants.<id>.webhook]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// HTTPS (or loopback HTTP) endpoint.
+    pub url: String,
+    /// Signing secrets; every event carries one signature per secret.
+    pub secrets: Vec<SecretRef>,
+}
+
+/// `[merchants.<id>.accounts.<id>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// Provider kind, e.g. `alipay`.
+    pub provider: String,
+    /// Provider-specific settings, parsed by the provider's own strict struct.
+    pub settings: toml::Table,
+    /// Calls Moongate makes to the provider for this account (default: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
+    /// The fee rate agreed with the provider, e.g. `"0.6%"`: reconciliation flags statement
+    /// fees that differ from it by more than one minor unit (default: fees are only summed).
+    #[serde(default)]
+    pub fee_rate: Option<String>,
+}
+
+/// `"0.6%"` → 6000 parts per million (up to four decimals of a percent, at most 100 %).
+pub fn parse_fee_rate(text: &str) -> Option<i64> {
+    let number = text.trim().strip_suffix('%')?;
+    let ppm = moongate_contract::statement::parse_scaled(number, 4)?;
+    (0..=1_000_000).contains(&ppm).then_some(ppm)
+}
+
+/// Parses TOML text; syntax and unknown-key errors come back with their key path.
+pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", e.message().to_owned())]))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_owned();
+        ConfigErrors(vec![problem(
+            if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            },
+            message,
+        )])
+    })
+}
+
+/// Reads and parses a file.
+pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
+    parse(&text)
+}

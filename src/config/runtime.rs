@@ -1,0 +1,141 @@
+//! The built configuration the gateway runs on: merchants with their keys, webhooks,
+//! routing, limits and accounts (adapters built, secrets read).
+
+use super::*;
+
+/// A validated merchant key.
+#[derive(Debug)]
+pub struct MerchantKey {
+    /// Key id.
+    pub id: String,
+    /// HMAC secret.
+    pub secret: Secret<Vec<u8>>,
+}
+
+/// A validated webhook endpoint.
+#[derive(Debug)]
+pub struct Webhook {
+    /// Endpoint.
+    pub url: String,
+    /// Active secrets.
+    pub secrets: Vec<Secret<Vec<u8>>>,
+}
+
+/// A provider account with its adapter built.
+#[derive(Debug)]
+pub struct Account {
+    /// Account id within the merchant.
+    pub id: String,
+    /// Provider.
+    pub kind: ProviderKind,
+    /// The adapter, keys loaded.
+    pub adapter: Arc<dyn PaymentAdapter>,
+    /// Outbound limit, when configured (shared with the next config when a reload leaves the
+    /// account's settings as they were).
+    pub limit: Option<Arc<Limit>>,
+    /// Circuit breaker (likewise kept across reloads).
+    pub circuit: Arc<Circuit>,
+    /// Agreed fee rate, parts per million, when configured.
+    pub fee_rate_ppm: Option<i64>,
+    /// What the limit and circuit were built from (provider, settings, limit, circuit
+    /// settings): a reload keeps them when this is unchanged.
+    pub state_key: String,
+}
+
+/// What an account's live state (limit, circuit) depends on.
+pub(super) fn account_state_key(account: &RawAccount, circuit: CircuitSettings) -> String {
+    format!(
+        "{}|{}|{:?}|{circuit:?}",
+        account.provider,
+        toml::to_string(&account.settings).unwrap_or_default(),
+        account.rate_limit
+    )
+}
+
+impl Config {
+    /// Carries live state over from the config in force: every account whose settings are
+    /// unchanged keeps its circuit breaker (an open circuit stays open) and outbound limit (its
+    /// bucket is not refilled), and every merchant whose limit is unchanged keeps its limiter.
+    /// Changed or new ones start fresh.
+    pub fn keep_state_from(&mut self, old: &Config) {
+        for (id, merchant) in &mut self.merchants {
+            let Some(before) = old.merchants.get(id) else {
+                continue;
+            };
+            // A freshly built config holds the only reference to its merchants.
+            let Some(merchant) = Arc::get_mut(merchant) else {
+                continue;
+            };
+            if merchant.limit_key == before.limit_key {
+                merchant.limit = Arc::clone(&before.limit);
+            }
+            for account in &mut merchant.accounts {
+                if let Some(was) = before.account(&account.id)
+                    && was.state_key == account.state_key
+                {
+                    account.circuit = Arc::clone(&was.circuit);
+                    account.limit = was.limit.clone();
+                }
+            }
+        }
+    }
+}
+
+/// A merchant ready to serve.
+#[derive(Debug)]
+pub struct Merchant {
+    /// Merchant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Signing keys.
+    pub keys: Vec<MerchantKey>,
+    /// Webhook endpoint.
+    pub webhook: Option<Webhook>,
+    /// Accounts in id order.
+    pub accounts: Vec<Account>,
+    /// Routing rules; empty means "the first account that serves the method".
+    pub routes: routing::Routes,
+    /// Inbound limit (kept across reloads that leave it unchanged).
+    pub limit: Arc<Limit>,
+    /// What the inbound limit was built from.
+    pub limit_key: String,
+}
+
+impl Merchant {
+    /// Finds an account.
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+/// The built configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Parsed listen address.
+    pub listen: SocketAddr,
+    /// Public base URL, no trailing slash.
+    pub public_base_url: String,
+    /// TLS files, resolved.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Signature tolerance.
+    pub signature_tolerance_secs: u64,
+    /// Admin listener address.
+    pub admin_listen: Option<SocketAddr>,
+    /// Header read timeout.
+    pub header_read_timeout_ms: u64,
+    /// Where the ledger lives (a SQLite file's folder also keeps statements by default).
+    pub ledger: LedgerBackend,
+    /// Webhook tuning.
+    pub webhooks: WebhookSection,
+    /// Provider call tuning.
+    pub providers: ProviderSection,
+    /// Reconciliation.
+    pub reconciliation: ReconciliationSettings,
+    /// Shared (Redis) merchant rate limits, when configured.
+    pub shared_limits: Option<SharedLimitSettings>,
+    /// Sandbox wallet pages linked from the cashier (demo and tests only).
+    pub sandbox_wallets: Vec<(ProviderKind, String)>,
+    /// Merchants by id.
+    pub merchants: BTreeMap<String, Arc<Merchant>>,
+}

@@ -1,0 +1,290 @@
+//! Config parsing, validation and building.
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_base_url = "http://127.0.0.1:8080"
+
+[merchants.shop]
+name = "Shop"
+keys = [{ id = "shop_k1", secret = { env = "X" } }]
+webhook = { url = "http://127.0.0.1:9/hook", secrets = [{ file = "w.secret" }] }
+
+[merchants.shop.accounts.main]
+provider = "alipay"
+settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, alipay_public_key = { file = "p.pem" } }
+"#;
+
+#[test]
+fn a_good_file_validates() {
+    let raw = parse(GOOD).unwrap();
+    raw.validate().unwrap();
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_path() {
+    let text = GOOD.replace("name = \"Shop\"", "name = \"Shop\"\ncolour = 1");
+    let errors = parse(&text).unwrap_err();
+    assert_eq!(errors.0[0].path, "merchants.shop.colour");
+    assert!(errors.0[0].message.contains("colour"), "{errors}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = GOOD
+        .replace("127.0.0.1:8080\"", "nowhere\"")
+        .replace("2021000122671080", "abc")
+        .replace("http://127.0.0.1:9/hook", "http://example.com/hook")
+        .replace("provider = \"alipay\"", "provider = \"alipay\"\n");
+    let errors = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"server.listen"), "{paths:?}");
+    assert!(paths.contains(&"merchants.shop.webhook.url"), "{paths:?}");
+    assert!(
+        paths.contains(&"merchants.shop.accounts.main.settings.app_id"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn unknown_settings_keys_and_providers_are_reported() {
+    let text = GOOD.replace("app_id =", "appid = \"1\", app_id =");
+    let errors = parse(&text).unwrap().validate().unwrap_err();
+    assert!(
+        errors.0[0]
+            .path
+            .starts_with("merchants.shop.accounts.main.settings"),
+        "{errors}"
+    );
+    let text = GOOD.replace("provider = \"alipay\"", "provider = \"paypal\"");
+    let errors = parse(&text).unwrap().validate().unwrap_err();
+    assert_eq!(errors.0[0].path, "merchants.shop.accounts.main.provider");
+}
+
+/// A folder with the test keys the configs below name (`k.pem`, `p.pem`, `m.pem`), a
+/// webhook secret `w.secret`, and `extra` files.
+fn key_dir(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys");
+    for (from, to) in [
+        ("nodejs-sdk-app-private-key.pem", "k.pem"),
+        ("sandbox-alipay-public-key.pem", "p.pem"),
+        ("wechatpay-go-merchant-private-key.pem", "m.pem"),
+    ] {
+        std::fs::copy(keys.join(from), dir.path().join(to)).unwrap();
+    }
+    std::fs::write(dir.path().join("w.secret"), "webhook-secret-0123456789").unwrap();
+    for (name, value) in extra {
+        std::fs::write(dir.path().join(name), value).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_database_url_selects_postgres_and_stays_secret() {
+    let dir = key_dir(&[
+        (
+            "db.url",
+            "postgres://moongate:hunter2@db.internal:5432/ledger\n",
+        ),
+        ("bad.url", "mysql://moongate:hunter2@db.internal/ledger"),
+        ("a.secret", "shop-signing-secret-0123456789"),
+    ]);
+    let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
+    let good = format!("{base}\n[ledger]\ndatabase_url = {{ file = \"db.url\" }}\n");
+    let config = parse(&good).unwrap().build(dir.path()).unwrap();
+    match &config.ledger {
+        LedgerBackend::Postgres {
+            url,
+            max_connections,
+        } => {
+            assert_eq!(
+                url.expose(),
+                "postgres://moongate:hunter2@db.internal:5432/ledger"
+            );
+            assert_eq!(*max_connections, 16);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{:?}", config.ledger).contains("hunter2"));
+    let bad =
+        format!("{base}\n[ledger]\ndatabase_url = {{ file = \"bad.url\" }}\nmax_connections = 0\n");
+    let errors = parse(&bad).unwrap().build(dir.path()).unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("ledger.max_connections"), "{text}");
+    let errors = parse(&bad.replace("max_connections = 0", "max_connections = 4"))
+        .unwrap()
+        .build(dir.path())
+        .unwrap_err();
+    assert_eq!(errors.0[0].path, "ledger.database_url");
+    assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    // Without one, the SQLite file beside the config.
+    let config = parse(&base).unwrap().build(dir.path()).unwrap();
+    assert!(matches!(config.ledger, LedgerBackend::Sqlite(ref p) if p.ends_with("moongate.db")));
+}
+
+const WECHAT: &str = r#"
+[merchants.shop.accounts.wx]
+provider = "wechatpay"
+[merchants.shop.accounts.wx.settings]
+mchid = "1230000109"
+appid = "wxd678efh567hg6787"
+merchant_serial_no = "F5765756002FDD77"
+merchant_private_key = { file = "m.pem" }
+apiv3_key = { file = "v3.secret" }
+wechatpay_public_key = { file = "p.pem" }
+wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001"
+"#;
+
+#[test]
+fn wechatpay_accounts_are_validated_with_key_paths() {
+    let good = format!("{GOOD}{WECHAT}");
+    parse(&good).unwrap().validate().unwrap();
+    let bad = good
+        .replace("mchid = \"1230000109\"", "mchid = \"12a\"")
+        .replace("PUB_KEY_ID_0112300001092026112200000000000001", "KEY_1")
+        .replace("F5765756002FDD77", "not-hex");
+    let errors = parse(&bad).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    for key in ["mchid", "wechatpay_public_key_id", "merchant_serial_no"] {
+        let path = format!("merchants.shop.accounts.wx.settings.{key}");
+        assert!(paths.contains(&path.as_str()), "{key}: {paths:?}");
+    }
+    // Neither a public key nor a certificate: nothing could verify WeChat Pay's answers.
+    let keyless = good
+        .replace("wechatpay_public_key = { file = \"p.pem\" }\n", "")
+        .replace(
+            "wechatpay_public_key_id = \"PUB_KEY_ID_0112300001092026112200000000000001\"\n",
+            "",
+        );
+    let errors = parse(&keyless).unwrap().validate().unwrap_err();
+    assert_eq!(
+        errors.0[0].path,
+        "merchants.shop.accounts.wx.settings.wechatpay_public_key"
+    );
+    let unknown = good.replace("appid =", "app_id = \"x\"\nappid =");
+    let errors = parse(&unknown).unwrap().validate().unwrap_err();
+    assert!(errors.0[0].message.contains("app_id"), "{errors}");
+}
+
+#[test]
+fn a_short_apiv3_key_is_refused_without_showing_it() {
+    let dir = key_dir(&[("v3.secret", "tooshort-apiv3")]);
+    let good = format!("{GOOD}{WECHAT}").replace("{ env = \"X\" }", "{ file = \"w.secret\" }");
+    let errors = parse(&good)
+        .unwrap()
+        .build(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("merchants.shop.accounts.wx.settings.apiv3_key: must be exactly 32 bytes"),
+        "{errors}"
+    );
+    assert!(!errors.contains("tooshort"), "{errors}");
+}
+
+#[test]
+fn routes_to_accounts_that_cannot_serve_fail_the_check_with_their_path() {
+    let dir = key_dir(&[("x.secret", "merchant-secret-0123456789")]);
+    let text = GOOD.replace("{ env = \"X\" }", "{ file = \"x.secret\" }")
+        + r#"
+[[merchants.shop.routes]]
+name = "wechat-to-alipay"
+match = { methods = ["wechat_native"], currencies = ["USD"] }
+to = { account = "main" }
+
+[[merchants.shop.routes]]
+name = "ghost"
+to = { priority = ["main", "missing"] }
+"#;
+    let errors = parse(&text).unwrap().validate().unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].path, "merchants.shop.routes[1].to.priority[1]");
+    let text = text.replace(", \"missing\"", "");
+    let errors = parse(&text).unwrap().build(dir.path()).unwrap_err();
+    let rendered = errors.to_string();
+    assert!(
+        rendered.contains(
+            "merchants.shop.routes[0].to.account: account \"main\" cannot serve wechat_native"
+        ),
+        "{rendered}"
+    );
+    assert!(
+        rendered
+            .contains("merchants.shop.routes[0].to.account: account \"main\" cannot charge USD"),
+        "{rendered}"
+    );
+    let fixed = text.replace(
+        "methods = [\"wechat_native\"], currencies = [\"USD\"]",
+        "methods = [\"alipay_qr\"]",
+    );
+    let config = parse(&fixed).unwrap().build(dir.path()).unwrap();
+    assert_eq!(config.merchants["shop"].routes.0.len(), 2);
+}
+
+#[test]
+fn daily_times_are_beijing_hours_and_minutes() {
+    assert_eq!(parse_daily_at("10:30"), Some((10, 30)));
+    assert_eq!(parse_daily_at("00:00"), Some((0, 0)));
+    assert_eq!(parse_daily_at("24:00"), None);
+    assert_eq!(parse_daily_at("9:30"), None);
+    assert_eq!(parse_daily_at("10:60"), None);
+    assert_eq!(parse_daily_at("10.30"), None);
+}
+
+#[test]
+fn fee_rates_are_percentages() {
+    assert_eq!(parse_fee_rate("0.6%"), Some(6000));
+    assert_eq!(parse_fee_rate("0.38%"), Some(3800));
+    assert_eq!(parse_fee_rate("0.0025%"), Some(25));
+    assert_eq!(parse_fee_rate("100%"), Some(1_000_000));
+    assert_eq!(parse_fee_rate("0.6"), None);
+    assert_eq!(parse_fee_rate("101%"), None);
+    assert_eq!(parse_fee_rate("-1%"), None);
+    assert_eq!(parse_fee_rate("0.00001%"), None);
+}
+
+#[test]
+fn rate_limits_are_validated_with_their_paths() {
+    let text = GOOD
+        .replace(
+            "name = \"Shop\"",
+            "name = \"Shop\"\nrate_limit = { requests_per_second = 0, burst = 5 }",
+        )
+        .replace(
+            "provider = \"alipay\"",
+            "provider = \"alipay\"\nrate_limit = { requests_per_second = 5, burst = 0, max_wait_ms = 90000 }",
+        );
+    let errors = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    for path in [
+        "merchants.shop.rate_limit.requests_per_second",
+        "merchants.shop.accounts.main.rate_limit.burst",
+        "merchants.shop.accounts.main.rate_limit.max_wait_ms",
+    ] {
+        assert!(paths.contains(&path), "{path}: {paths:?}");
+    }
+    let unknown = GOOD.replace(
+        "name = \"Shop\"",
+        "name = \"Shop\"\nrate_limit = { rps = 5, burst = 5 }",
+    );
+    let errors = parse(&unknown).unwrap_err();
+    assert!(
+        errors.0[0].path.starts_with("merchants.shop.rate_limit"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.secret"), "short").unwrap();
+    let raw = parse(GOOD).unwrap();
+    let errors = raw.build(dir.path()).unwrap_err().to_string();
+    assert!(!errors.contains("short"), "{errors}");
+    assert!(
+        errors.contains("merchants.shop.webhook.secrets[0]"),
+        "{errors}"
+    );
+}

@@ -1,0 +1,272 @@
+//! The core: drives adapters through the outbound client and records every outcome.
+//!
+//! Provider answers are mapped once, here, onto ledger changes:
+//! a definite "paid" becomes `succeeded` (amount cross-checked), a definite refusal `failed`,
+//! anything that might have reached the provider without a clear answer `unknown`, which
+//! the re-check loop ([`Gateway::recheck_once`]) resolves by querying.
+
+mod janitor;
+mod notifications;
+mod payments;
+mod refunds;
+
+pub use janitor::check_delay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moongate_contract::{
+    AdapterError, CallContext, CloseStatus, CreatePayment, HttpResponse, Money, Notification,
+    NotificationError, NotificationEvent, PaymentAdapter, PaymentRef,
+    PaymentStatus as ProviderStatus, Prepared, RawNotification, RefundRequest,
+    RefundStatus as ProviderRefund,
+};
+use time::OffsetDateTime;
+use tracing::warn;
+
+use crate::config::{Account, Config, Merchant};
+use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
+use crate::metrics::Metrics;
+use crate::outbound::{CallError, Outbound};
+use crate::port::{Caller, Exchange, ProviderPort};
+use crate::store::{CheckTarget, InboxKey, Store, StoreError, Updated};
+
+/// A payment's merchant and account, from one config snapshot.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    merchant: Arc<Merchant>,
+    index: usize,
+}
+
+impl Bound {
+    /// The merchant.
+    pub fn merchant(&self) -> &Merchant {
+        &self.merchant
+    }
+
+    /// The account.
+    pub fn account(&self) -> &Account {
+        // `index` was found in this very merchant's accounts.
+        #[allow(clippy::indexing_slicing)]
+        &self.merchant.accounts[self.index]
+    }
+}
+
+/// Shared state of a running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The configuration in force; replaced whole by a reload. Readers take a snapshot, so a
+    /// request in flight finishes with the config it started with.
+    config: std::sync::RwLock<Arc<Config>>,
+    /// The ledger.
+    pub store: Arc<dyn Store>,
+    /// The one way to reach a provider (limits, circuit, metrics, attempt log).
+    port: ProviderPort,
+    /// Webhook client.
+    pub webhooks: Outbound,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Merchant limits shared through Redis, when configured (fixed at start).
+    pub shared_limits: Option<crate::shared_limits::SharedLimiter>,
+    /// This instance's name in cross-instance claims (`ins_…`, new at every start).
+    pub instance_id: String,
+}
+
+fn random_nonce() -> String {
+    let id = crate::ledger::new_id("n");
+    id.chars()
+        .skip(2)
+        .chain("00000000".chars())
+        .take(32)
+        .collect()
+}
+
+fn failure(code: &str, message: &str) -> Failure {
+    Failure {
+        code: code.chars().take(128).collect(),
+        message: message.chars().take(512).collect(),
+    }
+}
+
+/// Builds the domain request of a payment.
+pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
+    CreatePayment {
+        provider_order_id: payment.provider_order_id.clone(),
+        amount: Money::new(payment.amount, payment.currency),
+        method: payment.method,
+        subject: payment.description.clone(),
+        description: None,
+        return_url: payment.return_url.clone(),
+        notify_url,
+        expires_at: payment.expires_at,
+        payer: payment.payer.clone(),
+    }
+}
+
+impl Gateway {
+    /// A gateway over a built config.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        providers: Outbound,
+        webhooks: Outbound,
+    ) -> Gateway {
+        let metrics = Arc::new(Metrics::new());
+        Gateway {
+            config: std::sync::RwLock::new(Arc::new(config)),
+            port: ProviderPort::new(providers, Arc::clone(&metrics), Arc::clone(&store)),
+            store,
+            webhooks,
+            metrics,
+            shared_limits: None,
+            instance_id: crate::ledger::new_id("ins"),
+        }
+    }
+
+    /// Adds the Redis-shared merchant limits.
+    pub fn with_shared_limits(
+        mut self,
+        shared: Option<crate::shared_limits::SharedLimiter>,
+    ) -> Gateway {
+        self.shared_limits = shared;
+        self
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts a new config in force; requests already running finish with the old one.
+    pub fn replace_config(&self, config: Config) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
+    /// The one provider port.
+    pub fn port(&self) -> &ProviderPort {
+        &self.port
+    }
+
+    /// The merchant and account of a payment.
+    pub fn account_of(&self, payment: &Payment) -> Option<Bound> {
+        let merchant = Arc::clone(self.config().merchants.get(&payment.merchant_id)?);
+        let index = merchant
+            .accounts
+            .iter()
+            .position(|a| a.id == payment.account_id)?;
+        Some(Bound { merchant, index })
+    }
+
+    /// The URL providers post notifications for this account to.
+    pub fn notify_url(&self, merchant_id: &str, account: &Account) -> String {
+        format!(
+            "{}/notify/{}/{}/{}",
+            self.config().public_base_url,
+            account.kind.as_str(),
+            merchant_id,
+            account.id
+        )
+    }
+
+    /// A fresh call context.
+    pub fn call_context() -> CallContext {
+        CallContext {
+            now: OffsetDateTime::now_utc(),
+            nonce: random_nonce(),
+        }
+    }
+
+    /// Sends through the one provider port, about a payment (and refund) of `account`.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange<T>(
+        &self,
+        merchant_id: &str,
+        account: &Account,
+        payment_id: &str,
+        refund_id: Option<&str>,
+        operation: &'static str,
+        prepared: Result<Prepared<T>, AdapterError>,
+        parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
+    ) -> Exchange<T> {
+        let caller = Caller {
+            merchant_id,
+            account,
+            subject: payment_id,
+            refund_id,
+        };
+        self.port.exchange(caller, operation, prepared, parse).await
+    }
+
+    async fn apply(&self, id: &str, change: PaymentChange) -> Result<Payment, StoreError> {
+        let decide = Box::new(move |_: &Payment| Some(change));
+        match self
+            .store
+            .update_payment(id, None, OffsetDateTime::now_utc(), decide)
+            .await?
+        {
+            Updated::Done { record, .. } => Ok(record),
+            Updated::Duplicate | Updated::Missing => {
+                Err(StoreError::Corrupt(format!("payment {id} vanished")))
+            }
+        }
+    }
+
+    /// Renders (and signs) the create of `payment` for `account`.
+    pub fn prepare_create(
+        &self,
+        payment: &Payment,
+        merchant_id: &str,
+        account: &Account,
+    ) -> Result<Prepared<ProviderStatus>, AdapterError> {
+        let request = create_request(payment, self.notify_url(merchant_id, account));
+        account
+            .adapter
+            .prepare_create(&Self::call_context(), &request)
+    }
+
+    /// Renders (and signs) the refund of `payment`, before anything is stored: a request the
+    /// adapter refuses is the caller's error.
+    pub fn prepare_refund(
+        &self,
+        refund: &Refund,
+        payment: &Payment,
+        account: &Account,
+    ) -> Result<Prepared<ProviderRefund>, AdapterError> {
+        let request = refund_request(
+            refund,
+            payment,
+            self.notify_url(&payment.merchant_id, account),
+        );
+        account
+            .adapter
+            .prepare_refund(&Self::call_context(), &request)
+    }
+}
+
+/// Identifies a payment at its provider.
+pub fn payment_ref(payment: &Payment) -> PaymentRef {
+    PaymentRef {
+        provider_order_id: payment.provider_order_id.clone(),
+        amount: Money::new(payment.amount, payment.currency),
+    }
+}
+
+/// Builds the domain refund request; `notify_url` is the account's notification endpoint.
+pub fn refund_request(refund: &Refund, payment: &Payment, notify_url: String) -> RefundRequest {
+    RefundRequest {
+        provider_order_id: payment.provider_order_id.clone(),
+        provider_refund_id: refund.id.clone(),
+        amount: Money::new(refund.amount, refund.currency),
+        payment_amount: Money::new(payment.amount, payment.currency),
+        reason: refund.reason.clone(),
+        notify_url: Some(notify_url),
+    }
+}

@@ -1,0 +1,321 @@
+//! A strict local re-implementation of the Alipay classic gateway (china-wallets.md section F).
+//!
+//! It verifies RSA2 request signatures over the union of query and form parameters (duplicates
+//! refused), answers with Alipay's own codes (`40001`, `40002 isv.invalid-signature` quoting the
+//! HTML-escaped sign string, `40004 ACQ.*`), emits compact JSON with the response node first,
+//! `/` escaped as `\/` and the node bytes signed with its own key, keeps trade state (a QR order
+//! becomes a trade only when "scanned"), refunds idempotently by `out_request_no`, and sends
+//! V1-signed form notifications retried on Alipay's schedule until the reply is exactly
+//! `success`. Control endpoints under `/sandbox/` play the shopper and inject faults.
+//!
+//! Choices where Alipay's behaviour is not published are marked "sandbox choice".
+
+mod bills;
+mod control;
+mod gateway;
+mod notify;
+use bills::*;
+use control::*;
+use gateway::*;
+use notify::*;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::protocol::alipay::{
+    FORM_CONTENT_TYPE, Signed, beijing_time, parse_beijing_time, sign_string,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get, post};
+use moongate_contract::crypto::{RsaSigner, RsaVerifier};
+use moongate_contract::{Currency, HttpMethod, HttpRequest, Money};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use super::{FaultBody, FaultMode, Faults, control_reply, html_escape, statements, with_faults};
+use crate::net::HttpClient;
+
+/// Alipay's retry schedule after the first attempt: 4m, 10m, 10m, 1h, 2h, 6h, 15h (A.8).
+const NOTIFY_SCHEDULE_SECS: [u64; 7] = [240, 600, 600, 3600, 7200, 21_600, 54_000];
+
+/// Accepted request clock skew (sandbox choice: Alipay does not publish its window).
+const TIMESTAMP_WINDOW_SECS: i64 = 15 * 60;
+
+const BILL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
+
+/// Bill download links expire after 30 seconds (A.11).
+const BILL_LINK_SECS: i64 = 30;
+
+/// How the sandbox is set up.
+#[derive(Debug)]
+pub struct SandboxSettings {
+    /// The sandbox's own private key (PEM): it signs responses and notifications with it.
+    pub private_key_pem: String,
+    /// Registered applications: `app_id` → the app's public key (PEM).
+    pub apps: Vec<(String, String)>,
+    /// Divides the notification retry schedule (1 = Alipay's real timing).
+    pub time_divisor: u32,
+    /// Seller PID reported in notifications.
+    pub seller_id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TradeStatus {
+    WaitBuyerPay,
+    Success,
+    Closed,
+}
+
+impl TradeStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TradeStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
+            TradeStatus::Success => "TRADE_SUCCESS",
+            TradeStatus::Closed => "TRADE_CLOSED",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Order {
+    app_id: String,
+    out_trade_no: String,
+    total: i64,
+    subject: String,
+    notify_url: Option<String>,
+    return_url: Option<String>,
+    qr_code: String,
+    expires_at: OffsetDateTime,
+    created_at: OffsetDateTime,
+    trade: Option<Trade>,
+}
+
+#[derive(Clone, Debug)]
+struct Trade {
+    trade_no: String,
+    status: TradeStatus,
+    paid_at: Option<OffsetDateTime>,
+    /// (`out_request_no`, amount, when).
+    refunds: Vec<(String, i64, OffsetDateTime)>,
+}
+
+impl Trade {
+    fn refunded(&self) -> i64 {
+        self.refunds.iter().map(|(_, amount, _)| amount).sum()
+    }
+}
+
+/// One notification and its delivery attempts.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SentNotification {
+    /// Stable across retries.
+    pub notify_id: String,
+    /// The order.
+    pub out_trade_no: String,
+    /// Form body as sent.
+    pub body: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// True once the reply was exactly `success`.
+    pub acknowledged: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    orders: HashMap<(String, String), Order>,
+    /// Issued bill download links (labelled with the zip's file name) and the statement clock.
+    bills: statements::BillDesk,
+    fault: Faults,
+    notifications: Vec<SentNotification>,
+    counter: u64,
+    calls: u64,
+}
+
+/// Shared sandbox state.
+#[derive(Debug)]
+pub struct Sandbox {
+    signer: RsaSigner,
+    apps: HashMap<String, RsaVerifier>,
+    seller_id: String,
+    time_divisor: u32,
+    client: HttpClient,
+    inner: Mutex<Inner>,
+}
+
+type Shared = Arc<Sandbox>;
+
+/// Errors starting the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A key did not load.
+    #[error("key: {0}")]
+    Key(String),
+    /// Network.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Sandbox {
+    /// Builds the state.
+    pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
+        let signer = RsaSigner::from_pem(&settings.private_key_pem)
+            .map_err(|e| SandboxError::Key(format!("sandbox private key: {e}")))?;
+        let mut apps = HashMap::new();
+        for (app_id, pem) in settings.apps {
+            let verifier = RsaVerifier::from_pem(&pem)
+                .map_err(|e| SandboxError::Key(format!("public key of app {app_id}: {e}")))?;
+            apps.insert(app_id, verifier);
+        }
+        let client = HttpClient::new(Duration::from_secs(3), Duration::from_secs(10))
+            .map_err(SandboxError::Io)?;
+        Ok(Sandbox {
+            signer,
+            apps,
+            seller_id: settings.seller_id,
+            time_divisor: settings.time_divisor.max(1),
+            client,
+            inner: Mutex::new(Inner {
+                orders: HashMap::new(),
+                bills: statements::BillDesk::default(),
+                fault: Faults::none(),
+                notifications: Vec::new(),
+                counter: 0,
+                calls: 0,
+            }),
+        })
+    }
+
+    /// Every order the sandbox holds.
+    pub fn orders(&self) -> Vec<super::OrderView> {
+        self.lock()
+            .orders
+            .values()
+            .map(|o| super::OrderView {
+                out_trade_no: o.out_trade_no.clone(),
+                total: o.total,
+                paid: o.trade.as_ref().is_some_and(|t| t.paid_at.is_some()),
+                refunds: o
+                    .trade
+                    .as_ref()
+                    .map(|t| {
+                        t.refunds
+                            .iter()
+                            .map(|(no, amount, _)| (no.clone(), *amount))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means another request panicked mid-update; the sandbox keeps going.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn next_number(&self, prefix: &str) -> String {
+        let mut inner = self.lock();
+        inner.counter += 1;
+        let now = OffsetDateTime::now_utc();
+        format!("{prefix}{}{:010}", now.unix_timestamp(), inner.counter)
+    }
+
+    /// Signs and renders a response: compact JSON, node first, `/` escaped, `sign` last.
+    fn respond(&self, node_name: &str, node: &Value, corrupt: bool) -> Response {
+        let node_text = node.to_string().replace('/', "\\/");
+        let signed = if corrupt {
+            format!("{node_text} ")
+        } else {
+            node_text.clone()
+        };
+        let sign = self
+            .signer
+            .sign_base64(signed.as_bytes())
+            .unwrap_or_default();
+        let body = format!("{{\"{node_name}\":{node_text},\"sign\":\"{sign}\"}}");
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html;charset=utf-8"),
+        );
+        response
+    }
+}
+
+fn yuan(fen: i64) -> String {
+    Money::new(fen, Currency::CNY).to_decimal_string()
+}
+
+/// Strict two-decimal yuan in Alipay's range.
+fn parse_amount(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.')?;
+    if fraction.len() != 2 || whole.is_empty() || (whole.len() > 1 && whole.starts_with('0')) {
+        return None;
+    }
+    let fen = Money::parse_decimal(text, Currency::CNY).ok()?.minor;
+    (1..=10_000_000_000).contains(&fen).then_some(fen)
+}
+
+fn parse_timeout_express(text: &str) -> Option<time::Duration> {
+    let unit = text.chars().last()?;
+    let digits = text.get(..text.len().checked_sub(1)?)?;
+    let value: i64 = digits.parse().ok()?;
+    let minutes = match unit {
+        'm' => value,
+        'h' => value.checked_mul(60)?,
+        'd' => value.checked_mul(1440)?,
+        _ => return None,
+    };
+    (1..=21_600)
+        .contains(&minutes)
+        .then(|| time::Duration::minutes(minutes))
+}
+
+fn node_name(method: &str) -> String {
+    format!("{}_response", method.replace('.', "_"))
+}
+
+fn err(code: &str, msg: &str, sub_code: &str, sub_msg: &str) -> Value {
+    json!({"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg})
+}
+
+fn business(sub_code: &str, sub_msg: &str) -> Value {
+    err("40004", "Business Failed", sub_code, sub_msg)
+}
+
+/// The router: `/gateway.do` plus `/sandbox/*` controls.
+pub fn router(sandbox: Shared) -> Router {
+    Router::new()
+        .route("/gateway.do", any(gateway_do))
+        .route("/sandbox/pay", post(control_pay))
+        .route("/sandbox/forge", post(control_forge))
+        .route("/sandbox/scan", post(control_scan))
+        .route("/sandbox/fault", post(control_fault))
+        .route("/sandbox/stats", get(control_stats))
+        .route("/sandbox/notifications", get(control_notifications))
+        .route("/sandbox/resend", post(control_resend))
+        .route("/sandbox/cashier/pay", post(cashier_pay))
+        .route("/sandbox/wallet", get(wallet_scan).post(wallet_pay))
+        .route("/sandbox/statement-clock", post(control_statement_clock))
+        .route("/downloadBillFile.resource", get(download_bill))
+        .with_state(sandbox)
+}
+
+/// Starts the sandbox on a bound listener.
+pub async fn start_on(
+    settings: SandboxSettings,
+    listener: TcpListener,
+) -> Result<(Arc<Sandbox>, tokio::task::JoinHandle<()>), SandboxError> {
+    let sandbox = Arc::new(Sandbox::new(settings)?);
+    let task = super::serve(listener, router(Arc::clone(&sandbox)));
+    Ok((sandbox, task))
+}
