@@ -6,29 +6,27 @@ use axum::response::{IntoResponse, Response};
 
 use crate::cashier::State as Stage;
 use crate::error::ApiError;
-use crate::http::extract::{Signed, idempotency_key};
+use crate::http::extract::Signed;
 use crate::http::{Shared, parse_body};
 use crate::service::checkouts::{CreateCheckoutBody, current, validate_checkout};
 use crate::service::idempotency;
-use crate::service::idempotency::{Answer, Outcome, claim_for};
+use crate::service::idempotency::{Answer, Outcome};
 
 /// `POST /v1/checkouts`.
 pub async fn create_checkout(
     State(gw): State<Shared>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
-    let key = idempotency_key(&headers)?;
     let input: CreateCheckoutBody = parse_body(&body)?;
     let checkout = validate_checkout(&merchant, input, now)?;
-    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_checkout(claim, checkout).await?;
     idempotency::run(
         &gw,

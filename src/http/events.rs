@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
-use crate::http::extract::{Signed, idempotency_key};
-use crate::http::{Shared, json_response, parse_body, to_bytes};
+use crate::http::extract::Signed;
+use crate::http::{Shared, json_response, no_parameters, to_bytes};
 use crate::service::idempotency;
-use crate::service::idempotency::{Answer, Outcome, claim_for, key_in_use};
+use crate::service::idempotency::{Answer, Outcome, key_in_use};
 
 pub(crate) fn event_json(record: &crate::store::EventRecord) -> serde_json::Value {
     let mut event: serde_json::Value =
@@ -74,22 +74,18 @@ pub(crate) async fn resend_event(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
-    let key = idempotency_key(&headers)?;
-    if !body.is_empty() {
-        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
-    }
+    no_parameters(&body)?;
     if gw.store.event(&merchant.id, &id).await?.is_none() {
         return Err(ApiError::missing("event", &id));
     }
-    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &id).await?;
     idempotency::run(
         &gw,

@@ -16,6 +16,8 @@ use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::http::Shared;
 use crate::metrics::LimitLabels;
+use crate::service::idempotency::claim_for;
+use crate::store::IdemClaim;
 
 /// A `/v1` request whose signature, timestamp and nonce were checked (see [`crate::auth`]) and
 /// which was counted against the merchant's request limits: the extractor every merchant
@@ -62,6 +64,21 @@ impl axum::extract::FromRequest<Shared> for Signed {
             body,
             now,
         })
+    }
+}
+
+impl Signed {
+    /// The request's claim on its `Idempotency-Key` (every POST needs one), bound to a hash of
+    /// its method, path and body: what [`crate::service::idempotency::run`] starts from.
+    pub(crate) fn claim(&self) -> Result<IdemClaim, ApiError> {
+        let key = idempotency_key(&self.headers)?;
+        Ok(claim_for(
+            &self.merchant,
+            key,
+            &self.method,
+            &self.uri,
+            &self.body,
+        ))
     }
 }
 

@@ -217,6 +217,15 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -
     response
 }
 
+/// The body of an action that takes no parameters: empty, or a JSON object (whose members
+/// are not read).
+pub(crate) fn no_parameters(body: &[u8]) -> Result<(), ApiError> {
+    if !body.is_empty() {
+        let _: serde_json::Map<String, serde_json::Value> = parse_body(body)?;
+    }
+    Ok(())
+}
+
 /// Parses a JSON body strictly; errors name the offending parameter.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);

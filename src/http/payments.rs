@@ -10,28 +10,29 @@ use serde::Deserialize;
 use crate::config::Merchant;
 use crate::error::{ApiError, ErrorType};
 use crate::gateway::Gateway;
-use crate::http::extract::{Signed, idempotency_key};
-use crate::http::{Shared, json_response, parse_body, serde_urlencoded_strict, to_bytes};
+use crate::http::extract::Signed;
+use crate::http::{
+    Shared, json_response, no_parameters, parse_body, serde_urlencoded_strict, to_bytes,
+};
 use crate::ledger::{Payment, PaymentStatus};
 use crate::registry;
 use crate::service::idempotency;
-use crate::service::idempotency::{Answer, Outcome, claim_for};
+use crate::service::idempotency::{Answer, Outcome};
 use crate::service::payments::{CreatePaymentBody, merchant_payment, validate_create};
 
 pub(crate) async fn create_payment(
     State(gw): State<Shared>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
     let merchant = &*merchant;
-    let key = idempotency_key(&headers)?;
     let input: CreatePaymentBody = parse_body(&body)?;
     let (payment, fallbacks) = validate_create(merchant, input, now)?;
     let account = merchant
@@ -43,7 +44,6 @@ pub(crate) async fn create_payment(
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
         return Err(ApiError::invalid("parameter_invalid", "", message.clone()));
     }
-    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_payment(claim, payment).await?;
     idempotency::run(
         &gw,
@@ -163,21 +163,12 @@ pub(crate) async fn cancel_payment(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed {
-        merchant,
-        method,
-        uri,
-        headers,
-        body,
-        ..
-    } = signed;
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
+    let Signed { merchant, body, .. } = signed;
     let merchant = &*merchant;
-    let key = idempotency_key(&headers)?;
-    if !body.is_empty() {
-        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
-    }
+    no_parameters(&body)?;
     let payment = merchant_payment(&gw, merchant, &id).await?;
-    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &payment.id).await?;
     idempotency::run(
         &gw,

@@ -1,18 +1,18 @@
 //! `/v1/reconciliations` and `/v1/reconciliation_breaks`: runs, reports and break handling.
 
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::Merchant;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
-use crate::http::extract::{Signed, idempotency_key};
-use crate::http::{Shared, json_response, parse_body, to_bytes, typed};
+use crate::http::extract::Signed;
+use crate::http::{Shared, json_response, no_parameters, parse_body, to_bytes, typed};
 use crate::service::idempotency;
-use crate::service::idempotency::{Answer, Outcome, claim_for, key_in_use};
-use crate::store::Begin;
+use crate::service::idempotency::{Answer, Outcome, key_in_use};
+use crate::store::{Begin, IdemClaim};
 
 // --- Reconciliation -----------------------------------------------------------------------
 
@@ -50,15 +50,14 @@ pub(crate) async fn create_reconciliation(
     State(gw): State<Shared>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
-    let key = idempotency_key(&headers)?;
     let request: ReconciliationBody = parse_body(&body)?;
     let day = match &request.date {
         Some(text) => crate::reconcile::run::parse_day(text).ok_or_else(|| {
@@ -78,7 +77,6 @@ pub(crate) async fn create_reconciliation(
         request.account,
         crate::reconcile::run::format_day(day)
     );
-    let claim = claim_for(&merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.claim_key(claim, &resource).await?;
     idempotency::run(
         &gw,
@@ -221,10 +219,7 @@ pub(crate) struct BreakUpdate {
 pub(crate) async fn claim_break_action(
     gw: &Gateway,
     merchant: &Merchant,
-    key: &str,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
+    claim: IdemClaim,
     id: &str,
 ) -> Result<Begin<()>, ApiError> {
     if gw
@@ -235,7 +230,6 @@ pub(crate) async fn claim_break_action(
     {
         return Err(ApiError::missing("break", id));
     }
-    let claim = claim_for(merchant, key.to_owned(), method, uri, body);
     Ok(gw.store.claim_key(claim, id).await?)
 }
 
@@ -244,15 +238,14 @@ pub(crate) async fn update_break(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
-    let key = idempotency_key(&headers)?;
     let update: BreakUpdate = parse_body(&body)?;
     let status = crate::reconcile::BreakStatus::parse(&update.status).ok_or_else(|| {
         ApiError::invalid(
@@ -272,7 +265,7 @@ pub(crate) async fn update_break(
             "note is at most 2000 characters",
         ));
     }
-    let begin = claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?;
+    let begin = claim_break_action(&gw, &merchant, claim, &id).await?;
     idempotency::run(
         &gw,
         &merchant.id,
@@ -301,19 +294,11 @@ pub(crate) async fn repair_break(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed {
-        merchant,
-        method,
-        uri,
-        headers,
-        body,
-        ..
-    } = signed;
-    let key = idempotency_key(&headers)?;
-    if !body.is_empty() {
-        let _: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
-    }
-    let begin = claim_break_action(&gw, &merchant, &key, &method, &uri, &body, &id).await?;
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
+    let Signed { merchant, body, .. } = signed;
+    no_parameters(&body)?;
+    let begin = claim_break_action(&gw, &merchant, claim, &id).await?;
     idempotency::run(
         &gw,
         &merchant.id,

@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::http::extract::{Signed, idempotency_key};
+use crate::http::extract::Signed;
 use crate::http::{Shared, json_response, parse_body, to_bytes};
 use crate::ledger::{Refund, RefundStatus, new_id};
 use crate::service::idempotency;
-use crate::service::idempotency::{Answer, Outcome, claim_for};
+use crate::service::idempotency::{Answer, Outcome};
 use crate::service::payments::merchant_payment;
 
 #[derive(Debug, Deserialize)]
@@ -27,16 +27,15 @@ pub(crate) async fn create_refund(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
     let Signed {
         merchant,
-        method,
-        uri,
-        headers,
         body,
         now,
+        ..
     } = signed;
     let merchant = &*merchant;
-    let key = idempotency_key(&headers)?;
     let input: CreateRefundBody = if body.is_empty() {
         CreateRefundBody {
             amount: None,
@@ -88,7 +87,6 @@ pub(crate) async fn create_refund(
             message.clone(),
         ));
     }
-    let claim = claim_for(merchant, key.clone(), &method, &uri, &body);
     let begin = gw.store.begin_refund(claim, refund).await?;
     idempotency::run(
         &gw,
