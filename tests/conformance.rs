@@ -108,7 +108,13 @@ fn payment_code(kind: ProviderKind, method: PaymentMethod) -> String {
 }
 
 /// A create body for `method`, with every payer detail its provider says it needs.
-fn create_body(kind: ProviderKind, method: PaymentMethod, amount: i64, reference: &str) -> Value {
+fn create_body(
+    kind: ProviderKind,
+    account: &str,
+    method: PaymentMethod,
+    amount: i64,
+    reference: &str,
+) -> Value {
     let facts = registry::facts(kind).method(method).unwrap();
     let mut payer = serde_json::Map::new();
     for (field, _) in facts.payer {
@@ -125,7 +131,7 @@ fn create_body(kind: ProviderKind, method: PaymentMethod, amount: i64, reference
     let mut body = json!({
         "amount": amount, "currency": "CNY", "method": method.as_str(),
         "merchant_reference": reference, "description": "Conformance tea",
-        "account": account_id(kind),
+        "account": account,
     });
     if !payer.is_empty() {
         body["payer"] = Value::Object(payer);
@@ -134,13 +140,6 @@ fn create_body(kind: ProviderKind, method: PaymentMethod, amount: i64, reference
         body["return_url"] = json!("https://shop.example/back");
     }
     body
-}
-
-fn account_id(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Alipay => "alipay_main",
-        ProviderKind::WechatPay => "wechat_main",
-    }
 }
 
 /// The methods the provider declares that its harness account serves.
@@ -174,15 +173,16 @@ async fn create(
     amount: i64,
     key: &str,
 ) -> Value {
+    let (_, account) = h.provider(kind);
     let (status, payment) = h
-        .create_with(&h.shop_a, create_body(kind, method, amount, key), key)
+        .create_with(
+            &h.shop_a,
+            create_body(kind, account, method, amount, key),
+            key,
+        )
         .await;
     assert_eq!(status, 201, "{kind} {method:?}: {payment}");
-    assert_eq!(
-        payment["provider"]["account"],
-        account_id(kind),
-        "{payment}"
-    );
+    assert_eq!(payment["provider"]["account"], account, "{payment}");
     payment
 }
 
