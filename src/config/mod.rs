@@ -198,6 +198,10 @@ pub struct ServerSection {
     /// not served).
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// Lets `admin_listen` be an address other machines can reach (default false: the admin
+    /// endpoints have no authentication, so only a loopback address is accepted).
+    #[serde(default)]
+    pub admin_allow_remote: bool,
     /// How long a client may take to send a request's headers (and a TLS handshake),
     /// milliseconds (default 10000): slow clients do not hold connections.
     #[serde(default = "default_header_timeout")]

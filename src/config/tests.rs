@@ -288,3 +288,52 @@ fn secrets_never_appear_in_errors() {
         "{errors}"
     );
 }
+
+#[test]
+fn urls_are_parsed_and_plain_http_stays_on_this_machine() {
+    let paths = |text: &str| -> Vec<String> {
+        match parse(text).unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|p| p.path).collect(),
+        }
+    };
+    let with = |from: &str, to: &str| {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replace(from, to)
+    };
+    // Cashier tokens would travel in clear text to another machine.
+    let remote_http = with(
+        "public_base_url = \"http://127.0.0.1:8080\"",
+        "public_base_url = \"http://pay.example.com\"",
+    );
+    assert_eq!(paths(&remote_http), ["server.public_base_url"]);
+    let https = with(
+        "public_base_url = \"http://127.0.0.1:8080\"",
+        "public_base_url = \"https://pay.example.com\"",
+    );
+    assert!(paths(&https).is_empty());
+    // The host is what follows an `@`; a name starting with 127. is not loopback.
+    let userinfo = with(
+        "settings = { app_id",
+        "settings = { gateway_url = \"http://127.0.0.1@example.com/gateway.do\", app_id",
+    );
+    assert_eq!(
+        paths(&userinfo),
+        ["merchants.shop.accounts.main.settings.gateway_url"]
+    );
+    let lookalike = with("http://127.0.0.1:9/hook", "http://127.evil.example/hook");
+    assert_eq!(paths(&lookalike), ["merchants.shop.webhook.url"]);
+    // The admin endpoints have no authentication: loopback only, unless said explicitly.
+    let exposed = with(
+        "public_base_url = \"http://127.0.0.1:8080\"",
+        "public_base_url = \"http://127.0.0.1:8080\"\nadmin_listen = \"0.0.0.0:9090\"",
+    );
+    assert_eq!(paths(&exposed), ["server.admin_listen"]);
+    let allowed = exposed.replace(
+        "admin_listen = \"0.0.0.0:9090\"",
+        "admin_listen = \"0.0.0.0:9090\"\nadmin_allow_remote = true",
+    );
+    assert!(paths(&allowed).is_empty());
+    let private = exposed.replace("0.0.0.0:9090", "127.0.0.1:9090");
+    assert!(paths(&private).is_empty());
+}

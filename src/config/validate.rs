@@ -24,23 +24,30 @@ impl RawConfig {
                 "must be an address like 127.0.0.1:8080",
             ));
         }
-        let base = &self.server.public_base_url;
-        if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
-            problems.push(problem(
-                "server.public_base_url",
-                "must be an http(s) URL without query",
-            ));
+        // Cashier URLs (whose token is the shopper's only credential) and notification URLs
+        // are built from it: https, or plain http only on this machine.
+        if let Err(message) = check_url(&self.server.public_base_url) {
+            problems.push(problem("server.public_base_url", message));
         }
-        if self
+        match self
             .server
             .admin_listen
             .as_ref()
-            .is_some_and(|a| a.parse::<SocketAddr>().is_err())
+            .map(|a| a.parse::<SocketAddr>())
         {
-            problems.push(problem(
+            Some(Err(_)) => problems.push(problem(
                 "server.admin_listen",
                 "must be an address like 127.0.0.1:9090",
-            ));
+            )),
+            Some(Ok(addr)) if !addr.ip().is_loopback() && !self.server.admin_allow_remote => {
+                problems.push(problem(
+                    "server.admin_listen",
+                    "is reachable from other machines, and the admin endpoints have no \
+                     authentication: use a loopback address, or set \
+                     server.admin_allow_remote = true behind your own network controls",
+                ))
+            }
+            _ => {}
         }
         if self
             .reconciliation

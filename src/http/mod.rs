@@ -149,6 +149,19 @@ pub fn admin_router(gateway: Shared) -> Router {
         .with_state(gateway)
 }
 
+/// The path a request is logged under. A cashier URL's token is a credential, so every path
+/// under `/cashier/`, matched by a route or not (a trailing slash, a typo), is logged by its
+/// route or as `/cashier/…`, never with the token.
+fn logged_path<'a>(route: &'a str, raw: &'a str) -> &'a str {
+    if !raw.starts_with("/cashier/") {
+        raw
+    } else if route.starts_with("/cashier/") {
+        route
+    } else {
+        "/cashier/…"
+    }
+}
+
 pub(crate) async fn trace_request(
     State(gw): State<Shared>,
     request: axum::extract::Request,
@@ -162,12 +175,7 @@ pub(crate) async fn trace_request(
         .to_owned();
     let http_method = request.method().as_str().to_owned();
     let request_id = new_id("req");
-    // A cashier URL's token is a credential: its requests are logged by route.
-    let path = if route.starts_with("/cashier/") {
-        route.as_str()
-    } else {
-        request.uri().path()
-    };
+    let path = logged_path(&route, request.uri().path());
     let span = tracing::info_span!(
         "request",
         id = %request_id,
@@ -286,4 +294,29 @@ pub(crate) fn typed(body: String, content_type: &'static str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_path;
+
+    #[test]
+    fn cashier_tokens_never_reach_the_log() {
+        let token = "Qm9vb29vb29vb29vb29vb29vb29vb29vb29vb29vb28";
+        for raw in [
+            format!("/cashier/{token}"),
+            format!("/cashier/{token}/"),
+            format!("/cashier/{token}/pay/x"),
+        ] {
+            for route in ["/cashier/{token}", "(unmatched)"] {
+                let logged = logged_path(route, &raw);
+                assert!(!logged.contains(token), "{raw} logged as {logged}");
+            }
+        }
+        assert_eq!(logged_path("(unmatched)", "/v1/nothing"), "/v1/nothing");
+        assert_eq!(
+            logged_path("/v1/payments/{id}", "/v1/payments/pay_1"),
+            "/v1/payments/pay_1"
+        );
+    }
 }

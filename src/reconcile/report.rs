@@ -128,12 +128,14 @@ pub fn format_milli(amount_milli: i64, currency: Currency) -> String {
 pub const CSV_HEADER: &str = "break_id,run_id,merchant_id,account_id,provider,statement_day,category,kind,payment_id,refund_id,provider_txn_id,currency,ledger_amount_minor,provider_amount_minor,ledger_status,provider_status,statement_line,drift_secs,status,detail,resolution_note";
 
 fn csv_cell(out: &mut String, value: &str) {
-    // Quote when needed, and neutralise spreadsheet formulas (a cell starting with = + - @).
-    let guarded = if value.starts_with(['=', '+', '-', '@']) && value.parse::<i64>().is_err() {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
+    // Quote when needed, and neutralise spreadsheet formulas: a cell starting with = + - @, or
+    // with a tab or carriage return (spreadsheets strip those and read the formula behind).
+    let guarded =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.parse::<i64>().is_err() {
+            format!("'{value}")
+        } else {
+            value.to_owned()
+        };
     if guarded.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&guarded.replace('"', "\"\""));
@@ -398,5 +400,10 @@ mod tests {
         let mut out = String::new();
         csv_cell(&mut out, "-12");
         assert_eq!(out, "-12");
+        for hidden in ["\t=1+1", "\r=cmd|' /C calc'!A0"] {
+            let mut out = String::new();
+            csv_cell(&mut out, hidden);
+            assert!(out.trim_start_matches('"').starts_with('\''), "{out:?}");
+        }
     }
 }

@@ -78,28 +78,72 @@ impl HttpResponse {
     }
 }
 
-/// A provider base URL must be https, or plain http only to a loopback host (a local
-/// sandbox), and carry no query string or fragment.
-pub fn check_base_url(url: &str) -> Result<(), String> {
-    if url.contains('?') || url.contains('#') {
+/// A configured base URL (provider, webhook, Moongate's own public one) must be https, or
+/// plain http only to a loopback host (a local sandbox): `localhost` or a loopback IP address,
+/// never a name that merely starts with `127.`. It carries no user information (text before
+/// an `@` would otherwise hide the real host), no query string and no fragment. Parsed with a
+/// real URL parser (WHATWG rules, as browsers and HTTP clients read it).
+pub fn check_base_url(text: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry user information (`user@`)".to_owned());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("must not carry a query string or fragment".to_owned());
     }
-    if let Some(rest) = url.strip_prefix("https://") {
-        return if rest.is_empty() || rest.starts_with('/') {
-            Err("has no host".to_owned())
-        } else {
-            Ok(())
-        };
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or_default();
-        let loopback = host == "localhost" || host.starts_with("127.");
-        let ipv6_loopback = rest.starts_with("[::1]");
-        return if loopback || ipv6_loopback {
-            Ok(())
-        } else {
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "https" => Err("has no host".to_owned()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        "http" => {
             Err("must be https (plain http is allowed only for a loopback sandbox)".to_owned())
-        };
+        }
+        _ => Err("must be an https URL".to_owned()),
     }
-    Err("must be an https URL".to_owned())
+}
+
+/// True when a URL's host is `localhost` or a loopback IP address.
+pub fn is_loopback(parsed: &url::Url) -> bool {
+    match parsed.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_base_url;
+
+    #[test]
+    fn https_anywhere_http_only_to_loopback() {
+        for good in [
+            "https://openapi.alipay.com/gateway.do",
+            "https://api.mch.weixin.qq.com",
+            "http://127.0.0.1:8090/gateway.do",
+            "http://127.1.2.3:8090",
+            "http://localhost:1/gateway.do",
+            "http://[::1]:1/gateway.do",
+        ] {
+            assert_eq!(check_base_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            // Seen in review: the host is what follows the `@`.
+            "http://127.0.0.1@example.com/gateway.do",
+            "http://127.0.0.1:1@127.0.0.1:18203/gateway.do",
+            "https://user:secret@openapi.alipay.com/gateway.do",
+            // A name that starts with 127. is not a loopback address.
+            "http://127.evil.example/gateway.do",
+            "http://localhost.evil.example/",
+            "http://openapi.alipay.com/gateway.do",
+            "https://x/gateway.do?charset=utf-8",
+            "https://x/#top",
+            "ftp://x",
+            "https://",
+            "gateway.do",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }
