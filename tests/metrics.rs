@@ -108,3 +108,59 @@ async fn requests_provider_calls_limits_notifications_and_webhooks_are_counted()
     let (status, _) = h.get(&h.shop_a, "/metrics").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_admin_token_guards_every_admin_route_but_health_and_sweeps_run_one_at_a_time() {
+    let h = Harness::start().await;
+    let admin = h.gateway.admin_addr.unwrap();
+    let token = "admin-token-0123456789abcdef";
+    let dir = h.config_path.parent().unwrap();
+    std::fs::write(dir.join("admin.secret"), token).unwrap();
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let anchor = "[server]\n";
+    assert!(text.contains(anchor));
+    let with_token = text.replacen(
+        anchor,
+        "[server]\nadmin_token = { file = \"admin.secret\" }\n",
+        1,
+    );
+    std::fs::write(&h.config_path, with_token).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    let call = |method: HttpMethod, path: &str, bearer: Option<&str>| {
+        let request = moongate_contract::HttpRequest {
+            method,
+            url: format!("http://{admin}{path}"),
+            headers: bearer
+                .map(|t| vec![("authorization".to_owned(), format!("Bearer {t}"))])
+                .unwrap_or_default(),
+            body: Vec::new(),
+        };
+        let http = h.http.clone();
+        async move { http.send(&request).await.unwrap().status }
+    };
+    assert_eq!(call(HttpMethod::Get, "/healthz", None).await, 200);
+    for path in ["/metrics", "/circuits", "/reconciliations"] {
+        assert_eq!(call(HttpMethod::Get, path, None).await, 401, "{path}");
+        assert_eq!(
+            call(HttpMethod::Get, path, Some("wrong-token-0123456789abc")).await,
+            401
+        );
+        assert_eq!(
+            call(HttpMethod::Get, path, Some(token)).await,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(call(HttpMethod::Post, "/janitor/sweep", None).await, 401);
+    // One sweep at a time.
+    let running = h.gateway.gateway.sweep_lock.lock().await;
+    assert_eq!(
+        call(HttpMethod::Post, "/janitor/sweep", Some(token)).await,
+        409
+    );
+    drop(running);
+    assert_eq!(
+        call(HttpMethod::Post, "/janitor/sweep", Some(token)).await,
+        200
+    );
+}

@@ -27,6 +27,7 @@ on_both_ledgers!(
     every_planted_break_is_classified,
     a_statement_that_does_not_add_up_is_refused_whole,
     reports_are_served_by_the_api,
+    api_runs_are_one_per_account_and_day_and_bounded_per_instance,
     the_reconcile_and_breaks_commands_write_reports_and_keep_statuses,
 );
 
@@ -526,6 +527,73 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     assert_eq!(count(&report, Category::Matched), 2);
     let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{kept}")).await;
     assert_eq!(payment["status"], "succeeded");
+}
+
+async fn api_runs_are_one_per_account_and_day_and_bounded_per_instance(h: Harness) {
+    h.paid_payment(1300, "bound-0").await;
+    advance_statement_clock(&h, false).await;
+    let body = json!({"account": "alipay_main", "date": format_day(today())}).to_string();
+    let gateway = &h.gateway.gateway;
+    // Every slot taken (as by other runs): refused, with a hint when to retry.
+    let slots = std::sync::Arc::clone(&gateway.recon_slots)
+        .acquire_many_owned(
+            u32::try_from(moongate::service::reconciliation::MAX_CONCURRENT_RUNS).unwrap(),
+        )
+        .await
+        .unwrap();
+    let response = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Post,
+            "/v1/reconciliations",
+            body.as_bytes(),
+            Some("bound-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(String::from_utf8_lossy(&response.body).contains("reconciliation_busy"));
+    assert!(response.header("retry-after").is_some());
+    drop(slots);
+    // The same day of the same account under way elsewhere (another instance, the daily run).
+    let now = OffsetDateTime::now_utc();
+    let elsewhere = moongate::store::DailyClaim {
+        merchant_id: "shop_a".to_owned(),
+        account_id: "alipay_main".to_owned(),
+        day: format_day(today()),
+        holder: "ins_elsewhere".to_owned(),
+    };
+    assert!(
+        gateway
+            .store
+            .claim_daily_run(elsewhere.clone(), now, now + time::Duration::minutes(5))
+            .await
+            .unwrap()
+    );
+    let (status, refused) = h
+        .post(&h.shop_a, "/v1/reconciliations", &body, "bound-1")
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "reconciliation_in_progress",
+        "{refused}"
+    );
+    // Refusals release the key: the same request runs once the other run is done.
+    gateway.store.release_daily_run(elsewhere).await.unwrap();
+    let (status, report) = h
+        .post(&h.shop_a, "/v1/reconciliations", &body, "bound-1")
+        .await;
+    assert_eq!(status, 201, "{report}");
+    // A finished API run gives its claim back: the day can be run again.
+    let (status, again) = h
+        .post(&h.shop_a, "/v1/reconciliations", &body, "bound-2")
+        .await;
+    assert_eq!(status, 201, "{again}");
 }
 
 async fn reports_are_served_by_the_api(h: Harness) {

@@ -11,24 +11,29 @@ impl RawConfig {
         let shared_limits = match &self.rate_limits.redis_url {
             None => None,
             Some(reference) => match resolve_secret(reference, base_dir) {
-                Ok(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                    Some(SharedLimitSettings {
-                        url: Secret::new(url),
-                        timeout: std::time::Duration::from_millis(
-                            self.rate_limits.redis_timeout_ms.unwrap_or(50),
-                        ),
-                        prefix: self
-                            .rate_limits
-                            .redis_key_prefix
-                            .clone()
-                            .unwrap_or_else(|| "moongate".to_owned()),
-                    })
-                }
-                Ok(_) => {
+                Ok(url) if url.starts_with("rediss://") => {
+                    // The Redis client is built without TLS: refuse here rather than fail at
+                    // start.
                     problems.push(problem(
                         "rate_limits.redis_url",
-                        "must be a redis:// or rediss:// URL",
+                        "rediss:// (TLS) is not supported: use redis:// to a Redis on a private \
+                         network or through a local TLS tunnel",
                     ));
+                    None
+                }
+                Ok(url) if url.starts_with("redis://") => Some(SharedLimitSettings {
+                    url: Secret::new(url),
+                    timeout: std::time::Duration::from_millis(
+                        self.rate_limits.redis_timeout_ms.unwrap_or(50),
+                    ),
+                    prefix: self
+                        .rate_limits
+                        .redis_key_prefix
+                        .clone()
+                        .unwrap_or_else(|| "moongate".to_owned()),
+                }),
+                Ok(_) => {
+                    problems.push(problem("rate_limits.redis_url", "must be a redis:// URL"));
                     None
                 }
                 Err(message) => {
@@ -40,6 +45,18 @@ impl RawConfig {
         let ledger = match &self.ledger.database_url {
             None => LedgerBackend::Sqlite(base_dir.join(&self.ledger.path)),
             Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(url)
+                    if (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+                        && !verifies_remote_server(url.trim()) =>
+                {
+                    problems.push(problem(
+                        "ledger.database_url",
+                        "a database on another machine needs sslmode=verify-full (require and \
+                         prefer do not check the server's certificate, and prefer may fall back \
+                         to plain text)",
+                    ));
+                    LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
                 Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                     LedgerBackend::Postgres {
                         url: Secret::new(url.trim().to_owned()),
@@ -56,6 +73,20 @@ impl RawConfig {
                 Err(message) => {
                     problems.push(problem("ledger.database_url", message));
                     LedgerBackend::Sqlite(base_dir.join(&self.ledger.path))
+                }
+            },
+        };
+        let admin_token = match &self.server.admin_token {
+            None => None,
+            Some(reference) => match resolve_secret(reference, base_dir) {
+                Ok(token) if token.len() >= 16 => Some(Secret::new(token)),
+                Ok(_) => {
+                    problems.push(problem("server.admin_token", "must be at least 16 bytes"));
+                    None
+                }
+                Err(message) => {
+                    problems.push(problem("server.admin_token", message));
+                    None
                 }
             },
         };
@@ -174,6 +205,7 @@ impl RawConfig {
                 .admin_listen
                 .as_ref()
                 .and_then(|a| a.parse().ok()),
+            admin_token,
             ledger,
             reconciliation: ReconciliationSettings {
                 statement_dir: match &self.reconciliation.statement_dir {
@@ -240,4 +272,23 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(
         };
         (path, e.inner().message().to_owned())
     })
+}
+
+/// True when a PostgreSQL URL is safe to use: its server is on this machine (a loopback
+/// address, `localhost`, or a Unix socket), or the connection verifies the server's certificate
+/// and name (`sslmode=verify-full`). Never prints the URL, which may hold a password.
+fn verifies_remote_server(text: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(text) else {
+        // Not a URL the parser reads (the driver will say so at start); nothing to check.
+        return true;
+    };
+    let socket = parsed
+        .query_pairs()
+        .any(|(key, value)| key == "host" && value.starts_with('/'));
+    if parsed.host().is_none() || socket || moongate_contract::http::is_loopback(&parsed) {
+        return true;
+    }
+    parsed
+        .query_pairs()
+        .any(|(key, value)| key == "sslmode" && value == "verify-full")
 }

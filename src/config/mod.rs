@@ -202,6 +202,10 @@ pub struct ServerSection {
     /// endpoints have no authentication, so only a loopback address is accepted).
     #[serde(default)]
     pub admin_allow_remote: bool,
+    /// A bearer token every admin request but `/healthz` must carry (`Authorization: Bearer
+    /// …`), from a file or the environment; required with `admin_allow_remote`.
+    #[serde(default)]
+    pub admin_token: Option<SecretRef>,
     /// How long a client may take to send a request's headers (and a TLS handshake),
     /// milliseconds (default 10000): slow clients do not hold connections.
     #[serde(default = "default_header_timeout")]

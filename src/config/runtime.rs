@@ -122,6 +122,8 @@ pub struct Config {
     pub signature_tolerance_secs: u64,
     /// Admin listener address.
     pub admin_listen: Option<SocketAddr>,
+    /// The bearer token admin requests must carry, when configured.
+    pub admin_token: Option<Secret<String>>,
     /// Header read timeout.
     pub header_read_timeout_ms: u64,
     /// Where the ledger lives (a SQLite file's folder also keeps statements by default).

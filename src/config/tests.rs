@@ -86,7 +86,7 @@ fn a_database_url_selects_postgres_and_stays_secret() {
     let dir = key_dir(&[
         (
             "db.url",
-            "postgres://moongate:hunter2@db.internal:5432/ledger\n",
+            "postgres://moongate:hunter2@db.internal:5432/ledger?sslmode=verify-full\n",
         ),
         ("bad.url", "mysql://moongate:hunter2@db.internal/ledger"),
         ("a.secret", "shop-signing-secret-0123456789"),
@@ -101,7 +101,7 @@ fn a_database_url_selects_postgres_and_stays_secret() {
         } => {
             assert_eq!(
                 url.expose(),
-                "postgres://moongate:hunter2@db.internal:5432/ledger"
+                "postgres://moongate:hunter2@db.internal:5432/ledger?sslmode=verify-full"
             );
             assert_eq!(*max_connections, 16);
         }
@@ -333,7 +333,63 @@ fn urls_are_parsed_and_plain_http_stays_on_this_machine() {
         "admin_listen = \"0.0.0.0:9090\"",
         "admin_listen = \"0.0.0.0:9090\"\nadmin_allow_remote = true",
     );
-    assert!(paths(&allowed).is_empty());
+    // Reachable from elsewhere, it must at least ask for a token.
+    assert_eq!(paths(&allowed), ["server.admin_token"]);
+    let guarded = allowed.replace(
+        "admin_allow_remote = true",
+        "admin_allow_remote = true\nadmin_token = { env = \"ADMIN\" }",
+    );
+    assert!(paths(&guarded).is_empty());
     let private = exposed.replace("0.0.0.0:9090", "127.0.0.1:9090");
     assert!(paths(&private).is_empty());
+}
+
+#[test]
+fn database_and_cache_links_are_verified_or_local() {
+    let dir = key_dir(&[("a.secret", "shop-signing-secret-0123456789")]);
+    let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
+    let build = |file: &str, url: &str, section: &str| {
+        std::fs::write(dir.path().join(file), url).unwrap();
+        let text = format!("{base}\n{section}");
+        parse(&text).unwrap().build(dir.path())
+    };
+    let ledger = |url: &str| {
+        build(
+            "db.url",
+            url,
+            "[ledger]\ndatabase_url = { file = \"db.url\" }\n",
+        )
+    };
+    // Another machine: only a verified certificate will do.
+    for weak in [
+        "postgres://m:hunter2@db.internal/ledger",
+        "postgres://m:hunter2@db.internal/ledger?sslmode=require",
+        "postgres://m:hunter2@db.internal/ledger?sslmode=prefer",
+        "postgresql://m:hunter2@10.0.0.5:5432/ledger?sslmode=verify-ca",
+    ] {
+        let errors = ledger(weak).unwrap_err();
+        assert_eq!(errors.0[0].path, "ledger.database_url", "{weak}");
+        assert!(errors.to_string().contains("verify-full"), "{errors}");
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    }
+    for fine in [
+        "postgres://m:hunter2@db.internal/ledger?sslmode=verify-full",
+        "postgres://postgres@127.0.0.1:5432/test",
+        "postgres://postgres@localhost/test",
+        "postgres:///test?host=/var/run/postgresql",
+    ] {
+        assert!(ledger(fine).is_ok(), "{fine}");
+    }
+    // TLS to Redis is not built in: said at check time, not at start.
+    let cache = |url: &str| {
+        build(
+            "redis.url",
+            url,
+            "[rate_limits]\nredis_url = { file = \"redis.url\" }\n",
+        )
+    };
+    let errors = cache("rediss://cache.internal:6380/0").unwrap_err();
+    assert_eq!(errors.0[0].path, "rate_limits.redis_url");
+    assert!(errors.to_string().contains("rediss://"), "{errors}");
+    assert!(cache("redis://127.0.0.1:6379/0").is_ok());
 }

@@ -49,6 +49,12 @@ impl RawConfig {
             }
             _ => {}
         }
+        if self.server.admin_allow_remote && self.server.admin_token.is_none() {
+            problems.push(problem(
+                "server.admin_token",
+                "an admin listener other machines can reach needs an admin_token",
+            ));
+        }
         if self
             .reconciliation
             .daily_at

@@ -70,6 +70,10 @@ pub struct Gateway {
     pub shared_limits: Option<crate::shared_limits::SharedLimiter>,
     /// This instance's name in cross-instance claims (`ins_…`, new at every start).
     pub instance_id: String,
+    /// Slots for reconciliation runs (API and daily schedule together).
+    pub recon_slots: Arc<tokio::sync::Semaphore>,
+    /// Held while an on-demand janitor sweep runs: one at a time.
+    pub sweep_lock: tokio::sync::Mutex<()>,
 }
 
 fn random_nonce() -> String {
@@ -120,6 +124,10 @@ impl Gateway {
             metrics,
             shared_limits: None,
             instance_id: crate::ledger::new_id("ins"),
+            recon_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::service::reconciliation::MAX_CONCURRENT_RUNS,
+            )),
+            sweep_lock: tokio::sync::Mutex::new(()),
         }
     }
 

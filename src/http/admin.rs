@@ -1,4 +1,5 @@
-//! The admin listener's handlers (`server.admin_listen`, no authentication: a private address).
+//! The admin listener's handlers (`server.admin_listen`: a loopback address unless the config
+//! allows more; with `server.admin_token`, every request but `/healthz` carries it).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -9,9 +10,57 @@ use crate::http::{Shared, typed};
 /// Checks every open payment and refund at its provider now, whatever its schedule (after an
 /// incident, or in tests); answers how many were open.
 pub(crate) async fn sweep(State(gw): State<Shared>) -> Response {
+    // A sweep makes up to a thousand provider calls: one at a time, or repeated sweeps would
+    // spend the accounts' outbound limits and trip circuits.
+    let Ok(_running) = gw.sweep_lock.try_lock() else {
+        return ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            crate::error::ErrorType::InvalidRequestError,
+            "sweep_in_progress",
+            "a sweep is running; retry once it is done",
+        )
+        .into_response();
+    };
     match gw.recheck_once(std::time::Duration::ZERO).await {
         Ok(checked) => axum::Json(serde_json::json!({ "checked": checked })).into_response(),
         Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Requires the configured admin token (constant-time compare) on every admin route but
+/// `/healthz`; without one configured, the loopback-only listener is open.
+pub(crate) async fn require_token(
+    State(gw): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = gw.config();
+    let Some(token) = &config.admin_token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = token.expose();
+    let same = given.len() == expected.len()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            expected.as_bytes(),
+        ));
+    if same {
+        next.run(request).await
+    } else {
+        ApiError::auth(
+            "admin_token_required",
+            "the admin endpoints need the admin token",
+        )
+        .into_response()
     }
 }
 

@@ -146,6 +146,10 @@ pub fn admin_router(gateway: Shared) -> Router {
             get(admin::admin_reconciliation_html),
         )
         .route("/janitor/sweep", post(admin::sweep))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            admin::require_token,
+        ))
         .with_state(gateway)
 }
 

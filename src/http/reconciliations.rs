@@ -12,6 +12,7 @@ use crate::http::extract::Signed;
 use crate::http::{Shared, json_response, no_parameters, parse_body, to_bytes, typed};
 use crate::service::idempotency;
 use crate::service::idempotency::{Answer, Outcome, key_in_use};
+use crate::service::reconciliation::{self, report_json};
 use crate::store::{Begin, IdemClaim};
 
 // --- Reconciliation -----------------------------------------------------------------------
@@ -34,14 +35,6 @@ pub(crate) fn run_summary(run: &crate::store::ReconRun) -> serde_json::Value {
         map.insert("object".to_owned(), "reconciliation".into());
     }
     summary
-}
-
-pub(crate) fn report_json(report: &crate::reconcile::report::Report) -> Vec<u8> {
-    let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.insert("object".to_owned(), "reconciliation".into());
-    }
-    to_bytes(&value)
 }
 
 /// Runs a reconciliation now: downloads the account's statement for the day, matches it and
@@ -84,26 +77,7 @@ pub(crate) async fn create_reconciliation(
         &key,
         begin,
         async |_| Err(key_in_use()),
-        async |()| {
-            let run = crate::reconcile::run::RunRequest {
-                merchant_id: merchant.id.clone(),
-                account_id: request.account.clone(),
-                day,
-                source: crate::reconcile::run::Source::Download,
-            };
-            Ok(
-                match crate::reconcile::run::reconcile(&gw, run, None).await {
-                    Ok(report) => Outcome::Done(Answer {
-                        status: StatusCode::CREATED,
-                        body: report_json(&report),
-                        replayed: false,
-                    }),
-                    // Nothing was stored as a run: the key may be used again (e.g. once the bill
-                    // is ready).
-                    Err(error) => Outcome::Refused(error.into()),
-                },
-            )
-        },
+        async |()| reconciliation::run_now(&gw, &merchant.id, &request.account, day).await,
     )
     .await
     .map(IntoResponse::into_response)

@@ -90,6 +90,8 @@ pub async fn daily_once(gateway: &Gateway, now: OffsetDateTime) -> Vec<DailyOutc
                     return outcomes;
                 }
             }
+            // One of the instance's few run slots (the API's runs take them too).
+            let _slot = gateway.recon_slots.acquire().await;
             let request = RunRequest {
                 merchant_id: merchant.id.clone(),
                 account_id: account.id.clone(),

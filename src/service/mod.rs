@@ -5,3 +5,4 @@
 pub mod checkouts;
 pub mod idempotency;
 pub mod payments;
+pub mod reconciliation;

@@ -105,7 +105,16 @@ pub fn check_base_url(text: &str) -> Result<(), String> {
 /// True when a URL's host is `localhost` or a loopback IP address.
 pub fn is_loopback(parsed: &url::Url) -> bool {
     match parsed.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        // Schemes the URL standard does not know (`postgres://`) keep their host as text, IP
+        // literals included.
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
