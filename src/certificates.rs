@@ -76,7 +76,8 @@ pub async fn download(
         .await
         .into_answer()
         .map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    crate::private_fs::create_dir_all(out_dir)
+        .with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
     for certificate in certificates {
         let path = out_dir.join(format!(
@@ -84,7 +85,7 @@ pub async fn download(
             kind.as_str(),
             certificate.serial_no
         ));
-        std::fs::write(&path, &certificate.pem)
+        crate::private_fs::write(&path, &certificate.pem)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
     }

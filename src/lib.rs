@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod port;
+pub mod private_fs;
 pub mod reconcile;
 pub mod registry;
 pub mod routing;

@@ -149,7 +149,7 @@ impl Outbound {
             let response = self.request(req).await?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
-            let mut file = tokio::fs::File::create(path).await.map_err(|e| {
+            let mut file = crate::private_fs::create_async(path).await.map_err(|e| {
                 CallError::Unknown(format!("cannot create {}: {e}", path.display()))
             })?;
             let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);

@@ -60,7 +60,8 @@ pub fn progress_bar(force: bool) -> Option<Progress> {
 
 /// Writes the three report files; returns their paths.
 pub fn write_reports(report: &Report, out_dir: &Path) -> anyhow::Result<[PathBuf; 3]> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    crate::private_fs::create_dir_all(out_dir)
+        .with_context(|| format!("creating {}", out_dir.display()))?;
     let stem = format!(
         "recon-{}-{}-{}",
         report.merchant_id, report.account_id, report.day
@@ -68,11 +69,11 @@ pub fn write_reports(report: &Report, out_dir: &Path) -> anyhow::Result<[PathBuf
     let json = out_dir.join(format!("{stem}.json"));
     let csv = out_dir.join(format!("{stem}.breaks.csv"));
     let html = out_dir.join(format!("{stem}.html"));
-    std::fs::write(&json, serde_json::to_vec_pretty(report)?)
+    crate::private_fs::write(&json, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    std::fs::write(&csv, report::breaks_csv(report))
+    crate::private_fs::write(&csv, report::breaks_csv(report))
         .with_context(|| format!("writing {}", csv.display()))?;
-    std::fs::write(&html, report::html(report))
+    crate::private_fs::write(&html, report::html(report))
         .with_context(|| format!("writing {}", html.display()))?;
     Ok([json, csv, html])
 }

@@ -171,7 +171,7 @@ impl<R: Seek> Seek for Counting<R> {
 fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> {
     let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", from.display()));
     let mut input = std::fs::File::open(from).map_err(io)?;
-    let mut output = std::fs::File::create(to)
+    let mut output = crate::private_fs::create(to)
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", to.display())))?;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0_u8; 1 << 16];
@@ -367,7 +367,7 @@ async fn reconcile_inner(
         .statement_dir
         .join(&request.merchant_id)
         .join(&request.account_id);
-    std::fs::create_dir_all(&dir)
+    crate::private_fs::create_dir_all(&dir)
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", dir.display())))?;
     let (statement, path) = obtain(gateway, account, &request, &dir).await?;
     let drift_secs = config.reconciliation.drift_secs;

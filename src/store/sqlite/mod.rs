@@ -175,8 +175,12 @@ impl SqliteStore {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.to_string()))?;
+            crate::private_fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Database(e.to_string()))?;
         }
+        // Owner-only (the ledger holds cashier tokens and payer records); SQLite gives its
+        // -wal and -shm files the same permissions.
+        crate::private_fs::touch(path).map_err(|e| StoreError::Database(e.to_string()))?;
         let conn = Connection::open(path).map_err(db)?;
         Self::init(conn)
     }
