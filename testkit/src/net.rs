@@ -12,6 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 
+/// How long an idle pooled connection is kept for the next request.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(150);
+
 /// Largest answer read.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
 
@@ -54,10 +57,13 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(HttpClient {
-            client: Client::builder(TokioExecutor::new()).build(https),
-            timeout,
-        })
+        // Idle connections are not kept long: a server may close an idle keep-alive connection
+        // at any moment (Moongate does after its header read timeout, 300 ms in the test
+        // harness), and a request written to one that is closing fails with no answer.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(https);
+        Ok(HttpClient { client, timeout })
     }
 
     /// Sends `req` and reads the whole answer.
