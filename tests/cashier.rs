@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 on_both_ledgers!(
+    return_hosts_stop_the_cashier_from_sending_shoppers_elsewhere,
     a_checkout_is_paid_by_qr_and_sends_the_shopper_back,
     switching_wallets_closes_the_first_payment_at_its_provider,
     double_clicks_and_racing_tabs_open_one_payment,
@@ -501,6 +502,61 @@ async fn a_closed_payment_lets_the_shopper_choose_again(h: Harness) {
     let html = text(&h.browse(&url, DESKTOP_UA).await);
     assert_eq!(state(&html), "pending");
     assert_ne!(state_attr(&html, "data-payment").unwrap(), first);
+}
+
+async fn return_hosts_stop_the_cashier_from_sending_shoppers_elsewhere(h: Harness) {
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let anchor = "[merchants.shop_a]\nname = \"Shop A\"\n";
+    assert!(text.contains(anchor));
+    let listed = text.replacen(
+        anchor,
+        &format!("{anchor}return_hosts = [\"shop.example\"]\n"),
+        1,
+    );
+    std::fs::write(&h.config_path, listed).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    let (status, checkout) = h.checkout(order("rh-1"), "rh-1").await;
+    assert_eq!(status, 201, "{checkout}");
+    let mut elsewhere = order("rh-2");
+    elsewhere["return_url"] = json!("https://evil.example/phish");
+    let (status, refused) = h.checkout(elsewhere, "rh-2").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "return_host_not_allowed");
+    assert_eq!(refused["error"]["param"], "return_url");
+    let mut cancel = order("rh-3");
+    cancel["cancel_url"] = json!("https://shop.example.evil.example/");
+    let (status, refused) = h.checkout(cancel, "rh-3").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["param"], "cancel_url");
+    // Payments too; a redirect wallet the cashier starts returns to Moongate's own page.
+    let (status, payment) = h
+        .create_with(
+            &h.shop_a,
+            json!({"amount": 100, "currency": "CNY", "method": "alipay_web",
+                   "merchant_reference": "rh-4", "description": "Tea",
+                   "return_url": "https://evil.example/"}),
+            "rh-4",
+        )
+        .await;
+    assert_eq!(status, 400, "{payment}");
+    assert_eq!(payment["error"]["code"], "return_host_not_allowed");
+    let url = checkout["url"].as_str().unwrap();
+    let chosen = h
+        .submit(
+            &format!("{url}/pay"),
+            common::PHONE_UA,
+            &[("method", "alipay_wap")],
+        )
+        .await;
+    assert_eq!(
+        chosen.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&chosen.body)
+    );
+    // To the wallet's cashier, not back to the page with a notice.
+    let location = header(&chosen, "location").unwrap_or_default();
+    assert!(location.contains("gateway.do"), "sent to {location}");
 }
 
 async fn checkout_requests_are_validated(h: Harness) {

@@ -179,6 +179,7 @@ impl RawConfig {
                         &raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT),
                     )),
                     limit_key: format!("{:?}", raw.rate_limit),
+                    return_hosts: return_hosts(&raw.return_hosts, &self.server.public_base_url),
                 }),
             );
         }
@@ -291,4 +292,20 @@ fn verifies_remote_server(text: &str) -> bool {
     parsed
         .query_pairs()
         .any(|(key, value)| key == "sslmode" && value == "verify-full")
+}
+
+/// The merchant's return hosts, lower case, plus Moongate's own (the cashier sends redirect
+/// wallets back to its page); empty when the merchant lists none.
+fn return_hosts(listed: &[String], public_base_url: &str) -> Vec<String> {
+    if listed.is_empty() {
+        return Vec::new();
+    }
+    let mut hosts: Vec<String> = listed.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if let Some(own) = url::Url::parse(public_base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    {
+        hosts.push(own);
+    }
+    hosts
 }

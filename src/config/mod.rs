@@ -418,6 +418,10 @@ pub struct RawMerchant {
     /// Requests to Moongate (default 100/s, burst 200).
     #[serde(default)]
     pub rate_limit: Option<RawLimit>,
+    /// Hosts a payment's or checkout's `return_url` and `cancel_url` may point at (exact host
+    /// names, e.g. `shop.example`); empty: any https (or loopback http) URL.
+    #[serde(default)]
+    pub return_hosts: Vec<String>,
 }
 
 /// `[[merchants.<id>.keys]]`.

@@ -100,6 +100,9 @@ pub struct Merchant {
     pub limit: Arc<Limit>,
     /// What the inbound limit was built from.
     pub limit_key: String,
+    /// Hosts the shopper may be sent back to (lower case, Moongate's own included); empty:
+    /// any.
+    pub return_hosts: Vec<String>,
 }
 
 impl Merchant {

@@ -393,3 +393,26 @@ fn database_and_cache_links_are_verified_or_local() {
     assert!(errors.to_string().contains("rediss://"), "{errors}");
     assert!(cache("redis://127.0.0.1:6379/0").is_ok());
 }
+
+#[test]
+fn return_hosts_are_bare_host_names() {
+    let listed = |hosts: &str| {
+        let text = GOOD.replace(
+            "name = \"Shop\"\n",
+            &format!("name = \"Shop\"\nreturn_hosts = {hosts}\n"),
+        );
+        match parse(&text).unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|p| p.path).collect(),
+        }
+    };
+    assert!(listed("[\"shop.example\", \"m.shop.example\"]").is_empty());
+    assert_eq!(
+        listed("[\"shop.example\", \"https://shop.example/\"]"),
+        ["merchants.shop.return_hosts[1]"]
+    );
+    assert_eq!(
+        listed("[\"shop.example:443\"]"),
+        ["merchants.shop.return_hosts[0]"]
+    );
+}

@@ -200,6 +200,20 @@ impl RawConfig {
                     "at least one account is required",
                 ));
             }
+            for (index, host) in merchant.return_hosts.iter().enumerate() {
+                let plain = !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                    && !host.starts_with(['.', '-']);
+                if !plain {
+                    problems.push(problem(
+                        format!("{at}.return_hosts[{index}]"),
+                        "must be a host name like shop.example (no scheme, port or path)",
+                    ));
+                }
+            }
             for (account_id, account) in &merchant.accounts {
                 let at = format!("{at}.accounts.{account_id}");
                 if !is_identifier(account_id) {

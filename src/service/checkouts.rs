@@ -19,7 +19,7 @@ use crate::ledger::{Payment, PaymentStatus, new_id};
 use crate::service::idempotency::{Answer, to_bytes};
 use crate::service::payments::{
     CreatePaymentBody, PayerBody, check_metadata, check_money, check_openid, check_order_text,
-    check_url, validate_create,
+    check_return_host, check_url, validate_create,
 };
 
 const DEFAULT_EXPIRY_SECS: i64 = 30 * 60;
@@ -74,8 +74,10 @@ pub(crate) fn validate_checkout(
     let currency = check_money(&body.currency, body.amount)?;
     check_order_text(&body.merchant_reference, &body.description)?;
     check_url("return_url", &body.return_url)?;
+    check_return_host(merchant, "return_url", &body.return_url)?;
     if let Some(url) = &body.cancel_url {
         check_url("cancel_url", url)?;
+        check_return_host(merchant, "cancel_url", url)?;
     }
     let expires_in = body.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECS);
     if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&expires_in) {

@@ -203,6 +203,31 @@ pub(crate) fn check_url(param: &'static str, url: &str) -> Result<(), ApiError> 
     }
 }
 
+/// Where the shopper is sent back to must be on one of the merchant's return hosts, when it
+/// lists them: the cashier and the providers forward the shopper there, so an unlisted host
+/// would make Moongate an open redirect.
+pub(crate) fn check_return_host(
+    merchant: &Merchant,
+    param: &'static str,
+    url: &str,
+) -> Result<(), ApiError> {
+    if merchant.return_hosts.is_empty() {
+        return Ok(());
+    }
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    if host.is_some_and(|h| merchant.return_hosts.contains(&h)) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "return_host_not_allowed",
+            param,
+            "the host is not one of the merchant's return_hosts",
+        ))
+    }
+}
+
 /// Merchant metadata: at most `max` string values, keys up to 40 and values up to 500 bytes.
 pub(crate) fn check_metadata(
     metadata: &serde_json::Map<String, serde_json::Value>,
@@ -266,6 +291,7 @@ pub(crate) fn validate_create(
     check_order_text(&body.merchant_reference, &body.description)?;
     if let Some(url) = &body.return_url {
         check_url("return_url", url)?;
+        check_return_host(merchant, "return_url", url)?;
     }
     if registry::method_facts(method).is_some_and(|m| m.needs_return_url)
         && body.return_url.is_none()
