@@ -417,12 +417,21 @@ fn statement_files() {
         std::io::Read::read_to_end(&mut archive.by_index(0).unwrap(), &mut csv).unwrap();
     }
     fuzz("alipay trade bill (csv)", &[csv], 20_000, |input| {
-        let _ = moongate_adapter_alipay::bill::read_trade_bill_csv(input, None, &mut |_| Ok(()));
+        let _ = moongate_adapter_alipay::bill::read_trade_bill_csv(
+            input,
+            None,
+            &moongate_contract::StatementLimits::DEFAULT,
+            &mut |_| Ok(()),
+        );
     });
     fuzz("alipay trade bill (zip)", &[zip, variant], 5_000, |input| {
         let mut cursor = std::io::Cursor::new(input.to_vec());
-        let _ =
-            moongate_adapter_alipay::bill::read_trade_bill_zip(&mut cursor, None, &mut |_| Ok(()));
+        let _ = moongate_adapter_alipay::bill::read_trade_bill_zip(
+            &mut cursor,
+            None,
+            &moongate_contract::StatementLimits::DEFAULT,
+            &mut |_| Ok(()),
+        );
     });
 }
 

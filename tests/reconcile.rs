@@ -438,6 +438,79 @@ async fn a_statement_that_does_not_add_up_is_refused_whole(h: Harness) {
     assert!(store.breaks(None, None, 10).await.unwrap().is_empty());
 }
 
+/// A zip holding one Alipay detail entry with `body`.
+fn alipay_zip(path: &std::path::Path, body: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("20880000000000000156_20260101_业务明细.csv", options)
+        .unwrap();
+    std::io::Write::write_all(&mut zip, body).unwrap();
+    zip.finish().unwrap();
+}
+
+// Issue 25, finding 1: hostile statement files are refused within bounded memory, whether
+// imported (`reconcile --statement`) or downloaded; nothing is stored from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_statement_files_are_refused_within_their_limits() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A zip bomb: 24 MiB of text from a few dozen KB.
+    let bomb = dir.path().join("bomb.csv.zip");
+    alipay_zip(&bomb, &b"#x\r\n".repeat(6 << 20));
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 256 << 10);
+    // One endless line (seen in review: a 256 MiB line took the reader to 1 GB).
+    let endless = dir.path().join("endless.csv.zip");
+    let mut body = b"#\xd6\xa7\xb8\xb6\xb1\xa6\r\n".to_vec();
+    body.resize(48 << 20, b'7');
+    alipay_zip(&endless, &body);
+    let wechat_endless = dir.path().join("endless.csv");
+    let fixture =
+        std::fs::read_to_string(common::fixtures().join("wechatpay/bill.ALL.csv")).unwrap();
+    let mut text = fixture.lines().next().unwrap().to_owned();
+    text.push_str("\r\n");
+    text.push_str(&"`x".repeat(1 << 20));
+    std::fs::write(&wechat_endless, text).unwrap();
+    for (account, file, why) in [
+        ("alipay_main", &bomb, "compression ratio"),
+        ("alipay_main", &endless, "line longer than 65536 bytes"),
+        (
+            "wechat_main",
+            &wechat_endless,
+            "line longer than 65536 bytes",
+        ),
+    ] {
+        match run(&h, account, Source::File(file.clone())).await {
+            Err(ReconcileError::Refused(error)) => {
+                assert!(error.message.contains(why), "{}: {error}", file.display())
+            }
+            other => panic!("{} was not refused: {other:?}", file.display()),
+        }
+    }
+    let store = &h.gateway.gateway.store;
+    assert!(store.recon_runs(None, 10).await.unwrap().is_empty());
+    // The command says why and fails.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .args(["reconcile", "--config"])
+        .arg(&h.config_path)
+        .args([
+            "--merchant",
+            "shop_a",
+            "--account",
+            "alipay_main",
+            "--date",
+            &format_day(today()),
+            "--statement",
+        ])
+        .arg(&bomb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("compression ratio"), "{stderr}");
+}
+
 // SQLite only: it reads the ledger file directly to prove the repair's audit trail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use moongate_contract::{Currency, LineKind, StatementDay, StatementLine};
+use moongate_contract::{Currency, LineKind, StatementDay, StatementError, StatementLine};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
@@ -29,7 +29,17 @@ pub struct MatchSettings {
     pub drift_secs: i64,
     /// The account's agreed fee rate (parts per million), when configured.
     pub fee_rate_ppm: Option<i64>,
+    /// Most statement lines held while the statement streams (breaks found and lines waiting
+    /// for a ledger lookup); past it the statement is refused (see [`MAX_HELD_LINES`]).
+    pub max_held: usize,
 }
+
+/// Statement lines the matcher holds at most. Matched lines cost nothing; a line that is a
+/// break, or whose id is not in the day's ledger window, is kept (a few hundred bytes each)
+/// until the run ends. A statement with more such lines than this is not this account's bill
+/// (or one forged to exhaust memory), or the ledger is missing most of a day: either way a
+/// person must look, and the run is refused rather than holding an unbounded list.
+pub const MAX_HELD_LINES: usize = 250_000;
 
 impl MatchSettings {
     /// `[start, end)` of the day in ms since the epoch.
@@ -582,8 +592,24 @@ impl Matcher {
         }
     }
 
-    /// Takes one statement line.
-    pub fn line(&mut self, line: StatementLine) {
+    /// Takes one statement line; refuses the statement once more than
+    /// [`MatchSettings::max_held`] lines are held.
+    pub fn line(&mut self, line: StatementLine) -> Result<(), StatementError> {
+        let number = line.line;
+        self.classify(line);
+        if self.deferred.len() + self.results.breaks.len() > self.settings.max_held {
+            return Err(StatementError::at(
+                number,
+                format!(
+                    "more than {} lines do not match the ledger: not this account's bill, or a ledger missing much of the day; nothing stored",
+                    self.settings.max_held
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn classify(&mut self, line: StatementLine) {
         self.results.fee(&line, self.settings.fee_rate_ppm);
         let day = self.day;
         match line.kind {
@@ -722,5 +748,61 @@ impl Matcher {
             ledger: self.ledger,
             fees,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn line(number: u64, payment_id: &str, amount: i64, at_ms: i64) -> StatementLine {
+        StatementLine {
+            line: number,
+            kind: LineKind::Payment,
+            settled: true,
+            provider_txn_id: format!("txn{number}"),
+            payment_id: payment_id.to_owned(),
+            refund_id: None,
+            provider_refund_id: None,
+            amount,
+            currency: Currency::CNY,
+            fee_milli: 0,
+            completed_at: Some(from_ms(at_ms)),
+            provider_status: "SUCCESS".to_owned(),
+            trade_type: "NATIVE".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_lines_held_are_bounded() {
+        let settings = MatchSettings {
+            day: time::macros::date!(2026 - 11 - 21),
+            day_rule: StatementDay::BeijingCalendar,
+            drift_secs: 0,
+            fee_rate_ppm: None,
+            max_held: 3,
+        };
+        let noon = settings.day_bounds_ms().0 + 4 * 3_600_000;
+        let payments = vec![LedgerPayment {
+            id: "pay_known".into(),
+            provider_ref: None,
+            amount: 100,
+            currency: Currency::CNY,
+            status: PaymentStatus::Succeeded,
+            paid_at_ms: Some(noon),
+        }];
+        let mut matcher = Matcher::new(settings, payments, Vec::new());
+        // Matched lines are not held; unknown ids and breaks are, up to the bound.
+        matcher.line(line(1, "pay_known", 100, noon)).unwrap();
+        for n in 2..5 {
+            let id = format!("pay_unknown{n}");
+            matcher.line(line(n, &id, 1, noon)).unwrap();
+        }
+        // A repeat of the matched line is a break (a duplicate), and one too many.
+        let error = matcher.line(line(5, "pay_known", 100, noon)).unwrap_err();
+        assert_eq!(error.line, 5);
+        assert!(error.message.contains("more than 3 lines"), "{error}");
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moongate_contract::{
-    Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLocation,
-    StatementTotals,
+    Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLimits,
+    StatementLocation, StatementTotals,
 };
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
@@ -22,8 +22,9 @@ use crate::port::Caller;
 use crate::registry;
 use crate::store::{ReconRun, StoreError};
 
-/// Largest statement file downloaded or imported (a million-line bill is about 250 MB).
-pub const MAX_STATEMENT_BYTES: u64 = 4 << 30;
+/// Largest statement file downloaded or imported (a million-line bill is about 250 MB): the
+/// text limit of [`StatementLimits::DEFAULT`], since WeChat Pay's bill comes uncompressed.
+pub const MAX_STATEMENT_BYTES: u64 = StatementLimits::DEFAULT.max_bytes;
 
 /// How long a statement download may take.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -183,7 +184,9 @@ fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> 
         }
         bytes += n as u64;
         if bytes > MAX_STATEMENT_BYTES {
-            return Err(ReconcileError::Io("file larger than 4 GiB".to_owned()));
+            return Err(ReconcileError::Io(format!(
+                "file larger than {MAX_STATEMENT_BYTES} bytes"
+            )));
         }
         let chunk = buffer.get(..n).unwrap_or_default();
         sha.update(chunk);
@@ -376,6 +379,7 @@ async fn reconcile_inner(
         day_rule: registry::facts(account.kind).wallet.statement_day,
         drift_secs: i64::try_from(drift_secs).unwrap_or(86_400),
         fee_rate_ppm: account.fee_rate_ppm,
+        max_held: super::matcher::MAX_HELD_LINES,
     };
     let (from, to) = settings.window();
     let (payments, refunds) = gateway
@@ -517,9 +521,8 @@ fn read_into(
         progress,
     };
     let totals = adapter
-        .read_statement(&mut reader, &mut |line| {
-            matcher.line(line);
-            Ok(())
+        .read_statement(&mut reader, &StatementLimits::DEFAULT, &mut |line| {
+            matcher.line(line)
         })
         .map_err(ReconcileError::Refused)?;
     Ok((matcher, totals))

@@ -8,16 +8,16 @@
 //! by name; amounts (yuan, refunds negative) become integer fen; the totals are checked against
 //! the lines, so a cut or altered file is refused whole.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 
 use moongate_contract::statement::{parse_beijing_datetime, parse_scaled};
 use moongate_contract::{
-    Currency, LineKind, StatementError, StatementLine, StatementSink, StatementSource,
-    StatementTotals,
+    Currency, LineKind, LineReader, StatementError, StatementLimits, StatementLine, StatementSink,
+    StatementSource, StatementTotals,
 };
 
-/// Largest uncompressed detail file read (a zip bomb stops here).
-const MAX_UNCOMPRESSED: u64 = 4 << 30;
+/// Most entries a bill zip may hold (a real one has two; older ones four).
+const MAX_ENTRIES: usize = 16;
 
 const START_MARKER: &str = "业务明细列表";
 const END_MARKER: &str = "业务明细列表结束";
@@ -123,9 +123,15 @@ fn footer_total(text: &str, label: &str, amount_label: &str) -> Option<(u64, i64
 }
 
 /// Finds the detail entry of the zip (not the `(汇总)` summary) and returns its index.
-fn detail_entry<R: Read + std::io::Seek>(
+fn detail_entry<R: std::io::Read + std::io::Seek>(
     archive: &mut zip::ZipArchive<R>,
 ) -> Result<usize, StatementError> {
+    if archive.len() > MAX_ENTRIES {
+        return Err(err(
+            0,
+            format!("the zip holds {} entries; a bill has a few", archive.len()),
+        ));
+    }
     let mut names = Vec::new();
     for index in 0..archive.len() {
         let entry = archive
@@ -152,10 +158,12 @@ fn detail_entry<R: Read + std::io::Seek>(
 }
 
 /// Reads a downloaded trade bill zip. `expected_account`, when known, is the PID the
-/// `#账号：[PID0156]` line must name.
+/// `#账号：[PID0156]` line must name. The detail entry is held to `limits` (its stated size
+/// first, then what it really inflates to, and its compression ratio).
 pub fn read_trade_bill_zip(
     source: &mut dyn StatementSource,
     expected_account: Option<&str>,
+    limits: &StatementLimits,
     sink: &mut StatementSink<'_>,
 ) -> Result<StatementTotals, StatementError> {
     let mut archive = zip::ZipArchive::new(source).map_err(|e| {
@@ -170,17 +178,30 @@ pub fn read_trade_bill_zip(
     let entry = archive
         .by_index(index)
         .map_err(|e| err(0, format!("zip entry: {e}")))?;
+    if entry.size() > limits.max_bytes {
+        return Err(err(
+            0,
+            format!(
+                "the bill states {} bytes uncompressed, more than the {} read",
+                entry.size(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let compressed = entry.compressed_size();
     read_trade_bill_csv(
-        BufReader::with_capacity(1 << 16, entry.take(MAX_UNCOMPRESSED)),
+        BufReader::with_capacity(1 << 16, limits.inflated(entry, compressed)),
         expected_account,
+        limits,
         sink,
     )
 }
 
 /// Reads the GBK detail CSV itself (the zip's `业务明细.csv` entry).
 pub fn read_trade_bill_csv<R: BufRead>(
-    mut reader: R,
+    reader: R,
     expected_account: Option<&str>,
+    limits: &StatementLimits,
     sink: &mut StatementSink<'_>,
 ) -> Result<StatementTotals, StatementError> {
     #[derive(PartialEq)]
@@ -191,25 +212,15 @@ pub fn read_trade_bill_csv<R: BufRead>(
         Footer,
     }
     let mut part = Part::Preamble;
-    let mut buffer = Vec::with_capacity(512);
+    let mut lines = LineReader::new(reader, *limits);
     let mut number = 0_u64;
     let mut columns: Option<Columns> = None;
     let mut footer = Footer::default();
     let mut totals = StatementTotals::default();
     let (mut trades, mut trade_received, mut refunds, mut refund_received) =
         (0_u64, 0_i64, 0_u64, 0_i64);
-    loop {
-        buffer.clear();
-        let read = reader
-            .read_until(b'\n', &mut buffer)
-            .map_err(|e| err(number, format!("read failed: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let mut bytes = buffer.as_slice();
-        bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    while let Some((at, bytes)) = lines.next_line()? {
+        number = at;
         if bytes.is_empty() {
             continue;
         }

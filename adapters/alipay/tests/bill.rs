@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use moongate_adapter_alipay::bill::read_trade_bill_zip;
 use moongate_contract::statement::parse_beijing_datetime;
-use moongate_contract::{Currency, LineKind, StatementError, StatementLine, StatementTotals};
+use moongate_contract::{
+    Currency, LineKind, StatementError, StatementLimits, StatementLine, StatementTotals,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +27,7 @@ fn read(
 ) -> Result<(Vec<StatementLine>, StatementTotals), StatementError> {
     let mut file = std::fs::File::open(fixture(name)).unwrap();
     let mut lines = Vec::new();
-    let totals = read_trade_bill_zip(&mut file, account, &mut |line| {
+    let totals = read_trade_bill_zip(&mut file, account, &StatementLimits::DEFAULT, &mut |line| {
         lines.push(line);
         Ok(())
     })?;
@@ -99,6 +101,92 @@ fn a_cut_file_is_refused() {
 #[test]
 fn not_a_zip_is_refused_with_the_likely_reason() {
     let mut page = std::io::Cursor::new(b"<html>\xcf\xc2\xd4\xd8\xb3\xac\xca\xb1</html>".to_vec());
-    let error = read_trade_bill_zip(&mut page, None, &mut |_| Ok(())).unwrap_err();
+    let error = read_trade_bill_zip(&mut page, None, &StatementLimits::DEFAULT, &mut |_| Ok(()))
+        .unwrap_err();
     assert!(error.message.contains("30 s"), "{error}");
+}
+
+/// A zip with the detail entry holding `text` (GBK-compatible ASCII here), written with the
+/// zip crate's deflate.
+fn zip_of(entries: &[(&str, &[u8])]) -> std::io::Cursor<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, body) in entries {
+            zip.start_file(*name, options).unwrap();
+            std::io::Write::write_all(&mut zip, body).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    out.set_position(0);
+    out
+}
+
+const DETAIL: &str = "20880211096256330156_20190916_业务明细.csv";
+
+fn refused(mut zip: std::io::Cursor<Vec<u8>>, limits: &StatementLimits) -> StatementError {
+    let mut lines = 0;
+    let error = read_trade_bill_zip(&mut zip, None, limits, &mut |_| {
+        lines += 1;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(lines, 0, "no line of a refused file is handed over");
+    error
+}
+
+#[test]
+fn an_endless_line_is_refused_at_the_line_limit() {
+    // Seen in review: one 256 MiB line in a 255 KB zip took the reader to 1 GB. 32 MiB here
+    // (a 32 KB zip): the reader stops 64 KiB into it.
+    let mut body = b"#\xd6\xa7\xb8\xb6\xb1\xa6\r\n".to_vec();
+    body.resize(32 << 20, b'7');
+    let zip = zip_of(&[(DETAIL, &body)]);
+    assert!(zip.get_ref().len() < 64 << 10);
+    let error = refused(zip, &StatementLimits::DEFAULT);
+    assert_eq!(error.line, 2);
+    assert!(
+        error.message.contains("line longer than 65536 bytes"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_zip_bomb_is_refused_by_its_compression_ratio() {
+    // Short comment lines (read and skipped before the list): 16 MiB from about 16 KB.
+    let body = b"#x\r\n".repeat(4 << 20);
+    let zip = zip_of(&[(DETAIL, &body)]);
+    let compressed = zip.get_ref().len();
+    assert!(compressed < 256 << 10, "{compressed}");
+    let error = refused(zip, &StatementLimits::DEFAULT);
+    assert!(error.message.contains("compression ratio"), "{error}");
+    // A stated size beyond the limit is refused before anything is inflated.
+    let zip = zip_of(&[(DETAIL, &body)]);
+    let small = StatementLimits {
+        max_bytes: 8 << 20,
+        ..StatementLimits::DEFAULT
+    };
+    let error = refused(zip, &small);
+    assert!(
+        error.message.contains("states 16777216 bytes uncompressed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn line_count_and_entry_count_are_bounded() {
+    let mut file = std::fs::File::open(fixture("trade-20190916.csv.zip")).unwrap();
+    let few = StatementLimits {
+        max_lines: 5,
+        ..StatementLimits::DEFAULT
+    };
+    let error = read_trade_bill_zip(&mut file, None, &few, &mut |_| Ok(())).unwrap_err();
+    assert_eq!(error, StatementError::at(6, "more than 5 lines"));
+    // A real bill zip holds two entries (older ones four).
+    let names: Vec<String> = (0..17).map(|i| format!("{i}.csv")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"#"[..])).collect();
+    let error = refused(zip_of(&entries), &StatementLimits::DEFAULT);
+    assert!(error.message.contains("17 entries"), "{error}");
 }

@@ -584,17 +584,30 @@ fn bill_download_request_and_answers() {
     // Today's bill (or a bad date) is not given: an error, never an empty day.
     let today = r#"{"code":"40004","msg":"Business Failed","sub_code":"isv.invalid-arguments","sub_msg":"参数不合法"}"#;
     assert!(a.parse_statement(&signed_response(method, today)).is_err());
-    // The download is a plain GET of the link, with a browser-like user agent.
+    // The download is a plain GET of the link, with a browser-like user agent, over https
+    // (Alipay's link says http: the bill has no hash, so TLS to Alipay is what vouches for it).
     let get = a.prepare_statement_download(&cx(), url).unwrap();
     assert_eq!(get.method, HttpMethod::Get);
-    assert_eq!(get.url, url);
+    assert_eq!(get.url, url.replacen("http://", "https://", 1));
     assert!(
         get.headers
             .iter()
             .any(|(k, v)| k == "user-agent" && v.starts_with("Mozilla/5.0"))
     );
-    assert!(
-        a.prepare_statement_download(&cx(), "file:///etc/passwd")
-            .is_err()
-    );
+    // Only Alipay's own hosts (or the configured gateway's origin, a sandbox).
+    for bad in [
+        "file:///etc/passwd",
+        "http://evil.example/downloadBillFile.resource?token=abc",
+        "https://dwbillcenter.alipay.com.evil.example/downloadBillFile.resource",
+        "http://dwbillcenter.alipay.com@evil.example/downloadBillFile.resource",
+        "http://127.0.0.1:1/downloadBillFile.resource",
+    ] {
+        assert!(
+            matches!(
+                a.prepare_statement_download(&cx(), bad),
+                Err(AdapterError::Protocol(_))
+            ),
+            "{bad} was accepted"
+        );
+    }
 }

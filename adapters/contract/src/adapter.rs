@@ -18,7 +18,8 @@ use crate::domain::{
 use crate::error::{AdapterError, NotificationError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::statement::{
-    StatementError, StatementLocation, StatementSink, StatementSource, StatementTotals,
+    StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
+    StatementTotals,
 };
 
 /// Time and randomness handed to a `prepare_*` call as data, so it stays pure.
@@ -147,10 +148,12 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
     ) -> Result<HttpRequest, AdapterError>;
 
     /// Reads a stored statement file line by line into `sink`, then checks the provider's
-    /// control totals. No network; the caller discards what it collected on error.
+    /// control totals. No network; the caller discards what it collected on error. A file
+    /// beyond `limits` (line length, line count, size, compression ratio) is refused.
     fn read_statement(
         &self,
         source: &mut dyn StatementSource,
+        limits: &StatementLimits,
         sink: &mut StatementSink<'_>,
     ) -> Result<StatementTotals, StatementError>;
 

@@ -102,6 +102,51 @@ pub fn check_base_url(text: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a download link a provider handed out (a statement file) before anything is fetched
+/// from it: it must be on one of the provider's own domains (`domains`: a host equal to one
+/// of them or under it), and is then always fetched over https, a plain `http://` link being
+/// upgraded; or on the origin (scheme, host and port) of the account's configured gateway,
+/// which covers a local sandbox. User information is refused, as in [`check_base_url`].
+/// Returns the URL to fetch.
+pub fn check_download_url(text: &str, domains: &[&str], gateway: &str) -> Result<String, String> {
+    let mut parsed = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("carries user information (`user@`)".to_owned());
+    }
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err("is not an http(s) URL".to_owned());
+    }
+    if let Ok(gateway) = url::Url::parse(gateway)
+        && gateway.origin() == parsed.origin()
+    {
+        return Ok(parsed.into());
+    }
+    let own = match parsed.host() {
+        Some(url::Host::Domain(host)) => {
+            let host = host.to_ascii_lowercase();
+            domains
+                .iter()
+                .any(|domain| host == *domain || host.ends_with(&format!(".{domain}")))
+        }
+        _ => false,
+    };
+    if !own {
+        return Err(format!(
+            "is not on the provider's own hosts ({})",
+            domains.join(", ")
+        ));
+    }
+    if parsed.scheme() == "http" {
+        parsed
+            .set_scheme("https")
+            .map_err(|()| "cannot be fetched over https".to_owned())?;
+        if parsed.port() == Some(80) {
+            let _ = parsed.set_port(None);
+        }
+    }
+    Ok(parsed.into())
+}
+
 /// True when a URL's host is `localhost` or a loopback IP address.
 pub fn is_loopback(parsed: &url::Url) -> bool {
     match parsed.host() {
@@ -123,7 +168,61 @@ pub fn is_loopback(parsed: &url::Url) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::check_base_url;
+    use super::{check_base_url, check_download_url};
+
+    #[test]
+    fn downloads_only_from_the_provider_over_https() {
+        let domains = ["alipay.com", "alipaydev.com"];
+        let gateway = "https://openapi.alipay.com/gateway.do";
+        for (link, fetched) in [
+            (
+                "http://dwbillcenter.alipay.com/downloadBillFile.resource?token=a",
+                "https://dwbillcenter.alipay.com/downloadBillFile.resource?token=a",
+            ),
+            (
+                "https://dwbillcenter.alipay.com/d?x=1",
+                "https://dwbillcenter.alipay.com/d?x=1",
+            ),
+            ("http://ALIPAY.com:80/d", "https://alipay.com/d"),
+            (
+                "http://dwbillcenter.alipaydev.com/d",
+                "https://dwbillcenter.alipaydev.com/d",
+            ),
+        ] {
+            assert_eq!(
+                check_download_url(link, &domains, gateway).as_deref(),
+                Ok(fetched),
+                "{link}"
+            );
+        }
+        // A local sandbox: the gateway's own origin, scheme kept.
+        assert_eq!(
+            check_download_url(
+                "http://127.0.0.1:9001/downloadBillFile.resource?t=1",
+                &domains,
+                "http://127.0.0.1:9001/gateway.do"
+            )
+            .as_deref(),
+            Ok("http://127.0.0.1:9001/downloadBillFile.resource?t=1")
+        );
+        for bad in [
+            "http://evil.example/bill.zip",
+            "https://alipay.com.evil.example/d",
+            "https://evilalipay.com/d",
+            "http://dwbillcenter.alipay.com@evil.example/d",
+            "https://user:pw@dwbillcenter.alipay.com/d",
+            "ftp://dwbillcenter.alipay.com/d",
+            "http://127.0.0.1:9002/d",
+            "http://127.0.0.1/d",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(
+                check_download_url(bad, &domains, "http://127.0.0.1:9001/gateway.do").is_err(),
+                "{bad} was accepted"
+            );
+        }
+    }
 
     #[test]
     fn https_anywhere_http_only_to_loopback() {

@@ -28,10 +28,10 @@ pub use error::{AdapterError, NotificationError};
 pub use facts::{
     CashierFit, CodeFormat, MethodFacts, PayerField, ProviderFacts, StatementDay, WalletFacts,
 };
-pub use http::{HttpMethod, HttpRequest, HttpResponse};
+pub use http::{HttpMethod, HttpRequest, HttpResponse, check_download_url};
 pub use money::{Currency, Money, MoneyError};
 pub use secret::{Secret, SecretRef};
 pub use statement::{
-    LineKind, StatementError, StatementLine, StatementLocation, StatementSink, StatementSource,
-    StatementTotals,
+    LineKind, LineReader, StatementError, StatementLimits, StatementLine, StatementLocation,
+    StatementSink, StatementSource, StatementTotals,
 };

@@ -7,7 +7,7 @@
 //! at the end. A file that does not add up is refused with a [`StatementError`]; the caller
 //! must then discard whatever it collected (nothing is half-imported).
 
-use std::io::{Read, Seek};
+use std::io::{BufRead, Read, Seek};
 
 use time::{Date, OffsetDateTime, UtcOffset};
 
@@ -144,6 +144,152 @@ impl<T: Read + Seek> StatementSource for T {}
 /// Receives statement lines one by one; an error stops the reading.
 pub type StatementSink<'a> = dyn FnMut(StatementLine) -> Result<(), StatementError> + 'a;
 
+/// Bounds on what a statement reader accepts: a statement comes from outside, and a file that
+/// exceeds one of them is refused whole before it can take the gateway's memory or hours of
+/// its time. The defaults are well above real bills: a line of either wallet's bill is under
+/// 1 KB; a million-line day (a very large merchant) is about 250 MB of text and compresses
+/// 5–10 times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementLimits {
+    /// Longest line, bytes (its end of line excluded).
+    pub max_line_bytes: usize,
+    /// Most lines in the file.
+    pub max_lines: u64,
+    /// Most bytes of text read (after decompression).
+    pub max_bytes: u64,
+    /// Most bytes of text per compressed byte, once past [`StatementLimits::RATIO_GRACE`]
+    /// bytes of text (a zip bomb inflates a thousand times).
+    pub max_ratio: u64,
+}
+
+impl StatementLimits {
+    /// What Moongate reads: 64 KiB lines, 10 million lines, 2 GiB of text, 100 : 1 (ten
+    /// times the largest day measured, a million lines; raise them here for an account that
+    /// really has more).
+    pub const DEFAULT: StatementLimits = StatementLimits {
+        max_line_bytes: 64 << 10,
+        max_lines: 10_000_000,
+        max_bytes: 2 << 30,
+        max_ratio: 100,
+    };
+
+    /// Text allowed before the compression ratio is held against the file.
+    pub const RATIO_GRACE: u64 = 1 << 20;
+
+    /// Wraps the decompressed stream of `compressed` bytes so that reading fails once it
+    /// yields more than `max_bytes`, or more than `max_ratio` times `compressed` (past the
+    /// grace).
+    pub fn inflated<R: Read>(&self, inner: R, compressed: u64) -> Inflated<R> {
+        let by_ratio = compressed
+            .saturating_mul(self.max_ratio)
+            .max(Self::RATIO_GRACE);
+        Inflated {
+            inner,
+            read: 0,
+            limit: by_ratio.min(self.max_bytes),
+            ratio: by_ratio < self.max_bytes,
+        }
+    }
+}
+
+impl Default for StatementLimits {
+    fn default() -> StatementLimits {
+        StatementLimits::DEFAULT
+    }
+}
+
+/// A decompressed stream with a ceiling (see [`StatementLimits::inflated`]).
+#[derive(Debug)]
+pub struct Inflated<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    ratio: bool,
+}
+
+impl<R: Read> Read for Inflated<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(n as u64);
+        if self.read > self.limit {
+            let why = if self.ratio {
+                "it inflates more than the compression ratio limit (a zip bomb?)"
+            } else {
+                "it is larger than the size limit once decompressed"
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("refused after {} bytes: {why}", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a statement's lines within [`StatementLimits`]: each line is read into one reused
+/// buffer, never more than the longest line allowed (an endless line costs 64 KiB, not the
+/// gateway's memory), and the line count and total size are held to their limits.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    limits: StatementLimits,
+    buffer: Vec<u8>,
+    number: u64,
+    bytes: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Reads `inner` within `limits`.
+    pub fn new(inner: R, limits: StatementLimits) -> LineReader<R> {
+        LineReader {
+            inner,
+            limits,
+            buffer: Vec::with_capacity(512),
+            number: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The next line's 1-based number and its bytes without the `\n` or `\r\n`, or `None`
+    /// at the end of the file.
+    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, StatementError> {
+        self.buffer.clear();
+        let cap = self.limits.max_line_bytes as u64 + 2;
+        let read = (&mut self.inner)
+            .take(cap)
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(|e| StatementError::at(self.number, format!("read failed: {e}")))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        self.bytes = self.bytes.saturating_add(read as u64);
+        if self.number > self.limits.max_lines {
+            return Err(StatementError::at(
+                self.number,
+                format!("more than {} lines", self.limits.max_lines),
+            ));
+        }
+        if self.bytes > self.limits.max_bytes {
+            return Err(StatementError::at(
+                self.number,
+                format!("more than {} bytes", self.limits.max_bytes),
+            ));
+        }
+        let mut line = self.buffer.as_slice();
+        let ended = line.last() == Some(&b'\n');
+        line = line.strip_suffix(b"\n").unwrap_or(line);
+        line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.limits.max_line_bytes || !ended && read as u64 == cap {
+            return Err(StatementError::at(
+                self.number,
+                format!("line longer than {} bytes", self.limits.max_line_bytes),
+            ));
+        }
+        Ok(Some((self.number, line)))
+    }
+}
+
 /// The Beijing calendar day of an instant.
 pub fn beijing_day(at: OffsetDateTime) -> Date {
     at.to_offset(BEIJING).date()
@@ -203,6 +349,78 @@ pub fn parse_scaled(text: &str, scale: u32) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(text: &[u8], limits: StatementLimits) -> Result<Vec<Vec<u8>>, StatementError> {
+        let mut reader = LineReader::new(text, limits);
+        let mut out = Vec::new();
+        while let Some((number, line)) = reader.next_line()? {
+            assert_eq!(number, out.len() as u64 + 1);
+            out.push(line.to_vec());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_within_limits() {
+        let limits = StatementLimits {
+            max_line_bytes: 4,
+            max_lines: 3,
+            max_bytes: 100,
+            max_ratio: 100,
+        };
+        assert_eq!(
+            lines(b"ab\r\ncdef\n\nxy", limits),
+            Err(StatementError::at(4, "more than 3 lines"))
+        );
+        assert_eq!(
+            lines(b"ab\r\ncdef\nxy", limits),
+            Ok(vec![b"ab".to_vec(), b"cdef".to_vec(), b"xy".to_vec()])
+        );
+        // Exactly the longest line, with or without its CRLF, then one byte more.
+        assert!(lines(b"abcd\r\n", limits).is_ok());
+        assert!(lines(b"abcd", limits).is_ok());
+        assert_eq!(
+            lines(b"ok\nabcde\n", limits),
+            Err(StatementError::at(2, "line longer than 4 bytes"))
+        );
+        assert_eq!(
+            lines(&[b'x'; 10_000], limits),
+            Err(StatementError::at(1, "line longer than 4 bytes"))
+        );
+        let small = StatementLimits {
+            max_bytes: 6,
+            ..limits
+        };
+        assert_eq!(
+            lines(b"abc\nde\nf\n", small),
+            Err(StatementError::at(2, "more than 6 bytes"))
+        );
+    }
+
+    #[test]
+    fn inflation_is_bounded() {
+        let limits = StatementLimits::DEFAULT;
+        let zeros = std::io::repeat(0).take(3 << 20);
+        // 3 MiB out of 10 KiB compressed: past the 1 MiB grace at 100 : 1.
+        let mut bomb = limits.inflated(zeros, 10 << 10);
+        let error = std::io::copy(&mut bomb, &mut std::io::sink()).unwrap_err();
+        assert!(error.to_string().contains("compression ratio"), "{error}");
+        // 3 MiB out of 100 KiB is 30 : 1.
+        let zeros = std::io::repeat(0).take(3 << 20);
+        let mut fine = limits.inflated(zeros, 100 << 10);
+        assert_eq!(
+            std::io::copy(&mut fine, &mut std::io::sink()).ok(),
+            Some(3 << 20)
+        );
+        let capped = StatementLimits {
+            max_bytes: 1 << 20,
+            ..limits
+        };
+        let zeros = std::io::repeat(0).take(2 << 20);
+        let mut big = capped.inflated(zeros, 1 << 20);
+        let error = std::io::copy(&mut big, &mut std::io::sink()).unwrap_err();
+        assert!(error.to_string().contains("size limit"), "{error}");
+    }
 
     #[test]
     fn scaled_amounts() {

@@ -8,7 +8,7 @@
 //! not add up is refused whole.
 
 use moongate_contract::statement::parse_beijing_datetime;
-use moongate_contract::{Currency, LineKind, Money, StatementLine};
+use moongate_contract::{Currency, LineKind, LineReader, Money, StatementLimits, StatementLine};
 
 /// One record of the bill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl<'h> Columns<'h> {
 /// Parses a whole bill held in memory (the uncompressed file; check its SHA-1 first).
 pub fn parse_trade_bill(bytes: &[u8]) -> Result<TradeBill, BillError> {
     let mut rows = Vec::new();
-    let summary = read_trade_bill(bytes, |row, _| {
+    let summary = read_trade_bill(bytes, &StatementLimits::DEFAULT, |row, _| {
         rows.push(row);
         Ok(())
     })?;
@@ -253,13 +253,16 @@ fn read_summary(header: &str, line: &str, number: usize) -> Result<BillSummary, 
 /// Streams a bill: each record goes to `sink` with its 1-based line number as it is read;
 /// the summary is checked against the records at the end. On error the caller must drop what
 /// the sink collected.
-pub fn read_trade_bill<R, F>(reader: R, mut sink: F) -> Result<BillSummary, BillError>
+pub fn read_trade_bill<R, F>(
+    reader: R,
+    limits: &StatementLimits,
+    mut sink: F,
+) -> Result<BillSummary, BillError>
 where
     R: std::io::BufRead,
     F: FnMut(BillRow, usize) -> Result<(), BillError>,
 {
-    let mut reader = reader;
-    let mut buffer = Vec::with_capacity(512);
+    let mut lines = LineReader::new(reader, *limits);
     let mut number = 0_usize;
     let mut part = Part::Header;
     let mut columns = None;
@@ -267,17 +270,13 @@ where
     let mut summary = None;
     let (mut records, mut total, mut refunds, mut fees) = (0_u64, 0_i64, 0_i64, 0_i64);
     loop {
-        buffer.clear();
-        let read = reader
-            .read_until(b'\n', &mut buffer)
-            .map_err(|e| error(number, format!("read failed: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let line = std::str::from_utf8(&buffer).map_err(|_| error(number, "not UTF-8"))?;
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let line = line.strip_suffix('\r').unwrap_or(line);
+        let (at, bytes) = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => return Err(error(e.line as usize, e.message)),
+        };
+        number = at as usize;
+        let line = std::str::from_utf8(bytes).map_err(|_| error(number, "not UTF-8"))?;
         let line = if number == 1 {
             line.strip_prefix('\u{feff}').unwrap_or(line)
         } else {
@@ -369,6 +368,44 @@ pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BILL: &str = include_str!("../../../fixtures/wechatpay/bill.ALL.csv");
+
+    fn read_with(bytes: &[u8], limits: &StatementLimits) -> Result<usize, BillError> {
+        let mut rows = 0;
+        read_trade_bill(bytes, limits, |_, _| {
+            rows += 1;
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    #[test]
+    fn hostile_bills_are_refused_within_the_limits() {
+        assert!(read_with(BILL.as_bytes(), &StatementLimits::DEFAULT).is_ok());
+        // An endless record: refused 64 KiB into it, not after reading it whole.
+        let mut endless = BILL.lines().take(2).collect::<Vec<_>>().join("\r\n");
+        endless.push_str("\r\n");
+        endless.push_str(&"`9".repeat(8 << 20));
+        let error = read_with(endless.as_bytes(), &StatementLimits::DEFAULT).unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("line longer than 65536"), "{error}");
+        // More lines than allowed.
+        let few = StatementLimits {
+            max_lines: 2,
+            ..StatementLimits::DEFAULT
+        };
+        let error = read_with(BILL.as_bytes(), &few).unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("more than 2 lines"), "{error}");
+        // More bytes than allowed.
+        let small = StatementLimits {
+            max_bytes: 200,
+            ..StatementLimits::DEFAULT
+        };
+        let error = read_with(BILL.as_bytes(), &small).unwrap_err();
+        assert!(error.message.contains("more than 200 bytes"), "{error}");
+    }
 
     #[test]
     fn amounts_become_integers() {

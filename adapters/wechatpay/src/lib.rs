@@ -43,7 +43,8 @@ use moongate_contract::{
     PaymentStatus, Prepared, ProviderKind, RawNotification, RefundRequest, RefundStatus, Secret,
 };
 use moongate_contract::{
-    StatementError, StatementLocation, StatementSink, StatementSource, StatementTotals,
+    StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
+    StatementTotals,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -848,12 +849,13 @@ impl PaymentAdapter for WechatPayAdapter {
     fn read_statement(
         &self,
         source: &mut dyn StatementSource,
+        limits: &StatementLimits,
         sink: &mut StatementSink<'_>,
     ) -> Result<StatementTotals, StatementError> {
         let reader = std::io::BufReader::with_capacity(1 << 16, source);
         let mut totals = StatementTotals::default();
         let to_statement = |e: bill::BillError| StatementError::at(e.line as u64, e.message);
-        bill::read_trade_bill(reader, |row, number| {
+        bill::read_trade_bill(reader, limits, |row, number| {
             let line = bill::statement_line(row, number as u64);
             totals.add(&line);
             sink(line).map_err(|e| bill::BillError {
