@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cashier;
 pub mod certificates;
 pub mod circuit;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -111,8 +111,11 @@ pub async fn start_on(
     );
     let app = crate::http::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
-    let header_timeout = Duration::from_millis(gateway.config().header_read_timeout_ms);
-    let server = tokio::spawn(serve(listener, tls, app, header_timeout, stopping));
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(gateway.config().header_read_timeout_ms),
+        max_connections: gateway.config().max_connections,
+    };
+    let server = tokio::spawn(serve(listener, tls, app, limits, stopping));
     let mut admin_addr = None;
     let mut tasks = Vec::new();
     if let Some(listen) = gateway.config().admin_listen {
@@ -164,17 +167,33 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The accept loop, plain or TLS: a header read timeout against slow clients, and on
-/// shutdown no new connections while the ones open finish their requests.
+/// What the accept loop holds clients to (the body read timeout is the router's).
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// The accept loop, plain or TLS: a header read timeout against slow clients, at most
+/// `max_connections` served at once (beyond that, new connections wait in the kernel's listen
+/// queue: nothing is accepted until one closes), and on shutdown no new connections while
+/// the ones open finish their requests.
 async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
-    header_timeout: Duration,
+    limits: ConnectionLimits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    let header_timeout = limits.header_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            _ = stopping.changed() => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopping.changed() => break,
@@ -191,6 +210,8 @@ async fn serve(
         };
         let (tls, app, mut stopping) = (tls.clone(), app.clone(), stopping.clone());
         connections.spawn(async move {
+            // Held for as long as the connection is open.
+            let _slot = slot;
             // The peer address rides along in each request (the cashier needs the shopper's
             // IP for WeChat Pay H5).
             let app = tower::ServiceExt::map_request(
@@ -288,6 +309,12 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
         }
         if new.tls != old.tls {
             restart.push("server.tls");
+        }
+        if new.max_connections != old.max_connections {
+            restart.push("server.max_connections");
+        }
+        if new.header_read_timeout_ms != old.header_read_timeout_ms {
+            restart.push("server.header_read_timeout_ms");
         }
         if !new.ledger.same_as(&old.ledger) {
             restart.push("ledger");

@@ -201,6 +201,14 @@ impl RawConfig {
                 .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
             signature_tolerance_secs: self.server.signature_tolerance_secs,
             header_read_timeout_ms: self.server.header_read_timeout_ms,
+            body_read_timeout_ms: self.server.body_read_timeout_ms,
+            max_connections: self.server.max_connections,
+            trusted_proxies: self
+                .server
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| crate::client_ip::IpRange::parse(p))
+                .collect(),
             admin_listen: self
                 .server
                 .admin_listen

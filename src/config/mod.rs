@@ -210,10 +210,27 @@ pub struct ServerSection {
     /// milliseconds (default 10000): slow clients do not hold connections.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers are in,
+    /// milliseconds (default 10000); slower bodies are answered `408 body_timeout` and the
+    /// connection is closed.
+    #[serde(default = "default_header_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// Most client connections served at once (default 1024); further connections wait in the
+    /// listen queue until one closes. A restart applies a change.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Reverse proxies (addresses or ranges like `10.0.0.0/8`) whose `X-Forwarded-For` names
+    /// the client (default none: the connection's address is the client's).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_header_timeout() -> u64 {
     10_000
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// A merchant's request limit when its config names none.

@@ -129,6 +129,12 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     /// Header read timeout.
     pub header_read_timeout_ms: u64,
+    /// Body read timeout.
+    pub body_read_timeout_ms: u64,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::client_ip::IpRange>,
     /// Where the ledger lives (a SQLite file's folder also keeps statements by default).
     pub ledger: LedgerBackend,
     /// Webhook tuning.

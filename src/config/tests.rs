@@ -416,3 +416,29 @@ fn return_hosts_are_bare_host_names() {
         ["merchants.shop.return_hosts[0]"]
     );
 }
+
+#[test]
+fn connection_limits_and_proxies_are_checked() {
+    let paths = |text: &str| -> Vec<String> {
+        match parse(text).unwrap().validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|p| p.path).collect(),
+        }
+    };
+    let server = "public_base_url = \"http://127.0.0.1:8080\"";
+    assert!(GOOD.contains(server));
+    let with = |extra: &str| GOOD.replace(server, &format!("{server}\n{extra}"));
+    assert!(paths(&with("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]")).is_empty());
+    assert_eq!(
+        paths(&with(
+            "trusted_proxies = [\"10.0.0.1\", \"proxy.internal\", \"10.0.0.0/40\"]\n\
+             max_connections = 0\nbody_read_timeout_ms = 0"
+        )),
+        [
+            "server.body_read_timeout_ms",
+            "server.max_connections",
+            "server.trusted_proxies[1]",
+            "server.trusted_proxies[2]",
+        ]
+    );
+}

@@ -124,6 +124,20 @@ impl RawConfig {
         if self.server.header_read_timeout_ms == 0 {
             problems.push(problem("server.header_read_timeout_ms", "must be positive"));
         }
+        if self.server.body_read_timeout_ms == 0 {
+            problems.push(problem("server.body_read_timeout_ms", "must be positive"));
+        }
+        if self.server.max_connections == 0 {
+            problems.push(problem("server.max_connections", "must be positive"));
+        }
+        for (i, proxy) in self.server.trusted_proxies.iter().enumerate() {
+            if crate::client_ip::IpRange::parse(proxy).is_none() {
+                problems.push(problem(
+                    format!("server.trusted_proxies[{i}]"),
+                    "must be an IP address or a range like 10.0.0.0/8",
+                ));
+            }
+        }
         if self.server.signature_tolerance_secs == 0 || self.server.signature_tolerance_secs > 900 {
             problems.push(problem(
                 "server.signature_tolerance_secs",

@@ -180,7 +180,9 @@ pub async fn cashier_choose(
         None => see_other(&page),
     };
     let browser = Browser::detect(user_agent(&headers));
-    let client_ip = peer.map(|Extension(PeerAddr(addr))| addr.ip().to_string());
+    let client_ip = peer.map(|Extension(PeerAddr(addr))| {
+        crate::client_ip::client_ip(addr, &headers, &gw.config().trusted_proxies).to_string()
+    });
     let outcome = choose(&gw, &merchant, &checkout, browser, &form.method, client_ip).await?;
     tracing::info!(checkout = %checkout.id, method = %form.method, outcome = ?outcome.as_ref().err(), "cashier choice");
     Ok(match outcome {

@@ -98,9 +98,87 @@ pub fn router(gateway: Shared) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gateway),
+            read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
             trace_request,
         ))
         .with_state(gateway)
+}
+
+/// Reads every request body before any handler runs: within `server.body_read_timeout_ms`
+/// (a client that sends its headers and trickles the body does not hold a connection and a
+/// task for as long as it likes: `408 body_timeout`, connection closed) and within the
+/// largest body accepted (`413 body_too_large`). Handlers then get the body in memory.
+async fn read_body(
+    State(gw): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let timeout = std::time::Duration::from_millis(gw.config().body_read_timeout_ms);
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Ok(Err(error)) => {
+            let over =
+                std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                closing(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorType::InvalidRequestError,
+                    "body_unreadable",
+                    "the request body could not be read",
+                ))
+            }
+        }
+        Err(_) => closing(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorType::InvalidRequestError,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+fn too_large() -> Response {
+    closing(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorType::InvalidRequestError,
+        "body_too_large",
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    ))
+}
+
+/// An error after which the connection is closed (its body was not read to the end).
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The admin application (`server.admin_listen`): `/metrics` and `/healthz`. It has no
