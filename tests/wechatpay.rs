@@ -275,6 +275,22 @@ async fn payment_codes_of_both_wallets_through_one_method(h: Harness) {
     }
     let wx_id = wx_wait["id"].as_str().unwrap();
     let ali_id = ali_wait["id"].as_str().unwrap();
+    // The ledger keeps a scanned code only while the payment is open (issue 25, finding 8).
+    let stored_code = |id: String| {
+        let store = std::sync::Arc::clone(&h.gateway.gateway.store);
+        async move {
+            let payment = store.payment(None, &id).await.unwrap().unwrap();
+            payment.payer.payment_code
+        }
+    };
+    assert_eq!(
+        stored_code(wx_id.to_owned()).await.as_deref(),
+        Some("134567890123450000")
+    );
+    assert_eq!(
+        stored_code(wx["id"].as_str().unwrap().to_owned()).await,
+        None
+    );
     pay_wechat(&h, wx_id).await;
     let paid = h
         .sandbox("/sandbox/pay", json!({"out_trade_no": ali_id}))
@@ -284,11 +300,18 @@ async fn payment_codes_of_both_wallets_through_one_method(h: Harness) {
     // follow-up queries them.
     h.wait_for(&h.shop_a, wx_id, "succeeded").await;
     h.wait_for(&h.shop_a, ali_id, "succeeded").await;
+    for id in [wx_id, ali_id, ali["id"].as_str().unwrap()] {
+        assert_eq!(stored_code(id.to_owned()).await, None, "{id}");
+    }
     // Declined codes fail for good; unknown wallets are refused up front.
     let (_, broke) = payment_code(&h, "134567890123459999", "pc5").await;
     assert_eq!(
         (broke["status"].as_str(), broke["failure"]["code"].as_str()),
         (Some("failed"), Some("NOTENOUGH"))
+    );
+    assert_eq!(
+        stored_code(broke["id"].as_str().unwrap().to_owned()).await,
+        None
     );
     let (_, broke) = payment_code(&h, "284567890123459999", "pc6").await;
     assert_eq!(broke["failure"]["code"], "ACQ.BUYER_BALANCE_NOT_ENOUGH");

@@ -49,7 +49,7 @@ pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -345,6 +345,12 @@ pub(super) fn apply_change(payment: &mut Payment, change: PaymentChange) -> bool
         && payment.failure.as_ref() != Some(&failure)
     {
         payment.failure = Some(failure);
+        changed = true;
+    }
+    // A scanned payment code is a bearer credential of the payer's wallet: once the payment is
+    // settled nothing needs it (queries, refunds and cancels name the order), so it is not kept.
+    if !PaymentStatus::OPEN.contains(&payment.status) && payment.payer.payment_code.is_some() {
+        payment.payer.payment_code = None;
         changed = true;
     }
     changed

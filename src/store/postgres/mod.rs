@@ -50,8 +50,14 @@ use crate::ledger::reconciliation::{
 use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
 
 /// The schema migrations, applied in order, each once, by [`PgStore::migrate`].
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "ledger", include_str!("../migrations/0001_ledger.sql"))];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "ledger", include_str!("../migrations/0001_ledger.sql")),
+    (
+        2,
+        "scrub_payment_codes",
+        include_str!("../migrations/0002_scrub_payment_codes.sql"),
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6d6f_6f6e_6761_7465;

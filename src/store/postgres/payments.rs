@@ -180,7 +180,7 @@ impl PaymentStore for PgStore {
         sqlx::query(
             "UPDATE payments SET status = $2, next_action = $3, provider_ref = $4, failure = $5, \
              updated_at = $6, paid_at = CASE WHEN $2 = 'succeeded' THEN COALESCE(paid_at, $6) \
-             ELSE paid_at END WHERE id = $1",
+             ELSE paid_at END, payer = $7 WHERE id = $1",
         )
         .bind(id)
         .bind(row.status)
@@ -188,6 +188,7 @@ impl PaymentStore for PgStore {
         .bind(row.provider_ref)
         .bind(row.failure)
         .bind(ms(now))
+        .bind(row.payer)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -31,6 +31,7 @@ use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
 use crate::store::rows::{
     FIRST_CHECK_MS, IDEMPOTENCY_RETENTION_MS, KeyRow, PAYMENT_COLUMNS, PaymentRow, REFUND_COLUMNS,
     RefundRow, apply_change, cast, count, from_ms, json_opt, ms, operation_name, refund_fits,
+    to_json,
 };
 use crate::store::{CheckTarget, DailyClaim, Delivery, EventRecord, ReconRun, StoredBreak};
 
@@ -247,6 +248,23 @@ impl SqliteStore {
         .map_err(db)?;
         conn.execute_batch(reconciliation::SCHEMA).map_err(db)?;
         conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
+        // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
+        // payment code (earlier versions kept it).
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(db)?;
+        if version < 1 {
+            conn.execute(
+                &format!(
+                    "UPDATE payments SET payer = json_remove(payer, '$.payment_code') \
+                     WHERE payer LIKE '%\"payment_code\"%' AND status NOT IN ({})",
+                    open_payment_statuses()
+                ),
+                [],
+            )
+            .map_err(db)?;
+            conn.pragma_update(None, "user_version", 1).map_err(db)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -171,14 +171,15 @@ impl PaymentStore for SqliteStore {
             payment.updated_at = now;
             tx.execute(
                 "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
-                 paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END WHERE id = ?1",
+                 paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END, payer = ?7 WHERE id = ?1",
                 params![
                     id,
                     payment.status.as_str(),
                     json_opt(&payment.next_action)?,
                     payment.provider_ref,
                     json_opt(&payment.failure)?,
-                    ms(now)
+                    ms(now),
+                    to_json(&payment.payer)?
                 ],
             )
             .map_err(db)?;
