@@ -127,6 +127,30 @@ impl ApiError {
         error
     }
 
+    /// 429 for starting reconciliation runs faster than
+    /// [`crate::config::Merchant::RECONCILIATIONS_PER_MINUTE`].
+    pub fn reconciliations_limited(
+        limit: &crate::limits::Limit,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimitError,
+            "rate_limit",
+            format!(
+                "too many reconciliation runs: this merchant may start {} per minute; retry after {seconds} s",
+                crate::config::Merchant::RECONCILIATIONS_PER_MINUTE
+            ),
+        );
+        error.headers = vec![
+            ("retry-after", seconds.to_string()),
+            ("ratelimit-policy", limit.policy_header("reconciliations")),
+            ("ratelimit", format!("\"reconciliations\";r=0;t={seconds}")),
+        ];
+        error
+    }
+
     /// 500; the detail goes to the log, not the caller.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

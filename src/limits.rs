@@ -54,6 +54,7 @@ pub struct Limit {
     limiter: Limiter,
     per_second: u32,
     burst: u32,
+    window_secs: u64,
     max_wait: Duration,
 }
 
@@ -80,7 +81,29 @@ impl Limit {
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
             per_second: per_second.get(),
             burst: burst.get(),
+            window_secs: u64::from(burst.get())
+                .div_ceil(u64::from(per_second.get()))
+                .max(1),
             max_wait: Duration::from_millis(raw.max_wait_ms.unwrap_or(1_000)),
+        }
+    }
+
+    /// A slow limit: one more every `period`, `burst` at once (inbound only; its
+    /// [`Limit::per_second`] is 0).
+    pub fn every(period: Duration, burst: u32) -> Limit {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Limit {
+            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
+            per_second: 0,
+            burst: burst.get(),
+            window_secs: period
+                .as_secs()
+                .saturating_mul(u64::from(burst.get()))
+                .max(1),
+            max_wait: Duration::ZERO,
         }
     }
 
@@ -123,8 +146,7 @@ impl Limit {
 
     /// The draft-ietf-httpapi-ratelimit-headers policy: `"<name>";q=<burst>;w=<seconds to refill>`.
     pub fn policy_header(&self, name: &str) -> String {
-        let window = u64::from(self.burst).div_ceil(u64::from(self.per_second.max(1)));
-        format!("\"{name}\";q={};w={}", self.burst, window.max(1))
+        format!("\"{name}\";q={};w={}", self.burst, self.window_secs)
     }
 }
 
@@ -153,6 +175,20 @@ mod tests {
         );
         assert!(limited.retry_after <= Duration::from_secs(1), "{limited:?}");
         assert_eq!(l.policy_header("merchant"), "\"merchant\";q=3;w=3");
+    }
+
+    #[test]
+    fn a_slow_limit_refills_one_per_period() {
+        let l = Limit::every(Duration::from_secs(6), 2);
+        assert_eq!(l.check(), Ok(1));
+        assert_eq!(l.check(), Ok(0));
+        let limited = l.check().unwrap_err();
+        assert!(limited.retry_after > Duration::from_secs(5), "{limited:?}");
+        assert!(limited.retry_after <= Duration::from_secs(6), "{limited:?}");
+        assert_eq!(
+            l.policy_header("reconciliations"),
+            "\"reconciliations\";q=2;w=12"
+        );
     }
 
     #[tokio::test]

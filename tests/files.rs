@@ -60,7 +60,10 @@ async fn an_older_ledger_loses_the_payment_codes_of_settled_payments() {
     }
     let store = moongate::store::open(&backend).await.unwrap();
     let code = |payment: Option<moongate::ledger::Payment>| payment.unwrap().payer.payment_code;
-    assert_eq!(code(store.payment(None, "pay_settled").await.unwrap()), None);
+    assert_eq!(
+        code(store.payment(None, "pay_settled").await.unwrap()),
+        None
+    );
     // The client IP stays; an open payment keeps its code until it settles.
     let settled = store.payment(None, "pay_settled").await.unwrap().unwrap();
     assert_eq!(settled.payer.client_ip.as_deref(), Some("198.51.100.4"));

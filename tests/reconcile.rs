@@ -667,6 +667,38 @@ async fn api_runs_are_one_per_account_and_day_and_bounded_per_instance(h: Harnes
         .post(&h.shop_a, "/v1/reconciliations", &body, "bound-2")
         .await;
     assert_eq!(status, 201, "{again}");
+    // Runs are heavy: ten a minute per merchant (four started above, busy or refused ones
+    // included), then 429 with a hint when to retry.
+    for n in 3..9 {
+        let (status, again) = h
+            .post(
+                &h.shop_a,
+                "/v1/reconciliations",
+                &body,
+                &format!("bound-{n}"),
+            )
+            .await;
+        assert_eq!(status, 201, "run {n}: {again}");
+    }
+    let response = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Post,
+            "/v1/reconciliations",
+            body.as_bytes(),
+            Some("bound-9"),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&response.body);
+    assert_eq!(response.status, 429, "{text}");
+    assert!(text.contains(r#""code":"rate_limit""#), "{text}");
+    assert!(text.contains("10 per minute"), "{text}");
+    let retry: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=6).contains(&retry), "{retry}");
+    // Other requests of the merchant are not held back by it.
+    let (status, _) = h.get(&h.shop_a, "/v1/reconciliation_breaks").await;
+    assert_eq!(status, 200);
 }
 
 async fn reports_are_served_by_the_api(h: Harness) {

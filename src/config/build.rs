@@ -179,6 +179,7 @@ impl RawConfig {
                         &raw.rate_limit.unwrap_or(DEFAULT_MERCHANT_LIMIT),
                     )),
                     limit_key: format!("{:?}", raw.rate_limit),
+                    reconciliation_limit: Arc::new(Merchant::new_reconciliation_limit()),
                     return_hosts: return_hosts(&raw.return_hosts, &self.server.public_base_url),
                 }),
             );

@@ -69,6 +69,7 @@ impl Config {
             if merchant.limit_key == before.limit_key {
                 merchant.limit = Arc::clone(&before.limit);
             }
+            merchant.reconciliation_limit = Arc::clone(&before.reconciliation_limit);
             for account in &mut merchant.accounts {
                 if let Some(was) = before.account(&account.id)
                     && was.state_key == account.state_key
@@ -100,9 +101,26 @@ pub struct Merchant {
     pub limit: Arc<Limit>,
     /// What the inbound limit was built from.
     pub limit_key: String,
+    /// Its limit on starting reconciliation runs through the API
+    /// ([`Merchant::RECONCILIATIONS_PER_MINUTE`]).
+    pub reconciliation_limit: Arc<Limit>,
     /// Hosts the shopper may be sent back to (lower case, Moongate's own included); empty:
     /// any.
     pub return_hosts: Vec<String>,
+}
+
+impl Merchant {
+    /// Reconciliation runs a merchant may start through the API per minute (a burst of as many):
+    /// each loads a day of the ledger and downloads a statement, so far fewer than requests.
+    pub const RECONCILIATIONS_PER_MINUTE: u32 = 10;
+
+    /// The limit on starting reconciliation runs.
+    pub fn new_reconciliation_limit() -> Limit {
+        Limit::every(
+            std::time::Duration::from_secs(60 / u64::from(Self::RECONCILIATIONS_PER_MINUTE)),
+            Self::RECONCILIATIONS_PER_MINUTE,
+        )
+    }
 }
 
 impl Merchant {

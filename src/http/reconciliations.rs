@@ -65,6 +65,14 @@ pub(crate) async fn create_reconciliation(
             "no such account for this merchant",
         ));
     }
+    // A run is heavy (a ledger day and a download): a low rate of its own, on top of the
+    // merchant's request limit, the one run per account and day, and the global slots.
+    if let Err(limited) = merchant.reconciliation_limit.check() {
+        return Err(ApiError::reconciliations_limited(
+            &merchant.reconciliation_limit,
+            limited.retry_after,
+        ));
+    }
     let resource = format!(
         "recon:{}:{}",
         request.account,
