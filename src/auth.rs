@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::config::{Config, Merchant};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::Store;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -48,7 +48,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Api
         .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::auth("authentication_required", format!("missing {name} header")))
+        .ok_or_else(|| {
+            ApiError::auth(
+                ErrorCode::AuthenticationRequired,
+                format!("missing {name} header"),
+            )
+        })
 }
 
 /// Authenticates a request; returns the merchant it speaks for.
@@ -66,8 +71,12 @@ pub async fn authenticate<'c>(
     let nonce = header(headers, "moongate-nonce")?;
     let signature = header(headers, "moongate-signature")?;
 
-    let bad_signature =
-        || ApiError::auth("signature_invalid", "the request signature does not verify");
+    let bad_signature = || {
+        ApiError::auth(
+            ErrorCode::SignatureInvalid,
+            "the request signature does not verify",
+        )
+    };
     let (merchant, key) = config
         .merchants
         .values()
@@ -83,14 +92,14 @@ pub async fn authenticate<'c>(
     let tolerance = i64::try_from(config.signature_tolerance_secs).unwrap_or(300);
     let sent: i64 = timestamp.parse().map_err(|_| {
         ApiError::auth(
-            "timestamp_invalid",
+            ErrorCode::TimestampInvalid,
             "Moongate-Timestamp must be unix seconds",
         )
     })?;
     let skew = now.unix_timestamp().saturating_sub(sent);
     if skew.abs() > tolerance {
         return Err(ApiError::auth(
-            "timestamp_out_of_window",
+            ErrorCode::TimestampOutOfWindow,
             format!(
                 "Moongate-Timestamp is {skew} s away from Moongate's clock (limit {tolerance} s)"
             ),
@@ -102,7 +111,7 @@ pub async fn authenticate<'c>(
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !nonce_ok {
         return Err(ApiError::auth(
-            "nonce_invalid",
+            ErrorCode::NonceInvalid,
             "Moongate-Nonce must be 16-64 of [A-Za-z0-9_-]",
         ));
     }
@@ -112,7 +121,7 @@ pub async fn authenticate<'c>(
         .await?
     {
         return Err(ApiError::auth(
-            "nonce_reused",
+            ErrorCode::NonceReused,
             "this Moongate-Nonce was already used",
         ));
     }

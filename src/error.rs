@@ -7,6 +7,95 @@ use serde::Serialize;
 
 use crate::store::{RefundRefusal, StoreError};
 
+/// Declares the error codes: the enum, its stable names and the list of all of them.
+macro_rules! error_codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every stable `code` the API answers with (the one list; `openapi.yaml`'s `Error.code`
+        /// enumeration is held against it).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $(
+                #[doc = $name]
+                $variant,
+            )*
+        }
+
+        impl ErrorCode {
+            /// All codes.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as the API writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AccountNotFound => "account_not_found",
+    AccountUnknown => "account_unknown",
+    AdminTokenRequired => "admin_token_required",
+    AuthenticationRequired => "authentication_required",
+    BodyInvalidJson => "body_invalid_json",
+    BodyTimeout => "body_timeout",
+    BodyTooLarge => "body_too_large",
+    BodyUnreadable => "body_unreadable",
+    BreakNotRepairable => "break_not_repairable",
+    CurrencyUnsupported => "currency_unsupported",
+    IdempotencyKeyInUse => "idempotency_key_in_use",
+    IdempotencyKeyInvalid => "idempotency_key_invalid",
+    IdempotencyKeyMissing => "idempotency_key_missing",
+    IdempotencyKeyReused => "idempotency_key_reused",
+    InternalError => "internal_error",
+    MethodUnsupported => "method_unsupported",
+    NoRoute => "no_route",
+    NonceInvalid => "nonce_invalid",
+    NonceReused => "nonce_reused",
+    ParameterInvalid => "parameter_invalid",
+    ParameterMissing => "parameter_missing",
+    ParameterUnknown => "parameter_unknown",
+    PaymentAlreadyInLedger => "payment_already_in_ledger",
+    PaymentCodeInvalid => "payment_code_invalid",
+    PaymentCodeUnsupported => "payment_code_unsupported",
+    PaymentNotCancelable => "payment_not_cancelable",
+    PaymentNotRefundable => "payment_not_refundable",
+    ProviderNotPaid => "provider_not_paid",
+    ProviderUnavailable => "provider_unavailable",
+    RateLimit => "rate_limit",
+    ReconciliationBusy => "reconciliation_busy",
+    ReconciliationInProgress => "reconciliation_in_progress",
+    RefundExceedsPayment => "refund_exceeds_payment",
+    ResourceMissing => "resource_missing",
+    ReturnHostNotAllowed => "return_host_not_allowed",
+    RouteMissing => "route_missing",
+    SignatureInvalid => "signature_invalid",
+    StatementDownloadFailed => "statement_download_failed",
+    StatementFileError => "statement_file_error",
+    StatementHashMismatch => "statement_hash_mismatch",
+    StatementNotReady => "statement_not_ready",
+    StatementRefused => "statement_refused",
+    StatementUnavailable => "statement_unavailable",
+    StatementUnsupported => "statement_unsupported",
+    SweepInProgress => "sweep_in_progress",
+    TimestampInvalid => "timestamp_invalid",
+    TimestampOutOfWindow => "timestamp_out_of_window",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// Error families, as in Stripe's `type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,7 +123,7 @@ pub struct ApiError {
     /// Family.
     pub kind: ErrorType,
     /// Stable machine code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human message (never contains secrets).
     pub message: String,
     /// The offending parameter.
@@ -45,11 +134,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// 400 on a parameter.
-    pub fn invalid(
-        code: &'static str,
-        param: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn invalid(code: ErrorCode, param: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: ErrorType::InvalidRequestError,
@@ -64,7 +149,7 @@ impl ApiError {
     pub fn new(
         status: StatusCode,
         kind: ErrorType,
-        code: &'static str,
+        code: ErrorCode,
         message: impl Into<String>,
     ) -> Self {
         ApiError {
@@ -78,7 +163,7 @@ impl ApiError {
     }
 
     /// 401.
-    pub fn auth(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn auth(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorType::AuthenticationError,
@@ -92,7 +177,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             kind: ErrorType::InvalidRequestError,
-            code: "resource_missing",
+            code: ErrorCode::ResourceMissing,
             message: format!(
                 "no such {what}: {}",
                 id.chars().take(64).collect::<String>()
@@ -110,7 +195,7 @@ impl ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimitError,
-            "rate_limit",
+            ErrorCode::RateLimit,
             format!(
                 "too many requests: this merchant may send {} per second (burst {}); retry after {seconds} s",
                 limit.per_second(),
@@ -137,7 +222,7 @@ impl ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimitError,
-            "rate_limit",
+            ErrorCode::RateLimit,
             format!(
                 "too many reconciliation runs: this merchant may start {} per minute; retry after {seconds} s",
                 crate::config::Merchant::RECONCILIATIONS_PER_MINUTE
@@ -157,7 +242,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::ApiError,
-            "internal_error",
+            ErrorCode::InternalError,
             "Moongate failed to process the request; it is safe to retry with the same Idempotency-Key",
         )
     }
@@ -182,12 +267,12 @@ impl From<StoreError> for ApiError {
                 ApiError::missing("payment", "")
             }
             StoreError::RefundRefused(RefundRefusal::NotPaid) => ApiError::invalid(
-                "payment_not_refundable",
+                ErrorCode::PaymentNotRefundable,
                 "id",
                 "only succeeded payments can be refunded",
             ),
             StoreError::RefundRefused(RefundRefusal::ExceedsPayment) => ApiError::invalid(
-                "refund_exceeds_payment",
+                ErrorCode::RefundExceedsPayment,
                 "amount",
                 "refunds (pending and succeeded) would exceed the amount paid",
             ),
@@ -248,25 +333,27 @@ impl From<crate::reconcile::repair::RepairError> for ApiError {
             E::Store(store) => ApiError::from(store),
             E::UnknownBreak(id) => ApiError::missing("break", &id),
             E::NotRepairable { .. } => {
-                ApiError::invalid("break_not_repairable", "id", error.to_string())
+                ApiError::invalid(ErrorCode::BreakNotRepairable, "id", error.to_string())
             }
-            E::UnknownAccount(_) => ApiError::invalid("account_not_found", "id", error.to_string()),
+            E::UnknownAccount(_) => {
+                ApiError::invalid(ErrorCode::AccountNotFound, "id", error.to_string())
+            }
             E::AlreadyInLedger(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorType::InvalidRequestError,
-                "payment_already_in_ledger",
+                ErrorCode::PaymentAlreadyInLedger,
                 error.to_string(),
             ),
             E::NotPaid { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorType::ProviderError,
-                "provider_not_paid",
+                ErrorCode::ProviderNotPaid,
                 error.to_string(),
             ),
             E::Provider(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 ErrorType::ProviderError,
-                "provider_unavailable",
+                ErrorCode::ProviderUnavailable,
                 error.to_string(),
             ),
         }

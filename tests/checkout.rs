@@ -290,12 +290,7 @@ async fn bad_signatures_stale_timestamps_replayed_nonces_and_other_merchants_are
     assert_eq!(error["error"]["type"], "authentication_error");
 
     // Wrong secret.
-    let forger = moongate_testkit::client::MerchantClient::new(
-        &h.shop_a.base_url,
-        "shop_a_k1",
-        b"not-the-secret-000000000",
-    )
-    .unwrap();
+    let forger = common::client(&h.shop_a.base_url, "shop_a_k1", "not-the-secret-000000000");
     let response = forger
         .call(HttpMethod::Get, &path, b"", None)
         .await

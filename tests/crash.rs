@@ -297,8 +297,7 @@ async fn payments_survive_kills_and_faults() {
     gateway.lock().await.spawn();
     wait_healthy(&http, admin).await;
 
-    let client =
-        MerchantClient::new(&format!("http://{addr}"), "shop_k1", SECRET.as_bytes()).unwrap();
+    let client = common::client(&format!("http://{addr}"), "shop_k1", SECRET);
     let done = Arc::new(AtomicUsize::new(0));
     let rng = Arc::new(Mutex::new(Rng(seed)));
 

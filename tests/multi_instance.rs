@@ -150,7 +150,7 @@ async fn three_instances_one_truth() {
     let shop_a: Arc<Vec<MerchantClient>> = Arc::new(
         instances
             .iter()
-            .map(|i| MerchantClient::new(&i.base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap())
+            .map(|i| common::client(&i.base, "shop_a_k1", SHOP_A_SECRET))
             .collect(),
     );
     let store = Arc::clone(&h.gateway.gateway.store);
@@ -320,7 +320,7 @@ async fn three_instances_one_truth() {
     // 4. shop_c may send 1 request/s with a burst of 5, in all: spent across the instances.
     let shop_c: Vec<MerchantClient> = instances
         .iter()
-        .map(|i| MerchantClient::new(&i.base, "shop_c_k1", SHOP_C_SECRET.as_bytes()).unwrap())
+        .map(|i| common::client(&i.base, "shop_c_k1", SHOP_C_SECRET))
         .collect();
     let mut answers = Vec::new();
     for round in 0..12 {

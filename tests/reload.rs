@@ -37,7 +37,7 @@ async fn valid_reloads_apply_and_invalid_ones_keep_the_old_config() {
     let rotated = with_second_key(&original);
     assert_ne!(rotated, original, "the fixture must contain the key line");
     let base = format!("http://{}", h.gateway.addr);
-    let k2 = MerchantClient::new(&base, "shop_a_k2", K2_SECRET.as_bytes()).unwrap();
+    let k2 = common::client(&base, "shop_a_k2", K2_SECRET);
     assert_eq!(
         status_with(&h, &k2).await,
         401,
@@ -86,7 +86,7 @@ async fn the_watcher_applies_a_changed_file() {
         Duration::from_millis(20),
     ));
     let base = format!("http://{}", h.gateway.addr);
-    let k2 = MerchantClient::new(&base, "shop_a_k2", K2_SECRET.as_bytes()).unwrap();
+    let k2 = common::client(&base, "shop_a_k2", K2_SECRET);
     std::fs::write(&h.config_path, with_second_key(&original)).unwrap();
     let mut status = 0;
     for _ in 0..200 {

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::{Shared, typed};
 
 /// Checks every open payment and refund at its provider now, whatever its schedule (after an
@@ -16,7 +16,7 @@ pub(crate) async fn sweep(State(gw): State<Shared>) -> Response {
         return ApiError::new(
             axum::http::StatusCode::CONFLICT,
             crate::error::ErrorType::InvalidRequestError,
-            "sweep_in_progress",
+            ErrorCode::SweepInProgress,
             "a sweep is running; retry once it is done",
         )
         .into_response();
@@ -57,7 +57,7 @@ pub(crate) async fn require_token(
         next.run(request).await
     } else {
         ApiError::auth(
-            "admin_token_required",
+            ErrorCode::AdminTokenRequired,
             "the admin endpoints need the admin token",
         )
         .into_response()

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::auth::authenticate;
 use crate::config::Merchant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::Shared;
 use crate::metrics::LimitLabels;
@@ -162,14 +162,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             ApiError::invalid(
-                "idempotency_key_missing",
+                ErrorCode::IdempotencyKeyMissing,
                 "Idempotency-Key",
                 "every POST needs an Idempotency-Key header",
             )
         })?;
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::invalid(
-            "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyInvalid,
             "Idempotency-Key",
             "Idempotency-Key must be 1-255 printable ASCII characters",
         ));

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
 use crate::ledger::new_id;
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -37,49 +37,47 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub(crate) type Shared = Arc<Gateway>;
 
+/// Declares the `/v1` routes once: the router's and the list of them
+/// ([`V1_ROUTES`], held against `openapi.yaml` in both directions by `tests/openapi.rs`).
+macro_rules! v1_routes {
+    ($($path:literal => { $($method:ident : $handler:path),+ $(,)? }),* $(,)?) => {
+        /// Every `/v1` path with its methods (lower case), as the router serves them.
+        pub const V1_ROUTES: &[(&str, &[&str])] = &[$(($path, &[$(stringify!($method)),+])),*];
+
+        fn v1_router() -> Router<Shared> {
+            Router::new()$(.route($path, v1_routes!(@methods $($method : $handler),+)))*
+        }
+    };
+    (@methods $first:ident : $first_handler:path $(, $method:ident : $handler:path)*) => {
+        axum::routing::$first($first_handler)$(.$method($handler))*
+    };
+}
+
+v1_routes! {
+    "/v1/payments" => { post: payments::create_payment, get: payments::list_payments },
+    "/v1/payments/{id}" => { get: payments::get_payment },
+    "/v1/payments/{id}/cancel" => { post: payments::cancel_payment },
+    "/v1/payments/{id}/refunds" => { post: refunds::create_refund },
+    "/v1/refunds/{id}" => { get: refunds::get_refund },
+    "/v1/events/{id}" => { get: events::get_event },
+    "/v1/events/{id}/resend" => { post: events::resend_event },
+    "/v1/reconciliations" => {
+        post: reconciliations::create_reconciliation,
+        get: reconciliations::list_reconciliations,
+    },
+    "/v1/reconciliations/{id}" => { get: reconciliations::get_reconciliation },
+    "/v1/reconciliations/{id}/breaks.csv" => { get: reconciliations::get_reconciliation_csv },
+    "/v1/reconciliations/{id}/report.html" => { get: reconciliations::get_reconciliation_html },
+    "/v1/reconciliation_breaks" => { get: reconciliations::list_breaks },
+    "/v1/reconciliation_breaks/{id}" => { post: reconciliations::update_break },
+    "/v1/reconciliation_breaks/{id}/repair" => { post: reconciliations::repair_break },
+    "/v1/checkouts" => { post: checkouts::create_checkout },
+    "/v1/checkouts/{id}" => { get: checkouts::get_checkout },
+}
+
 /// The HTTP application.
 pub fn router(gateway: Shared) -> Router {
-    Router::new()
-        .route(
-            "/v1/payments",
-            post(payments::create_payment).get(payments::list_payments),
-        )
-        .route("/v1/payments/{id}", get(payments::get_payment))
-        .route("/v1/payments/{id}/cancel", post(payments::cancel_payment))
-        .route("/v1/payments/{id}/refunds", post(refunds::create_refund))
-        .route("/v1/refunds/{id}", get(refunds::get_refund))
-        .route("/v1/events/{id}", get(events::get_event))
-        .route("/v1/events/{id}/resend", post(events::resend_event))
-        .route(
-            "/v1/reconciliations",
-            post(reconciliations::create_reconciliation).get(reconciliations::list_reconciliations),
-        )
-        .route(
-            "/v1/reconciliations/{id}",
-            get(reconciliations::get_reconciliation),
-        )
-        .route(
-            "/v1/reconciliations/{id}/breaks.csv",
-            get(reconciliations::get_reconciliation_csv),
-        )
-        .route(
-            "/v1/reconciliations/{id}/report.html",
-            get(reconciliations::get_reconciliation_html),
-        )
-        .route(
-            "/v1/reconciliation_breaks",
-            get(reconciliations::list_breaks),
-        )
-        .route(
-            "/v1/reconciliation_breaks/{id}",
-            post(reconciliations::update_break),
-        )
-        .route(
-            "/v1/reconciliation_breaks/{id}/repair",
-            post(reconciliations::repair_break),
-        )
-        .route("/v1/checkouts", post(checkouts::create_checkout))
-        .route("/v1/checkouts/{id}", get(checkouts::get_checkout))
+    v1_router()
         .route("/cashier/{token}", get(cashier::cashier_page))
         .route("/cashier/{token}/pay", post(cashier::cashier_choose))
         .route(
@@ -91,7 +89,7 @@ pub fn router(gateway: Shared) -> Router {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorType::InvalidRequestError,
-                "route_missing",
+                ErrorCode::RouteMissing,
                 "no such route",
             )
         })
@@ -146,7 +144,7 @@ async fn read_body(
                 closing(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     ErrorType::InvalidRequestError,
-                    "body_unreadable",
+                    ErrorCode::BodyUnreadable,
                     "the request body could not be read",
                 ))
             }
@@ -154,7 +152,7 @@ async fn read_body(
         Err(_) => closing(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             ErrorType::InvalidRequestError,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             format!(
                 "the request body did not arrive within {} ms",
                 timeout.as_millis()
@@ -167,7 +165,7 @@ fn too_large() -> Response {
     closing(ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorType::InvalidRequestError,
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!("the request body is larger than {MAX_BODY} bytes"),
     ))
 }
@@ -324,17 +322,19 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         let inner = e.into_inner();
         let message = inner.to_string();
         let code = if message.starts_with("unknown field") {
-            "parameter_unknown"
+            ErrorCode::ParameterUnknown
         } else if message.starts_with("missing field") {
-            "parameter_missing"
+            ErrorCode::ParameterMissing
         } else if inner.is_syntax() || inner.is_eof() {
-            "body_invalid_json"
+            ErrorCode::BodyInvalidJson
         } else {
-            "parameter_invalid"
+            ErrorCode::ParameterInvalid
         };
         let param = if param == "." { String::new() } else { param };
         let param = match (code, message.split('`').nth(1)) {
-            ("parameter_unknown" | "parameter_missing", Some(field)) if param.is_empty() => {
+            (ErrorCode::ParameterUnknown | ErrorCode::ParameterMissing, Some(field))
+                if param.is_empty() =>
+            {
                 field.to_owned()
             }
             _ => param,
@@ -343,7 +343,7 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })?;
     deserializer
         .end()
-        .map_err(|e| ApiError::invalid("body_invalid_json", "", e.to_string()))?;
+        .map_err(|e| ApiError::invalid(ErrorCode::BodyInvalidJson, "", e.to_string()))?;
     Ok(value)
 }
 
@@ -355,13 +355,17 @@ pub(crate) fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Resul
                 .parse::<u32>()
                 .map(serde_json::Value::from)
                 .map_err(|_| {
-                    ApiError::invalid("parameter_invalid", "limit", "limit must be an integer")
+                    ApiError::invalid(
+                        ErrorCode::ParameterInvalid,
+                        "limit",
+                        "limit must be an integer",
+                    )
                 })?,
             _ => serde_json::Value::String(value.into_owned()),
         };
         if map.insert(key.clone().into_owned(), value).is_some() {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                ErrorCode::ParameterInvalid,
                 key.into_owned(),
                 "repeated parameter",
             ));

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::Merchant;
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
 use crate::http::extract::Signed;
 use crate::http::{
@@ -42,7 +42,11 @@ pub(crate) async fn create_payment(
     // provider could never accept is a 400 that leaves no trace in the ledger.
     let prepared = gw.prepare_create(&payment, &merchant.id, account);
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
-        return Err(ApiError::invalid("parameter_invalid", "", message.clone()));
+        return Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            "",
+            message.clone(),
+        ));
     }
     let begin = gw.store.begin_payment(claim, payment).await?;
     idempotency::run(
@@ -121,7 +125,7 @@ pub(crate) async fn list_payments(
     let limit = query.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "limit",
             "limit must be 1 to 100",
         ));
@@ -134,7 +138,7 @@ pub(crate) async fn list_payments(
             .is_none()
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "starting_after",
             "no such payment",
         ));
@@ -180,7 +184,7 @@ pub(crate) async fn cancel_payment(
             let refused = match payment.status {
                 PaymentStatus::Canceled => None,
                 PaymentStatus::Succeeded | PaymentStatus::Failed => Some(ApiError::invalid(
-                    "payment_not_cancelable",
+                    ErrorCode::PaymentNotCancelable,
                     "id",
                     format!("a {} payment cannot be canceled", payment.status.as_str()),
                 )),
@@ -190,14 +194,14 @@ pub(crate) async fn cancel_payment(
                             Outcome::Done(Answer::json(StatusCode::OK, &p.to_api_json()))
                         }
                         Some(p) => Outcome::Refused(ApiError::invalid(
-                            "payment_not_cancelable",
+                            ErrorCode::PaymentNotCancelable,
                             "id",
                             format!("the provider reports the payment as {}", p.status.as_str()),
                         )),
                         None => Outcome::Refused(ApiError::new(
                             StatusCode::BAD_GATEWAY,
                             ErrorType::ProviderError,
-                            "provider_unavailable",
+                            ErrorCode::ProviderUnavailable,
                             "the provider did not confirm the cancellation; retry with a new Idempotency-Key",
                         )),
                     });

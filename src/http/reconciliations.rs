@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::Merchant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::extract::Signed;
 use crate::http::{Shared, json_response, no_parameters, parse_body, to_bytes, typed};
@@ -54,13 +54,17 @@ pub(crate) async fn create_reconciliation(
     let request: ReconciliationBody = parse_body(&body)?;
     let day = match &request.date {
         Some(text) => crate::reconcile::run::parse_day(text).ok_or_else(|| {
-            ApiError::invalid("parameter_invalid", "date", "date must be yyyy-MM-dd")
+            ApiError::invalid(
+                ErrorCode::ParameterInvalid,
+                "date",
+                "date must be yyyy-MM-dd",
+            )
         })?,
         None => crate::reconcile::run::yesterday_beijing(now),
     };
     if !merchant.accounts.iter().any(|a| a.id == request.account) {
         return Err(ApiError::invalid(
-            "account_not_found",
+            ErrorCode::AccountNotFound,
             "account",
             "no such account for this merchant",
         ));
@@ -173,7 +177,7 @@ pub(crate) async fn list_breaks(
     let status = match query.status.as_deref() {
         Some(text) => Some(crate::reconcile::BreakStatus::parse(text).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                ErrorCode::ParameterInvalid,
                 "status",
                 "status must be open, resolved or ignored",
             )
@@ -231,7 +235,7 @@ pub(crate) async fn update_break(
     let update: BreakUpdate = parse_body(&body)?;
     let status = crate::reconcile::BreakStatus::parse(&update.status).ok_or_else(|| {
         ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "status",
             "status must be open, resolved or ignored",
         )
@@ -242,7 +246,7 @@ pub(crate) async fn update_break(
         .is_some_and(|n| n.chars().count() > 2000)
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "note",
             "note is at most 2000 characters",
         ));

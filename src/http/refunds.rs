@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::Signed;
 use crate::http::{Shared, json_response, parse_body, to_bytes};
 use crate::ledger::{Refund, RefundStatus, new_id};
@@ -50,7 +50,7 @@ pub(crate) async fn create_refund(
         .unwrap_or(payment.amount - payment.amount_refunded);
     if amount <= 0 {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "amount",
             "amount must be a positive integer in minor units",
         ));
@@ -59,7 +59,7 @@ pub(crate) async fn create_refund(
         && (reason.chars().count() > 256 || reason.chars().any(char::is_control))
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "reason",
             "at most 256 characters, no control characters",
         ));
@@ -82,7 +82,7 @@ pub(crate) async fn create_refund(
     let prepared = gw.prepare_refund(&refund, &payment, bound.account());
     if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "amount",
             message.clone(),
         ));

@@ -35,6 +35,16 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    /// Every status.
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::Pending,
+        PaymentStatus::RequiresAction,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Failed,
+        PaymentStatus::Canceled,
+        PaymentStatus::Unknown,
+    ];
+
     /// The statuses in which the provider may still move money, so the janitor keeps checking
     /// (the one definition; the ledger's SQL is built from it).
     pub const OPEN: [PaymentStatus; 3] = [
@@ -108,6 +118,14 @@ pub enum RefundStatus {
 }
 
 impl RefundStatus {
+    /// Every status.
+    pub const ALL: [RefundStatus; 4] = [
+        RefundStatus::Pending,
+        RefundStatus::Succeeded,
+        RefundStatus::Failed,
+        RefundStatus::Unknown,
+    ];
+
     /// The statuses in which a refund may still move money (the janitor keeps checking).
     pub const OPEN: [RefundStatus; 2] = [RefundStatus::Pending, RefundStatus::Unknown];
 

@@ -113,6 +113,13 @@ pub enum BreakStatus {
 }
 
 impl BreakStatus {
+    /// Every status.
+    pub const ALL: [BreakStatus; 3] = [
+        BreakStatus::Open,
+        BreakStatus::Resolved,
+        BreakStatus::Ignored,
+    ];
+
     /// Stable name.
     pub fn as_str(self) -> &'static str {
         match self {

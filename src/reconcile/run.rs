@@ -92,17 +92,18 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     /// Stable code for the API.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode as C;
         match self {
-            ReconcileError::UnknownAccount(_) => "account_not_found",
-            ReconcileError::Unsupported(_) => "statement_unsupported",
-            ReconcileError::NotReady(_) => "statement_not_ready",
-            ReconcileError::Provider(_) => "statement_unavailable",
-            ReconcileError::Download(_) => "statement_download_failed",
-            ReconcileError::HashMismatch { .. } => "statement_hash_mismatch",
-            ReconcileError::Refused(_) => "statement_refused",
-            ReconcileError::Io(_) => "statement_file_error",
-            ReconcileError::Store(_) => "internal_error",
+            ReconcileError::UnknownAccount(_) => C::AccountNotFound,
+            ReconcileError::Unsupported(_) => C::StatementUnsupported,
+            ReconcileError::NotReady(_) => C::StatementNotReady,
+            ReconcileError::Provider(_) => C::StatementUnavailable,
+            ReconcileError::Download(_) => C::StatementDownloadFailed,
+            ReconcileError::HashMismatch { .. } => C::StatementHashMismatch,
+            ReconcileError::Refused(_) => C::StatementRefused,
+            ReconcileError::Io(_) => C::StatementFileError,
+            ReconcileError::Store(_) => C::InternalError,
         }
     }
 }

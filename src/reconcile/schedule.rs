@@ -125,11 +125,11 @@ pub async fn daily_once(gateway: &Gateway, now: OffsetDateTime) -> Vec<DailyOutc
                         merchant = %merchant.id,
                         account = %account.id,
                         day = %day_text,
-                        code = error.code(),
+                        code = error.code().as_str(),
                         %error,
                         "daily reconciliation not done; retried on the next pass"
                     );
-                    Err(error.code().to_owned())
+                    Err(error.code().as_str().to_owned())
                 }
             };
             gateway

@@ -13,7 +13,7 @@ use crate::cashier::{
     Browser, Checkout, MAX_PAYMENTS_PER_CHECKOUT, MIN_PAYMENT_SECS, State as Stage,
 };
 use crate::config::Merchant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::ledger::{Payment, PaymentStatus, new_id};
 use crate::service::idempotency::{Answer, to_bytes};
@@ -82,7 +82,7 @@ pub(crate) fn validate_checkout(
     let expires_in = body.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECS);
     if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&expires_in) {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "expires_in_seconds",
             format!("must be between {MIN_EXPIRY_SECS} seconds and 24 hours"),
         ));
@@ -93,7 +93,7 @@ pub(crate) fn validate_checkout(
             .filter(|m| crate::cashier::cashier_methods().any(|c| c == *m))
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    ErrorCode::ParameterInvalid,
                     "methods",
                     format!(
                         "unknown method {name:?}; a cashier offers {}",
@@ -113,7 +113,7 @@ pub(crate) fn validate_checkout(
     check_metadata(&metadata, 19)?;
     if metadata.contains_key("checkout_id") {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "metadata.checkout_id",
             "checkout_id is set by Moongate on the checkout's payments",
         ));
@@ -147,7 +147,7 @@ pub(crate) fn validate_checkout(
     });
     if !servable {
         return Err(ApiError::invalid(
-            "method_unsupported",
+            ErrorCode::MethodUnsupported,
             "methods",
             "no account or routing rule of this merchant can take this checkout",
         ));

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::config::Merchant;
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
 use crate::store::{Begin, IdemClaim};
 
@@ -57,7 +57,7 @@ pub(crate) fn key_in_use() -> ApiError {
     ApiError {
         status: StatusCode::CONFLICT,
         kind: ErrorType::IdempotencyError,
-        code: "idempotency_key_in_use",
+        code: ErrorCode::IdempotencyKeyInUse,
         message: "a request with this Idempotency-Key is still being processed; retry later"
             .to_owned(),
         param: Some("Idempotency-Key".to_owned()),
@@ -70,7 +70,7 @@ fn idempotency_conflict<T>(begin: &Begin<T>) -> Option<ApiError> {
         Begin::Mismatch => Some(ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: ErrorType::IdempotencyError,
-            code: "idempotency_key_reused",
+            code: ErrorCode::IdempotencyKeyReused,
             message: "this Idempotency-Key was used with a different request".to_owned(),
             param: Some("Idempotency-Key".to_owned()),
             headers: Vec::new(),

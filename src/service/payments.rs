@@ -6,7 +6,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::config::Merchant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::ledger::{Payment, PaymentStatus, new_id};
 use crate::registry;
@@ -65,7 +65,7 @@ pub(crate) fn check_openid(openid: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "payer.openid",
             "1-128 letters, digits, '_' or '-'",
         ))
@@ -89,14 +89,14 @@ pub(crate) fn validate_payer(
         && ip.parse::<std::net::IpAddr>().is_err()
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "payer.client_ip",
             "must be an IPv4 or IPv6 address",
         ));
     }
     let Some(facts) = registry::method_facts(method) else {
         return Err(ApiError::invalid(
-            "method_unsupported",
+            ErrorCode::MethodUnsupported,
             "method",
             "no account of this merchant serves this method",
         ));
@@ -109,7 +109,7 @@ pub(crate) fn validate_payer(
         };
         if !present {
             return Err(ApiError::invalid(
-                "parameter_missing",
+                ErrorCode::ParameterMissing,
                 field.param(),
                 message,
             ));
@@ -118,7 +118,7 @@ pub(crate) fn validate_payer(
     match facts.payment_code {
         None if body.payment_code.is_some() => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                ErrorCode::ParameterInvalid,
                 "payer.payment_code",
                 "a payment code is only taken by payment_code methods",
             ));
@@ -130,7 +130,7 @@ pub(crate) fn validate_payer(
                 .is_some_and(|c| format.matches(c)) =>
         {
             return Err(ApiError::invalid(
-                "payment_code_invalid",
+                ErrorCode::PaymentCodeInvalid,
                 "payer.payment_code",
                 format!("not a {} payment code", method.provider()),
             ));
@@ -148,14 +148,14 @@ pub(crate) fn validate_payer(
 pub(crate) fn check_money(currency: &str, amount: i64) -> Result<Currency, ApiError> {
     let currency = Currency::parse(currency).map_err(|_| {
         ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "currency",
             "currency must be an upper-case ISO 4217 code",
         )
     })?;
     if amount <= 0 {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "amount",
             "amount must be a positive integer in minor units",
         ));
@@ -169,7 +169,7 @@ pub(crate) fn check_order_text(reference: &str, description: &str) -> Result<(),
         !reference.is_empty() && reference.len() <= 128 && !reference.chars().any(char::is_control);
     if !reference_ok {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "merchant_reference",
             "1-128 characters, no control characters",
         ));
@@ -179,7 +179,7 @@ pub(crate) fn check_order_text(reference: &str, description: &str) -> Result<(),
         && !description.chars().any(char::is_control);
     if !description_ok {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "description",
             "1-256 characters, no control characters",
         ));
@@ -196,7 +196,7 @@ pub(crate) fn check_url(param: &'static str, url: &str) -> Result<(), ApiError> 
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             param,
             "must be an http(s) URL of at most 512 bytes",
         ))
@@ -221,7 +221,7 @@ pub(crate) fn check_return_host(
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "return_host_not_allowed",
+            ErrorCode::ReturnHostNotAllowed,
             param,
             "the host is not one of the merchant's return_hosts",
         ))
@@ -239,7 +239,7 @@ pub(crate) fn check_metadata(
             .any(|(k, v)| k.is_empty() || k.len() > 40 || v.as_str().is_none_or(|s| s.len() > 500));
     if bad {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "metadata",
             format!("at most {max} string values, keys up to 40 and values up to 500 bytes"),
         ));
@@ -263,14 +263,14 @@ pub(crate) fn validate_create(
             .and_then(|p| p.payment_code.as_deref())
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_missing",
+                    ErrorCode::ParameterMissing,
                     "payer.payment_code",
                     "payment codes need the scanned code",
                 )
             })?;
         registry::method_for_payment_code(code).ok_or_else(|| {
             ApiError::invalid(
-                "payment_code_unsupported",
+                ErrorCode::PaymentCodeUnsupported,
                 "payer.payment_code",
                 format!(
                     "the code belongs to no wallet Moongate serves ({})",
@@ -281,7 +281,7 @@ pub(crate) fn validate_create(
     } else {
         PaymentMethod::parse(&body.method).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                ErrorCode::ParameterInvalid,
                 "method",
                 format!("unknown method; use one of {}", method_names()),
             )
@@ -297,7 +297,7 @@ pub(crate) fn validate_create(
         && body.return_url.is_none()
     {
         return Err(ApiError::invalid(
-            "parameter_missing",
+            ErrorCode::ParameterMissing,
             "return_url",
             "redirect methods need a return_url",
         ));
@@ -305,7 +305,7 @@ pub(crate) fn validate_create(
     let expires_in = body.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECS);
     if !(60..=15 * 24 * 3600).contains(&expires_in) {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            ErrorCode::ParameterInvalid,
             "expires_in_seconds",
             "must be between 60 seconds and 15 days",
         ));
@@ -315,7 +315,7 @@ pub(crate) fn validate_create(
     let channel = match &body.channel {
         Some(text) => Some(Channel::parse(text).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                ErrorCode::ParameterInvalid,
                 "channel",
                 "use web, mobile_web, in_app or point_of_sale",
             )
@@ -331,14 +331,14 @@ pub(crate) fn validate_create(
         .collect();
     if serving.is_empty() {
         return Err(ApiError::invalid(
-            "method_unsupported",
+            ErrorCode::MethodUnsupported,
             "method",
             "no account of this merchant serves this method",
         ));
     }
     if !serving.iter().any(|c| c.supports_currency(currency)) {
         return Err(ApiError::invalid(
-            "currency_unsupported",
+            ErrorCode::CurrencyUnsupported,
             "currency",
             format!("no account of this merchant can charge {currency} with this method"),
         ));
@@ -348,7 +348,7 @@ pub(crate) fn validate_create(
         Some(account_id) => {
             let account = merchant.account(account_id).ok_or_else(|| {
                 ApiError::invalid(
-                    "account_unknown",
+                    ErrorCode::AccountUnknown,
                     "account",
                     "no such provider account for this merchant",
                 )
@@ -372,7 +372,7 @@ pub(crate) fn validate_create(
             };
             let choice = merchant.routes.choose(&request, serves).ok_or_else(|| {
                 ApiError::invalid(
-                    "no_route",
+                    ErrorCode::NoRoute,
                     "method",
                     "no routing rule of this merchant takes this payment",
                 )
@@ -402,14 +402,14 @@ pub(crate) fn validate_create(
     let capabilities = account.adapter.capabilities();
     if !capabilities.supports_method(method) {
         return Err(ApiError::invalid(
-            "method_unsupported",
+            ErrorCode::MethodUnsupported,
             "method",
             "this account does not serve this method",
         ));
     }
     if !capabilities.supports_currency(currency) {
         return Err(ApiError::invalid(
-            "currency_unsupported",
+            ErrorCode::CurrencyUnsupported,
             "currency",
             format!("{} cannot charge {currency}", account.kind),
         ));

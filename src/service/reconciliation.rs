@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use time::{Date, OffsetDateTime};
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
 use crate::reconcile::report::Report;
 use crate::reconcile::run::{RunRequest, Source, format_day, reconcile};
@@ -28,6 +28,18 @@ pub(crate) fn report_json(report: &Report) -> Vec<u8> {
     let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert("object".to_owned(), "reconciliation".into());
+        // A break reads the same wherever the API lists it.
+        if let Some(serde_json::Value::Array(breaks)) = map.get_mut("breaks") {
+            for item in breaks
+                .iter_mut()
+                .filter_map(serde_json::Value::as_object_mut)
+            {
+                item.insert("object".to_owned(), "reconciliation_break".into());
+                item.insert("account".to_owned(), report.account_id.clone().into());
+                item.insert("statement_day".to_owned(), report.day.clone().into());
+                item.insert("reconciliation".to_owned(), report.run_id.clone().into());
+            }
+        }
     }
     to_bytes(&value)
 }
@@ -44,7 +56,7 @@ pub(crate) async fn run_now(
         let mut busy = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::ApiError,
-            "reconciliation_busy",
+            ErrorCode::ReconciliationBusy,
             "the gateway is running as many reconciliations as it runs at once; retry shortly",
         );
         busy.headers.push(("retry-after", "10".to_owned()));
@@ -65,7 +77,7 @@ pub(crate) async fn run_now(
         return Ok(Outcome::Refused(ApiError::new(
             StatusCode::CONFLICT,
             ErrorType::InvalidRequestError,
-            "reconciliation_in_progress",
+            ErrorCode::ReconciliationInProgress,
             "this account's day is being reconciled (or the daily run just did it); retry once it is done",
         )));
     }

@@ -8,8 +8,12 @@ use time::OffsetDateTime;
 pub use crate::net::CallError;
 use crate::net::HttpClient;
 
+/// Called with every request sent and the answer received (tests check answers against the
+/// API's contract with one).
+pub type Observer = std::sync::Arc<dyn Fn(&HttpRequest, &HttpResponse) + Send + Sync>;
+
 /// Signs and sends requests as one merchant key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MerchantClient {
     /// e.g. `http://127.0.0.1:8080`.
     pub base_url: String,
@@ -18,6 +22,17 @@ pub struct MerchantClient {
     /// Shared secret.
     pub secret: Vec<u8>,
     http: HttpClient,
+    observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for MerchantClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantClient")
+            .field("base_url", &self.base_url)
+            .field("key_id", &self.key_id)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MerchantClient {
@@ -32,7 +47,14 @@ impl MerchantClient {
             key_id: key_id.to_owned(),
             secret: secret.to_vec(),
             http,
+            observer: None,
         })
+    }
+
+    /// The same client, showing every exchange to `observer`.
+    pub fn observed(mut self, observer: Observer) -> MerchantClient {
+        self.observer = Some(observer);
+        self
     }
 
     /// Builds the signed request (exposed so tests can tamper with it).
@@ -70,7 +92,11 @@ impl MerchantClient {
 
     /// Sends a raw request.
     pub async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
-        self.http.send(request).await
+        let response = self.http.send(request).await?;
+        if let Some(observer) = &self.observer {
+            observer(request, &response);
+        }
+        Ok(response)
     }
 
     /// Signs with a fresh nonce and the current time, then sends.

@@ -2,6 +2,8 @@
 //! loopback with ephemeral ports, the checked-in test keys and a fresh SQLite ledger.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod contract;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,13 @@ pub struct Harness {
     /// The PostgreSQL schema holding the ledger, when it is not SQLite.
     pub schema: Option<PgSchema>,
     _dir: tempfile::TempDir,
+}
+
+/// A merchant client whose every `/v1` answer is checked against `openapi.yaml`.
+pub fn client(base: &str, key_id: &str, secret: &str) -> MerchantClient {
+    MerchantClient::new(base, key_id, secret.as_bytes())
+        .unwrap()
+        .observed(contract::observer())
 }
 
 async fn loopback() -> (TcpListener, SocketAddr) {
@@ -379,10 +388,10 @@ api_base_url = "http://{wechat_addr}"
             gateway,
             sandbox_addr,
             wechat_addr,
-            shop_a: MerchantClient::new(&base, "shop_a_k1", SHOP_A_SECRET.as_bytes()).unwrap(),
-            shop_b: MerchantClient::new(&base, "shop_b_k1", SHOP_B_SECRET.as_bytes()).unwrap(),
-            shop_c: MerchantClient::new(&base, "shop_c_k1", SHOP_C_SECRET.as_bytes()).unwrap(),
-            shop_d: MerchantClient::new(&base, "shop_d_k1", SHOP_D_SECRET.as_bytes()).unwrap(),
+            shop_a: client(&base, "shop_a_k1", SHOP_A_SECRET),
+            shop_b: client(&base, "shop_b_k1", SHOP_B_SECRET),
+            shop_c: client(&base, "shop_c_k1", SHOP_C_SECRET),
+            shop_d: client(&base, "shop_d_k1", SHOP_D_SECRET),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,
