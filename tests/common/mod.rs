@@ -191,6 +191,15 @@ impl Harness {
                             .unwrap_or("")
                             .to_owned()
                     };
+                    // The body must be the documented webhook event: one that is not is
+                    // refused (so never counted as delivered) and said why.
+                    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Err(problem) =
+                        contract::check_value("/components/schemas/WebhookEvent", &event)
+                    {
+                        eprintln!("webhook does not match openapi.yaml: {problem}\n{event}");
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
                     sink.lock().unwrap().push(Delivered {
                         signature: get("moongate-signature"),
                         event_id: get("moongate-event-id"),
