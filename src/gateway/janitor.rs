@@ -89,6 +89,11 @@ impl Gateway {
     /// which also learns of a late payment), then scheduled again further out. Returns how
     /// many were checked.
     pub async fn janitor_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        // Lapsed request nonces, once a pass (never on a request's path).
+        let purged = self.store.purge_nonces(now).await?;
+        if purged > 0 {
+            tracing::debug!(purged, "lapsed nonces deleted");
+        }
         let mut checked = 0;
         // Small claims, taken again until nothing is due (bounded, so a pass always ends).
         for _ in 0..JANITOR_CLAIMS_PER_PASS {

@@ -224,7 +224,8 @@ pub struct EventRecord {
 /// The ledger's storage: idempotency keys and request nonces.
 #[async_trait]
 pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
-    /// Records a request nonce; false when it was already used (replay).
+    /// Records a request nonce; false when it was already used (replay). A lapsed row of the
+    /// same nonce is taken over; lapsed rows are otherwise left to [`KeyStore::purge_nonces`].
     async fn remember_nonce(
         &self,
         merchant_id: &str,
@@ -232,6 +233,10 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
         now: OffsetDateTime,
         keep_until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Deletes nonces lapsed before `now` (the janitor's periodic job, not each request's);
+    /// returns how many.
+    async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Claims an idempotency key for an action on an existing resource.
     async fn claim_key(&self, claim: IdemClaim, resource_id: &str)

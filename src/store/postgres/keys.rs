@@ -25,16 +25,27 @@ impl KeyStore for PgStore {
         .await
         .map_err(db)?
         .rows_affected();
-        // Lapsed nonces go a few at a time; instances skip each other's rows.
-        sqlx::query(
-            "DELETE FROM nonces WHERE ctid IN (SELECT ctid FROM nonces WHERE keep_until < $1 \
-             LIMIT 64 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(ms(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
         Ok(inserted == 1)
+    }
+
+    async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        // In slices, so no statement holds many row locks; instances skip each other's rows.
+        let mut deleted = 0;
+        loop {
+            let slice = sqlx::query(
+                "DELETE FROM nonces WHERE ctid IN (SELECT ctid FROM nonces WHERE keep_until < $1 \
+                 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            deleted += slice;
+            if slice < 1000 {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {

@@ -10,13 +10,12 @@ impl CheckoutStore for SqliteStore {
         idem: IdemClaim,
         checkout: Checkout,
     ) -> Result<Begin<Checkout>, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            if let Some(found) = claim(&tx, &idem, &checkout.id)? {
+        self.write(move |conn| {
+            let tx = conn;
+            if let Some(found) = claim(tx, &idem, &checkout.id)? {
                 return Ok(cast(found));
             }
-            insert(&tx, &checkout)?;
-            tx.commit().map_err(db)?;
+            insert(tx, &checkout)?;
             Ok(Begin::Fresh(checkout))
         })
         .await
@@ -28,7 +27,7 @@ impl CheckoutStore for SqliteStore {
         id: &str,
     ) -> Result<Option<Checkout>, StoreError> {
         let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
-        self.run(move |conn| {
+        self.read(move |conn| {
             let found = load(conn, "id", &id)?;
             Ok(found.filter(|c| merchant_id.as_deref().is_none_or(|m| m == c.merchant_id)))
         })
@@ -37,7 +36,7 @@ impl CheckoutStore for SqliteStore {
 
     async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError> {
         let token = token.to_owned();
-        self.run(move |conn| load(conn, "token", &token)).await
+        self.read(move |conn| load(conn, "token", &token)).await
     }
 
     async fn begin_checkout_payment(
@@ -48,10 +47,10 @@ impl CheckoutStore for SqliteStore {
         max_payments: usize,
     ) -> Result<bool, StoreError> {
         let (checkout_id, expected) = (checkout_id.to_owned(), expected.map(str::to_owned));
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |conn| {
+            let tx = conn;
             let switched = switch_current(
-                &tx,
+                tx,
                 &checkout_id,
                 expected.as_deref(),
                 &payment.id,
@@ -61,16 +60,15 @@ impl CheckoutStore for SqliteStore {
             if !switched {
                 return Ok(false);
             }
-            insert_payment(&tx, &payment)?;
+            insert_payment(tx, &payment)?;
             append_event(
-                &tx,
+                tx,
                 &payment.merchant_id,
                 "payment.created",
                 &payment.id,
                 payment.to_api_json(),
                 payment.created_at,
             )?;
-            tx.commit().map_err(db)?;
             Ok(true)
         })
         .await
@@ -78,7 +76,7 @@ impl CheckoutStore for SqliteStore {
 
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError> {
         let checkout_id = checkout_id.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id IN \
                  (SELECT payment_id FROM checkout_payments WHERE checkout_id = ?1) ORDER BY seq"
@@ -121,9 +119,9 @@ CREATE TABLE IF NOT EXISTS checkout_payments (
 CREATE INDEX IF NOT EXISTS checkout_payments_by_checkout ON checkout_payments (checkout_id);
 "#;
 
-pub(super) fn insert(tx: &Transaction<'_>, c: &Checkout) -> Result<(), StoreError> {
+pub(super) fn insert(tx: &Connection, c: &Checkout) -> Result<(), StoreError> {
     let r = CheckoutRow::of(c)?;
-    tx.execute(
+    tx.exec(
         &format!(
             "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         ),
@@ -189,7 +187,7 @@ pub(super) fn load(
 /// Makes `new_payment` current if the current payment is still `expected` and the checkout
 /// is under its payment limit; records the link. `false`: nothing changed.
 pub(super) fn switch_current(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     checkout_id: &str,
     expected: Option<&str>,
     new_payment: &str,
@@ -197,7 +195,7 @@ pub(super) fn switch_current(
     max_payments: usize,
 ) -> Result<bool, StoreError> {
     let opened: i64 = tx
-        .query_row(
+        .row(
             "SELECT COUNT(*) FROM checkout_payments WHERE checkout_id = ?1",
             params![checkout_id],
             |row| row.get(0),
@@ -207,7 +205,7 @@ pub(super) fn switch_current(
         return Ok(false);
     }
     let changed = tx
-        .execute(
+        .exec(
             "UPDATE checkouts SET payment_id = ?3 WHERE id = ?1 AND payment_id IS ?2",
             params![checkout_id, expected, new_payment],
         )
@@ -215,7 +213,7 @@ pub(super) fn switch_current(
     if changed != 1 {
         return Ok(false);
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO checkout_payments (payment_id, checkout_id, opened_at) VALUES (?1, ?2, ?3)",
         params![new_payment, checkout_id, ms(opened_at)],
     )

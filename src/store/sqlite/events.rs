@@ -10,8 +10,8 @@ impl EventStore for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |conn| {
+            let tx = conn;
             let mut out = Vec::new();
             {
                 let mut stmt = tx
@@ -37,7 +37,6 @@ impl EventStore for SqliteStore {
                     lease.execute(params![item.event_seq, ms(lease_until)]).map_err(db)?;
                 }
             }
-            tx.commit().map_err(db)?;
             Ok(out)
         })
         .await
@@ -50,20 +49,19 @@ impl EventStore for SqliteStore {
         next_attempt_at: Option<OffsetDateTime>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        self.run(move |conn| {
+        self.write(move |conn| {
             let now = ms(OffsetDateTime::now_utc());
-            let tx = write_tx(conn)?;
-            tx.execute(
+            let tx = conn;
+            tx.exec(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
                 params![event_seq, next_attempt_at.map(ms), delivered, now, error],
             )
             .map_err(db)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
                 params![event_seq, now, delivered, error],
             )
             .map_err(db)?;
-            tx.commit().map_err(db)?;
             Ok(())
         })
         .await
@@ -75,9 +73,9 @@ impl EventStore for SqliteStore {
         event_id: &str,
     ) -> Result<Option<EventRecord>, StoreError> {
         let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
-        self.run(move |conn| {
+        self.read(move |conn| {
             let found = conn
-                .query_row(
+                .row(
                     "SELECT e.seq, e.body, o.attempts, o.next_attempt_at, o.delivered_at FROM events e \
                      LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = ?1 AND e.merchant_id = ?2",
                     params![event_id, merchant_id],
@@ -128,9 +126,9 @@ impl EventStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
-        self.run(move |conn| {
+        self.write(move |conn| {
             let changed = conn
-                .execute(
+                .exec(
                     "UPDATE outbox SET next_attempt_at = ?3, attempts = 0 \
                      WHERE event_seq = (SELECT seq FROM events WHERE id = ?1 AND merchant_id = ?2)",
                     params![event_id, merchant_id, ms(now)],
@@ -143,7 +141,7 @@ impl EventStore for SqliteStore {
 
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let object_id = object_id.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT seq, id, type, object_id FROM events WHERE object_id = ?1 ORDER BY seq",

@@ -10,7 +10,7 @@ impl JanitorStore for SqliteStore {
         before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Payment>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let open = open_payment_statuses();
             let sql = format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ({open}) AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"
@@ -32,7 +32,7 @@ impl JanitorStore for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Payment, u32)>, StoreError> {
-        self.run(move |conn| {
+        self.write(move |conn| {
             claim_due(conn, CheckTarget::Payment, now, lease_until, limit, |row| {
                 Ok((payment_from_row(row)?, count(row.get(23).map_err(db)?)))
             })
@@ -46,7 +46,7 @@ impl JanitorStore for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(Refund, u32)>, StoreError> {
-        self.run(move |conn| {
+        self.write(move |conn| {
             claim_due(conn, CheckTarget::Refund, now, lease_until, limit, |row| {
                 Ok((refund_from_row(row)?, count(row.get(10).map_err(db)?)))
             })
@@ -61,12 +61,12 @@ impl JanitorStore for SqliteStore {
         next_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let table = match target {
                 CheckTarget::Payment => "payments",
                 CheckTarget::Refund => "refunds",
             };
-            conn.execute(
+            conn.exec(
                 &format!(
                     "UPDATE {table} SET next_check_at = ?2, checks = checks + 1 WHERE id = ?1"
                 ),
@@ -83,7 +83,7 @@ impl JanitorStore for SqliteStore {
         before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Refund>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let open = open_refund_statuses();
             let sql = format!(
                 "SELECT {REFUND_COLUMNS} FROM refunds WHERE status IN ({open}) AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2"

@@ -12,27 +12,35 @@ impl KeyStore for SqliteStore {
         keep_until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let (merchant_id, nonce) = (merchant_id.to_owned(), nonce.to_owned());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            tx.execute("DELETE FROM nonces WHERE keep_until < ?1", params![ms(now)]).map_err(db)?;
-            let inserted = tx
-                .execute(
-                    "INSERT OR IGNORE INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3)",
-                    params![merchant_id, nonce, ms(keep_until)],
+        self.write_ahead(move |conn| {
+            let inserted = conn
+                .exec(
+                    "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
+                     WHERE nonces.keep_until < ?4",
+                    params![merchant_id, nonce, ms(keep_until), ms(now)],
                 )
                 .map_err(db)?;
-            tx.commit().map_err(db)?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let deleted = conn
+                .exec("DELETE FROM nonces WHERE keep_until < ?1", params![ms(now)])
+                .map_err(db)?;
+            Ok(deleted as u64)
         })
         .await
     }
 
     async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
         let resource_id = resource_id.to_owned();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let found = claim(&tx, &idem, &resource_id)?;
-            tx.commit().map_err(db)?;
+        self.write(move |conn| {
+            let tx = conn;
+            let found = claim(tx, &idem, &resource_id)?;
             Ok(found.unwrap_or(Begin::Fresh(())))
         })
         .await
@@ -47,8 +55,8 @@ impl KeyStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
-        self.run(move |conn| {
-            conn.execute(
+        self.write(move |conn| {
+            conn.exec(
                 "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5 WHERE merchant_id = ?1 AND key = ?2",
                 params![merchant_id, key, status, body, ms(now)],
             )
@@ -60,8 +68,8 @@ impl KeyStore for SqliteStore {
 
     async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
         let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
-        self.run(move |conn| {
-            conn.execute(
+        self.write(move |conn| {
+            conn.exec(
                 "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND status IS NULL",
                 params![merchant_id, key],
             )

@@ -1,6 +1,7 @@
 //! Embedded SQLite ledger: one file, WAL, `synchronous=FULL` (an acknowledged write survives
-//! power loss). One connection behind a mutex, used from `spawn_blocking`: SQLite serialises
-//! writers anyway, and every method is a single short transaction.
+//! power loss). Writes go to one writer thread that commits those of concurrent requests
+//! together (group commit, [`writer`]); reads use two connections of their own. Every method
+//! is one job: one savepoint inside the batch's transaction, durable before it answers.
 
 mod checkouts;
 mod events;
@@ -8,15 +9,16 @@ mod janitor;
 mod keys;
 mod payments;
 mod reconciliation;
+mod writer;
 
 use crate::store::rows::{open_payment_statuses, open_refund_statuses};
 use crate::store::{CheckoutStore, EventStore, JanitorStore, KeyStore, PaymentStore, ReconStore};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use moongate_contract::ProviderKind;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::{
@@ -163,8 +165,46 @@ CREATE TABLE IF NOT EXISTS inbox (
 /// The SQLite ledger.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
 }
+
+#[derive(Debug)]
+struct Inner {
+    writer: writer::Writer,
+    /// Read connections (a file ledger; an in-memory one reads through the writer).
+    readers: Option<writer::Readers>,
+}
+
+/// Every statement through the connection's statement cache: parsed once, not per call.
+pub(super) trait Cached {
+    /// `execute`, cached.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// `query_row`, cached.
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Read connections of a file ledger.
+const READERS: usize = 2;
+
+/// Prepared statements kept per connection (every statement the ledger runs is cached).
+const STATEMENT_CACHE: usize = 128;
 
 pub(super) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -182,16 +222,48 @@ impl SqliteStore {
         // Owner-only (the ledger holds cashier tokens and payer records); SQLite gives its
         // -wal and -shm files the same permissions.
         crate::private_fs::touch(path).map_err(|e| StoreError::Database(e.to_string()))?;
-        let conn = Connection::open(path).map_err(db)?;
-        Self::init(conn)
+        let conn = Self::init(Connection::open(path).map_err(db)?)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db)?;
+            reader
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(db)?;
+            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            readers.push(reader);
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: writer::Writer::start(conn)?,
+                readers: Some(writer::Readers::new(readers)),
+            }),
+        })
     }
 
     /// An in-memory ledger (tests, benchmarks).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(db)?)
+        let conn = Self::init(Connection::open_in_memory().map_err(db)?)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: writer::Writer::start(conn)?,
+                readers: None,
+            }),
+        })
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    /// Makes the ledger's next commit fail, as a full disk would: every write of that batch
+    /// is answered with an error (tests show none is answered as done).
+    pub fn fail_next_commit(&self) {
+        self.inner.writer.fail_next_commit();
+    }
+
+    /// The schema, pragmas and one-time steps, on the write connection.
+    fn init(conn: Connection) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -213,21 +285,21 @@ impl SqliteStore {
             ("payments", "paid_at", "INTEGER"),
         ] {
             let present: i64 = conn
-                .query_row(
+                .row(
                     "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
                     [table, column],
                     |row| row.get(0),
                 )
                 .map_err(db)?;
             if present == 0 {
-                conn.execute(
+                conn.exec(
                     &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
                     [],
                 )
                 .map_err(db)?;
                 if column == "paid_at" {
                     // Older ledgers: the last change of a succeeded payment is the best guess.
-                    conn.execute(
+                    conn.exec(
                         "UPDATE payments SET paid_at = updated_at WHERE status = 'succeeded'",
                         [],
                     )
@@ -251,10 +323,10 @@ impl SqliteStore {
         // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
         // payment code (earlier versions kept it).
         let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(db)?;
         if version < 1 {
-            conn.execute(
+            conn.exec(
                 &format!(
                     "UPDATE payments SET payer = json_remove(payer, '$.payment_code') \
                      WHERE payer LIKE '%\"payment_code\"%' AND status NOT IN ({})",
@@ -265,32 +337,45 @@ impl SqliteStore {
             .map_err(db)?;
             conn.pragma_update(None, "user_version", 1).map_err(db)?;
         }
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// A write: one job of the writer's next batch, answered once that batch is durable.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Database("ledger lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("ledger task failed: {e}")))?
+        self.inner.writer.write(f).await
+    }
+
+    /// A write answered before its commit ([`writer::Writer::write_ahead`]).
+    async fn write_ahead<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write_ahead(f).await
+    }
+
+    /// A read: on a read connection (the last commit, never waiting for the writer).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.inner.readers {
+            Some(readers) => readers.read(f).await,
+            None => self.inner.writer.write(f).await,
+        }
     }
 }
 
 /// Claims due janitor rows (open, next check passed) in one write transaction, leasing them
 /// until `lease_until`; `decode` reads a row of the table's columns followed by its check count.
 fn claim_due<T>(
-    conn: &mut Connection,
+    conn: &Connection,
     target: CheckTarget,
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
@@ -301,7 +386,7 @@ fn claim_due<T>(
         CheckTarget::Payment => ("payments", PAYMENT_COLUMNS, open_payment_statuses()),
         CheckTarget::Refund => ("refunds", REFUND_COLUMNS, open_refund_statuses()),
     };
-    let tx = write_tx(conn)?;
+    let tx = conn;
     let mut out = Vec::new();
     {
         let sql = format!(
@@ -325,13 +410,7 @@ fn claim_due<T>(
             lease.execute(params![id, ms(lease_until)]).map_err(db)?;
         }
     }
-    tx.commit().map_err(db)?;
     Ok(out.into_iter().map(|(_, item)| item).collect())
-}
-
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)
 }
 
 fn payment_from_row(row: &Row<'_>) -> Result<Payment, StoreError> {
@@ -402,7 +481,7 @@ fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> 
 /// Appends an event and its outbox row (when the merchant has a webhook it is delivered;
 /// the worker parks rows of merchants without one).
 fn append_event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     merchant_id: &str,
     kind: &str,
     object_id: &str,
@@ -411,13 +490,13 @@ fn append_event(
 ) -> Result<(), StoreError> {
     let id = new_id("evt");
     let body = event_json(&id, kind, now, object).to_string();
-    tx.execute(
+    tx.exec(
         "INSERT INTO events (id, merchant_id, type, object_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![id, merchant_id, kind, object_id, body, ms(now)],
     )
     .map_err(db)?;
     let seq = tx.last_insert_rowid();
-    tx.execute(
+    tx.exec(
         "INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) VALUES (?1, ?2, ?3)",
         params![seq, merchant_id, ms(now)],
     )
@@ -426,9 +505,9 @@ fn append_event(
 }
 
 /// Inserts a payment row (first check due 30 s after creation).
-fn insert_payment(tx: &Transaction<'_>, p: &Payment) -> Result<(), StoreError> {
+fn insert_payment(tx: &Connection, p: &Payment) -> Result<(), StoreError> {
     let r = PaymentRow::of(p)?;
-    tx.execute(
+    tx.exec(
         &format!(
             "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
         ),
@@ -464,12 +543,12 @@ fn insert_payment(tx: &Transaction<'_>, p: &Payment) -> Result<(), StoreError> {
 
 /// Inserts the key row, or reports what an existing one says.
 fn claim(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     claim: &IdemClaim,
     resource_id: &str,
 ) -> Result<Option<Begin<()>>, StoreError> {
     // Expired keys are forgotten lazily, at the moment the same key comes back.
-    tx.execute(
+    tx.exec(
         "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",
         params![
             claim.merchant_id,
@@ -479,7 +558,7 @@ fn claim(
     )
     .map_err(db)?;
     let existing = tx
-        .query_row(
+        .row(
             "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
             params![claim.merchant_id, claim.key],
             |row| {
@@ -497,7 +576,7 @@ fn claim(
     if let Some(existing) = existing {
         return existing.verdict(claim).map(Some);
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![claim.merchant_id, claim.key, claim.request_hash, resource_id, ms(claim.now)],
     )

@@ -9,22 +9,21 @@ impl PaymentStore for SqliteStore {
         idem: IdemClaim,
         payment: Payment,
     ) -> Result<Begin<Payment>, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            if let Some(found) = claim(&tx, &idem, &payment.id)? {
+        self.write(move |conn| {
+            let tx = conn;
+            if let Some(found) = claim(tx, &idem, &payment.id)? {
                 return Ok(cast(found));
             }
             let p = &payment;
-            insert_payment(&tx, p)?;
+            insert_payment(tx, p)?;
             append_event(
-                &tx,
+                tx,
                 &p.merchant_id,
                 "payment.created",
                 &p.id,
                 p.to_api_json(),
                 p.created_at,
             )?;
-            tx.commit().map_err(db)?;
             Ok(Begin::Fresh(payment))
         })
         .await
@@ -35,14 +34,14 @@ impl PaymentStore for SqliteStore {
         idem: IdemClaim,
         refund: Refund,
     ) -> Result<Begin<Refund>, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            if let Some(found) = claim(&tx, &idem, &refund.id)? {
+        self.write(move |conn| {
+            let tx = conn;
+            if let Some(found) = claim(tx, &idem, &refund.id)? {
                 return Ok(cast(found));
             }
-            let payment = load_payment(&tx, &refund.payment_id)?;
+            let payment = load_payment(tx, &refund.payment_id)?;
             let held: i64 = tx
-                .query_row(
+                .row(
                     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?1 AND status != 'failed'",
                     params![refund.payment_id],
                     |row| row.get(0),
@@ -50,7 +49,7 @@ impl PaymentStore for SqliteStore {
                 .map_err(db)?;
             refund_fits(payment.as_ref(), &refund, held)?;
             let r = RefundRow::of(&refund)?;
-            tx.execute(
+            tx.exec(
                 &format!("INSERT INTO refunds ({REFUND_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9 + {FIRST_CHECK_MS})"),
                 params![
                     r.id,
@@ -66,8 +65,7 @@ impl PaymentStore for SqliteStore {
                 ],
             )
             .map_err(db)?;
-            append_event(&tx, &refund.merchant_id, "refund.created", &refund.id, refund.to_api_json(), refund.created_at)?;
-            tx.commit().map_err(db)?;
+            append_event(tx, &refund.merchant_id, "refund.created", &refund.id, refund.to_api_json(), refund.created_at)?;
             Ok(Begin::Fresh(refund))
         })
         .await
@@ -79,7 +77,7 @@ impl PaymentStore for SqliteStore {
         id: &str,
     ) -> Result<Option<Payment>, StoreError> {
         let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
-        self.run(move |conn| {
+        self.read(move |conn| {
             let found = load_payment(conn, &id)?;
             Ok(found.filter(|p| merchant_id.as_deref().is_none_or(|m| m == p.merchant_id)))
         })
@@ -93,11 +91,11 @@ impl PaymentStore for SqliteStore {
         limit: u32,
     ) -> Result<(Vec<Payment>, bool), StoreError> {
         let (merchant_id, after) = (merchant_id.to_owned(), starting_after.map(str::to_owned));
-        self.run(move |conn| {
+        self.read(move |conn| {
             let cursor: i64 = match after {
                 None => i64::MAX,
                 Some(id) => conn
-                    .query_row(
+                    .row(
                         "SELECT seq FROM payments WHERE id = ?1 AND merchant_id = ?2",
                         params![id, merchant_id],
                         |row| row.get(0),
@@ -128,7 +126,7 @@ impl PaymentStore for SqliteStore {
         id: &str,
     ) -> Result<Option<Refund>, StoreError> {
         let (merchant_id, id) = (merchant_id.map(str::to_owned), id.to_owned());
-        self.run(move |conn| {
+        self.read(move |conn| {
             let found = load_refund(conn, &id)?;
             Ok(found.filter(|r| merchant_id.as_deref().is_none_or(|m| m == r.merchant_id)))
         })
@@ -143,14 +141,14 @@ impl PaymentStore for SqliteStore {
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError> {
         let id = id.to_owned();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let Some(mut payment) = load_payment(&tx, &id)? else {
+        self.write(move |conn| {
+            let tx = conn;
+            let Some(mut payment) = load_payment(tx, &id)? else {
                 return Ok(Updated::Missing);
             };
             if let Some(inbox) = &inbox {
                 let inserted = tx
-                    .execute(
+                    .exec(
                         "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![inbox.provider, inbox.account, inbox.dedupe_id, id, ms(now)],
                     )
@@ -160,16 +158,14 @@ impl PaymentStore for SqliteStore {
                 }
             }
             let Some(change) = decide(&payment) else {
-                tx.commit().map_err(db)?;
                 return Ok(Updated::Done { record: payment, changed: false });
             };
             let changed = apply_change(&mut payment, change);
             if !changed {
-                tx.commit().map_err(db)?;
                 return Ok(Updated::Done { record: payment, changed: false });
             }
             payment.updated_at = now;
-            tx.execute(
+            tx.exec(
                 "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
                  paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END, payer = ?7 WHERE id = ?1",
                 params![
@@ -184,8 +180,7 @@ impl PaymentStore for SqliteStore {
             )
             .map_err(db)?;
             let kind = format!("payment.{}", payment.status.as_str());
-            append_event(&tx, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
-            tx.commit().map_err(db)?;
+            append_event(tx, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
             Ok(Updated::Done { record: payment, changed: true })
         })
         .await
@@ -199,44 +194,44 @@ impl PaymentStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Updated<Refund>, StoreError> {
         let id = id.to_owned();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let Some(mut refund) = load_refund(&tx, &id)? else {
+        self.write(move |conn| {
+            let tx = conn;
+            let Some(mut refund) = load_refund(tx, &id)? else {
                 return Ok(Updated::Missing);
             };
             if !refund.status.can_become(status) {
-                tx.commit().map_err(db)?;
                 return Ok(Updated::Done { record: refund, changed: false });
             }
             refund.status = status;
             refund.failure = failure;
             refund.updated_at = now;
-            tx.execute(
+            tx.exec(
                 "UPDATE refunds SET status = ?2, failure = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, status.as_str(), json_opt(&refund.failure)?, ms(now)],
             )
             .map_err(db)?;
             let kind = format!("refund.{}", status.as_str());
-            append_event(&tx, &refund.merchant_id, &kind, &refund.id, refund.to_api_json(), now)?;
+            append_event(tx, &refund.merchant_id, &kind, &refund.id, refund.to_api_json(), now)?;
             if status == RefundStatus::Succeeded {
-                tx.execute(
+                tx.exec(
                     "UPDATE payments SET amount_refunded = amount_refunded + ?2, updated_at = ?3 WHERE id = ?1",
                     params![refund.payment_id, refund.amount, ms(now)],
                 )
                 .map_err(db)?;
-                if let Some(payment) = load_payment(&tx, &refund.payment_id)? {
-                    append_event(&tx, &payment.merchant_id, "payment.refunded", &payment.id, payment.to_api_json(), now)?;
+                if let Some(payment) = load_payment(tx, &refund.payment_id)? {
+                    append_event(tx, &payment.merchant_id, "payment.refunded", &payment.id, payment.to_api_json(), now)?;
                 }
             }
-            tx.commit().map_err(db)?;
             Ok(Updated::Done { record: refund, changed: true })
         })
         .await
     }
 
+    /// Written ahead: the attempt log is what happened at the provider, and the change it led
+    /// to (awaited by the caller) commits with it or after it.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
-        self.run(move |conn| {
-            conn.execute(
+        self.write_ahead(move |conn| {
+            conn.exec(
                 "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     attempt.payment_id,
@@ -256,7 +251,7 @@ impl PaymentStore for SqliteStore {
 
     async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError> {
         let payment_id = payment_id.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT payment_id, COALESCE(account_id, ''), refund_id, operation, started_at, elapsed_ms, outcome \
@@ -291,27 +286,25 @@ impl PaymentStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<Payment>, StoreError> {
         let (payment_id, from, to) = (payment_id.to_owned(), from.to_owned(), to.to_owned());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
+        self.write(move |conn| {
+            let tx = conn;
             let changed = tx
-                .execute(
+                .exec(
                     "UPDATE payments SET account_id = ?3, provider = ?4, updated_at = ?5 \
                      WHERE id = ?1 AND account_id = ?2 AND status = 'pending'",
                     params![payment_id, from, to, provider.as_str(), ms(now)],
                 )
                 .map_err(db)?;
             if changed == 0 {
-                tx.commit().map_err(db)?;
                 return Ok(None);
             }
             let payment = tx
-                .query_row(
+                .row(
                     &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"),
                     params![payment_id],
                     |row| Ok(payment_from_row(row)),
                 )
                 .map_err(db)??;
-            tx.commit().map_err(db)?;
             Ok(Some(payment))
         })
         .await

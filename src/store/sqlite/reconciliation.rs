@@ -16,7 +16,7 @@ impl ReconStore for SqliteStore {
         to: OffsetDateTime,
     ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
         let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
-        self.run(move |conn| ledger_window(conn, &merchant_id, &account_id, from, to))
+        self.read(move |conn| ledger_window(conn, &merchant_id, &account_id, from, to))
             .await
     }
 
@@ -28,7 +28,7 @@ impl ReconStore for SqliteStore {
         refund_ids: Vec<String>,
     ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), StoreError> {
         let (merchant_id, account_id) = (merchant_id.to_owned(), account_id.to_owned());
-        self.run(move |conn| lookup(conn, &merchant_id, &account_id, &payment_ids, &refund_ids))
+        self.read(move |conn| lookup(conn, &merchant_id, &account_id, &payment_ids, &refund_ids))
             .await
     }
 
@@ -38,16 +38,16 @@ impl ReconStore for SqliteStore {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.run(move |conn| claim_daily(conn, &claim, now, lease_until))
+        self.write(move |conn| claim_daily(conn, &claim, now, lease_until))
             .await
     }
 
     async fn release_daily_run(&self, claim: DailyClaim) -> Result<(), StoreError> {
-        self.run(move |conn| release_daily(conn, &claim)).await
+        self.write(move |conn| release_daily(conn, &claim)).await
     }
 
     async fn save_statement(&self, record: StatementRecord) -> Result<(), StoreError> {
-        self.run(move |conn| save_statement(conn, &record)).await
+        self.write(move |conn| save_statement(conn, &record)).await
     }
 
     async fn save_recon_run(
@@ -55,7 +55,7 @@ impl ReconStore for SqliteStore {
         run: ReconRun,
         breaks: Vec<Break>,
     ) -> Result<Vec<Break>, StoreError> {
-        self.run(move |conn| save_run(conn, &run, breaks)).await
+        self.write(move |conn| save_run(conn, &run, breaks)).await
     }
 
     async fn recon_run(
@@ -64,7 +64,7 @@ impl ReconStore for SqliteStore {
         run_id: &str,
     ) -> Result<Option<(ReconRun, Vec<Break>)>, StoreError> {
         let (merchant_id, run_id) = (merchant_id.map(str::to_owned), run_id.to_owned());
-        self.run(move |conn| run(conn, merchant_id.as_deref(), &run_id))
+        self.read(move |conn| run(conn, merchant_id.as_deref(), &run_id))
             .await
     }
 
@@ -79,7 +79,7 @@ impl ReconStore for SqliteStore {
             account_id.to_owned(),
             day.to_owned(),
         );
-        self.run(move |conn| latest_run(conn, &merchant_id, &account_id, &day))
+        self.read(move |conn| latest_run(conn, &merchant_id, &account_id, &day))
             .await
     }
 
@@ -89,7 +89,7 @@ impl ReconStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<ReconRun>, StoreError> {
         let merchant_id = merchant_id.map(str::to_owned);
-        self.run(move |conn| runs(conn, merchant_id.as_deref(), limit))
+        self.read(move |conn| runs(conn, merchant_id.as_deref(), limit))
             .await
     }
 
@@ -100,7 +100,7 @@ impl ReconStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredBreak>, StoreError> {
         let merchant_id = merchant_id.map(str::to_owned);
-        self.run(move |conn| breaks(conn, merchant_id.as_deref(), status, limit))
+        self.read(move |conn| breaks(conn, merchant_id.as_deref(), status, limit))
             .await
     }
 
@@ -110,7 +110,7 @@ impl ReconStore for SqliteStore {
         break_id: &str,
     ) -> Result<Option<StoredBreak>, StoreError> {
         let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
-        self.run(move |conn| break_by_id(conn, merchant_id.as_deref(), &break_id))
+        self.read(move |conn| break_by_id(conn, merchant_id.as_deref(), &break_id))
             .await
     }
 
@@ -123,7 +123,7 @@ impl ReconStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<StoredBreak>, StoreError> {
         let (merchant_id, break_id) = (merchant_id.map(str::to_owned), break_id.to_owned());
-        self.run(move |conn| {
+        self.write(move |conn| {
             set_break_status(conn, merchant_id.as_deref(), &break_id, status, note, now)
         })
         .await
@@ -134,26 +134,25 @@ impl ReconStore for SqliteStore {
         payment: Payment,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            if load_payment(&tx, &payment.id)?.is_some() {
+        self.write(move |conn| {
+            let tx = conn;
+            if load_payment(tx, &payment.id)?.is_some() {
                 return Ok(false);
             }
-            insert_payment(&tx, &payment)?;
-            tx.execute(
+            insert_payment(tx, &payment)?;
+            tx.exec(
                 "UPDATE payments SET paid_at = ?2, next_check_at = NULL WHERE id = ?1",
                 params![payment.id, ms(now)],
             )
             .map_err(db)?;
             append_event(
-                &tx,
+                tx,
                 &payment.merchant_id,
                 "payment.succeeded",
                 &payment.id,
                 payment.to_api_json(),
                 now,
             )?;
-            tx.commit().map_err(db)?;
             Ok(true)
         })
         .await
@@ -219,7 +218,7 @@ pub(super) fn claim_daily(
     lease_until: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let changed = conn
-        .execute(
+        .exec(
             &CLAIM_DAILY.replace('$', "?"),
             params![
                 claim.merchant_id,
@@ -235,7 +234,7 @@ pub(super) fn claim_daily(
 }
 
 pub(super) fn release_daily(conn: &Connection, claim: &DailyClaim) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         &RELEASE_DAILY.replace('$', "?"),
         params![claim.merchant_id, claim.account_id, claim.day, claim.holder],
     )
@@ -345,7 +344,7 @@ pub(super) fn lookup(
 }
 
 pub(super) fn save_statement(conn: &Connection, r: &StatementRecord) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO statements (id, merchant_id, account_id, provider, day, source, sha256, path, bytes, fetched_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
@@ -382,15 +381,13 @@ fn stored_break(row: &Row<'_>) -> Result<StoredBreak, StoreError> {
 }
 
 pub(super) fn save_run(
-    conn: &mut Connection,
+    conn: &Connection,
     run: &ReconRun,
     breaks: Vec<Break>,
 ) -> Result<Vec<Break>, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(db)?;
+    let tx = conn;
     let now = ms(run.finished_at);
-    tx.execute(
+    tx.exec(
         "INSERT INTO recon_runs (id, merchant_id, account_id, day, statement_id, finished_at, report) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -474,13 +471,12 @@ pub(super) fn save_run(
             stored.push(record);
         }
     }
-    tx.execute(
+    tx.exec(
         "UPDATE recon_breaks SET status = 'resolved', note = 'no longer found by run ' || ?4, updated_at = ?5 \
          WHERE merchant_id = ?1 AND account_id = ?2 AND day = ?3 AND run_id != ?4 AND status = 'open'",
         params![run.merchant_id, run.account_id, run.day, run.id, now],
     )
     .map_err(db)?;
-    tx.commit().map_err(db)?;
     Ok(stored)
 }
 
@@ -566,18 +562,16 @@ pub(super) fn breaks(
 }
 
 pub(super) fn set_break_status(
-    conn: &mut Connection,
+    conn: &Connection,
     merchant_id: Option<&str>,
     break_id: &str,
     status: BreakStatus,
     note: Option<String>,
     now: OffsetDateTime,
 ) -> Result<Option<StoredBreak>, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(db)?;
+    let tx = conn;
     let changed = tx
-        .execute(
+        .exec(
             "UPDATE recon_breaks SET status = ?3, note = ?4, updated_at = ?5 \
              WHERE id = ?1 AND (?2 IS NULL OR merchant_id = ?2)",
             params![break_id, merchant_id, status.as_str(), note, ms(now)],
@@ -587,13 +581,12 @@ pub(super) fn set_break_status(
         return Ok(None);
     }
     let found = tx
-        .query_row(
+        .row(
             &format!("SELECT {BREAK_FIELDS} FROM recon_breaks WHERE id = ?1"),
             params![break_id],
             |row| Ok(stored_break(row)),
         )
         .map_err(db)??;
-    tx.commit().map_err(db)?;
     Ok(Some(found))
 }
 

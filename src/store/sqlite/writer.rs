@@ -1,0 +1,256 @@
+//! Group commit: one thread owns the write connection and commits the writes of concurrent
+//! requests together, one transaction and one fsync for all of them; reads use connections of
+//! their own (WAL lets them read the last commit while the writer works) and never wait for an
+//! fsync.
+//!
+//! Each write is a job: a closure over the connection, run inside the batch's transaction in a
+//! savepoint of its own, so a job that fails (or panics) is rolled back alone and the others
+//! still commit. A job's caller is answered only after the `COMMIT` that holds its writes has
+//! returned (with `synchronous=FULL`, after the fsync): no answer leaves before its write is
+//! durable, and when the commit fails every job of the batch gets the error.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::db;
+use crate::store::StoreError;
+
+/// Jobs taken into one transaction at most (a bound on how long one commit holds others).
+const MAX_BATCH: usize = 256;
+
+/// What a job leaves for after the commit: sends the caller its result.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One write: run in a batch, or refused without running when no transaction could start.
+trait Job: Send {
+    fn run(self: Box<Self>, conn: &Connection) -> Reply;
+    fn refuse(self: Box<Self>, message: String);
+}
+
+struct Write<T, F> {
+    work: F,
+    answer: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    /// Answer as soon as the work ran, before its commit (see [`Writer::write_ahead`]).
+    early: bool,
+}
+
+impl<T, F> Job for Write<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Reply {
+        let Write {
+            work,
+            answer,
+            early,
+        } = *self;
+        let outcome = in_savepoint(conn, work);
+        if early {
+            let _ = answer.send(outcome);
+            return Box::new(|_| {});
+        }
+        Box::new(move |committed: Result<(), String>| {
+            let result = match committed {
+                Ok(()) => outcome,
+                // The work's own error says more than the failed commit it caused.
+                Err(message) => outcome.and(Err(StoreError::Database(message))),
+            };
+            let _ = answer.send(result);
+        })
+    }
+
+    fn refuse(self: Box<Self>, message: String) {
+        let _ = self.answer.send(Err(StoreError::Database(message)));
+    }
+}
+
+/// Test hook: when set, the next commit fails as a full disk would (`tests/` use it to show
+/// that a job whose commit failed is never answered with success).
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    fail_next_commit: std::sync::atomic::AtomicBool,
+}
+
+/// The write side: the queue to the writer thread.
+pub(super) struct Writer {
+    queue: mpsc::Sender<Box<dyn Job>>,
+    faults: Arc<Faults>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. It ends when the last `Writer` is dropped.
+    pub(super) fn start(conn: Connection) -> Result<Writer, StoreError> {
+        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
+        let faults = Arc::new(Faults::default());
+        let thread_faults = Arc::clone(&faults);
+        std::thread::Builder::new()
+            .name("moongate-ledger-writer".to_owned())
+            .spawn(move || run(conn, jobs, thread_faults))
+            .map_err(|e| StoreError::Database(format!("ledger writer thread: {e}")))?;
+        Ok(Writer { queue, faults })
+    }
+
+    /// Runs `work` in the next batch and answers once that batch's commit is durable.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    /// Runs `work` in the next batch and answers as soon as it ran, before the batch commits.
+    /// Only for writes that need no durability of their own because whatever they guard is
+    /// written after them: the queue is in order, so any later write of the same request
+    /// commits in the same batch or a later one, and its answer waits for that. (A request
+    /// nonce: the effects it protects against replaying are all later writes.)
+    pub(super) async fn write_ahead<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(work, true).await
+    }
+
+    async fn submit<T, F>(&self, work: F, early: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Box<dyn Job> = Box::new(Write {
+            work,
+            answer,
+            early,
+        });
+        self.queue
+            .send(job)
+            .map_err(|_| StoreError::Database("the ledger writer has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Database("the ledger writer dropped a write".into()))?
+    }
+
+    /// Makes the next commit fail (tests).
+    pub(super) fn fail_next_commit(&self) {
+        self.faults
+            .fail_next_commit
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs one job between `SAVEPOINT` and `RELEASE`, rolled back to the savepoint when it fails
+/// or panics.
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(db)?;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+        Err(StoreError::Database(
+            "a ledger write panicked; it was rolled back".into(),
+        ))
+    });
+    let end = if outcome.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end).map_err(db)?;
+    outcome
+}
+
+fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, faults: Arc<Faults>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("ledger transaction: {error}");
+            for job in batch {
+                job.refuse(message.clone());
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(&conn)).collect();
+        let fault = faults
+            .fail_next_commit
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let committed = if fault {
+            Err("ledger commit failed (injected fault)".to_owned())
+        } else {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| format!("ledger commit: {e}"))
+        };
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+/// Read connections: each read takes a free one (or waits for the first), in `spawn_blocking`.
+pub(super) struct Readers {
+    pool: Vec<Arc<Mutex<Connection>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Readers({})", self.pool.len())
+    }
+}
+
+impl Readers {
+    pub(super) fn new(pool: Vec<Connection>) -> Readers {
+        Readers {
+            pool: pool.into_iter().map(|c| Arc::new(Mutex::new(c))).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = self.pool.len().max(1);
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            // A free connection if there is one, else the one this read was dealt.
+            for offset in 0..count {
+                if let Some(conn) = pool.get((start + offset) % count)
+                    && let Ok(guard) = conn.try_lock()
+                {
+                    return work(&guard);
+                }
+            }
+            let conn = pool
+                .get(start % count)
+                .ok_or_else(|| StoreError::Database("no ledger read connection".into()))?;
+            let guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("ledger read lock poisoned".into()))?;
+            work(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("ledger read task failed: {e}")))?
+    }
+}
