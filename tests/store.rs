@@ -25,8 +25,8 @@ use moongate::reconcile::{Break, BreakStatus, Category, StatementRecord};
 use moongate::store::postgres::PgStore;
 use moongate::store::sqlite::SqliteStore;
 use moongate::store::{
-    Attempt, Begin, CheckTarget, DailyClaim, IdemClaim, InboxKey, ReconRun, RefundRefusal, Store,
-    StoreError, Updated,
+    Attempt, Begin, CheckTarget, DailyClaim, IdemClaim, InboxKey, PaymentStore, ReconRun,
+    RefundRefusal, Store, StoreError, Updated,
 };
 use moongate_contract::{Currency, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
@@ -1086,4 +1086,92 @@ async fn listing_switching_attempts_and_repairs(store: Arc<dyn Store>) {
             .iter()
             .all(|(p, _)| p.id != "pay_rep")
     );
+}
+
+// Issue 17: the SQLite writer commits concurrent writes together, and answers none before its
+// commit is durable.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("ledger.db")).unwrap());
+    let before = store.write_stats();
+    // 64 creates in flight at once: the writer takes what is queued into one transaction.
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let store = Arc::clone(&store);
+        creates.spawn(async move {
+            store
+                .begin_payment(
+                    claim(&format!("gc-{i}"), "h"),
+                    payment(&format!("pay_gc{i}"), 100),
+                )
+                .await
+        });
+    }
+    for created in creates.join_all().await {
+        assert!(matches!(created.unwrap(), Begin::Fresh(_)));
+    }
+    let after = store.write_stats();
+    let (jobs, commits) = (after.jobs - before.jobs, after.commits - before.commits);
+    assert_eq!(jobs, 64);
+    assert!(commits <= 16, "64 writes took {commits} commits");
+    // Every one of them is in the file, as a fresh reader sees it.
+    let reader = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+    for i in 0..64 {
+        assert!(
+            reader
+                .payment(None, &format!("pay_gc{i}"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_is_answered_as_done_when_its_commit_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    store
+        .begin_payment(claim("ok-0", "h"), payment("pay_kept", 100))
+        .await
+        .unwrap();
+    // The next commit fails (as a full disk would): the writes of that batch are all refused,
+    // and none of them is in the ledger afterwards.
+    store.fail_next_commit();
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        attempts.spawn(async move {
+            let result = store
+                .begin_payment(
+                    claim(&format!("lost-{i}"), "h"),
+                    payment(&format!("pay_lost{i}"), 100),
+                )
+                .await;
+            (i, result)
+        });
+    }
+    let mut results: Vec<_> = attempts.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    assert!(refused >= 1, "the failed commit was answered as done");
+    let reopened = SqliteStore::open(&path).unwrap();
+    for (i, result) in results.iter().enumerate() {
+        let stored = reopened
+            .payment(None, &format!("pay_lost{i}"))
+            .await
+            .unwrap();
+        // Answered done ⇔ durable.
+        assert_eq!(result.is_ok(), stored.is_some(), "pay_lost{i}: {result:?}");
+    }
+    assert!(reopened.payment(None, "pay_kept").await.unwrap().is_some());
+    // The writer goes on after a failed commit.
+    store
+        .begin_payment(claim("after", "h"), payment("pay_after", 100))
+        .await
+        .unwrap();
 }

@@ -11,6 +11,8 @@ mod payments;
 mod reconciliation;
 mod writer;
 
+pub use writer::WriteStats;
+
 use crate::store::rows::{open_payment_statuses, open_refund_statuses};
 use crate::store::{CheckoutStore, EventStore, JanitorStore, KeyStore, PaymentStore, ReconStore};
 use std::path::Path;
@@ -260,6 +262,11 @@ impl SqliteStore {
     /// is answered with an error (tests show none is answered as done).
     pub fn fail_next_commit(&self) {
         self.inner.writer.fail_next_commit();
+    }
+
+    /// How many writes shared how many commits so far.
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.writer.stats()
     }
 
     /// The schema, pragmas and one-time steps, on the write connection.

@@ -73,6 +73,19 @@ where
 #[derive(Debug, Default)]
 pub(super) struct Faults {
     fail_next_commit: std::sync::atomic::AtomicBool,
+    /// Transactions committed (or tried) so far.
+    commits: std::sync::atomic::AtomicU64,
+    /// Jobs run so far.
+    jobs: std::sync::atomic::AtomicU64,
+}
+
+/// How many writes shared how many commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Writes run.
+    pub jobs: u64,
+    /// Commits made for them.
+    pub commits: u64,
 }
 
 /// The write side: the queue to the writer thread.
@@ -141,6 +154,15 @@ impl Writer {
             .map_err(|_| StoreError::Database("the ledger writer dropped a write".into()))?
     }
 
+    /// Writes and commits so far.
+    pub(super) fn stats(&self) -> WriteStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteStats {
+            jobs: self.faults.jobs.load(Relaxed),
+            commits: self.faults.commits.load(Relaxed),
+        }
+    }
+
     /// Makes the next commit fail (tests).
     pub(super) fn fail_next_commit(&self) {
         self.faults
@@ -186,6 +208,12 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, faults: Arc<Faults>
             }
             continue;
         }
+        faults
+            .jobs
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        faults
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(&conn)).collect();
         let fault = faults
             .fail_next_commit
