@@ -3,7 +3,13 @@
 //! Prints per-operation costs of the Alipay adapter's pure work (RSA-2048 signing is the floor:
 //! ~0.6 ms on the 2-core reference machine) and of whole `POST /v1/payments` calls through the
 //! gateway against the local sandbox (which itself verifies and signs: two more RSA operations).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::float_arithmetic,
+    clippy::indexing_slicing
+)]
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,7 @@ fn main() {
             .sign_base64(format!("message {i}").as_bytes())
             .unwrap();
     }
+    let rsa = start.elapsed() / n;
     report("RSA-2048 SHA256withRSA sign (floor)", n, start.elapsed());
 
     let adapter = AlipayAdapter::new(&AccountKeys {
@@ -155,7 +162,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(end_to_end(None));
+    runtime.block_on(end_to_end(None, rsa));
     // The same calls on a PostgreSQL ledger (a fresh schema), when a server is named.
     match std::env::var("MOONGATE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => runtime.block_on(async {
@@ -166,7 +173,11 @@ fn main() {
                 .await
                 .unwrap();
             let joiner = if url.contains('?') { '&' } else { '?' };
-            end_to_end(Some(&format!("{url}{joiner}options[search_path]={schema}"))).await;
+            end_to_end(
+                Some(&format!("{url}{joiner}options[search_path]={schema}")),
+                rsa,
+            )
+            .await;
             sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
                 .execute(&admin)
                 .await
@@ -179,11 +190,13 @@ fn main() {
 /// The create request every end-to-end call sends (each under its own idempotency key).
 const CREATE: &[u8] = br#"{"amount":8888,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
 
-/// A gateway from `config_text` on `listener`, and the bench merchant's client for it.
+/// A gateway from `config_text` on `listener` (on `store` when given), and the bench
+/// merchant's client for it.
 async fn gateway(
     config_text: &str,
     dir: &std::path::Path,
     listener: tokio::net::TcpListener,
+    store: Option<std::sync::Arc<dyn moongate::store::Store>>,
 ) -> (
     moongate::server::Running,
     moongate_testkit::client::MerchantClient,
@@ -193,7 +206,10 @@ async fn gateway(
         .unwrap()
         .build(dir)
         .unwrap();
-    let store = moongate::server::open_store(&config).await.unwrap();
+    let store = match store {
+        Some(store) => store,
+        None => moongate::server::open_store(&config).await.unwrap(),
+    };
     let running = moongate::server::start_on(config, store, listener)
         .await
         .unwrap();
@@ -206,14 +222,19 @@ async fn gateway(
     (running, client)
 }
 
-/// `n` create calls from 8 concurrent workers, spread over `clients` (one per gateway).
-async fn hammer(clients: &[moongate_testkit::client::MerchantClient], n: u32, tag: &str) {
+/// `n` create calls from `workers` concurrent workers, spread over `clients` (one per gateway).
+async fn hammer(
+    clients: &[moongate_testkit::client::MerchantClient],
+    n: u32,
+    workers: usize,
+    tag: &str,
+) {
     let mut tasks = Vec::new();
-    for worker in 0..8_usize {
+    for worker in 0..workers {
         let client = clients.iter().cycle().nth(worker).unwrap().clone();
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
-            for i in 0..n / 8 {
+            for i in 0..n / workers as u32 {
                 let key = format!("bench-{tag}{worker}-{i}");
                 let response = client
                     .call(
@@ -233,7 +254,32 @@ async fn hammer(clients: &[moongate_testkit::client::MerchantClient], n: u32, ta
     }
 }
 
-async fn end_to_end(database_url: Option<&str>) {
+/// The median and 99th percentile of `samples`.
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+/// A bare fsync in `dir`: 100 bytes appended and `sync_data`, `n` times.
+fn bare_fsync(dir: &std::path::Path, n: usize) -> (Duration, Duration) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fsync.probe"))
+        .unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        file.write_all(&[b'x'; 100]).unwrap();
+        file.sync_data().unwrap();
+        samples.push(start.elapsed());
+    }
+    percentiles(&mut samples)
+}
+
+async fn end_to_end(database_url: Option<&str>, rsa: Duration) {
     let ledger = if database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -287,11 +333,25 @@ provider = "alipay"
 settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 "#
     );
-    let (_running, client) = gateway(&config_text, dir.path(), listener).await;
+    // SQLite: the store is opened here so its write counters can be read.
+    let sqlite = match database_url {
+        None => Some(std::sync::Arc::new(
+            moongate::store::sqlite::SqliteStore::open(&dir.path().join("moongate.db")).unwrap(),
+        )),
+        Some(_) => None,
+    };
+    let store = sqlite
+        .clone()
+        .map(|s| s as std::sync::Arc<dyn moongate::store::Store>);
+    let stats = || sqlite.as_ref().map(|s| s.write_stats());
+    let (_running, client) = gateway(&config_text, dir.path(), listener, store).await;
     let n = 300;
+    let before = stats();
+    let mut samples = Vec::with_capacity(n as usize);
     let start = Instant::now();
     for i in 0..n {
         let key = format!("bench-{i}");
+        let one = Instant::now();
         let response = client
             .call(
                 moongate_contract::HttpMethod::Post,
@@ -301,21 +361,60 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
             )
             .await
             .unwrap();
+        samples.push(one.elapsed());
         assert_eq!(response.status, 201);
     }
+    let elapsed = start.elapsed();
     report(
         &format!("POST /v1/payments, sequential, {ledger}"),
         n,
-        start.elapsed(),
+        elapsed,
     );
+    let (p50, p99) = percentiles(&mut samples);
+    println!(
+        "  = {:.2} RSA signatures per create (this run's signature: {rsa:.1?}); latency p50 {p50:.1?}, p99 {p99:.1?}",
+        (elapsed / n).as_secs_f64() / rsa.as_secs_f64()
+    );
+    let per_create = |before: Option<moongate::store::sqlite::WriteStats>, creates: u32| {
+        if let (Some(b), Some(a)) = (before, stats()) {
+            println!(
+                "  ledger writes per create {:.2}, commits (fsyncs of the WAL) per create {:.2}",
+                (a.jobs - b.jobs) as f64 / f64::from(creates),
+                (a.commits - b.commits) as f64 / f64::from(creates)
+            );
+        }
+    };
+    per_create(before, n);
+    if database_url.is_none() {
+        let (p50, p99) = bare_fsync(dir.path(), 300);
+        println!(
+            "bare fsync (100 B append + fdatasync) in the ledger's folder: p50 {p50:.1?}, p99 {p99:.1?}"
+        );
+    }
 
-    let start = Instant::now();
-    hammer(std::slice::from_ref(&client), n, "c").await;
-    report(
-        &format!("POST /v1/payments, 8 concurrent, {ledger}"),
-        (n / 8) * 8,
-        start.elapsed(),
-    );
+    for workers in [8_usize, 64] {
+        let before = stats();
+        let start = Instant::now();
+        hammer(
+            std::slice::from_ref(&client),
+            n,
+            workers,
+            &format!("c{workers}-"),
+        )
+        .await;
+        let done = (n / workers as u32) * workers as u32;
+        let elapsed = start.elapsed();
+        report(
+            &format!("POST /v1/payments, {workers} concurrent, {ledger}"),
+            done,
+            elapsed,
+        );
+        println!(
+            "  = {:.2} RSA signatures of wall time per create",
+            (elapsed / done).as_secs_f64() / rsa.as_secs_f64()
+        );
+        per_create(before, done);
+    }
     if database_url.is_some() {
         // A second gateway on the same PostgreSQL ledger, clients spread over both.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -323,9 +422,9 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
             &addr.to_string(),
             &listener.local_addr().unwrap().to_string(),
         );
-        let (_second, other) = gateway(&text, dir.path(), listener).await;
+        let (_second, other) = gateway(&text, dir.path(), listener, None).await;
         let start = Instant::now();
-        hammer(&[client.clone(), other], n, "two").await;
+        hammer(&[client.clone(), other], n, 8, "two").await;
         report(
             "POST /v1/payments, 8 concurrent, 2 gateways, PostgreSQL",
             (n / 8) * 8,
