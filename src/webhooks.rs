@@ -39,6 +39,14 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempts: u32, jitter_unit: u8) -> 
     Duration::from_millis(base - base / 5 + jitter)
 }
 
+/// A uniform jitter unit in 0..=254 from the system's random source (so retries of many
+/// events spread over the whole ±20 %, early and late alike).
+fn jitter_unit() -> u8 {
+    let mut byte = [0_u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    (u16::from_le_bytes(byte) % 255) as u8
+}
+
 async fn deliver(gw: &Gateway, item: &OutboxItem) {
     let config = gw.config();
     let settings = &config.webhooks;
@@ -110,16 +118,11 @@ async fn deliver(gw: &Gateway, item: &OutboxItem) {
                 warn!(event_id = %item.event_id, %error, "webhook parked after its last attempt");
                 None
             } else {
-                let jitter = crate::ledger::new_id("j")
-                    .as_bytes()
-                    .last()
-                    .copied()
-                    .unwrap_or(0);
                 let wait = backoff(
                     settings.initial_backoff_ms,
                     settings.max_backoff_ms,
                     item.attempts,
-                    jitter % 255,
+                    jitter_unit(),
                 );
                 Some(OffsetDateTime::now_utc() + wait)
             };
@@ -133,32 +136,87 @@ async fn deliver(gw: &Gateway, item: &OutboxItem) {
     }
 }
 
-/// Deliveries one worker pass claims, and sends at once.
-const BATCH: u32 = 8;
+/// Deliveries in flight at once, per instance.
+const IN_FLIGHT: usize = 64;
 
-/// Polls the outbox forever. Each pass claims what is due (leased to this instance, so no
-/// other instance's worker sends it meanwhile) and delivers it concurrently; the lease
-/// outlasts one delivery's connect and response timeouts, so a crashed instance's claims come
-/// back to every worker within seconds.
+/// Deliveries in flight at once to one merchant: a merchant whose endpoint hangs holds these
+/// and nothing else, so every other merchant's webhooks go on.
+pub const PER_MERCHANT: usize = 4;
+
+/// Polls the outbox forever. Each claim takes what is due, oldest first but at most
+/// [`PER_MERCHANT`] of one merchant and none of a merchant that already has that many in
+/// flight, leased to this instance (no other instance's worker sends it meanwhile). Each
+/// delivery runs on its own; the worker claims again as soon as slots free up, without waiting
+/// for a slow one. The lease outlasts one delivery's connect and response timeouts, so a
+/// crashed instance's claims come back to every worker within seconds.
 pub async fn run(gw: Arc<Gateway>) {
+    let mut sends: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+    let mut in_flight: std::collections::HashMap<String, usize> = Default::default();
     loop {
-        let now = OffsetDateTime::now_utc();
-        let timeout_ms = gw.config().webhooks.timeout_ms;
-        let lease = Duration::from_millis(timeout_ms.saturating_mul(2).saturating_add(5_000));
-        match gw.store.due_webhooks(now, now + lease, BATCH).await {
-            Ok(items) if !items.is_empty() => {
-                let mut sends = tokio::task::JoinSet::new();
-                for item in items {
-                    let gw = Arc::clone(&gw);
-                    sends.spawn(async move { deliver(&gw, &item).await });
-                }
-                while sends.join_next().await.is_some() {}
-                continue;
+        // Count the deliveries that finished.
+        while let Some(done) = sends.try_join_next() {
+            if let Ok(merchant) = done {
+                release(&mut in_flight, &merchant);
             }
-            Ok(_) => {}
-            Err(error) => warn!(%error, "outbox unavailable"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let free = IN_FLIGHT.saturating_sub(sends.len());
+        let mut claimed = 0;
+        if free > 0 {
+            let now = OffsetDateTime::now_utc();
+            let timeout_ms = gw.config().webhooks.timeout_ms;
+            let lease = Duration::from_millis(timeout_ms.saturating_mul(2).saturating_add(5_000));
+            let busy: Vec<String> = in_flight
+                .iter()
+                .filter(|(_, n)| **n >= PER_MERCHANT)
+                .map(|(m, _)| m.clone())
+                .collect();
+            match gw
+                .store
+                .due_webhooks(
+                    now,
+                    now + lease,
+                    u32::try_from(free).unwrap_or(u32::MAX),
+                    PER_MERCHANT as u32,
+                    &busy,
+                )
+                .await
+            {
+                Ok(items) => {
+                    claimed = items.len();
+                    for item in items {
+                        *in_flight.entry(item.merchant_id.clone()).or_default() += 1;
+                        let gw = Arc::clone(&gw);
+                        sends.spawn(async move {
+                            deliver(&gw, &item).await;
+                            item.merchant_id
+                        });
+                    }
+                }
+                Err(error) => warn!(%error, "outbox unavailable"),
+            }
+        }
+        if claimed > 0 && claimed == free {
+            // There may be more due: claim again at once.
+            continue;
+        }
+        // Nothing more due (or no slot): wait for a delivery to finish, or the next poll.
+        tokio::select! {
+            Some(done) = sends.join_next(), if !sends.is_empty() => {
+                if let Ok(merchant) = done {
+                    release(&mut in_flight, &merchant);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+fn release(in_flight: &mut std::collections::HashMap<String, usize>, merchant: &str) {
+    if let Some(n) = in_flight.get_mut(merchant) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            in_flight.remove(merchant);
+        }
     }
 }
 
@@ -176,6 +234,16 @@ mod tests {
         );
         assert_eq!(backoff(1000, 60_000, 0, 0), Duration::from_millis(800));
         assert!(backoff(1000, 60_000, 0, 254) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn jitter_spreads_early_and_late() {
+        let units: Vec<u8> = (0..2000).map(|_| jitter_unit()).collect();
+        let early = units.iter().filter(|u| **u < 127).count();
+        let late = units.iter().filter(|u| **u > 127).count();
+        // Both halves of the ±20 % are used (the old id-derived jitter was always early).
+        assert!(early > 800 && late > 800, "early {early}, late {late}");
+        assert!(units.iter().all(|u| *u <= 254));
     }
 
     #[test]

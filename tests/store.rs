@@ -598,8 +598,8 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     let now = T0 + Duration::from_secs(1);
     let lease = now + Duration::from_secs(120);
     let (a, b) = tokio::join!(
-        store.due_webhooks(now, lease, 6),
-        store.due_webhooks(now, lease, 6)
+        store.due_webhooks(now, lease, 6, 1000, &[]),
+        store.due_webhooks(now, lease, 6, 1000, &[])
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut seen: Vec<i64> = a.iter().chain(&b).map(|i| i.event_seq).collect();
@@ -607,7 +607,13 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     seen.dedup();
     assert_eq!(seen.len(), 10, "each event claimed by exactly one worker");
     assert_eq!(a.len() + b.len(), 10);
-    assert!(store.due_webhooks(now, lease, 32).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_webhooks(now, lease, 32, 1000, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let first = a.first().or(b.first()).unwrap().clone();
     assert_eq!(first.merchant_id, "shop_a");
     assert_eq!(first.attempts, 0);
@@ -625,7 +631,7 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let again = store
-        .due_webhooks(retry_at, retry_at + Duration::from_secs(120), 32)
+        .due_webhooks(retry_at, retry_at + Duration::from_secs(120), 32, 1000, &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -661,7 +667,7 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
             .unwrap()
     );
     let resent = store
-        .due_webhooks(lease, lease + Duration::from_secs(60), 32)
+        .due_webhooks(lease, lease + Duration::from_secs(60), 32, 1000, &[])
         .await
         .unwrap();
     assert!(

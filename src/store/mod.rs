@@ -399,12 +399,16 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Claims webhook deliveries due at `now`, oldest event first, each leased until
     /// `lease_until` (no other worker delivers it meanwhile; [`Store::webhook_attempted`]
-    /// records the outcome and the next attempt).
+    /// records the outcome and the next attempt). At most `per_merchant` of one merchant, and
+    /// none of the merchants in `skip` (those the caller already has enough of in flight):
+    /// one merchant's backlog never fills a claim.
     async fn due_webhooks(
         &self,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
+        per_merchant: u32,
+        skip: &[String],
     ) -> Result<Vec<OutboxItem>, StoreError>;
 
     /// Records a delivery attempt: delivered, retry at `next_attempt_at`, or parked (both `None`).

@@ -70,11 +70,19 @@ impl EventStore for PgStore {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
+        per_merchant: u32,
+        skip: &[String],
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        // Ranked per merchant first (a window cannot carry FOR UPDATE), then locked; the due
+        // condition is repeated on the locked row, which PostgreSQL re-checks.
         let rows = sqlx::query(
-            "WITH due AS (SELECT event_seq FROM outbox \
+            "WITH ranked AS (SELECT event_seq, ROW_NUMBER() OVER \
+                 (PARTITION BY merchant_id ORDER BY event_seq) AS n FROM outbox \
                WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
-               ORDER BY event_seq LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 AND NOT (merchant_id = ANY($5))), \
+             due AS (SELECT o.event_seq FROM outbox o JOIN ranked r ON r.event_seq = o.event_seq \
+               WHERE r.n <= $4 AND o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= $1 \
+               ORDER BY o.event_seq LIMIT $2 FOR UPDATE OF o SKIP LOCKED), \
              leased AS (UPDATE outbox o SET next_attempt_at = $3 FROM due \
                WHERE o.event_seq = due.event_seq RETURNING o.event_seq, o.merchant_id, o.attempts) \
              SELECT l.event_seq, e.id, l.merchant_id, e.body, l.attempts::BIGINT \
@@ -83,6 +91,8 @@ impl EventStore for PgStore {
         .bind(ms(now))
         .bind(i64::from(limit))
         .bind(ms(lease_until))
+        .bind(i64::from(per_merchant))
+        .bind(skip)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -9,18 +9,28 @@ impl EventStore for SqliteStore {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
+        per_merchant: u32,
+        skip: &[String],
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        let skip = to_json(skip)?;
         self.write(move |conn| {
             let tx = conn;
             let mut out = Vec::new();
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM outbox o JOIN events e ON e.seq = o.event_seq \
-                         WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= ?1 ORDER BY o.event_seq LIMIT ?2",
+                        "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM \
+                         (SELECT event_seq, merchant_id, attempts, \
+                            ROW_NUMBER() OVER (PARTITION BY merchant_id ORDER BY event_seq) AS n \
+                          FROM outbox WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 \
+                            AND merchant_id NOT IN (SELECT value FROM json_each(?4))) o \
+                         JOIN events e ON e.seq = o.event_seq \
+                         WHERE o.n <= ?3 ORDER BY o.event_seq LIMIT ?2",
                     )
                     .map_err(db)?;
-                let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
+                let mut rows = stmt
+                    .query(params![ms(now), limit, per_merchant, skip])
+                    .map_err(db)?;
                 while let Some(row) = rows.next().map_err(db)? {
                     out.push(OutboxItem {
                         event_seq: row.get(0).map_err(db)?,
@@ -34,7 +44,9 @@ impl EventStore for SqliteStore {
                     .prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE event_seq = ?1")
                     .map_err(db)?;
                 for item in &out {
-                    lease.execute(params![item.event_seq, ms(lease_until)]).map_err(db)?;
+                    lease
+                        .execute(params![item.event_seq, ms(lease_until)])
+                        .map_err(db)?;
                 }
             }
             Ok(out)
