@@ -58,7 +58,7 @@ impl HttpClient {
             .enable_http1()
             .wrap_connector(http);
         // Idle connections are not kept long: a server may close an idle keep-alive connection
-        // at any moment (Moongate does after its header read timeout, 300 ms in the test
+        // at any moment (Moongate does after its header read timeout, 1 s in the test
         // harness), and a request written to one that is closing fails with no answer.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)

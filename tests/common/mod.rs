@@ -236,7 +236,7 @@ impl Harness {
 listen = "{gateway_addr}"
 public_base_url = "http://{gateway_addr}"
 admin_listen = "127.0.0.1:0"
-header_read_timeout_ms = 300
+header_read_timeout_ms = 1000
 
 [ledger]
 path = "ledger.db"
