@@ -50,6 +50,7 @@ error_codes! {
     IdempotencyKeyMissing => "idempotency_key_missing",
     IdempotencyKeyReused => "idempotency_key_reused",
     InternalError => "internal_error",
+    MethodNotAllowed => "method_not_allowed",
     MethodUnsupported => "method_unsupported",
     NoRoute => "no_route",
     NonceInvalid => "nonce_invalid",
@@ -68,6 +69,7 @@ error_codes! {
     ReconciliationBusy => "reconciliation_busy",
     ReconciliationInProgress => "reconciliation_in_progress",
     RefundExceedsPayment => "refund_exceeds_payment",
+    RequestMalformed => "request_malformed",
     ResourceMissing => "resource_missing",
     ReturnHostNotAllowed => "return_host_not_allowed",
     RouteMissing => "route_missing",
@@ -234,6 +236,25 @@ impl ApiError {
             ("ratelimit", format!("\"reconciliations\";r=0;t={seconds}")),
         ];
         error
+    }
+
+    /// 400 for a request the provider's adapter refused to render (it could never be
+    /// accepted): the parameter the adapter names, else `param`.
+    pub fn unsendable(error: &moongate_contract::AdapterError, param: &str) -> Option<Self> {
+        use moongate_contract::AdapterError as E;
+        match error {
+            E::InvalidParameter { param, message } => Some(ApiError::invalid(
+                ErrorCode::ParameterInvalid,
+                *param,
+                message.clone(),
+            )),
+            E::InvalidRequest(message) => Some(ApiError::invalid(
+                ErrorCode::ParameterInvalid,
+                param,
+                message.clone(),
+            )),
+            _ => None,
+        }
     }
 
     /// 500; the detail goes to the log, not the caller.

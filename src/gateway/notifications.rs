@@ -29,11 +29,17 @@ impl Gateway {
         let note = match adapter.parse_notification(raw) {
             Ok(note) => note,
             Err(error) => {
-                let level_is_attack = matches!(
+                // Forgeries, and signed notifications Moongate cannot use (an APIv3 key that
+                // does not decrypt them is a misconfiguration an operator must see), at WARN;
+                // the error names the reason, never a secret.
+                let needs_attention = matches!(
                     error,
-                    NotificationError::BadSignature | NotificationError::WrongAccount
+                    NotificationError::BadSignature
+                        | NotificationError::WrongAccount
+                        | NotificationError::Undecryptable
+                        | NotificationError::Stale
                 );
-                if level_is_attack {
+                if needs_attention {
                     warn!(%error, merchant_id, account_id, "notification refused");
                 } else {
                     tracing::info!(%error, merchant_id, account_id, "notification refused");

@@ -156,6 +156,7 @@ impl Gateway {
             },
             Exchange::Adapter(
                 error @ (AdapterError::InvalidRequest(_)
+                | AdapterError::InvalidParameter { .. }
                 | AdapterError::Signing
                 | AdapterError::Unsupported { .. }),
             ) => PaymentChange {

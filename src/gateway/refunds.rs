@@ -48,6 +48,7 @@ impl Gateway {
             }
             Exchange::Adapter(
                 error @ (AdapterError::InvalidRequest(_)
+                | AdapterError::InvalidParameter { .. }
                 | AdapterError::Signing
                 | AdapterError::Unsupported { .. }),
             ) => (

@@ -157,22 +157,26 @@ pub(crate) fn over_limit(
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::invalid(
+            ErrorCode::IdempotencyKeyInvalid,
+            "Idempotency-Key",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+        )
+    };
     let key = headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             ApiError::invalid(
                 ErrorCode::IdempotencyKeyMissing,
                 "Idempotency-Key",
                 "every POST needs an Idempotency-Key header",
             )
-        })?;
+        })?
+        .to_str()
+        .map_err(|_| invalid())?;
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
-            ErrorCode::IdempotencyKeyInvalid,
-            "Idempotency-Key",
-            "Idempotency-Key must be 1-255 printable ASCII characters",
-        ));
+        return Err(invalid());
     }
     Ok(key.to_owned())
 }

@@ -98,11 +98,53 @@ pub fn router(gateway: Shared) -> Router {
             Arc::clone(&gateway),
             read_body,
         ))
+        .layer(axum::middleware::from_fn(one_error_shape))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gateway),
             trace_request,
         ))
         .with_state(gateway)
+}
+
+/// Every error the API answers is in the one JSON shape, including those the framework gives
+/// before a handler runs: `405 method_not_allowed` (with `Allow`), a path or query that cannot
+/// be read (`400 request_malformed`), and any other.
+async fn one_error_shape(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/v1");
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || status.as_u16() < 400 || json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not served on this path"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ErrorCode::BodyTooLarge,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ),
+        _ => (
+            ErrorCode::RequestMalformed,
+            "the request could not be read (a path, query or header that is not valid)".to_owned(),
+        ),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut answer =
+        ApiError::new(status, ErrorType::InvalidRequestError, code, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// Reads every request body before any handler runs: within `server.body_read_timeout_ms`

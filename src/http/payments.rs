@@ -41,12 +41,10 @@ pub(crate) async fn create_payment(
     // Render (and sign) the provider request before anything is stored: a request the
     // provider could never accept is a 400 that leaves no trace in the ledger.
     let prepared = gw.prepare_create(&payment, &merchant.id, account);
-    if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
-        return Err(ApiError::invalid(
-            ErrorCode::ParameterInvalid,
-            "",
-            message.clone(),
-        ));
+    if let Err(error) = &prepared
+        && let Some(refusal) = ApiError::unsendable(error, "")
+    {
+        return Err(refusal);
     }
     let begin = gw.store.begin_payment(claim, payment).await?;
     idempotency::run(

@@ -62,6 +62,24 @@ pub(crate) async fn create_reconciliation(
         })?,
         None => crate::reconcile::run::yesterday_beijing(now),
     };
+    // A day's statement exists from the next day on (Beijing; today's is asked for, and a
+    // provider that refuses it answers statement_not_ready), and providers keep them for a
+    // few years at most: anything else is a wrong date, not a provider failure.
+    let yesterday = crate::reconcile::run::yesterday_beijing(now);
+    if day > yesterday + time::Duration::days(1) {
+        return Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            "date",
+            "that day has not come yet (Beijing time); a day's statement is ready the next day",
+        ));
+    }
+    if yesterday - day > time::Duration::days(3 * 366) {
+        return Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            "date",
+            "the providers keep statements for a few years at most: use a day within the last three years",
+        ));
+    }
     if !merchant.accounts.iter().any(|a| a.id == request.account) {
         return Err(ApiError::invalid(
             ErrorCode::AccountNotFound,

@@ -45,6 +45,13 @@ pub(crate) async fn create_refund(
         parse_body(&body)?
     };
     let payment = merchant_payment(&gw, merchant, &id).await?;
+    if input.amount.is_none() && payment.amount_refunded >= payment.amount {
+        return Err(ApiError::invalid(
+            ErrorCode::RefundExceedsPayment,
+            "amount",
+            "the payment is already refunded in full: nothing is left to refund",
+        ));
+    }
     let amount = input
         .amount
         .unwrap_or(payment.amount - payment.amount_refunded);
@@ -80,12 +87,10 @@ pub(crate) async fn create_refund(
         return Err(ApiError::internal(&"payment account missing from config"));
     };
     let prepared = gw.prepare_refund(&refund, &payment, bound.account());
-    if let Err(moongate_contract::AdapterError::InvalidRequest(message)) = &prepared {
-        return Err(ApiError::invalid(
-            ErrorCode::ParameterInvalid,
-            "amount",
-            message.clone(),
-        ));
+    if let Err(error) = &prepared
+        && let Some(refusal) = ApiError::unsendable(error, "amount")
+    {
+        return Err(refusal);
     }
     let begin = gw.store.begin_refund(claim, refund).await?;
     idempotency::run(

@@ -239,7 +239,16 @@ async fn obtain(
                 })
                 .await
                 .into_answer()
-                .map_err(ReconcileError::Provider)?;
+                .map_err(|error| {
+                    // Today's bill does not exist yet: a refusal of it means "not ready".
+                    let today =
+                        moongate_contract::statement::beijing_day(OffsetDateTime::now_utc());
+                    if request.day >= today {
+                        ReconcileError::NotReady(format!("the day is not over yet ({error})"))
+                    } else {
+                        ReconcileError::Provider(error)
+                    }
+                })?;
             match location {
                 StatementLocation::NotReady { code } => return Err(ReconcileError::NotReady(code)),
                 StatementLocation::Empty => ("empty", 0, None),

@@ -258,8 +258,10 @@ pub(crate) async fn choose(
         return Ok(Err(Notice::NotHere));
     };
     let prepared = gw.prepare_create(&payment, &merchant.id, account);
-    if let Err(AdapterError::InvalidRequest(message)) = &prepared {
-        tracing::warn!(checkout = %checkout.id, %message, "the provider could not take this checkout");
+    if let Err(error @ (AdapterError::InvalidRequest(_) | AdapterError::InvalidParameter { .. })) =
+        &prepared
+    {
+        tracing::warn!(checkout = %checkout.id, %error, "the provider could not take this checkout");
         return Ok(Err(Notice::Refused));
     }
     let stored = gw

@@ -163,25 +163,38 @@ pub(crate) fn check_money(currency: &str, amount: i64) -> Result<Currency, ApiEr
     Ok(currency)
 }
 
+/// Characters that reorder or hide text when displayed (bidirectional embeddings, overrides
+/// and isolates, directional marks, zero-width joiners' kin): in a description the cashier
+/// shows, "TEA 0.01¥" could read "¥10.0 AET". Refused in every text a shopper sees.
+pub(crate) fn is_deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// The order reference and the description shown to the shopper.
 pub(crate) fn check_order_text(reference: &str, description: &str) -> Result<(), ApiError> {
-    let reference_ok =
-        !reference.is_empty() && reference.len() <= 128 && !reference.chars().any(char::is_control);
+    let reference_ok = !reference.is_empty()
+        && reference.len() <= 128
+        && !reference.chars().any(|c| c.is_control() || is_deceptive(c));
     if !reference_ok {
         return Err(ApiError::invalid(
             ErrorCode::ParameterInvalid,
             "merchant_reference",
-            "1-128 characters, no control characters",
+            "1-128 characters, no control or bidirectional-formatting characters",
         ));
     }
     let description_ok = !description.trim().is_empty()
         && description.chars().count() <= 256
-        && !description.chars().any(char::is_control);
+        && !description
+            .chars()
+            .any(|c| c.is_control() || is_deceptive(c));
     if !description_ok {
         return Err(ApiError::invalid(
             ErrorCode::ParameterInvalid,
             "description",
-            "1-256 characters, no control characters",
+            "1-256 characters, no control or bidirectional-formatting characters",
         ));
     }
     Ok(())

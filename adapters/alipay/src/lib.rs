@@ -355,15 +355,17 @@ impl PaymentAdapter for AlipayAdapter {
     ) -> Result<Prepared<PaymentStatus>, AdapterError> {
         check_order_no(&req.provider_order_id, "out_trade_no")?;
         if req.subject.is_empty() || req.subject.chars().count() > 256 {
-            return Err(AdapterError::InvalidRequest(
-                "subject must be 1-256 characters".into(),
-            ));
+            return Err(AdapterError::InvalidParameter {
+                param: "description",
+                message: "Alipay takes a subject of 1-256 characters".into(),
+            });
         }
         let minutes = (req.expires_at - cx.now).whole_minutes();
         if !(1..=MAX_TIMEOUT_MINUTES).contains(&minutes) {
-            return Err(AdapterError::InvalidRequest(
-                "expiry must be between 1 minute and 15 days ahead".to_owned(),
-            ));
+            return Err(AdapterError::InvalidParameter {
+                param: "expires_in_seconds",
+                message: "Alipay takes an expiry between 1 minute and 15 days ahead".to_owned(),
+            });
         }
         let (method, product_code) = match req.method {
             PaymentMethod::AlipayQr => (PRECREATE, None),

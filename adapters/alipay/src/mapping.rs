@@ -76,15 +76,16 @@ pub fn parse_beijing(text: &str) -> Option<OffsetDateTime> {
 
 pub(crate) fn yuan(amount: Money) -> Result<String, AdapterError> {
     if amount.currency != Currency::CNY {
-        return Err(AdapterError::InvalidRequest(format!(
-            "Alipay trades are in CNY, not {}",
-            amount.currency
-        )));
+        return Err(AdapterError::InvalidParameter {
+            param: "currency",
+            message: format!("Alipay trades are in CNY, not {}", amount.currency),
+        });
     }
     if amount.minor < 1 || amount.minor > MAX_AMOUNT_FEN {
-        return Err(AdapterError::InvalidRequest(
-            "amount must be between 0.01 and 100000000.00 CNY".to_owned(),
-        ));
+        return Err(AdapterError::InvalidParameter {
+            param: "amount",
+            message: "Alipay takes 0.01 to 100000000.00 CNY (1 to 10000000000 fen)".to_owned(),
+        });
     }
     Ok(amount.to_decimal_string())
 }

@@ -465,7 +465,19 @@ fn rejects_non_cny_and_bad_order_numbers_before_sending() {
     };
     assert!(matches!(
         a.prepare_create(&cx(), &req),
-        Err(AdapterError::InvalidRequest(_))
+        Err(AdapterError::InvalidParameter {
+            param: "currency",
+            ..
+        })
+    ));
+    // Over Alipay's 100,000,000.00 CNY per trade: refused, naming the API's parameter.
+    req.amount = Money::new(10_000_000_001, Currency::CNY);
+    assert!(matches!(
+        a.prepare_create(&cx(), &req),
+        Err(AdapterError::InvalidParameter {
+            param: "amount",
+            ..
+        })
     ));
     req.amount = Money::new(100, Currency::CNY);
     req.provider_order_id = "bad-id!".into();

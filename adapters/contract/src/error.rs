@@ -17,6 +17,16 @@ pub enum AdapterError {
     /// The domain request cannot be expressed for this provider (never sent).
     #[error("request not expressible for this provider: {0}")]
     InvalidRequest(String),
+    /// One parameter of the request is outside what this provider accepts (never sent):
+    /// `param` names it as the API does (`amount`, `currency`, `description`,
+    /// `expires_in_seconds`, `payer.openid`, …).
+    #[error("{param}: {message}")]
+    InvalidParameter {
+        /// The API parameter.
+        param: &'static str,
+        /// What is wrong, in the provider's terms.
+        message: String,
+    },
     /// Our own signing key failed (never sent).
     #[error("signing failed")]
     Signing,

@@ -397,9 +397,10 @@ impl PaymentAdapter for WechatPayAdapter {
         }
         let ahead = req.expires_at - cx.now;
         if ahead < time::Duration::minutes(1) || ahead > MAX_EXPIRY {
-            return Err(AdapterError::InvalidRequest(
-                "expiry must be between 1 minute and 7 days ahead".to_owned(),
-            ));
+            return Err(AdapterError::InvalidParameter {
+                param: "expires_in_seconds",
+                message: "WeChat Pay takes an expiry between 1 minute and 7 days ahead".to_owned(),
+            });
         }
         let payer = match req.method {
             PaymentMethod::WechatJsapi => Some(wire::OrderPayer {
@@ -408,8 +409,9 @@ impl PaymentAdapter for WechatPayAdapter {
                     .openid
                     .as_deref()
                     .filter(|o| !o.is_empty())
-                    .ok_or_else(|| {
-                        AdapterError::InvalidRequest("wechat_jsapi needs payer.openid".to_owned())
+                    .ok_or_else(|| AdapterError::InvalidParameter {
+                        param: "payer.openid",
+                        message: "wechat_jsapi needs payer.openid".to_owned(),
                     })?,
             }),
             _ => None,
@@ -421,8 +423,9 @@ impl PaymentAdapter for WechatPayAdapter {
                     .client_ip
                     .as_deref()
                     .filter(|ip| !ip.is_empty())
-                    .ok_or_else(|| {
-                        AdapterError::InvalidRequest("wechat_h5 needs payer.client_ip".to_owned())
+                    .ok_or_else(|| AdapterError::InvalidParameter {
+                        param: "payer.client_ip",
+                        message: "wechat_h5 needs payer.client_ip".to_owned(),
                     })?,
                 h5_info: wire::H5Info { kind: "Wap" },
             }),

@@ -23,15 +23,19 @@ pub(crate) fn truncate_bytes(text: &str, max: usize) -> String {
 
 pub(crate) fn fen(amount: Money) -> Result<i64, AdapterError> {
     if amount.currency != Currency::CNY {
-        return Err(AdapterError::InvalidRequest(format!(
-            "WeChat Pay domestic orders are in CNY, not {}",
-            amount.currency
-        )));
+        return Err(AdapterError::InvalidParameter {
+            param: "currency",
+            message: format!(
+                "WeChat Pay domestic orders are in CNY, not {}",
+                amount.currency
+            ),
+        });
     }
     if amount.minor < 1 {
-        return Err(AdapterError::InvalidRequest(
-            "amount must be at least 1 fen".to_owned(),
-        ));
+        return Err(AdapterError::InvalidParameter {
+            param: "amount",
+            message: "WeChat Pay takes at least 1 fen".to_owned(),
+        });
     }
     Ok(amount.minor)
 }

@@ -361,13 +361,19 @@ fn order_bodies_follow_the_products() {
     no_openid.payer.openid = None;
     assert!(matches!(
         adapter.prepare_create(&cx(), &no_openid),
-        Err(AdapterError::InvalidRequest(_))
+        Err(AdapterError::InvalidParameter {
+            param: "payer.openid",
+            ..
+        })
     ));
     let mut usd = create(PaymentMethod::WechatNative);
     usd.amount = Money::new(100, Currency::parse("USD").unwrap());
     assert!(matches!(
         adapter.prepare_create(&cx(), &usd),
-        Err(AdapterError::InvalidRequest(_))
+        Err(AdapterError::InvalidParameter {
+            param: "currency",
+            ..
+        })
     ));
 }
 
