@@ -4,7 +4,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::string_slice
 )]
 
 mod common;
@@ -13,7 +14,138 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 
-on_both_ledgers!(a_hanging_endpoint_delays_only_its_own_merchant);
+on_both_ledgers!(
+    a_hanging_endpoint_delays_only_its_own_merchant,
+    events_parked_by_an_outage_are_listed_and_resent,
+);
+
+/// Points shop B's webhook at `url` (a config reload, as an operator would).
+fn shop_b_webhook(h: &Harness, url: &str) {
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let start = text.find("name = \"Shop B\"\n").unwrap() + "name = \"Shop B\"\n".len();
+    let mut text = text;
+    if text[start..].starts_with("webhook = ") {
+        let end = start + text[start..].find('\n').unwrap() + 1;
+        text.replace_range(start..end, "");
+    }
+    text.insert_str(
+        start,
+        &format!("webhook = {{ url = \"{url}\", secrets = [{{ file = \"w-old.secret\" }}] }}\n"),
+    );
+    std::fs::write(&h.config_path, text).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+}
+
+async fn events_parked_by_an_outage_are_listed_and_resent(h: Harness) {
+    // Shop B's endpoint is down (nothing listens) for longer than its retry schedule.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}/hooks", closed.local_addr().unwrap());
+    drop(closed);
+    shop_b_webhook(&h, &down);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (status, payment) = h.create(&h.shop_b, 100, &format!("out-{i}")).await;
+        assert_eq!(status, 201);
+        ids.push(payment["id"].as_str().unwrap().to_owned());
+    }
+    // All four events end parked (5 attempts, 50-200 ms apart), and the list finds them.
+    let started = Instant::now();
+    let parked = loop {
+        let (status, list) = h
+            .get(&h.shop_b, "/v1/events?delivery_status=parked&limit=100")
+            .await;
+        assert_eq!(status, 200, "{list}");
+        if list["data"].as_array().unwrap().len() == 4 {
+            break list;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not parked: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        parked["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["delivery"]["status"] == "parked" && e["delivery"]["attempts"] == 5)
+    );
+    // Filters and pages.
+    let (_, created) = h.get(&h.shop_b, "/v1/events?type=payment.created").await;
+    assert_eq!(created["data"].as_array().unwrap().len(), 2);
+    let (_, one) = h
+        .get(&h.shop_b, &format!("/v1/events?object_id={}", ids[0]))
+        .await;
+    assert_eq!(one["data"].as_array().unwrap().len(), 2);
+    let (_, page) = h.get(&h.shop_b, "/v1/events?limit=3").await;
+    assert_eq!(
+        (
+            page["data"].as_array().unwrap().len(),
+            page["has_more"].as_bool()
+        ),
+        (3, Some(true))
+    );
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = h
+        .get(
+            &h.shop_b,
+            &format!("/v1/events?limit=3&starting_after={cursor}"),
+        )
+        .await;
+    assert_eq!(
+        (
+            rest["data"].as_array().unwrap().len(),
+            rest["has_more"].as_bool()
+        ),
+        (1, Some(false))
+    );
+    // Another merchant sees none of them.
+    let (_, others) = h
+        .get(&h.shop_a, &format!("/v1/events?object_id={}", ids[0]))
+        .await;
+    assert_eq!(others["data"].as_array().unwrap().len(), 0);
+    // The endpoint is back: one call queues every parked event, and they arrive.
+    // The harness's receiver: shop A's webhook URL (the first in the file).
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let receiver = text
+        .split("webhook = { url = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    shop_b_webhook(&h, &receiver);
+    let (status, resent) = h
+        .post(&h.shop_b, "/v1/events/resend", "{}", "resend-all")
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert_eq!(
+        (resent["queued"].as_u64(), resent["has_more"].as_bool()),
+        (Some(4), Some(false))
+    );
+    let delivered = |id: &str| {
+        h.webhooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.body.contains(id))
+            .count()
+    };
+    let started = Instant::now();
+    while !ids.iter().all(|id| delivered(id) >= 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "resent events not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, left) = h.get(&h.shop_b, "/v1/events?delivery_status=parked").await;
+    assert_eq!(left["data"].as_array().unwrap().len(), 0);
+    let (_, done) = h
+        .get(&h.shop_b, "/v1/events?delivery_status=delivered&limit=100")
+        .await;
+    assert_eq!(done["data"].as_array().unwrap().len(), 4);
+}
 
 async fn a_hanging_endpoint_delays_only_its_own_merchant(h: Harness) {
     // An endpoint that takes connections and never answers (each held open).

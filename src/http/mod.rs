@@ -59,6 +59,8 @@ v1_routes! {
     "/v1/payments/{id}/cancel" => { post: payments::cancel_payment },
     "/v1/payments/{id}/refunds" => { post: refunds::create_refund },
     "/v1/refunds/{id}" => { get: refunds::get_refund },
+    "/v1/events" => { get: events::list_events },
+    "/v1/events/resend" => { post: events::resend_events },
     "/v1/events/{id}" => { get: events::get_event },
     "/v1/events/{id}/resend" => { post: events::resend_event },
     "/v1/reconciliations" => {

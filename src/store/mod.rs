@@ -378,9 +378,76 @@ pub trait JanitorStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Refund>, StoreError>;
 }
 
+/// Where an event's delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// An attempt is scheduled.
+    Pending,
+    /// The merchant's endpoint took it.
+    Delivered,
+    /// Every attempt failed; kept, not retried until resent.
+    Parked,
+}
+
+impl DeliveryStatus {
+    /// Parses the API's name.
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "parked" => Some(DeliveryStatus::Parked),
+            _ => None,
+        }
+    }
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Parked => "parked",
+        }
+    }
+}
+
+/// Which of a merchant's events (every field narrows; none: all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Event type (`payment.succeeded`, …).
+    pub kind: Option<String>,
+    /// The payment or refund it is about.
+    pub object_id: Option<String>,
+    /// Delivery status.
+    pub delivery: Option<DeliveryStatus>,
+    /// Created at or after.
+    pub created_from: Option<OffsetDateTime>,
+    /// Created before.
+    pub created_to: Option<OffsetDateTime>,
+    /// Only events older than this one (the cursor of the previous page).
+    pub before_event: Option<String>,
+}
+
 /// The ledger's storage: events and the webhook outbox.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
+    /// A merchant's event ids matching `filter`, newest first, at most `limit`.
+    async fn event_ids(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Queues up to `limit` of a merchant's parked events matching `filter` (oldest first)
+    /// for delivery again now, each with a fresh schedule; returns how many.
+    async fn resend_parked(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
     /// One of a merchant's events with its delivery log.
     async fn event(
         &self,

@@ -1,9 +1,73 @@
 //! PostgreSQL: events and the webhook outbox.
 
 use super::*;
+use crate::store::{DeliveryStatus, EventFilter};
+
+/// The conditions of an [`EventFilter`] over `events e LEFT JOIN outbox o`: $1 merchant,
+/// $2 type, $3 object, $4 created from, $5 created to, $6 cursor event id, $7 delivery status
+/// (each NULL: any).
+const EVENT_FILTER: &str = "e.merchant_id = $1 AND ($2::TEXT IS NULL OR e.type = $2) \
+     AND ($3::TEXT IS NULL OR e.object_id = $3) \
+     AND ($4::BIGINT IS NULL OR e.created_at >= $4) AND ($5::BIGINT IS NULL OR e.created_at < $5) \
+     AND ($6::TEXT IS NULL OR e.seq < (SELECT seq FROM events WHERE id = $6 AND merchant_id = $1)) \
+     AND ($7::TEXT IS NULL \
+       OR ($7 = 'pending' AND o.next_attempt_at IS NOT NULL) \
+       OR ($7 = 'delivered' AND o.next_attempt_at IS NULL AND o.delivered_at IS NOT NULL) \
+       OR ($7 = 'parked' AND o.next_attempt_at IS NULL AND o.delivered_at IS NULL))";
 
 #[async_trait]
 impl EventStore for PgStore {
+    async fn event_ids(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT e.id FROM events e LEFT JOIN outbox o ON o.event_seq = e.seq \
+             WHERE {EVENT_FILTER} ORDER BY e.seq DESC LIMIT $8"
+        ))
+        .bind(merchant_id)
+        .bind(filter.kind)
+        .bind(filter.object_id)
+        .bind(filter.created_from.map(ms))
+        .bind(filter.created_to.map(ms))
+        .bind(filter.before_event)
+        .bind(filter.delivery.map(|d| d.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows, |row| get(row, 0))
+    }
+
+    async fn resend_parked(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE outbox SET next_attempt_at = $9, attempts = 0 WHERE event_seq IN \
+             (SELECT e.seq FROM events e LEFT JOIN outbox o ON o.event_seq = e.seq \
+              WHERE {EVENT_FILTER} ORDER BY e.seq LIMIT $8)"
+        ))
+        .bind(merchant_id)
+        .bind(filter.kind)
+        .bind(filter.object_id)
+        .bind(filter.created_from.map(ms))
+        .bind(filter.created_to.map(ms))
+        .bind(filter.before_event)
+        .bind(Some(DeliveryStatus::Parked.as_str()))
+        .bind(i64::from(limit))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn event(
         &self,
         merchant_id: &str,

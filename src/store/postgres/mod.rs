@@ -57,6 +57,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scrub_payment_codes",
         include_str!("../migrations/0002_scrub_payment_codes.sql"),
     ),
+    (
+        3,
+        "events_by_merchant",
+        include_str!("../migrations/0003_events_by_merchant.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

@@ -1,6 +1,19 @@
 //! SQLite: events and the webhook outbox.
 
 use super::*;
+use crate::store::{DeliveryStatus, EventFilter};
+
+/// The conditions of an [`EventFilter`] over `events e LEFT JOIN outbox o`: ?1 merchant,
+/// ?2 type, ?3 object, ?4 created from, ?5 created to, ?6 cursor event id, ?7 delivery status
+/// (each NULL: any).
+const EVENT_FILTER: &str = "e.merchant_id = ?1 AND (?2 IS NULL OR e.type = ?2) \
+     AND (?3 IS NULL OR e.object_id = ?3) AND (?4 IS NULL OR e.created_at >= ?4) \
+     AND (?5 IS NULL OR e.created_at < ?5) \
+     AND (?6 IS NULL OR e.seq < (SELECT seq FROM events WHERE id = ?6 AND merchant_id = ?1)) \
+     AND (?7 IS NULL \
+       OR (?7 = 'pending' AND o.next_attempt_at IS NOT NULL) \
+       OR (?7 = 'delivered' AND o.next_attempt_at IS NULL AND o.delivered_at IS NOT NULL) \
+       OR (?7 = 'parked' AND o.next_attempt_at IS NULL AND o.delivered_at IS NULL))";
 
 #[async_trait]
 impl EventStore for SqliteStore {
@@ -127,6 +140,76 @@ impl EventStore for SqliteStore {
                 delivered_at: delivered_at.map(from_ms).transpose()?,
                 deliveries,
             }))
+        })
+        .await
+    }
+
+    async fn event_ids(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let merchant_id = merchant_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT e.id FROM events e LEFT JOIN outbox o ON o.event_seq = e.seq \
+                     WHERE {EVENT_FILTER} ORDER BY e.seq DESC LIMIT ?9"
+                ))
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![
+                    merchant_id,
+                    filter.kind,
+                    filter.object_id,
+                    filter.created_from.map(ms),
+                    filter.created_to.map(ms),
+                    filter.before_event,
+                    filter.delivery.map(|d| d.as_str()),
+                    Option::<i64>::None,
+                    limit
+                ])
+                .map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(row.get(0).map_err(db)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn resend_parked(
+        &self,
+        merchant_id: &str,
+        filter: EventFilter,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let merchant_id = merchant_id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .exec(
+                    &format!(
+                        "UPDATE outbox SET next_attempt_at = ?8, attempts = 0 WHERE event_seq IN \
+                         (SELECT e.seq FROM events e LEFT JOIN outbox o ON o.event_seq = e.seq \
+                          WHERE {EVENT_FILTER} ORDER BY e.seq LIMIT ?9)"
+                    ),
+                    params![
+                        merchant_id,
+                        filter.kind,
+                        filter.object_id,
+                        filter.created_from.map(ms),
+                        filter.created_to.map(ms),
+                        filter.before_event,
+                        Some(DeliveryStatus::Parked.as_str()),
+                        ms(now),
+                        limit
+                    ],
+                )
+                .map_err(db)?;
+            Ok(changed as u64)
         })
         .await
     }
