@@ -50,6 +50,7 @@ error_codes! {
     IdempotencyKeyMissing => "idempotency_key_missing",
     IdempotencyKeyReused => "idempotency_key_reused",
     InternalError => "internal_error",
+    LedgerUnavailable => "ledger_unavailable",
     MethodNotAllowed => "method_not_allowed",
     MethodUnsupported => "method_unsupported",
     NoRoute => "no_route",
@@ -297,6 +298,19 @@ impl From<StoreError> for ApiError {
                 "amount",
                 "refunds (pending and succeeded) would exceed the amount paid",
             ),
+            // The ledger could not be read or written (a full disk, a lost database
+            // connection): nothing was done, and the request can be retried as it is.
+            StoreError::Database(detail) => {
+                tracing::error!(error = %detail, "ledger unavailable");
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::ApiError,
+                    ErrorCode::LedgerUnavailable,
+                    "the ledger is unavailable; nothing was done: retry shortly with the same Idempotency-Key",
+                );
+                error.headers.push(("retry-after", "5".to_owned()));
+                error
+            }
             other => ApiError::internal(&other),
         }
     }

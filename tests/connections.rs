@@ -135,3 +135,113 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
     assert!(response.ends_with("ok"), "{response}");
     running.stop();
 }
+
+// Issue 18: readiness tells whether the ledger can commit, and while it cannot the API answers
+// 503 ledger_unavailable with Retry-After, never 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_503_follow_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = fixtures();
+    let text = format!(
+        r#"[server]
+listen = "{addr}"
+public_base_url = "http://{addr}"
+
+[ledger]
+path = "ledger.db"
+
+[merchants.shop]
+name = "Shop"
+keys = [{{ id = "shop_k1", secret = {{ file = "{secret}" }} }}]
+
+[merchants.shop.accounts.main]
+provider = "alipay"
+settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{app}" }}, alipay_public_key = {{ file = "{pubkey}" }} }}
+"#,
+        secret = f.join("demo/shop-key.secret").display(),
+        app = f.join("keys/nodejs-sdk-app-private-key.pem").display(),
+        pubkey = f.join("keys/sandbox-alipay-public-key.pem").display(),
+    );
+    let config = moongate::config::parse(&text)
+        .unwrap()
+        .build(dir.path())
+        .unwrap();
+    let ledger = std::sync::Arc::new(
+        moongate::store::sqlite::SqliteStore::open(&dir.path().join("ledger.db")).unwrap(),
+    );
+    let store: std::sync::Arc<dyn moongate::store::Store> = ledger.clone();
+    let running = moongate::server::start_on(config, store, listener)
+        .await
+        .unwrap();
+    let secret = std::fs::read_to_string(f.join("demo/shop-key.secret")).unwrap();
+    let client = moongate_testkit::client::MerchantClient::new(
+        &format!("http://{addr}"),
+        "shop_k1",
+        secret.trim().as_bytes(),
+    )
+    .unwrap();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = moongate_contract::HttpRequest {
+                method: moongate_contract::HttpMethod::Get,
+                url: format!("{}{path}", client.base_url),
+                headers: Vec::new(),
+                body: Vec::new(),
+            };
+            client.send(&request).await.unwrap()
+        }
+    };
+    assert_eq!(get("/readyz").await.status, 200);
+    // The disk is full: every commit fails.
+    ledger.fail_commits(true);
+    let not_ready = get("/readyz").await;
+    assert_eq!(not_ready.status, 503);
+    assert!(String::from_utf8_lossy(&not_ready.body).contains("not_ready"));
+    // Liveness is another question: the process runs.
+    assert_eq!(get("/healthz").await.status, 200);
+    // Reads are still served (from the last commit; a request's nonce is written ahead of what
+    // it guards, and a read guards nothing).
+    let read = client
+        .call(
+            moongate_contract::HttpMethod::Get,
+            "/v1/payments",
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.status, 200);
+    // A request that must write: 503 with Retry-After, in the error shape; nothing is kept.
+    let create = br#"{"amount":100,"currency":"CNY","method":"alipay_qr","merchant_reference":"o","description":"Tea"}"#;
+    let response = client
+        .call(
+            moongate_contract::HttpMethod::Post,
+            "/v1/payments",
+            create,
+            Some("full-1"),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&response.body);
+    assert_eq!(response.status, 503, "{text}");
+    assert!(text.contains(r#""code":"ledger_unavailable""#), "{text}");
+    assert!(response.header("retry-after").is_some());
+    // The disk has room again: ready, and nothing of the refused create was kept.
+    ledger.fail_commits(false);
+    assert_eq!(get("/readyz").await.status, 200);
+    let response = client
+        .call(
+            moongate_contract::HttpMethod::Get,
+            "/v1/payments",
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(String::from_utf8_lossy(&response.body).contains(r#""data":[]"#));
+    running.stop();
+}

@@ -1144,9 +1144,9 @@ async fn no_write_is_answered_as_done_when_its_commit_fails() {
         .begin_payment(claim("ok-0", "h"), payment("pay_kept", 100))
         .await
         .unwrap();
-    // The next commit fails (as a full disk would): the writes of that batch are all refused,
-    // and none of them is in the ledger afterwards.
-    store.fail_next_commit();
+    // Commits fail (as on a full disk): the writes are all refused, and none of them is in
+    // the ledger afterwards.
+    store.fail_commits(true);
     let mut attempts = tokio::task::JoinSet::new();
     for i in 0..8 {
         let store = Arc::clone(&store);
@@ -1163,8 +1163,9 @@ async fn no_write_is_answered_as_done_when_its_commit_fails() {
     let mut results: Vec<_> = attempts.join_all().await;
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+    store.fail_commits(false);
     let refused = results.iter().filter(|r| r.is_err()).count();
-    assert!(refused >= 1, "the failed commit was answered as done");
+    assert_eq!(refused, 8, "a failed commit was answered as done");
     let reopened = SqliteStore::open(&path).unwrap();
     for (i, result) in results.iter().enumerate() {
         let stored = reopened

@@ -87,6 +87,7 @@ pub fn router(gateway: Shared) -> Router {
             post(notify::notify),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_public))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -223,6 +224,66 @@ fn closing(error: ApiError) -> Response {
     response
 }
 
+/// What readiness found: the ledger commits, and the shared limits' Redis answers (when
+/// configured). `Err` carries the reasons.
+async fn readiness(gw: &Gateway) -> (bool, serde_json::Value) {
+    let now = time::OffsetDateTime::now_utc();
+    let ledger = gw
+        .store
+        .probe_write(&format!("readyz:{}", gw.instance_id), now)
+        .await;
+    let shared = match &gw.shared_limits {
+        None => None,
+        Some(limiter) => Some(limiter.check("readyz", 1_000_000, 1_000_000).await),
+    };
+    let shared_ok = !matches!(
+        shared,
+        Some(crate::shared_limits::SharedDecision::Unavailable(_))
+    );
+    let ready = ledger.is_ok() && shared_ok;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "ledger": match &ledger {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => format!("cannot commit: {error}"),
+        },
+        "shared_limits": match &shared {
+            None => "not configured".to_owned(),
+            Some(crate::shared_limits::SharedDecision::Unavailable(why)) => format!("unavailable: {why}"),
+            Some(_) => "ok".to_owned(),
+        },
+    });
+    if !ready {
+        tracing::warn!(%body, "not ready");
+    }
+    (ready, body)
+}
+
+/// `GET /readyz` on the public listener: 200 when this instance can take payments (its
+/// ledger commits; its Redis answers, when configured), else 503; the reasons are on the
+/// admin listener's `/readyz` and in the log. `/healthz` only says the process runs.
+async fn readyz_public(State(gw): State<Shared>) -> Response {
+    let (ready, _) = readiness(&gw).await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
+    json_response(status, to_bytes(&body), false)
+}
+
+/// `GET /readyz` on the admin listener, with the reasons.
+async fn readyz_admin(State(gw): State<Shared>) -> Response {
+    let (ready, body) = readiness(&gw).await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, to_bytes(&body), false)
+}
+
 /// The admin application (`server.admin_listen`): `/metrics` and `/healthz`. It has no
 /// authentication; it must listen on a private address.
 pub fn admin_router(gateway: Shared) -> Router {
@@ -259,6 +320,7 @@ pub fn admin_router(gateway: Shared) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_admin))
         .route("/circuits", get(admin::circuits))
         .route("/reconciliations", get(admin::admin_reconciliations))
         .route(

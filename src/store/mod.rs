@@ -238,6 +238,10 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
     /// returns how many.
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
+    /// Proves the ledger can commit: writes (and commits, durably) one lapsed nonce row of
+    /// its own under `probe`, which the janitor's purge then removes (readiness).
+    async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError>;
+
     /// Claims an idempotency key for an action on an existing resource.
     async fn claim_key(&self, claim: IdemClaim, resource_id: &str)
     -> Result<Begin<()>, StoreError>;

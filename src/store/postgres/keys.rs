@@ -48,6 +48,19 @@ impl KeyStore for PgStore {
         }
     }
 
+    async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES ('', $1, $2) \
+             ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until",
+        )
+        .bind(probe)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let found = claim(&mut tx, &idem, resource_id).await?;

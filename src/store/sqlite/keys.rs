@@ -36,6 +36,20 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        let probe = probe.to_owned();
+        self.write(move |conn| {
+            conn.exec(
+                "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES ('', ?1, ?2) \
+                 ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until",
+                params![probe, ms(now)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
         let resource_id = resource_id.to_owned();
         self.write(move |conn| {

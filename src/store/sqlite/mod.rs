@@ -259,10 +259,10 @@ impl SqliteStore {
         })
     }
 
-    /// Makes the ledger's next commit fail, as a full disk would: every write of that batch
-    /// is answered with an error (tests show none is answered as done).
-    pub fn fail_next_commit(&self) {
-        self.inner.writer.fail_next_commit();
+    /// Makes every commit fail, as on a full disk, until called with `false`: every write is
+    /// answered with an error and none is kept (tests show none is answered as done).
+    pub fn fail_commits(&self, failing: bool) {
+        self.inner.writer.fail_commits(failing);
     }
 
     /// How many writes shared how many commits so far.

@@ -68,11 +68,11 @@ where
     }
 }
 
-/// Test hook: when set, the next commit fails as a full disk would (`tests/` use it to show
-/// that a job whose commit failed is never answered with success).
+/// Test hook: while set, every commit fails as on a full disk (`tests/` use it to show that a
+/// job whose commit failed is never answered with success, and what readiness says).
 #[derive(Debug, Default)]
 pub(super) struct Faults {
-    fail_next_commit: std::sync::atomic::AtomicBool,
+    failing: std::sync::atomic::AtomicBool,
     /// Transactions committed (or tried) so far.
     commits: std::sync::atomic::AtomicU64,
     /// Jobs run so far.
@@ -163,11 +163,11 @@ impl Writer {
         }
     }
 
-    /// Makes the next commit fail (tests).
-    pub(super) fn fail_next_commit(&self) {
+    /// Makes every commit fail, or not (tests).
+    pub(super) fn fail_commits(&self, failing: bool) {
         self.faults
-            .fail_next_commit
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            .failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -215,9 +215,7 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, faults: Arc<Faults>
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(&conn)).collect();
-        let fault = faults
-            .fail_next_commit
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let fault = faults.failing.load(std::sync::atomic::Ordering::SeqCst);
         let committed = if fault {
             Err("ledger commit failed (injected fault)".to_owned())
         } else {
