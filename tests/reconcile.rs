@@ -143,15 +143,15 @@ async fn statements_downloaded_from_both_sandboxes_match_the_ledger(h: Harness) 
     let _wx_b = paid_wechat(&h, 990, "wx-1").await;
     refund(&h, &wx_a, 500, "wx-r").await;
 
-    // Today's bill does not exist yet, at either provider.
+    // Today's bill does not exist yet, at either provider: not ready (not a provider failure).
     let early = run(&h, "alipay_main", Source::Download).await;
     assert!(
-        matches!(early, Err(ReconcileError::Provider(_))),
+        matches!(early, Err(ReconcileError::NotReady(_))),
         "{early:?}"
     );
     let early = run(&h, "wechat_main", Source::Download).await;
     assert!(
-        matches!(early, Err(ReconcileError::Provider(_))),
+        matches!(early, Err(ReconcileError::NotReady(_))),
         "{early:?}"
     );
 
