@@ -273,4 +273,13 @@ fn main() {
         peak / 1_048_576,
         report["break_count"],
     );
+    let phases = &report["resources"]["phases_ms"];
+    println!(
+        "  phases (ms): obtain (import + SHA-256) {}, ledger load {}, parse + match {}, lookup {}, store {}",
+        phases["obtain"],
+        phases["ledger"],
+        phases["parse_and_match"],
+        phases["lookup"],
+        phases["store"],
+    );
 }

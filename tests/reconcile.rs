@@ -801,6 +801,9 @@ async fn the_reconcile_and_breaks_commands_write_reports_and_keep_statuses(h: Ha
         "--progress",
     ]);
     assert!(printed.contains("reading statement ["), "{printed}");
+    // Where the time went, phase by phase (issue 26).
+    assert!(printed.contains("phases: obtain "), "{printed}");
+    assert!(printed.contains("parse+match "), "{printed}");
     assert!(printed.contains("missing_in_provider"), "{printed}");
     assert!(printed.contains("breaks: 1 (1 open)"), "{printed}");
     let stem = format!("recon-shop_a-wechat_main-{day}");

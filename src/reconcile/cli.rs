@@ -150,7 +150,9 @@ pub async fn reconcile(
         source: statement.map_or(Source::Download, Source::File),
     };
     let report = run::reconcile(&gateway, request, progress_bar(force_progress)).await?;
+    let writing = std::time::Instant::now();
     let files = write_reports(&report, out_dir)?;
+    let reports_ms = writing.elapsed().as_millis();
     print!("{}", summary_text(&report));
     for file in files {
         println!("  wrote {}", file.display());
@@ -162,6 +164,12 @@ pub async fn reconcile(
             peak / 1_048_576
         );
     }
+    println!(
+        "  phases: {}, reports {}.{} s",
+        report.resources.phases_ms.summary(),
+        reports_ms / 1000,
+        (reports_ms % 1000) / 100
+    );
     Ok(report)
 }
 

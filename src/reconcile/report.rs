@@ -44,6 +44,40 @@ pub struct Resources {
     pub elapsed_ms: u64,
     /// Peak resident memory of the process, bytes (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
+    /// Where the time went, milliseconds per phase (runs stored before phases were timed
+    /// have none).
+    #[serde(default)]
+    pub phases_ms: Phases,
+}
+
+/// The phases of a run, milliseconds each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Fetching or importing the statement, with its SHA-256 (and SHA-1 where stated).
+    pub obtain: u64,
+    /// Loading the ledger side of the day (and the drift window).
+    pub ledger: u64,
+    /// Reading the statement and matching it line by line.
+    pub parse_and_match: u64,
+    /// Looking up, in the whole ledger, the ids the day did not hold.
+    pub lookup: u64,
+    /// Storing the run and its breaks.
+    pub store: u64,
+}
+
+impl Phases {
+    /// `obtain 1.2 s, ledger 0.8 s, …` for a summary line.
+    pub fn summary(&self) -> String {
+        let s = |ms: u64| format!("{}.{} s", ms / 1000, (ms % 1000) / 100);
+        format!(
+            "obtain {}, ledger {}, parse+match {}, lookup {}, store {}",
+            s(self.obtain),
+            s(self.ledger),
+            s(self.parse_and_match),
+            s(self.lookup),
+            s(self.store)
+        )
+    }
 }
 
 /// One reconciliation run.

@@ -382,7 +382,11 @@ async fn reconcile_inner(
         .join(&request.account_id);
     crate::private_fs::create_dir_all(&dir)
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", dir.display())))?;
+    let ms_since = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut phases = super::report::Phases::default();
+    let phase = Instant::now();
     let (statement, path) = obtain(gateway, account, &request, &dir).await?;
+    phases.obtain = ms_since(phase);
     let drift_secs = config.reconciliation.drift_secs;
     let settings = MatchSettings {
         day: request.day,
@@ -392,11 +396,14 @@ async fn reconcile_inner(
         max_held: super::matcher::MAX_HELD_LINES,
     };
     let (from, to) = settings.window();
+    let phase = Instant::now();
     let (payments, refunds) = gateway
         .store
         .recon_ledger(&request.merchant_id, &request.account_id, from, to)
         .await?;
     let matcher = Matcher::new(settings, payments, refunds);
+    phases.ledger = ms_since(phase);
+    let phase = Instant::now();
     let (matcher, totals) = match path {
         None => (matcher, StatementTotals::default()),
         Some(path) => {
@@ -406,6 +413,8 @@ async fn reconcile_inner(
                 .map_err(|e| ReconcileError::Io(format!("reader task: {e}")))??
         }
     };
+    phases.parse_and_match = ms_since(phase);
+    let phase = Instant::now();
     let (payment_ids, refund_ids) = matcher.deferred_ids();
     let (found_payments, found_refunds) = gateway
         .store
@@ -417,6 +426,7 @@ async fn reconcile_inner(
         )
         .await?;
     let outcome = matcher.finish(found_payments, found_refunds);
+    phases.lookup = ms_since(phase);
     let currency = Currency::CNY;
     let mut summary: Vec<CategoryTally> = Vec::new();
     for category in Category::ALL {
@@ -472,6 +482,9 @@ async fn reconcile_inner(
         resources: Resources::default(),
         breaks: Vec::new(),
     };
+    // The stored run keeps the phases known before it is stored.
+    report.resources.phases_ms = phases.clone();
+    let phase = Instant::now();
     let stored_summary =
         serde_json::to_string(&report).map_err(|e| ReconcileError::Io(format!("report: {e}")))?;
     let breaks = gateway
@@ -494,9 +507,11 @@ async fn reconcile_inner(
         .filter(|b| b.status == BreakStatus::Open)
         .count() as u64;
     report.breaks = breaks;
+    phases.store = ms_since(phase);
     report.resources = Resources {
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         peak_rss_bytes: peak_rss_bytes(),
+        phases_ms: phases,
     };
     if report.break_count > 0 {
         warn!(
