@@ -107,7 +107,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     // 3. Moongate itself, on the embedded SQLite ledger.
     let ledger = match &config.ledger {
-        crate::config::LedgerBackend::Sqlite(path) => path.display().to_string(),
+        crate::config::LedgerBackend::Sqlite(path) => tidy(path).display().to_string(),
         crate::config::LedgerBackend::Postgres { .. } => "PostgreSQL".to_owned(),
     };
     // Reports beside the statements (by default both beside the ledger file).
@@ -380,7 +380,7 @@ async fn reconciliation(
             );
         }
         let [_, _, html] = files;
-        println!("   HTML report: {}", html.display());
+        println!("   HTML report: {}", tidy(&html).display());
         if let Some(admin) = admin {
             println!(
                 "   also at http://{admin}/reconciliations/{}",
@@ -389,4 +389,37 @@ async fn reconciliation(
         }
     }
     Ok(())
+}
+
+/// A path as a person would write it: `fixtures/demo/../../moongate-demo/x` is
+/// `moongate-demo/x` (lexically, so it works before the file exists).
+fn tidy(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_are_shown_tidy() {
+        let shown = super::tidy(std::path::Path::new(
+            "fixtures/demo/../../moongate-demo/reports/x.html",
+        ));
+        assert_eq!(
+            shown,
+            std::path::PathBuf::from("moongate-demo/reports/x.html")
+        );
+        let kept = super::tidy(std::path::Path::new("../up/./here"));
+        assert_eq!(kept, std::path::PathBuf::from("../up/here"));
+    }
 }
