@@ -221,8 +221,7 @@ async fn stop_signal() -> std::io::Result<()> {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    let base = file.parent().map(PathBuf::from).unwrap_or_default();
-    match config::load(file).and_then(|raw| raw.build(&base)) {
+    match config::load_and_build(file) {
         Ok(config) => {
             let accounts: usize = config.merchants.values().map(|m| m.accounts.len()).sum();
             println!(

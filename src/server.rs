@@ -296,8 +296,7 @@ pub enum ReloadError {
 /// or changes what only a restart can (listen addresses, TLS files, the ledger). Requests in
 /// flight finish with the config they started with.
 pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let new = crate::config::load(path).and_then(|raw| raw.build(&base));
+    let new = crate::config::load_and_build(path);
     let outcome = new.map_err(ReloadError::from).and_then(|mut new| {
         let old = gateway.config();
         let mut restart = Vec::new();

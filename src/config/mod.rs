@@ -485,22 +485,96 @@ pub fn parse_fee_rate(text: &str) -> Option<i64> {
     (0..=1_000_000).contains(&ppm).then_some(ppm)
 }
 
-/// Parses TOML text; syntax and unknown-key errors come back with their key path.
+/// `line L, column C` of a byte offset in `text` (1-based).
+fn position(text: &str, offset: usize) -> String {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// Parses TOML text. A syntax error comes back with its line and column; unknown keys all
+/// come back at once, each with its key path (the file is read again without each one found,
+/// so one run lists them all), together with the first other problem of the same kind.
 pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigErrors(vec![problem("(file)", e.message().to_owned())]))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().message().to_owned();
-        ConfigErrors(vec![problem(
-            if path == "." {
-                "(root)".to_owned()
-            } else {
-                path
+    parse_all(text).map_err(|(problems, _)| ConfigErrors(problems))
+}
+
+/// Parses, collecting every unknown key; `Err` also carries the config read without them
+/// (when the rest of it reads), so its values can still be checked.
+fn parse_all(text: &str) -> Result<RawConfig, (Vec<ConfigProblem>, Option<Box<RawConfig>>)> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| {
+        let at = e
+            .span()
+            .map(|s| position(text, s.start))
+            .unwrap_or_default();
+        let message = if at.is_empty() {
+            e.message().to_owned()
+        } else {
+            format!("{at}: {}", e.message())
+        };
+        (vec![problem("(file)", message)], None)
+    })?;
+    let mut unknown = Vec::new();
+    // Bounded: each pass removes one key.
+    for _ in 0..256 {
+        let value = toml::Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, RawConfig>(value) {
+            Ok(raw) => {
+                return if unknown.is_empty() {
+                    Ok(raw)
+                } else {
+                    Err((unknown, Some(Box::new(raw))))
+                };
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = e.inner().message().to_owned();
+                let shown = if path == "." {
+                    "(root)".to_owned()
+                } else {
+                    path.clone()
+                };
+                let is_unknown = message.starts_with("unknown field");
+                unknown.push(problem(shown, message.clone()));
+                if !is_unknown || !remove_key(&mut table, &path, &message) {
+                    return Err((unknown, None));
+                }
+            }
+        }
+    }
+    Err((unknown, None))
+}
+
+/// Removes the unknown key named in `message` (``unknown field `x`, …``) from the table at
+/// `path` (`a.b` or `a.b[2]`); false when it cannot be found.
+fn remove_key(table: &mut toml::Table, path: &str, message: &str) -> bool {
+    let Some(field) = message.split('`').nth(1) else {
+        return false;
+    };
+    // serde_path_to_error's path ends with the unknown field itself.
+    let parent: Vec<&str> = match path.rsplit_once('.') {
+        Some((parent, last)) if last == field => parent.split('.').collect(),
+        None if path == field => Vec::new(),
+        _ => path.split('.').collect(),
+    };
+    let mut current = table;
+    for segment in parent {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let next = match current.get_mut(name) {
+            Some(toml::Value::Table(t)) if index.is_none() => t,
+            Some(toml::Value::Array(items)) => match index.and_then(|i| items.get_mut(i)) {
+                Some(toml::Value::Table(t)) => t,
+                _ => return false,
             },
-            message,
-        )])
-    })
+            _ => return false,
+        };
+        current = next;
+    }
+    current.remove(field).is_some()
 }
 
 /// Reads and parses a file.
@@ -508,4 +582,22 @@ pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
     parse(&text)
+}
+
+/// Reads, parses and builds a file, reporting in one run every unknown key and every problem
+/// of the values (as far as the file reads), each with its key path.
+pub fn load_and_build(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    match parse_all(&text) {
+        Ok(raw) => raw.build(&base),
+        Err((mut problems, Some(raw))) => {
+            if let Err(ConfigErrors(more)) = raw.build(&base) {
+                problems.extend(more);
+            }
+            Err(ConfigErrors(problems))
+        }
+        Err((problems, None)) => Err(ConfigErrors(problems)),
+    }
 }

@@ -31,6 +31,39 @@ fn unknown_keys_are_reported_with_their_path() {
 }
 
 #[test]
+fn every_unknown_key_and_every_bad_value_come_in_one_run() {
+    // Seen in review: three mistakes needed three runs of check-config.
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace("name = \"Shop\"", "name = \"Shop\"\ncolour = 1")
+        .replace("[server]", "[server]\nlisten_port = 8080")
+        .replace("127.0.0.1:8080\"", "nowhere\"");
+    let path = dir.path().join("moongate.toml");
+    std::fs::write(&path, text).unwrap();
+    let errors = super::load_and_build(&path).unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "merchants.shop.colour",
+        "server.listen_port",
+        "server.listen",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let text = GOOD.replacen("[server]", "[server]\nlisten = = 1", 1);
+    let errors = parse(&text).unwrap_err();
+    let message = &errors.0[0].message;
+    assert!(message.starts_with("line "), "{message}");
+    assert!(message.contains(", column "), "{message}");
+}
+
+#[test]
 fn every_problem_is_reported_with_its_path() {
     let text = GOOD
         .replace("127.0.0.1:8080\"", "nowhere\"")

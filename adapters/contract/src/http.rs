@@ -98,7 +98,7 @@ pub fn check_base_url(text: &str) -> Result<(), String> {
         "http" => {
             Err("must be https (plain http is allowed only for a loopback sandbox)".to_owned())
         }
-        _ => Err("must be an https URL".to_owned()),
+        _ => Err("must be an https URL (or plain http to a loopback sandbox)".to_owned()),
     }
 }
 
