@@ -238,6 +238,31 @@ async fn close_and_refunds_follow_the_provider(h: Harness) {
         )
         .await;
     assert_eq!(status, 400, "{error}");
+    // "All that is left" counts a refund still pending: 100 pending of the 600 left, then the
+    // rest is 500 (it was 600, refused as exceeding the payment).
+    let (status, pending) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{id}/refunds"),
+            r#"{"amount":100}"#,
+            "r1-refund-3",
+        )
+        .await;
+    assert_eq!(
+        (status, pending["status"].as_str()),
+        (201, Some("pending")),
+        "{pending}"
+    );
+    let (status, rest) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{id}/refunds"),
+            "",
+            "r1-refund-rest",
+        )
+        .await;
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(rest["amount"], 500);
 }
 
 async fn payment_code(h: &Harness, code: &str, key: &str) -> (u16, Value) {

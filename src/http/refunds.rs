@@ -45,16 +45,21 @@ pub(crate) async fn create_refund(
         parse_body(&body)?
     };
     let payment = merchant_payment(&gw, merchant, &id).await?;
-    if input.amount.is_none() && payment.amount_refunded >= payment.amount {
-        return Err(ApiError::invalid(
-            ErrorCode::RefundExceedsPayment,
-            "amount",
-            "the payment is already refunded in full: nothing is left to refund",
-        ));
-    }
-    let amount = input
-        .amount
-        .unwrap_or(payment.amount - payment.amount_refunded);
+    let amount = match input.amount {
+        Some(amount) => amount,
+        None => {
+            // All that is left: what no refund holds, pending ones included.
+            let left = payment.amount - gw.store.refunds_held(&payment.id).await?;
+            if left <= 0 {
+                return Err(ApiError::invalid(
+                    ErrorCode::RefundExceedsPayment,
+                    "amount",
+                    "refunds (pending and succeeded) already hold the whole payment: nothing is left to refund",
+                ));
+            }
+            left
+        }
+    };
     if amount <= 0 {
         return Err(ApiError::invalid(
             ErrorCode::ParameterInvalid,

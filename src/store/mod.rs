@@ -270,6 +270,10 @@ pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
         payment: Payment,
     ) -> Result<Begin<Payment>, StoreError>;
 
+    /// What refunds of a payment hold now (pending, unknown and succeeded), minor units: what
+    /// "refund all that is left" subtracts. The insert checks again under the payment's lock.
+    async fn refunds_held(&self, payment_id: &str) -> Result<i64, StoreError>;
+
     /// Claims an idempotency key and inserts the refund after checking it fits the payment.
     async fn begin_refund(
         &self,

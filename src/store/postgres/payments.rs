@@ -27,6 +27,16 @@ impl PaymentStore for PgStore {
         Ok(Begin::Fresh(payment))
     }
 
+    async fn refunds_held(&self, payment_id: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM refunds WHERE payment_id = $1 AND status != 'failed'",
+        )
+        .bind(payment_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
     async fn begin_refund(
         &self,
         idem: IdemClaim,

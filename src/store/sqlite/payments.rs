@@ -29,6 +29,19 @@ impl PaymentStore for SqliteStore {
         .await
     }
 
+    async fn refunds_held(&self, payment_id: &str) -> Result<i64, StoreError> {
+        let payment_id = payment_id.to_owned();
+        self.read(move |conn| {
+            conn.row(
+                "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?1 AND status != 'failed'",
+                params![payment_id],
+                |row| row.get(0),
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn begin_refund(
         &self,
         idem: IdemClaim,
