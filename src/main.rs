@@ -101,6 +101,14 @@ enum Command {
         #[command(subcommand)]
         action: BreakAction,
     },
+    /// List a merchant's webhook events, or queue its parked ones for delivery again.
+    Events {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: EventAction,
+    },
     /// Repair a missing_in_ledger break from the provider's record (the provider must confirm
     /// the payment); resolves the break.
     Repair {
@@ -127,6 +135,34 @@ enum Command {
         /// by this.
         #[arg(long, default_value_t = 1)]
         time_divisor: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventAction {
+    /// List events, newest first.
+    List {
+        /// The merchant.
+        #[arg(long)]
+        merchant: String,
+        /// Only events whose delivery is pending, delivered or parked.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only events of this type (payment.succeeded, …).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Queue every parked event (of a type, when given) for delivery again now.
+    Resend {
+        /// The merchant.
+        #[arg(long)]
+        merchant: String,
+        /// Only events of this type.
+        #[arg(long = "type")]
+        kind: Option<String>,
     },
 }
 
@@ -366,6 +402,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 reconcile::cli::set_break(&config, &id, BreakStatus::Open, note).await
             }
         },
+        Command::Events { config, action } => events_command(&config, action).await,
         Command::Repair { config, break_id } => reconcile::cli::repair(&config, &break_id).await,
         Command::Migrate { config: path } => {
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -395,4 +432,93 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { .. } => Ok(()),
     }
+}
+
+/// `moongate events list | resend`: the same store calls as `GET /v1/events` and
+/// `POST /v1/events/resend`, for an operator on the ledger's machine.
+async fn events_command(config_path: &std::path::Path, action: EventAction) -> anyhow::Result<()> {
+    use moongate::store::{DeliveryStatus, EventFilter};
+    let gateway = reconcile::cli::open(config_path).await?;
+    let known = |merchant: &str| {
+        if gateway.config().merchants.contains_key(merchant) {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("no merchant {merchant} in the config"))
+        }
+    };
+    match action {
+        EventAction::List {
+            merchant,
+            status,
+            kind,
+            limit,
+        } => {
+            known(&merchant)?;
+            let delivery = match status.as_deref() {
+                None => None,
+                Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+                    anyhow::anyhow!("--status must be pending, delivered or parked")
+                })?),
+            };
+            let filter = EventFilter {
+                kind,
+                delivery,
+                ..EventFilter::default()
+            };
+            let ids = gateway
+                .store
+                .event_ids(&merchant, filter, limit.clamp(1, 1000))
+                .await?;
+            for id in &ids {
+                if let Some(record) = gateway.store.event(&merchant, id).await? {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&record.body).unwrap_or_default();
+                    let state = match (&record.delivered_at, &record.next_attempt_at) {
+                        (_, Some(_)) => "pending",
+                        (Some(_), None) => "delivered",
+                        (None, None) => "parked",
+                    };
+                    let text = |pointer: &str| {
+                        body.pointer(pointer)
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    println!(
+                        "{id}  {:<24} {}  {state:<9} {} attempt(s)  {}",
+                        text("/type"),
+                        text("/created_at"),
+                        record.attempts,
+                        text("/data/object/id"),
+                    );
+                }
+            }
+            println!("{} event(s)", ids.len());
+        }
+        EventAction::Resend { merchant, kind } => {
+            known(&merchant)?;
+            let filter = EventFilter {
+                kind,
+                ..EventFilter::default()
+            };
+            let mut total = 0;
+            loop {
+                let queued = gateway
+                    .store
+                    .resend_parked(
+                        &merchant,
+                        filter.clone(),
+                        1000,
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .await?;
+                total += queued;
+                if queued < 1000 {
+                    break;
+                }
+            }
+            println!("{total} parked event(s) of {merchant} queued for delivery again");
+        }
+    }
+    Ok(())
 }

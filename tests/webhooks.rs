@@ -100,6 +100,24 @@ async fn events_parked_by_an_outage_are_listed_and_resent(h: Harness) {
         ),
         (1, Some(false))
     );
+    // The operator's command sees the same.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .args(["events", "--config"])
+        .arg(&h.config_path)
+        .args(["list", "--merchant", "shop_b", "--status", "parked"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("4 event(s)"), "{printed}");
+    assert!(
+        printed.contains(&ids[0]) && printed.contains("parked"),
+        "{printed}"
+    );
     // Another merchant sees none of them.
     let (_, others) = h
         .get(&h.shop_a, &format!("/v1/events?object_id={}", ids[0]))
