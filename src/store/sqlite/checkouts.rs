@@ -11,11 +11,10 @@ impl CheckoutStore for SqliteStore {
         checkout: Checkout,
     ) -> Result<Begin<Checkout>, StoreError> {
         self.write(move |conn| {
-            let tx = conn;
-            if let Some(found) = claim(tx, &idem, &checkout.id)? {
+            if let Some(found) = claim(conn, &idem, &checkout.id)? {
                 return Ok(cast(found));
             }
-            insert(tx, &checkout)?;
+            insert(conn, &checkout)?;
             Ok(Begin::Fresh(checkout))
         })
         .await
@@ -48,9 +47,8 @@ impl CheckoutStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (checkout_id, expected) = (checkout_id.to_owned(), expected.map(str::to_owned));
         self.write(move |conn| {
-            let tx = conn;
             let switched = switch_current(
-                tx,
+                conn,
                 &checkout_id,
                 expected.as_deref(),
                 &payment.id,
@@ -60,9 +58,9 @@ impl CheckoutStore for SqliteStore {
             if !switched {
                 return Ok(false);
             }
-            insert_payment(tx, &payment)?;
+            insert_payment(conn, &payment)?;
             append_event(
-                tx,
+                conn,
                 &payment.merchant_id,
                 "payment.created",
                 &payment.id,
@@ -119,9 +117,9 @@ CREATE TABLE IF NOT EXISTS checkout_payments (
 CREATE INDEX IF NOT EXISTS checkout_payments_by_checkout ON checkout_payments (checkout_id);
 "#;
 
-pub(super) fn insert(tx: &Connection, c: &Checkout) -> Result<(), StoreError> {
+pub(super) fn insert(conn: &Connection, c: &Checkout) -> Result<(), StoreError> {
     let r = CheckoutRow::of(c)?;
-    tx.exec(
+    conn.exec(
         &format!(
             "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         ),
@@ -187,14 +185,14 @@ pub(super) fn load(
 /// Makes `new_payment` current if the current payment is still `expected` and the checkout
 /// is under its payment limit; records the link. `false`: nothing changed.
 pub(super) fn switch_current(
-    tx: &Connection,
+    conn: &Connection,
     checkout_id: &str,
     expected: Option<&str>,
     new_payment: &str,
     opened_at: time::OffsetDateTime,
     max_payments: usize,
 ) -> Result<bool, StoreError> {
-    let opened: i64 = tx
+    let opened: i64 = conn
         .row(
             "SELECT COUNT(*) FROM checkout_payments WHERE checkout_id = ?1",
             params![checkout_id],
@@ -204,7 +202,7 @@ pub(super) fn switch_current(
     if usize::try_from(opened).unwrap_or(usize::MAX) >= max_payments {
         return Ok(false);
     }
-    let changed = tx
+    let changed = conn
         .exec(
             "UPDATE checkouts SET payment_id = ?3 WHERE id = ?1 AND payment_id IS ?2",
             params![checkout_id, expected, new_payment],
@@ -213,7 +211,7 @@ pub(super) fn switch_current(
     if changed != 1 {
         return Ok(false);
     }
-    tx.exec(
+    conn.exec(
         "INSERT INTO checkout_payments (payment_id, checkout_id, opened_at) VALUES (?1, ?2, ?3)",
         params![new_payment, checkout_id, ms(opened_at)],
     )

@@ -27,10 +27,9 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let skip = to_json(skip)?;
         self.write(move |conn| {
-            let tx = conn;
             let mut out = Vec::new();
             {
-                let mut stmt = tx
+                let mut stmt = conn
                     .prepare_cached(
                         "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM \
                          (SELECT event_seq, merchant_id, attempts, \
@@ -53,7 +52,7 @@ impl EventStore for SqliteStore {
                         attempts: count(row.get(4).map_err(db)?),
                     });
                 }
-                let mut lease = tx
+                let mut lease = conn
                     .prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE event_seq = ?1")
                     .map_err(db)?;
                 for item in &out {
@@ -76,13 +75,12 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = ms(OffsetDateTime::now_utc());
-            let tx = conn;
-            tx.exec(
+            conn.exec(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
                 params![event_seq, next_attempt_at.map(ms), delivered, now, error],
             )
             .map_err(db)?;
-            tx.exec(
+            conn.exec(
                 "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
                 params![event_seq, now, delivered, error],
             )
@@ -155,7 +153,7 @@ impl EventStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT e.id FROM events e LEFT JOIN outbox o ON o.event_seq = e.seq \
-                     WHERE {EVENT_FILTER} ORDER BY e.seq DESC LIMIT ?9"
+                     WHERE {EVENT_FILTER} ORDER BY e.seq DESC LIMIT ?8"
                 ))
                 .map_err(db)?;
             let mut rows = stmt
@@ -167,7 +165,6 @@ impl EventStore for SqliteStore {
                     filter.created_to.map(ms),
                     filter.before_event,
                     filter.delivery.map(|d| d.as_str()),
-                    Option::<i64>::None,
                     limit
                 ])
                 .map_err(db)?;

@@ -53,8 +53,7 @@ impl KeyStore for SqliteStore {
     async fn claim_key(&self, idem: IdemClaim, resource_id: &str) -> Result<Begin<()>, StoreError> {
         let resource_id = resource_id.to_owned();
         self.write(move |conn| {
-            let tx = conn;
-            let found = claim(tx, &idem, &resource_id)?;
+            let found = claim(conn, &idem, &resource_id)?;
             Ok(found.unwrap_or(Begin::Fresh(())))
         })
         .await

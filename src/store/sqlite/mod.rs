@@ -293,21 +293,21 @@ impl SqliteStore {
             ("payments", "paid_at", "INTEGER"),
         ] {
             let present: i64 = conn
-                .row(
+                .query_row(
                     "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
                     [table, column],
                     |row| row.get(0),
                 )
                 .map_err(db)?;
             if present == 0 {
-                conn.exec(
+                conn.execute(
                     &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
                     [],
                 )
                 .map_err(db)?;
                 if column == "paid_at" {
                     // Older ledgers: the last change of a succeeded payment is the best guess.
-                    conn.exec(
+                    conn.execute(
                         "UPDATE payments SET paid_at = updated_at WHERE status = 'succeeded'",
                         [],
                     )
@@ -331,10 +331,10 @@ impl SqliteStore {
         // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
         // payment code (earlier versions kept it).
         let version: i64 = conn
-            .row("PRAGMA user_version", [], |row| row.get(0))
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(db)?;
         if version < 1 {
-            conn.exec(
+            conn.execute(
                 &format!(
                     "UPDATE payments SET payer = json_remove(payer, '$.payment_code') \
                      WHERE payer LIKE '%\"payment_code\"%' AND status NOT IN ({})",
@@ -394,14 +394,13 @@ fn claim_due<T>(
         CheckTarget::Payment => ("payments", PAYMENT_COLUMNS, open_payment_statuses()),
         CheckTarget::Refund => ("refunds", REFUND_COLUMNS, open_refund_statuses()),
     };
-    let tx = conn;
     let mut out = Vec::new();
     {
         let sql = format!(
             "SELECT {columns}, checks FROM {table} WHERE status IN ({open}) \
              AND COALESCE(next_check_at, 0) <= ?1 ORDER BY next_check_at LIMIT ?2"
         );
-        let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
         let mut rows = stmt.query(params![ms(now), limit]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             out.push((row.get::<_, String>(0).map_err(db)?, decode(row)?));
@@ -409,7 +408,7 @@ fn claim_due<T>(
     }
     // Leased after reading: a statement never writes the rows it is still stepping over.
     {
-        let mut lease = tx
+        let mut lease = conn
             .prepare_cached(&format!(
                 "UPDATE {table} SET next_check_at = ?2 WHERE id = ?1"
             ))
@@ -466,9 +465,9 @@ fn refund_from_row(row: &Row<'_>) -> Result<Refund, StoreError> {
     .decode()
 }
 
-fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, StoreError> {
+fn load_payment(conn: &Connection, id: &str) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
-    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
     let mut rows = stmt.query(params![id]).map_err(db)?;
     match rows.next().map_err(db)? {
         Some(row) => Ok(Some(payment_from_row(row)?)),
@@ -476,9 +475,9 @@ fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, StoreError
     }
 }
 
-fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> {
+fn load_refund(conn: &Connection, id: &str) -> Result<Option<Refund>, StoreError> {
     let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1");
-    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
     let mut rows = stmt.query(params![id]).map_err(db)?;
     match rows.next().map_err(db)? {
         Some(row) => Ok(Some(refund_from_row(row)?)),
@@ -489,7 +488,7 @@ fn load_refund(tx: &Connection, id: &str) -> Result<Option<Refund>, StoreError> 
 /// Appends an event and its outbox row (when the merchant has a webhook it is delivered;
 /// the worker parks rows of merchants without one).
 fn append_event(
-    tx: &Connection,
+    conn: &Connection,
     merchant_id: &str,
     kind: &str,
     object_id: &str,
@@ -498,13 +497,13 @@ fn append_event(
 ) -> Result<(), StoreError> {
     let id = new_id("evt");
     let body = event_json(&id, kind, now, object).to_string();
-    tx.exec(
+    conn.exec(
         "INSERT INTO events (id, merchant_id, type, object_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![id, merchant_id, kind, object_id, body, ms(now)],
     )
     .map_err(db)?;
-    let seq = tx.last_insert_rowid();
-    tx.exec(
+    let seq = conn.last_insert_rowid();
+    conn.exec(
         "INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) VALUES (?1, ?2, ?3)",
         params![seq, merchant_id, ms(now)],
     )
@@ -513,9 +512,9 @@ fn append_event(
 }
 
 /// Inserts a payment row (first check due 30 s after creation).
-fn insert_payment(tx: &Connection, p: &Payment) -> Result<(), StoreError> {
+fn insert_payment(conn: &Connection, p: &Payment) -> Result<(), StoreError> {
     let r = PaymentRow::of(p)?;
-    tx.exec(
+    conn.exec(
         &format!(
             "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?19 + {FIRST_CHECK_MS})"
         ),
@@ -551,12 +550,12 @@ fn insert_payment(tx: &Connection, p: &Payment) -> Result<(), StoreError> {
 
 /// Inserts the key row, or reports what an existing one says.
 fn claim(
-    tx: &Connection,
+    conn: &Connection,
     claim: &IdemClaim,
     resource_id: &str,
 ) -> Result<Option<Begin<()>>, StoreError> {
     // Expired keys are forgotten lazily, at the moment the same key comes back.
-    tx.exec(
+    conn.exec(
         "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",
         params![
             claim.merchant_id,
@@ -565,7 +564,7 @@ fn claim(
         ],
     )
     .map_err(db)?;
-    let existing = tx
+    let existing = conn
         .row(
             "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
             params![claim.merchant_id, claim.key],
@@ -584,7 +583,7 @@ fn claim(
     if let Some(existing) = existing {
         return existing.verdict(claim).map(Some);
     }
-    tx.exec(
+    conn.exec(
         "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![claim.merchant_id, claim.key, claim.request_hash, resource_id, ms(claim.now)],
     )

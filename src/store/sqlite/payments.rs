@@ -10,14 +10,13 @@ impl PaymentStore for SqliteStore {
         payment: Payment,
     ) -> Result<Begin<Payment>, StoreError> {
         self.write(move |conn| {
-            let tx = conn;
-            if let Some(found) = claim(tx, &idem, &payment.id)? {
+            if let Some(found) = claim(conn, &idem, &payment.id)? {
                 return Ok(cast(found));
             }
             let p = &payment;
-            insert_payment(tx, p)?;
+            insert_payment(conn, p)?;
             append_event(
-                tx,
+                conn,
                 &p.merchant_id,
                 "payment.created",
                 &p.id,
@@ -48,12 +47,11 @@ impl PaymentStore for SqliteStore {
         refund: Refund,
     ) -> Result<Begin<Refund>, StoreError> {
         self.write(move |conn| {
-            let tx = conn;
-            if let Some(found) = claim(tx, &idem, &refund.id)? {
+            if let Some(found) = claim(conn, &idem, &refund.id)? {
                 return Ok(cast(found));
             }
-            let payment = load_payment(tx, &refund.payment_id)?;
-            let held: i64 = tx
+            let payment = load_payment(conn, &refund.payment_id)?;
+            let held: i64 = conn
                 .row(
                     "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?1 AND status != 'failed'",
                     params![refund.payment_id],
@@ -62,7 +60,7 @@ impl PaymentStore for SqliteStore {
                 .map_err(db)?;
             refund_fits(payment.as_ref(), &refund, held)?;
             let r = RefundRow::of(&refund)?;
-            tx.exec(
+            conn.exec(
                 &format!("INSERT INTO refunds ({REFUND_COLUMNS}, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9 + {FIRST_CHECK_MS})"),
                 params![
                     r.id,
@@ -78,7 +76,7 @@ impl PaymentStore for SqliteStore {
                 ],
             )
             .map_err(db)?;
-            append_event(tx, &refund.merchant_id, "refund.created", &refund.id, refund.to_api_json(), refund.created_at)?;
+            append_event(conn, &refund.merchant_id, "refund.created", &refund.id, refund.to_api_json(), refund.created_at)?;
             Ok(Begin::Fresh(refund))
         })
         .await
@@ -155,12 +153,11 @@ impl PaymentStore for SqliteStore {
     ) -> Result<Updated<Payment>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let tx = conn;
-            let Some(mut payment) = load_payment(tx, &id)? else {
+            let Some(mut payment) = load_payment(conn, &id)? else {
                 return Ok(Updated::Missing);
             };
             if let Some(inbox) = &inbox {
-                let inserted = tx
+                let inserted = conn
                     .exec(
                         "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![inbox.provider, inbox.account, inbox.dedupe_id, id, ms(now)],
@@ -178,7 +175,7 @@ impl PaymentStore for SqliteStore {
                 return Ok(Updated::Done { record: payment, changed: false });
             }
             payment.updated_at = now;
-            tx.exec(
+            conn.exec(
                 "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
                  paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END, payer = ?7 WHERE id = ?1",
                 params![
@@ -193,7 +190,7 @@ impl PaymentStore for SqliteStore {
             )
             .map_err(db)?;
             let kind = format!("payment.{}", payment.status.as_str());
-            append_event(tx, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
+            append_event(conn, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
             Ok(Updated::Done { record: payment, changed: true })
         })
         .await
@@ -208,8 +205,7 @@ impl PaymentStore for SqliteStore {
     ) -> Result<Updated<Refund>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let tx = conn;
-            let Some(mut refund) = load_refund(tx, &id)? else {
+            let Some(mut refund) = load_refund(conn, &id)? else {
                 return Ok(Updated::Missing);
             };
             if !refund.status.can_become(status) {
@@ -218,21 +214,21 @@ impl PaymentStore for SqliteStore {
             refund.status = status;
             refund.failure = failure;
             refund.updated_at = now;
-            tx.exec(
+            conn.exec(
                 "UPDATE refunds SET status = ?2, failure = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, status.as_str(), json_opt(&refund.failure)?, ms(now)],
             )
             .map_err(db)?;
             let kind = format!("refund.{}", status.as_str());
-            append_event(tx, &refund.merchant_id, &kind, &refund.id, refund.to_api_json(), now)?;
+            append_event(conn, &refund.merchant_id, &kind, &refund.id, refund.to_api_json(), now)?;
             if status == RefundStatus::Succeeded {
-                tx.exec(
+                conn.exec(
                     "UPDATE payments SET amount_refunded = amount_refunded + ?2, updated_at = ?3 WHERE id = ?1",
                     params![refund.payment_id, refund.amount, ms(now)],
                 )
                 .map_err(db)?;
-                if let Some(payment) = load_payment(tx, &refund.payment_id)? {
-                    append_event(tx, &payment.merchant_id, "payment.refunded", &payment.id, payment.to_api_json(), now)?;
+                if let Some(payment) = load_payment(conn, &refund.payment_id)? {
+                    append_event(conn, &payment.merchant_id, "payment.refunded", &payment.id, payment.to_api_json(), now)?;
                 }
             }
             Ok(Updated::Done { record: refund, changed: true })
@@ -300,8 +296,7 @@ impl PaymentStore for SqliteStore {
     ) -> Result<Option<Payment>, StoreError> {
         let (payment_id, from, to) = (payment_id.to_owned(), from.to_owned(), to.to_owned());
         self.write(move |conn| {
-            let tx = conn;
-            let changed = tx
+            let changed = conn
                 .exec(
                     "UPDATE payments SET account_id = ?3, provider = ?4, updated_at = ?5 \
                      WHERE id = ?1 AND account_id = ?2 AND status = 'pending'",
@@ -311,7 +306,7 @@ impl PaymentStore for SqliteStore {
             if changed == 0 {
                 return Ok(None);
             }
-            let payment = tx
+            let payment = conn
                 .row(
                     &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"),
                     params![payment_id],

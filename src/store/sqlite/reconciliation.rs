@@ -135,18 +135,17 @@ impl ReconStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
-            let tx = conn;
-            if load_payment(tx, &payment.id)?.is_some() {
+            if load_payment(conn, &payment.id)?.is_some() {
                 return Ok(false);
             }
-            insert_payment(tx, &payment)?;
-            tx.exec(
+            insert_payment(conn, &payment)?;
+            conn.exec(
                 "UPDATE payments SET paid_at = ?2, next_check_at = NULL WHERE id = ?1",
                 params![payment.id, ms(now)],
             )
             .map_err(db)?;
             append_event(
-                tx,
+                conn,
                 &payment.merchant_id,
                 "payment.succeeded",
                 &payment.id,
@@ -385,9 +384,8 @@ pub(super) fn save_run(
     run: &ReconRun,
     breaks: Vec<Break>,
 ) -> Result<Vec<Break>, StoreError> {
-    let tx = conn;
     let now = ms(run.finished_at);
-    tx.exec(
+    conn.exec(
         "INSERT INTO recon_runs (id, merchant_id, account_id, day, statement_id, finished_at, report) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -403,18 +401,18 @@ pub(super) fn save_run(
     .map_err(db)?;
     let mut stored = Vec::with_capacity(breaks.len());
     {
-        let mut find = tx
+        let mut find = conn
             .prepare_cached(
                 "SELECT id, status, note FROM recon_breaks WHERE merchant_id = ?1 AND account_id = ?2 \
                  AND day = ?3 AND category = ?4 AND kind = ?5 AND payment_id = ?6 AND refund_id = ?7",
             )
             .map_err(db)?;
-        let mut update = tx
+        let mut update = conn
             .prepare_cached(
                 "UPDATE recon_breaks SET run_id = ?2, body = ?3, updated_at = ?4 WHERE id = ?1",
             )
             .map_err(db)?;
-        let mut insert = tx
+        let mut insert = conn
             .prepare_cached(
                 "INSERT INTO recon_breaks (id, merchant_id, account_id, day, category, kind, payment_id, refund_id, run_id, body, status, note, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'open', NULL, ?11, ?11)",
@@ -471,7 +469,7 @@ pub(super) fn save_run(
             stored.push(record);
         }
     }
-    tx.exec(
+    conn.exec(
         "UPDATE recon_breaks SET status = 'resolved', note = 'no longer found by run ' || ?4, updated_at = ?5 \
          WHERE merchant_id = ?1 AND account_id = ?2 AND day = ?3 AND run_id != ?4 AND status = 'open'",
         params![run.merchant_id, run.account_id, run.day, run.id, now],
@@ -569,8 +567,7 @@ pub(super) fn set_break_status(
     note: Option<String>,
     now: OffsetDateTime,
 ) -> Result<Option<StoredBreak>, StoreError> {
-    let tx = conn;
-    let changed = tx
+    let changed = conn
         .exec(
             "UPDATE recon_breaks SET status = ?3, note = ?4, updated_at = ?5 \
              WHERE id = ?1 AND (?2 IS NULL OR merchant_id = ?2)",
@@ -580,7 +577,7 @@ pub(super) fn set_break_status(
     if changed == 0 {
         return Ok(None);
     }
-    let found = tx
+    let found = conn
         .row(
             &format!("SELECT {BREAK_FIELDS} FROM recon_breaks WHERE id = ?1"),
             params![break_id],

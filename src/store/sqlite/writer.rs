@@ -68,10 +68,11 @@ where
     }
 }
 
-/// Test hook: while set, every commit fails as on a full disk (`tests/` use it to show that a
-/// job whose commit failed is never answered with success, and what readiness says).
+/// What the writer thread shares with its handles: the counters, and a test hook that, while
+/// set, makes every commit fail as on a full disk (`tests/` use it to show that a job whose
+/// commit failed is never answered with success, and what readiness says).
 #[derive(Debug, Default)]
-pub(super) struct Faults {
+pub(super) struct Shared {
     failing: std::sync::atomic::AtomicBool,
     /// Transactions committed (or tried) so far.
     commits: std::sync::atomic::AtomicU64,
@@ -91,7 +92,7 @@ pub struct WriteStats {
 /// The write side: the queue to the writer thread.
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Job>>,
-    faults: Arc<Faults>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -104,13 +105,13 @@ impl Writer {
     /// Starts the writer thread on `conn`. It ends when the last `Writer` is dropped.
     pub(super) fn start(conn: Connection) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
-        let faults = Arc::new(Faults::default());
-        let thread_faults = Arc::clone(&faults);
+        let shared = Arc::new(Shared::default());
+        let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("moongate-ledger-writer".to_owned())
-            .spawn(move || run(conn, jobs, thread_faults))
+            .spawn(move || run(conn, jobs, thread_shared))
             .map_err(|e| StoreError::Database(format!("ledger writer thread: {e}")))?;
-        Ok(Writer { queue, faults })
+        Ok(Writer { queue, shared })
     }
 
     /// Runs `work` in the next batch and answers once that batch's commit is durable.
@@ -158,14 +159,14 @@ impl Writer {
     pub(super) fn stats(&self) -> WriteStats {
         use std::sync::atomic::Ordering::Relaxed;
         WriteStats {
-            jobs: self.faults.jobs.load(Relaxed),
-            commits: self.faults.commits.load(Relaxed),
+            jobs: self.shared.jobs.load(Relaxed),
+            commits: self.shared.commits.load(Relaxed),
         }
     }
 
     /// Makes every commit fail, or not (tests).
     pub(super) fn fail_commits(&self, failing: bool) {
-        self.faults
+        self.shared
             .failing
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
@@ -192,7 +193,7 @@ fn in_savepoint<T>(
     outcome
 }
 
-fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, faults: Arc<Faults>) {
+fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, shared: Arc<Shared>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -208,14 +209,14 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, faults: Arc<Faults>
             }
             continue;
         }
-        faults
+        shared
             .jobs
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        faults
+        shared
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(&conn)).collect();
-        let fault = faults.failing.load(std::sync::atomic::Ordering::SeqCst);
+        let fault = shared.failing.load(std::sync::atomic::Ordering::SeqCst);
         let committed = if fault {
             Err("ledger commit failed (injected fault)".to_owned())
         } else {
