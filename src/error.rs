@@ -99,6 +99,11 @@ impl Serialize for ErrorCode {
     }
 }
 
+/// Whole seconds to put in `Retry-After`: rounded up, at least one.
+fn retry_seconds(retry_after: std::time::Duration) -> u64 {
+    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1)
+}
+
 /// Error families, as in Stripe's `type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,8 +198,7 @@ impl ApiError {
     /// 429: over the merchant's request limit. Headers per draft-ietf-httpapi-ratelimit-headers
     /// (`RateLimit-Policy`, `RateLimit`) plus `Retry-After` and the older `X-RateLimit-*`.
     pub fn rate_limited(limit: &crate::limits::Limit, retry_after: std::time::Duration) -> Self {
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        let seconds = seconds.max(1);
+        let seconds = retry_seconds(retry_after);
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimitError,
@@ -221,7 +225,7 @@ impl ApiError {
         limit: &crate::limits::Limit,
         retry_after: std::time::Duration,
     ) -> Self {
-        let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+        let seconds = retry_seconds(retry_after);
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimitError,

@@ -76,16 +76,11 @@ impl Limit {
     pub fn new(raw: &RawLimit) -> Limit {
         let per_second = NonZeroU32::new(raw.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(raw.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(per_second).allow_burst(burst);
-        Limit {
-            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
-            per_second: per_second.get(),
-            burst: burst.get(),
-            window_secs: u64::from(burst.get())
-                .div_ceil(u64::from(per_second.get()))
-                .max(1),
-            max_wait: Duration::from_millis(raw.max_wait_ms.unwrap_or(1_000)),
-        }
+        Limit::of(
+            Quota::per_second(per_second).allow_burst(burst),
+            per_second.get(),
+            Duration::from_millis(raw.max_wait_ms.unwrap_or(1_000)),
+        )
     }
 
     /// A slow limit: one more every `period`, `burst` at once (inbound only; its
@@ -95,15 +90,22 @@ impl Limit {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
+        Limit::of(quota, 0, Duration::ZERO)
+    }
+
+    fn of(quota: Quota, per_second: u32, max_wait: Duration) -> Limit {
+        let burst = quota.burst_size().get();
+        // The time a full burst takes to refill, in whole seconds (at least one).
+        let refill = quota.replenish_interval().as_nanos() * u128::from(burst);
+        let window_secs = u64::try_from(refill.div_ceil(1_000_000_000))
+            .unwrap_or(u64::MAX)
+            .max(1);
         Limit {
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
-            per_second: 0,
-            burst: burst.get(),
-            window_secs: period
-                .as_secs()
-                .saturating_mul(u64::from(burst.get()))
-                .max(1),
-            max_wait: Duration::ZERO,
+            per_second,
+            burst,
+            window_secs,
+            max_wait,
         }
     }
 

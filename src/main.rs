@@ -289,8 +289,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Serve { config: path } => {
-            let base = path.parent().map(PathBuf::from).unwrap_or_default();
-            let config = config::load(&path).and_then(|raw| raw.build(&base))?;
+            let config = config::load_and_build(&path)?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             let store = server::open_store(&config).await?;
             let running = server::start_on(config, store, listener).await?;
@@ -405,8 +404,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Events { config, action } => events_command(&config, action).await,
         Command::Repair { config, break_id } => reconcile::cli::repair(&config, &break_id).await,
         Command::Migrate { config: path } => {
-            let base = path.parent().map(PathBuf::from).unwrap_or_default();
-            let config = config::load(&path).and_then(|raw| raw.build(&base))?;
+            let config = config::load_and_build(&path)?;
             match &config.ledger {
                 config::LedgerBackend::Sqlite(file) => {
                     // SQLite ledgers bring themselves up to date when opened.
@@ -473,11 +471,7 @@ async fn events_command(config_path: &std::path::Path, action: EventAction) -> a
                 if let Some(record) = gateway.store.event(&merchant, id).await? {
                     let body: serde_json::Value =
                         serde_json::from_str(&record.body).unwrap_or_default();
-                    let state = match (&record.delivered_at, &record.next_attempt_at) {
-                        (_, Some(_)) => "pending",
-                        (Some(_), None) => "delivered",
-                        (None, None) => "parked",
-                    };
+                    let state = record.delivery_status().as_str();
                     let text = |pointer: &str| {
                         body.pointer(pointer)
                             .and_then(serde_json::Value::as_str)

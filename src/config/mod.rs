@@ -579,16 +579,18 @@ fn remove_key(table: &mut toml::Table, path: &str, message: &str) -> bool {
 
 /// Reads and parses a file.
 pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
-    parse(&text)
+    parse(&read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))
 }
 
 /// Reads, parses and builds a file, reporting in one run every unknown key and every problem
 /// of the values (as far as the file reads), each with its key path.
 pub fn load_and_build(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![problem("(file)", format!("{}: {e}", path.display()))]))?;
+    let text = read(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     match parse_all(&text) {
         Ok(raw) => raw.build(&base),

@@ -18,11 +18,7 @@ pub(crate) fn event_json(record: &crate::store::EventRecord) -> serde_json::Valu
         t.format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
     };
-    let status = match (&record.delivered_at, &record.next_attempt_at) {
-        (_, Some(_)) => "pending",
-        (Some(_), None) => "delivered",
-        (None, None) => "parked",
-    };
+    let status = record.delivery_status().as_str();
     let log: Vec<serde_json::Value> = record
         .deliveries
         .iter()
@@ -179,14 +175,7 @@ pub(crate) async fn list_events(
 ) -> Result<Response, ApiError> {
     let Signed { merchant, uri, .. } = signed;
     let query: EventQuery = crate::http::serde_urlencoded_strict(uri.query().unwrap_or(""))?;
-    let limit = query.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid(
-            ErrorCode::ParameterInvalid,
-            "limit",
-            "limit must be 1 to 100",
-        ));
-    }
+    let limit = crate::http::page_limit(query.limit)?;
     if let Some(cursor) = &query.starting_after
         && gw.store.event(&merchant.id, cursor).await?.is_none()
     {

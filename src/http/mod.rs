@@ -132,10 +132,7 @@ async fn one_error_shape(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not served on this path"),
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            ErrorCode::BodyTooLarge,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
         _ => (
             ErrorCode::RequestMalformed,
             "the request could not be read (a path, query or header that is not valid)".to_owned(),
@@ -224,8 +221,8 @@ fn closing(error: ApiError) -> Response {
     response
 }
 
-/// What readiness found: the ledger commits, and the shared limits' Redis answers (when
-/// configured). `Err` carries the reasons.
+/// What readiness found: whether the ledger commits and the shared limits' Redis answers
+/// (when configured), and the reasons.
 async fn readiness(gw: &Gateway) -> (bool, serde_json::Value) {
     let now = time::OffsetDateTime::now_utc();
     let ledger = gw
@@ -241,8 +238,7 @@ async fn readiness(gw: &Gateway) -> (bool, serde_json::Value) {
         Some(crate::shared_limits::SharedDecision::Unavailable(_))
     );
     let ready = ledger.is_ok() && shared_ok;
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
+    let reasons = serde_json::json!({
         "ledger": match &ledger {
             Ok(()) => "ok".to_owned(),
             Err(error) => format!("cannot commit: {error}"),
@@ -254,34 +250,38 @@ async fn readiness(gw: &Gateway) -> (bool, serde_json::Value) {
         },
     });
     if !ready {
-        tracing::warn!(%body, "not ready");
+        tracing::warn!(%reasons, "not ready");
     }
-    (ready, body)
+    (ready, reasons)
+}
+
+/// The readiness answer: 200 or 503, with the reasons or only the status.
+async fn readyz(gw: &Gateway, with_reasons: bool) -> Response {
+    let (ready, reasons) = readiness(gw).await;
+    let mut body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
+    if with_reasons
+        && let (Some(body), serde_json::Value::Object(reasons)) = (body.as_object_mut(), reasons)
+    {
+        body.extend(reasons);
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, to_bytes(&body), false)
 }
 
 /// `GET /readyz` on the public listener: 200 when this instance can take payments (its
 /// ledger commits; its Redis answers, when configured), else 503; the reasons are on the
 /// admin listener's `/readyz` and in the log. `/healthz` only says the process runs.
 async fn readyz_public(State(gw): State<Shared>) -> Response {
-    let (ready, _) = readiness(&gw).await;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
-    json_response(status, to_bytes(&body), false)
+    readyz(&gw, false).await
 }
 
 /// `GET /readyz` on the admin listener, with the reasons.
 async fn readyz_admin(State(gw): State<Shared>) -> Response {
-    let (ready, body) = readiness(&gw).await;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(status, to_bytes(&body), false)
+    readyz(&gw, true).await
 }
 
 /// The admin application (`server.admin_listen`): `/metrics` and `/healthz`. It has no
@@ -451,6 +451,20 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         .end()
         .map_err(|e| ApiError::invalid(ErrorCode::BodyInvalidJson, "", e.to_string()))?;
     Ok(value)
+}
+
+/// A list's page size: `limit` 1 to 100, 10 when not given.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(10);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            "limit",
+            "limit must be 1 to 100",
+        ))
+    }
 }
 
 pub(crate) fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {

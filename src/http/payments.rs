@@ -120,14 +120,7 @@ pub(crate) async fn list_payments(
     let Signed { merchant, uri, .. } = signed;
     let merchant = &*merchant;
     let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
-    let limit = query.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid(
-            ErrorCode::ParameterInvalid,
-            "limit",
-            "limit must be 1 to 100",
-        ));
-    }
+    let limit = crate::http::page_limit(query.limit)?;
     if let Some(cursor) = &query.starting_after
         && gw
             .store

@@ -18,8 +18,7 @@ use crate::outbound::Outbound;
 
 /// A gateway (no listener) over a config file.
 pub async fn open(config_path: &Path) -> anyhow::Result<Gateway> {
-    let base = config_path.parent().map(PathBuf::from).unwrap_or_default();
-    let config = config::load(config_path).and_then(|raw| raw.build(&base))?;
+    let config = config::load_and_build(config_path)?;
     let store = crate::store::open(&config.ledger).await?;
     let providers = Outbound::new(
         Duration::from_millis(config.providers.connect_timeout_ms),

@@ -386,6 +386,17 @@ pub trait JanitorStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Refund>, StoreError>;
 }
 
+impl EventRecord {
+    /// Where its delivery stands: an attempt scheduled, delivered, or neither (parked).
+    pub fn delivery_status(&self) -> DeliveryStatus {
+        match (&self.delivered_at, &self.next_attempt_at) {
+            (_, Some(_)) => DeliveryStatus::Pending,
+            (Some(_), None) => DeliveryStatus::Delivered,
+            (None, None) => DeliveryStatus::Parked,
+        }
+    }
+}
+
 /// Where an event's delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryStatus {
