@@ -14,7 +14,23 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// A gateway with the limits these tests need.
 async fn start(dir: &std::path::Path) -> (moongate::server::Running, SocketAddr) {
+    start_with(
+        dir,
+        "header_read_timeout_ms = 20000\nbody_read_timeout_ms = 400\nmax_connections = 2\n",
+        None,
+    )
+    .await
+}
+
+/// A gateway with one Alipay merchant, `server` lines added to `[server]`, on `store` when
+/// given (else the config's SQLite ledger in `dir`).
+async fn start_with(
+    dir: &std::path::Path,
+    server: &str,
+    store: Option<std::sync::Arc<dyn moongate::store::Store>>,
+) -> (moongate::server::Running, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let f = fixtures();
@@ -22,10 +38,7 @@ async fn start(dir: &std::path::Path) -> (moongate::server::Running, SocketAddr)
         r#"[server]
 listen = "{addr}"
 public_base_url = "http://{addr}"
-header_read_timeout_ms = 20000
-body_read_timeout_ms = 400
-max_connections = 2
-
+{server}
 [ledger]
 path = "ledger.db"
 
@@ -42,7 +55,10 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{app}" }
         pubkey = f.join("keys/sandbox-alipay-public-key.pem").display(),
     );
     let config = moongate::config::parse(&text).unwrap().build(dir).unwrap();
-    let store = moongate::server::open_store(&config).await.unwrap();
+    let store = match store {
+        Some(store) => store,
+        None => moongate::server::open_store(&config).await.unwrap(),
+    };
     let running = moongate::server::start_on(config, store, listener)
         .await
         .unwrap();
@@ -141,40 +157,17 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_503_follow_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let f = fixtures();
-    let text = format!(
-        r#"[server]
-listen = "{addr}"
-public_base_url = "http://{addr}"
-
-[ledger]
-path = "ledger.db"
-
-[merchants.shop]
-name = "Shop"
-keys = [{{ id = "shop_k1", secret = {{ file = "{secret}" }} }}]
-
-[merchants.shop.accounts.main]
-provider = "alipay"
-settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{app}" }}, alipay_public_key = {{ file = "{pubkey}" }} }}
-"#,
-        secret = f.join("demo/shop-key.secret").display(),
-        app = f.join("keys/nodejs-sdk-app-private-key.pem").display(),
-        pubkey = f.join("keys/sandbox-alipay-public-key.pem").display(),
-    );
-    let config = moongate::config::parse(&text)
-        .unwrap()
-        .build(dir.path())
-        .unwrap();
     let ledger = std::sync::Arc::new(
         moongate::store::sqlite::SqliteStore::open(&dir.path().join("ledger.db")).unwrap(),
     );
-    let store: std::sync::Arc<dyn moongate::store::Store> = ledger.clone();
-    let running = moongate::server::start_on(config, store, listener)
-        .await
-        .unwrap();
+    let (running, addr) = start_with(
+        dir.path(),
+        "admin_listen = \"127.0.0.1:0\"\n",
+        Some(ledger.clone()),
+    )
+    .await;
+    let admin = running.admin_addr.unwrap();
+    let f = fixtures();
     let secret = std::fs::read_to_string(f.join("demo/shop-key.secret")).unwrap();
     let client = moongate_testkit::client::MerchantClient::new(
         &format!("http://{addr}"),
@@ -200,6 +193,23 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{app}" }
     let not_ready = get("/readyz").await;
     assert_eq!(not_ready.status, 503);
     assert!(String::from_utf8_lossy(&not_ready.body).contains("not_ready"));
+    // The admin listener says why.
+    let reasons = client
+        .send(&moongate_contract::HttpRequest {
+            method: moongate_contract::HttpMethod::Get,
+            url: format!("http://{admin}/readyz"),
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons.status, 503);
+    let text = String::from_utf8_lossy(&reasons.body);
+    assert!(text.contains("cannot commit"), "{text}");
+    assert!(
+        text.contains(r#""shared_limits":"not configured""#),
+        "{text}"
+    );
     // Liveness is another question: the process runs.
     assert_eq!(get("/healthz").await.status, 200);
     // Reads are still served (from the last commit; a request's nonce is written ahead of what

@@ -176,16 +176,7 @@ async fn a_hanging_endpoint_delays_only_its_own_merchant(h: Harness) {
         }
     });
     // Shop B's webhooks go there (the harness's webhook timeout is 2 s, 5 attempts).
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let text = text.replacen(
-        "name = \"Shop B\"\n",
-        &format!(
-            "name = \"Shop B\"\nwebhook = {{ url = \"http://{hang_addr}/hooks\", secrets = [{{ file = \"w-old.secret\" }}] }}\n"
-        ),
-        1,
-    );
-    std::fs::write(&h.config_path, text).unwrap();
-    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    shop_b_webhook(&h, &format!("http://{hang_addr}/hooks"));
     // Shop B's backlog first: 40 events due, far more than one claim.
     for i in 0..20 {
         let (status, _) = h.create(&h.shop_b, 100, &format!("b-{i}")).await;
