@@ -315,7 +315,8 @@ async fn end_to_end(database_url: Option<&str>, rsa: Duration) {
     let ledger_section = match database_url {
         Some(url) => {
             std::fs::write(dir.path().join("db.url"), url).unwrap();
-            "[ledger]\ndatabase_url = { file = \"db.url\" }\n"
+            std::fs::write(dir.path().join("cashier.key"), "k".repeat(32)).unwrap();
+            "cashier_key = { file = \"cashier.key\" }\n[ledger]\ndatabase_url = { file = \"db.url\" }\n"
         }
         None => "",
     };

@@ -1,5 +1,5 @@
-//! Files Moongate writes hold payment data and credentials (the ledger with its cashier
-//! tokens and payer records, statements, reports, downloaded certificates): they are created
+//! Files Moongate writes hold payment data and credentials (the ledger with its payer
+//! records, the cashier key, statements, reports, downloaded certificates): they are created
 //! readable by their owner only (0600), and the folders it creates for them 0700.
 
 use std::io;
@@ -21,6 +21,15 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 pub fn create(path: &Path) -> io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)
+}
+
+/// Creates a file that must not exist yet, owner-only.
+pub fn create_new(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
     options.open(path)

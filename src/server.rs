@@ -106,8 +106,12 @@ pub async fn start_on(
         ),
         None => None,
     };
+    let cashier = config
+        .cashier_key
+        .load()
+        .map_err(|e| StartError::Io(format!("cashier key: {e}")))?;
     let gateway = Arc::new(
-        Gateway::new(config, store, providers, webhooks_client).with_shared_limits(shared),
+        Gateway::new(config, store, providers, webhooks_client, cashier).with_shared_limits(shared),
     );
     let app = crate::http::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);

@@ -573,7 +573,7 @@ async fn the_cashier_renders_expired_closed_and_refused_states() {
             claim,
             moongate::cashier::Checkout {
                 id: "co_EXPIREDBROWSER".to_owned(),
-                token: token.clone(),
+                token_hash: moongate::cashier::key::token_hash(&token),
                 merchant_id: "shop_a".to_owned(),
                 amount: 2990,
                 currency: moongate_contract::Currency::CNY,
@@ -587,6 +587,7 @@ async fn the_cashier_renders_expired_closed_and_refused_states() {
                 expires_at: now - time::Duration::seconds(5),
                 created_at: now - time::Duration::minutes(30),
                 payment_id: None,
+                legacy_token: None,
             },
         )
         .await

@@ -27,6 +27,7 @@ on_both_ledgers!(
     a_closed_payment_lets_the_shopper_choose_again,
     checkout_requests_are_validated,
     an_order_the_wallet_cannot_take_is_refused_with_a_notice,
+    the_ledger_keeps_no_cashier_link,
 );
 
 fn order(reference: &str) -> Value {
@@ -101,7 +102,7 @@ async fn a_checkout_is_paid_by_qr_and_sends_the_shopper_back(h: Harness) {
     assert_eq!(checkout["payment"], Value::Null);
     let url = checkout["url"].as_str().unwrap().to_owned();
     let token = url.rsplit('/').next().unwrap();
-    assert_eq!(token.len(), 43, "256 random bits, base64url");
+    assert_eq!(token.len(), 43, "256 bits, base64url");
 
     // The same key gives the same checkout; a different key a different link.
     let (_, again) = h.checkout(order("tea-1"), "co-1").await;
@@ -375,7 +376,25 @@ async fn in_app_and_phone_browsers_get_their_own_wallets(h: Harness) {
             &format!("/v1/payments/{}", payment["payment"].as_str().unwrap()),
         )
         .await;
-    assert_eq!(payment["return_url"], url.as_str());
+    // The wallet brings the shopper back through a path naming the checkout, not its token.
+    let query = location.split_once('?').unwrap().1;
+    let return_url = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "return_url")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert_eq!(
+        return_url,
+        format!(
+            "{}/cashier/return/{}",
+            h.shop_a.base_url,
+            checkout["id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(
+        payment["return_url"],
+        Value::Null,
+        "the payment keeps no link"
+    );
     assert_eq!(payment["channel"], "mobile_web");
 
     // WeChat Pay H5 from a phone: the shopper's IP is the connection's.
@@ -402,7 +421,7 @@ async fn expired_and_unknown_links_open_nothing(h: Harness) {
     let token = "A".repeat(43);
     let checkout = moongate::cashier::Checkout {
         id: "co_EXPIRED".to_owned(),
-        token: token.clone(),
+        token_hash: moongate::cashier::key::token_hash(&token),
         merchant_id: "shop_a".to_owned(),
         amount: 100,
         currency: moongate_contract::Currency::CNY,
@@ -416,6 +435,7 @@ async fn expired_and_unknown_links_open_nothing(h: Harness) {
         expires_at: now - time::Duration::seconds(1),
         created_at: now - time::Duration::minutes(31),
         payment_id: None,
+        legacy_token: None,
     };
     let claim = moongate::store::IdemClaim {
         merchant_id: "shop_a".to_owned(),
@@ -653,4 +673,106 @@ async fn an_order_the_wallet_cannot_take_is_refused_with_a_notice(h: Harness) {
         .await
         .unwrap();
     assert!(payments.is_empty(), "nothing stored");
+}
+
+/// Every value in the ledger, as text (SQLite: the file and its WAL; PostgreSQL: each row).
+async fn ledger_text(h: &Harness) -> String {
+    match &h.schema {
+        None => {
+            let dir = h.config_path.parent().unwrap();
+            let mut all = Vec::new();
+            for name in ["ledger.db", "ledger.db-wal"] {
+                if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                    all.extend(bytes);
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = current_schema()",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let mut all = String::new();
+            for table in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                all.extend(rows);
+            }
+            all
+        }
+    }
+}
+
+// Issue 25, finding 8: the ledger keeps a hash of the cashier token, never the token; the link
+// is derived again for the API, and a redirect wallet brings the shopper back through a path
+// that names the checkout only (the browser that opened the page finds it again by a cookie).
+async fn the_ledger_keeps_no_cashier_link(h: Harness) {
+    let (status, checkout) = h.checkout(order("tea-9"), "co-hash").await;
+    assert_eq!(status, 201, "{checkout}");
+    let id = checkout["id"].as_str().unwrap().to_owned();
+    let url = checkout["url"].as_str().unwrap().to_owned();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    let (_, again) = h.checkout(order("tea-9"), "co-hash").await;
+    assert_eq!(again["url"], url.as_str(), "a replay shows the same link");
+    assert_eq!(get_checkout(&h, &id).await["url"], url.as_str());
+
+    let page = h.browse(&url, PHONE_UA).await;
+    assert_eq!(page.status, 200);
+    let cookie = header(&page, "set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains(&format!("Path=/cashier/return/{id};")) && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let chosen = h
+        .submit(&format!("{url}/pay"), PHONE_UA, &[("method", "alipay_wap")])
+        .await;
+    assert_eq!(chosen.status, 303);
+    assert!(ledger_text(&h).await.contains(&id));
+    assert!(
+        !ledger_text(&h).await.contains(&token),
+        "the ledger holds the cashier token"
+    );
+
+    // Back from the wallet in the same browser: the page again.
+    let back = format!("{}/cashier/return/{id}", h.shop_a.base_url);
+    let get = |cookie: Option<String>| {
+        let mut headers = vec![("user-agent".to_owned(), PHONE_UA.to_owned())];
+        headers.extend(cookie.map(|c| ("cookie".to_owned(), c)));
+        moongate_contract::HttpRequest {
+            method: HttpMethod::Get,
+            url: back.clone(),
+            headers,
+            body: Vec::new(),
+        }
+    };
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let returned = h
+        .http
+        .send(&get(Some(format!("a=b; {pair}"))))
+        .await
+        .unwrap();
+    assert_eq!(returned.status, 303);
+    assert_eq!(
+        header(&returned, "location"),
+        Some(format!("/cashier/{token}").as_str())
+    );
+    // Another browser, or a forged cookie: to the shop (a payment is under way: its return URL).
+    for cookie in [None, Some(format!("moongate_cashier={}", "A".repeat(43)))] {
+        let returned = h.http.send(&get(cookie)).await.unwrap();
+        assert_eq!(returned.status, 303);
+        assert_eq!(
+            header(&returned, "location"),
+            Some("https://shop.example/orders/1")
+        );
+    }
+    let unknown = format!("{}/cashier/return/co_NOSUCH", h.shop_a.base_url);
+    assert_eq!(h.browse(&unknown, PHONE_UA).await.status, 404);
 }

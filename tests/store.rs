@@ -902,7 +902,7 @@ async fn reconciliation_runs_keep_break_identity(store: Arc<dyn Store>) {
 fn a_checkout(id: &str) -> Checkout {
     Checkout {
         id: id.to_owned(),
-        token: new_id("tok"),
+        token_hash: moongate::cashier::key::token_hash(&new_id("tok")),
         merchant_id: "shop_a".to_owned(),
         amount: 8800,
         currency: Currency::CNY,
@@ -916,6 +916,7 @@ fn a_checkout(id: &str) -> Checkout {
         expires_at: T0 + Duration::from_secs(1800),
         created_at: T0,
         payment_id: None,
+        legacy_token: None,
     }
 }
 
@@ -936,9 +937,29 @@ async fn checkout_choices_race_to_one_payment(store: Arc<dyn Store>) {
         Begin::InFlight { .. }
     ));
     assert_eq!(
-        store.checkout_by_token(&checkout.token).await.unwrap(),
+        store
+            .checkout_by_token_hash(&checkout.token_hash)
+            .await
+            .unwrap(),
         Some(checkout.clone())
     );
+    // A checkout from before derived tokens keeps its clear token until it expires.
+    let mut legacy = a_checkout("co_legacy");
+    legacy.legacy_token = Some("L".repeat(43));
+    store
+        .begin_checkout(claim("ck-legacy", "h"), legacy.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.forget_legacy_tokens(T0).await.unwrap(), 0);
+    assert_eq!(
+        store.checkout(None, "co_legacy").await.unwrap(),
+        Some(legacy.clone())
+    );
+    let ended = T0 + Duration::from_secs(1800);
+    assert_eq!(store.forget_legacy_tokens(ended).await.unwrap(), 1);
+    let forgotten = store.checkout(None, "co_legacy").await.unwrap().unwrap();
+    assert_eq!(forgotten.legacy_token, None);
+    assert_eq!(forgotten.token_hash, legacy.token_hash);
     assert_eq!(store.checkout(Some("shop_b"), "co_1").await.unwrap(), None);
     let mut tasks = Vec::new();
     for i in 0..6 {

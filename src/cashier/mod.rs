@@ -10,6 +10,7 @@
 //! Pure parts live here and in [`page`] (what to offer in which browser, the state a page
 //! shows, its HTML); [`http`] holds the handlers.
 
+pub mod key;
 pub mod page;
 
 pub use crate::ledger::checkout::Checkout;
@@ -84,17 +85,9 @@ impl State {
 }
 
 impl Checkout {
-    /// The cashier URL under the public base URL.
-    pub fn url(&self, public_base_url: &str) -> String {
-        format!(
-            "{}/cashier/{}",
-            public_base_url.trim_end_matches('/'),
-            self.token
-        )
-    }
-
-    /// The public JSON shape.
-    pub fn to_api_json(&self, state: &State, public_base_url: &str) -> serde_json::Value {
+    /// The public JSON shape, with its cashier URL (`None`: `url` is null, as in the answer an
+    /// idempotency key keeps, which must not hold the link).
+    pub fn to_api_json(&self, state: &State, url: Option<&str>) -> serde_json::Value {
         let payment = match state {
             State::Paid(p) | State::Pending(p) => Some(p),
             State::Choose { previous } => previous.as_ref(),
@@ -103,7 +96,7 @@ impl Checkout {
         serde_json::json!({
             "id": self.id,
             "object": "checkout",
-            "url": self.url(public_base_url),
+            "url": url,
             "status": state.status(),
             "amount": self.amount,
             "currency": self.currency.code(),
@@ -279,7 +272,7 @@ mod tests {
     fn checkout(now: OffsetDateTime, current: Option<&str>) -> Checkout {
         Checkout {
             id: "co_1".to_owned(),
-            token: "t".to_owned(),
+            token_hash: "t".to_owned(),
             merchant_id: "m".to_owned(),
             amount: 100,
             currency: Currency::CNY,
@@ -293,6 +286,7 @@ mod tests {
             expires_at: now + time::Duration::minutes(30),
             created_at: now,
             payment_id: current.map(str::to_owned),
+            legacy_token: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::runtime::account_state_key;
 use super::*;
+use crate::cashier::key::KeySource;
 
 impl RawConfig {
     /// Validates, then reads every secret and key (relative paths against `base_dir`).
@@ -89,6 +90,36 @@ impl RawConfig {
                     None
                 }
             },
+        };
+        let cashier_key = match (&self.server.cashier_key, &ledger) {
+            (Some(reference), _) => match resolve_secret(reference, base_dir) {
+                Ok(key) if key.len() >= crate::cashier::key::MIN_KEY_BYTES => {
+                    KeySource::Configured(Secret::new(key))
+                }
+                Ok(_) => {
+                    problems.push(problem(
+                        "server.cashier_key",
+                        format!(
+                            "must be at least {} bytes",
+                            crate::cashier::key::MIN_KEY_BYTES
+                        ),
+                    ));
+                    KeySource::Configured(Secret::new(String::new()))
+                }
+                Err(message) => {
+                    problems.push(problem("server.cashier_key", message));
+                    KeySource::Configured(Secret::new(String::new()))
+                }
+            },
+            (None, LedgerBackend::Sqlite(path)) => KeySource::beside(path),
+            (None, LedgerBackend::Postgres { .. }) => {
+                problems.push(problem(
+                    "server.cashier_key",
+                    "is required with a PostgreSQL ledger: every instance must derive the \
+                     same cashier links",
+                ));
+                KeySource::Configured(Secret::new(String::new()))
+            }
         };
         let mut merchants = BTreeMap::new();
         for (merchant_id, raw) in &self.merchants {
@@ -216,6 +247,7 @@ impl RawConfig {
                 .as_ref()
                 .and_then(|a| a.parse().ok()),
             admin_token,
+            cashier_key,
             ledger,
             reconciliation: ReconciliationSettings {
                 statement_dir: match &self.reconciliation.statement_dir {

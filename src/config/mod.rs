@@ -206,6 +206,13 @@ pub struct ServerSection {
     /// …`), from a file or the environment; required with `admin_allow_remote`.
     #[serde(default)]
     pub admin_token: Option<SecretRef>,
+    /// The key cashier links are derived from (at least 32 bytes, from a file or the
+    /// environment; see `cashier::key`). Default with an SQLite ledger: a file beside it,
+    /// created on first start; required with PostgreSQL (every instance must share it).
+    /// Changing it changes the links of open checkouts: links already handed out keep
+    /// working, the API shows new ones that do not.
+    #[serde(default)]
+    pub cashier_key: Option<SecretRef>,
     /// How long a client may take to send a request's headers (and a TLS handshake),
     /// milliseconds (default 10000): slow clients do not hold connections.
     #[serde(default = "default_header_timeout")]

@@ -145,6 +145,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// The bearer token admin requests must carry, when configured.
     pub admin_token: Option<Secret<String>>,
+    /// Where the cashier key comes from.
+    pub cashier_key: crate::cashier::key::KeySource,
     /// Header read timeout.
     pub header_read_timeout_ms: u64,
     /// Body read timeout.

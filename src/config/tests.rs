@@ -123,9 +123,11 @@ fn a_database_url_selects_postgres_and_stays_secret() {
         ),
         ("bad.url", "mysql://moongate:hunter2@db.internal/ledger"),
         ("a.secret", "shop-signing-secret-0123456789"),
+        ("cashier.key", CASHIER_KEY),
     ]);
     let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
-    let good = format!("{base}\n[ledger]\ndatabase_url = {{ file = \"db.url\" }}\n");
+    let shared = with_cashier_key(&base);
+    let good = format!("{shared}\n[ledger]\ndatabase_url = {{ file = \"db.url\" }}\n");
     let config = parse(&good).unwrap().build(dir.path()).unwrap();
     match &config.ledger {
         LedgerBackend::Postgres {
@@ -141,8 +143,9 @@ fn a_database_url_selects_postgres_and_stays_secret() {
         other => panic!("{other:?}"),
     }
     assert!(!format!("{:?}", config.ledger).contains("hunter2"));
-    let bad =
-        format!("{base}\n[ledger]\ndatabase_url = {{ file = \"bad.url\" }}\nmax_connections = 0\n");
+    let bad = format!(
+        "{shared}\n[ledger]\ndatabase_url = {{ file = \"bad.url\" }}\nmax_connections = 0\n"
+    );
     let errors = parse(&bad).unwrap().build(dir.path()).unwrap_err();
     let text = errors.to_string();
     assert!(text.contains("ledger.max_connections"), "{text}");
@@ -155,6 +158,53 @@ fn a_database_url_selects_postgres_and_stays_secret() {
     // Without one, the SQLite file beside the config.
     let config = parse(&base).unwrap().build(dir.path()).unwrap();
     assert!(matches!(config.ledger, LedgerBackend::Sqlite(ref p) if p.ends_with("moongate.db")));
+}
+
+const CASHIER_KEY: &str = "cashier-key-0123456789abcdef0123456789";
+
+fn with_cashier_key(config: &str) -> String {
+    config.replacen(
+        "[server]\n",
+        "[server]\ncashier_key = { file = \"cashier.key\" }\n",
+        1,
+    )
+}
+
+#[test]
+fn cashier_keys_are_long_and_shared_by_postgres_instances() {
+    let dir = key_dir(&[
+        ("a.secret", "shop-signing-secret-0123456789"),
+        ("db.url", "postgres://postgres@127.0.0.1:5432/test"),
+        ("cashier.key", CASHIER_KEY),
+        ("short.key", "0123456789abcdef"),
+    ]);
+    let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
+    let postgres = format!("{base}\n[ledger]\ndatabase_url = {{ file = \"db.url\" }}\n");
+    let errors = parse(&postgres).unwrap().build(dir.path()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].path, "server.cashier_key");
+    assert!(errors.to_string().contains("every instance"), "{errors}");
+    let config = parse(&with_cashier_key(&postgres))
+        .unwrap()
+        .build(dir.path())
+        .unwrap();
+    let crate::cashier::key::KeySource::Configured(key) = &config.cashier_key else {
+        panic!("the configured key");
+    };
+    assert_eq!(key.expose(), CASHIER_KEY);
+    assert!(!format!("{config:?}").contains(CASHIER_KEY));
+    // Too short is refused without showing it.
+    let short = with_cashier_key(&base).replace("cashier.key", "short.key");
+    let errors = parse(&short).unwrap().build(dir.path()).unwrap_err();
+    assert_eq!(errors.0[0].path, "server.cashier_key");
+    assert!(errors.to_string().contains("at least 32 bytes"), "{errors}");
+    assert!(!errors.to_string().contains("0123456789abcdef"), "{errors}");
+    // SQLite without one: a file beside the ledger.
+    let config = parse(&base).unwrap().build(dir.path()).unwrap();
+    assert!(matches!(
+        config.cashier_key,
+        crate::cashier::key::KeySource::File(ref p) if p.ends_with("moongate.db.cashier-key")
+    ));
 }
 
 const WECHAT: &str = r#"
@@ -379,8 +429,11 @@ fn urls_are_parsed_and_plain_http_stays_on_this_machine() {
 
 #[test]
 fn database_and_cache_links_are_verified_or_local() {
-    let dir = key_dir(&[("a.secret", "shop-signing-secret-0123456789")]);
-    let base = GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }");
+    let dir = key_dir(&[
+        ("a.secret", "shop-signing-secret-0123456789"),
+        ("cashier.key", CASHIER_KEY),
+    ]);
+    let base = with_cashier_key(&GOOD.replace("{ env = \"X\" }", "{ file = \"a.secret\" }"));
     let build = |file: &str, url: &str, section: &str| {
         std::fs::write(dir.path().join(file), url).unwrap();
         let text = format!("{base}\n{section}");

@@ -94,6 +94,14 @@ impl Gateway {
         if purged > 0 {
             tracing::debug!(purged, "lapsed nonces deleted");
         }
+        // Clear cashier tokens kept from before tokens were derived, once their checkout ended.
+        let forgotten = self.store.forget_legacy_tokens(now).await?;
+        if forgotten > 0 {
+            tracing::debug!(
+                forgotten,
+                "expired checkouts' legacy cashier tokens cleared"
+            );
+        }
         let mut checked = 0;
         // Small claims, taken again until nothing is due (bounded, so a pass always ends).
         for _ in 0..JANITOR_CLAIMS_PER_PASS {

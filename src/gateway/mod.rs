@@ -24,6 +24,7 @@ use moongate_contract::{
 use time::OffsetDateTime;
 use tracing::warn;
 
+use crate::cashier::key::CashierKey;
 use crate::config::{Account, Config, Merchant};
 use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
 use crate::metrics::Metrics;
@@ -74,7 +75,13 @@ pub struct Gateway {
     pub recon_slots: Arc<tokio::sync::Semaphore>,
     /// Held while an on-demand janitor sweep runs: one at a time.
     pub sweep_lock: tokio::sync::Mutex<()>,
+    /// What cashier links are derived from (fixed at start).
+    cashier: CashierKey,
 }
+
+/// The metadata key naming a payment's checkout: set by Moongate on the payments a cashier
+/// opens, refused in `POST /v1/payments`.
+pub const CHECKOUT_ID: &str = "checkout_id";
 
 fn random_nonce() -> String {
     let id = crate::ledger::new_id("n");
@@ -92,15 +99,28 @@ fn failure(code: &str, message: &str) -> Failure {
     }
 }
 
-/// Builds the domain request of a payment.
-pub fn create_request(payment: &Payment, notify_url: String) -> CreatePayment {
+/// Builds the domain request of a payment. A checkout's payment keeps no `return_url` (the
+/// cashier URL is a credential): the provider gets `cashier_return` of its checkout's id, a
+/// path that names the checkout only.
+pub fn create_request(
+    payment: &Payment,
+    notify_url: String,
+    cashier_return: impl FnOnce(&str) -> String,
+) -> CreatePayment {
+    let return_url = payment.return_url.clone().or_else(|| {
+        payment
+            .metadata
+            .get(CHECKOUT_ID)
+            .and_then(|v| v.as_str())
+            .map(cashier_return)
+    });
     CreatePayment {
         provider_order_id: payment.provider_order_id.clone(),
         amount: Money::new(payment.amount, payment.currency),
         method: payment.method,
         subject: payment.description.clone(),
         description: None,
-        return_url: payment.return_url.clone(),
+        return_url,
         notify_url,
         expires_at: payment.expires_at,
         payer: payment.payer.clone(),
@@ -114,6 +134,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         providers: Outbound,
         webhooks: Outbound,
+        cashier: CashierKey,
     ) -> Gateway {
         let metrics = Arc::new(Metrics::new());
         Gateway {
@@ -128,6 +149,7 @@ impl Gateway {
                 crate::service::reconciliation::MAX_CONCURRENT_RUNS,
             )),
             sweep_lock: tokio::sync::Mutex::new(()),
+            cashier,
         }
     }
 
@@ -138,6 +160,41 @@ impl Gateway {
     ) -> Gateway {
         self.shared_limits = shared;
         self
+    }
+
+    /// A checkout's cashier URL (`{public_base_url}/cashier/{token}`).
+    pub fn cashier_url(&self, checkout_id: &str) -> String {
+        format!(
+            "{}/cashier/{}",
+            self.config().public_base_url.trim_end_matches('/'),
+            self.cashier.token(checkout_id)
+        )
+    }
+
+    /// The cashier URL of a checkout as stored (a legacy checkout's own token until it
+    /// expires).
+    pub fn checkout_url(&self, checkout: &crate::cashier::Checkout) -> String {
+        match &checkout.legacy_token {
+            Some(token) => format!(
+                "{}/cashier/{token}",
+                self.config().public_base_url.trim_end_matches('/')
+            ),
+            None => self.cashier_url(&checkout.id),
+        }
+    }
+
+    /// Where a redirect wallet sends a checkout's shopper back (no token in it).
+    pub fn cashier_return_url(&self, checkout_id: &str) -> String {
+        format!(
+            "{}{}",
+            self.config().public_base_url.trim_end_matches('/'),
+            crate::http::cashier::return_path(checkout_id)
+        )
+    }
+
+    /// What the ledger keeps of a checkout's token.
+    pub fn cashier_token_hash(&self, checkout_id: &str) -> String {
+        self.cashier.token_hash_of(checkout_id)
     }
 
     /// The config in force now.
@@ -234,7 +291,9 @@ impl Gateway {
         merchant_id: &str,
         account: &Account,
     ) -> Result<Prepared<ProviderStatus>, AdapterError> {
-        let request = create_request(payment, self.notify_url(merchant_id, account));
+        let request = create_request(payment, self.notify_url(merchant_id, account), |id| {
+            self.cashier_return_url(id)
+        });
         account
             .adapter
             .prepare_create(&Self::call_context(), &request)

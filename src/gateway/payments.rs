@@ -99,7 +99,9 @@ impl Gateway {
                 )));
             };
             let (merchant, account) = (bound.merchant(), bound.account());
-            let request = create_request(&payment, self.notify_url(&merchant.id, account));
+            let request = create_request(&payment, self.notify_url(&merchant.id, account), |id| {
+                self.cashier_return_url(id)
+            });
             let adapter = Arc::clone(&account.adapter);
             let cx = Self::call_context();
             let exchange = self

@@ -106,7 +106,8 @@ pub(crate) async fn open(
     if !plausible(token) {
         return Ok(None);
     }
-    let Some(checkout) = gw.store.checkout_by_token(token).await? else {
+    let hash = crate::cashier::key::token_hash(token);
+    let Some(checkout) = gw.store.checkout_by_token_hash(&hash).await? else {
         return Ok(None);
     };
     let merchant = gw.config().merchants.get(&checkout.merchant_id).cloned();
@@ -155,11 +156,86 @@ pub async fn cashier_page(
         now,
     };
     let rendered = page::render(&view);
-    Ok(page_response(
+    let mut response = page_response(
         StatusCode::OK,
         rendered.html,
         rendered.has_script.then_some(nonce.as_str()),
+    );
+    if let Some(cookie) = return_cookie(&gw, &checkout, &token, now) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The cookie [`cashier_return`] finds the page again with: the token, sent by this browser
+/// only to its checkout's return path, until the checkout expires.
+fn return_cookie(
+    gw: &Gateway,
+    checkout: &Checkout,
+    token: &str,
+    now: OffsetDateTime,
+) -> Option<HeaderValue> {
+    let seconds = (checkout.expires_at - now).whole_seconds();
+    if seconds <= 0 {
+        return None;
+    }
+    let secure = if gw.config().public_base_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{RETURN_COOKIE}={token}; Path={}; Max-Age={seconds}; HttpOnly; SameSite=Lax{secure}",
+        return_path(&checkout.id)
     ))
+    .ok()
+}
+
+const RETURN_COOKIE: &str = "moongate_cashier";
+
+/// Where a redirect wallet sends the shopper back (`create_request`'s return URL for a
+/// checkout's payment): it names the checkout, never its token, so the payment, its signed
+/// wallet URL and its events can be stored without a credential.
+pub(crate) fn return_path(checkout_id: &str) -> String {
+    format!("/cashier/return/{checkout_id}")
+}
+
+/// `GET /cashier/return/{checkout_id}`: a shopper back from a redirect wallet. The browser
+/// that opened the page carries its token in a cookie and goes back to the page; any other
+/// (or one whose cookie is gone) goes to the shop: its return URL once a payment is under way
+/// (the shop asks for the status, as it would anyway), else its cancel URL.
+pub async fn cashier_return(
+    State(gw): State<Shared>,
+    Path(checkout_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let Some(checkout) = gw.store.checkout(None, &checkout_id).await? else {
+        return Ok(not_found());
+    };
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| {
+            *name == RETURN_COOKIE
+                && plausible(value)
+                && crate::cashier::key::token_hash(value) == checkout.token_hash
+        })
+        .map(|(_, value)| value.to_owned());
+    if let Some(token) = token {
+        return Ok(see_other(&format!("/cashier/{token}")));
+    }
+    let payments = gw.store.checkout_payments(&checkout.id).await?;
+    let shop = match Stage::of(&checkout, &payments, now) {
+        Stage::Paid(_) | Stage::Pending(_) => &checkout.return_url,
+        Stage::Choose { .. } | Stage::Expired => {
+            checkout.cancel_url.as_ref().unwrap_or(&checkout.return_url)
+        }
+    };
+    Ok(see_other(shop))
 }
 
 /// `POST /cashier/{token}/pay`: the shopper chose a wallet. Answers with a redirect: to the

@@ -8,7 +8,7 @@ use crate::cashier::State as Stage;
 use crate::error::ApiError;
 use crate::http::extract::Signed;
 use crate::http::{Shared, parse_body};
-use crate::service::checkouts::{CreateCheckoutBody, current, validate_checkout};
+use crate::service::checkouts::{CreateCheckoutBody, current, validate_checkout, with_cashier_url};
 use crate::service::idempotency;
 use crate::service::idempotency::{Answer, Outcome};
 
@@ -26,7 +26,7 @@ pub async fn create_checkout(
         ..
     } = signed;
     let input: CreateCheckoutBody = parse_body(&body)?;
-    let checkout = validate_checkout(&merchant, input, now)?;
+    let checkout = validate_checkout(&gw, &merchant, input, now)?;
     let begin = gw.store.begin_checkout(claim, checkout).await?;
     idempotency::run(
         &gw,
@@ -39,12 +39,12 @@ pub async fn create_checkout(
             let state = Stage::of(&checkout, &[], now);
             Ok(Outcome::Done(Answer::json(
                 StatusCode::CREATED,
-                &checkout.to_api_json(&state, &gw.config().public_base_url),
+                &checkout.to_api_json(&state, None),
             )))
         },
     )
     .await
-    .map(IntoResponse::into_response)
+    .map(|answer| with_cashier_url(&gw, answer).into_response())
 }
 
 /// `GET /v1/checkouts/{id}`.

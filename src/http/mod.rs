@@ -83,6 +83,10 @@ pub fn router(gateway: Shared) -> Router {
         .route("/cashier/{token}", get(cashier::cashier_page))
         .route("/cashier/{token}/pay", post(cashier::cashier_choose))
         .route(
+            "/cashier/return/{checkout_id}",
+            get(cashier::cashier_return),
+        )
+        .route(
             "/notify/{provider}/{merchant}/{account}",
             post(notify::notify),
         )

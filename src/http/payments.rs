@@ -18,7 +18,7 @@ use crate::ledger::{Payment, PaymentStatus};
 use crate::registry;
 use crate::service::idempotency;
 use crate::service::idempotency::{Answer, Outcome};
-use crate::service::payments::{CreatePaymentBody, merchant_payment, validate_create};
+use crate::service::payments::{CreatePaymentBody, merchant_payment, validate_api_create};
 
 pub(crate) async fn create_payment(
     State(gw): State<Shared>,
@@ -34,7 +34,7 @@ pub(crate) async fn create_payment(
     } = signed;
     let merchant = &*merchant;
     let input: CreatePaymentBody = parse_body(&body)?;
-    let (payment, fallbacks) = validate_create(merchant, input, now)?;
+    let (payment, fallbacks) = validate_api_create(merchant, input, now)?;
     let account = merchant
         .account(&payment.account_id)
         .ok_or_else(|| ApiError::internal(&"account vanished"))?;

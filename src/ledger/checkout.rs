@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 pub struct Checkout {
     /// `co_…`.
     pub id: String,
-    /// The capability in the cashier URL (256 random bits, base64url).
-    pub token: String,
+    /// SHA-256 (hex) of the token in its cashier URL (the token itself is derived from the
+    /// id with the cashier key and never stored: `cashier::key`).
+    pub token_hash: String,
     /// Owner.
     pub merchant_id: String,
     /// Minor units.
@@ -38,4 +39,7 @@ pub struct Checkout {
     pub created_at: OffsetDateTime,
     /// The current payment, once the shopper chose a wallet.
     pub payment_id: Option<String>,
+    /// The random token of a checkout created before tokens were derived, kept (in clear, as
+    /// then) only until the checkout expires, so its link still opens and is still shown.
+    pub legacy_token: Option<String>,
 }

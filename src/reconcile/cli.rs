@@ -27,7 +27,8 @@ pub async fn open(config_path: &Path) -> anyhow::Result<Gateway> {
     .map_err(anyhow::Error::msg)?;
     let webhooks = Outbound::new(Duration::from_secs(3), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    Ok(Gateway::new(config, store, providers, webhooks))
+    let cashier = config.cashier_key.load().context("cashier key")?;
+    Ok(Gateway::new(config, store, providers, webhooks, cashier))
 }
 
 /// A progress bar on stderr (only when stderr is a terminal, or when forced).

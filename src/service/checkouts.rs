@@ -67,6 +67,7 @@ pub(crate) fn new_token() -> Result<String, ApiError> {
 }
 
 pub(crate) fn validate_checkout(
+    gw: &Gateway,
     merchant: &Merchant,
     body: CreateCheckoutBody,
     now: OffsetDateTime,
@@ -119,9 +120,10 @@ pub(crate) fn validate_checkout(
         ));
     }
     let openid = body.payer.and_then(|p| p.openid);
+    let id = new_id("co");
     let checkout = Checkout {
-        id: new_id("co"),
-        token: new_token()?,
+        token_hash: gw.cashier_token_hash(&id),
+        id,
         merchant_id: merchant.id.clone(),
         amount: body.amount,
         currency,
@@ -135,6 +137,7 @@ pub(crate) fn validate_checkout(
         expires_at: now + time::Duration::seconds(expires_in),
         created_at: now,
         payment_id: None,
+        legacy_token: None,
     };
     if let Some(openid) = &openid {
         // The same rule as a payment's payer.
@@ -237,8 +240,10 @@ pub(crate) async fn choose(
         method: offer.method.as_str().to_owned(),
         merchant_reference: checkout.merchant_reference.clone(),
         description: checkout.description.clone(),
-        // Redirect wallets bring the shopper back to this page, which then forwards.
-        return_url: Some(checkout.url(&gw.config().public_base_url)),
+        // Redirect wallets bring the shopper back to this page, which then forwards. The link
+        // passes validation here; the payment keeps none (a checkout created before derived
+        // tokens excepted), and `create_request` sends the token-free return path instead.
+        return_url: Some(gw.checkout_url(checkout)),
         expires_in_seconds: Some(left),
         metadata: Some(metadata),
         account: None,
@@ -251,9 +256,12 @@ pub(crate) async fn choose(
         }),
         channel: Some(browser.channel().as_str().to_owned()),
     };
-    let Ok((payment, fallbacks)) = validate_create(merchant, body, now) else {
+    let Ok((mut payment, fallbacks)) = validate_create(merchant, body, now) else {
         return Ok(Err(Notice::NotHere));
     };
+    if checkout.legacy_token.is_none() {
+        payment.return_url = None;
+    }
     let Some(account) = merchant.account(&payment.account_id) else {
         return Ok(Err(Notice::NotHere));
     };
@@ -302,9 +310,35 @@ pub(crate) async fn current(
     let state = Stage::of(&checkout, &payments, now);
     Ok(Answer {
         status: StatusCode::OK,
-        body: to_bytes(&checkout.to_api_json(&state, &gw.config().public_base_url)),
+        body: to_bytes(&checkout.to_api_json(&state, Some(&gw.checkout_url(&checkout)))),
         replayed: false,
     })
+}
+
+/// A checkout answer with its cashier URL: the answer an idempotency key keeps has none (the
+/// link is a credential), so a replay gets it derived again. (Answers kept before links were
+/// derived hold theirs, and keep it.)
+pub(crate) fn with_cashier_url(gw: &Gateway, mut answer: Answer) -> Answer {
+    let Ok(serde_json::Value::Object(mut body)) =
+        serde_json::from_slice::<serde_json::Value>(&answer.body)
+    else {
+        return answer;
+    };
+    let Some(id) = body
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|_| body.get("object").and_then(|v| v.as_str()) == Some("checkout"))
+        .filter(|_| body.get("url").is_none_or(serde_json::Value::is_null))
+        .map(str::to_owned)
+    else {
+        return answer;
+    };
+    body.insert(
+        "url".to_owned(),
+        serde_json::Value::String(gw.cashier_url(&id)),
+    );
+    answer.body = to_bytes(&serde_json::Value::Object(body));
+    answer
 }
 
 /// Why the last choice did not go through, shown on the page the shopper lands on.

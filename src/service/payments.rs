@@ -260,6 +260,28 @@ pub(crate) fn check_metadata(
     Ok(())
 }
 
+/// Validates a storefront's `POST /v1/payments` ([`validate_create`], and `metadata` may not
+/// name a checkout: that key is how a cashier's payment finds its way back to its page).
+pub(crate) fn validate_api_create(
+    merchant: &Merchant,
+    body: CreatePaymentBody,
+    now: OffsetDateTime,
+) -> Result<(Payment, Vec<String>), ApiError> {
+    let reserved = crate::gateway::CHECKOUT_ID;
+    if body
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.contains_key(reserved))
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            format!("metadata.{reserved}"),
+            "checkout_id is set by Moongate on a checkout's payments",
+        ));
+    }
+    validate_create(merchant, body, now)
+}
+
 /// Validates a create request and routes it: the payment (on its first account) and the
 /// accounts to fail over to, in order.
 pub(crate) fn validate_create(

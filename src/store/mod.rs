@@ -634,8 +634,12 @@ pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
         id: &str,
     ) -> Result<Option<Checkout>, StoreError>;
 
-    /// The checkout a cashier URL's token opens.
-    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError>;
+    /// The checkout a cashier URL's token opens, by the token's SHA-256 (hex).
+    async fn checkout_by_token_hash(&self, hash: &str) -> Result<Option<Checkout>, StoreError>;
+
+    /// Drops the clear tokens checkouts from before derived tokens kept, once expired; how
+    /// many.
+    async fn forget_legacy_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Inserts `payment` (with its `payment.created` event) as the checkout's new current
     /// payment, only if the current one is still `expected` and the checkout has opened fewer

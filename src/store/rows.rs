@@ -30,9 +30,9 @@ pub(super) const PAYMENT_COLUMNS: &str = "id, merchant_id, account_id, provider,
 pub(super) const REFUND_COLUMNS: &str = "id, payment_id, merchant_id, amount, currency, reason, status, failure, created_at, updated_at";
 
 /// The checkout columns, in [`CheckoutRow`]'s order.
-pub(super) const CHECKOUT_COLUMNS: &str = "id, token, merchant_id, amount, currency, \
+pub(super) const CHECKOUT_COLUMNS: &str = "id, token_hash, merchant_id, amount, currency, \
     merchant_reference, description, return_url, cancel_url, methods, openid, metadata, \
-    expires_at, created_at, payment_id";
+    expires_at, created_at, payment_id, legacy_token";
 
 /// Unix milliseconds, the ledger's time column type in both backends.
 pub(super) fn ms(t: OffsetDateTime) -> i64 {
@@ -211,7 +211,7 @@ impl RefundRow {
 #[derive(Debug)]
 pub(super) struct CheckoutRow {
     pub id: String,
-    pub token: String,
+    pub token_hash: String,
     pub merchant_id: String,
     pub amount: i64,
     pub currency: String,
@@ -225,6 +225,7 @@ pub(super) struct CheckoutRow {
     pub expires_at: i64,
     pub created_at: i64,
     pub payment_id: Option<String>,
+    pub legacy_token: Option<String>,
 }
 
 impl CheckoutRow {
@@ -232,7 +233,7 @@ impl CheckoutRow {
         let methods: Vec<&str> = c.methods.iter().map(PaymentMethod::as_str).collect();
         Ok(CheckoutRow {
             id: c.id.clone(),
-            token: c.token.clone(),
+            token_hash: c.token_hash.clone(),
             merchant_id: c.merchant_id.clone(),
             amount: c.amount,
             currency: c.currency.code().to_owned(),
@@ -246,6 +247,7 @@ impl CheckoutRow {
             expires_at: ms(c.expires_at),
             created_at: ms(c.created_at),
             payment_id: c.payment_id.clone(),
+            legacy_token: c.legacy_token.clone(),
         })
     }
 
@@ -262,7 +264,7 @@ impl CheckoutRow {
             created_at: from_ms(self.created_at)?,
             methods,
             id: self.id,
-            token: self.token,
+            token_hash: self.token_hash,
             merchant_id: self.merchant_id,
             amount: self.amount,
             merchant_reference: self.merchant_reference,
@@ -271,6 +273,7 @@ impl CheckoutRow {
             cancel_url: self.cancel_url,
             openid: self.openid,
             payment_id: self.payment_id,
+            legacy_token: self.legacy_token,
         })
     }
 }

@@ -26,6 +26,7 @@ pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
 pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
+pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
 pub const APP_ID: &str = "2021000122671080";
 pub const MCHID_A: &str = "1230000109";
 pub const MCHID_B: &str = "1900000109";
@@ -374,11 +375,19 @@ api_base_url = "http://{wechat_addr}"
         let config = match database_url {
             Some(url) => {
                 std::fs::write(dir.path().join("database.url"), format!("{url}\n")).unwrap();
-                config.replacen(
-                    "[ledger]\n",
-                    "[ledger]\ndatabase_url = { file = \"database.url\" }\nmax_connections = 8\n",
-                    1,
-                )
+                // Every instance over one database derives the same cashier links.
+                std::fs::write(dir.path().join("cashier.key"), CASHIER_KEY).unwrap();
+                config
+                    .replacen(
+                        "[ledger]\n",
+                        "[ledger]\ndatabase_url = { file = \"database.url\" }\nmax_connections = 8\n",
+                        1,
+                    )
+                    .replacen(
+                        "[server]\n",
+                        "[server]\ncashier_key = { file = \"cashier.key\" }\n",
+                        1,
+                    )
             }
             None => config,
         };

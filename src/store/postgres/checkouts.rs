@@ -16,10 +16,10 @@ impl CheckoutStore for PgStore {
         let r = CheckoutRow::of(&checkout)?;
         sqlx::query(&format!(
             "INSERT INTO checkouts ({CHECKOUT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15)"
+             $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(r.id)
-        .bind(r.token)
+        .bind(r.token_hash)
         .bind(r.merchant_id)
         .bind(r.amount)
         .bind(r.currency)
@@ -33,6 +33,7 @@ impl CheckoutStore for PgStore {
         .bind(r.expires_at)
         .bind(r.created_at)
         .bind(r.payment_id)
+        .bind(r.legacy_token)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -56,15 +57,28 @@ impl CheckoutStore for PgStore {
         Ok(found.filter(|c| merchant_id.is_none_or(|m| m == c.merchant_id)))
     }
 
-    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError> {
+    async fn checkout_by_token_hash(&self, hash: &str) -> Result<Option<Checkout>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE token = $1"
+            "SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE token_hash = $1"
         ))
-        .bind(token)
+        .bind(hash)
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         row.as_ref().map(checkout).transpose()
+    }
+
+    async fn forget_legacy_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let cleared = sqlx::query(
+            "UPDATE checkouts SET legacy_token = NULL \
+             WHERE legacy_token IS NOT NULL AND expires_at <= $1",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(cleared)
     }
 
     async fn begin_checkout_payment(

@@ -62,6 +62,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events_by_merchant",
         include_str!("../migrations/0003_events_by_merchant.sql"),
     ),
+    (
+        4,
+        "cashier_token_hashes",
+        include_str!("../migrations/0004_cashier_token_hashes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.
@@ -240,7 +245,7 @@ fn refund(row: &PgRow) -> Result<Refund, StoreError> {
 fn checkout(row: &PgRow) -> Result<Checkout, StoreError> {
     CheckoutRow {
         id: get(row, 0)?,
-        token: get(row, 1)?,
+        token_hash: get(row, 1)?,
         merchant_id: get(row, 2)?,
         amount: get(row, 3)?,
         currency: get(row, 4)?,
@@ -254,6 +259,7 @@ fn checkout(row: &PgRow) -> Result<Checkout, StoreError> {
         expires_at: get(row, 12)?,
         created_at: get(row, 13)?,
         payment_id: get(row, 14)?,
+        legacy_token: get(row, 15)?,
     }
     .decode()
 }

@@ -33,9 +33,13 @@ impl CheckoutStore for SqliteStore {
         .await
     }
 
-    async fn checkout_by_token(&self, token: &str) -> Result<Option<Checkout>, StoreError> {
-        let token = token.to_owned();
-        self.read(move |conn| load(conn, "token", &token)).await
+    async fn checkout_by_token_hash(&self, hash: &str) -> Result<Option<Checkout>, StoreError> {
+        let hash = hash.to_owned();
+        self.read(move |conn| load(conn, "token_hash", &hash)).await
+    }
+
+    async fn forget_legacy_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |conn| forget_legacy(conn, now)).await
     }
 
     async fn begin_checkout_payment(
@@ -94,7 +98,7 @@ impl CheckoutStore for SqliteStore {
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS checkouts (
     id TEXT PRIMARY KEY,
-    token TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
     merchant_id TEXT NOT NULL,
     amount INTEGER NOT NULL CHECK (amount > 0),
     currency TEXT NOT NULL,
@@ -107,7 +111,8 @@ CREATE TABLE IF NOT EXISTS checkouts (
     metadata TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    payment_id TEXT
+    payment_id TEXT,
+    legacy_token TEXT
 );
 CREATE TABLE IF NOT EXISTS checkout_payments (
     payment_id TEXT PRIMARY KEY,
@@ -121,11 +126,11 @@ pub(super) fn insert(conn: &Connection, c: &Checkout) -> Result<(), StoreError> 
     let r = CheckoutRow::of(c)?;
     conn.exec(
         &format!(
-            "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            "INSERT INTO checkouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ),
         params![
             r.id,
-            r.token,
+            r.token_hash,
             r.merchant_id,
             r.amount,
             r.currency,
@@ -139,6 +144,7 @@ pub(super) fn insert(conn: &Connection, c: &Checkout) -> Result<(), StoreError> 
             r.expires_at,
             r.created_at,
             r.payment_id,
+            r.legacy_token,
         ],
     )
     .map_err(db)?;
@@ -148,7 +154,7 @@ pub(super) fn insert(conn: &Connection, c: &Checkout) -> Result<(), StoreError> 
 fn from_row(row: &Row<'_>) -> Result<Checkout, StoreError> {
     CheckoutRow {
         id: row.get(0).map_err(db)?,
-        token: row.get(1).map_err(db)?,
+        token_hash: row.get(1).map_err(db)?,
         merchant_id: row.get(2).map_err(db)?,
         amount: row.get(3).map_err(db)?,
         currency: row.get(4).map_err(db)?,
@@ -162,17 +168,83 @@ fn from_row(row: &Row<'_>) -> Result<Checkout, StoreError> {
         expires_at: row.get(12).map_err(db)?,
         created_at: row.get(13).map_err(db)?,
         payment_id: row.get(14).map_err(db)?,
+        legacy_token: row.get(15).map_err(db)?,
     }
     .decode()
 }
 
-/// Loads by `id` or `token` (both unique).
+fn forget_legacy(conn: &Connection, now: OffsetDateTime) -> Result<u64, StoreError> {
+    let cleared = conn
+        .exec(
+            "UPDATE checkouts SET legacy_token = NULL \
+             WHERE legacy_token IS NOT NULL AND expires_at <= ?1",
+            params![ms(now)],
+        )
+        .map_err(db)?;
+    Ok(cleared as u64)
+}
+
+/// One-time step for ledgers from before derived cashier tokens: the `token` column (clear
+/// random tokens) becomes `token_hash`, their SHA-256, so links already handed out still open;
+/// checkouts still open keep their token in `legacy_token` until they expire, so their link is
+/// still shown; checkout payments drop their stored copy of the link. (Events are append-only:
+/// those recorded before keep the `return_url` they were sent with.)
+pub(super) fn hash_legacy_tokens(conn: &Connection, now: OffsetDateTime) -> Result<(), StoreError> {
+    let columns: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('checkouts')")
+            .map_err(db)?;
+        let names = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        names.collect::<Result<_, _>>().map_err(db)?
+    };
+    if !columns.iter().any(|c| c == "token") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "ALTER TABLE checkouts RENAME COLUMN token TO token_hash;
+         ALTER TABLE checkouts ADD COLUMN legacy_token TEXT;
+         UPDATE checkouts SET legacy_token = token_hash;",
+    )
+    .map_err(db)?;
+    let rows: Vec<(String, String)> = {
+        let mut stmt = conn
+            .prepare("SELECT id, token_hash FROM checkouts")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    for (id, token) in rows {
+        conn.execute(
+            "UPDATE checkouts SET token_hash = ?2 WHERE id = ?1",
+            params![id, crate::cashier::key::token_hash(&token)],
+        )
+        .map_err(db)?;
+    }
+    forget_legacy(conn, now)?;
+    conn.execute(
+        "UPDATE payments SET return_url = NULL WHERE id IN \
+         (SELECT payment_id FROM checkout_payments)",
+        [],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Loads by `id` or `token_hash` (both unique).
 pub(super) fn load(
     conn: &Connection,
     by: &'static str,
     value: &str,
 ) -> Result<Option<Checkout>, StoreError> {
-    let column = if by == "token" { "token" } else { "id" };
+    let column = if by == "token_hash" {
+        "token_hash"
+    } else {
+        "id"
+    };
     let sql = format!("SELECT {COLUMNS} FROM checkouts WHERE {column} = ?1");
     let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
     let mut rows = stmt.query(params![value]).map_err(db)?;

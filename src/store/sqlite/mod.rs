@@ -345,6 +345,13 @@ impl SqliteStore {
             .map_err(db)?;
             conn.pragma_update(None, "user_version", 1).map_err(db)?;
         }
+        // 2: the ledger keeps a hash of each cashier token, not the token.
+        if version < 2 {
+            let tx = conn.unchecked_transaction().map_err(db)?;
+            checkouts::hash_legacy_tokens(&tx, OffsetDateTime::now_utc())?;
+            tx.pragma_update(None, "user_version", 2).map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
