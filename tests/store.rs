@@ -25,8 +25,8 @@ use moongate::reconcile::{Break, BreakStatus, Category, StatementRecord};
 use moongate::store::postgres::PgStore;
 use moongate::store::sqlite::SqliteStore;
 use moongate::store::{
-    Attempt, Begin, CheckTarget, DailyClaim, IdemClaim, InboxKey, PaymentStore, ReconRun,
-    RefundRefusal, Store, StoreError, Updated,
+    Also, Attempt, Begin, CheckTarget, DailyClaim, IdemClaim, InboxKey, KeyStore, PaymentStore,
+    ReconRun, RefundRefusal, Store, StoreError, Updated,
 };
 use moongate_contract::{Currency, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
@@ -146,7 +146,7 @@ async fn paid(store: &Arc<dyn Store>, id: &str, amount: i64) {
         .unwrap();
     assert!(matches!(fresh, Begin::Fresh(_)));
     let done = store
-        .update_payment(id, None, T0, to(PaymentStatus::Succeeded))
+        .update_payment(id, Also::Nothing, T0, to(PaymentStatus::Succeeded))
         .await
         .unwrap();
     assert!(matches!(done, Updated::Done { changed: true, .. }));
@@ -230,6 +230,36 @@ async fn idempotency_keys_replay_mismatch_and_release(store: Arc<dyn Store>) {
     let mut other = claim("k1", "h9");
     other.merchant_id = "shop_b".to_owned();
     assert_eq!(store.claim_key(other, "x").await.unwrap(), Begin::Fresh(()));
+    // Past its 48 hours a key is a new request: taken over when it comes back, and deleted by
+    // the janitor's purge otherwise (never before).
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(store.purge_keys(T0 + 2 * day).await.unwrap(), 0);
+    let mut back = claim("k1", "h-new");
+    back.now = T0 + 2 * day + Duration::from_secs(1);
+    assert_eq!(
+        store.claim_key(back, "pay_9").await.unwrap(),
+        Begin::Fresh(())
+    );
+    assert_eq!(
+        store
+            .purge_keys(T0 + 2 * day + Duration::from_secs(1))
+            .await
+            .unwrap(),
+        2,
+        "k2 and shop_b's k1"
+    );
+    let mut again = claim("k2", "h-other");
+    again.now = T0 + 2 * day + Duration::from_secs(1);
+    assert_eq!(
+        store.claim_key(again, "pay_8").await.unwrap(),
+        Begin::Fresh(())
+    );
+    let mut replay = claim("k1", "h-new");
+    replay.now = T0 + 2 * day + Duration::from_secs(2);
+    assert!(matches!(
+        store.claim_key(replay, "pay_9").await.unwrap(),
+        Begin::InFlight { .. }
+    ));
     // Only pay_1 was stored, with one creation event.
     assert_eq!(store.payment(None, "pay_2").await.unwrap(), None);
     assert_eq!(event_kinds(&store, "pay_1").await, ["payment.created"]);
@@ -326,7 +356,12 @@ async fn one_notification_applies_once_under_a_race(store: Arc<dyn Store>) {
         let (store, inbox) = (Arc::clone(&store), inbox.clone());
         tasks.push(tokio::spawn(async move {
             store
-                .update_payment("pay_n", Some(inbox), T0, to(PaymentStatus::Succeeded))
+                .update_payment(
+                    "pay_n",
+                    Also::Inbox(inbox),
+                    T0,
+                    to(PaymentStatus::Succeeded),
+                )
                 .await
                 .unwrap()
         }));
@@ -357,14 +392,19 @@ async fn one_notification_applies_once_under_a_race(store: Arc<dyn Store>) {
     };
     assert!(matches!(
         store
-            .update_payment("pay_n", Some(again), T0, to(PaymentStatus::Succeeded))
+            .update_payment(
+                "pay_n",
+                Also::Inbox(again),
+                T0,
+                to(PaymentStatus::Succeeded)
+            )
             .await
             .unwrap(),
         Updated::Done { changed: false, .. }
     ));
     assert_eq!(
         store
-            .update_payment("pay_none", None, T0, to(PaymentStatus::Succeeded))
+            .update_payment("pay_none", Also::Nothing, T0, to(PaymentStatus::Succeeded))
             .await
             .unwrap(),
         Updated::Missing
@@ -378,7 +418,7 @@ async fn payment_changes_follow_the_state_machine(store: Arc<dyn Store>) {
         .unwrap();
     let later = T0 + Duration::from_secs(5);
     let done = store
-        .update_payment("pay_s", None, later, to(PaymentStatus::Failed))
+        .update_payment("pay_s", Also::Nothing, later, to(PaymentStatus::Failed))
         .await
         .unwrap();
     let Updated::Done { record, changed } = done else {
@@ -390,14 +430,14 @@ async fn payment_changes_follow_the_state_machine(store: Arc<dyn Store>) {
     // Money that moved is always recorded: a late success overrides the failure, and then
     // nothing moves a succeeded payment.
     let late = store
-        .update_payment("pay_s", None, later, to(PaymentStatus::Succeeded))
+        .update_payment("pay_s", Also::Nothing, later, to(PaymentStatus::Succeeded))
         .await
         .unwrap();
     assert!(
         matches!(late, Updated::Done { changed: true, record } if record.status == PaymentStatus::Succeeded)
     );
     let back = store
-        .update_payment("pay_s", None, later, to(PaymentStatus::Failed))
+        .update_payment("pay_s", Also::Nothing, later, to(PaymentStatus::Failed))
         .await
         .unwrap();
     assert!(matches!(back, Updated::Done { changed: false, .. }));
@@ -436,7 +476,7 @@ async fn refunds_never_exceed_the_payment_under_a_race(store: Arc<dyn Store>) {
         Err(StoreError::RefundRefused(RefundRefusal::PaymentMissing))
     ));
     store
-        .update_payment("pay_u", None, T0, to(PaymentStatus::Succeeded))
+        .update_payment("pay_u", Also::Nothing, T0, to(PaymentStatus::Succeeded))
         .await
         .unwrap();
     // Eight refunds of 60 on a payment of 100 race: one fits.
@@ -1153,6 +1193,82 @@ async fn concurrent_writes_share_commits() {
                 .unwrap()
                 .is_some()
         );
+    }
+}
+
+// A create alone: its nonce waits for its payment and commits with it, its attempt log line
+// waits for its status change, and the status change carries the request's stored answer: two
+// commits, each before the caller is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_takes_two_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let before = store.write_stats();
+    let later = T0 + Duration::from_secs(300);
+    assert!(
+        store
+            .remember_nonce("shop_a", "nonce-two-commits", T0, later)
+            .await
+            .unwrap()
+    );
+    let created = store
+        .begin_payment(claim("two", "h"), payment("pay_two", 100))
+        .await
+        .unwrap();
+    assert!(matches!(created, Begin::Fresh(_)));
+    store
+        .record_attempt(Attempt {
+            payment_id: "pay_two".to_owned(),
+            account_id: "wechat_main".to_owned(),
+            refund_id: None,
+            operation: "create",
+            started_at: T0,
+            elapsed_ms: 2,
+            outcome: "ok".to_owned(),
+        })
+        .await
+        .unwrap();
+    let answer = moongate::store::KeyAnswer {
+        merchant_id: "shop_a".to_owned(),
+        key: "two".to_owned(),
+        status: 201,
+    };
+    let Updated::Done { record, .. } = store
+        .update_payment(
+            "pay_two",
+            Also::Answer(answer),
+            T0,
+            to(PaymentStatus::Succeeded),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the payment is there");
+    };
+    let after = store.write_stats();
+    assert_eq!(after.jobs - before.jobs, 4);
+    assert_eq!(after.commits - before.commits, 2, "{before:?} → {after:?}");
+    // All four are durable, and a retry replays the answer that commit stored.
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.attempts_for("pay_two").await.unwrap().len(), 1);
+    assert!(
+        !reopened
+            .remember_nonce("shop_a", "nonce-two-commits", T0, later)
+            .await
+            .unwrap(),
+        "the nonce committed with the payment"
+    );
+    match reopened
+        .begin_payment(claim("two", "h"), payment("pay_other", 100))
+        .await
+        .unwrap()
+    {
+        Begin::Replay { status, body } => {
+            assert_eq!(status, 201);
+            assert_eq!(body, moongate::store::answer_body(&record));
+        }
+        other => panic!("{other:?}"),
     }
 }
 

@@ -94,6 +94,10 @@ impl Gateway {
         if purged > 0 {
             tracing::debug!(purged, "lapsed nonces deleted");
         }
+        let purged = self.store.purge_keys(now).await?;
+        if purged > 0 {
+            tracing::debug!(purged, "idempotency keys past their retention deleted");
+        }
         // Clear cashier tokens kept from before tokens were derived, once their checkout ended.
         let forgotten = self.store.forget_legacy_tokens(now).await?;
         if forgotten > 0 {

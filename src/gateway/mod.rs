@@ -30,7 +30,7 @@ use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, Refu
 use crate::metrics::Metrics;
 use crate::outbound::{CallError, Outbound};
 use crate::port::{Caller, Exchange, ProviderPort};
-use crate::store::{CheckTarget, InboxKey, Store, StoreError, Updated};
+use crate::store::{Also, CheckTarget, InboxKey, KeyAnswer, Store, StoreError, Updated};
 
 /// A payment's merchant and account, from one config snapshot.
 #[derive(Debug, Clone)]
@@ -270,11 +270,16 @@ impl Gateway {
         self.port.exchange(caller, operation, prepared, parse).await
     }
 
-    async fn apply(&self, id: &str, change: PaymentChange) -> Result<Payment, StoreError> {
+    async fn apply(
+        &self,
+        id: &str,
+        change: PaymentChange,
+        also: Also,
+    ) -> Result<Payment, StoreError> {
         let decide = Box::new(move |_: &Payment| Some(change));
         match self
             .store
-            .update_payment(id, None, OffsetDateTime::now_utc(), decide)
+            .update_payment(id, also, OffsetDateTime::now_utc(), decide)
             .await?
         {
             Updated::Done { record, .. } => Ok(record),

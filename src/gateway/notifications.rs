@@ -103,7 +103,12 @@ impl Gateway {
         let decide = Box::new(move |current: &Payment| Self::change_for(current, status));
         match self
             .store
-            .update_payment(&payment.id, Some(inbox), OffsetDateTime::now_utc(), decide)
+            .update_payment(
+                &payment.id,
+                Also::Inbox(inbox),
+                OffsetDateTime::now_utc(),
+                decide,
+            )
             .await
         {
             Ok(Updated::Done { record, changed }) => {

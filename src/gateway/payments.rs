@@ -11,7 +11,7 @@ impl Gateway {
         status: ProviderStatus,
     ) -> Result<Payment, StoreError> {
         match Self::change_for(&payment, status) {
-            Some(change) => self.apply(&payment.id, change).await,
+            Some(change) => self.apply(&payment.id, change, Also::Nothing).await,
             None => Ok(payment),
         }
     }
@@ -76,7 +76,7 @@ impl Gateway {
         payment: Payment,
         prepared: Result<Prepared<ProviderStatus>, AdapterError>,
     ) -> Result<Payment, StoreError> {
-        self.drive_create_with_failover(payment, prepared, &[])
+        self.drive_create_with_failover(payment, prepared, &[], None)
             .await
     }
 
@@ -84,11 +84,15 @@ impl Gateway {
     /// order (never sent, refused before acting, circuit open), the payment moves to the next
     /// of `fallbacks` and is sent there. An outcome that is merely unknown never fails over:
     /// the order may exist, and a second one elsewhere could charge twice.
+    ///
+    /// With `answer`, the outcome commits together with the request's stored answer (the
+    /// create's second and last commit).
     pub async fn drive_create_with_failover(
         &self,
         mut payment: Payment,
         mut prepared: Result<Prepared<ProviderStatus>, AdapterError>,
         fallbacks: &[String],
+        answer: Option<KeyAnswer>,
     ) -> Result<Payment, StoreError> {
         let mut fallbacks = fallbacks.iter();
         let exchange = loop {
@@ -196,7 +200,8 @@ impl Gateway {
                 ..PaymentChange::default()
             },
         };
-        self.apply(&payment.id, change).await
+        let also = answer.map_or(Also::Nothing, Also::Answer);
+        self.apply(&payment.id, change, also).await
     }
 
     /// Asks the provider about a payment and records what it says. Returns the payment.
@@ -230,7 +235,7 @@ impl Gateway {
                         failure: Some(failure("expired", "expired before the shopper paid")),
                         ..PaymentChange::default()
                     };
-                    return self.apply(&payment.id, change).await;
+                    return self.apply(&payment.id, change, Also::Nothing).await;
                 }
                 if matches!(
                     payment.status,
@@ -298,7 +303,9 @@ impl Gateway {
                     next_action: Some(None),
                     ..PaymentChange::default()
                 };
-                self.apply(&payment.id, change).await.map(Some)
+                self.apply(&payment.id, change, Also::Nothing)
+                    .await
+                    .map(Some)
             }
             Exchange::Answer(CloseStatus::Conflict { .. }) => {
                 // Typically paid meanwhile: learn the truth and let the caller report it.

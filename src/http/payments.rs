@@ -19,6 +19,7 @@ use crate::registry;
 use crate::service::idempotency;
 use crate::service::idempotency::{Answer, Outcome};
 use crate::service::payments::{CreatePaymentBody, merchant_payment, validate_api_create};
+use crate::store::{KeyAnswer, answer_body};
 
 pub(crate) async fn create_payment(
     State(gw): State<Shared>,
@@ -54,8 +55,14 @@ pub(crate) async fn create_payment(
         begin,
         async |id| current_payment(&gw, merchant, &id).await,
         async |payment| {
+            // The outcome and this answer commit together.
+            let answer = KeyAnswer {
+                merchant_id: merchant.id.clone(),
+                key: key.clone(),
+                status: StatusCode::CREATED.as_u16(),
+            };
             let payment = gw
-                .drive_create_with_failover(payment, prepared, &fallbacks)
+                .drive_create_with_failover(payment, prepared, &fallbacks, Some(answer))
                 .await?;
             if registry::is_payment_code(payment.method)
                 && matches!(
@@ -65,10 +72,11 @@ pub(crate) async fn create_payment(
             {
                 tokio::spawn(Arc::clone(&gw).follow_payment_code(payment.id.clone()));
             }
-            Ok(Outcome::Done(Answer::json(
-                StatusCode::CREATED,
-                &payment.to_api_json(),
-            )))
+            Ok(Outcome::Stored(Answer {
+                status: StatusCode::CREATED,
+                body: answer_body(&payment),
+                replayed: false,
+            }))
         },
     )
     .await

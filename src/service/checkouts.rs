@@ -286,7 +286,7 @@ pub(crate) async fn choose(
         return Ok(Ok(None));
     }
     let payment = gw
-        .drive_create_with_failover(payment, prepared, &fallbacks)
+        .drive_create_with_failover(payment, prepared, &fallbacks, None)
         .await?;
     Ok(match payment.status {
         PaymentStatus::Failed => Err(Notice::Refused),

@@ -181,6 +181,9 @@ pub(crate) fn to_bytes(value: &serde_json::Value) -> Vec<u8> {
 pub(crate) enum Outcome {
     /// Done: this answer is stored under the key and sent; retries replay it.
     Done(Answer),
+    /// Done, and the work already stored this answer under the key in its last commit
+    /// ([`crate::store::Also::Answer`]): sent as it is.
+    Stored(Answer),
     /// Refused before anything changed: the key is released, so a retry with the same key
     /// may try again (a cancel the provider did not confirm, a statement not ready yet).
     Refused(ApiError),
@@ -190,7 +193,7 @@ pub(crate) enum Outcome {
 /// a conflicting or reused key is an error, a replay answers with the first response, a claim
 /// abandoned by a crash answers through `abandoned` (the resource's current state, or
 /// [`key_in_use`] where there is none to show), and a fresh claim runs `work`. Its `Done`
-/// answer is stored under the key, a `Refused` releases the key; an `Err` leaves the claim as
+/// answer is stored under the key (a `Stored` one already is), a `Refused` releases the key; an `Err` leaves the claim as
 /// it is (the ledger may have changed), to be answered as abandoned once stale.
 pub(crate) async fn run<T>(
     gw: &Gateway,
@@ -209,6 +212,7 @@ pub(crate) async fn run<T>(
         Outcome::Done(answer) => {
             store_answer(gw, merchant_id, key, answer.status, answer.body).await
         }
+        Outcome::Stored(answer) => Ok(answer),
         Outcome::Refused(error) => {
             gw.store.release_key(merchant_id, key).await?;
             Err(error)

@@ -120,6 +120,36 @@ pub struct InboxKey {
     pub dedupe_id: String,
 }
 
+/// What commits with a payment's change, in its transaction.
+#[derive(Clone, Debug)]
+pub enum Also {
+    /// The change alone.
+    Nothing,
+    /// A provider notification, applied once: a duplicate changes nothing
+    /// ([`Updated::Duplicate`]).
+    Inbox(InboxKey),
+    /// The answer of the idempotent request that made the change, stored under its key: the
+    /// request's answer and the change are one commit.
+    Answer(KeyAnswer),
+}
+
+/// An idempotency key completed by a payment's change: its stored answer is `status` with
+/// [`answer_body`] of the payment as the change leaves it.
+#[derive(Clone, Debug)]
+pub struct KeyAnswer {
+    /// The key's merchant.
+    pub merchant_id: String,
+    /// The `Idempotency-Key`.
+    pub key: String,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// The body an answer about a payment carries (and a key completed with it keeps).
+pub fn answer_body(payment: &Payment) -> Vec<u8> {
+    serde_json::to_vec(&payment.to_api_json()).unwrap_or_default()
+}
+
 /// Result of an update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Updated<T> {
@@ -238,6 +268,10 @@ pub trait KeyStore: Send + Sync + fmt::Debug + 'static {
     /// returns how many.
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
+    /// Deletes idempotency keys past their retention (48 hours; a key back later is a new
+    /// request); returns how many. The janitor's job: a request only ever takes over its own.
+    async fn purge_keys(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
     /// Proves the ledger can commit: writes (and commits, durably) one lapsed nonce row of
     /// its own under `probe`, which the janitor's purge then removes (readiness).
     async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError>;
@@ -303,12 +337,13 @@ pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
         id: &str,
     ) -> Result<Option<Refund>, StoreError>;
 
-    /// Applies `decide` to the current payment under a write lock; with an inbox key, records
-    /// the notification in the same transaction and refuses a duplicate.
+    /// Applies `decide` to the current payment under a write lock, with what [`Also`] says in
+    /// the same transaction: a notification recorded once (a duplicate is refused), or the
+    /// request's answer stored under its idempotency key (changed or not).
     async fn update_payment(
         &self,
         id: &str,
-        inbox: Option<InboxKey>,
+        also: Also,
         now: OffsetDateTime,
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError>;

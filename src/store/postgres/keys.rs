@@ -21,7 +21,7 @@ impl KeyStore for PgStore {
         .bind(nonce)
         .bind(ms(keep_until))
         .bind(ms(now))
-        .execute(&self.pool)
+        .execute(&self.ahead)
         .await
         .map_err(db)?
         .rows_affected();
@@ -37,6 +37,25 @@ impl KeyStore for PgStore {
                  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
             )
             .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            deleted += slice;
+            if slice < 1000 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn purge_keys(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let slice = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys \
+                 WHERE created_at < $1 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(ms(now) - IDEMPOTENCY_RETENTION_MS)
             .execute(&self.pool)
             .await
             .map_err(db)?
@@ -76,19 +95,8 @@ impl KeyStore for PgStore {
         body: Vec<u8>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status = $3, response = $4, completed_at = $5 \
-             WHERE merchant_id = $1 AND key = $2",
-        )
-        .bind(merchant_id)
-        .bind(key)
-        .bind(i32::from(status))
-        .bind(body)
-        .bind(ms(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        complete(&mut conn, merchant_id, key, status, body, now).await
     }
 
     async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
@@ -102,4 +110,28 @@ impl KeyStore for PgStore {
         .map_err(db)?;
         Ok(())
     }
+}
+
+/// Stores a request's answer under its idempotency key.
+pub(super) async fn complete(
+    conn: &mut sqlx::PgConnection,
+    merchant_id: &str,
+    key: &str,
+    status: u16,
+    body: Vec<u8>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $3, response = $4, completed_at = $5 \
+         WHERE merchant_id = $1 AND key = $2",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .bind(i32::from(status))
+    .bind(body)
+    .bind(ms(now))
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }

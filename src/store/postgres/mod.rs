@@ -40,8 +40,8 @@ use super::rows::{
     operation_name, refund_fits,
 };
 use super::{
-    Attempt, Begin, CheckTarget, DailyClaim, Delivery, EventRecord, IdemClaim, InboxKey,
-    OutboxItem, PaymentDecision, ReconRun, StoreError, StoredBreak, StoredEvent, Updated,
+    Also, Attempt, Begin, CheckTarget, DailyClaim, Delivery, EventRecord, IdemClaim, OutboxItem,
+    PaymentDecision, ReconRun, StoreError, StoredBreak, StoredEvent, Updated, answer_body,
 };
 use crate::ledger::checkout::Checkout;
 use crate::ledger::reconciliation::{
@@ -80,6 +80,11 @@ fn db(e: sqlx::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for the writes that need no durability of
+    /// their own (a request's nonce, a provider attempt's log line): their commit does not wait
+    /// for the WAL flush, and the request's next commit, which does, flushes them with it (the
+    /// WAL is one sequence). Visible to every instance at once, like any commit.
+    ahead: PgPool,
 }
 
 impl PgStore {
@@ -95,13 +100,19 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Database(format!("cannot connect to PostgreSQL: {e}")))?;
         sqlx::Connection::close(probe).await.map_err(db)?;
+        let ahead = PgPoolOptions::new()
+            .max_connections((max_connections / 4).clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone().options([("synchronous_commit", "off")]))
+            .await
+            .map_err(db)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(db)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, ahead })
     }
 
     /// Applies the migrations this build has and the database lacks, under an advisory lock
@@ -385,27 +396,23 @@ async fn claim(
     resource_id: &str,
 ) -> Result<Option<Begin<()>>, StoreError> {
     let now = ms(claim.now);
-    // Expired keys are forgotten lazily, at the moment the same key comes back.
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND created_at < $3",
-    )
-    .bind(&claim.merchant_id)
-    .bind(&claim.key)
-    .bind(now - IDEMPOTENCY_RETENTION_MS)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    // A key released between our insert and our read is simply claimed on the next round.
+    // A key back after its retention is taken over in the same statement (the janitor
+    // deletes the others); a key released between our insert and our read is claimed on the
+    // next round.
     for _ in 0..3 {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id, key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id, key) DO UPDATE SET \
+             request_hash = excluded.request_hash, resource_id = excluded.resource_id, \
+             status = NULL, response = NULL, created_at = excluded.created_at, completed_at = NULL \
+             WHERE idempotency_keys.created_at < $6",
         )
         .bind(&claim.merchant_id)
         .bind(&claim.key)
         .bind(&claim.request_hash)
         .bind(resource_id)
         .bind(now)
+        .bind(now - IDEMPOTENCY_RETENTION_MS)
         .execute(&mut *conn)
         .await
         .map_err(db)?

@@ -144,7 +144,7 @@ impl PaymentStore for PgStore {
     async fn update_payment(
         &self,
         id: &str,
-        inbox: Option<InboxKey>,
+        also: Also,
         now: OffsetDateTime,
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError> {
@@ -153,7 +153,7 @@ impl PaymentStore for PgStore {
         let Some(mut payment) = load_payment(&mut tx, id, true).await? else {
             return Ok(Updated::Missing);
         };
-        if let Some(inbox) = &inbox {
+        if let Also::Inbox(inbox) = &also {
             let inserted = sqlx::query(
                 "INSERT INTO inbox (provider, account, dedupe_id, payment_id, received_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -172,18 +172,10 @@ impl PaymentStore for PgStore {
             }
         }
         let Some(change) = decide(&payment) else {
-            tx.commit().await.map_err(db)?;
-            return Ok(Updated::Done {
-                record: payment,
-                changed: false,
-            });
+            return done(tx, &also, payment, false, now).await;
         };
         if !apply_change(&mut payment, change) {
-            tx.commit().await.map_err(db)?;
-            return Ok(Updated::Done {
-                record: payment,
-                changed: false,
-            });
+            return done(tx, &also, payment, false, now).await;
         }
         payment.updated_at = now;
         let row = PaymentRow::of(&payment)?;
@@ -212,11 +204,7 @@ impl PaymentStore for PgStore {
             now,
         )
         .await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Updated::Done {
-            record: payment,
-            changed: true,
-        })
+        done(tx, &also, payment, true, now).await
     }
 
     async fn update_refund(
@@ -300,7 +288,7 @@ impl PaymentStore for PgStore {
         .bind(attempt.elapsed_ms)
         .bind(&attempt.outcome)
         .bind(&attempt.account_id)
-        .execute(&self.pool)
+        .execute(&self.ahead)
         .await
         .map_err(db)?;
         Ok(())
@@ -351,4 +339,31 @@ impl PaymentStore for PgStore {
         .map_err(db)?;
         row.as_ref().map(payment).transpose()
     }
+}
+
+/// Ends a payment update: the request's answer under its key when [`Also::Answer`], then the
+/// commit.
+async fn done(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    also: &Also,
+    payment: Payment,
+    changed: bool,
+    now: OffsetDateTime,
+) -> Result<Updated<Payment>, StoreError> {
+    if let Also::Answer(a) = also {
+        super::keys::complete(
+            &mut tx,
+            &a.merchant_id,
+            &a.key,
+            a.status,
+            answer_body(&payment),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(Updated::Done {
+        record: payment,
+        changed,
+    })
 }

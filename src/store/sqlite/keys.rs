@@ -36,6 +36,19 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn purge_keys(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let deleted = conn
+                .exec(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                    params![ms(now) - IDEMPOTENCY_RETENTION_MS],
+                )
+                .map_err(db)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError> {
         let probe = probe.to_owned();
         self.write(move |conn| {
@@ -68,15 +81,8 @@ impl KeyStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let (merchant_id, key) = (merchant_id.to_owned(), key.to_owned());
-        self.write(move |conn| {
-            conn.exec(
-                "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5 WHERE merchant_id = ?1 AND key = ?2",
-                params![merchant_id, key, status, body, ms(now)],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| complete(conn, &merchant_id, &key, status, body, now))
+            .await
     }
 
     async fn release_key(&self, merchant_id: &str, key: &str) -> Result<(), StoreError> {
@@ -91,4 +97,22 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Stores a request's answer under its idempotency key.
+pub(super) fn complete(
+    conn: &Connection,
+    merchant_id: &str,
+    key: &str,
+    status: u16,
+    body: Vec<u8>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    conn.exec(
+        "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5 \
+         WHERE merchant_id = ?1 AND key = ?2",
+        params![merchant_id, key, status, body, ms(now)],
+    )
+    .map_err(db)?;
+    Ok(())
 }

@@ -24,8 +24,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::{
-    Attempt, Begin, IdemClaim, InboxKey, OutboxItem, PaymentDecision, StoreError, StoredEvent,
-    Updated,
+    Also, Attempt, Begin, IdemClaim, OutboxItem, PaymentDecision, StoreError, StoredEvent, Updated,
+    answer_body,
 };
 use crate::ledger::checkout::Checkout;
 use crate::ledger::reconciliation::{

@@ -147,7 +147,7 @@ impl PaymentStore for SqliteStore {
     async fn update_payment(
         &self,
         id: &str,
-        inbox: Option<InboxKey>,
+        also: Also,
         now: OffsetDateTime,
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError> {
@@ -156,7 +156,13 @@ impl PaymentStore for SqliteStore {
             let Some(mut payment) = load_payment(conn, &id)? else {
                 return Ok(Updated::Missing);
             };
-            if let Some(inbox) = &inbox {
+            let done = |payment: Payment, changed| {
+                if let Also::Answer(a) = &also {
+                    super::keys::complete(conn, &a.merchant_id, &a.key, a.status, answer_body(&payment), now)?;
+                }
+                Ok(Updated::Done { record: payment, changed })
+            };
+            if let Also::Inbox(inbox) = &also {
                 let inserted = conn
                     .exec(
                         "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -168,11 +174,11 @@ impl PaymentStore for SqliteStore {
                 }
             }
             let Some(change) = decide(&payment) else {
-                return Ok(Updated::Done { record: payment, changed: false });
+                return done(payment, false);
             };
             let changed = apply_change(&mut payment, change);
             if !changed {
-                return Ok(Updated::Done { record: payment, changed: false });
+                return done(payment, false);
             }
             payment.updated_at = now;
             conn.exec(
@@ -191,7 +197,7 @@ impl PaymentStore for SqliteStore {
             .map_err(db)?;
             let kind = format!("payment.{}", payment.status.as_str());
             append_event(conn, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
-            Ok(Updated::Done { record: payment, changed: true })
+            done(payment, true)
         })
         .await
     }
@@ -260,7 +266,9 @@ impl PaymentStore for SqliteStore {
 
     async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError> {
         let payment_id = payment_id.to_owned();
-        self.read(move |conn| {
+        // Attempts are written ahead and may wait for the next commit: read them on the
+        // writer, which sees its open batch (and commits it).
+        self.write(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT payment_id, COALESCE(account_id, ''), refund_id, operation, started_at, elapsed_ms, outcome \

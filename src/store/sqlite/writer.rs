@@ -8,6 +8,11 @@
 //! still commit. A job's caller is answered only after the `COMMIT` that holds its writes has
 //! returned (with `synchronous=FULL`, after the fsync): no answer leaves before its write is
 //! durable, and when the commit fails every job of the batch gets the error.
+//!
+//! A batch of write-ahead jobs only (a request's nonce, a provider attempt's log line) waits up
+//! to [`LINGER`] for a durable write to commit with: the write a request makes next (its
+//! payment after its nonce, its status change after its attempt) then shares that commit, and a
+//! create costs two commits, not four.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -21,6 +26,13 @@ use crate::store::StoreError;
 /// Jobs taken into one transaction at most (a bound on how long one commit holds others).
 const MAX_BATCH: usize = 256;
 
+/// How long a batch of write-ahead jobs only stays open for a durable write to join it. Longer
+/// than a create takes from its nonce to its payment (validation and one RSA signature, about
+/// a millisecond) or from a provider's answer to its status change; short enough that what a
+/// crash in that window loses is only the write-ahead jobs themselves (a GET's nonce, an attempt
+/// log line), never anything answered as durable.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a job leaves for after the commit: sends the caller its result.
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -28,6 +40,8 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 trait Job: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Reply;
     fn refuse(self: Box<Self>, message: String);
+    /// Answered before its commit ([`Writer::write_ahead`]).
+    fn early(&self) -> bool;
 }
 
 struct Write<T, F> {
@@ -65,6 +79,10 @@ where
 
     fn refuse(self: Box<Self>, message: String) {
         let _ = self.answer.send(Err(StoreError::Database(message)));
+    }
+
+    fn early(&self) -> bool {
+        self.early
     }
 }
 
@@ -194,30 +212,41 @@ fn in_savepoint<T>(
 }
 
 fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
         if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
             let message = format!("ledger transaction: {error}");
-            for job in batch {
+            first.refuse(message.clone());
+            while let Ok(job) = jobs.try_recv() {
                 job.refuse(message.clone());
             }
             continue;
         }
-        shared
-            .jobs
-            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        shared
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(&conn)).collect();
-        let fault = shared.failing.load(std::sync::atomic::Ordering::SeqCst);
-        let committed = if fault {
+        shared.commits.fetch_add(1, Relaxed);
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut durable = false;
+        let mut linger_until = None;
+        let mut next = Some(first);
+        loop {
+            while replies.len() < MAX_BATCH {
+                let Some(job) = next.take().or_else(|| jobs.try_recv().ok()) else {
+                    break;
+                };
+                durable |= !job.early();
+                shared.jobs.fetch_add(1, Relaxed);
+                replies.push(job.run(&conn));
+            }
+            if durable || replies.len() >= MAX_BATCH {
+                break;
+            }
+            // Write-ahead jobs only: wait a little for a write to share the commit with.
+            let deadline = *linger_until.get_or_insert_with(|| std::time::Instant::now() + LINGER);
+            match jobs.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(job) => next = Some(job),
+                Err(_) => break,
+            }
+        }
+        let committed = if shared.failing.load(SeqCst) {
             Err("ledger commit failed (injected fault)".to_owned())
         } else {
             conn.execute_batch("COMMIT")
