@@ -163,6 +163,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(end_to_end(None, rsa));
+    runtime.block_on(gateway_process(None, &signer));
     // The same calls on a PostgreSQL ledger (a fresh schema), when a server is named.
     match std::env::var("MOONGATE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => runtime.block_on(async {
@@ -178,6 +179,7 @@ fn main() {
                 rsa,
             )
             .await;
+            gateway_process(Some(&url), &signer).await;
             sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
                 .execute(&admin)
                 .await
@@ -452,4 +454,292 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
     } else {
         println!("shared limit check: skipped (set MOONGATE_TEST_REDIS_URL)");
     }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32, tick: Duration) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    tick * u32::try_from(fields[10] + fields[11]).unwrap()
+}
+
+/// One RSA-2048 signature, timed now (median of 5 × 40).
+fn rsa_now(signer: &RsaSigner) -> Duration {
+    let mut rounds: Vec<Duration> = (0..5)
+        .map(|r| {
+            let start = Instant::now();
+            for i in 0..40 {
+                signer.sign_base64(format!("m {r} {i}").as_bytes()).unwrap();
+            }
+            start.elapsed() / 40
+        })
+        .collect();
+    percentiles(&mut rounds).0
+}
+
+/// `count` calls started at `rate` per second whatever the earlier ones do (open loop); each
+/// call's latency counts from its scheduled start.
+async fn open_loop<F, Fut>(rate: f64, count: usize, call: F) -> (Duration, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + interval * u32::try_from(i).unwrap();
+        tokio::time::sleep_until(due).await;
+        let fut = call(i);
+        tasks.push(tokio::spawn(async move {
+            fut.await;
+            tokio::time::Instant::now() - due
+        }));
+    }
+    let mut samples = Vec::with_capacity(count);
+    for task in tasks {
+        samples.push(task.await.unwrap());
+    }
+    percentiles(&mut samples)
+}
+
+fn median_min_max(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "{:.2} ({:.2}–{:.2})",
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1]
+    )
+}
+
+/// `moongate serve` in its own process (the release binary), so its CPU is its own: per create
+/// against one RSA-2048 signature timed in the same round, throughput, and the latency it adds
+/// at half of that peak, open loop, beside the sandbox's own at the same rate.
+async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
+    use moongate_testkit::sandbox::{self, SandboxSettings};
+    let ledger = if database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let tick = {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        let hz: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        Duration::from_secs(1) / u32::try_from(hz).unwrap()
+    };
+    let keys = |p: &str| fixture(&format!("keys/{p}"));
+    let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_addr = sandbox_listener.local_addr().unwrap();
+    sandbox::start_on(
+        SandboxSettings {
+            private_key_pem: keys("sandbox-alipay-private-key.pem"),
+            apps: vec![(
+                "2021000122671080".into(),
+                keys("nodejs-sdk-app-public-key.pem"),
+            )],
+            time_divisor: 1000,
+            seller_id: "2088102177846875".into(),
+        },
+        sandbox_listener,
+    )
+    .await
+    .unwrap();
+    let rounds = std::env::var("MOONGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_usize);
+    let creates: u32 = std::env::var("MOONGATE_BENCH_CREATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_500);
+    let (mut ratios, mut peaks, mut p50s, mut p99s, mut added50, mut added99) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("k.secret"),
+            "bench-signing-secret-0123456789",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let ledger_section = match database_url {
+            Some(url) => {
+                let admin = sqlx::PgPool::connect(url).await.unwrap();
+                let schema = moongate::ledger::new_id("benchp").to_lowercase();
+                sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                let joiner = if url.contains('?') { '&' } else { '?' };
+                std::fs::write(
+                    dir.path().join("db.url"),
+                    format!("{url}{joiner}options[search_path]={schema}"),
+                )
+                .unwrap();
+                std::fs::write(dir.path().join("cashier.key"), "k".repeat(32)).unwrap();
+                "cashier_key = { file = \"cashier.key\" }\n[ledger]\ndatabase_url = { file = \"db.url\" }\n"
+            }
+            None => "",
+        };
+        let config = format!(
+            r#"[server]
+listen = "{port}"
+public_base_url = "http://{port}"
+{ledger_section}
+[merchants.m]
+name = "M"
+keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
+rate_limit = {{ requests_per_second = 100000, burst = 100000 }}
+[merchants.m.accounts.a]
+provider = "alipay"
+settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+"#
+        );
+        let config_path = dir.path().join("moongate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = moongate_testkit::client::MerchantClient::new(
+            &format!("http://{port}"),
+            "m_k1",
+            b"bench-signing-secret-0123456789",
+        )
+        .unwrap();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(port).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        hammer(std::slice::from_ref(&client), 96, 8, &format!("w{round}-")).await;
+        let rsa = rsa_now(signer);
+        let cpu_before = process_cpu(child.id(), tick);
+        let start = Instant::now();
+        hammer(
+            std::slice::from_ref(&client),
+            creates,
+            8,
+            &format!("r{round}-"),
+        )
+        .await;
+        let wall = start.elapsed();
+        let cpu = process_cpu(child.id(), tick) - cpu_before;
+        let done = (creates / 8) * 8;
+        let per_create = cpu / done;
+        ratios.push(per_create.as_secs_f64() / rsa.as_secs_f64());
+        let peak = f64::from(done) / wall.as_secs_f64();
+        peaks.push(peak);
+
+        // Half of that peak, open loop: the gateway, then the sandbox alone (requests signed
+        // beforehand, so only the call is timed) at the same rate.
+        let rate = peak / 2.0;
+        let count = (rate * 4.0) as usize;
+        let (g50, g99) = open_loop(rate, count, |i| {
+            let client = client.clone();
+            let key = format!("o{round}-{i}");
+            async move {
+                let response = client
+                    .call(
+                        moongate_contract::HttpMethod::Post,
+                        "/v1/payments",
+                        CREATE,
+                        Some(&key),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(response.status, 201);
+            }
+        })
+        .await;
+        let adapter = std::sync::Arc::new(
+            AlipayAdapter::new(&AccountKeys {
+                app_id: "2021000122671080",
+                gateway_url: &format!("http://{sandbox_addr}/gateway.do"),
+                seller_id: None,
+                app_private_key: &keys("nodejs-sdk-app-private-key.pem"),
+                alipay_public_key: &keys("sandbox-alipay-public-key.pem"),
+            })
+            .unwrap(),
+        );
+        let now = time::OffsetDateTime::now_utc();
+        let cx = CallContext {
+            now,
+            nonce: "n".repeat(32),
+        };
+        let requests: Vec<_> = (0..count)
+            .map(|i| {
+                let req = CreatePayment {
+                    provider_order_id: format!("direct{round}x{i}"),
+                    amount: Money::new(8888, Currency::CNY),
+                    method: PaymentMethod::AlipayQr,
+                    subject: "Tea".into(),
+                    description: None,
+                    return_url: None,
+                    notify_url: "http://127.0.0.1:9/notify".into(),
+                    expires_at: now + time::Duration::hours(2),
+                    payer: Default::default(),
+                };
+                match adapter.prepare_create(&cx, &req).unwrap() {
+                    moongate_contract::Prepared::Send(http) => http,
+                    moongate_contract::Prepared::Ready(_) => panic!("alipay_qr is a call"),
+                }
+            })
+            .collect();
+        let requests = std::sync::Arc::new(requests);
+        let outbound =
+            moongate::outbound::Outbound::new(Duration::from_secs(3), Duration::from_secs(15))
+                .unwrap();
+        let (s50, s99) = open_loop(rate, count, |i| {
+            let (outbound, requests) = (outbound.clone(), std::sync::Arc::clone(&requests));
+            async move {
+                let response = outbound.send(&requests[i]).await.unwrap();
+                assert_eq!(response.status, 200);
+            }
+        })
+        .await;
+        p50s.push(g50.as_secs_f64() * 1e3);
+        p99s.push(g99.as_secs_f64() * 1e3);
+        added50.push((g50.as_secs_f64() - s50.as_secs_f64()) * 1e3);
+        added99.push((g99.as_secs_f64() - s99.as_secs_f64()) * 1e3);
+        println!(
+            "  round {round}: CPU {per_create:.2?} per create = {:.2} signatures ({rsa:.2?}); \
+             peak {peak:.0}/s; at {rate:.0}/s open loop p50 {g50:.1?} p99 {g99:.1?} \
+             (the sandbox alone: p50 {s50:.1?} p99 {s99:.1?})",
+            ratios[round]
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!(
+        "moongate serve ({ledger}), its own process, {rounds} rounds of {creates} creates from 8 \
+         clients: gateway CPU per create = {} RSA-2048 signatures; peak {} creates/s; at half \
+         of it, open loop: p50 {} ms, p99 {} ms; added over the provider call: p50 {} ms, p99 {} ms",
+        median_min_max(&mut ratios),
+        median_min_max(&mut peaks),
+        median_min_max(&mut p50s),
+        median_min_max(&mut p99s),
+        median_min_max(&mut added50),
+        median_min_max(&mut added99),
+    );
 }

@@ -183,6 +183,25 @@ pub async fn run(gw: Arc<Gateway>) {
             {
                 Ok(items) => {
                     claimed = items.len();
+                    // Merchants without an endpoint: parked together, the events stay in the log.
+                    let config = gw.config();
+                    let (items, undeliverable): (Vec<_>, Vec<_>) =
+                        items.into_iter().partition(|item| {
+                            config
+                                .merchants
+                                .get(&item.merchant_id)
+                                .is_some_and(|m| m.webhook.is_some())
+                        });
+                    if !undeliverable.is_empty() {
+                        let seqs = undeliverable.iter().map(|i| i.event_seq).collect();
+                        if let Err(error) = gw
+                            .store
+                            .park_undeliverable(seqs, "no webhook configured".into())
+                            .await
+                        {
+                            warn!(%error, "parking undeliverable events failed");
+                        }
+                    }
                     for item in items {
                         *in_flight.entry(item.merchant_id.clone()).or_default() += 1;
                         let gw = Arc::clone(&gw);

@@ -715,6 +715,38 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
             .iter()
             .any(|i| i.event_seq == first.event_seq && i.attempts == 0)
     );
+    // Events of a merchant without an endpoint are parked together, each attempt logged.
+    let parked: Vec<_> = a.iter().chain(&b).skip(1).take(3).cloned().collect();
+    store
+        .park_undeliverable(
+            parked.iter().map(|i| i.event_seq).collect(),
+            "no webhook configured".into(),
+        )
+        .await
+        .unwrap();
+    for item in &parked {
+        let record = store
+            .event("shop_a", &item.event_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.attempts, 1);
+        assert_eq!((record.next_attempt_at, record.delivered_at), (None, None));
+        assert_eq!(record.deliveries.len(), 1);
+        assert_eq!(
+            record.deliveries[0].error.as_deref(),
+            Some("no webhook configured")
+        );
+    }
+    let later = lease + Duration::from_secs(3600);
+    let due = store
+        .due_webhooks(later, later + Duration::from_secs(60), 32, 1000, &[])
+        .await
+        .unwrap();
+    assert!(
+        due.iter()
+            .all(|i| parked.iter().all(|p| p.event_seq != i.event_seq))
+    );
 }
 
 async fn daily_reconciliation_is_claimed_once(store: Arc<dyn Store>) {

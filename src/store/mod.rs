@@ -541,6 +541,14 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         error: Option<String>,
     ) -> Result<(), StoreError>;
 
+    /// Parks events no delivery can be tried for (their merchant has no webhook), all in one
+    /// write, each with its attempt logged under `reason`.
+    async fn park_undeliverable(
+        &self,
+        event_seqs: Vec<i64>,
+        reason: String,
+    ) -> Result<(), StoreError>;
+
     /// Events about one object, oldest first.
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 }

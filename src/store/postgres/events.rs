@@ -206,6 +206,27 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    async fn park_undeliverable(
+        &self,
+        event_seqs: Vec<i64>,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let now = ms(OffsetDateTime::now_utc());
+        sqlx::query(
+            "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
+             delivered_at = NULL, last_error = $2 WHERE event_seq = ANY($1) RETURNING event_seq) \
+             INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
+             SELECT event_seq, $3, FALSE, $2 FROM parked",
+        )
+        .bind(&event_seqs)
+        .bind(&reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, id, type, object_id FROM events WHERE object_id = $1 ORDER BY seq",

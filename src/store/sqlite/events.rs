@@ -90,6 +90,32 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn park_undeliverable(
+        &self,
+        event_seqs: Vec<i64>,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let now = ms(OffsetDateTime::now_utc());
+            for seq in event_seqs {
+                conn.exec(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
+                     delivered_at = NULL, last_error = ?2 WHERE event_seq = ?1",
+                    params![seq, reason],
+                )
+                .map_err(db)?;
+                conn.exec(
+                    "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
+                     VALUES (?1, ?2, 0, ?3)",
+                    params![seq, now, reason],
+                )
+                .map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn event(
         &self,
         merchant_id: &str,
