@@ -702,7 +702,7 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
                 };
                 match adapter.prepare_create(&cx, &req).unwrap() {
                     moongate_contract::Prepared::Send(http) => http,
-                    moongate_contract::Prepared::Ready(_) => panic!("alipay_qr is a call"),
+                    moongate_contract::Prepared::Ready(_) => unreachable!("alipay_qr is a call"),
                 }
             })
             .collect();
