@@ -200,26 +200,39 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
-    let started = Instant::now();
-    seed_ledger(&dir.path().join("ledger.db"), lines);
-    println!(
-        "ledger: {lines} payments (+{} refunds) seeded in {:.1?}",
-        lines / REFUND_EVERY,
-        started.elapsed()
-    );
-    let bill = dir.path().join("bill.csv");
-    let started = Instant::now();
-    let written = write_statement(&bill, lines);
-    let size = std::fs::metadata(&bill).unwrap().len();
-    println!(
-        "statement: {written} lines, {} MB, written in {:.1?}",
-        size / 1_000_000,
-        started.elapsed()
-    );
+    // MOONGATE_BENCH_DIR keeps the files (config, ledger, bill) for other runs to reuse, as
+    // scripts/reconcile-vs-polars.sh does.
+    let kept = std::env::var_os("MOONGATE_BENCH_DIR").map(std::path::PathBuf::from);
+    let temp = tempfile::tempdir().unwrap();
+    let dir_path = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir_path).unwrap();
+    let dir = &dir_path;
+    let config = write_config(dir);
+    let bill = dir.join("bill.csv");
+    let built = dir.join(format!("built-{lines}"));
+    if kept.is_some() && built.exists() {
+        println!("reusing the ledger and bill in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_file(dir.join("ledger.db"));
+        let started = Instant::now();
+        seed_ledger(&dir.join("ledger.db"), lines);
+        println!(
+            "ledger: {lines} payments (+{} refunds) seeded in {:.1?}",
+            lines / REFUND_EVERY,
+            started.elapsed()
+        );
+        let started = Instant::now();
+        let written = write_statement(&bill, lines);
+        let size = std::fs::metadata(&bill).unwrap().len();
+        println!(
+            "statement: {written} lines, {} MB, written in {:.1?}",
+            size / 1_000_000,
+            started.elapsed()
+        );
+        std::fs::write(&built, "").unwrap();
+    }
 
-    let out = dir.path().join("out");
+    let out = dir.join("out");
     let started = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_moongate"))
         .args(["reconcile", "--config"])

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moongate_contract::{
-    Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLimits,
+    Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLimits, StatementLine,
     StatementLocation, StatementTotals,
 };
 use time::format_description::well_known::Rfc3339;
@@ -384,9 +384,6 @@ async fn reconcile_inner(
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", dir.display())))?;
     let ms_since = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut phases = super::report::Phases::default();
-    let phase = Instant::now();
-    let (statement, path) = obtain(gateway, account, &request, &dir).await?;
-    phases.obtain = ms_since(phase);
     let drift_secs = config.reconciliation.drift_secs;
     let settings = MatchSettings {
         day: request.day,
@@ -396,13 +393,26 @@ async fn reconcile_inner(
         max_held: super::matcher::MAX_HELD_LINES,
     };
     let (from, to) = settings.window();
-    let phase = Instant::now();
-    let (payments, refunds) = gateway
-        .store
-        .recon_ledger(&request.merchant_id, &request.account_id, from, to)
-        .await?;
-    let matcher = Matcher::new(settings, payments, refunds);
-    phases.ledger = ms_since(phase);
+    // The statement (download or import, with its SHA-256) and the ledger window at once: they
+    // do not depend on each other, and each keeps one core busy. Each phase is its own time.
+    let statement_phase = async {
+        let phase = Instant::now();
+        let obtained = obtain(gateway, account, &request, &dir).await?;
+        Ok::<_, ReconcileError>((obtained, ms_since(phase)))
+    };
+    let ledger_phase = async {
+        let phase = Instant::now();
+        let (payments, refunds) = gateway
+            .store
+            .recon_ledger(&request.merchant_id, &request.account_id, from, to)
+            .await?;
+        let matcher = Matcher::new(settings, payments, refunds);
+        Ok::<_, ReconcileError>((matcher, ms_since(phase)))
+    };
+    let (((statement, path), obtain_ms), (matcher, ledger_ms)) =
+        tokio::try_join!(statement_phase, ledger_phase)?;
+    phases.obtain = obtain_ms;
+    phases.ledger = ledger_ms;
     let phase = Instant::now();
     let (matcher, totals) = match path {
         None => (matcher, StatementTotals::default()),
@@ -528,7 +538,18 @@ async fn reconcile_inner(
     Ok(report)
 }
 
-/// Streams the stored file through the matcher (blocking; runs on the blocking pool).
+/// Lines handed from the parser to the matcher at a time.
+const PIPE_BATCH: usize = 4_096;
+
+/// Batches in flight between them: what the pipe holds is bounded (about 16,000 lines), so
+/// memory stays flat in the statement's size.
+const PIPE_DEPTH: usize = 4;
+
+/// Streams the stored file through the matcher (blocking; runs on the blocking pool). The
+/// adapter parses on a thread of its own and hands lines over in batches through a bounded
+/// pipe, so parsing and matching each keep a core busy. A matcher that refuses the file stops
+/// the parser (the pipe closes); a file the parser refuses (cut, altered, totals off) is
+/// refused whatever the matcher made of its lines.
 fn read_into(
     adapter: Arc<dyn PaymentAdapter>,
     path: &Path,
@@ -545,11 +566,45 @@ fn read_into(
         last_reported: 0,
         progress,
     };
-    let totals = adapter
-        .read_statement(&mut reader, &StatementLimits::DEFAULT, &mut |line| {
-            matcher.line(line)
+    let (pipe, batches) = std::sync::mpsc::sync_channel::<Vec<StatementLine>>(PIPE_DEPTH);
+    let parser = std::thread::Builder::new()
+        .name("moongate-statement-parser".to_owned())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(PIPE_BATCH);
+            let parsed =
+                adapter.read_statement(&mut reader, &StatementLimits::DEFAULT, &mut |line| {
+                    let number = line.line;
+                    batch.push(line);
+                    if batch.len() >= PIPE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH));
+                        pipe.send(full).map_err(|_| {
+                            StatementError::at(number, "the matcher stopped reading")
+                        })?;
+                    }
+                    Ok(())
+                });
+            if parsed.is_ok() && !batch.is_empty() {
+                let _ = pipe.send(batch);
+            }
+            parsed
         })
-        .map_err(ReconcileError::Refused)?;
+        .map_err(|e| ReconcileError::Io(format!("statement parser thread: {e}")))?;
+    let mut refused = None;
+    'batches: for batch in batches {
+        for line in batch {
+            if let Err(error) = matcher.line(line) {
+                refused = Some(error);
+                break 'batches;
+            }
+        }
+    }
+    let parsed = parser
+        .join()
+        .map_err(|_| ReconcileError::Io("the statement parser panicked".into()))?;
+    if let Some(error) = refused {
+        return Err(ReconcileError::Refused(error));
+    }
+    let totals = parsed.map_err(ReconcileError::Refused)?;
     Ok((matcher, totals))
 }
 

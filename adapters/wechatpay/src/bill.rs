@@ -46,6 +46,73 @@ pub struct BillRow {
     pub fee_e5: i64,
 }
 
+/// One record as read, borrowing its text from the line (what the statement reader turns into
+/// a [`StatementLine`] without copying the cells it does not keep).
+#[derive(Clone, Copy, Debug)]
+pub struct RowRef<'a> {
+    trade_time: &'a str,
+    mchid: &'a str,
+    transaction_id: &'a str,
+    out_trade_no: &'a str,
+    trade_type: &'a str,
+    trade_state: &'a str,
+    currency: Currency,
+    settlement_total: i64,
+    order_total: i64,
+    refund: i64,
+    refund_requested: i64,
+    refund_id: Option<&'a str>,
+    out_refund_no: Option<&'a str>,
+    refund_state: Option<&'a str>,
+    fee_e5: i64,
+}
+
+impl RowRef<'_> {
+    /// The owned record.
+    pub fn to_row(&self) -> BillRow {
+        BillRow {
+            trade_time: self.trade_time.to_owned(),
+            mchid: self.mchid.to_owned(),
+            transaction_id: self.transaction_id.to_owned(),
+            out_trade_no: self.out_trade_no.to_owned(),
+            trade_type: self.trade_type.to_owned(),
+            trade_state: self.trade_state.to_owned(),
+            currency: self.currency,
+            settlement_total: self.settlement_total,
+            order_total: self.order_total,
+            refund: self.refund,
+            refund_requested: self.refund_requested,
+            refund_id: self.refund_id.map(str::to_owned),
+            out_refund_no: self.out_refund_no.map(str::to_owned),
+            refund_state: self.refund_state.map(str::to_owned),
+            fee_e5: self.fee_e5,
+        }
+    }
+}
+
+impl BillRow {
+    /// The record borrowed again.
+    pub fn as_row_ref(&self) -> RowRef<'_> {
+        RowRef {
+            trade_time: &self.trade_time,
+            mchid: &self.mchid,
+            transaction_id: &self.transaction_id,
+            out_trade_no: &self.out_trade_no,
+            trade_type: &self.trade_type,
+            trade_state: &self.trade_state,
+            currency: self.currency,
+            settlement_total: self.settlement_total,
+            order_total: self.order_total,
+            refund: self.refund,
+            refund_requested: self.refund_requested,
+            refund_id: self.refund_id.as_deref(),
+            out_refund_no: self.out_refund_no.as_deref(),
+            refund_state: self.refund_state.as_deref(),
+            fee_e5: self.fee_e5,
+        }
+    }
+}
+
 /// The summary line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BillSummary {
@@ -85,9 +152,32 @@ fn error(line: usize, message: impl Into<String>) -> BillError {
     }
 }
 
-/// The cells of a backtick-prefixed line.
-fn cells(line: &str) -> Option<Vec<&str>> {
-    Some(line.strip_prefix('`')?.split(",`").collect())
+/// An emptied list of cells, for the next line (its allocation is kept: collecting a `Vec`'s
+/// own `into_iter` reuses it).
+fn recycle<'b>(mut cells: Vec<&str>) -> Vec<&'b str> {
+    cells.clear();
+    cells.into_iter().map(|_| "").collect()
+}
+
+/// The cells of a backtick-prefixed line (`` `a,`b,`c ``), split at each `` ,` `` as
+/// `str::split` would, into `out`.
+fn cells<'a>(line: &'a str, out: &mut Vec<&'a str>) -> Option<()> {
+    out.clear();
+    let rest = line.strip_prefix('`')?;
+    let bytes = rest.as_bytes();
+    let (mut start, mut from) = (0, 0);
+    while let Some(found) = memchr::memchr(b'`', bytes.get(from..)?) {
+        let at = from + found;
+        // A backtick right after a comma ends the cell before that comma; `at > start` keeps
+        // the backtick of the previous separator from counting twice.
+        if at > start && bytes.get(at - 1) == Some(&b',') {
+            out.push(rest.get(start..at - 1)?);
+            start = at + 1;
+        }
+        from = at + 1;
+    }
+    out.push(rest.get(start..)?);
+    Some(())
 }
 
 /// `0.03` → 3 (fen): exactly two decimals expected, fewer accepted.
@@ -181,17 +271,18 @@ impl RecordColumns {
         })
     }
 
-    fn row(&self, line: &str, number: usize) -> Result<BillRow, BillError> {
-        let cells = cells(line).ok_or_else(|| error(number, "cells must start with '`'"))?;
+    fn row<'a>(
+        &self,
+        line: &'a str,
+        number: usize,
+        cells: &mut Vec<&'a str>,
+    ) -> Result<RowRef<'a>, BillError> {
+        self::cells(line, cells).ok_or_else(|| error(number, "cells must start with '`'"))?;
         if cells.len() < self.count {
             return Err(error(number, "fewer cells than the header has columns"));
         }
         let cell = |i: usize| cells.get(i).copied().unwrap_or_default();
-        let optional = |i: Option<usize>| {
-            i.map(cell)
-                .filter(|v| !v.is_empty() && *v != "0")
-                .map(str::to_owned)
-        };
+        let optional = |i: Option<usize>| i.map(cell).filter(|v| !v.is_empty() && *v != "0");
         let money = |i: usize, what: &str| {
             fen(cell(i)).ok_or_else(|| error(number, format!("{what} is not an amount")))
         };
@@ -200,7 +291,7 @@ impl RecordColumns {
             Some(i) => money(i, "the refund")?,
             None => 0,
         };
-        Ok(BillRow {
+        Ok(RowRef {
             order_total: match self.order_total {
                 Some(i) => money(i, "the order total")?,
                 None => settlement_total,
@@ -210,12 +301,12 @@ impl RecordColumns {
                 None => refund,
             },
             refund_id: optional(self.refund_id),
-            trade_time: cell(self.time).to_owned(),
-            mchid: cell(self.mchid).to_owned(),
-            transaction_id: cell(self.transaction).to_owned(),
-            out_trade_no: cell(self.order).to_owned(),
-            trade_type: cell(self.kind).to_owned(),
-            trade_state: cell(self.state).to_owned(),
+            trade_time: cell(self.time),
+            mchid: cell(self.mchid),
+            transaction_id: cell(self.transaction),
+            out_trade_no: cell(self.order),
+            trade_type: cell(self.kind),
+            trade_state: cell(self.state),
             currency: Currency::parse(cell(self.currency))
                 .map_err(|_| error(number, "unknown currency"))?,
             settlement_total,
@@ -229,7 +320,8 @@ impl RecordColumns {
 
 fn read_summary(header: &str, line: &str, number: usize) -> Result<BillSummary, BillError> {
     let summary_header: Vec<&str> = header.split(',').collect();
-    let summary_cells = cells(line).ok_or_else(|| error(number, "cells must start with '`'"))?;
+    let mut summary_cells = Vec::new();
+    cells(line, &mut summary_cells).ok_or_else(|| error(number, "cells must start with '`'"))?;
     let named = |names: &[&str]| {
         summary_header
             .iter()
@@ -262,6 +354,21 @@ where
     R: std::io::BufRead,
     F: FnMut(BillRow, usize) -> Result<(), BillError>,
 {
+    read_rows(reader, limits, |row, number| sink(row.to_row(), number))
+}
+
+/// [`read_trade_bill`] with each record borrowed from its line.
+pub fn read_rows<R, F>(
+    reader: R,
+    limits: &StatementLimits,
+    mut sink: F,
+) -> Result<BillSummary, BillError>
+where
+    R: std::io::BufRead,
+    F: FnMut(RowRef<'_>, usize) -> Result<(), BillError>,
+{
+    // One cell list for every line: emptied and handed on between lines (see `recycle`).
+    let mut spare: Vec<&str> = Vec::with_capacity(32);
     let mut lines = LineReader::new(reader, *limits);
     let mut number = 0_usize;
     let mut part = Part::Header;
@@ -298,7 +405,8 @@ where
                 let columns = columns
                     .as_ref()
                     .ok_or_else(|| error(number, "record before the header"))?;
-                let row = columns.row(line, number)?;
+                let mut cells = recycle(std::mem::take(&mut spare));
+                let row = columns.row(line, number, &mut cells)?;
                 records += 1;
                 let add = |sum: i64, value: i64| {
                     sum.checked_add(value)
@@ -308,6 +416,7 @@ where
                 refunds = add(refunds, row.refund)?;
                 fees = add(fees, row.fee_e5)?;
                 sink(row, number)?;
+                spare = recycle(cells);
             }
             Part::SummaryLine => {
                 summary = Some(read_summary(&summary_header, line, number)?);
@@ -334,7 +443,7 @@ where
 }
 
 /// A record in Moongate's statement vocabulary.
-pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
+pub fn statement_line(row: &RowRef<'_>, number: u64) -> StatementLine {
     let refund = row.trade_state == "REFUND";
     StatementLine {
         line: number,
@@ -344,7 +453,7 @@ pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
             LineKind::Payment
         },
         settled: refund || row.trade_state == "SUCCESS",
-        completed_at: parse_beijing_datetime(&row.trade_time),
+        completed_at: parse_beijing_datetime(row.trade_time),
         amount: if refund {
             row.refund_requested
         } else {
@@ -356,12 +465,14 @@ pub fn statement_line(row: BillRow, number: u64) -> StatementLine {
         } else {
             row.fee_e5
         },
-        refund_id: if refund { row.out_refund_no } else { None },
-        provider_refund_id: if refund { row.refund_id } else { None },
-        provider_txn_id: row.transaction_id,
-        payment_id: row.out_trade_no,
-        provider_status: row.trade_state,
-        trade_type: row.trade_type,
+        refund_id: refund
+            .then(|| row.out_refund_no.map(str::to_owned))
+            .flatten(),
+        provider_refund_id: refund.then(|| row.refund_id.map(str::to_owned)).flatten(),
+        provider_txn_id: row.transaction_id.to_owned(),
+        payment_id: row.out_trade_no.to_owned(),
+        provider_status: row.trade_state.to_owned(),
+        trade_type: row.trade_type.to_owned(),
     }
 }
 
@@ -405,6 +516,27 @@ mod tests {
         };
         let error = read_with(BILL.as_bytes(), &small).unwrap_err();
         assert!(error.message.contains("more than 200 bytes"), "{error}");
+    }
+
+    #[test]
+    fn cells_split_as_str_split_does() {
+        let mut out = Vec::new();
+        for line in [
+            "`a,`b,`c",
+            "`a,,`b",
+            "`x,`,`y",
+            "``a",
+            "`",
+            "`a`b,c`,`d",
+            "`,`,`",
+            "`42,`SUCCESS,`0.01,`",
+            "`中文,`商户,`",
+        ] {
+            cells(line, &mut out).unwrap();
+            let expected: Vec<&str> = line[1..].split(",`").collect();
+            assert_eq!(out, expected, "{line}");
+        }
+        assert!(cells("a,`b", &mut out).is_none());
     }
 
     #[test]

@@ -858,8 +858,8 @@ impl PaymentAdapter for WechatPayAdapter {
         let reader = std::io::BufReader::with_capacity(1 << 16, source);
         let mut totals = StatementTotals::default();
         let to_statement = |e: bill::BillError| StatementError::at(e.line as u64, e.message);
-        bill::read_trade_bill(reader, limits, |row, number| {
-            let line = bill::statement_line(row, number as u64);
+        bill::read_rows(reader, limits, |row, number| {
+            let line = bill::statement_line(&row, number as u64);
             totals.add(&line);
             sink(line).map_err(|e| bill::BillError {
                 line: number,

@@ -968,7 +968,7 @@ fn trade_bill_records_become_statement_lines() {
     use moongate_adapter_wechatpay::bill::{parse_trade_bill, statement_line};
     use moongate_contract::LineKind;
     let bill = parse_trade_bill(BILL).unwrap();
-    let paid = statement_line(bill.rows[0].clone(), 2);
+    let paid = statement_line(&bill.rows[0].as_row_ref(), 2);
     assert_eq!(paid.kind, LineKind::Payment);
     assert!(paid.settled);
     assert_eq!(paid.amount, 3); // 订单金额
@@ -978,7 +978,7 @@ fn trade_bill_records_become_statement_lines() {
         paid.completed_at,
         moongate_contract::statement::parse_beijing_datetime("2019-02-19 01:52:32")
     );
-    let refund = statement_line(bill.rows[1].clone(), 3);
+    let refund = statement_line(&bill.rows[1].as_row_ref(), 3);
     assert_eq!(refund.kind, LineKind::Refund);
     assert!(refund.settled);
     assert_eq!(refund.amount, 1); // 申请退款金额
@@ -1073,7 +1073,7 @@ fn the_older_24_column_bill_reads_by_its_own_names() {
 `1,`12.50,`0.00,`0.00,`0.07500\r\n";
     let parsed = parse_trade_bill(bill.as_bytes()).unwrap();
     assert_eq!(parsed.rows.len(), 1);
-    let line = statement_line(parsed.rows[0].clone(), 2);
+    let line = statement_line(&parsed.rows[0].as_row_ref(), 2);
     assert_eq!(line.amount, 1250); // 总金额, since there is no 订单金额 column
     assert_eq!(line.fee_milli, 7500);
     assert_eq!(line.payment_id, "old_1");
