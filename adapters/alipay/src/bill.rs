@@ -8,6 +8,7 @@
 //! by name; amounts (yuan, refunds negative) become integer fen; the totals are checked against
 //! the lines, so a cut or altered file is refused whole.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 
 use moongate_contract::statement::{parse_beijing_datetime, parse_scaled};
@@ -34,8 +35,16 @@ pub fn decode_gbk(bytes: &[u8]) -> Option<String> {
 }
 
 /// Splits one CSV line: cells may be double-quoted (a quoted cell may hold commas); every cell
-/// is trimmed of the TAB Alipay appends to ID-like values and of surrounding spaces.
-fn split_cells(line: &str) -> Option<Vec<String>> {
+/// is trimmed of the TAB Alipay appends to ID-like values and of surrounding spaces. A line
+/// without quotes (nearly all of them) is split in place, borrowing its cells.
+fn split_cells(line: &str) -> Option<Vec<Cow<'_, str>>> {
+    if !line.contains('"') {
+        return Some(
+            line.split(',')
+                .map(|cell| Cow::Borrowed(cell.trim_matches(['\t', ' '])))
+                .collect(),
+        );
+    }
     let mut cells = Vec::with_capacity(26);
     let mut current = String::new();
     let mut quoted = false;
@@ -56,7 +65,7 @@ fn split_cells(line: &str) -> Option<Vec<String>> {
                 at_start = false;
             }
             ',' if !quoted => {
-                cells.push(current.trim_matches(['\t', ' ']).to_owned());
+                cells.push(Cow::Owned(current.trim_matches(['\t', ' ']).to_owned()));
                 current.clear();
                 at_start = true;
             }
@@ -69,7 +78,7 @@ fn split_cells(line: &str) -> Option<Vec<String>> {
     if quoted {
         return None;
     }
-    cells.push(current.trim_matches(['\t', ' ']).to_owned());
+    cells.push(Cow::Owned(current.trim_matches(['\t', ' ']).to_owned()));
     Some(cells)
 }
 
@@ -86,8 +95,8 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(cells: &[String], line: u64) -> Result<Columns, StatementError> {
-        let find = |names: &[&str]| cells.iter().position(|c| names.contains(&c.as_str()));
+    fn from_header(cells: &[Cow<'_, str>], line: u64) -> Result<Columns, StatementError> {
+        let find = |names: &[&str]| cells.iter().position(|c| names.contains(&&**c));
         let need = |names: &[&str]| {
             find(names).ok_or_else(|| err(line, format!("column {} missing", names.join(" / "))))
         };
@@ -226,8 +235,8 @@ pub fn read_trade_bill_csv<R: BufRead>(
         }
         // Plain ASCII (most data lines' ID cells) needs no decoding work beyond a check.
         let text = match std::str::from_utf8(bytes) {
-            Ok(text) if bytes.is_ascii() => text.to_owned(),
-            _ => decode_gbk(bytes).ok_or_else(|| err(number, "not GBK text"))?,
+            Ok(text) if bytes.is_ascii() => Cow::Borrowed(text),
+            _ => Cow::Owned(decode_gbk(bytes).ok_or_else(|| err(number, "not GBK text"))?),
         };
         if let Some(comment) = text.strip_prefix('#') {
             match part {
@@ -289,7 +298,7 @@ pub fn read_trade_bill_csv<R: BufRead>(
                         ),
                     ));
                 }
-                let cell = |i: usize| cells.get(i).map(String::as_str).unwrap_or_default();
+                let cell = |i: usize| cells.get(i).map(|c| &**c).unwrap_or_default();
                 let amount = |i: usize, what: &str| {
                     parse_scaled(cell(i), 2)
                         .ok_or_else(|| err(number, format!("{what} is not an amount")))
