@@ -339,6 +339,44 @@ async fn nonces_refuse_replays_until_they_lapse(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+    // The janitor's purge deletes every lapsed nonce, in slices (more than one slice here),
+    // and none that is live.
+    let (old, live) = (T0 + Duration::from_secs(10), T0 + Duration::from_secs(3600));
+    for i in 0..4_500 {
+        assert!(
+            store
+                .remember_nonce("shop_b", &format!("old-{i}"), T0, old)
+                .await
+                .unwrap()
+        );
+    }
+    for i in 0..10 {
+        assert!(
+            store
+                .remember_nonce("shop_b", &format!("live-{i}"), T0, live)
+                .await
+                .unwrap()
+        );
+    }
+    let at = old + Duration::from_secs(1);
+    let purged = store.purge_nonces(at).await.unwrap();
+    assert!(purged >= 4_500, "{purged}");
+    assert_eq!(store.purge_nonces(at).await.unwrap(), 0);
+    for i in [0, 2_222, 4_499] {
+        assert!(
+            store
+                .remember_nonce("shop_b", &format!("old-{i}"), at, live)
+                .await
+                .unwrap(),
+            "a lapsed nonce is free again"
+        );
+    }
+    assert!(
+        !store
+            .remember_nonce("shop_b", "live-3", at, live)
+            .await
+            .unwrap()
+    );
 }
 
 async fn one_notification_applies_once_under_a_race(store: Arc<dyn Store>) {

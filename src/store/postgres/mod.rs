@@ -67,6 +67,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cashier_token_hashes",
         include_str!("../migrations/0004_cashier_token_hashes.sql"),
     ),
+    (
+        5,
+        "idempotency_keys_by_age",
+        include_str!("../migrations/0005_idempotency_keys_by_age.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

@@ -27,25 +27,15 @@ impl KeyStore for SqliteStore {
     }
 
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.write(move |conn| {
-            let deleted = conn
-                .exec("DELETE FROM nonces WHERE keep_until < ?1", params![ms(now)])
-                .map_err(db)?;
-            Ok(deleted as u64)
-        })
-        .await
+        self.purge_oldest("nonces", "keep_until", ms(now)).await
     }
 
     async fn purge_keys(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.write(move |conn| {
-            let deleted = conn
-                .exec(
-                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
-                    params![ms(now) - IDEMPOTENCY_RETENTION_MS],
-                )
-                .map_err(db)?;
-            Ok(deleted as u64)
-        })
+        self.purge_oldest(
+            "idempotency_keys",
+            "created_at",
+            ms(now) - IDEMPOTENCY_RETENTION_MS,
+        )
         .await
     }
 
@@ -115,4 +105,47 @@ pub(super) fn complete(
     )
     .map_err(db)?;
     Ok(())
+}
+
+/// Rows looked at per purge slice.
+const PURGE_WINDOW: u32 = 2_000;
+
+/// Slices a purge pass takes at most (the rest waits for the next pass).
+const PURGE_SLICES: u32 = 64;
+
+impl SqliteStore {
+    /// Deletes the rows of `table` whose `column` is below `before`, oldest first, without an
+    /// index: rows are appended in time order, so the lowest rowids are the oldest, and each
+    /// slice looks at the next [`PURGE_WINDOW`] of them only. A slice is one short job of the
+    /// writer, never a scan of the table holding every request's commit.
+    async fn purge_oldest(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0_u64;
+        for _ in 0..PURGE_SLICES {
+            let slice = self
+                .write(move |conn| {
+                    let gone = conn
+                        .exec(
+                            &format!(
+                                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM \
+                                 (SELECT rowid, {column} AS t FROM {table} ORDER BY rowid \
+                                  LIMIT {PURGE_WINDOW}) WHERE t < ?1)"
+                            ),
+                            params![before],
+                        )
+                        .map_err(db)?;
+                    Ok(gone as u64)
+                })
+                .await?;
+            deleted += slice;
+            if slice == 0 {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
 }
