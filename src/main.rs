@@ -214,9 +214,11 @@ fn main() -> ExitCode {
         .ok()
         .filter(|value| !value.trim().is_empty())
         .unwrap_or_else(|| default_filter.to_owned());
+    // Colours only for a terminal: logs sent to a file or a collector stay plain text.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     if let Command::CheckConfig { file } = &cli.command {
         return check_config(file);

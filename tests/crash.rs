@@ -38,8 +38,10 @@ use tokio::net::TcpListener;
 
 const SECRET: &str = "crash-shop-signing-secret-012345";
 const WEBHOOK_SECRET: &str = "crash-webhook-secret-0123456789";
-/// Kills while payments flow (then one more before the final checks).
-const MAX_KILLS: usize = 5;
+/// Kills while payments flow (then one more before the final checks): one per this many
+/// payments, at least [`MIN_KILLS`], so a longer soak is killed more often.
+const PAYMENTS_PER_KILL: usize = 400;
+const MIN_KILLS: usize = 5;
 
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -347,7 +349,7 @@ async fn payments_survive_kills_and_faults() {
         // Random moments spread over the run: when this many payments are done.
         let mut moments: Vec<usize> = {
             let mut r = rng.lock().unwrap();
-            (0..MAX_KILLS)
+            (0..(payments / PAYMENTS_PER_KILL).max(MIN_KILLS))
                 .map(|_| payments / 20 + (r.below(payments as u64 * 9 / 10) as usize))
                 .collect()
         };

@@ -362,6 +362,30 @@ async fn every_planted_break_is_classified(h: Harness) {
     }
     assert!(shown.contains(&("fees".to_owned(), report.fees.lines)));
     assert!(html.contains(&format!("<b id=\"breaks\">{}</b>", report.break_count)));
+    // The "matched" card counts payments; matched refunds are said beside it.
+    let count = |c: Category| {
+        report
+            .summary
+            .iter()
+            .filter(|t| t.category == Some(c))
+            .map(|t| t.count)
+            .sum::<u64>()
+    };
+    assert!(count(Category::Refund) > 0);
+    assert!(
+        html.contains(&format!(
+            "<b>{}</b><span>payments matched 已对平 · {} refunds</span>",
+            count(Category::Matched),
+            count(Category::Refund)
+        )),
+        "{html}"
+    );
+    // Times at the ledger's precision, not the clock's.
+    assert!(
+        report.generated_at.len() <= "2026-11-21T10:30:00.123Z".len(),
+        "{}",
+        report.generated_at
+    );
     assert!(!html.contains("<script"));
     let csv = report::breaks_csv(&report);
     assert_eq!(csv.lines().count() as u64, 1 + report.break_count);

@@ -269,7 +269,7 @@ pub fn html(report: &Report) -> String {
     );
     let _ = write!(
         out,
-        "<div class=\"cards\"><div class=\"card {state}\"><b>{verdict}</b><span>{verdict_sub}</span></div><div class=\"card\"><b>{matched}</b><span>matched 已对平</span></div><div class=\"card {break_state}\"><b id=\"breaks\">{breaks}</b><span>breaks 差错 ({open} open)</span></div><div class=\"card\"><b>{statement_net}</b><span>statement net 账单净额 {cur}</span></div><div class=\"card\"><b>{ledger_net}</b><span>ledger net 账本净额 {cur}</span></div><div class=\"card {diff_state}\"><b>{difference}</b><span>difference 差额 {cur}</span></div></div>",
+        "<div class=\"cards\"><div class=\"card {state}\"><b>{verdict}</b><span>{verdict_sub}</span></div><div class=\"card\"><b>{matched}</b><span>payments matched 已对平 · {refunds_matched} refunds</span></div><div class=\"card {break_state}\"><b id=\"breaks\">{breaks}</b><span>breaks 差错 ({open} open)</span></div><div class=\"card\"><b>{statement_net}</b><span>statement net 账单净额 {cur}</span></div><div class=\"card\"><b>{ledger_net}</b><span>ledger net 账本净额 {cur}</span></div><div class=\"card {diff_state}\"><b>{difference}</b><span>difference 差额 {cur}</span></div></div>",
         state = if balanced { "ok" } else { "bad" },
         verdict = if balanced {
             "Balanced 平"
@@ -281,7 +281,8 @@ pub fn html(report: &Report) -> String {
         } else {
             "see the breaks below"
         },
-        matched = report.count(Category::Matched) + report.count(Category::Refund),
+        matched = report.count(Category::Matched),
+        refunds_matched = report.count(Category::Refund),
         break_state = if report.break_count == 0 { "ok" } else { "bad" },
         breaks = report.break_count,
         open = report.open_breaks,

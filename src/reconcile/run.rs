@@ -9,7 +9,6 @@ use moongate_contract::{
     Currency, Operation, PaymentAdapter, Prepared, StatementError, StatementLimits, StatementLine,
     StatementLocation, StatementTotals,
 };
-use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -324,9 +323,7 @@ async fn obtain(
         sha256,
         path: path.as_ref().map(|p| p.display().to_string()),
         bytes,
-        fetched_at: OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        fetched_at: crate::ledger::rfc3339(OffsetDateTime::now_utc()),
     };
     gateway.store.save_statement(record.clone()).await?;
     Ok((record, path))
@@ -469,7 +466,7 @@ async fn reconcile_inner(
         day: format_day(request.day),
         timezone: "UTC+08:00".to_owned(),
         currency: currency.code().to_owned(),
-        generated_at: finished.format(&Rfc3339).unwrap_or_default(),
+        generated_at: crate::ledger::rfc3339(finished),
         drift_secs,
         statement: statement.clone(),
         statement_totals: StatementSide {

@@ -130,7 +130,7 @@ fn page(title: &str, body: &str) -> Response {
          <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:560px;margin:0 auto;padding:16px;color:#1d2129}}\
          .card{{border:1px solid #e5e6eb;border-radius:12px;padding:20px;margin:12px 0}}\
          button{{background:#c0392b;color:#fff;border:0;border-radius:8px;padding:12px 20px;font-size:17px;cursor:pointer}}\
-         table{{border-collapse:collapse;width:100%;font-size:14px}}td,th{{border-bottom:1px solid #e5e6eb;padding:6px;text-align:left}}\
+         table{{border-collapse:collapse;width:100%;font-size:14px}}td,th{{border-bottom:1px solid #e5e6eb;padding:6px;text-align:left;overflow-wrap:anywhere}}\
          .ok{{color:#00a650}}.bad{{color:#cb2634}}</style></head><body>\
          <p><a href=\"/\">茶舍 Demo Tea House</a> · <a href=\"/webhooks\">Webhook log</a></p>{body}</body></html>",
         escape(title)
@@ -328,7 +328,10 @@ async fn webhook_log(State(shop): State<Arc<Storefront>>) -> Response {
         .map(|w| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-                w.received_at.time(),
+                {
+                    let t = w.received_at.to_offset(time::UtcOffset::UTC);
+                    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+                },
                 escape(&w.kind),
                 escape(&w.object_id),
                 escape(w.checkout_id.as_deref().unwrap_or("")),
