@@ -72,6 +72,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "idempotency_keys_by_age",
         include_str!("../migrations/0005_idempotency_keys_by_age.sql"),
     ),
+    (
+        6,
+        "drop_status_indexes",
+        include_str!("../migrations/0006_drop_status_indexes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

@@ -70,7 +70,6 @@ CREATE TABLE IF NOT EXISTS payments (
     UNIQUE (provider, account_id, provider_order_id)
 );
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
-CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status, updated_at);
 
 CREATE TABLE IF NOT EXISTS refunds (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,7 +87,6 @@ CREATE TABLE IF NOT EXISTS refunds (
     checks INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds (payment_id);
-CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status, updated_at);
 
 CREATE TABLE IF NOT EXISTS attempts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -338,6 +336,12 @@ impl SqliteStore {
             open_payment_statuses(),
             open_refund_statuses()
         ))
+        .map_err(db)?;
+        // Open payments and refunds are found through the partial `*_due` indexes (only open
+        // rows): an index of every row's status, moved on each status change, is not kept.
+        conn.execute_batch(
+            "DROP INDEX IF EXISTS payments_by_status; DROP INDEX IF EXISTS refunds_by_status;",
+        )
         .map_err(db)?;
         conn.execute_batch(reconciliation::SCHEMA).map_err(db)?;
         conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
