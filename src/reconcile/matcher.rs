@@ -78,9 +78,9 @@ pub struct CategoryTally {
     pub currency: String,
     /// Results.
     pub count: u64,
-    /// Sum of the ledger amounts, minor units.
+    /// Net of the ledger amounts, minor units (refunds count negative).
     pub ledger_amount: i64,
-    /// Sum of the statement amounts, minor units.
+    /// Net of the statement amounts, minor units (refunds count negative).
     pub provider_amount: i64,
 }
 
@@ -384,11 +384,14 @@ impl Results {
         ledger: Option<(i64, &str, Option<i64>)>,
         detail: String,
     ) {
+        // A category's totals are net: money in for payments, out (negative) for refunds, so
+        // a category holding both adds up to what it does to the day.
+        let sign = if kind == "refund" { -1 } else { 1 };
         self.tally(
             category,
             currency,
-            ledger.map_or(0, |(amount, _, _)| amount),
-            line.map_or(0, |l| l.amount),
+            sign * ledger.map_or(0, |(amount, _, _)| amount),
+            sign * line.map_or(0, |l| l.amount),
         );
         if !category.is_break() {
             return;
@@ -814,5 +817,43 @@ mod tests {
         let error = matcher.line(line(5, "pay_known", 100, noon)).unwrap_err();
         assert_eq!(error.line, 5);
         assert!(error.message.contains("more than 3 lines"), "{error}");
+    }
+
+    #[test]
+    fn a_category_with_payments_and_refunds_totals_their_net() {
+        let settings = MatchSettings {
+            day: time::macros::date!(2026 - 11 - 21),
+            day_rule: StatementDay::BeijingCalendar,
+            drift_secs: 0,
+            fee_rate_ppm: None,
+            max_held: 100,
+        };
+        let noon = settings.day_bounds_ms().0 + 4 * 3_600_000;
+        // The ledger's paid payment and its refund, neither on the statement.
+        let payments = vec![LedgerPayment {
+            id: "pay_1".into(),
+            provider_ref: None,
+            amount: 1_000,
+            currency: Currency::CNY,
+            status: PaymentStatus::Succeeded,
+            paid_at_ms: Some(noon),
+        }];
+        let refunds = vec![LedgerRefund {
+            id: "re_1".into(),
+            payment_id: "pay_1".into(),
+            amount: 300,
+            currency: Currency::CNY,
+            status: RefundStatus::Succeeded,
+            settled_at_ms: noon + 60_000,
+        }];
+        let outcome = Matcher::new(settings, payments, refunds).finish(Vec::new(), Vec::new());
+        let missing = outcome
+            .tallies
+            .iter()
+            .find(|t| t.category == Some(Category::MissingInProvider))
+            .unwrap();
+        assert_eq!(missing.count, 2);
+        assert_eq!(missing.ledger_amount, 700, "1,000 in, 300 out");
+        assert_eq!(missing.provider_amount, 0);
     }
 }
