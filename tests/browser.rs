@@ -265,14 +265,18 @@ async fn the_reconciliation_report_renders_what_the_json_holds() {
     statements::write_wechat_trade_bill(
         &mut bytes,
         vec![
-            bill_line("pay_ok", 1000, now),
-            bill_line("pay_amount", 2001, now),
-            bill_line("pay_stranger", 990, now),
+            bill_line("pay_01JDQ4Z8K7X2M9P3R5T6V8W0OK", 1000, now),
+            bill_line("pay_01JDQ4Z8K7X2M9P3R5T6V8W0AM", 2001, now),
+            bill_line("pay_01JDQ4Z8K7X2M9P3R5T6V8W0ST", 990, now),
         ],
     )
     .unwrap();
     std::fs::write(&bill, bytes).unwrap();
-    for (id, amount) in [("pay_ok", 1000), ("pay_amount", 2000)] {
+    // Ids as long as real ones (the break list then needs the width a phone lacks).
+    for (id, amount) in [
+        ("pay_01JDQ4Z8K7X2M9P3R5T6V8W0OK", 1000),
+        ("pay_01JDQ4Z8K7X2M9P3R5T6V8W0AM", 2000),
+    ] {
         h.ledger_payment(id, amount, now).await;
     }
     let report = reconcile(
@@ -292,6 +296,7 @@ async fn the_reconciliation_report_renders_what_the_json_holds() {
         h.gateway.admin_addr.unwrap(),
         report.run_id
     );
+    let index = format!("http://{}/reconciliations", h.gateway.admin_addr.unwrap());
     let expected: Vec<(String, u64)> = report
         .summary
         .iter()
@@ -318,7 +323,34 @@ async fn the_reconciliation_report_renders_what_the_json_holds() {
         let external =
             browser.script("return performance.getEntriesByType('resource').map(e => e.name);");
         assert_eq!(external, json!([]));
-        browser.screenshot("reconciliation-report")
+        let shot = browser.screenshot("reconciliation-report");
+        drop(browser);
+        // On a phone the report and the list of runs fit the screen: wide tables scroll
+        // inside themselves, the page does not.
+        let phone = Browser::phone(390, 844);
+        // Nothing reaches past the screen's right edge (what scrolls inside a table is clipped
+        // by it, so only the table's own box counts).
+        let fits = "const w = window.innerWidth; \
+            return document.documentElement.scrollWidth <= w && \
+            Array.from(document.querySelectorAll('main, h1, h2, p, .cards, table')) \
+              .every(e => e.getBoundingClientRect().right <= w + 1);";
+        phone.go(&url);
+        assert_eq!(
+            phone.script(fits),
+            json!(true),
+            "the report overflows a phone"
+        );
+        phone.screenshot("reconciliation-report-phone");
+        phone.go(&index);
+        assert_eq!(
+            phone.script(fits),
+            json!(true),
+            "the run list overflows a phone"
+        );
+        let runs = phone.script("return document.querySelectorAll('#runs tr').length;");
+        assert_eq!(runs.as_u64(), Some(2), "a header and the one run");
+        phone.screenshot("reconciliation-index-phone");
+        shot
     })
     .await
     .unwrap();

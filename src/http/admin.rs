@@ -88,19 +88,22 @@ pub(crate) async fn circuits(State(gw): State<Shared>) -> Response {
 /// Admin listener (private): the latest runs, each linking to its HTML report.
 pub(crate) async fn admin_reconciliations(State(gw): State<Shared>) -> Result<Response, ApiError> {
     let runs = gw.store.recon_runs(None, 200).await?;
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Moongate reconciliations</title></head><body style=\"font-family:sans-serif\"><h1>Reconciliations</h1><ul>",
+    let mut page = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><link rel=\"icon\" href=\"data:,\"><title>对账 Reconciliations</title><style>{}</style></head><body><main><h1>对账 · Reconciliations</h1><p class=\"sub\">the latest {} runs, newest first</p><table id=\"runs\"><tr><th>statement day</th><th>merchant / account</th><th>finished (UTC)</th><th>run</th></tr>",
+        crate::reconcile::report::STYLE,
+        runs.len()
     );
     for run in &runs {
         page.push_str(&format!(
-            "<li><a href=\"/reconciliations/{id}\">{day} · {merchant}/{account}</a> <code>{id}</code></li>",
+            "<tr><td><a href=\"/reconciliations/{id}\">{day}</a></td><td>{merchant} / {account}</td><td>{finished}</td><td><code>{id}</code></td></tr>",
             id = crate::html::escape(&run.id),
             day = crate::html::escape(&run.day),
             merchant = crate::html::escape(&run.merchant_id),
             account = crate::html::escape(&run.account_id),
+            finished = crate::html::escape(&crate::ledger::rfc3339(run.finished_at)),
         ));
     }
-    page.push_str("</ul></body></html>");
+    page.push_str("</table></main></body></html>");
     Ok(typed(page, "text/html; charset=utf-8"))
 }
 

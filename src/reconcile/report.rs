@@ -223,7 +223,8 @@ pub fn breaks_csv(report: &Report) -> String {
 /// Most breaks listed in the HTML page (the CSV and JSON always hold all of them).
 pub const HTML_BREAK_LIMIT: usize = 2000;
 
-const STYLE: &str = "
+/// The reports' style sheet (also the admin listener's list of runs).
+pub const STYLE: &str = "
 body{font:15px/1.45 -apple-system,'Segoe UI','PingFang SC','Microsoft YaHei',sans-serif;margin:0;background:#f6f5f1;color:#1d1d1b}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px}
@@ -232,8 +233,9 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px}
 .card{background:#fff;border-radius:10px;padding:14px 18px;box-shadow:0 1px 2px #0001;min-width:150px}
 .card b{display:block;font-size:22px} .card span{color:#666;font-size:13px}
 .ok b{color:#1d7a3a} .bad b{color:#b3261e}
-table{border-collapse:collapse;width:100%;background:#fff;border-radius:10px;overflow:hidden;box-shadow:0 1px 2px #0001}
-th,td{padding:7px 10px;text-align:left;border-bottom:1px solid #eee;font-size:13.5px;vertical-align:top}
+table{border-collapse:collapse;width:100%;background:#fff;border-radius:10px;box-shadow:0 1px 2px #0001;display:block;overflow-x:auto}
+th,td{padding:7px 10px;text-align:left;border-bottom:1px solid #eee;font-size:13.5px;vertical-align:top;overflow-wrap:anywhere}
+@media (max-width:640px){main{padding:12px}.card{min-width:0;flex:1 1 40%}th,td{padding:6px}}
 th{background:#faf9f6;font-weight:600} td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.zero td{color:#aaa}
 .tag{display:inline-block;padding:1px 8px;border-radius:99px;font-size:12px;background:#eee}
