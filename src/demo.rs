@@ -150,7 +150,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
          \n  examples/moongate-request.sh POST /v1/payments '{{\"amount\":8888,\"currency\":\"CNY\",\"method\":\"alipay_qr\",\"merchant_reference\":\"order-2\",\"description\":\"Tea set\"}}'\
          \n  curl -s -X POST http://{sandbox_addr}/sandbox/pay -H 'content-type: application/json' -d '{{\"out_trade_no\":\"<payment id>\"}}'\
          \n  (WeChat Pay: \"method\":\"wechat_native\", then the same /sandbox/pay on http://{wechat_addr})\
-         \n  examples/moongate-request.sh GET /v1/payments/<payment id>\n"
+         \n  examples/moongate-request.sh GET /v1/payments/<payment id>\n\
+         \nA second merchant, demo_market, has its webhook where nothing listens: pay one of its orders and its\
+         \nevents fail and are retried, while the tea house's keep arriving (its key: demo_market_k1, fixtures/demo/market-key.secret):\n\
+         \n  MOONGATE_KEY_ID=demo_market_k1 MOONGATE_SECRET_FILE=fixtures/demo/market-key.secret examples/moongate-request.sh GET /v1/events\n"
     );
     if options.exit_after_walkthrough {
         running.stop();

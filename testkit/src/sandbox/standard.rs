@@ -10,6 +10,8 @@ use super::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 
 /// The Alipay application the sandbox knows.
 pub const ALIPAY_APP_ID: &str = "2021000122671080";
+/// A second app on the same test key, for the demo's second merchant (`demo_market`).
+pub const ALIPAY_SECOND_APP_ID: &str = "2021000122671081";
 /// The seller PID its notifications report.
 pub const ALIPAY_SELLER_ID: &str = "2088102177846875";
 /// The WeChat Pay merchant the sandbox knows.
@@ -58,7 +60,13 @@ impl Standard {
         Ok(Standard {
             alipay: SandboxSettings {
                 private_key_pem: read(fixtures, ALIPAY_SANDBOX_KEY)?,
-                apps: vec![(ALIPAY_APP_ID.to_owned(), read(fixtures, ALIPAY_APP_PUBLIC)?)],
+                apps: vec![
+                    (ALIPAY_APP_ID.to_owned(), read(fixtures, ALIPAY_APP_PUBLIC)?),
+                    (
+                        ALIPAY_SECOND_APP_ID.to_owned(),
+                        read(fixtures, ALIPAY_APP_PUBLIC)?,
+                    ),
+                ],
                 time_divisor,
                 seller_id: ALIPAY_SELLER_ID.to_owned(),
             },
