@@ -255,3 +255,148 @@ async fn readiness_and_503_follow_the_ledger() {
     assert!(String::from_utf8_lossy(&response.body).contains(r#""data":[]"#));
     running.stop();
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (with the reason printed) where this process may not mount (not root, a
+    /// container without the capability).
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(SmallDisk {
+                path,
+                _parent: parent,
+            }),
+            Ok(out) => {
+                eprintln!(
+                    "a_full_disk_makes_the_gateway_unready: SKIPPED (cannot mount a tmpfs: {})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("a_full_disk_makes_the_gateway_unready: SKIPPED (no mount: {error})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+// Issue 18: a real full disk, not an injected fault: the ledger on a 4 MiB tmpfs, filled up.
+// Readiness fails, writes answer 503 ledger_unavailable (never 500), and once space is freed
+// the gateway is ready again and writes go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_gateway_unready() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    let (running, addr) = start_with(&disk.path, "", None).await;
+    let secret = std::fs::read_to_string(fixtures().join("demo/shop-key.secret")).unwrap();
+    let client = moongate_testkit::client::MerchantClient::new(
+        &format!("http://{addr}"),
+        "shop_k1",
+        secret.trim().as_bytes(),
+    )
+    .unwrap();
+    let ready = || {
+        let client = client.clone();
+        async move {
+            client
+                .send(&moongate_contract::HttpRequest {
+                    method: moongate_contract::HttpMethod::Get,
+                    url: format!("{}/readyz", client.base_url),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                })
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(ready().await, 200);
+    // Fill the disk.
+    let filler = disk.path.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0_u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    // Writes answer 503 in the error shape, never 500 (one may still fit in a page SQLite
+    // had free: try a few). A checkout is a write that calls no provider.
+    let create = |key: String| {
+        let client = client.clone();
+        async move {
+            let body = br#"{"amount":100,"currency":"CNY","merchant_reference":"o","description":"Tea","return_url":"https://shop.example/done"}"#;
+            client
+                .call(
+                    moongate_contract::HttpMethod::Post,
+                    "/v1/checkouts",
+                    body,
+                    Some(&key),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let mut refused = None;
+    for i in 0..20 {
+        let response = create(format!("full-{i}")).await;
+        assert_ne!(
+            response.status,
+            500,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        if response.status == 503 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk never refused a write");
+    let text = String::from_utf8_lossy(&refused.body);
+    assert!(text.contains(r#""code":"ledger_unavailable""#), "{text}");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(ready().await, 503, "ready on a full disk");
+    // Room again: ready, and a create goes through.
+    std::fs::remove_file(&filler).unwrap();
+    let mut back = false;
+    for _ in 0..50 {
+        if ready().await == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "not ready again once the disk had room");
+    let created = create("after".to_owned()).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    running.stop();
+    drop(disk);
+}
