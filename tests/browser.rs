@@ -548,7 +548,34 @@ async fn journey(
             rows.contains("payment.succeeded") && rows.contains("verified"),
             "{rows}"
         );
+        // Times as a person reads them (HH:MM:SS), and the log fits the window, on a desktop
+        // and on a phone.
+        let time = browser
+            .script("return document.querySelector('#webhooks tr:nth-child(2) td').textContent;");
+        let time = time.as_str().unwrap();
+        assert!(
+            time.len() == 8 && time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',
+            "{time}"
+        );
+        let fits = "const w = window.innerWidth; \
+            return document.documentElement.scrollWidth <= w && \
+            Array.from(document.querySelectorAll('#webhooks td')) \
+              .every(e => e.getBoundingClientRect().right <= w + 1);";
+        assert_eq!(
+            browser.script(fits),
+            json!(true),
+            "the webhook log overflows"
+        );
         browser.screenshot(&format!("{name}-5-webhooks"));
+        drop(browser);
+        let phone = Browser::phone(390, 844);
+        phone.go(&log_url);
+        assert_eq!(
+            phone.script(fits),
+            json!(true),
+            "the webhook log overflows a phone"
+        );
+        phone.screenshot(&format!("{name}-6-webhooks-phone"));
     })
     .await
     .unwrap();
