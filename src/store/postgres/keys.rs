@@ -29,42 +29,16 @@ impl KeyStore for PgStore {
     }
 
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        // In slices, so no statement holds many row locks; instances skip each other's rows.
-        let mut deleted = 0;
-        loop {
-            let slice = sqlx::query(
-                "DELETE FROM nonces WHERE ctid IN (SELECT ctid FROM nonces WHERE keep_until < $1 \
-                 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(ms(now))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            deleted += slice;
-            if slice < 1000 {
-                return Ok(deleted);
-            }
-        }
+        self.purge_below("nonces", "keep_until", ms(now)).await
     }
 
     async fn purge_keys(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        loop {
-            let slice = sqlx::query(
-                "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys \
-                 WHERE created_at < $1 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(ms(now) - IDEMPOTENCY_RETENTION_MS)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            deleted += slice;
-            if slice < 1000 {
-                return Ok(deleted);
-            }
-        }
+        self.purge_below(
+            "idempotency_keys",
+            "created_at",
+            ms(now) - IDEMPOTENCY_RETENTION_MS,
+        )
+        .await
     }
 
     async fn probe_write(&self, probe: &str, now: OffsetDateTime) -> Result<(), StoreError> {
@@ -134,4 +108,36 @@ pub(super) async fn complete(
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// Rows deleted per purge slice.
+const PURGE_SLICE: u64 = 1_000;
+
+impl PgStore {
+    /// Deletes the rows of `table` whose `column` (indexed) is below `before`, in slices, so no
+    /// statement holds many row locks; instances skip each other's rows.
+    async fn purge_below(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {column} < $1 \
+             LIMIT {PURGE_SLICE} FOR UPDATE SKIP LOCKED)"
+        );
+        let mut deleted = 0;
+        loop {
+            let slice = sqlx::query(&sql)
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            deleted += slice;
+            if slice < PURGE_SLICE {
+                return Ok(deleted);
+            }
+        }
+    }
 }

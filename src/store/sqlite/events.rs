@@ -75,17 +75,14 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = ms(OffsetDateTime::now_utc());
-            conn.exec(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
-                params![event_seq, next_attempt_at.map(ms), delivered, now, error],
+            attempted(
+                conn,
+                event_seq,
+                delivered,
+                next_attempt_at,
+                error.as_deref(),
+                now,
             )
-            .map_err(db)?;
-            conn.exec(
-                "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
-                params![event_seq, now, delivered, error],
-            )
-            .map_err(db)?;
-            Ok(())
         })
         .await
     }
@@ -98,18 +95,7 @@ impl EventStore for SqliteStore {
         self.write(move |conn| {
             let now = ms(OffsetDateTime::now_utc());
             for seq in event_seqs {
-                conn.exec(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
-                     delivered_at = NULL, last_error = ?2 WHERE event_seq = ?1",
-                    params![seq, reason],
-                )
-                .map_err(db)?;
-                conn.exec(
-                    "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
-                     VALUES (?1, ?2, 0, ?3)",
-                    params![seq, now, reason],
-                )
-                .map_err(db)?;
+                attempted(conn, seq, false, None, Some(&reason), now)?;
             }
             Ok(())
         })
@@ -279,4 +265,27 @@ impl EventStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Records one delivery attempt of an event: its outbox row (delivered, next attempt, or
+/// parked when neither) and its line in the delivery log.
+fn attempted(
+    conn: &Connection,
+    event_seq: i64,
+    delivered: bool,
+    next_attempt_at: Option<OffsetDateTime>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.exec(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, delivered_at = CASE WHEN ?3 THEN ?4 ELSE NULL END, last_error = ?5 WHERE event_seq = ?1",
+        params![event_seq, next_attempt_at.map(ms), delivered, now, error],
+    )
+    .map_err(db)?;
+    conn.exec(
+        "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) VALUES (?1, ?2, ?3, ?4)",
+        params![event_seq, now, delivered, error],
+    )
+    .map_err(db)?;
+    Ok(())
 }
