@@ -162,34 +162,28 @@ impl Gateway {
         self
     }
 
+    /// `path` under the public base URL (which the config keeps without a trailing slash).
+    fn public_url(&self, path: &str) -> String {
+        format!("{}{path}", self.config().public_base_url)
+    }
+
     /// A checkout's cashier URL (`{public_base_url}/cashier/{token}`).
     pub fn cashier_url(&self, checkout_id: &str) -> String {
-        format!(
-            "{}/cashier/{}",
-            self.config().public_base_url.trim_end_matches('/'),
-            self.cashier.token(checkout_id)
-        )
+        self.public_url(&format!("/cashier/{}", self.cashier.token(checkout_id)))
     }
 
     /// The cashier URL of a checkout as stored (a legacy checkout's own token until it
     /// expires).
     pub fn checkout_url(&self, checkout: &crate::cashier::Checkout) -> String {
         match &checkout.legacy_token {
-            Some(token) => format!(
-                "{}/cashier/{token}",
-                self.config().public_base_url.trim_end_matches('/')
-            ),
+            Some(token) => self.public_url(&format!("/cashier/{token}")),
             None => self.cashier_url(&checkout.id),
         }
     }
 
     /// Where a redirect wallet sends a checkout's shopper back (no token in it).
     pub fn cashier_return_url(&self, checkout_id: &str) -> String {
-        format!(
-            "{}{}",
-            self.config().public_base_url.trim_end_matches('/'),
-            crate::http::cashier::return_path(checkout_id)
-        )
+        self.public_url(&crate::http::cashier::return_path(checkout_id))
     }
 
     /// What the ledger keeps of a checkout's token.
@@ -232,13 +226,12 @@ impl Gateway {
 
     /// The URL providers post notifications for this account to.
     pub fn notify_url(&self, merchant_id: &str, account: &Account) -> String {
-        format!(
-            "{}/notify/{}/{}/{}",
-            self.config().public_base_url,
+        self.public_url(&format!(
+            "/notify/{}/{}/{}",
             account.kind.as_str(),
             merchant_id,
             account.id
-        )
+        ))
     }
 
     /// A fresh call context.
