@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::auth;
+use crate::config::Webhook;
 use crate::gateway::Gateway;
 use crate::metrics::OutcomeLabels;
 use crate::store::OutboxItem;
@@ -47,26 +48,10 @@ fn jitter_unit() -> u8 {
     (u16::from_le_bytes(byte) % 255) as u8
 }
 
-async fn deliver(gw: &Gateway, item: &OutboxItem) {
+/// Sends one event to its merchant's endpoint and records the attempt.
+async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
     let config = gw.config();
     let settings = &config.webhooks;
-    let Some(webhook) = config
-        .merchants
-        .get(&item.merchant_id)
-        .and_then(|m| m.webhook.as_ref())
-    else {
-        // No endpoint configured: park it; the event stays in the log.
-        let _ = gw
-            .store
-            .webhook_attempted(
-                item.event_seq,
-                false,
-                None,
-                Some("no webhook configured".into()),
-            )
-            .await;
-        return;
-    };
     let t = OffsetDateTime::now_utc().unix_timestamp();
     let secrets: Vec<&[u8]> = webhook
         .secrets
@@ -183,32 +168,37 @@ pub async fn run(gw: Arc<Gateway>) {
             {
                 Ok(items) => {
                     claimed = items.len();
-                    // Merchants without an endpoint: parked together, the events stay in the log.
+                    // Each event goes to its merchant's endpoint as the config has it now;
+                    // a merchant without one has its events parked together (they stay in
+                    // the log).
                     let config = gw.config();
-                    let (items, undeliverable): (Vec<_>, Vec<_>) =
-                        items.into_iter().partition(|item| {
-                            config
-                                .merchants
-                                .get(&item.merchant_id)
-                                .is_some_and(|m| m.webhook.is_some())
-                        });
-                    if !undeliverable.is_empty() {
-                        let seqs = undeliverable.iter().map(|i| i.event_seq).collect();
-                        if let Err(error) = gw
-                            .store
-                            .park_undeliverable(seqs, "no webhook configured".into())
-                            .await
-                        {
-                            warn!(%error, "parking undeliverable events failed");
-                        }
-                    }
+                    let mut undeliverable = Vec::new();
                     for item in items {
+                        let Some(merchant) = config
+                            .merchants
+                            .get(&item.merchant_id)
+                            .filter(|m| m.webhook.is_some())
+                            .cloned()
+                        else {
+                            undeliverable.push(item.event_seq);
+                            continue;
+                        };
                         *in_flight.entry(item.merchant_id.clone()).or_default() += 1;
                         let gw = Arc::clone(&gw);
                         sends.spawn(async move {
-                            deliver(&gw, &item).await;
+                            if let Some(webhook) = &merchant.webhook {
+                                deliver(&gw, &item, webhook).await;
+                            }
                             item.merchant_id
                         });
+                    }
+                    if !undeliverable.is_empty()
+                        && let Err(error) = gw
+                            .store
+                            .park_undeliverable(undeliverable, "no webhook configured".into())
+                            .await
+                    {
+                        warn!(%error, "parking undeliverable events failed");
                     }
                 }
                 Err(error) => warn!(%error, "outbox unavailable"),
