@@ -167,26 +167,101 @@ fn main() {
     // The same calls on a PostgreSQL ledger (a fresh schema), when a server is named.
     match std::env::var("MOONGATE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => runtime.block_on(async {
-            let admin = sqlx::PgPool::connect(&url).await.unwrap();
-            let schema = moongate::ledger::new_id("bench").to_lowercase();
-            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            let joiner = if url.contains('?') { '&' } else { '?' };
-            end_to_end(
-                Some(&format!("{url}{joiner}options[search_path]={schema}")),
-                rsa,
-            )
-            .await;
+            let schema = Schema::create(&url).await;
+            end_to_end(Some(&schema.url), rsa).await;
+            schema.drop().await;
             gateway_process(Some(&url), &signer).await;
-            sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(&admin)
-                .await
-                .unwrap();
         }),
         _ => println!("PostgreSQL ledger: skipped (set MOONGATE_TEST_DATABASE_URL)"),
     }
+}
+
+/// A fresh PostgreSQL schema for one ledger, and the URL that selects it.
+struct Schema {
+    url: String,
+    name: String,
+    admin: sqlx::PgPool,
+}
+
+impl Schema {
+    async fn create(url: &str) -> Schema {
+        let admin = sqlx::PgPool::connect(url).await.unwrap();
+        let name = moongate::ledger::new_id("bench").to_lowercase();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let joiner = if url.contains('?') { '&' } else { '?' };
+        Schema {
+            url: format!("{url}{joiner}options[search_path]={name}"),
+            name,
+            admin,
+        }
+    }
+
+    async fn drop(self) {
+        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The strict Alipay sandbox on a loopback port, knowing the bench's app.
+async fn start_sandbox() -> std::net::SocketAddr {
+    use moongate_testkit::sandbox::{self, SandboxSettings};
+    let keys = |p: &str| fixture(&format!("keys/{p}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    sandbox::start_on(
+        SandboxSettings {
+            private_key_pem: keys("sandbox-alipay-private-key.pem"),
+            apps: vec![(
+                "2021000122671080".into(),
+                keys("nodejs-sdk-app-public-key.pem"),
+            )],
+            time_divisor: 1000,
+            seller_id: "2088102177846875".into(),
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    addr
+}
+
+/// The bench gateway's config listening on `addr` (one merchant, one Alipay account at the
+/// sandbox), its secret files written into `dir`; a PostgreSQL ledger at `database_url`.
+fn bench_config(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    sandbox_addr: std::net::SocketAddr,
+    database_url: Option<&str>,
+) -> String {
+    std::fs::write(dir.join("k.secret"), "bench-signing-secret-0123456789").unwrap();
+    let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
+    let ledger_section = match database_url {
+        Some(url) => {
+            std::fs::write(dir.join("db.url"), url).unwrap();
+            std::fs::write(dir.join("cashier.key"), "k".repeat(32)).unwrap();
+            "cashier_key = { file = \"cashier.key\" }\n[ledger]\ndatabase_url = { file = \"db.url\" }\n"
+        }
+        None => "",
+    };
+    format!(
+        r#"[server]
+listen = "{addr}"
+public_base_url = "http://{addr}"
+{ledger_section}
+[merchants.m]
+name = "M"
+keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
+rate_limit = {{ requests_per_second = 100000, burst = 100000 }}
+[merchants.m.accounts.a]
+provider = "alipay"
+settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+"#
+    )
 }
 
 /// The create request every end-to-end call sends (each under its own idempotency key).
@@ -287,55 +362,11 @@ async fn end_to_end(database_url: Option<&str>, rsa: Duration) {
     } else {
         "SQLite"
     };
-    use moongate_testkit::sandbox::{self, SandboxSettings};
-    let keys = |p: &str| fixture(&format!("keys/{p}"));
-    let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox_addr = sandbox_listener.local_addr().unwrap();
-    sandbox::start_on(
-        SandboxSettings {
-            private_key_pem: keys("sandbox-alipay-private-key.pem"),
-            apps: vec![(
-                "2021000122671080".into(),
-                keys("nodejs-sdk-app-public-key.pem"),
-            )],
-            time_divisor: 1000,
-            seller_id: "2088102177846875".into(),
-        },
-        sandbox_listener,
-    )
-    .await
-    .unwrap();
+    let sandbox_addr = start_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("k.secret"),
-        "bench-signing-secret-0123456789",
-    )
-    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
-    let ledger_section = match database_url {
-        Some(url) => {
-            std::fs::write(dir.path().join("db.url"), url).unwrap();
-            std::fs::write(dir.path().join("cashier.key"), "k".repeat(32)).unwrap();
-            "cashier_key = { file = \"cashier.key\" }\n[ledger]\ndatabase_url = { file = \"db.url\" }\n"
-        }
-        None => "",
-    };
-    let config_text = format!(
-        r#"[server]
-listen = "{addr}"
-public_base_url = "http://{addr}"
-{ledger_section}
-[merchants.m]
-name = "M"
-keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
-rate_limit = {{ requests_per_second = 100000, burst = 100000 }}
-[merchants.m.accounts.a]
-provider = "alipay"
-settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
-"#
-    );
+    let config_text = bench_config(dir.path(), addr, sandbox_addr, database_url);
     // SQLite: the store is opened here so its write counters can be read.
     let sqlite = match database_url {
         None => Some(std::sync::Arc::new(
@@ -524,7 +555,6 @@ fn median_min_max(values: &mut [f64]) -> String {
 /// against one RSA-2048 signature timed in the same round, throughput, and the latency it adds
 /// at half of that peak, open loop, beside the sandbox's own at the same rate.
 async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
-    use moongate_testkit::sandbox::{self, SandboxSettings};
     let ledger = if database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -539,22 +569,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         Duration::from_secs(1) / u32::try_from(hz).unwrap()
     };
     let keys = |p: &str| fixture(&format!("keys/{p}"));
-    let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox_addr = sandbox_listener.local_addr().unwrap();
-    sandbox::start_on(
-        SandboxSettings {
-            private_key_pem: keys("sandbox-alipay-private-key.pem"),
-            apps: vec![(
-                "2021000122671080".into(),
-                keys("nodejs-sdk-app-public-key.pem"),
-            )],
-            time_divisor: 1000,
-            seller_id: "2088102177846875".into(),
-        },
-        sandbox_listener,
-    )
-    .await
-    .unwrap();
+    let sandbox_addr = start_sandbox().await;
     let rounds = std::env::var("MOONGATE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -565,50 +580,21 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         .unwrap_or(1_500);
     let (mut ratios, mut peaks, mut p50s, mut p99s, mut added50, mut added99) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let fixtures = format!("{}/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("k.secret"),
-            "bench-signing-secret-0123456789",
-        )
-        .unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let ledger_section = match database_url {
-            Some(url) => {
-                let admin = sqlx::PgPool::connect(url).await.unwrap();
-                let schema = moongate::ledger::new_id("benchp").to_lowercase();
-                sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                let joiner = if url.contains('?') { '&' } else { '?' };
-                std::fs::write(
-                    dir.path().join("db.url"),
-                    format!("{url}{joiner}options[search_path]={schema}"),
-                )
-                .unwrap();
-                std::fs::write(dir.path().join("cashier.key"), "k".repeat(32)).unwrap();
-                "cashier_key = { file = \"cashier.key\" }\n[ledger]\ndatabase_url = { file = \"db.url\" }\n"
-            }
-            None => "",
+        let schema = match database_url {
+            Some(url) => Some(Schema::create(url).await),
+            None => None,
         };
-        let config = format!(
-            r#"[server]
-listen = "{port}"
-public_base_url = "http://{port}"
-{ledger_section}
-[merchants.m]
-name = "M"
-keys = [{{ id = "m_k1", secret = {{ file = "k.secret" }} }}]
-rate_limit = {{ requests_per_second = 100000, burst = 100000 }}
-[merchants.m.accounts.a]
-provider = "alipay"
-settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixtures}/nodejs-sdk-app-private-key.pem" }}, alipay_public_key = {{ file = "{fixtures}/sandbox-alipay-public-key.pem" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
-"#
+        let config = bench_config(
+            dir.path(),
+            port,
+            sandbox_addr,
+            schema.as_ref().map(|s| s.url.as_str()),
         );
         let config_path = dir.path().join("moongate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -730,6 +716,9 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{fixture
         );
         let _ = child.kill();
         let _ = child.wait();
+        if let Some(schema) = schema {
+            schema.drop().await;
+        }
     }
     println!(
         "moongate serve ({ledger}), its own process, {rounds} rounds of {creates} creates from 8 \
