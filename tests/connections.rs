@@ -65,6 +65,33 @@ settings = {{ app_id = "2021000122671080", app_private_key = {{ file = "{app}" }
     (running, addr)
 }
 
+/// The shop's signed API client for the gateway at `addr`.
+fn shop_client(addr: SocketAddr) -> moongate_testkit::client::MerchantClient {
+    let secret = std::fs::read_to_string(fixtures().join("demo/shop-key.secret")).unwrap();
+    moongate_testkit::client::MerchantClient::new(
+        &format!("http://{addr}"),
+        "shop_k1",
+        secret.trim().as_bytes(),
+    )
+    .unwrap()
+}
+
+/// An unsigned GET (the public and admin probes).
+async fn plain_get(
+    client: &moongate_testkit::client::MerchantClient,
+    url: String,
+) -> moongate_contract::HttpResponse {
+    client
+        .send(&moongate_contract::HttpRequest {
+            method: moongate_contract::HttpMethod::Get,
+            url,
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+        .await
+        .unwrap()
+}
+
 /// Reads until the peer closes, or `within` passes (then returns what came).
 async fn read_for(stream: &mut TcpStream, within: Duration) -> String {
     let mut buffer = Vec::new();
@@ -167,26 +194,8 @@ async fn readiness_and_503_follow_the_ledger() {
     )
     .await;
     let admin = running.admin_addr.unwrap();
-    let f = fixtures();
-    let secret = std::fs::read_to_string(f.join("demo/shop-key.secret")).unwrap();
-    let client = moongate_testkit::client::MerchantClient::new(
-        &format!("http://{addr}"),
-        "shop_k1",
-        secret.trim().as_bytes(),
-    )
-    .unwrap();
-    let get = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let request = moongate_contract::HttpRequest {
-                method: moongate_contract::HttpMethod::Get,
-                url: format!("{}{path}", client.base_url),
-                headers: Vec::new(),
-                body: Vec::new(),
-            };
-            client.send(&request).await.unwrap()
-        }
-    };
+    let client = shop_client(addr);
+    let get = |path: &'static str| plain_get(&client, format!("{}{path}", client.base_url));
     assert_eq!(get("/readyz").await.status, 200);
     // The disk is full: every commit fails.
     ledger.fail_commits(true);
@@ -194,15 +203,7 @@ async fn readiness_and_503_follow_the_ledger() {
     assert_eq!(not_ready.status, 503);
     assert!(String::from_utf8_lossy(&not_ready.body).contains("not_ready"));
     // The admin listener says why.
-    let reasons = client
-        .send(&moongate_contract::HttpRequest {
-            method: moongate_contract::HttpMethod::Get,
-            url: format!("http://{admin}/readyz"),
-            headers: Vec::new(),
-            body: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let reasons = plain_get(&client, format!("http://{admin}/readyz")).await;
     assert_eq!(reasons.status, 503);
     let text = String::from_utf8_lossy(&reasons.body);
     assert!(text.contains("cannot commit"), "{text}");
@@ -311,27 +312,11 @@ async fn a_full_disk_makes_the_gateway_unready() {
         return;
     };
     let (running, addr) = start_with(&disk.path, "", None).await;
-    let secret = std::fs::read_to_string(fixtures().join("demo/shop-key.secret")).unwrap();
-    let client = moongate_testkit::client::MerchantClient::new(
-        &format!("http://{addr}"),
-        "shop_k1",
-        secret.trim().as_bytes(),
-    )
-    .unwrap();
-    let ready = || {
-        let client = client.clone();
-        async move {
-            client
-                .send(&moongate_contract::HttpRequest {
-                    method: moongate_contract::HttpMethod::Get,
-                    url: format!("{}/readyz", client.base_url),
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                })
-                .await
-                .unwrap()
-                .status
-        }
+    let client = shop_client(addr);
+    let ready = || async {
+        plain_get(&client, format!("{}/readyz", client.base_url))
+            .await
+            .status
     };
     assert_eq!(ready().await, 200);
     // Fill the disk.
