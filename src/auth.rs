@@ -13,8 +13,8 @@
 use axum::http::{HeaderMap, Method, Uri};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 
+use crate::clock::Clock;
 use crate::config::{Config, Merchant};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::Store;
@@ -64,7 +64,7 @@ pub async fn authenticate<'c>(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    now: OffsetDateTime,
+    clock: &Clock,
 ) -> Result<&'c Merchant, ApiError> {
     let key_id = header(headers, "moongate-key-id")?;
     let timestamp = header(headers, "moongate-timestamp")?;
@@ -96,7 +96,8 @@ pub async fn authenticate<'c>(
             "Moongate-Timestamp must be unix seconds",
         )
     })?;
-    let skew = now.unix_timestamp().saturating_sub(sent);
+    // The client signed with its clock: compared with the system clock.
+    let skew = clock.wall().unix_timestamp().saturating_sub(sent);
     if skew.abs() > tolerance {
         return Err(ApiError::auth(
             ErrorCode::TimestampOutOfWindow,
@@ -115,6 +116,8 @@ pub async fn authenticate<'c>(
             "Moongate-Nonce must be 16-64 of [A-Za-z0-9_-]",
         ));
     }
+    // Kept (on Moongate's clock) for longer than the window lasts.
+    let now = clock.now();
     let keep_until = now + time::Duration::seconds(2 * tolerance + 60);
     if !store
         .remember_nonce(&merchant.id, nonce, now, keep_until)

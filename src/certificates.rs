@@ -13,7 +13,6 @@ use moongate_contract::{Operation, ProviderKind};
 
 use crate::circuit::{Circuit, CircuitSettings};
 use crate::config::{self, Account};
-use crate::gateway::Gateway;
 use crate::outbound::Outbound;
 use crate::port::{Caller, ProviderPort};
 use crate::registry;
@@ -67,7 +66,7 @@ pub async fn download(
         refund_id: None,
     };
     let prepared = adapter
-        .prepare_certificates(&Gateway::call_context())
+        .prepare_certificates(&port.call_context())
         .map(moongate_contract::Prepared::Send);
     let certificates = port
         .exchange(caller, "certificates", prepared, |answer| {

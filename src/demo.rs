@@ -347,7 +347,7 @@ async fn reconciliation(
 ) -> anyhow::Result<()> {
     let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = gateway.now();
     let today = moongate_contract::statement::beijing_day(now);
     let tomorrow = today.next_day().unwrap_or(today);
     for sandbox in [alipay, wechat] {

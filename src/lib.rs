@@ -8,6 +8,7 @@ pub mod cashier;
 pub mod certificates;
 pub mod circuit;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;

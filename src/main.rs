@@ -501,12 +501,7 @@ async fn events_command(config_path: &std::path::Path, action: EventAction) -> a
             loop {
                 let queued = gateway
                     .store
-                    .resend_parked(
-                        &merchant,
-                        filter.clone(),
-                        1000,
-                        time::OffsetDateTime::now_utc(),
-                    )
+                    .resend_parked(&merchant, filter.clone(), 1000, gateway.now())
                     .await?;
                 total += queued;
                 if queued < 1000 {

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moongate_contract::{AdapterError, HttpRequest, HttpResponse, Prepared};
+use moongate_contract::{AdapterError, CallContext, HttpRequest, HttpResponse, Prepared};
 use time::OffsetDateTime;
 use tracing::{Instrument, info_span, warn};
 
+use crate::clock::Clock;
 use crate::config::Account;
 use crate::limits::Limited;
 use crate::metrics::{CallLabels, CallTimeLabels, LimitLabels, Metrics};
@@ -103,6 +104,7 @@ pub struct ProviderPort {
     client: Outbound,
     metrics: Arc<Metrics>,
     attempts: Option<Arc<dyn Store>>,
+    clock: Clock,
 }
 
 /// Why a gated call was not made.
@@ -111,13 +113,28 @@ enum Gate {
     CircuitOpen,
 }
 
+fn random_nonce() -> String {
+    let id = crate::ledger::new_id("n");
+    id.chars()
+        .skip(2)
+        .chain("00000000".chars())
+        .take(32)
+        .collect()
+}
+
 impl ProviderPort {
     /// A port that logs attempts in the ledger.
-    pub fn new(client: Outbound, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> ProviderPort {
+    pub fn new(
+        client: Outbound,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> ProviderPort {
         ProviderPort {
             client,
             metrics,
             attempts: Some(store),
+            clock,
         }
     }
 
@@ -128,6 +145,16 @@ impl ProviderPort {
             client,
             metrics: Arc::new(Metrics::new()),
             attempts: None,
+            clock: Clock::system(),
+        }
+    }
+
+    /// A fresh call context: the provider compares its time with its own clock, so it is the
+    /// system clock's.
+    pub fn call_context(&self) -> CallContext {
+        CallContext {
+            now: self.clock.wall(),
+            nonce: random_nonce(),
         }
     }
 
@@ -149,10 +176,19 @@ impl ProviderPort {
             Err(Gate::CircuitOpen) => return Exchange::CircuitOpen,
             Ok(()) => {}
         }
-        let started_at = OffsetDateTime::now_utc();
+        let started_at = self.clock.now();
         let clock = Instant::now();
         let span = span(caller, operation);
-        let result = self.client.send(&request).instrument(span.clone()).await;
+        let result = self
+            .client
+            .send(&request)
+            .instrument(span.clone())
+            .await
+            .map(|mut response| {
+                // The adapter holds the answer's timestamp to the system clock.
+                response.received_at = self.clock.wall();
+                response
+            });
         let (exchange, outcome_text) = match result {
             Err(error) => {
                 let text = error.to_string();
@@ -205,7 +241,7 @@ impl ProviderPort {
             Err(Gate::CircuitOpen) => return Exchange::CircuitOpen,
             Ok(()) => {}
         }
-        let started_at = OffsetDateTime::now_utc();
+        let started_at = self.clock.now();
         let clock = Instant::now();
         let span = span(caller, operation);
         let result = self

@@ -10,6 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::outbound::Outbound;
@@ -78,6 +79,16 @@ pub async fn start_on(
     store: Arc<dyn Store>,
     listener: TcpListener,
 ) -> Result<Running, StartError> {
+    start_with_clock(config, store, listener, Clock::system()).await
+}
+
+/// [`start_on`] with a given clock (tests step its system clock).
+pub async fn start_with_clock(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    clock: Clock,
+) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
@@ -111,8 +122,14 @@ pub async fn start_on(
         .load()
         .map_err(|e| StartError::Io(format!("cashier key: {e}")))?;
     let gateway = Arc::new(
-        Gateway::new(config, store, providers, webhooks_client, cashier).with_shared_limits(shared),
+        Gateway::new(config, store, providers, webhooks_client, cashier, clock)
+            .with_shared_limits(shared),
     );
+    // A ledger that cannot take the mark now (a full disk) still serves what it can; the
+    // janitor's next pass syncs again.
+    if let Err(error) = gateway.sync_clock().await {
+        tracing::warn!(%error, "clock sync at start failed");
+    }
     let app = crate::http::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let limits = ConnectionLimits {

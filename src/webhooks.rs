@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moongate_contract::{HttpMethod, HttpRequest};
-use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::auth;
@@ -52,7 +51,8 @@ fn jitter_unit() -> u8 {
 async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
     let config = gw.config();
     let settings = &config.webhooks;
-    let t = OffsetDateTime::now_utc().unix_timestamp();
+    // The receiver checks `t` against its own clock.
+    let t = gw.clock.wall().unix_timestamp();
     let secrets: Vec<&[u8]> = webhook
         .secrets
         .iter()
@@ -94,7 +94,7 @@ async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
         None => {
             info!(event_id = %item.event_id, "webhook delivered");
             gw.store
-                .webhook_attempted(item.event_seq, true, None, None)
+                .webhook_attempted(item.event_seq, gw.now(), true, None, None)
                 .await
         }
         Some(error) => {
@@ -109,10 +109,10 @@ async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
                     item.attempts,
                     jitter_unit(),
                 );
-                Some(OffsetDateTime::now_utc() + wait)
+                Some(gw.now() + wait)
             };
             gw.store
-                .webhook_attempted(item.event_seq, false, next, Some(error))
+                .webhook_attempted(item.event_seq, gw.now(), false, next, Some(error))
                 .await
         }
     };
@@ -147,7 +147,7 @@ pub async fn run(gw: Arc<Gateway>) {
         let free = IN_FLIGHT.saturating_sub(sends.len());
         let mut claimed = 0;
         if free > 0 {
-            let now = OffsetDateTime::now_utc();
+            let now = gw.now();
             let timeout_ms = gw.config().webhooks.timeout_ms;
             let lease = Duration::from_millis(timeout_ms.saturating_mul(2).saturating_add(5_000));
             let busy: Vec<String> = in_flight
@@ -195,7 +195,11 @@ pub async fn run(gw: Arc<Gateway>) {
                     if !undeliverable.is_empty()
                         && let Err(error) = gw
                             .store
-                            .park_undeliverable(undeliverable, "no webhook configured".into())
+                            .park_undeliverable(
+                                undeliverable,
+                                gw.now(),
+                                "no webhook configured".into(),
+                            )
                             .await
                     {
                         warn!(%error, "parking undeliverable events failed");

@@ -702,6 +702,7 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     store
         .webhook_attempted(
             first.event_seq,
+            now,
             false,
             Some(retry_at),
             Some("HTTP 500".into()),
@@ -715,7 +716,7 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1);
     store
-        .webhook_attempted(first.event_seq, true, None, None)
+        .webhook_attempted(first.event_seq, now, true, None, None)
         .await
         .unwrap();
     let record = store
@@ -758,6 +759,7 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     store
         .park_undeliverable(
             parked.iter().map(|i| i.event_seq).collect(),
+            now,
             "no webhook configured".into(),
         )
         .await

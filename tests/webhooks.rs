@@ -19,29 +19,12 @@ on_both_ledgers!(
     events_parked_by_an_outage_are_listed_and_resent,
 );
 
-/// Points shop B's webhook at `url` (a config reload, as an operator would).
-fn shop_b_webhook(h: &Harness, url: &str) {
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let start = text.find("name = \"Shop B\"\n").unwrap() + "name = \"Shop B\"\n".len();
-    let mut text = text;
-    if text[start..].starts_with("webhook = ") {
-        let end = start + text[start..].find('\n').unwrap() + 1;
-        text.replace_range(start..end, "");
-    }
-    text.insert_str(
-        start,
-        &format!("webhook = {{ url = \"{url}\", secrets = [{{ file = \"w-old.secret\" }}] }}\n"),
-    );
-    std::fs::write(&h.config_path, text).unwrap();
-    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
-}
-
 async fn events_parked_by_an_outage_are_listed_and_resent(h: Harness) {
     // Shop B's endpoint is down (nothing listens) for longer than its retry schedule.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down = format!("http://{}/hooks", closed.local_addr().unwrap());
     drop(closed);
-    shop_b_webhook(&h, &down);
+    h.shop_b_webhook(&down);
     let mut ids = Vec::new();
     for i in 0..2 {
         let (status, payment) = h.create(&h.shop_b, 100, &format!("out-{i}")).await;
@@ -132,7 +115,7 @@ async fn events_parked_by_an_outage_are_listed_and_resent(h: Harness) {
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_owned();
-    shop_b_webhook(&h, &receiver);
+    h.shop_b_webhook(&receiver);
     let (status, resent) = h
         .post(&h.shop_b, "/v1/events/resend", "{}", "resend-all")
         .await;
@@ -176,7 +159,7 @@ async fn a_hanging_endpoint_delays_only_its_own_merchant(h: Harness) {
         }
     });
     // Shop B's webhooks go there (the harness's webhook timeout is 2 s, 5 attempts).
-    shop_b_webhook(&h, &format!("http://{hang_addr}/hooks"));
+    h.shop_b_webhook(&format!("http://{hang_addr}/hooks"));
     // Shop B's backlog first: 40 events due, far more than one claim.
     for i in 0..20 {
         let (status, _) = h.create(&h.shop_b, 100, &format!("b-{i}")).await;

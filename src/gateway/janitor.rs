@@ -37,7 +37,7 @@ impl Gateway {
     /// whatever its schedule; returns how many. The janitor ([`Gateway::janitor_once`]) is the
     /// scheduled path; this one is for sweeps on demand.
     pub async fn recheck_once(&self, min_age: Duration) -> Result<usize, StoreError> {
-        let before = OffsetDateTime::now_utc() - min_age;
+        let before = self.now() - min_age;
         let mut checked = 0;
         for payment in self.store.payments_in_doubt(before, 1_000).await? {
             let id = payment.id.clone();
@@ -162,7 +162,10 @@ impl Gateway {
     /// then every `recheck_interval_ms`.
     pub async fn recheck_loop(self: Arc<Self>) {
         loop {
-            if let Err(error) = self.janitor_once(OffsetDateTime::now_utc()).await {
+            if let Err(error) = self.sync_clock().await {
+                warn!(%error, "clock sync failed");
+            }
+            if let Err(error) = self.janitor_once(self.now()).await {
                 warn!(%error, "janitor pass failed");
             }
             let every = Duration::from_millis(self.config().providers.recheck_interval_ms);

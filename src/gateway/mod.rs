@@ -25,12 +25,15 @@ use time::OffsetDateTime;
 use tracing::warn;
 
 use crate::cashier::key::CashierKey;
+use crate::clock::Clock;
 use crate::config::{Account, Config, Merchant};
 use crate::ledger::{Failure, Payment, PaymentChange, PaymentStatus, Refund, RefundStatus};
 use crate::metrics::Metrics;
 use crate::outbound::{CallError, Outbound};
 use crate::port::{Caller, Exchange, ProviderPort};
-use crate::store::{Also, CheckTarget, InboxKey, KeyAnswer, Store, StoreError, Updated};
+use crate::store::{
+    Also, CheckTarget, ClockReference, InboxKey, KeyAnswer, Store, StoreError, Updated,
+};
 
 /// A payment's merchant and account, from one config snapshot.
 #[derive(Debug, Clone)]
@@ -77,20 +80,16 @@ pub struct Gateway {
     pub sweep_lock: tokio::sync::Mutex<()>,
     /// What cashier links are derived from (fixed at start).
     cashier: CashierKey,
+    /// Moongate's clock: every ledger stamp, schedule and lease.
+    pub clock: Clock,
 }
+
+/// How far the system clock may be from Moongate's before a clock sync says so.
+const CLOCK_STEP_WARNING: time::Duration = time::Duration::seconds(2);
 
 /// The metadata key naming a payment's checkout: set by Moongate on the payments a cashier
 /// opens, refused in `POST /v1/payments`.
 pub const CHECKOUT_ID: &str = "checkout_id";
-
-fn random_nonce() -> String {
-    let id = crate::ledger::new_id("n");
-    id.chars()
-        .skip(2)
-        .chain("00000000".chars())
-        .take(32)
-        .collect()
-}
 
 fn failure(code: &str, message: &str) -> Failure {
     Failure {
@@ -135,11 +134,17 @@ impl Gateway {
         providers: Outbound,
         webhooks: Outbound,
         cashier: CashierKey,
+        clock: Clock,
     ) -> Gateway {
         let metrics = Arc::new(Metrics::new());
         Gateway {
             config: std::sync::RwLock::new(Arc::new(config)),
-            port: ProviderPort::new(providers, Arc::clone(&metrics), Arc::clone(&store)),
+            port: ProviderPort::new(
+                providers,
+                Arc::clone(&metrics),
+                Arc::clone(&store),
+                clock.clone(),
+            ),
             store,
             webhooks,
             metrics,
@@ -150,7 +155,38 @@ impl Gateway {
             )),
             sweep_lock: tokio::sync::Mutex::new(()),
             cashier,
+            clock,
         }
+    }
+
+    /// Moongate's time now ([`crate::clock`]).
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Sets Moongate's clock by the ledger: the database's clock where it is shared; else never
+    /// before the time the ledger last recorded, which it then records again. Run at start and
+    /// by every janitor pass. A system clock that has stepped away from Moongate's time is
+    /// logged.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        match self.store.clock_reference().await? {
+            ClockReference::Database { now, read_at } => self.clock.follow(now, read_at),
+            ClockReference::Reached(reached) => {
+                if let Some(reached) = reached {
+                    self.clock.not_before(reached);
+                }
+                self.store.mark_clock(self.clock.now()).await?;
+            }
+        }
+        let ahead = self.clock.wall_ahead();
+        if ahead.abs() > CLOCK_STEP_WARNING {
+            warn!(
+                system_clock_ahead_ms = ahead.whole_milliseconds() as i64,
+                "the system clock is away from Moongate's clock (stepped?): schedules and \
+                 leases keep Moongate's clock; signatures use the system clock"
+            );
+        }
+        Ok(())
     }
 
     /// Adds the Redis-shared merchant limits.
@@ -234,12 +270,9 @@ impl Gateway {
         ))
     }
 
-    /// A fresh call context.
-    pub fn call_context() -> CallContext {
-        CallContext {
-            now: OffsetDateTime::now_utc(),
-            nonce: random_nonce(),
-        }
+    /// A fresh call context ([`ProviderPort::call_context`]).
+    pub fn call_context(&self) -> CallContext {
+        self.port.call_context()
     }
 
     /// Sends through the one provider port, about a payment (and refund) of `account`.
@@ -272,7 +305,7 @@ impl Gateway {
         let decide = Box::new(move |_: &Payment| Some(change));
         match self
             .store
-            .update_payment(id, also, OffsetDateTime::now_utc(), decide)
+            .update_payment(id, also, self.now(), decide)
             .await?
         {
             Updated::Done { record, .. } => Ok(record),
@@ -289,12 +322,25 @@ impl Gateway {
         merchant_id: &str,
         account: &Account,
     ) -> Result<Prepared<ProviderStatus>, AdapterError> {
-        let request = create_request(payment, self.notify_url(merchant_id, account), |id| {
-            self.cashier_return_url(id)
-        });
+        let request = self.create_request(payment, merchant_id, account);
         account
             .adapter
-            .prepare_create(&Self::call_context(), &request)
+            .prepare_create(&self.call_context(), &request)
+    }
+
+    /// The domain request of `payment` for `account`, its deadline told on the system clock
+    /// (the provider holds it to its own clock, as it does the call's timestamp).
+    pub fn create_request(
+        &self,
+        payment: &Payment,
+        merchant_id: &str,
+        account: &Account,
+    ) -> CreatePayment {
+        let mut request = create_request(payment, self.notify_url(merchant_id, account), |id| {
+            self.cashier_return_url(id)
+        });
+        request.expires_at += self.clock.wall_ahead();
+        request
     }
 
     /// Renders (and signs) the refund of `payment`, before anything is stored: a request the
@@ -312,7 +358,7 @@ impl Gateway {
         );
         account
             .adapter
-            .prepare_refund(&Self::call_context(), &request)
+            .prepare_refund(&self.call_context(), &request)
     }
 }
 

@@ -103,12 +103,7 @@ impl Gateway {
         let decide = Box::new(move |current: &Payment| Self::change_for(current, status));
         match self
             .store
-            .update_payment(
-                &payment.id,
-                Also::Inbox(inbox),
-                OffsetDateTime::now_utc(),
-                decide,
-            )
+            .update_payment(&payment.id, Also::Inbox(inbox), self.now(), decide)
             .await
         {
             Ok(Updated::Done { record, changed }) => {

@@ -103,11 +103,9 @@ impl Gateway {
                 )));
             };
             let (merchant, account) = (bound.merchant(), bound.account());
-            let request = create_request(&payment, self.notify_url(&merchant.id, account), |id| {
-                self.cashier_return_url(id)
-            });
+            let request = self.create_request(&payment, &merchant.id, account);
             let adapter = Arc::clone(&account.adapter);
-            let cx = Self::call_context();
+            let cx = self.call_context();
             let exchange = self
                 .exchange(
                     &payment.merchant_id,
@@ -127,13 +125,7 @@ impl Gateway {
             };
             let switched = self
                 .store
-                .switch_account(
-                    &payment.id,
-                    &account.id,
-                    &next.id,
-                    next.kind,
-                    OffsetDateTime::now_utc(),
-                )
+                .switch_account(&payment.id, &account.id, &next.id, next.kind, self.now())
                 .await?;
             let Some(switched) = switched else {
                 break exchange;
@@ -212,7 +204,7 @@ impl Gateway {
         let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let reference = payment_ref(&payment);
-        let prepared = adapter.prepare_query(&Self::call_context(), &reference);
+        let prepared = adapter.prepare_query(&self.call_context(), &reference);
         let exchange = self
             .exchange(
                 &payment.merchant_id,
@@ -226,7 +218,7 @@ impl Gateway {
             .await;
         match exchange {
             Exchange::Answer(ProviderStatus::NotFound) => {
-                let now = OffsetDateTime::now_utc();
+                let now = self.now();
                 if payment.expires_at <= now {
                     // Nothing exists at the provider and nothing can be paid any more.
                     let change = PaymentChange {
@@ -284,7 +276,7 @@ impl Gateway {
         let account = bound.account();
         let adapter = Arc::clone(&account.adapter);
         let reference = payment_ref(&payment);
-        let prepared = adapter.prepare_close(&Self::call_context(), &reference);
+        let prepared = adapter.prepare_close(&self.call_context(), &reference);
         let exchange = self
             .exchange(
                 &payment.merchant_id,

@@ -89,7 +89,7 @@ impl Gateway {
         }
         match self
             .store
-            .update_refund(&refund.id, status, fail, OffsetDateTime::now_utc())
+            .update_refund(&refund.id, status, fail, self.now())
             .await?
         {
             Updated::Done { record, .. } => Ok(record),
@@ -108,7 +108,7 @@ impl Gateway {
         let (merchant, account) = (bound.merchant(), bound.account());
         let adapter = Arc::clone(&account.adapter);
         let request = refund_request(&refund, &payment, self.notify_url(&merchant.id, account));
-        let prepared = adapter.prepare_refund_query(&Self::call_context(), &request);
+        let prepared = adapter.prepare_refund_query(&self.call_context(), &request);
         let exchange = self
             .exchange(
                 &payment.merchant_id,
@@ -123,7 +123,7 @@ impl Gateway {
         match exchange {
             Exchange::Answer(ProviderRefund::NotFound) => {
                 // The refund never took effect: send it again under the same request number.
-                let prepared = adapter.prepare_refund(&Self::call_context(), &request);
+                let prepared = adapter.prepare_refund(&self.call_context(), &request);
                 self.drive_refund(refund, &payment, prepared).await
             }
             Exchange::Answer(answer) => {

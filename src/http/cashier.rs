@@ -121,7 +121,7 @@ pub async fn cashier_page(
     Query(query): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
+    let now = gw.now();
     let Some((checkout, merchant)) = open(&gw, &token).await? else {
         return Ok(not_found());
     };
@@ -209,7 +209,7 @@ pub async fn cashier_return(
     Path(checkout_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
+    let now = gw.now();
     let Some(checkout) = gw.store.checkout(None, &checkout_id).await? else {
         return Ok(not_found());
     };

@@ -52,8 +52,8 @@ impl axum::extract::FromRequest<Shared> for Signed {
         let body = <Bytes as axum::extract::FromRequest<Shared>>::from_request(request, gw)
             .await
             .map_err(IntoResponse::into_response)?;
-        let now = OffsetDateTime::now_utc();
-        let merchant = signed_by(gw, &method, &uri, &headers, &body, now)
+        let now = gw.now();
+        let merchant = signed_by(gw, &method, &uri, &headers, &body)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Signed {
@@ -78,6 +78,7 @@ impl Signed {
             &self.method,
             &self.uri,
             &self.body,
+            self.now,
         ))
     }
 }
@@ -90,12 +91,19 @@ pub(crate) async fn signed_by(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    now: OffsetDateTime,
 ) -> Result<Arc<Merchant>, ApiError> {
     // One config snapshot for the whole request, even if a reload happens meanwhile.
     let config = gw.config();
-    let merchant =
-        authenticate(&config, gw.store.as_ref(), method, uri, headers, body, now).await?;
+    let merchant = authenticate(
+        &config,
+        gw.store.as_ref(),
+        method,
+        uri,
+        headers,
+        body,
+        &gw.clock,
+    )
+    .await?;
     let merchant = config
         .merchants
         .get(&merchant.id)

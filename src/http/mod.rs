@@ -228,7 +228,7 @@ fn closing(error: ApiError) -> Response {
 /// What readiness found: whether the ledger commits and the shared limits' Redis answers
 /// (when configured), and the reasons.
 async fn readiness(gw: &Gateway) -> (bool, serde_json::Value) {
-    let now = time::OffsetDateTime::now_utc();
+    let now = gw.now();
     let ledger = gw
         .store
         .probe_write(&format!("readyz:{}", gw.instance_id), now)

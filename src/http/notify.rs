@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use moongate_contract::{AckKind, RawNotification};
-use time::OffsetDateTime;
 
 use crate::http::Shared;
 use crate::metrics::OutcomeLabels;
@@ -24,7 +23,7 @@ pub(crate) async fn notify(
     let raw = RawNotification {
         headers: &header_pairs,
         body: &body,
-        received_at: OffsetDateTime::now_utc(),
+        received_at: gw.clock.wall(),
     };
     let known_provider = gw
         .config()

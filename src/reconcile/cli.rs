@@ -28,7 +28,16 @@ pub async fn open(config_path: &Path) -> anyhow::Result<Gateway> {
     let webhooks = Outbound::new(Duration::from_secs(3), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
     let cashier = config.cashier_key.load().context("cashier key")?;
-    Ok(Gateway::new(config, store, providers, webhooks, cashier))
+    let gateway = Gateway::new(
+        config,
+        store,
+        providers,
+        webhooks,
+        cashier,
+        crate::clock::Clock::system(),
+    );
+    gateway.sync_clock().await?;
+    Ok(gateway)
 }
 
 /// A progress bar on stderr (only when stderr is a terminal, or when forced).
@@ -141,7 +150,7 @@ pub async fn reconcile(
         Some(text) => {
             run::parse_day(&text).with_context(|| format!("--date {text:?} is not yyyy-MM-dd"))?
         }
-        None => run::yesterday_beijing(time::OffsetDateTime::now_utc()),
+        None => run::yesterday_beijing(gateway.now()),
     };
     let request = RunRequest {
         merchant_id: merchant,
@@ -222,7 +231,7 @@ pub async fn set_break(
     let gateway = open(config_path).await?;
     let updated = gateway
         .store
-        .set_break_status(None, id, status, note, time::OffsetDateTime::now_utc())
+        .set_break_status(None, id, status, note, gateway.now())
         .await?
         .with_context(|| format!("no break {id}"))?;
     println!(

@@ -5,7 +5,6 @@
 //! event so the merchant hears of it. The break is then resolved with a note.
 
 use moongate_contract::{Money, PaymentRef, PaymentStatus as ProviderStatus};
-use time::OffsetDateTime;
 use tracing::info;
 
 use super::{BreakStatus, Category};
@@ -99,7 +98,7 @@ pub async fn repair_break(
         subject: &record.payment_id,
         refund_id: None,
     };
-    let prepared = adapter.prepare_query(&Gateway::call_context(), &reference);
+    let prepared = adapter.prepare_query(&gateway.call_context(), &reference);
     let status = gateway
         .port()
         .exchange(caller, "query", prepared, |answer| {
@@ -119,7 +118,7 @@ pub async fn repair_break(
             answer: format!("{status:?}"),
         });
     };
-    let now = OffsetDateTime::now_utc();
+    let now = gateway.now();
     let mut metadata = serde_json::Map::new();
     metadata.insert(
         "moongate_repair".to_owned(),

@@ -229,7 +229,7 @@ async fn obtain(
                 refund_id: None,
             };
             let prepared = adapter
-                .prepare_statement(&Gateway::call_context(), request.day)
+                .prepare_statement(&gateway.call_context(), request.day)
                 .map(Prepared::Send);
             let location = gateway
                 .port()
@@ -240,8 +240,7 @@ async fn obtain(
                 .into_answer()
                 .map_err(|error| {
                     // Today's bill does not exist yet: a refusal of it means "not ready".
-                    let today =
-                        moongate_contract::statement::beijing_day(OffsetDateTime::now_utc());
+                    let today = moongate_contract::statement::beijing_day(gateway.now());
                     if request.day >= today {
                         ReconcileError::NotReady(format!("the day is not over yet ({error})"))
                     } else {
@@ -253,7 +252,7 @@ async fn obtain(
                 StatementLocation::Empty => ("empty", 0, None),
                 StatementLocation::Download { url, sha1 } => {
                     let download = adapter
-                        .prepare_statement_download(&Gateway::call_context(), &url)
+                        .prepare_statement_download(&gateway.call_context(), &url)
                         .map_err(|e| ReconcileError::Provider(e.to_string()))?;
                     let got = gateway
                         .port()
@@ -323,7 +322,7 @@ async fn obtain(
         sha256,
         path: path.as_ref().map(|p| p.display().to_string()),
         bytes,
-        fetched_at: crate::ledger::rfc3339(OffsetDateTime::now_utc()),
+        fetched_at: crate::ledger::rfc3339(gateway.now()),
     };
     gateway.store.save_statement(record.clone()).await?;
     Ok((record, path))
@@ -456,7 +455,7 @@ async fn reconcile_inner(
     }
     let statement_net = totals.payment_total - totals.refund_total;
     let ledger_net = outcome.ledger.payment_total - outcome.ledger.refund_total;
-    let finished = OffsetDateTime::now_utc();
+    let finished = gateway.now();
     let run_id = crate::ledger::new_id("rec");
     let mut report = Report {
         run_id: run_id.clone(),

@@ -160,6 +160,6 @@ pub async fn daily_loop(gateway: Arc<Gateway>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        daily_once(&gateway, OffsetDateTime::now_utc()).await;
+        daily_once(&gateway, gateway.now()).await;
     }
 }

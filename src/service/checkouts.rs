@@ -192,7 +192,7 @@ pub(crate) async fn choose(
     method: &str,
     client_ip: Option<String>,
 ) -> Result<Result<Option<String>, Notice>, ApiError> {
-    let now = OffsetDateTime::now_utc();
+    let now = gw.now();
     let payments = gw.store.checkout_payments(&checkout.id).await?;
     let current = match Stage::of(checkout, &payments, now) {
         Stage::Paid(_) | Stage::Expired => return Ok(Ok(None)),

@@ -37,6 +37,7 @@ pub(crate) fn claim_for(
     method: &Method,
     uri: &Uri,
     body: &[u8],
+    now: OffsetDateTime,
 ) -> IdemClaim {
     let mut hash = Sha256::new();
     hash.update(method.as_str());
@@ -48,7 +49,7 @@ pub(crate) fn claim_for(
         merchant_id: merchant.id.clone(),
         key,
         request_hash: hex::encode(hash.finalize()),
-        now: OffsetDateTime::now_utc(),
+        now,
     }
 }
 
@@ -87,7 +88,7 @@ fn stale_resource<T>(gw: &Gateway, begin: &Begin<T>) -> Option<String> {
         Begin::InFlight {
             resource_id: Some(id),
             claimed_at,
-        } if OffsetDateTime::now_utc() - *claimed_at > stale => Some(id.clone()),
+        } if gw.now() - *claimed_at > stale => Some(id.clone()),
         _ => None,
     }
 }
@@ -124,13 +125,7 @@ async fn store_answer(
     body: Vec<u8>,
 ) -> Result<Answer, ApiError> {
     gw.store
-        .complete_key(
-            merchant_id,
-            key,
-            status.as_u16(),
-            body.clone(),
-            OffsetDateTime::now_utc(),
-        )
+        .complete_key(merchant_id, key, status.as_u16(), body.clone(), gw.now())
         .await?;
     Ok(Answer {
         status,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use time::{Date, OffsetDateTime};
+use time::Date;
 
 use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
@@ -68,7 +68,7 @@ pub(crate) async fn run_now(
         day: format_day(day),
         holder: crate::ledger::new_id("run"),
     };
-    let now = OffsetDateTime::now_utc();
+    let now = gw.now();
     if !gw
         .store
         .claim_daily_run(claim.clone(), now, now + RUN_LEASE)

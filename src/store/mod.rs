@@ -375,6 +375,33 @@ pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<Payment>, StoreError>;
 }
 
+/// What sets Moongate's clock ([`crate::clock`]).
+#[derive(Clone, Copy, Debug)]
+pub enum ClockReference {
+    /// The database's clock, read at `read_at`: every instance sharing it follows it.
+    Database {
+        /// What the database's clock read.
+        now: OffsetDateTime,
+        /// When (midway through the round trip).
+        read_at: std::time::Instant,
+    },
+    /// The latest time this ledger recorded (none on a new one): a new process's clock never
+    /// starts before it.
+    Reached(Option<OffsetDateTime>),
+}
+
+/// The ledger's storage: its side of Moongate's clock.
+#[async_trait]
+pub trait ClockStore: Send + Sync + fmt::Debug + 'static {
+    /// What Moongate's clock is set by.
+    async fn clock_reference(&self) -> Result<ClockReference, StoreError>;
+
+    /// Records that Moongate's clock reached `now` (read back by
+    /// [`ClockStore::clock_reference`] at the next start; nothing to keep where the database's
+    /// clock is the reference).
+    async fn mark_clock(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+}
+
 /// The ledger's storage: the janitor: open payments and refunds due for a check, leased.
 #[async_trait]
 pub trait JanitorStore: Send + Sync + fmt::Debug + 'static {
@@ -536,6 +563,7 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     async fn webhook_attempted(
         &self,
         event_seq: i64,
+        now: OffsetDateTime,
         delivered: bool,
         next_attempt_at: Option<OffsetDateTime>,
         error: Option<String>,
@@ -546,6 +574,7 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     async fn park_undeliverable(
         &self,
         event_seqs: Vec<i64>,
+        now: OffsetDateTime,
         reason: String,
     ) -> Result<(), StoreError>;
 
@@ -702,12 +731,18 @@ pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
 /// The whole ledger: every focused part, as one object the gateway holds (`Arc<dyn Store>`).
 /// Both backends implement each part; code that uses the ledger imports the parts it needs.
 pub trait Store:
-    KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore
+    KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore + ClockStore
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore
+    T: KeyStore
+        + PaymentStore
+        + JanitorStore
+        + EventStore
+        + ReconStore
+        + CheckoutStore
+        + ClockStore
 {
 }
 

@@ -23,6 +23,9 @@ pub struct MerchantClient {
     pub secret: Vec<u8>,
     http: HttpClient,
     observer: Option<Observer>,
+    /// Added to the clock requests are signed with ([`MerchantClient::set_clock_skew`]);
+    /// clones share it.
+    clock_skew_secs: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for MerchantClient {
@@ -48,6 +51,7 @@ impl MerchantClient {
             secret: secret.to_vec(),
             http,
             observer: None,
+            clock_skew_secs: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
     }
 
@@ -55,6 +59,13 @@ impl MerchantClient {
     pub fn observed(mut self, observer: Observer) -> MerchantClient {
         self.observer = Some(observer);
         self
+    }
+
+    /// Signs from now on with a clock `secs` off the system's (a storefront whose clock is
+    /// wrong, or one that follows a gateway's stepped clock in a test).
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.clock_skew_secs
+            .store(secs, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Builds the signed request (exposed so tests can tamper with it).
@@ -113,7 +124,10 @@ impl MerchantClient {
             path_and_query,
             body,
             idempotency_key,
-            OffsetDateTime::now_utc().unix_timestamp(),
+            OffsetDateTime::now_utc().unix_timestamp()
+                + self
+                    .clock_skew_secs
+                    .load(std::sync::atomic::Ordering::SeqCst),
             &nonce,
         );
         self.send(&request).await

@@ -1,6 +1,12 @@
 //! Test harness: the gateway, the strict Alipay sandbox and a merchant webhook receiver, all on
 //! loopback with ephemeral ports, the checked-in test keys and a fresh SQLite ledger.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)]
 
 pub mod contract;
 
@@ -416,6 +422,24 @@ api_base_url = "http://{wechat_addr}"
             schema: None,
             _dir: dir,
         }
+    }
+
+    /// Points shop B's webhook at `url` (a config reload, as an operator would).
+    pub fn shop_b_webhook(&self, url: &str) {
+        let mut text = std::fs::read_to_string(&self.config_path).unwrap();
+        let start = text.find("name = \"Shop B\"\n").unwrap() + "name = \"Shop B\"\n".len();
+        if text[start..].starts_with("webhook = ") {
+            let end = start + text[start..].find('\n').unwrap() + 1;
+            text.replace_range(start..end, "");
+        }
+        text.insert_str(
+            start,
+            &format!(
+                "webhook = {{ url = \"{url}\", secrets = [{{ file = \"w-old.secret\" }}] }}\n"
+            ),
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+        moongate::server::reload(&self.gateway.gateway, &self.config_path).unwrap();
     }
 
     /// The sandbox and the `shop_a` account the harness sets up for a provider: the one line a

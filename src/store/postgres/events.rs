@@ -174,11 +174,12 @@ impl EventStore for PgStore {
     async fn webhook_attempted(
         &self,
         event_seq: i64,
+        now: OffsetDateTime,
         delivered: bool,
         next_attempt_at: Option<OffsetDateTime>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let now = ms(OffsetDateTime::now_utc());
+        let now = ms(now);
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
@@ -209,9 +210,10 @@ impl EventStore for PgStore {
     async fn park_undeliverable(
         &self,
         event_seqs: Vec<i64>,
+        now: OffsetDateTime,
         reason: String,
     ) -> Result<(), StoreError> {
-        let now = ms(OffsetDateTime::now_utc());
+        let now = ms(now);
         sqlx::query(
             "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
              delivered_at = NULL, last_error = $2 WHERE event_seq = ANY($1) RETURNING event_seq) \

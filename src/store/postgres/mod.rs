@@ -16,6 +16,7 @@
 //! Transactions run at READ COMMITTED (PostgreSQL's default), which the above relies on.
 
 mod checkouts;
+mod clock;
 mod events;
 mod janitor;
 mod keys;

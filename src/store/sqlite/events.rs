@@ -69,12 +69,13 @@ impl EventStore for SqliteStore {
     async fn webhook_attempted(
         &self,
         event_seq: i64,
+        now: OffsetDateTime,
         delivered: bool,
         next_attempt_at: Option<OffsetDateTime>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let now = ms(OffsetDateTime::now_utc());
+            let now = ms(now);
             attempted(
                 conn,
                 event_seq,
@@ -90,10 +91,11 @@ impl EventStore for SqliteStore {
     async fn park_undeliverable(
         &self,
         event_seqs: Vec<i64>,
+        now: OffsetDateTime,
         reason: String,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let now = ms(OffsetDateTime::now_utc());
+            let now = ms(now);
             for seq in event_seqs {
                 attempted(conn, seq, false, None, Some(&reason), now)?;
             }

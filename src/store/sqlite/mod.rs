@@ -4,6 +4,7 @@
 //! is one job: one savepoint inside the batch's transaction, durable before it answers.
 
 mod checkouts;
+mod clock;
 mod events;
 mod janitor;
 mod keys;
@@ -345,6 +346,7 @@ impl SqliteStore {
         .map_err(db)?;
         conn.execute_batch(reconciliation::SCHEMA).map_err(db)?;
         conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
+        conn.execute_batch(clock::SCHEMA).map_err(db)?;
         // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
         // payment code (earlier versions kept it).
         let version: i64 = conn

@@ -9,6 +9,21 @@ pub(super) async fn control_pay(
     control_reply(sb.scan(&order, true))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct ClockBody {
+    pub(super) skew_secs: i64,
+}
+
+/// Skews the clock the sandbox checks request timestamps against.
+pub(super) async fn control_clock(
+    State(sb): State<Shared>,
+    axum::Json(clock): axum::Json<ClockBody>,
+) -> StatusCode {
+    sb.clock_skew_secs
+        .store(clock.skew_secs, std::sync::atomic::Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
 pub(super) async fn control_scan(
     State(sb): State<Shared>,
     axum::Json(order): axum::Json<ControlOrder>,

@@ -146,6 +146,8 @@ pub struct Sandbox {
     seller_id: String,
     time_divisor: u32,
     client: HttpClient,
+    /// Added to the clock requests' `timestamp` is checked against (`/sandbox/clock`).
+    clock_skew_secs: std::sync::atomic::AtomicI64,
     inner: Mutex<Inner>,
 }
 
@@ -181,6 +183,7 @@ impl Sandbox {
             seller_id: settings.seller_id,
             time_divisor: settings.time_divisor.max(1),
             client,
+            clock_skew_secs: std::sync::atomic::AtomicI64::new(0),
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
                 bills: statements::BillDesk::default(),
@@ -300,6 +303,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/forge", post(control_forge))
         .route("/sandbox/scan", post(control_scan))
         .route("/sandbox/fault", post(control_fault))
+        .route("/sandbox/clock", post(control_clock))
         .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))
