@@ -578,9 +578,31 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_500);
-    let (mut ratios, mut peaks, mut p50s, mut p99s, mut added50, mut added99) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for round in 0..rounds {
+    // `MOONGATE_BENCH_BINARIES=a,b`: the rounds alternate between those builds of moongate
+    // (an A/B comparison in one run, on the same noisy machine); by default this build's.
+    let binaries: Vec<String> = match std::env::var("MOONGATE_BENCH_BINARIES") {
+        Ok(list) if !list.is_empty() => list.split(',').map(str::to_owned).collect(),
+        _ => vec![env!("CARGO_BIN_EXE_moongate").to_owned()],
+    };
+    let mut tallies: Vec<Tally> = binaries.iter().map(|_| Tally::default()).collect();
+    for turn in 0..rounds * binaries.len() {
+        let (round, which) = (turn / binaries.len(), turn % binaries.len());
+        // Each round runs the builds in an order of its own (ABBA…), so a drift of the machine
+        // favours none.
+        let which = if round % 2 == 0 {
+            which
+        } else {
+            binaries.len() - 1 - which
+        };
+        let Tally {
+            ratios,
+            peaks,
+            p50s,
+            p99s,
+            added50,
+            added99,
+        } = &mut tallies[which];
+        let round = ratios.len();
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -598,7 +620,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         );
         let config_path = dir.path().join("moongate.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+        let mut child = std::process::Command::new(&binaries[which])
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "warn")
@@ -676,7 +698,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         let requests: Vec<_> = (0..count)
             .map(|i| {
                 let req = CreatePayment {
-                    provider_order_id: format!("direct{round}x{i}"),
+                    provider_order_id: format!("direct{turn}x{i}"),
                     amount: Money::new(8888, Currency::CNY),
                     method: PaymentMethod::AlipayQr,
                     subject: "Tea".into(),
@@ -708,9 +730,14 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         p99s.push(g99.as_secs_f64() * 1e3);
         added50.push((g50.as_secs_f64() - s50.as_secs_f64()) * 1e3);
         added99.push((g99.as_secs_f64() - s99.as_secs_f64()) * 1e3);
+        let build = if binaries.len() > 1 {
+            format!(" [{}]", binaries[which])
+        } else {
+            String::new()
+        };
         println!(
-            "  round {round}: CPU {per_create:.2?} per create = {:.2} signatures ({rsa:.2?}); \
-             peak {peak:.0}/s; at {rate:.0}/s open loop p50 {g50:.1?} p99 {g99:.1?} \
+            "  round {round}{build}: CPU {per_create:.2?} per create = {:.2} signatures \
+             ({rsa:.2?}); peak {peak:.0}/s; at {rate:.0}/s open loop p50 {g50:.1?} p99 {g99:.1?} \
              (the sandbox alone: p50 {s50:.1?} p99 {s99:.1?})",
             ratios[round]
         );
@@ -720,15 +747,34 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
             schema.drop().await;
         }
     }
-    println!(
-        "moongate serve ({ledger}), its own process, {rounds} rounds of {creates} creates from 8 \
-         clients: gateway CPU per create = {} RSA-2048 signatures; peak {} creates/s; at half \
-         of it, open loop: p50 {} ms, p99 {} ms; added over the provider call: p50 {} ms, p99 {} ms",
-        median_min_max(&mut ratios),
-        median_min_max(&mut peaks),
-        median_min_max(&mut p50s),
-        median_min_max(&mut p99s),
-        median_min_max(&mut added50),
-        median_min_max(&mut added99),
-    );
+    for (binary, tally) in binaries.iter().zip(&mut tallies) {
+        let build = if binaries.len() > 1 {
+            format!(" [{binary}]")
+        } else {
+            String::new()
+        };
+        println!(
+            "moongate serve ({ledger}){build}, its own process, {rounds} rounds of {creates} \
+             creates from 8 clients: gateway CPU per create = {} RSA-2048 signatures; peak {} \
+             creates/s; at half of it, open loop: p50 {} ms, p99 {} ms; added over the provider \
+             call: p50 {} ms, p99 {} ms",
+            median_min_max(&mut tally.ratios),
+            median_min_max(&mut tally.peaks),
+            median_min_max(&mut tally.p50s),
+            median_min_max(&mut tally.p99s),
+            median_min_max(&mut tally.added50),
+            median_min_max(&mut tally.added99),
+        );
+    }
+}
+
+/// One build's rounds in [`gateway_process`].
+#[derive(Default)]
+struct Tally {
+    ratios: Vec<f64>,
+    peaks: Vec<f64>,
+    p50s: Vec<f64>,
+    p99s: Vec<f64>,
+    added50: Vec<f64>,
+    added99: Vec<f64>,
 }

@@ -121,6 +121,9 @@ async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
     }
 }
 
+/// The attempt logged for an event parked because its merchant has no webhook.
+const NO_ENDPOINT: &str = "no webhook configured";
+
 /// Deliveries in flight at once, per instance.
 const IN_FLIGHT: usize = 64;
 
@@ -150,10 +153,28 @@ pub async fn run(gw: Arc<Gateway>) {
             let now = gw.now();
             let timeout_ms = gw.config().webhooks.timeout_ms;
             let lease = Duration::from_millis(timeout_ms.saturating_mul(2).saturating_add(5_000));
+            // Merchants without an endpoint have everything due parked at once (it stays in
+            // the log, and can be resent once an endpoint is configured).
+            let config = gw.config();
+            let without: Vec<String> = config
+                .merchants
+                .values()
+                .filter(|m| m.webhook.is_none())
+                .map(|m| m.id.clone())
+                .collect();
+            if !without.is_empty()
+                && let Err(error) = gw
+                    .store
+                    .park_merchants(without.clone(), now, NO_ENDPOINT.into())
+                    .await
+            {
+                warn!(%error, "parking undeliverable events failed");
+            }
             let busy: Vec<String> = in_flight
                 .iter()
                 .filter(|(_, n)| **n >= PER_MERCHANT)
                 .map(|(m, _)| m.clone())
+                .chain(without)
                 .collect();
             match gw
                 .store
@@ -169,9 +190,8 @@ pub async fn run(gw: Arc<Gateway>) {
                 Ok(items) => {
                     claimed = items.len();
                     // Each event goes to its merchant's endpoint as the config has it now;
-                    // a merchant without one has its events parked together (they stay in
-                    // the log).
-                    let config = gw.config();
+                    // a merchant the config no longer has, or that lost its endpoint since,
+                    // has its events parked together.
                     let mut undeliverable = Vec::new();
                     for item in items {
                         let Some(merchant) = config
@@ -195,11 +215,7 @@ pub async fn run(gw: Arc<Gateway>) {
                     if !undeliverable.is_empty()
                         && let Err(error) = gw
                             .store
-                            .park_undeliverable(
-                                undeliverable,
-                                gw.now(),
-                                "no webhook configured".into(),
-                            )
+                            .park_undeliverable(undeliverable, gw.now(), NO_ENDPOINT.into())
                             .await
                     {
                         warn!(%error, "parking undeliverable events failed");

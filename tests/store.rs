@@ -63,6 +63,7 @@ both_backends!(
     refunds_never_exceed_the_payment_under_a_race,
     janitor_claims_are_disjoint_and_leased,
     webhook_claims_are_disjoint_and_logged,
+    webhook_claims_reach_every_merchant_past_a_backlog,
     daily_reconciliation_is_claimed_once,
     reconciliation_runs_keep_break_identity,
     checkout_choices_race_to_one_payment,
@@ -786,6 +787,106 @@ async fn webhook_claims_are_disjoint_and_logged(store: Arc<dyn Store>) {
     assert!(
         due.iter()
             .all(|i| parked.iter().all(|p| p.event_seq != i.event_seq))
+    );
+}
+
+async fn webhook_claims_reach_every_merchant_past_a_backlog(store: Arc<dyn Store>) {
+    // Shop A has a backlog of 40 due events; shop B one, behind all of them.
+    for i in 0..40 {
+        store
+            .begin_payment(
+                claim(&format!("k{i}"), "h"),
+                payment(&format!("pay_a{i}"), 100),
+            )
+            .await
+            .unwrap();
+    }
+    let mut b = payment("pay_b0", 100);
+    b.merchant_id = "shop_b".to_owned();
+    let mut b_claim = claim("kb", "h");
+    b_claim.merchant_id = "shop_b".to_owned();
+    store.begin_payment(b_claim, b).await.unwrap();
+    let now = T0 + Duration::from_secs(1);
+    let lease = now + Duration::from_secs(120);
+    let merchants = |items: &[moongate::store::OutboxItem]| {
+        let mut m: Vec<String> = items.iter().map(|i| i.merchant_id.clone()).collect();
+        m.sort();
+        m
+    };
+    // At most 4 of shop A's, and shop B's is in the same claim.
+    let first = store.due_webhooks(now, lease, 8, 4, &[]).await.unwrap();
+    assert_eq!(
+        merchants(&first),
+        ["shop_a", "shop_a", "shop_a", "shop_a", "shop_b"]
+    );
+    // Oldest first within a merchant.
+    let a: Vec<&str> = first
+        .iter()
+        .filter(|i| i.merchant_id == "shop_a")
+        .map(|i| i.body.as_str())
+        .collect();
+    assert!(a[0].contains("pay_a0") && a[3].contains("pay_a3"), "{a:?}");
+    // A merchant left out (all its slots busy) is not claimed.
+    let skipped = store
+        .due_webhooks(now, lease, 8, 4, &["shop_a".to_owned()])
+        .await
+        .unwrap();
+    assert!(skipped.is_empty(), "shop B's one event is leased already");
+    // Shop A loses its endpoint: everything of it that is due is parked in one write (not
+    // what is leased), each with its attempt logged.
+    let parked = store
+        .park_merchants(
+            vec!["shop_a".to_owned()],
+            now,
+            "no webhook configured".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked, 36);
+    let (parked_list, leased_list) = {
+        let list = store
+            .event_ids(
+                "shop_a",
+                moongate::store::EventFilter {
+                    delivery: Some(moongate::store::DeliveryStatus::Parked),
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        let pending = store
+            .event_ids(
+                "shop_a",
+                moongate::store::EventFilter {
+                    delivery: Some(moongate::store::DeliveryStatus::Pending),
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        (list, pending)
+    };
+    assert_eq!((parked_list.len(), leased_list.len()), (36, 4));
+    let record = store
+        .event("shop_a", &parked_list[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.deliveries[0].error.as_deref(),
+        Some("no webhook configured")
+    );
+    // The leased ones come back when their lease lapses.
+    let later = lease + Duration::from_secs(1);
+    let back = store
+        .due_webhooks(later, later + Duration::from_secs(60), 8, 4, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        merchants(&back),
+        ["shop_a", "shop_a", "shop_a", "shop_a", "shop_b"]
     );
 }
 

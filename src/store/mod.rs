@@ -578,6 +578,15 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         reason: String,
     ) -> Result<(), StoreError>;
 
+    /// Parks, in one write, every due event of merchants no delivery can be tried for (they
+    /// have no webhook), each with its attempt logged under `reason`; returns how many.
+    async fn park_merchants(
+        &self,
+        merchant_ids: Vec<String>,
+        now: OffsetDateTime,
+        reason: String,
+    ) -> Result<u64, StoreError>;
+
     /// Events about one object, oldest first.
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 }

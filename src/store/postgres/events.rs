@@ -137,15 +137,22 @@ impl EventStore for PgStore {
         per_merchant: u32,
         skip: &[String],
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        // Ranked per merchant first (a window cannot carry FOR UPDATE), then locked; the due
-        // condition is repeated on the locked row, which PostgreSQL re-checks.
+        // Each merchant with events in the outbox found by a walk of `outbox_due_by_merchant`
+        // (one index seek each), its $4 soonest due taken, the oldest $2 of those locked; the
+        // due condition is repeated on the locked row, which PostgreSQL re-checks.
         let rows = sqlx::query(
-            "WITH ranked AS (SELECT event_seq, ROW_NUMBER() OVER \
-                 (PARTITION BY merchant_id ORDER BY event_seq) AS n FROM outbox \
-               WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
-                 AND NOT (merchant_id = ANY($5))), \
-             due AS (SELECT o.event_seq FROM outbox o JOIN ranked r ON r.event_seq = o.event_seq \
-               WHERE r.n <= $4 AND o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= $1 \
+            "WITH RECURSIVE m(id) AS (\
+               SELECT (SELECT MIN(merchant_id) FROM outbox WHERE next_attempt_at IS NOT NULL) \
+               UNION ALL SELECT (SELECT MIN(merchant_id) FROM outbox \
+                 WHERE next_attempt_at IS NOT NULL AND merchant_id > m.id) \
+               FROM m WHERE m.id IS NOT NULL), \
+             candidates AS (SELECT c.event_seq FROM m CROSS JOIN LATERAL \
+               (SELECT event_seq FROM outbox WHERE merchant_id = m.id \
+                  AND next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
+                ORDER BY next_attempt_at LIMIT $4) c \
+               WHERE m.id IS NOT NULL AND NOT (m.id = ANY($5))), \
+             due AS (SELECT o.event_seq FROM outbox o JOIN candidates c ON c.event_seq = o.event_seq \
+               WHERE o.next_attempt_at IS NOT NULL AND o.next_attempt_at <= $1 \
                ORDER BY o.event_seq LIMIT $2 FOR UPDATE OF o SKIP LOCKED), \
              leased AS (UPDATE outbox o SET next_attempt_at = $3 FROM due \
                WHERE o.event_seq = due.event_seq RETURNING o.event_seq, o.merchant_id, o.attempts) \
@@ -227,6 +234,29 @@ impl EventStore for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn park_merchants(
+        &self,
+        merchant_ids: Vec<String>,
+        now: OffsetDateTime,
+        reason: String,
+    ) -> Result<u64, StoreError> {
+        let parked = sqlx::query(
+            "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
+             delivered_at = NULL, last_error = $2 WHERE merchant_id = ANY($1) \
+             AND next_attempt_at IS NOT NULL AND next_attempt_at <= $3 RETURNING event_seq) \
+             INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
+             SELECT event_seq, $3, FALSE, $2 FROM parked",
+        )
+        .bind(&merchant_ids)
+        .bind(&reason)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(parked)
     }
 
     async fn events_for(&self, object_id: &str) -> Result<Vec<StoredEvent>, StoreError> {

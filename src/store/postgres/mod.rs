@@ -78,6 +78,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "drop_status_indexes",
         include_str!("../migrations/0006_drop_status_indexes.sql"),
     ),
+    (
+        7,
+        "outbox_due_by_merchant",
+        include_str!("../migrations/0007_outbox_due_by_merchant.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

@@ -15,6 +15,22 @@ const EVENT_FILTER: &str = "e.merchant_id = ?1 AND (?2 IS NULL OR e.type = ?2) \
        OR (?7 = 'delivered' AND o.next_attempt_at IS NULL AND o.delivered_at IS NOT NULL) \
        OR (?7 = 'parked' AND o.next_attempt_at IS NULL AND o.delivered_at IS NULL))";
 
+/// The claim of due webhooks: each merchant with events in the outbox is found by a walk of
+/// `outbox_due_by_merchant` (one index seek per merchant, however long the backlog), each
+/// contributes its ?3 soonest due, then the oldest ?2 of those are taken. ?1 now, ?4 JSON
+/// array of merchants to leave out.
+const DUE_WEBHOOKS: &str = "WITH RECURSIVE m(id) AS (\
+       SELECT (SELECT MIN(merchant_id) FROM outbox WHERE next_attempt_at IS NOT NULL) \
+       UNION ALL SELECT (SELECT MIN(merchant_id) FROM outbox \
+         WHERE next_attempt_at IS NOT NULL AND merchant_id > m.id) FROM m WHERE m.id IS NOT NULL) \
+     SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM m \
+     JOIN outbox o ON o.event_seq IN (SELECT event_seq FROM outbox \
+       WHERE merchant_id = m.id AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 \
+       ORDER BY next_attempt_at LIMIT ?3) \
+     JOIN events e ON e.seq = o.event_seq \
+     WHERE m.id IS NOT NULL AND m.id NOT IN (SELECT value FROM json_each(?4)) \
+     ORDER BY o.event_seq LIMIT ?2";
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn due_webhooks(
@@ -29,17 +45,7 @@ impl EventStore for SqliteStore {
         self.write(move |conn| {
             let mut out = Vec::new();
             {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT o.event_seq, e.id, o.merchant_id, e.body, o.attempts FROM \
-                         (SELECT event_seq, merchant_id, attempts, \
-                            ROW_NUMBER() OVER (PARTITION BY merchant_id ORDER BY event_seq) AS n \
-                          FROM outbox WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 \
-                            AND merchant_id NOT IN (SELECT value FROM json_each(?4))) o \
-                         JOIN events e ON e.seq = o.event_seq \
-                         WHERE o.n <= ?3 ORDER BY o.event_seq LIMIT ?2",
-                    )
-                    .map_err(db)?;
+                let mut stmt = conn.prepare_cached(DUE_WEBHOOKS).map_err(db)?;
                 let mut rows = stmt
                     .query(params![ms(now), limit, per_merchant, skip])
                     .map_err(db)?;
@@ -100,6 +106,37 @@ impl EventStore for SqliteStore {
                 attempted(conn, seq, false, None, Some(&reason), now)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn park_merchants(
+        &self,
+        merchant_ids: Vec<String>,
+        now: OffsetDateTime,
+        reason: String,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let now = ms(now);
+            let mut parked = 0;
+            for merchant in &merchant_ids {
+                conn.exec(
+                    "INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
+                     SELECT event_seq, ?2, 0, ?3 FROM outbox WHERE merchant_id = ?1 \
+                       AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?2",
+                    params![merchant, now, reason],
+                )
+                .map_err(db)?;
+                parked += conn
+                    .exec(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
+                         delivered_at = NULL, last_error = ?3 WHERE merchant_id = ?1 \
+                           AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?2",
+                        params![merchant, now, reason],
+                    )
+                    .map_err(db)?;
+            }
+            Ok(u64::try_from(parked).unwrap_or(u64::MAX))
         })
         .await
     }

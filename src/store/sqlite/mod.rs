@@ -124,7 +124,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at INTEGER,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_due_by_merchant ON outbox (merchant_id, next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+DROP INDEX IF EXISTS outbox_due;
 
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
