@@ -113,13 +113,9 @@ enum Gate {
     CircuitOpen,
 }
 
+/// A provider call's nonce: 32 random characters.
 fn random_nonce() -> String {
-    let id = crate::ledger::new_id("n");
-    id.chars()
-        .skip(2)
-        .chain("00000000".chars())
-        .take(32)
-        .collect()
+    crate::ledger::random_token(32)
 }
 
 impl ProviderPort {
