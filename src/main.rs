@@ -13,6 +13,10 @@ use moongate_testkit::sandbox::{self, standard::Standard};
 mod demo;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator (see ARCHITECTURE.md "Dependencies").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "moongate", version, about = "Payment interoperability gateway")]
 struct Cli {
