@@ -138,6 +138,11 @@ impl RsaVerifier {
         Ok(RsaVerifier { rsa_public_key })
     }
 
+    /// A verifier for a PKCS#1 `RSAPublicKey` (DER).
+    pub fn from_pkcs1(rsa_public_key: Vec<u8>) -> RsaVerifier {
+        RsaVerifier { rsa_public_key }
+    }
+
     /// Builds a verifier from PKCS#1 `RSAPublicKey` DER.
     pub fn from_rsa_public_key_der(der: Vec<u8>) -> RsaVerifier {
         RsaVerifier {
@@ -260,7 +265,7 @@ impl Certificate {
 }
 
 /// Reads one DER element at the start of `input`: (tag, contents, rest).
-fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), KeyError> {
+pub(crate) fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), KeyError> {
     let bad = KeyError::Rejected("malformed DER");
     let (&tag, rest) = input.split_first().ok_or(bad.clone())?;
     let (&first, rest) = rest.split_first().ok_or(bad.clone())?;
@@ -285,7 +290,7 @@ fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), KeyError> {
 }
 
 /// Extracts the PKCS#1 `RSAPublicKey` from a `SubjectPublicKeyInfo` whose algorithm is rsaEncryption.
-fn spki_rsa_public_key(spki: &[u8]) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn spki_rsa_public_key(spki: &[u8]) -> Result<Vec<u8>, KeyError> {
     const RSA_ENCRYPTION_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
     let (tag, outer, _) = der_element(spki)?;
     if tag != 0x30 {

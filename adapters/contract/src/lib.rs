@@ -17,6 +17,7 @@ pub mod http;
 pub mod money;
 pub mod secret;
 pub mod statement;
+pub mod x509;
 
 pub use adapter::{CallContext, PaymentAdapter, Prepared};
 pub use domain::{

@@ -1,0 +1,316 @@
+//! X.509 certificates traced to a configured root: for providers that send the certificate
+//! of the key that signed an answer inside the answer (UnionPay's `signPubKeyCert`), which may
+//! be trusted only once its chain, dates and subject check out.
+//!
+//! Parsed with the contract's bounds-checked DER reader; signatures checked with `ring`. Only
+//! what a chain check needs is read: the signed part, the signature and its algorithm, serial,
+//! issuer and subject (compared as DER), validity, the RSA key, the CA flag of
+//! `basicConstraints`, and the subject's common name. Revocation is not checked (the
+//! providers' own SDKs turn it off).
+
+use ring::signature::{self, UnparsedPublicKey};
+
+use crate::crypto::{KeyError, RsaVerifier, decode_pem, der_element, spki_rsa_public_key};
+
+/// One parsed certificate.
+#[derive(Clone, Debug)]
+pub struct X509 {
+    /// The DER of `tbsCertificate` (what the issuer signed).
+    tbs: Vec<u8>,
+    /// The OID of the signature algorithm.
+    algorithm: Vec<u8>,
+    /// The issuer's signature.
+    signature: Vec<u8>,
+    /// The serial number, big-endian, without a leading zero byte.
+    serial: Vec<u8>,
+    /// The issuer name, as DER.
+    issuer: Vec<u8>,
+    /// The subject name, as DER.
+    subject: Vec<u8>,
+    /// Validity, Unix seconds.
+    not_before: i64,
+    not_after: i64,
+    /// PKCS#1 `RSAPublicKey`.
+    rsa_public_key: Vec<u8>,
+    /// `basicConstraints` says it is a CA.
+    ca: bool,
+    /// The subject's common name (OID 2.5.4.3), when it has one.
+    common_name: Option<String>,
+}
+
+/// Why a chain is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A certificate is outside its validity dates at the time of the check.
+    #[error("the {0} certificate is not valid at this time")]
+    OutsideValidity(&'static str),
+    /// A certificate's issuer is not the next certificate's subject.
+    #[error("the {0} certificate is not issued by the next one in the chain")]
+    WrongIssuer(&'static str),
+    /// An issuing certificate is not a CA.
+    #[error("the {0} certificate is not a certification authority")]
+    NotCa(&'static str),
+    /// A signature in the chain does not verify.
+    #[error("the signature on the {0} certificate does not verify")]
+    BadSignature(&'static str),
+}
+
+const OID_SHA1_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
+const OID_SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+const OID_SHA384_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+const OID_SHA512_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+fn rejected(why: &'static str) -> KeyError {
+    KeyError::Rejected(why)
+}
+
+/// One DER element read whole: the element with its tag and length, the tag, its contents,
+/// and what follows it.
+type Whole<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+/// The element at the start of `input` ([`Whole`]).
+fn whole_element(input: &[u8]) -> Result<Whole<'_>, KeyError> {
+    let (tag, contents, rest) = der_element(input)?;
+    let element = input
+        .get(..input.len() - rest.len())
+        .ok_or(rejected("malformed DER"))?;
+    Ok((element, tag, contents, rest))
+}
+
+/// `UTCTime` or `GeneralizedTime` (`…Z` forms, as RFC 5280 requires) to Unix seconds.
+fn x509_time(tag: u8, bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
+    let full = match (tag, text.len()) {
+        (0x17, 12) => {
+            let year: i32 = text.get(..2)?.parse().ok()?;
+            format!("{}{text}", if year >= 50 { "19" } else { "20" })
+        }
+        (0x18, 14) => text.to_owned(),
+        _ => return None,
+    };
+    let field = |range: std::ops::Range<usize>| -> Option<u8> { full.get(range)?.parse().ok() };
+    let year: i32 = full.get(..4)?.parse().ok()?;
+    let month = time::Month::try_from(field(4..6)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, field(6..8)?).ok()?;
+    let clock = time::Time::from_hms(field(8..10)?, field(10..12)?, field(12..14)?).ok()?;
+    Some(date.with_time(clock).assume_utc().unix_timestamp())
+}
+
+/// The common name in a DER `Name`, when there is one.
+fn common_name(name: &[u8]) -> Result<Option<String>, KeyError> {
+    let (_, mut sets, _) = der_element(name)?;
+    while !sets.is_empty() {
+        let (_, set, rest) = der_element(sets)?;
+        sets = rest;
+        let mut attributes = set;
+        while !attributes.is_empty() {
+            let (_, attribute, rest) = der_element(attributes)?;
+            attributes = rest;
+            let (_, oid, value) = der_element(attribute)?;
+            if oid != OID_COMMON_NAME {
+                continue;
+            }
+            let (tag, text, _) = der_element(value)?;
+            // UTF8String, PrintableString, IA5String; TeletexString (CFCA writes `@` names
+            // in it) read as Latin-1, which its ASCII subset is.
+            if matches!(tag, 0x0c | 0x13 | 0x16) {
+                return Ok(Some(
+                    String::from_utf8(text.to_vec()).map_err(|_| rejected("common name"))?,
+                ));
+            }
+            if tag == 0x14 {
+                return Ok(Some(text.iter().map(|b| char::from(*b)).collect()));
+            }
+            return Err(rejected("unsupported common name string type"));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the `[3]` extensions say `basicConstraints cA = TRUE`.
+fn is_ca(extensions: &[u8]) -> Result<bool, KeyError> {
+    let (_, mut list, _) = der_element(extensions)?;
+    while !list.is_empty() {
+        let (_, extension, rest) = der_element(list)?;
+        list = rest;
+        let (_, oid, rest) = der_element(extension)?;
+        if oid != OID_BASIC_CONSTRAINTS {
+            continue;
+        }
+        let (mut tag, mut value, mut rest) = der_element(rest)?;
+        if tag == 0x01 {
+            // `critical`
+            (tag, value, rest) = der_element(rest)?;
+        }
+        let _ = rest;
+        if tag != 0x04 {
+            return Err(rejected("malformed basicConstraints"));
+        }
+        let (_, constraints, _) = der_element(value)?;
+        return Ok(match constraints.split_first() {
+            Some((0x01, _)) => {
+                let (_, flag, _) = der_element(constraints)?;
+                flag.first().is_some_and(|b| *b != 0)
+            }
+            _ => false,
+        });
+    }
+    Ok(false)
+}
+
+impl X509 {
+    /// Reads a PEM `CERTIFICATE` (line ends of any kind) or bare base64 DER.
+    pub fn from_pem(text: &str) -> Result<X509, KeyError> {
+        let (label, der) = decode_pem(text)?;
+        if !(label.is_empty() || label == "CERTIFICATE") {
+            return Err(rejected("unexpected PEM label for a certificate"));
+        }
+        X509::from_der(&der)
+    }
+
+    /// Reads a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<X509, KeyError> {
+        let (tag, certificate, _) = der_element(der)?;
+        if tag != 0x30 {
+            return Err(rejected("certificate is not a SEQUENCE"));
+        }
+        let (tbs_element, tag, tbs, rest) = whole_element(certificate)?;
+        if tag != 0x30 {
+            return Err(rejected("tbsCertificate is not a SEQUENCE"));
+        }
+        let (_, algorithm, rest) = der_element(rest)?;
+        let (_, algorithm, _) = der_element(algorithm)?;
+        let (tag, signature, _) = der_element(rest)?;
+        let signature = match signature.split_first() {
+            Some((0, bits)) if tag == 0x03 => bits,
+            _ => return Err(rejected("malformed signature BIT STRING")),
+        };
+        let (mut tag, mut serial, mut rest) = der_element(tbs)?;
+        if tag == 0xa0 {
+            (tag, serial, rest) = der_element(rest)?;
+        }
+        if tag != 0x02 || serial.is_empty() {
+            return Err(rejected("missing certificate serial number"));
+        }
+        let serial = match serial.split_first() {
+            Some((0, tail)) if !tail.is_empty() => tail,
+            _ => serial,
+        };
+        let (_, _, rest) = der_element(rest)?; // the signature algorithm, again
+        let (issuer, _, _, rest) = whole_element(rest)?;
+        let (_, validity, rest) = der_element(rest)?;
+        let (tag, before, after) = der_element(validity)?;
+        let not_before = x509_time(tag, before).ok_or(rejected("malformed notBefore"))?;
+        let (tag, after, _) = der_element(after)?;
+        let not_after = x509_time(tag, after).ok_or(rejected("malformed notAfter"))?;
+        let (subject, _, _, rest) = whole_element(rest)?;
+        let (spki, _, _, mut rest) = whole_element(rest)?;
+        let rsa_public_key = spki_rsa_public_key(spki)?;
+        let mut ca = false;
+        while !rest.is_empty() {
+            let (element, tag, _, next) = whole_element(rest)?;
+            rest = next;
+            if tag == 0xa3 {
+                ca = is_ca_explicit(element)?;
+            }
+        }
+        Ok(X509 {
+            tbs: tbs_element.to_vec(),
+            algorithm: algorithm.to_vec(),
+            signature: signature.to_vec(),
+            serial: serial.to_vec(),
+            issuer: issuer.to_vec(),
+            subject: subject.to_vec(),
+            not_before,
+            not_after,
+            rsa_public_key,
+            ca,
+            common_name: common_name(subject)?,
+        })
+    }
+
+    /// The serial number in decimal (UnionPay's `certId`).
+    pub fn serial_decimal(&self) -> String {
+        // Repeated division of the big-endian bytes by ten.
+        let mut number = self.serial.clone();
+        let mut digits = Vec::new();
+        while number.iter().any(|b| *b != 0) {
+            let mut remainder = 0_u32;
+            for byte in &mut number {
+                let value = (remainder << 8) | u32::from(*byte);
+                *byte = u8::try_from(value / 10).unwrap_or(0);
+                remainder = value % 10;
+            }
+            digits.push(char::from(b'0' + u8::try_from(remainder).unwrap_or(0)));
+        }
+        if digits.is_empty() {
+            return "0".to_owned();
+        }
+        digits.iter().rev().collect()
+    }
+
+    /// The subject's common name.
+    pub fn common_name(&self) -> Option<&str> {
+        self.common_name.as_deref()
+    }
+
+    /// Whether `unix` (seconds) falls within the validity dates.
+    pub fn valid_at(&self, unix: i64) -> bool {
+        (self.not_before..=self.not_after).contains(&unix)
+    }
+
+    /// A verifier for the certified key.
+    pub fn verifier(&self) -> RsaVerifier {
+        RsaVerifier::from_pkcs1(self.rsa_public_key.clone())
+    }
+
+    /// Whether `issuer`'s key signed this certificate (and `issuer` is named as its issuer).
+    fn issued_by(&self, issuer: &X509) -> bool {
+        let algorithm: &dyn signature::VerificationAlgorithm = match self.algorithm.as_slice() {
+            OID_SHA1_RSA => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            OID_SHA256_RSA => &signature::RSA_PKCS1_2048_8192_SHA256,
+            OID_SHA384_RSA => &signature::RSA_PKCS1_2048_8192_SHA384,
+            OID_SHA512_RSA => &signature::RSA_PKCS1_2048_8192_SHA512,
+            _ => return false,
+        };
+        UnparsedPublicKey::new(algorithm, &issuer.rsa_public_key)
+            .verify(&self.tbs, &self.signature)
+            .is_ok()
+    }
+
+    /// Checks that this certificate chains through `middle` to the self-signed `root` and that
+    /// all three are valid at `unix`.
+    pub fn verify_chain(&self, middle: &X509, root: &X509, unix: i64) -> Result<(), ChainError> {
+        for (certificate, name) in [(self, "leaf"), (middle, "middle"), (root, "root")] {
+            if !certificate.valid_at(unix) {
+                return Err(ChainError::OutsideValidity(name));
+            }
+        }
+        for (certificate, name) in [(middle, "middle"), (root, "root")] {
+            if !certificate.ca {
+                return Err(ChainError::NotCa(name));
+            }
+        }
+        for (certificate, issuer, name) in [
+            (self, middle, "leaf"),
+            (middle, root, "middle"),
+            (root, root, "root"),
+        ] {
+            if certificate.issuer != issuer.subject {
+                return Err(ChainError::WrongIssuer(name));
+            }
+            if !certificate.issued_by(issuer) {
+                return Err(ChainError::BadSignature(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[3] EXPLICIT Extensions`: the SEQUENCE inside the context tag.
+fn is_ca_explicit(element: &[u8]) -> Result<bool, KeyError> {
+    let (_, inner, _) = der_element(element)?;
+    is_ca(inner)
+}

@@ -1,0 +1,12 @@
+//! UnionPay's online gateway (全渠道, ACP 5.1.0, `signMethod=01`).
+//!
+//! This crate holds the protocol's core, pinned by the vendor's vectors
+//! (`tests/golden.rs`): the string a request or answer signs ([`sign`]), the raw answers the
+//! gateway sends back without URL encoding ([`raw`]), and the trust in the signing
+//! certificate an answer carries inline ([`trust`]). The `PaymentAdapter` that builds on it
+//! is not written yet: the crate is not in the registry, and Moongate still refuses UnionPay's
+//! `62…` codes.
+
+pub mod raw;
+pub mod sign;
+pub mod trust;
