@@ -403,6 +403,48 @@ fn alipay_forms_and_responses() {
 }
 
 #[test]
+fn unionpay_raw_answers_and_certificates() {
+    let dir = fixtures().join("unionpay");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let trust = moongate_adapter_unionpay::trust::Trust::from_pem(
+        &read("cfca-test-oca1.pem"),
+        &read("cfca-test-root.pem"),
+    )
+    .unwrap();
+    let sent = time::macros::datetime!(2024-01-05 16:58:42 +08:00).unix_timestamp();
+    let answer = read("v3-refund-answer.txt").into_bytes();
+    // The raw answer parser, then the whole check (certificate parse, chain, signature).
+    fuzz(
+        "unionpay raw answer",
+        std::slice::from_ref(&answer),
+        20_000,
+        |input| {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            if let Ok(fields) = moongate_adapter_unionpay::raw::parse(text) {
+                let _ = trust.verify(&fields, sent);
+            }
+        },
+    );
+    // The X.509 reader on certificate bytes.
+    let der: Vec<Vec<u8>> = ["unionpay-test-sign-cert.pem", "cfca-test-root.pem"]
+        .iter()
+        .map(|name| {
+            moongate_contract::crypto::decode_pem(&read(name))
+                .unwrap()
+                .1
+        })
+        .collect();
+    fuzz("x509 certificate", &der, 20_000, |input| {
+        if let Ok(certificate) = moongate_contract::x509::X509::from_der(input) {
+            let _ = certificate.serial_decimal();
+            let _ = certificate.verify_chain(&certificate, &certificate, sent);
+        }
+    });
+}
+
+#[test]
 fn statement_files() {
     let bill = std::fs::read(fixtures().join("wechatpay/bill.ALL.csv")).unwrap();
     fuzz("wechat trade bill", &[bill], 20_000, |input| {
