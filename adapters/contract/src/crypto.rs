@@ -238,29 +238,7 @@ impl Certificate {
 
     /// `notAfter` as a Unix timestamp, when it parses.
     pub fn not_after_unix(&self) -> Option<i64> {
-        let text = self.not_after.strip_suffix('Z')?;
-        let full = match text.len() {
-            12 => {
-                let year: i32 = text.get(..2)?.parse().ok()?;
-                let century = if year >= 50 { "19" } else { "20" };
-                format!("{century}{text}")
-            }
-            14 => text.to_owned(),
-            _ => return None,
-        };
-        let field =
-            |range: std::ops::Range<usize>| -> Option<u32> { full.get(range)?.parse().ok() };
-        let year = i32::try_from(field(0..4)?).ok()?;
-        let month = time::Month::try_from(u8::try_from(field(4..6)?).ok()?).ok()?;
-        let date =
-            time::Date::from_calendar_date(year, month, u8::try_from(field(6..8)?).ok()?).ok()?;
-        let clock = time::Time::from_hms(
-            u8::try_from(field(8..10)?).ok()?,
-            u8::try_from(field(10..12)?).ok()?,
-            u8::try_from(field(12..14)?).ok()?,
-        )
-        .ok()?;
-        Some(date.with_time(clock).assume_utc().unix_timestamp())
+        crate::x509::x509_time(self.not_after.as_bytes())
     }
 }
 

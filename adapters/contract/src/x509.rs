@@ -79,15 +79,16 @@ fn whole_element(input: &[u8]) -> Result<Whole<'_>, KeyError> {
     Ok((element, tag, contents, rest))
 }
 
-/// `UTCTime` or `GeneralizedTime` (`…Z` forms, as RFC 5280 requires) to Unix seconds.
-fn x509_time(tag: u8, bytes: &[u8]) -> Option<i64> {
+/// `UTCTime` (`YYMMDDHHMMSSZ`) or `GeneralizedTime` (`YYYYMMDDHHMMSSZ`), the forms RFC 5280
+/// requires, to Unix seconds.
+pub(crate) fn x509_time(bytes: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
-    let full = match (tag, text.len()) {
-        (0x17, 12) => {
+    let full = match text.len() {
+        12 => {
             let year: i32 = text.get(..2)?.parse().ok()?;
             format!("{}{text}", if year >= 50 { "19" } else { "20" })
         }
-        (0x18, 14) => text.to_owned(),
+        14 => text.to_owned(),
         _ => return None,
     };
     let field = |range: std::ops::Range<usize>| -> Option<u8> { full.get(range)?.parse().ok() };
@@ -96,6 +97,15 @@ fn x509_time(tag: u8, bytes: &[u8]) -> Option<i64> {
     let date = time::Date::from_calendar_date(year, month, field(6..8)?).ok()?;
     let clock = time::Time::from_hms(field(8..10)?, field(10..12)?, field(12..14)?).ok()?;
     Some(date.with_time(clock).assume_utc().unix_timestamp())
+}
+
+/// A validity time: `UTCTime` (tag 0x17) or `GeneralizedTime` (0x18).
+fn validity_time(tag: u8, bytes: &[u8]) -> Option<i64> {
+    match tag {
+        0x17 if bytes.len() == 13 => x509_time(bytes),
+        0x18 if bytes.len() == 15 => x509_time(bytes),
+        _ => None,
+    }
 }
 
 /// The common name in a DER `Name`, when there is one.
@@ -202,9 +212,9 @@ impl X509 {
         let (issuer, _, _, rest) = whole_element(rest)?;
         let (_, validity, rest) = der_element(rest)?;
         let (tag, before, after) = der_element(validity)?;
-        let not_before = x509_time(tag, before).ok_or(rejected("malformed notBefore"))?;
+        let not_before = validity_time(tag, before).ok_or(rejected("malformed notBefore"))?;
         let (tag, after, _) = der_element(after)?;
-        let not_after = x509_time(tag, after).ok_or(rejected("malformed notAfter"))?;
+        let not_after = validity_time(tag, after).ok_or(rejected("malformed notAfter"))?;
         let (subject, _, _, rest) = whole_element(rest)?;
         let (spki, _, _, mut rest) = whole_element(rest)?;
         let rsa_public_key = spki_rsa_public_key(spki)?;
