@@ -26,16 +26,7 @@ where
         .filter(|(key, _)| !(rule == SignRule::NotificationV1 && *key == "sign_type"))
         .collect();
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = String::new();
-    for (index, (key, value)) in pairs.iter().enumerate() {
-        if index > 0 {
-            out.push('&');
-        }
-        out.push_str(key);
-        out.push('=');
-        out.push_str(value);
-    }
-    out
+    moongate_contract::crypto::join_pairs(pairs)
 }
 
 #[cfg(test)]

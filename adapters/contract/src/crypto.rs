@@ -27,6 +27,21 @@ pub enum KeyError {
     Signing,
 }
 
+/// `k=v&k=v` of `pairs` in their order, nothing encoded: the string Alipay's and UnionPay's
+/// signatures cover (each provider chooses and sorts the pairs).
+pub fn join_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (index, (key, value)) in pairs.into_iter().enumerate() {
+        if index > 0 {
+            out.push('&');
+        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
 /// Decodes a PEM block, or a bare base64 body as providers' consoles hand out.
 ///
 /// Returns the PEM label (empty for bare base64) and the DER bytes.

@@ -12,16 +12,7 @@ pub fn sign_string<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
         .filter(|(key, value)| *key != "signature" && !value.is_empty())
         .collect();
     fields.sort_unstable();
-    let mut out = String::new();
-    for (index, (key, value)) in fields.into_iter().enumerate() {
-        if index > 0 {
-            out.push('&');
-        }
-        out.push_str(key);
-        out.push('=');
-        out.push_str(value);
-    }
-    out
+    moongate_contract::crypto::join_pairs(fields)
 }
 
 /// Lowercase hex of the SHA-256 of the sign string: the bytes the RSA signature covers.

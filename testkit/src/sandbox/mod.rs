@@ -58,6 +58,36 @@ fn one() -> u32 {
     1
 }
 
+/// How far a sandbox's clock is off the system's (`POST /sandbox/clock {"skew_secs": n}`):
+/// a provider whose clock differs from ours, or one that agrees with a gateway whose clock a
+/// test stepped.
+#[derive(Debug, Default)]
+pub(crate) struct ClockSkew(std::sync::atomic::AtomicI64);
+
+/// The body of `POST /sandbox/clock`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ClockBody {
+    pub(crate) skew_secs: i64,
+}
+
+impl ClockSkew {
+    /// Sets the skew.
+    pub(crate) fn set(&self, body: &ClockBody) {
+        self.0
+            .store(body.skew_secs, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The skew in seconds.
+    pub(crate) fn secs(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The sandbox's time now.
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(self.secs())
+    }
+}
+
 /// The fault armed in a sandbox.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Faults {

@@ -9,18 +9,12 @@ pub(super) async fn control_pay(
     control_reply(sb.scan(&order, true))
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ClockBody {
-    pub(super) skew_secs: i64,
-}
-
 /// Skews the clock the sandbox checks request timestamps against.
 pub(super) async fn control_clock(
     State(sb): State<Shared>,
-    axum::Json(clock): axum::Json<ClockBody>,
+    axum::Json(clock): axum::Json<crate::sandbox::ClockBody>,
 ) -> StatusCode {
-    sb.clock_skew_secs
-        .store(clock.skew_secs, std::sync::atomic::Ordering::SeqCst);
+    sb.clock_skew.set(&clock);
     StatusCode::NO_CONTENT
 }
 

@@ -164,8 +164,7 @@ pub(super) async fn gateway_handle(
             "无效的版本参数",
         ));
     }
-    let now = OffsetDateTime::now_utc()
-        + time::Duration::seconds(sb.clock_skew_secs.load(std::sync::atomic::Ordering::SeqCst));
+    let now = sb.clock_skew.now();
     match get("timestamp").and_then(parse_beijing_time) {
         Some(sent) if (sent - now).whole_seconds().abs() <= TIMESTAMP_WINDOW_SECS => {}
         _ => {

@@ -147,7 +147,7 @@ pub struct Sandbox {
     time_divisor: u32,
     client: HttpClient,
     /// Added to the clock requests' `timestamp` is checked against (`/sandbox/clock`).
-    clock_skew_secs: std::sync::atomic::AtomicI64,
+    clock_skew: super::ClockSkew,
     inner: Mutex<Inner>,
 }
 
@@ -183,7 +183,7 @@ impl Sandbox {
             seller_id: settings.seller_id,
             time_divisor: settings.time_divisor.max(1),
             client,
-            clock_skew_secs: std::sync::atomic::AtomicI64::new(0),
+            clock_skew: super::ClockSkew::default(),
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
                 bills: statements::BillDesk::default(),

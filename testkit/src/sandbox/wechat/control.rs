@@ -70,18 +70,12 @@ pub(super) async fn control_release(
     axum::Json(json!({"released": count})).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ClockBody {
-    pub(super) skew_secs: i64,
-}
-
 /// Skews the clock the sandbox signs with (answers and notifications).
 pub(super) async fn control_clock(
     State(sb): State<Shared>,
-    axum::Json(clock): axum::Json<ClockBody>,
+    axum::Json(clock): axum::Json<crate::sandbox::ClockBody>,
 ) -> StatusCode {
-    sb.clock_skew_secs
-        .store(clock.skew_secs, std::sync::atomic::Ordering::SeqCst);
+    sb.clock_skew.set(&clock);
     StatusCode::NO_CONTENT
 }
 

@@ -288,7 +288,7 @@ pub struct WechatSandbox {
     inner: Mutex<Inner>,
     /// Added to the timestamps the sandbox signs (`/sandbox/clock`): a provider whose clock
     /// is off.
-    clock_skew_secs: std::sync::atomic::AtomicI64,
+    clock_skew: super::ClockSkew,
 }
 
 impl std::fmt::Debug for WechatSandbox {
@@ -382,7 +382,7 @@ impl WechatSandbox {
             merchants,
             time_divisor: settings.time_divisor.max(1),
             client,
-            clock_skew_secs: std::sync::atomic::AtomicI64::new(0),
+            clock_skew: super::ClockSkew::default(),
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
                 fault: Faults::none(),
@@ -434,10 +434,7 @@ impl WechatSandbox {
         body: &[u8],
         corrupt: bool,
     ) -> Vec<(String, String)> {
-        let skew = self
-            .clock_skew_secs
-            .load(std::sync::atomic::Ordering::SeqCst);
-        let timestamp = (OffsetDateTime::now_utc().unix_timestamp() + skew).to_string();
+        let timestamp = self.clock_skew.now().unix_timestamp().to_string();
         let nonce = random_alnum(32);
         let mut message = sign::response_message(&timestamp, &nonce, body);
         if corrupt {
