@@ -233,3 +233,82 @@ fn only_a_unionpay_certificate_chained_to_the_configured_root_is_trusted() {
         .collect();
     assert_eq!(trust().verify(&unsigned, sent), Err(VerifyError::Unsigned));
 }
+
+#[test]
+fn a_qr_apply_carries_the_common_fields_and_verifies_with_the_merchant_certificate() {
+    use moongate_adapter_unionpay::{mapping, request};
+    use moongate_contract::{Currency, Money};
+    let merchant = request::Merchant::from_pem(
+        "777290058167151",
+        &fixture("test-merchant-private-key.pem"),
+        &fixture("test-merchant-cert.pem"),
+    )
+    .unwrap();
+    assert_eq!(merchant.cert_id(), "69903319369");
+    let order = mapping::order_id("pay_01KBQ3Z5V7W9X1Y3Z5A7B9C1D3").unwrap();
+    let at = datetime!(2026-12-01 10:00:00 +08:00);
+    let operation = request::qr_apply(
+        &order,
+        &mapping::txn_time(at).unwrap(),
+        Money::new(8888, Currency::CNY),
+        "https://gw.example/notify/unionpay/m/a",
+        &mapping::txn_time(at + time::Duration::minutes(15)).unwrap(),
+    )
+    .unwrap();
+    let fields = merchant.signed(operation).unwrap();
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    for (key, value) in [
+        ("version", "5.1.0"),
+        ("encoding", "utf-8"),
+        ("signMethod", "01"),
+        ("accessType", "0"),
+        ("merId", "777290058167151"),
+        ("certId", "69903319369"),
+        ("txnType", "01"),
+        ("txnSubType", "07"),
+        ("bizType", "000000"),
+        ("channelType", "08"),
+        ("orderId", "pay01KBQ3Z5V7W9X1Y3Z5A7B9C1D3"),
+        ("txnTime", "20261201100000"),
+        ("txnAmt", "8888"),
+        ("currencyCode", "156"),
+        ("payTimeout", "20261201101500"),
+    ] {
+        assert_eq!(get(key), Some(value), "{key}");
+    }
+    // Its signature verifies with the merchant's certificate, as UnionPay checks it.
+    let certificate = X509::from_pem(&fixture("test-merchant-cert.pem")).unwrap();
+    let signature = get("signature").unwrap();
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(sign::verifies(
+        &certificate.verifier(),
+        pairs.iter().copied(),
+        signature
+    ));
+    // The body is a form whose fields decode to the signed ones (`+` in the base64 signature
+    // is sent encoded).
+    let body = request::form_body(&fields);
+    let decoded: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert_eq!(decoded, fields);
+    // Other currencies are refused before anything is sent.
+    assert!(
+        request::qr_apply(
+            &order,
+            "20261201100000",
+            Money::new(100, Currency::parse("USD").unwrap()),
+            "https://gw.example/n",
+            "20261201101500"
+        )
+        .is_err()
+    );
+}

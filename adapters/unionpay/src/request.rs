@@ -1,0 +1,121 @@
+//! Requests to UnionPay's gateway: the common fields of ACP 5.1.0, the operation's own, the
+//! merchant's `certId` and the `signature` over all of them, sent as an
+//! `application/x-www-form-urlencoded` POST (§1.2 of `../shared/reference/more-wallets.md`).
+
+use moongate_contract::crypto::{KeyError, RsaSigner};
+use moongate_contract::x509::X509;
+use moongate_contract::{AdapterError, Money};
+
+use crate::sign;
+
+/// A merchant's identity and signing key at UnionPay.
+#[derive(Debug)]
+pub struct Merchant {
+    /// `merId` (15 digits).
+    mer_id: String,
+    /// `certId`: the decimal serial of the signing certificate.
+    cert_id: String,
+    signer: RsaSigner,
+}
+
+impl Merchant {
+    /// From the merchant number, the signing key (PEM) and its certificate (PEM).
+    pub fn from_pem(
+        mer_id: &str,
+        private_key_pem: &str,
+        certificate_pem: &str,
+    ) -> Result<Merchant, KeyError> {
+        Ok(Merchant {
+            mer_id: mer_id.to_owned(),
+            cert_id: X509::from_pem(certificate_pem)?.serial_decimal(),
+            signer: RsaSigner::from_pem(private_key_pem)?,
+        })
+    }
+
+    /// `certId`.
+    pub fn cert_id(&self) -> &str {
+        &self.cert_id
+    }
+
+    /// The operation's fields with the common ones, `certId` and `signature`, in sign order.
+    pub fn signed(
+        &self,
+        operation: Vec<(&'static str, String)>,
+    ) -> Result<Vec<(String, String)>, AdapterError> {
+        let mut fields: Vec<(String, String)> = [
+            ("version", "5.1.0"),
+            ("encoding", "utf-8"),
+            ("signMethod", "01"),
+            ("accessType", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        fields.push(("merId".into(), self.mer_id.clone()));
+        fields.push(("certId".into(), self.cert_id.clone()));
+        fields.extend(operation.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        fields.retain(|(_, v)| !v.is_empty());
+        fields.sort();
+        let signature = sign::signature(
+            &self.signer,
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|_| AdapterError::Signing)?;
+        fields.push(("signature".into(), signature));
+        Ok(fields)
+    }
+}
+
+/// Money as `txnAmt`: fen, in CNY only (`currencyCode=156`).
+fn txn_amt(amount: Money) -> Result<String, AdapterError> {
+    if amount.currency.code() != "CNY" || amount.minor <= 0 {
+        return Err(AdapterError::InvalidParameter {
+            param: "amount",
+            message: "UnionPay takes positive amounts in CNY".to_owned(),
+        });
+    }
+    Ok(amount.minor.to_string())
+}
+
+/// QR apply (申码, merchant-presented): `backTransReq` `01/07/000000/08`; its answer's
+/// `qrCode` is what the shopper scans.
+pub fn qr_apply(
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    back_url: &str,
+    pay_timeout: &str,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    Ok(vec![
+        ("txnType", "01".into()),
+        ("txnSubType", "07".into()),
+        ("bizType", "000000".into()),
+        ("channelType", "08".into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("backUrl", back_url.into()),
+        ("payTimeout", pay_timeout.into()),
+    ])
+}
+
+/// Query of one transaction (`queryTrans`, `00/00/000000`), by its `orderId` and the
+/// `txnTime` it was sent with.
+pub fn query(order_id: &str, txn_time: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("txnType", "00".into()),
+        ("txnSubType", "00".into()),
+        ("bizType", "000000".into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+    ]
+}
+
+/// The form body of signed fields.
+pub fn form_body(fields: &[(String, String)]) -> Vec<u8> {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+        .into_bytes()
+}
