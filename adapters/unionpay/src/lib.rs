@@ -4,11 +4,12 @@
 //! (`tests/golden.rs`): the string a request or answer signs ([`sign`]), the raw answers the
 //! gateway sends back without URL encoding ([`raw`]), the trust in the signing certificate
 //! an answer carries inline ([`trust`]), and what order ids, `txnTime` and response codes are
-//! in Moongate's terms ([`mapping`]), and the signed forms of a QR apply and a query
-//! ([`request`]). The `PaymentAdapter` that builds on it
+//! in Moongate's terms ([`mapping`]), the signed forms of a QR apply and a query
+//! ([`request`]), and their verified answers ([`answer`]). The `PaymentAdapter` that builds on it
 //! is not written yet: the crate is not in the registry, and Moongate still refuses UnionPay's
 //! `62…` codes.
 
+pub mod answer;
 pub mod mapping;
 pub mod raw;
 pub mod request;

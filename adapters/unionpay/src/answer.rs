@@ -1,0 +1,64 @@
+//! Reading UnionPay's synchronous answers: raw fields, trusted only once their inline
+//! certificate and signature check out ([`crate::trust`]), then read for what the call did.
+
+use moongate_contract::{AdapterError, Currency, NextAction, PaymentStatus};
+
+use crate::mapping::{CallOutcome, call_outcome, query_status};
+use crate::raw::{self, field};
+use crate::trust::Trust;
+
+/// The verified fields of an answer body, checked to be about `order_id`.
+fn verified<'a>(
+    body: &'a str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<Vec<(&'a str, &'a str)>, AdapterError> {
+    let fields = raw::parse(body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    trust
+        .verify(&fields, unix)
+        .map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    match field(&fields, "orderId") {
+        Some(id) if id == order_id => Ok(fields),
+        // A refusal of a malformed request may not echo the order.
+        None if field(&fields, "respCode") != Some("00") => Ok(fields),
+        _ => Err(AdapterError::Protocol(
+            "the answer is about another order".to_owned(),
+        )),
+    }
+}
+
+/// A QR apply's answer: the code to show, or why it was refused.
+pub fn qr_apply(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<PaymentStatus, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    match call_outcome(&fields)? {
+        CallOutcome::Accepted => {
+            let qr_data = field(&fields, "qrCode")
+                .filter(|code| !code.is_empty())
+                .ok_or_else(|| AdapterError::Protocol("accepted, but no qrCode".to_owned()))?;
+            Ok(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::DisplayQr {
+                    qr_data: qr_data.to_owned(),
+                }),
+            })
+        }
+        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
+    }
+}
+
+/// A query's answer: the payment's status.
+pub fn query(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+    currency: Currency,
+) -> Result<PaymentStatus, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    query_status(&fields, currency)
+}
