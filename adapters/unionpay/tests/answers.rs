@@ -161,3 +161,105 @@ fn a_query_reads_the_orders_own_outcome() {
         PaymentStatus::AwaitingPayment { next_action: None }
     );
 }
+
+/// A notification form as UnionPay posts it: the signed fields, URL-encoded.
+fn notification(fields: &[(&str, &str)], certificate: &str) -> Vec<u8> {
+    let body = signed(fields, certificate);
+    let fields = moongate_adapter_unionpay::raw::parse(&body).unwrap();
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+        .into_bytes()
+}
+
+#[test]
+fn notifications_are_decoded_then_verified() {
+    use moongate_adapter_unionpay::notify;
+    let consume = [
+        ("txnType", "01"),
+        ("respCode", "00"),
+        ("respMsg", "success"),
+        ("orderId", ORDER),
+        ("queryId", "782209081322060674028"),
+        ("txnAmt", "8888"),
+        ("settleDate", "1201"),
+        // A value a form encodes (`+` and `=`), which must come back as signed.
+        ("reqReserved", "a+b=c"),
+    ];
+    let body = notification(&consume, &fixture("sandbox-sign-cert.pem"));
+    let notice = notify::parse(&body, &trust(), now()).unwrap();
+    assert_eq!(notice.order_id, ORDER);
+    assert_eq!(notice.settle_date.as_deref(), Some("1201"));
+    assert_eq!(
+        notice.consume_status(Currency::CNY),
+        PaymentStatus::Succeeded {
+            provider_ref: "782209081322060674028".into(),
+            amount: Money::new(8888, Currency::CNY),
+            paid_at: None,
+        }
+    );
+    // Read raw (without decoding), the form does not verify: it is a form.
+    assert!(
+        answer::query(
+            std::str::from_utf8(&body).unwrap(),
+            &trust(),
+            now(),
+            ORDER,
+            Currency::CNY
+        )
+        .is_err()
+    );
+    // A refund notification names the consume it reverses.
+    let refund = notification(
+        &[
+            ("txnType", "04"),
+            ("respCode", "00"),
+            ("orderId", "re01KBQ3Z5V7W9X1Y3Z5A7B9C1D4"),
+            ("queryId", "052401051658427863998"),
+            ("origQryId", "782209081322060674028"),
+            ("txnAmt", "100"),
+        ],
+        &fixture("sandbox-sign-cert.pem"),
+    );
+    let notice = notify::parse(&refund, &trust(), now()).unwrap();
+    assert_eq!(
+        (notice.txn_type.as_str(), notice.orig_qry_id.as_deref()),
+        ("04", Some("782209081322060674028"))
+    );
+    // Forged, foreign, or repeated fields: refused.
+    let forged = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("txnAmt=8888", "txnAmt=9999");
+    assert_eq!(
+        notify::parse(forged.as_bytes(), &trust(), now()),
+        Err(moongate_contract::NotificationError::BadSignature)
+    );
+    let foreign = notification(&consume, &fixture("sandbox-foreign-cert.pem"));
+    assert_eq!(
+        notify::parse(&foreign, &trust(), now()),
+        Err(moongate_contract::NotificationError::BadSignature)
+    );
+    let mut repeated = body.clone();
+    repeated.extend_from_slice(b"&txnAmt=1");
+    assert!(matches!(
+        notify::parse(&repeated, &trust(), now()),
+        Err(moongate_contract::NotificationError::Malformed(_))
+    ));
+    // Not paid: left for a query, never a failure guessed from a notification.
+    let declined = notification(
+        &[
+            ("txnType", "01"),
+            ("respCode", "99"),
+            ("orderId", ORDER),
+            ("queryId", "1"),
+            ("txnAmt", "8888"),
+        ],
+        &fixture("sandbox-sign-cert.pem"),
+    );
+    assert!(matches!(
+        notify::parse(&declined, &trust(), now())
+            .unwrap()
+            .consume_status(Currency::CNY),
+        PaymentStatus::Unrecognized(_)
+    ));
+}
