@@ -129,6 +129,38 @@ mod tests {
     }
 
     #[test]
+    fn full_same_day_refunds_are_undone_and_others_refunded() {
+        use crate::request::{Reversal, clearing_day, reversal};
+        use time::macros::datetime;
+        let paid = Money::new(8888, Currency::CNY);
+        let at = datetime!(2026-12-01 10:00 +08:00);
+        assert_eq!(
+            reversal(paid, paid, at, at + time::Duration::hours(12)),
+            Reversal::Undo
+        );
+        // Partial, or after the 23:00 cut-off, or the next day: a refund.
+        let part = Money::new(100, Currency::CNY);
+        assert_eq!(reversal(paid, part, at, at), Reversal::Refund);
+        assert_eq!(
+            reversal(paid, paid, at, datetime!(2026-12-01 23:00 +08:00)),
+            Reversal::Refund
+        );
+        assert_eq!(
+            reversal(paid, paid, at, datetime!(2026-12-02 09:00 +08:00)),
+            Reversal::Refund
+        );
+        // Paid after the cut-off counts for the next clearing day.
+        assert_eq!(
+            clearing_day(datetime!(2026-12-01 23:30 +08:00)),
+            time::macros::date!(2026 - 12 - 02)
+        );
+        assert_eq!(
+            clearing_day(datetime!(2026-12-01 14:59 UTC)),
+            time::macros::date!(2026 - 12 - 01)
+        );
+    }
+
+    #[test]
     fn txn_time_is_beijing_time() {
         let now = time::macros::datetime!(2022-09-03 06:54:48 +08:00);
         assert_eq!(txn_time(now).ok().as_deref(), Some("20220903065448"));

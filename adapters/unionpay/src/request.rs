@@ -112,6 +112,68 @@ pub fn query(order_id: &str, txn_time: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// How a refund is sent: a same-day undo of the whole consume (消费撤销, `31`), or a refund
+/// (退货, `04`, partial allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reversal {
+    /// `31/00/000000`.
+    Undo,
+    /// `04/00/000000`.
+    Refund,
+}
+
+/// UnionPay's clearing day of a time: the Beijing date, the next one from 23:00 on (the
+/// common cut-off; UnionPay's documents at hand do not state it).
+pub fn clearing_day(at: time::OffsetDateTime) -> time::Date {
+    let beijing = at.to_offset(time::macros::offset!(+8));
+    if beijing.hour() >= 23 {
+        beijing.date().next_day().unwrap_or(beijing.date())
+    } else {
+        beijing.date()
+    }
+}
+
+/// An undo when the whole amount goes back on the clearing day of the payment, else a refund.
+pub fn reversal(
+    paid: Money,
+    refund: Money,
+    paid_at: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Reversal {
+    if refund == paid && clearing_day(paid_at) == clearing_day(now) {
+        Reversal::Undo
+    } else {
+        Reversal::Refund
+    }
+}
+
+/// A refund or undo of the consume `orig_qry_id`, under its own new `order_id`.
+pub fn reverse(
+    kind: Reversal,
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    orig_qry_id: &str,
+    back_url: &str,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    let txn_type = match kind {
+        Reversal::Undo => "31",
+        Reversal::Refund => "04",
+    };
+    Ok(vec![
+        ("txnType", txn_type.into()),
+        ("txnSubType", "00".into()),
+        ("bizType", "000000".into()),
+        ("channelType", "08".into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("origQryId", orig_qry_id.into()),
+        ("backUrl", back_url.into()),
+    ])
+}
+
 /// The form body of signed fields.
 pub fn form_body(fields: &[(String, String)]) -> Vec<u8> {
     form_urlencoded::Serializer::new(String::new())

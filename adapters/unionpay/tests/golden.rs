@@ -312,3 +312,31 @@ fn a_qr_apply_carries_the_common_fields_and_verifies_with_the_merchant_certifica
         .is_err()
     );
 }
+
+#[test]
+fn refunds_and_undos_reverse_the_consume_under_an_order_of_their_own() {
+    use moongate_adapter_unionpay::request::{self, Reversal};
+    use moongate_contract::{Currency, Money};
+    for (kind, txn_type) in [(Reversal::Undo, "31"), (Reversal::Refund, "04")] {
+        let fields = request::reverse(
+            kind,
+            "re01KBQ3Z5V7W9X1Y3Z5A7B9C1D4",
+            "20261201120000",
+            Money::new(100, Currency::CNY),
+            "782209081322060674028",
+            "https://gw.example/notify/unionpay/m/a",
+        )
+        .unwrap();
+        let get = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("txnType"), Some(txn_type));
+        assert_eq!(get("txnSubType"), Some("00"));
+        assert_eq!(get("orderId"), Some("re01KBQ3Z5V7W9X1Y3Z5A7B9C1D4"));
+        assert_eq!(get("origQryId"), Some("782209081322060674028"));
+        assert_eq!(get("txnAmt"), Some("100"));
+    }
+}
