@@ -427,6 +427,40 @@ fn unionpay_raw_answers_and_certificates() {
             }
         },
     );
+    // The ZM transaction file, and the notification form.
+    let mut zm = moongate_adapter_unionpay::bill::zm_line(&[
+        (4, b"1201100000"),
+        (6, b"000000008888"),
+        (9, b"782212011000000000001"),
+        (11, b"pay01KBQ3Z5V7W9X1Y3Z5A7B9C1D3"),
+        (19, b"01"),
+        (27, b"777290058167151"),
+    ]);
+    zm.extend_from_slice(b"\r\n");
+    fuzz(
+        "unionpay zm file",
+        std::slice::from_ref(&zm),
+        20_000,
+        |input| {
+            let _ = moongate_adapter_unionpay::bill::read_zm(
+                input,
+                moongate_contract::statement::StatementLimits::DEFAULT,
+                |_| Ok(()),
+            );
+        },
+    );
+    let form: Vec<u8> = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(moongate_adapter_unionpay::raw::parse(&read("v3-refund-answer.txt")).unwrap())
+        .finish()
+        .into_bytes();
+    fuzz(
+        "unionpay notification",
+        std::slice::from_ref(&form),
+        10_000,
+        |input| {
+            let _ = moongate_adapter_unionpay::notify::parse(input, &trust, sent);
+        },
+    );
     // The X.509 reader on certificate bytes.
     let der: Vec<Vec<u8>> = ["unionpay-test-sign-cert.pem", "cfca-test-root.pem"]
         .iter()

@@ -5,12 +5,13 @@
 //! gateway sends back without URL encoding ([`raw`]), the trust in the signing certificate
 //! an answer carries inline ([`trust`]), and what order ids, `txnTime` and response codes are
 //! in Moongate's terms ([`mapping`]), the signed forms of a QR apply and a query
-//! ([`request`]), their verified answers ([`answer`]), and the notifications posted to
-//! `backUrl` ([`notify`]). The `PaymentAdapter` that builds on it
+//! ([`request`]), their verified answers ([`answer`]), the notifications posted to
+//! `backUrl` ([`notify`]), and the ZM transaction file of the daily bill ([`bill`]). The `PaymentAdapter` that builds on it
 //! is not written yet: the crate is not in the registry, and Moongate still refuses UnionPay's
 //! `62…` codes.
 
 pub mod answer;
+pub mod bill;
 pub mod mapping;
 pub mod notify;
 pub mod raw;
