@@ -114,6 +114,80 @@ where
     Ok(count)
 }
 
+/// Entries a bill zip may hold (ZM, ZME and a few others).
+const MAX_ENTRIES: usize = 16;
+
+/// Reads the ZM file out of a file-transfer answer (`76/01/000000`): its `fileContent` is the
+/// base64 of a zlib-deflated zip holding `INN{yyMMdd}88ZM_{merId}` (the transactions) beside
+/// `…ZME_…` (errors) and others. Both inflations are held to `limits` (size and ratio), and
+/// the ZM entry to its stated size.
+pub fn read_file_content<F>(
+    file_content: &str,
+    limits: StatementLimits,
+    sink: F,
+) -> Result<u64, StatementError>
+where
+    F: FnMut(ZmRecord) -> Result<(), StatementError>,
+{
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let compact: String = file_content
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| StatementError::at(0, format!("fileContent is not base64: {e}")))?;
+    let mut zipped = Vec::new();
+    limits
+        .inflated(
+            flate2::read::ZlibDecoder::new(deflated.as_slice()),
+            deflated.len() as u64,
+        )
+        .read_to_end(&mut zipped)
+        .map_err(|e| StatementError::at(0, format!("fileContent does not inflate: {e}")))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped))
+        .map_err(|e| StatementError::at(0, format!("fileContent is not a zip: {e}")))?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(StatementError::at(
+            0,
+            format!("the zip holds {} entries; a bill has a few", archive.len()),
+        ));
+    }
+    let mut found = None;
+    for index in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|e| StatementError::at(0, format!("zip entry {index}: {e}")))?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let base = name.rsplit('/').next().unwrap_or_default();
+        if base.contains("ZM_") && !base.contains("ZME_") {
+            found = Some(index);
+            break;
+        }
+    }
+    let index = found.ok_or_else(|| StatementError::at(0, "no ZM entry in the zip"))?;
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| StatementError::at(0, format!("zip entry: {e}")))?;
+    if entry.size() > limits.max_bytes {
+        return Err(StatementError::at(
+            0,
+            format!(
+                "the ZM file states {} bytes, more than {}",
+                entry.size(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let compressed = entry.compressed_size();
+    read_zm(
+        std::io::BufReader::new(limits.inflated(entry, compressed)),
+        limits,
+        sink,
+    )
+}
+
 /// Builds a ZM line from the fields a test names (the rest blank), for tests and the sandbox.
 pub fn zm_line(fields: &[(usize, &[u8])]) -> Vec<u8> {
     let mut line = Vec::with_capacity(LINE_BYTES);
@@ -179,6 +253,48 @@ mod tests {
             record.map(|r| r.orig_qry_id),
             Ok(Some("782212011000000000001".to_owned()))
         );
+    }
+
+    /// `fileContent` as UnionPay sends it: a zip of `entries`, zlib-deflated, in base64.
+    fn file_content(entries: &[(&str, &[u8])]) -> String {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut zipped = std::io::Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut zipped);
+            for (name, bytes) in entries {
+                let options = zip::write::SimpleFileOptions::default();
+                let _ = zip.start_file(*name, options);
+                let _ = zip.write_all(bytes);
+            }
+            let _ = zip.finish();
+        }
+        let mut deflate =
+            flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = deflate.write_all(zipped.get_ref());
+        base64::engine::general_purpose::STANDARD.encode(deflate.finish().unwrap_or_default())
+    }
+
+    #[test]
+    fn the_file_transfer_answer_holds_the_zm_file() {
+        let mut zm = consume();
+        zm.extend_from_slice(b"\r\n");
+        let content = file_content(&[
+            ("INN26120188ZME_777290058167151", b"not a ZM line\r\n"),
+            ("INN26120188ZM_777290058167151", &zm),
+        ]);
+        let mut seen = Vec::new();
+        let count = read_file_content(&content, StatementLimits::DEFAULT, |r| {
+            seen.push(r.order_id);
+            Ok(())
+        });
+        assert_eq!(count.map_err(|e| e.message), Ok(1));
+        assert_eq!(seen, ["pay01KBQ3Z5V7W9X1Y3Z5A7B9C1D3"]);
+        // No ZM entry, not base64, not a zip.
+        let only_errors = file_content(&[("INN26120188ZME_777290058167151", b"x")]);
+        assert!(read_file_content(&only_errors, StatementLimits::DEFAULT, |_| Ok(())).is_err());
+        assert!(read_file_content("%%%", StatementLimits::DEFAULT, |_| Ok(())).is_err());
+        assert!(read_file_content("AAAA", StatementLimits::DEFAULT, |_| Ok(())).is_err());
     }
 
     #[test]
