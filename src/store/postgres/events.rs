@@ -15,6 +15,17 @@ const EVENT_FILTER: &str = "e.merchant_id = $1 AND ($2::TEXT IS NULL OR e.type =
        OR ($7 = 'delivered' AND o.next_attempt_at IS NULL AND o.delivered_at IS NOT NULL) \
        OR ($7 = 'parked' AND o.next_attempt_at IS NULL AND o.delivered_at IS NULL))";
 
+/// Parks the outbox rows `condition` selects (`$1` its array, `$3` now), each with its attempt
+/// logged at `$3` under the reason `$2`, in one statement.
+fn park_where(condition: &str) -> String {
+    format!(
+        "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
+         delivered_at = NULL, last_error = $2 WHERE {condition} RETURNING event_seq) \
+         INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
+         SELECT event_seq, $3, FALSE, $2 FROM parked"
+    )
+}
+
 #[async_trait]
 impl EventStore for PgStore {
     async fn event_ids(
@@ -221,18 +232,13 @@ impl EventStore for PgStore {
         reason: String,
     ) -> Result<(), StoreError> {
         let now = ms(now);
-        sqlx::query(
-            "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
-             delivered_at = NULL, last_error = $2 WHERE event_seq = ANY($1) RETURNING event_seq) \
-             INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
-             SELECT event_seq, $3, FALSE, $2 FROM parked",
-        )
-        .bind(&event_seqs)
-        .bind(&reason)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        sqlx::query(&park_where("event_seq = ANY($1)"))
+            .bind(&event_seqs)
+            .bind(&reason)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -242,13 +248,9 @@ impl EventStore for PgStore {
         now: OffsetDateTime,
         reason: String,
     ) -> Result<u64, StoreError> {
-        let parked = sqlx::query(
-            "WITH parked AS (UPDATE outbox SET attempts = attempts + 1, next_attempt_at = NULL, \
-             delivered_at = NULL, last_error = $2 WHERE merchant_id = ANY($1) \
-             AND next_attempt_at IS NOT NULL AND next_attempt_at <= $3 RETURNING event_seq) \
-             INSERT INTO deliveries (event_seq, attempted_at, delivered, error) \
-             SELECT event_seq, $3, FALSE, $2 FROM parked",
-        )
+        let parked = sqlx::query(&park_where(
+            "merchant_id = ANY($1) AND next_attempt_at IS NOT NULL AND next_attempt_at <= $3",
+        ))
         .bind(&merchant_ids)
         .bind(&reason)
         .bind(ms(now))
