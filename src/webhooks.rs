@@ -124,6 +124,9 @@ async fn deliver(gw: &Gateway, item: &OutboxItem, webhook: &Webhook) {
 /// The attempt logged for an event parked because its merchant has no webhook.
 const NO_ENDPOINT: &str = "no webhook configured";
 
+/// How often the worker looks for due events when nothing wakes it sooner.
+const POLL: Duration = Duration::from_millis(100);
+
 /// Deliveries in flight at once, per instance.
 const IN_FLIGHT: usize = 64;
 
@@ -140,6 +143,7 @@ pub const PER_MERCHANT: usize = 4;
 pub async fn run(gw: Arc<Gateway>) {
     let mut sends: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
     let mut in_flight: std::collections::HashMap<String, usize> = Default::default();
+    let mut parked_at: Option<std::time::Instant> = None;
     loop {
         // Count the deliveries that finished.
         while let Some(done) = sends.try_join_next() {
@@ -162,7 +166,14 @@ pub async fn run(gw: Arc<Gateway>) {
                 .filter(|m| m.webhook.is_none())
                 .map(|m| m.id.clone())
                 .collect();
-            if !without.is_empty()
+            // Once a poll interval: the loop turns at every finished delivery, and the ledger
+            // writer need not take a parking write each time.
+            let park_due = parked_at.is_none_or(|at| at.elapsed() >= POLL);
+            if park_due {
+                parked_at = Some(std::time::Instant::now());
+            }
+            if park_due
+                && !without.is_empty()
                 && let Err(error) = gw
                     .store
                     .park_merchants(without.clone(), now, NO_ENDPOINT.into())
@@ -235,7 +246,7 @@ pub async fn run(gw: Arc<Gateway>) {
                     release(&mut in_flight, &merchant);
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep(POLL) => {}
         }
     }
 }
