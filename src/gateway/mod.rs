@@ -98,34 +98,6 @@ fn failure(code: &str, message: &str) -> Failure {
     }
 }
 
-/// Builds the domain request of a payment. A checkout's payment keeps no `return_url` (the
-/// cashier URL is a credential): the provider gets `cashier_return` of its checkout's id, a
-/// path that names the checkout only.
-pub fn create_request(
-    payment: &Payment,
-    notify_url: String,
-    cashier_return: impl FnOnce(&str) -> String,
-) -> CreatePayment {
-    let return_url = payment.return_url.clone().or_else(|| {
-        payment
-            .metadata
-            .get(CHECKOUT_ID)
-            .and_then(|v| v.as_str())
-            .map(cashier_return)
-    });
-    CreatePayment {
-        provider_order_id: payment.provider_order_id.clone(),
-        amount: Money::new(payment.amount, payment.currency),
-        method: payment.method,
-        subject: payment.description.clone(),
-        description: None,
-        return_url,
-        notify_url,
-        expires_at: payment.expires_at,
-        payer: payment.payer.clone(),
-    }
-}
-
 impl Gateway {
     /// A gateway over a built config.
     pub fn new(
@@ -328,19 +300,34 @@ impl Gateway {
             .prepare_create(&self.call_context(), &request)
     }
 
-    /// The domain request of `payment` for `account`, its deadline told on the system clock
-    /// (the provider holds it to its own clock, as it does the call's timestamp).
+    /// The domain request of `payment` for `account`. A checkout's payment keeps no
+    /// `return_url` (the cashier URL is a credential): the provider gets the cashier return
+    /// path of its checkout's id, which names the checkout only. The deadline is told on the
+    /// system clock (the provider holds it to its own clock, as it does the call's timestamp).
     pub fn create_request(
         &self,
         payment: &Payment,
         merchant_id: &str,
         account: &Account,
     ) -> CreatePayment {
-        let mut request = create_request(payment, self.notify_url(merchant_id, account), |id| {
-            self.cashier_return_url(id)
+        let return_url = payment.return_url.clone().or_else(|| {
+            payment
+                .metadata
+                .get(CHECKOUT_ID)
+                .and_then(|v| v.as_str())
+                .map(|id| self.cashier_return_url(id))
         });
-        request.expires_at += self.clock.wall_ahead();
-        request
+        CreatePayment {
+            provider_order_id: payment.provider_order_id.clone(),
+            amount: Money::new(payment.amount, payment.currency),
+            method: payment.method,
+            subject: payment.description.clone(),
+            description: None,
+            return_url,
+            notify_url: self.notify_url(merchant_id, account),
+            expires_at: payment.expires_at + self.clock.wall_ahead(),
+            payer: payment.payer.clone(),
+        }
     }
 
     /// Renders (and signs) the refund of `payment`, before anything is stored: a request the
