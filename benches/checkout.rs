@@ -60,6 +60,7 @@ fn main() {
     let start = Instant::now();
     for i in 0..n {
         let req = CreatePayment {
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
             provider_order_id: format!("pay_{i}"),
             amount: Money::new(8888, Currency::CNY),
             method: PaymentMethod::AlipayQr,
@@ -94,6 +95,7 @@ fn main() {
     let start = Instant::now();
     for i in 0..n {
         let req = CreatePayment {
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
             provider_order_id: format!("pay_{i:08}"),
             amount: Money::new(8888, Currency::CNY),
             method: PaymentMethod::WechatNative,
@@ -701,6 +703,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         let requests: Vec<_> = (0..count)
             .map(|i| {
                 let req = CreatePayment {
+                    created_at: time::OffsetDateTime::UNIX_EPOCH,
                     provider_order_id: format!("direct{turn}x{i}"),
                     amount: Money::new(8888, Currency::CNY),
                     method: PaymentMethod::AlipayQr,

@@ -12,6 +12,8 @@ use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPa
 use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
 
 use moongate_adapter_alipay::settings::Settings as AlipaySettings;
+use moongate_adapter_unionpay::settings::Settings as UnionPaySettings;
+use moongate_adapter_unionpay::{AccountError as UnionPayAccountError, UnionPayAdapter};
 
 use crate::config::{parse_settings, resolve_secret};
 
@@ -20,6 +22,7 @@ pub fn facts(kind: ProviderKind) -> &'static ProviderFacts {
     match kind {
         ProviderKind::Alipay => &moongate_adapter_alipay::FACTS,
         ProviderKind::WechatPay => &moongate_adapter_wechatpay::FACTS,
+        ProviderKind::UnionPay => &moongate_adapter_unionpay::FACTS,
     }
 }
 
@@ -40,7 +43,7 @@ pub fn is_payment_code(method: PaymentMethod) -> bool {
 }
 
 /// Tells the wallet of a scanned payment code by the formats the providers declare
-/// (prefix and length, as aggregators do). Anything else (UnionPay's 62…, garbage) is `None`.
+/// (prefix and length, as aggregators do). Anything else is `None`.
 pub fn method_for_payment_code(code: &str) -> Option<PaymentMethod> {
     all_facts()
         .flat_map(|p| p.methods.iter())
@@ -80,6 +83,10 @@ pub fn validate_settings(kind: ProviderKind, table: &toml::Table) -> Vec<(String
             Err(problem) => vec![problem],
             Ok(settings) => relative(settings.validate()),
         },
+        ProviderKind::UnionPay => match parse_settings::<UnionPaySettings>(table) {
+            Err(problem) => vec![problem],
+            Ok(settings) => relative(settings.validate()),
+        },
     }
 }
 
@@ -115,7 +122,40 @@ pub fn build_adapter(
             Ok(Arc::new(adapter))
         }
         ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
+        ProviderKind::UnionPay => Ok(Arc::new(build_unionpay(table, base_dir)?)),
     }
+}
+
+/// Reads the keys and certificates and builds a UnionPay adapter.
+fn build_unionpay(
+    table: &toml::Table,
+    base_dir: &Path,
+) -> Result<UnionPayAdapter, Vec<(String, String)>> {
+    let settings: UnionPaySettings = parse_settings(table).map_err(|p| vec![p])?;
+    let read = |key: &str, reference: &moongate_contract::SecretRef| {
+        resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
+    };
+    let key = read("signing_key", &settings.signing_key)?;
+    let certificate = read("signing_certificate", &settings.signing_certificate)?;
+    let middle = read("middle_certificate", &settings.middle_certificate)?;
+    let root = read("root_certificate", &settings.root_certificate)?;
+    UnionPayAdapter::new(&moongate_adapter_unionpay::AccountKeys {
+        mer_id: &settings.mer_id,
+        signing_key: &key,
+        signing_certificate: &certificate,
+        middle_certificate: &middle,
+        root_certificate: &root,
+        gateway_url: &settings.gateway_url,
+    })
+    .map_err(|e| {
+        let (key, problem) = match e {
+            UnionPayAccountError::Signing(p) => (".signing_key", p),
+            UnionPayAccountError::Middle(p) => (".middle_certificate", p),
+            UnionPayAccountError::Root(p) => (".root_certificate", p),
+        };
+        // The message names the key and the problem, never the value.
+        vec![(key.to_owned(), problem.to_string())]
+    })
 }
 
 /// Reads the keys and builds a WeChat Pay adapter (platform keys are optional, so a
@@ -218,14 +258,19 @@ mod tests {
             method_for_payment_code("2545678901234567"),
             Some(PaymentMethod::AlipayPaymentCode)
         );
-        assert_eq!(method_for_payment_code("6212345678901234567"), None);
+        assert_eq!(
+            method_for_payment_code("6212345678901234567"),
+            Some(PaymentMethod::UnionpayPaymentCode)
+        );
+        assert_eq!(method_for_payment_code("621234567890123456"), None);
+        assert_eq!(method_for_payment_code("6312345678901234567"), None);
         assert_eq!(method_for_payment_code("16456789012345678"), None);
         assert_eq!(method_for_payment_code("1345678901234567890"), None);
         assert_eq!(method_for_payment_code("13456789012345678x"), None);
         assert_eq!(method_for_payment_code(""), None);
         assert_eq!(
             payment_code_formats(),
-            "Alipay: 16-24 digits from 25-30; WeChat Pay: 18 digits from 10-15"
+            "Alipay: 16-24 digits from 25-30; WeChat Pay: 18 digits from 10-15; UnionPay: 19 digits from 62"
         );
     }
 }

@@ -285,6 +285,7 @@ fn wechat_notifications_and_answers_behind_valid_signatures() {
     // Query answers, re-signed, and unsigned garbage in error bodies.
     let answer = br#"{"appid":"wxd678efh567hg6787","mchid":"1230000109","out_trade_no":"pay_FUZZ0001","transaction_id":"42","trade_state":"SUCCESS","amount":{"total":100,"currency":"CNY"}}"#;
     let reference = PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "pay_FUZZ0001".into(),
         amount: Money::new(100, moongate_contract::Currency::CNY),
     };
@@ -371,6 +372,7 @@ fn alipay_forms_and_responses() {
     );
     let response = br#"{"alipay_trade_query_response":{"code":"10000","msg":"Success","trade_no":"2026","out_trade_no":"pay_FUZZ","trade_status":"TRADE_SUCCESS","total_amount":"1.00"},"sign":"x"}"#;
     let reference = PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "pay_FUZZ".into(),
         amount: Money::new(100, moongate_contract::Currency::CNY),
     };

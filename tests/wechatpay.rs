@@ -340,9 +340,15 @@ async fn payment_codes_of_both_wallets_through_one_method(h: Harness) {
     );
     let (_, broke) = payment_code(&h, "284567890123459999", "pc6").await;
     assert_eq!(broke["failure"]["code"], "ACQ.BUYER_BALANCE_NOT_ENOUGH");
+    // UnionPay's 62… codes go to UnionPay; a code no wallet declares is refused.
     let (status, unionpay) = payment_code(&h, "6212345678901234567", "pc7").await;
+    assert_eq!(status, 201, "{unionpay}");
+    assert_eq!(unionpay["method"], "unionpay_payment_code");
+    h.wait_for(&h.shop_a, unionpay["id"].as_str().unwrap(), "succeeded")
+        .await;
+    let (status, unknown) = payment_code(&h, "9912345678901234567", "pc7b").await;
     assert_eq!(status, 400);
-    assert_eq!(unionpay["error"]["code"], "payment_code_unsupported");
+    assert_eq!(unknown["error"]["code"], "payment_code_unsupported");
     // A WeChat code sent as an Alipay method is refused.
     let body = json!({
         "amount": 100, "currency": "CNY", "method": "alipay_payment_code",

@@ -232,6 +232,12 @@ impl Gateway {
         Some(Bound { merchant, index })
     }
 
+    /// True when the payment's account implements `operation` (its adapter's capabilities).
+    pub fn supports(&self, payment: &Payment, operation: moongate_contract::Operation) -> bool {
+        self.account_of(payment)
+            .is_some_and(|bound| bound.account().adapter.capabilities().supports(operation))
+    }
+
     /// The URL providers post notifications for this account to.
     pub fn notify_url(&self, merchant_id: &str, account: &Account) -> String {
         self.public_url(&format!(
@@ -327,6 +333,7 @@ impl Gateway {
             notify_url: self.notify_url(merchant_id, account),
             expires_at: payment.expires_at + self.clock.wall_ahead(),
             payer: payment.payer.clone(),
+            created_at: payment.created_at,
         }
     }
 
@@ -354,6 +361,7 @@ pub fn payment_ref(payment: &Payment) -> PaymentRef {
     PaymentRef {
         provider_order_id: payment.provider_order_id.clone(),
         amount: Money::new(payment.amount, payment.currency),
+        created_at: payment.created_at,
     }
 }
 

@@ -187,6 +187,17 @@ pub(crate) async fn cancel_payment(
                     "id",
                     format!("a {} payment cannot be canceled", payment.status.as_str()),
                 )),
+                PaymentStatus::Pending | PaymentStatus::RequiresAction | PaymentStatus::Unknown
+                    if !gw.supports(&payment, moongate_contract::Operation::Close) =>
+                {
+                    // Nothing can stop the order at the provider: it stays payable until it
+                    // expires, so canceling it here would only hide a payment to come.
+                    Some(ApiError::invalid(
+                        ErrorCode::PaymentNotCancelable,
+                        "id",
+                        "this provider has no way to close an order; it stops being payable at expires_at",
+                    ))
+                }
                 PaymentStatus::Pending | PaymentStatus::RequiresAction | PaymentStatus::Unknown => {
                     return Ok(match gw.cancel(payment).await? {
                         Some(p) if p.status == PaymentStatus::Canceled => {

@@ -91,6 +91,13 @@ pub(crate) async fn create_refund(
     let Some(bound) = gw.account_of(&payment) else {
         return Err(ApiError::internal(&"payment account missing from config"));
     };
+    if !gw.supports(&payment, moongate_contract::Operation::Refund) {
+        return Err(ApiError::invalid(
+            ErrorCode::PaymentNotRefundable,
+            "id",
+            "this payment's provider account does not take refunds through Moongate",
+        ));
+    }
     let prepared = gw.prepare_refund(&refund, &payment, bound.account());
     if let Err(error) = &prepared
         && let Some(refusal) = ApiError::unsendable(error, "amount")

@@ -90,6 +90,9 @@ pub async fn repair_break(
     let reference = PaymentRef {
         provider_order_id: record.payment_id.clone(),
         amount: Money::new(record.provider_amount.unwrap_or(0), currency),
+        // The ledger never saw this order, so its creation time is unknown; a provider that
+        // keys queries by send time (UnionPay) has no statement reader yet.
+        created_at: gateway.now(),
     };
     let adapter = &account.adapter;
     let caller = Caller {

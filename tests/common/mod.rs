@@ -42,6 +42,7 @@ pub const APIV3_KEY_B: &str = "fedcba9876543210fedcba9876543210";
 pub const V2_KEY_A: &str = "192006250b4c09247ec02edce69f6a2d";
 pub const PUB_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
 pub const MERCHANT_SERIAL: &str = "F5765756002FDD77";
+pub const UNIONPAY_MER_ID: &str = "777290058167151";
 pub const CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
 pub fn fixtures() -> PathBuf {
@@ -59,6 +60,7 @@ pub struct Harness {
     pub gateway: Running,
     pub sandbox_addr: SocketAddr,
     pub wechat_addr: SocketAddr,
+    pub unionpay_addr: SocketAddr,
     pub shop_a: MerchantClient,
     pub shop_b: MerchantClient,
     /// Tight limits: 1 request/s with a burst of 5; its Alipay account 1 call/s, burst 1.
@@ -183,6 +185,26 @@ impl Harness {
             .await
             .unwrap();
 
+        let (unionpay_listener, unionpay_addr) = loopback().await;
+        let up = fixtures().join("unionpay");
+        let up_read = |name: &str| std::fs::read_to_string(up.join(name)).unwrap();
+        sandbox::unionpay::start_on(
+            sandbox::unionpay::UnionPaySandboxSettings {
+                sign_key_pem: up_read("sandbox-sign-key.pem"),
+                sign_cert_pem: up_read("sandbox-sign-cert.pem"),
+                merchants: vec![sandbox::unionpay::UnionPayMerchant {
+                    mer_id: UNIONPAY_MER_ID.to_owned(),
+                    // The test merchant certificate's serial (more-wallets.md §1.7).
+                    cert_id: "69903319369".to_owned(),
+                    public_key_pem: up_read("test-merchant-public-key.pem"),
+                }],
+                time_divisor: 1000,
+            },
+            unionpay_listener,
+        )
+        .await
+        .unwrap();
+
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&webhooks);
         let (hook_listener, hook_addr) = loopback().await;
@@ -288,6 +310,16 @@ wechatpay_public_key_id = "{PUB_KEY_ID}"
 platform_certificates = [{{ file = "{wx_cert}" }}]
 api_base_url = "http://{wechat_addr}"
 
+[merchants.shop_a.accounts.unionpay_main]
+provider = "unionpay"
+[merchants.shop_a.accounts.unionpay_main.settings]
+mer_id = "{UNIONPAY_MER_ID}"
+signing_key = {{ file = "{up_dir}/test-merchant-private-key.pem" }}
+signing_certificate = {{ file = "{up_dir}/test-merchant-cert.pem" }}
+middle_certificate = {{ file = "{up_dir}/sandbox-middle.pem" }}
+root_certificate = {{ file = "{up_dir}/sandbox-root.pem" }}
+gateway_url = "http://{unionpay_addr}/gateway/api"
+
 # Routing: payments tagged for the cross-border app go to WeChat Pay when it can serve them;
 # everything else goes to the first account of the list that can.
 [[merchants.shop_a.routes]]
@@ -297,7 +329,7 @@ to = {{ account = "wechat_main" }}
 
 [[merchants.shop_a.routes]]
 name = "default"
-to = {{ priority = ["alipay_main", "wechat_main"] }}
+to = {{ priority = ["alipay_main", "wechat_main", "unionpay_main"] }}
 
 [merchants.shop_b]
 name = "Shop B"
@@ -365,6 +397,7 @@ api_base_url = "http://{wechat_addr}"
             wrong_key = keys.join("sandbox-alipay-private-key.pem").display(),
             wx_public = wx_public.display(),
             wx_cert = wx_cert.display(),
+            up_dir = up.display(),
         );
         let config = match redis_url {
             Some(url) => {
@@ -412,6 +445,7 @@ api_base_url = "http://{wechat_addr}"
             gateway,
             sandbox_addr,
             wechat_addr,
+            unionpay_addr,
             shop_a: client(&base, "shop_a_k1", SHOP_A_SECRET),
             shop_b: client(&base, "shop_b_k1", SHOP_B_SECRET),
             shop_c: client(&base, "shop_c_k1", SHOP_C_SECRET),
@@ -448,6 +482,7 @@ api_base_url = "http://{wechat_addr}"
         match kind {
             moongate_contract::ProviderKind::Alipay => (self.sandbox_addr, "alipay_main"),
             moongate_contract::ProviderKind::WechatPay => (self.wechat_addr, "wechat_main"),
+            moongate_contract::ProviderKind::UnionPay => (self.unionpay_addr, "unionpay_main"),
         }
     }
 

@@ -68,6 +68,7 @@ fn d2_2_request_signature_is_byte_exact() {
 fn precreate_request_layout_and_sign_string() {
     let adapter = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let req = CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "20150320010101001".into(),
         amount: Money::new(8888, Currency::CNY),
         method: PaymentMethod::AlipayQr,
@@ -116,6 +117,7 @@ fn precreate_request_layout_and_sign_string() {
 fn wap_pay_is_a_signed_redirect_with_quit_url() {
     let adapter = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let req = CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "MG_1".into(),
         amount: Money::new(1, Currency::CNY),
         method: PaymentMethod::AlipayWap,
@@ -246,6 +248,7 @@ fn signed_response(method: &str, node: &str) -> HttpResponse {
 
 fn order() -> PaymentRef {
     PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "MG_1".into(),
         amount: Money::new(100, Currency::CNY),
     }
@@ -333,6 +336,7 @@ fn escaped_slashes_verify_as_sent_or_unescaped() {
     let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let node = r#"{"code":"10000","msg":"Success","out_trade_no":"MG_1","qr_code":"https:\/\/qr.alipay.com\/bax1"}"#;
     let req = CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "MG_1".into(),
         amount: Money::new(100, Currency::CNY),
         method: PaymentMethod::AlipayQr,
@@ -453,6 +457,7 @@ fn refund_close_and_refund_query_outcomes() {
 fn rejects_non_cny_and_bad_order_numbers_before_sending() {
     let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let mut req = CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "MG_1".into(),
         amount: Money::new(100, Currency::parse("USD").unwrap()),
         method: PaymentMethod::AlipayQr,
@@ -491,6 +496,7 @@ fn rejects_non_cny_and_bad_order_numbers_before_sending() {
 fn barcode_pay_request_and_outcomes() {
     let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let req = CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "pay_TILL1".into(),
         amount: Money::new(2500, Currency::CNY),
         method: PaymentMethod::AlipayPaymentCode,

@@ -20,17 +20,24 @@ pub enum ProviderKind {
     Alipay,
     /// WeChat Pay API v3 (`WECHATPAY2-SHA256-RSA2048`), plus v2 `micropay` for payment codes.
     WechatPay,
+    /// UnionPay's online gateway (全渠道, ACP 5.1.0, `signMethod=01`): 云闪付 and bank apps.
+    UnionPay,
 }
 
 impl ProviderKind {
     /// Every kind, for listings and exhaustive tests.
-    pub const ALL: &'static [ProviderKind] = &[ProviderKind::Alipay, ProviderKind::WechatPay];
+    pub const ALL: &'static [ProviderKind] = &[
+        ProviderKind::Alipay,
+        ProviderKind::WechatPay,
+        ProviderKind::UnionPay,
+    ];
 
     /// Stable lower-case name used in config files, URLs and the ledger.
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::Alipay => "alipay",
             ProviderKind::WechatPay => "wechatpay",
+            ProviderKind::UnionPay => "unionpay",
         }
     }
 
@@ -71,6 +78,11 @@ pub enum PaymentMethod {
     WechatH5,
     /// WeChat Pay payment code (v2 `micropay`): the cashier scans the shopper's code.
     WechatPaymentCode,
+    /// UnionPay QR apply (申码, `backTransReq` `01/07`): the shopper scans `qrCode` with
+    /// 云闪付 or a bank app.
+    UnionpayQr,
+    /// UnionPay consume with the shopper's `62…` payment code (被扫, `backTransReq` `01/06`).
+    UnionpayPaymentCode,
 }
 
 impl PaymentMethod {
@@ -84,6 +96,8 @@ impl PaymentMethod {
         PaymentMethod::WechatJsapi,
         PaymentMethod::WechatH5,
         PaymentMethod::WechatPaymentCode,
+        PaymentMethod::UnionpayQr,
+        PaymentMethod::UnionpayPaymentCode,
     ];
 
     /// The provider that serves this method.
@@ -97,6 +111,9 @@ impl PaymentMethod {
             | PaymentMethod::WechatJsapi
             | PaymentMethod::WechatH5
             | PaymentMethod::WechatPaymentCode => ProviderKind::WechatPay,
+            PaymentMethod::UnionpayQr | PaymentMethod::UnionpayPaymentCode => {
+                ProviderKind::UnionPay
+            }
         }
     }
 
@@ -111,6 +128,8 @@ impl PaymentMethod {
             PaymentMethod::WechatJsapi => "wechat_jsapi",
             PaymentMethod::WechatH5 => "wechat_h5",
             PaymentMethod::WechatPaymentCode => "wechat_payment_code",
+            PaymentMethod::UnionpayQr => "unionpay_qr",
+            PaymentMethod::UnionpayPaymentCode => "unionpay_payment_code",
         }
     }
 
@@ -254,6 +273,10 @@ pub struct CreatePayment {
     pub expires_at: OffsetDateTime,
     /// Shopper details some methods need.
     pub payer: Payer,
+    /// When the ledger recorded the payment. It never changes, so a provider that keys its
+    /// orders by the time they were sent (UnionPay's `txnTime`) gets the same value on the
+    /// create and on every later query.
+    pub created_at: OffsetDateTime,
 }
 
 /// Identifies a payment at the provider for query and close.
@@ -263,6 +286,8 @@ pub struct PaymentRef {
     pub provider_order_id: String,
     /// The amount the ledger expects, to cross-check answers.
     pub amount: Money,
+    /// When the ledger recorded the payment ([`CreatePayment::created_at`]).
+    pub created_at: OffsetDateTime,
 }
 
 /// A request to refund a paid payment.

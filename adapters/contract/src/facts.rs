@@ -172,10 +172,14 @@ impl CodeFormat {
         } else {
             format!("{}-{}", self.min_len, self.max_len)
         };
-        format!(
-            "{length} digits from {}-{}",
-            self.prefix_from, self.prefix_to
-        )
+        if self.prefix_from == self.prefix_to {
+            format!("{length} digits from {}", self.prefix_from)
+        } else {
+            format!(
+                "{length} digits from {}-{}",
+                self.prefix_from, self.prefix_to
+            )
+        }
     }
 }
 

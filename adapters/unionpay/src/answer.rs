@@ -28,6 +28,18 @@ fn verified<'a>(
     }
 }
 
+/// A create's outcome. `12` (重复交易, duplicate transaction) says an order under this
+/// `orderId` exists already: a re-sent create whose first try did arrive. That is not a
+/// refusal of the order, so it is left unknown for a query to settle.
+fn create_outcome(fields: &[(&str, &str)]) -> Result<CallOutcome, AdapterError> {
+    match call_outcome(fields)? {
+        CallOutcome::Refused { code, message } if code == "12" => {
+            Err(AdapterError::Indeterminate { code, message })
+        }
+        outcome => Ok(outcome),
+    }
+}
+
 /// A QR apply's answer: the code to show, or why it was refused.
 pub fn qr_apply(
     body: &str,
@@ -36,7 +48,7 @@ pub fn qr_apply(
     order_id: &str,
 ) -> Result<PaymentStatus, AdapterError> {
     let fields = verified(body, trust, unix, order_id)?;
-    match call_outcome(&fields)? {
+    match create_outcome(&fields)? {
         CallOutcome::Accepted => {
             let qr_data = field(&fields, "qrCode")
                 .filter(|code| !code.is_empty())
@@ -47,6 +59,23 @@ pub fn qr_apply(
                 }),
             })
         }
+        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
+    }
+}
+
+/// The answer to a consume with the shopper's payment code: accepted means the shopper may
+/// still have to confirm in the app; the notification or a query says the outcome.
+pub fn code_consume(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<PaymentStatus, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    match create_outcome(&fields)? {
+        CallOutcome::Accepted => Ok(PaymentStatus::AwaitingPayment {
+            next_action: Some(NextAction::AwaitShopperConfirmation),
+        }),
         CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
     }
 }

@@ -6,15 +6,21 @@
 //! an answer carries inline ([`trust`]), and what order ids, `txnTime` and response codes are
 //! in Moongate's terms ([`mapping`]), the signed forms of a QR apply and a query
 //! ([`request`]), their verified answers ([`answer`]), the notifications posted to
-//! `backUrl` ([`notify`]), and the ZM transaction file of the daily bill ([`bill`]). The `PaymentAdapter` that builds on it
-//! is not written yet: the crate is not in the registry, and Moongate still refuses UnionPay's
-//! `62…` codes.
+//! `backUrl` ([`notify`]), and the ZM transaction file of the daily bill ([`bill`]).
+//! [`UnionPayAdapter`] is the `PaymentAdapter` over them ([`adapter`]), with its config table
+//! ([`settings`]) and what it declares to the core ([`FACTS`]).
 
+pub mod adapter;
 pub mod answer;
 pub mod bill;
+pub mod facts;
 pub mod mapping;
 pub mod notify;
 pub mod raw;
 pub mod request;
+pub mod settings;
 pub mod sign;
 pub mod trust;
+
+pub use adapter::{AccountError, AccountKeys, UnionPayAdapter};
+pub use facts::FACTS;

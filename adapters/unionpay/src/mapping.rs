@@ -31,6 +31,25 @@ pub fn order_id(moongate_id: &str) -> Result<String, AdapterError> {
     }
 }
 
+/// The Moongate id an order id came from: the `_` goes back before the fixed-length body.
+/// `None` for an order id Moongate cannot have made.
+pub fn moongate_id(order_id: &str) -> Option<String> {
+    let cut = order_id.len().checked_sub(MOONGATE_ID_BODY)?;
+    let (prefix, body) = (order_id.get(..cut)?, order_id.get(cut..)?);
+    let valid = !prefix.is_empty()
+        && prefix.bytes().all(|b| b.is_ascii_lowercase())
+        && body.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then(|| format!("{prefix}_{body}"))
+}
+
+/// Letters and digits after the `_` of a Moongate id.
+const MOONGATE_ID_BODY: usize = 24;
+
+/// `payTimeout`: when the order stops being payable, in Beijing time, `yyyyMMddHHmmss`.
+pub fn pay_timeout(expires_at: OffsetDateTime) -> Result<String, AdapterError> {
+    txn_time(expires_at)
+}
+
 /// `txnTime`: the request's time in Beijing, `yyyyMMddHHmmss`.
 pub fn txn_time(now: OffsetDateTime) -> Result<String, AdapterError> {
     now.to_offset(offset!(+8))
@@ -126,6 +145,14 @@ mod tests {
         assert!(order_id("pay_1").is_err());
         assert!(order_id("pay_01KB-EXAMPLE").is_err());
         assert!(order_id(&format!("pay_{}", "A".repeat(40))).is_err());
+        // And back, for notifications.
+        assert_eq!(
+            moongate_id("pay01KBEXAMPLE0000000000000").as_deref(),
+            Some("pay_01KBEXAMPLE0000000000000")
+        );
+        assert_eq!(moongate_id("01KBEXAMPLE0000000000000"), None);
+        assert_eq!(moongate_id("PAY01KBEXAMPLE0000000000000"), None);
+        assert_eq!(moongate_id("short"), None);
     }
 
     #[test]

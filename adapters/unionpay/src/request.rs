@@ -100,6 +100,29 @@ pub fn qr_apply(
     ])
 }
 
+/// Consume with the shopper's payment code (被扫): `backTransReq` `01/06/000000/08`, the
+/// code as `qrNo`.
+pub fn code_consume(
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    back_url: &str,
+    payment_code: &str,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    Ok(vec![
+        ("txnType", "01".into()),
+        ("txnSubType", "06".into()),
+        ("bizType", "000000".into()),
+        ("channelType", "08".into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("backUrl", back_url.into()),
+        ("qrNo", payment_code.into()),
+    ])
+}
+
 /// Query of one transaction (`queryTrans`, `00/00/000000`), by its `orderId` and the
 /// `txnTime` it was sent with.
 pub fn query(order_id: &str, txn_time: &str) -> Vec<(&'static str, String)> {

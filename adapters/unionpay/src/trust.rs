@@ -53,6 +53,11 @@ impl Trust {
         })
     }
 
+    /// From the parsed middle and root certificates.
+    pub fn new(middle: X509, root: X509) -> Trust {
+        Trust { middle, root }
+    }
+
     /// Checks a message's signature with its inline certificate, trusted at `unix` seconds.
     pub fn verify(&self, fields: &[(&str, &str)], unix: i64) -> Result<(), VerifyError> {
         let signature = field(fields, "signature").ok_or(VerifyError::Unsigned)?;

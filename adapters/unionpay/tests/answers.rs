@@ -81,8 +81,13 @@ fn an_accepted_qr_apply_shows_its_code() {
 #[test]
 fn refused_unknown_and_untrusted_answers_are_never_a_code() {
     assert!(matches!(
+        answer::qr_apply(&qr_answer("30", ORDER), &trust(), now(), ORDER),
+        Err(AdapterError::Rejected { code, .. }) if code == "30"
+    ));
+    // A duplicate order (a re-sent create whose first try arrived) is not a refusal of it.
+    assert!(matches!(
         answer::qr_apply(&qr_answer("12", ORDER), &trust(), now(), ORDER),
-        Err(AdapterError::Rejected { code, .. }) if code == "12"
+        Err(AdapterError::Indeterminate { code, .. }) if code == "12"
     ));
     for unknown in ["03", "04", "05"] {
         assert!(matches!(

@@ -112,6 +112,7 @@ fn d2_1_request_signatures() {
         "mG2drrUCDR7EVrJmQVI6eW5VlDB0zzpcYLC83UiNxe1aNAomazwWci4q/HPA7MmlbGAswwSE7iPiLy3vflXohf42WXNA031htDbpBCVt1ti2teKFPh531KK07unc+CrCiepz6veTgsylXYO4iBI+DYQ4UDj+r8A/lhqj7yHmtLjvcJ45Og6Wdecd/T7jGgMwcEe1mR7HLzC7R6snnLOaRwnPCe6WyiWGDHHuQzvNFeaztpM3noedCPEwGculoy2MPVvNER6TpM8CUijpKChWM7Q5vIwg8QYv9bH7IuZitLMAgx0+cgaNzFbzZuXxwGB6wIAmv70dWcQx8F2erR/Nzw=="
     );
     let reference = PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "1217752501201407033233368018".to_owned(),
         amount: Money::new(100, Currency::CNY),
     };
@@ -304,6 +305,7 @@ fn signed(status: u16, body: &str, serial: &str, ts: i64) -> HttpResponse {
 
 fn create(method: PaymentMethod) -> CreatePayment {
     CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "1217752501201407033233368018".into(),
         amount: Money::new(100, Currency::CNY),
         method,
@@ -518,6 +520,7 @@ fn http_error_codes_map_to_outcomes() {
         Err(AdapterError::Protocol(_))
     ));
     let reference = PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: native.provider_order_id.clone(),
         amount: native.amount,
     };
@@ -553,6 +556,7 @@ fn query_body(state: &str) -> String {
 fn every_trade_state_maps_and_unknown_is_never_paid() {
     let adapter = adapter();
     let reference = PaymentRef {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
         provider_order_id: "1217752501201407033233368018".into(),
         amount: Money::new(100, Currency::CNY),
     };

@@ -3,13 +3,15 @@
 //! adapters are exercised against the protocol rather than against our own convenience.
 //!
 //! - [`alipay`]: the classic `gateway.do` gateway;
-//! - [`wechat`]: WeChat Pay API v3 (both key modes) and v2 `micropay`.
+//! - [`wechat`]: WeChat Pay API v3 (both key modes) and v2 `micropay`;
+//! - [`unionpay`]: UnionPay's online gateway (ACP 5.1.0), QR apply, payment codes, queries.
 //!
 //! Each has control endpoints under `/sandbox/` that play the shopper and inject faults.
 
 pub mod alipay;
 pub mod standard;
 pub mod statements;
+pub mod unionpay;
 pub mod wechat;
 
 use std::time::Duration;

@@ -1,0 +1,362 @@
+//! [`UnionPayAdapter`]: the [`PaymentAdapter`] over this crate's protocol core.
+//!
+//! What it does today: `unionpay_qr` (QR apply) and `unionpay_payment_code` (consume with the
+//! shopper's `62…` code), queries by `orderId` and the payment's `txnTime`, and consume
+//! notifications. Closing, refunds and the bill are not written yet and answer
+//! [`AdapterError::Unsupported`]; [`Capabilities`] leaves them out, so the core refuses them
+//! before calling.
+
+use moongate_contract::crypto::KeyError;
+use moongate_contract::{
+    Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
+    HttpMethod, HttpRequest, HttpResponse, Money, Notification, NotificationError,
+    NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
+    Prepared, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
+    StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
+    StatementTotals,
+};
+
+use crate::mapping::{order_id, pay_timeout, txn_time};
+use crate::request::{Merchant, form_body};
+use crate::trust::Trust;
+use crate::{answer, notify, request};
+
+const METHODS: &[PaymentMethod] = &[
+    PaymentMethod::UnionpayQr,
+    PaymentMethod::UnionpayPaymentCode,
+];
+const CURRENCIES: &[Currency] = &[Currency::CNY];
+const OPERATIONS: &[Operation] = &[Operation::Create, Operation::Query, Operation::Notification];
+
+/// One UnionPay merchant account's keys and endpoints, as read from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct AccountKeys<'a> {
+    /// `merId`.
+    pub mer_id: &'a str,
+    /// The merchant's signing key, PEM.
+    pub signing_key: &'a str,
+    /// The merchant's signing certificate, PEM.
+    pub signing_certificate: &'a str,
+    /// UnionPay's middle certificate, PEM.
+    pub middle_certificate: &'a str,
+    /// UnionPay's root certificate, PEM.
+    pub root_certificate: &'a str,
+    /// The gateway base URL (`…/gateway/api`).
+    pub gateway_url: &'a str,
+}
+
+/// Which configured key failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The signing key or its certificate.
+    #[error("signing key or certificate: {0}")]
+    Signing(KeyError),
+    /// The middle certificate.
+    #[error("middle certificate: {0}")]
+    Middle(KeyError),
+    /// The root certificate.
+    #[error("root certificate: {0}")]
+    Root(KeyError),
+}
+
+/// A UnionPay merchant account.
+#[derive(Debug)]
+pub struct UnionPayAdapter {
+    merchant: Merchant,
+    trust: Trust,
+    gateway_url: String,
+}
+
+impl UnionPayAdapter {
+    /// Loads the account's keys.
+    pub fn new(keys: &AccountKeys<'_>) -> Result<UnionPayAdapter, AccountError> {
+        let merchant = Merchant::from_pem(keys.mer_id, keys.signing_key, keys.signing_certificate)
+            .map_err(AccountError::Signing)?;
+        let middle = moongate_contract::x509::X509::from_pem(keys.middle_certificate)
+            .map_err(AccountError::Middle)?;
+        let root = moongate_contract::x509::X509::from_pem(keys.root_certificate)
+            .map_err(AccountError::Root)?;
+        Ok(UnionPayAdapter {
+            merchant,
+            trust: Trust::new(middle, root),
+            gateway_url: keys.gateway_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The merchant's `certId`.
+    pub fn cert_id(&self) -> &str {
+        self.merchant.cert_id()
+    }
+
+    fn post(&self, operation: &str, fields: &[(String, String)]) -> HttpRequest {
+        HttpRequest {
+            method: HttpMethod::Post,
+            url: format!("{}/{operation}", self.gateway_url),
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "application/x-www-form-urlencoded;charset=UTF-8".to_owned(),
+            )],
+            body: form_body(fields),
+        }
+    }
+
+    /// An answer's body as text, when the call was answered at all.
+    fn body(resp: &HttpResponse) -> Result<&str, AdapterError> {
+        if resp.status != 200 {
+            return Err(AdapterError::Protocol(format!("HTTP {}", resp.status)));
+        }
+        std::str::from_utf8(&resp.body)
+            .map_err(|_| AdapterError::Protocol("the answer is not UTF-8".to_owned()))
+    }
+}
+
+impl PaymentAdapter for UnionPayAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::UnionPay
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            methods: METHODS,
+            currencies: CURRENCIES,
+            operations: OPERATIONS,
+        }
+    }
+
+    fn prepare_create(
+        &self,
+        _cx: &CallContext,
+        req: &CreatePayment,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        let order = order_id(&req.provider_order_id)?;
+        // `txnTime` is the payment's creation time: a query names the order by it, so it must
+        // be the same on every re-send (more-wallets.md §1.2).
+        let time = txn_time(req.created_at)?;
+        let fields =
+            match req.method {
+                PaymentMethod::UnionpayQr => request::qr_apply(
+                    &order,
+                    &time,
+                    req.amount,
+                    &req.notify_url,
+                    &pay_timeout(req.expires_at)?,
+                )?,
+                PaymentMethod::UnionpayPaymentCode => {
+                    let code = req.payer.payment_code.as_deref().ok_or(
+                        AdapterError::InvalidParameter {
+                            param: "payer.payment_code",
+                            message: "payment codes need the scanned code".to_owned(),
+                        },
+                    )?;
+                    request::code_consume(&order, &time, req.amount, &req.notify_url, code)?
+                }
+                other => {
+                    return Err(AdapterError::InvalidRequest(format!(
+                        "{} is not a UnionPay method",
+                        other.as_str()
+                    )));
+                }
+            };
+        let signed = self.merchant.signed(fields)?;
+        Ok(Prepared::Send(self.post("backTransReq.do", &signed)))
+    }
+
+    fn parse_create(
+        &self,
+        _cx: &CallContext,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        let body = Self::body(resp)?;
+        let order = order_id(&req.provider_order_id)?;
+        let unix = resp.received_at.unix_timestamp();
+        match req.method {
+            PaymentMethod::UnionpayPaymentCode => {
+                answer::code_consume(body, &self.trust, unix, &order)
+            }
+            _ => answer::qr_apply(body, &self.trust, unix, &order),
+        }
+    }
+
+    fn prepare_query(
+        &self,
+        _cx: &CallContext,
+        req: &PaymentRef,
+    ) -> Result<Prepared<PaymentStatus>, AdapterError> {
+        let order = order_id(&req.provider_order_id)?;
+        let fields = request::query(&order, &txn_time(req.created_at)?);
+        let signed = self.merchant.signed(fields)?;
+        Ok(Prepared::Send(self.post("queryTrans.do", &signed)))
+    }
+
+    fn parse_query(
+        &self,
+        req: &PaymentRef,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        let body = Self::body(resp)?;
+        let order = order_id(&req.provider_order_id)?;
+        answer::query(
+            body,
+            &self.trust,
+            resp.received_at.unix_timestamp(),
+            &order,
+            req.amount.currency,
+        )
+    }
+
+    fn prepare_close(
+        &self,
+        _cx: &CallContext,
+        _req: &PaymentRef,
+    ) -> Result<Prepared<CloseStatus>, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Close,
+        })
+    }
+
+    fn parse_close(
+        &self,
+        _req: &PaymentRef,
+        _resp: &HttpResponse,
+    ) -> Result<CloseStatus, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Close,
+        })
+    }
+
+    fn prepare_refund(
+        &self,
+        _cx: &CallContext,
+        _req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Refund,
+        })
+    }
+
+    fn parse_refund(
+        &self,
+        _req: &RefundRequest,
+        _resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Refund,
+        })
+    }
+
+    fn prepare_refund_query(
+        &self,
+        _cx: &CallContext,
+        _req: &RefundRequest,
+    ) -> Result<Prepared<RefundStatus>, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::RefundQuery,
+        })
+    }
+
+    fn parse_refund_query(
+        &self,
+        _req: &RefundRequest,
+        _resp: &HttpResponse,
+    ) -> Result<RefundStatus, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::RefundQuery,
+        })
+    }
+
+    fn parse_notification(
+        &self,
+        raw: &RawNotification<'_>,
+    ) -> Result<Notification, NotificationError> {
+        let notice = notify::parse(raw.body, &self.trust, raw.received_at.unix_timestamp())?;
+        if notice.txn_type != "01" {
+            return Err(NotificationError::Unsupported(format!(
+                "txnType {}",
+                notice.txn_type
+            )));
+        }
+        let provider_order_id = crate::mapping::moongate_id(&notice.order_id).ok_or_else(|| {
+            NotificationError::Malformed(format!("{} is not a Moongate order", notice.order_id))
+        })?;
+        Ok(Notification {
+            // A consume's `queryId` is the same on every re-send of its notification.
+            dedupe_id: format!("{}:{}", notice.txn_type, notice.query_id),
+            provider_order_id,
+            total: Money::new(notice.txn_amt, Currency::CNY),
+            event: NotificationEvent::Payment {
+                status: notice.consume_status(Currency::CNY),
+                refunded_total: None,
+            },
+        })
+    }
+
+    /// UnionPay takes HTTP 200 as received and re-sends otherwise (more-wallets.md §1.4).
+    fn notification_ack(&self, kind: AckKind) -> Ack {
+        match kind {
+            AckKind::Accepted => Ack {
+                status: 200,
+                content_type: "text/plain",
+                body: b"ok".to_vec(),
+            },
+            AckKind::Rejected => Ack {
+                status: 400,
+                content_type: "text/plain",
+                body: b"fail".to_vec(),
+            },
+        }
+    }
+
+    fn prepare_statement(
+        &self,
+        _cx: &CallContext,
+        _day: time::Date,
+    ) -> Result<HttpRequest, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Statement,
+        })
+    }
+
+    fn parse_statement(&self, _resp: &HttpResponse) -> Result<StatementLocation, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Statement,
+        })
+    }
+
+    fn prepare_statement_download(
+        &self,
+        _cx: &CallContext,
+        _url: &str,
+    ) -> Result<HttpRequest, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Statement,
+        })
+    }
+
+    fn read_statement(
+        &self,
+        _source: &mut dyn StatementSource,
+        _limits: &StatementLimits,
+        _sink: &mut StatementSink<'_>,
+    ) -> Result<StatementTotals, StatementError> {
+        Err(StatementError::at(
+            0,
+            "UnionPay statements are not read yet",
+        ))
+    }
+
+    fn prepare_certificates(&self, _cx: &CallContext) -> Result<HttpRequest, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Certificates,
+        })
+    }
+
+    fn parse_certificates(
+        &self,
+        _resp: &HttpResponse,
+    ) -> Result<Vec<ProviderCertificate>, AdapterError> {
+        Err(AdapterError::Unsupported {
+            op: Operation::Certificates,
+        })
+    }
+}

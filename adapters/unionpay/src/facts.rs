@@ -1,0 +1,54 @@
+//! What Moongate's core needs to know about UnionPay, as data (see `moongate_contract::facts`).
+
+use moongate_contract::{
+    CashierFit, CodeFormat, MethodFacts, PayerField, PaymentMethod, ProviderFacts, ProviderKind,
+    StatementDay, WalletFacts,
+};
+
+/// UnionPay payment codes (付款码 in 云闪付 and bank apps): 19 digits starting 62
+/// (more-wallets.md §1.2, `qrNo`).
+pub const PAYMENT_CODE: CodeFormat = CodeFormat {
+    prefix_from: 62,
+    prefix_to: 62,
+    min_len: 19,
+    max_len: 19,
+};
+
+/// UnionPay's facts.
+pub static FACTS: ProviderFacts = ProviderFacts {
+    kind: ProviderKind::UnionPay,
+    wallet: WalletFacts {
+        name_zh: "云闪付",
+        name_en: "UnionPay",
+        brand_colour: "#e60012",
+        scan_hint_zh: "打开云闪付或银行App扫一扫",
+        scan_hint_en: "Open UnionPay (云闪付) or your bank app and scan",
+        // 云闪付's in-app browser names its package in the User-Agent.
+        in_app_marker: Some("com.unionpay"),
+        cashier: CashierFit {
+            in_app: &[PaymentMethod::UnionpayQr],
+            mobile: &[PaymentMethod::UnionpayQr],
+            desktop: &[PaymentMethod::UnionpayQr],
+        },
+        // The file-transfer answer's zip, as received.
+        statement_extension: "zip",
+        statement_day: StatementDay::BeijingCalendar,
+    },
+    methods: &[
+        MethodFacts {
+            method: PaymentMethod::UnionpayQr,
+            payer: &[],
+            needs_return_url: false,
+            payment_code: None,
+        },
+        MethodFacts {
+            method: PaymentMethod::UnionpayPaymentCode,
+            payer: &[(
+                PayerField::PaymentCode,
+                "payment codes need the scanned code",
+            )],
+            needs_return_url: false,
+            payment_code: Some(PAYMENT_CODE),
+        },
+    ],
+};

@@ -1,0 +1,92 @@
+//! The `settings` table of a UnionPay account in the merchant config.
+
+use moongate_contract::SecretRef;
+use serde::Deserialize;
+
+/// Production gateway base (more-wallets.md §1.1); the operations append their `….do`.
+pub const PRODUCTION_GATEWAY: &str = "https://gateway.95516.com/gateway/api";
+
+/// A UnionPay account as written in the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `merId`, 15 digits.
+    pub mer_id: String,
+    /// The merchant's signing key (RSA 2048, PKCS#1 or PKCS#8 PEM), as exported from its
+    /// `.pfx`.
+    pub signing_key: SecretRef,
+    /// The merchant's signing certificate (PEM): its decimal serial is the `certId`.
+    pub signing_certificate: SecretRef,
+    /// UnionPay's middle certificate (`acp_…_middle.cer`, PEM), through which the signing
+    /// certificate inside every answer must chain.
+    pub middle_certificate: SecretRef,
+    /// UnionPay's root certificate (`acp_…_root.cer`, PEM).
+    pub root_certificate: SecretRef,
+    /// The gateway base URL; defaults to production.
+    #[serde(default = "default_gateway")]
+    pub gateway_url: String,
+}
+
+fn default_gateway() -> String {
+    PRODUCTION_GATEWAY.to_owned()
+}
+
+impl Settings {
+    /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.mer_id.len() != 15 || !self.mer_id.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(("mer_id", "must be UnionPay's 15-digit merId".to_owned()));
+        }
+        if let Err(message) = moongate_contract::http::check_base_url(&self.gateway_url) {
+            problems.push(("gateway_url", message));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(mer_id: &str, gateway_url: &str) -> Settings {
+        Settings {
+            mer_id: mer_id.to_owned(),
+            signing_key: SecretRef::File("k".into()),
+            signing_certificate: SecretRef::File("c".into()),
+            middle_certificate: SecretRef::File("m".into()),
+            root_certificate: SecretRef::File("r".into()),
+            gateway_url: gateway_url.to_owned(),
+        }
+    }
+
+    #[test]
+    fn mer_id_and_gateway_are_checked() {
+        assert!(
+            settings("777290058167151", PRODUCTION_GATEWAY)
+                .validate()
+                .is_empty()
+        );
+        let keys = |s: Settings| s.validate().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(settings("7772900581671", PRODUCTION_GATEWAY)),
+            ["mer_id"]
+        );
+        assert_eq!(
+            keys(settings("77729005816715x", PRODUCTION_GATEWAY)),
+            ["mer_id"]
+        );
+        assert_eq!(
+            keys(settings(
+                "777290058167151",
+                "http://gateway.95516.com/gateway/api"
+            )),
+            ["gateway_url"]
+        );
+        assert!(
+            settings("777290058167151", "http://127.0.0.1:1/gateway/api")
+                .validate()
+                .is_empty()
+        );
+    }
+}
