@@ -374,5 +374,8 @@ pub fn refund_request(refund: &Refund, payment: &Payment, notify_url: String) ->
         payment_amount: Money::new(payment.amount, payment.currency),
         reason: refund.reason.clone(),
         notify_url: Some(notify_url),
+        created_at: refund.created_at,
+        payment_created_at: payment.created_at,
+        payment_provider_ref: payment.provider_ref.clone(),
     }
 }

@@ -62,8 +62,10 @@ impl Gateway {
                 return (Some(adapter), false);
             }
         };
-        if note.total != Money::new(payment.amount, payment.currency) {
-            tracing::error!(payment_id = %payment.id, reported = %note.total, "notification amount differs from the ledger; not recorded");
+        if let Some(total) = note.total
+            && total != Money::new(payment.amount, payment.currency)
+        {
+            tracing::error!(payment_id = %payment.id, reported = %total, "notification amount differs from the ledger; not recorded");
             return (Some(adapter), false);
         }
         let Notification {

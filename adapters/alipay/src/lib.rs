@@ -738,7 +738,7 @@ impl PaymentAdapter for AlipayAdapter {
         Ok(Notification {
             dedupe_id: field("notify_id")?.clone(),
             provider_order_id: field("out_trade_no")?.clone(),
-            total,
+            total: Some(total),
             event: NotificationEvent::Payment {
                 status,
                 refunded_total,

@@ -179,7 +179,7 @@ fn d1_1_real_notification_verifies_without_sign_type() {
     let note = adapter.parse_notification(&raw).unwrap();
     assert_eq!(note.dedupe_id, "2019081500222155624068450559358070");
     assert_eq!(note.provider_order_id, "20190815155618536-564-57");
-    assert_eq!(note.total, Money::new(10, Currency::CNY));
+    assert_eq!(note.total, Some(Money::new(10, Currency::CNY)));
     assert_eq!(
         note.event,
         NotificationEvent::Payment {
@@ -379,6 +379,9 @@ fn escaped_slashes_verify_as_sent_or_unescaped() {
 fn refund_close_and_refund_query_outcomes() {
     let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
     let refund = RefundRequest {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        payment_created_at: time::OffsetDateTime::UNIX_EPOCH,
+        payment_provider_ref: None,
         provider_order_id: "MG_1".into(),
         provider_refund_id: "MGR_1".into(),
         amount: Money::new(40, Currency::CNY),

@@ -305,6 +305,14 @@ pub struct RefundRequest {
     pub reason: Option<String>,
     /// Where the provider sends refund notifications, for providers that send them.
     pub notify_url: Option<String>,
+    /// When the ledger recorded the refund (UnionPay names a refund by it, as a payment by
+    /// [`CreatePayment::created_at`]).
+    pub created_at: OffsetDateTime,
+    /// When the ledger recorded the payment.
+    pub payment_created_at: OffsetDateTime,
+    /// The provider's transaction number of the payment (UnionPay's `queryId`, which a
+    /// refund names as `origQryId`), once known.
+    pub payment_provider_ref: Option<String>,
 }
 
 /// The provider's view of one payment.
@@ -393,8 +401,10 @@ pub struct Notification {
     pub dedupe_id: String,
     /// The provider order number it is about.
     pub provider_order_id: String,
-    /// The order's total as the provider reports it, for cross-checking against the ledger.
-    pub total: Money,
+    /// The order's total as the provider reports it, for cross-checking against the ledger;
+    /// `None` when the notification does not say (UnionPay's refund notifications name the
+    /// refund's own amount only, which is checked against the refund).
+    pub total: Option<Money>,
     /// What happened.
     pub event: NotificationEvent,
 }

@@ -1,10 +1,11 @@
 //! [`UnionPayAdapter`]: the [`PaymentAdapter`] over this crate's protocol core.
 //!
 //! What it does today: `unionpay_qr` (QR apply) and `unionpay_payment_code` (consume with the
-//! shopper's `62…` code), queries by `orderId` and the payment's `txnTime`, and consume
-//! notifications. Closing, refunds and the bill are not written yet and answer
-//! [`AdapterError::Unsupported`]; [`Capabilities`] leaves them out, so the core refuses them
-//! before calling.
+//! shopper's `62…` code), queries by `orderId` and the payment's `txnTime`, refunds (`04`) and
+//! same-day undos (`31`) with their queries, and the notifications of all three. UnionPay has
+//! no close for these orders, and the bill is not read yet: both answer
+//! [`AdapterError::Unsupported`], and [`Capabilities`] leaves them out, so the core refuses
+//! them before calling.
 
 use moongate_contract::crypto::KeyError;
 use moongate_contract::{
@@ -26,7 +27,13 @@ const METHODS: &[PaymentMethod] = &[
     PaymentMethod::UnionpayPaymentCode,
 ];
 const CURRENCIES: &[Currency] = &[Currency::CNY];
-const OPERATIONS: &[Operation] = &[Operation::Create, Operation::Query, Operation::Notification];
+const OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Query,
+    Operation::Refund,
+    Operation::RefundQuery,
+    Operation::Notification,
+];
 
 /// One UnionPay merchant account's keys and endpoints, as read from the config.
 #[derive(Clone, Copy, Debug)]
@@ -228,41 +235,65 @@ impl PaymentAdapter for UnionPayAdapter {
     fn prepare_refund(
         &self,
         _cx: &CallContext,
-        _req: &RefundRequest,
+        req: &RefundRequest,
     ) -> Result<Prepared<RefundStatus>, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::Refund,
-        })
+        let orig_qry_id = req.payment_provider_ref.as_deref().ok_or_else(|| {
+            AdapterError::InvalidRequest("the payment has no UnionPay queryId".to_owned())
+        })?;
+        let back_url = req.notify_url.as_deref().ok_or_else(|| {
+            AdapterError::InvalidRequest("UnionPay refunds need a backUrl".to_owned())
+        })?;
+        // An undo only when the whole amount goes back on the payment's clearing day. The
+        // payment was paid between its creation and now, so when those two share a clearing
+        // day, so does the payment; otherwise a refund, which UnionPay takes on any day.
+        let kind = request::reversal(
+            req.payment_amount,
+            req.amount,
+            req.payment_created_at,
+            req.created_at,
+        );
+        let fields = request::reverse(
+            kind,
+            &order_id(&req.provider_refund_id)?,
+            &txn_time(req.created_at)?,
+            req.amount,
+            orig_qry_id,
+            back_url,
+            &order_id(&req.provider_order_id)?,
+        )?;
+        let signed = self.merchant.signed(fields)?;
+        Ok(Prepared::Send(self.post("backTransReq.do", &signed)))
     }
 
     fn parse_refund(
         &self,
-        _req: &RefundRequest,
-        _resp: &HttpResponse,
+        req: &RefundRequest,
+        resp: &HttpResponse,
     ) -> Result<RefundStatus, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::Refund,
-        })
+        let body = Self::body(resp)?;
+        let order = order_id(&req.provider_refund_id)?;
+        answer::reverse(body, &self.trust, resp.received_at.unix_timestamp(), &order)
     }
 
     fn prepare_refund_query(
         &self,
         _cx: &CallContext,
-        _req: &RefundRequest,
+        req: &RefundRequest,
     ) -> Result<Prepared<RefundStatus>, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::RefundQuery,
-        })
+        let order = order_id(&req.provider_refund_id)?;
+        let fields = request::query(&order, &txn_time(req.created_at)?);
+        let signed = self.merchant.signed(fields)?;
+        Ok(Prepared::Send(self.post("queryTrans.do", &signed)))
     }
 
     fn parse_refund_query(
         &self,
-        _req: &RefundRequest,
-        _resp: &HttpResponse,
+        req: &RefundRequest,
+        resp: &HttpResponse,
     ) -> Result<RefundStatus, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::RefundQuery,
-        })
+        let body = Self::body(resp)?;
+        let order = order_id(&req.provider_refund_id)?;
+        answer::refund_query(body, &self.trust, resp.received_at.unix_timestamp(), &order)
     }
 
     fn parse_notification(
@@ -270,25 +301,54 @@ impl PaymentAdapter for UnionPayAdapter {
         raw: &RawNotification<'_>,
     ) -> Result<Notification, NotificationError> {
         let notice = notify::parse(raw.body, &self.trust, raw.received_at.unix_timestamp())?;
-        if notice.txn_type != "01" {
-            return Err(NotificationError::Unsupported(format!(
-                "txnType {}",
-                notice.txn_type
-            )));
+        let moongate = |order: &str| {
+            crate::mapping::moongate_id(order).ok_or_else(|| {
+                NotificationError::Malformed(format!("{order} is not a Moongate order"))
+            })
+        };
+        let amount = Money::new(notice.txn_amt, Currency::CNY);
+        // A transaction's `queryId` is the same on every re-send of its notification.
+        let dedupe_id = format!("{}:{}", notice.txn_type, notice.query_id);
+        match notice.txn_type.as_str() {
+            "01" => Ok(Notification {
+                dedupe_id,
+                provider_order_id: moongate(&notice.order_id)?,
+                total: Some(amount),
+                event: NotificationEvent::Payment {
+                    status: notice.consume_status(Currency::CNY),
+                    refunded_total: None,
+                },
+            }),
+            // A refund's or undo's `orderId` is its own; the payment's came back in
+            // `reqReserved`. It reports no payment total: its amount is the refund's, which the
+            // core checks against the refund.
+            "04" | "31" => {
+                let payment = notice.req_reserved.as_deref().ok_or_else(|| {
+                    NotificationError::Malformed("a refund without its payment".to_owned())
+                })?;
+                let status = if notice.resp_code == "00" {
+                    RefundStatus::Succeeded {
+                        provider_ref: Some(notice.query_id.clone()),
+                    }
+                } else {
+                    RefundStatus::Failed {
+                        code: notice.resp_code.clone(),
+                        message: notice.resp_msg.clone(),
+                    }
+                };
+                Ok(Notification {
+                    dedupe_id,
+                    provider_order_id: moongate(payment)?,
+                    total: None,
+                    event: NotificationEvent::Refund {
+                        provider_refund_id: moongate(&notice.order_id)?,
+                        amount,
+                        status,
+                    },
+                })
+            }
+            other => Err(NotificationError::Unsupported(format!("txnType {other}"))),
         }
-        let provider_order_id = crate::mapping::moongate_id(&notice.order_id).ok_or_else(|| {
-            NotificationError::Malformed(format!("{} is not a Moongate order", notice.order_id))
-        })?;
-        Ok(Notification {
-            // A consume's `queryId` is the same on every re-send of its notification.
-            dedupe_id: format!("{}:{}", notice.txn_type, notice.query_id),
-            provider_order_id,
-            total: Money::new(notice.txn_amt, Currency::CNY),
-            event: NotificationEvent::Payment {
-                status: notice.consume_status(Currency::CNY),
-                refunded_total: None,
-            },
-        })
     }
 
     /// UnionPay takes HTTP 200 as received and re-sends otherwise (more-wallets.md §1.4).

@@ -1,7 +1,7 @@
 //! Reading UnionPay's synchronous answers: raw fields, trusted only once their inline
 //! certificate and signature check out ([`crate::trust`]), then read for what the call did.
 
-use moongate_contract::{AdapterError, Currency, NextAction, PaymentStatus};
+use moongate_contract::{AdapterError, Currency, NextAction, PaymentStatus, RefundStatus};
 
 use crate::mapping::{CallOutcome, call_outcome, query_status};
 use crate::raw::{self, field};
@@ -90,4 +90,42 @@ pub fn query(
 ) -> Result<PaymentStatus, AdapterError> {
     let fields = verified(body, trust, unix, order_id)?;
     query_status(&fields, currency)
+}
+
+/// A refund's or undo's answer: accepted means in progress (the notification or a query says
+/// the outcome); a duplicate (`12`) is a re-send of one that arrived, so unknown.
+pub fn reverse(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<RefundStatus, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    match create_outcome(&fields)? {
+        CallOutcome::Accepted => Ok(RefundStatus::Processing),
+        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
+    }
+}
+
+/// A refund query's answer (the refund's own `orderId` and `txnTime`).
+pub fn refund_query(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<RefundStatus, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    Ok(match query_status(&fields, Currency::CNY)? {
+        PaymentStatus::Succeeded { provider_ref, .. } => RefundStatus::Succeeded {
+            provider_ref: Some(provider_ref),
+        },
+        PaymentStatus::AwaitingPayment { .. } => RefundStatus::Processing,
+        PaymentStatus::NotFound => RefundStatus::NotFound,
+        PaymentStatus::Failed { code, message } => RefundStatus::Failed { code, message },
+        PaymentStatus::Closed | PaymentStatus::Unrecognized(_) => {
+            return Err(AdapterError::Protocol(
+                "refund query: no verdict".to_owned(),
+            ));
+        }
+    })
 }

@@ -25,6 +25,8 @@ pub struct Notice {
     pub txn_amt: i64,
     /// `settleDate` (MMDD), UnionPay's clearing day, when given.
     pub settle_date: Option<String>,
+    /// `reqReserved`, echoed from the request (a refund's payment order id).
+    pub req_reserved: Option<String>,
 }
 
 /// Decodes and verifies a notification body at `unix` seconds.
@@ -62,6 +64,7 @@ pub fn parse(body: &[u8], trust: &Trust, unix: i64) -> Result<Notice, Notificati
         orig_qry_id: get("origQryId").map(str::to_owned),
         txn_amt,
         settle_date: get("settleDate").map(str::to_owned),
+        req_reserved: get("reqReserved").map(str::to_owned),
     })
 }
 

@@ -170,7 +170,9 @@ pub fn reversal(
     }
 }
 
-/// A refund or undo of the consume `orig_qry_id`, under its own new `order_id`.
+/// A refund or undo of the consume `orig_qry_id`, under its own new `order_id`; the
+/// payment's own order id rides in `reqReserved`, which UnionPay echoes in the notification
+/// (whose `orderId` is the refund's).
 pub fn reverse(
     kind: Reversal,
     order_id: &str,
@@ -178,6 +180,7 @@ pub fn reverse(
     amount: Money,
     orig_qry_id: &str,
     back_url: &str,
+    payment_order_id: &str,
 ) -> Result<Vec<(&'static str, String)>, AdapterError> {
     let txn_type = match kind {
         Reversal::Undo => "31",
@@ -194,6 +197,7 @@ pub fn reverse(
         ("currencyCode", "156".into()),
         ("origQryId", orig_qry_id.into()),
         ("backUrl", back_url.into()),
+        ("reqReserved", payment_order_id.into()),
     ])
 }
 

@@ -325,6 +325,7 @@ fn refunds_and_undos_reverse_the_consume_under_an_order_of_their_own() {
             Money::new(100, Currency::CNY),
             "782209081322060674028",
             "https://gw.example/notify/unionpay/m/a",
+            "pay01KBQ3Z5V7W9X1Y3Z5A7B9C1D3",
         )
         .unwrap();
         let get = |key: &str| {
@@ -338,5 +339,6 @@ fn refunds_and_undos_reverse_the_consume_under_an_order_of_their_own() {
         assert_eq!(get("orderId"), Some("re01KBQ3Z5V7W9X1Y3Z5A7B9C1D4"));
         assert_eq!(get("origQryId"), Some("782209081322060674028"));
         assert_eq!(get("txnAmt"), Some("100"));
+        assert_eq!(get("reqReserved"), Some("pay01KBQ3Z5V7W9X1Y3Z5A7B9C1D3"));
     }
 }

@@ -731,7 +731,7 @@ impl PaymentAdapter for WechatPayAdapter {
                 Ok(Notification {
                     dedupe_id: envelope.id,
                     provider_order_id: tx.out_trade_no,
-                    total,
+                    total: Some(total),
                     event: NotificationEvent::Payment {
                         status,
                         refunded_total: None,
@@ -755,7 +755,7 @@ impl PaymentAdapter for WechatPayAdapter {
                 Ok(Notification {
                     dedupe_id: envelope.id,
                     provider_order_id: notice.out_trade_no,
-                    total: Money::new(total, Currency::CNY),
+                    total: Some(Money::new(total, Currency::CNY)),
                     event: NotificationEvent::Refund {
                         provider_refund_id: notice.out_refund_no,
                         amount: Money::new(refund, Currency::CNY),

@@ -99,6 +99,14 @@ struct Order {
     state: State_,
     query_id: String,
     qr_code: Option<String>,
+    /// `01` consume, `04` refund, `31` consume undo.
+    txn_type: &'static str,
+    /// A refund's or undo's consume.
+    orig_qry_id: Option<String>,
+    /// Echoed in the notification.
+    req_reserved: String,
+    /// When the consume was paid.
+    paid_at: Option<OffsetDateTime>,
 }
 
 /// One notification and its delivery.
@@ -337,6 +345,7 @@ impl UnionPaySandbox {
         let sub_type = match kind {
             ("01", "07", "000000", "08") => "07",
             ("01", "06", "000000", "08") => "06",
+            ("04" | "31", "00", "000000", "07" | "08") => return self.reverse(fields),
             _ => {
                 return Err(refuse(
                     "30",
@@ -404,6 +413,10 @@ impl UnionPaySandbox {
             state: State_::Waiting,
             query_id: random_digits(21),
             qr_code: qr_code.clone(),
+            txn_type: "01",
+            orig_qry_id: None,
+            req_reserved: field(fields, "reqReserved").to_owned(),
+            paid_at: None,
         };
         inner.orders.insert(key, order);
         drop(inner);
@@ -426,6 +439,101 @@ impl UnionPaySandbox {
         if let Some(qr) = qr_code {
             answer.push(("qrCode".into(), qr));
         }
+        Ok(answer)
+    }
+
+    /// A refund (`04`, part or all of what is left) or a consume undo (`31`, the whole amount,
+    /// on the consume's clearing day only) of the paid consume `origQryId`, under a new
+    /// `orderId`; it settles shortly after (sandbox choice) and is notified to `backUrl`.
+    fn reverse(self: &Arc<Self>, fields: &[(String, String)]) -> Result<Fields, Refusal> {
+        let now = OffsetDateTime::now_utc();
+        let sent = parse_beijing(field(fields, "txnTime")).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        if (sent - now).abs() > time::Duration::hours(1) {
+            return Err(refuse("30", "txnTime无效"));
+        }
+        let amount = field(fields, "txnAmt");
+        let fen: i64 = match amount.parse() {
+            Ok(f) if f > 0 && !amount.starts_with('0') => f,
+            _ => return Err(refuse("30", "报文格式错误 txnAmt")),
+        };
+        if field(fields, "currencyCode") != "156" {
+            return Err(refuse("30", "报文格式错误 currencyCode"));
+        }
+        let back_url = field(fields, "backUrl");
+        if !(back_url.starts_with("http://") || back_url.starts_with("https://")) {
+            return Err(refuse("30", "报文格式错误 backUrl"));
+        }
+        let txn_type = if field(fields, "txnType") == "31" {
+            "31"
+        } else {
+            "04"
+        };
+        let mer_id = field(fields, "merId").to_owned();
+        let orig = field(fields, "origQryId");
+        let order_id = field(fields, "orderId").to_owned();
+        let mut inner = self.lock();
+        if inner
+            .orders
+            .contains_key(&(mer_id.clone(), order_id.clone()))
+        {
+            return Err(refuse("12", "重复交易"));
+        }
+        let Some(consume) = inner
+            .orders
+            .values()
+            .find(|o| o.mer_id == mer_id && o.txn_type == "01" && o.query_id == orig)
+            .cloned()
+        else {
+            return Err(refuse("35", "原交易不存在"));
+        };
+        if consume.state != State_::Paid {
+            return Err(refuse("36", "原交易状态错误"));
+        }
+        let reversed: i64 = inner
+            .orders
+            .values()
+            .filter(|o| o.orig_qry_id.as_deref() == Some(orig) && o.state != State_::Failed)
+            .map(|o| o.amount)
+            .sum();
+        if fen > consume.amount - reversed {
+            return Err(refuse("30", "退货金额超限"));
+        }
+        if txn_type == "31"
+            && (fen != consume.amount
+                || reversed != 0
+                || consume.paid_at.map(settle_date) != Some(settle_date(now)))
+        {
+            return Err(refuse("30", "原交易不允许撤销"));
+        }
+        let reversal = Order {
+            mer_id: mer_id.clone(),
+            order_id: order_id.clone(),
+            txn_time: field(fields, "txnTime").to_owned(),
+            txn_sub_type: "00".to_owned(),
+            amount: fen,
+            back_url: back_url.to_owned(),
+            state: State_::Waiting,
+            query_id: random_digits(21),
+            qr_code: None,
+            txn_type,
+            orig_qry_id: Some(orig.to_owned()),
+            req_reserved: field(fields, "reqReserved").to_owned(),
+            paid_at: None,
+        };
+        inner
+            .orders
+            .insert((mer_id.clone(), order_id.clone()), reversal);
+        drop(inner);
+        let sandbox = Arc::clone(self);
+        let wait = Duration::from_millis(CODE_SETTLE_MS / u64::from(self.time_divisor));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = sandbox.settle(&mer_id, &order_id, State_::Paid, true);
+        });
+        let mut answer = echo(fields);
+        answer.push(("respCode".into(), "00".into()));
+        answer.push(("respMsg".into(), "成功[0000000]".into()));
+        answer.push(("origQryId".into(), orig.to_owned()));
         Ok(answer)
     }
 
@@ -488,6 +596,9 @@ impl UnionPaySandbox {
             return Err((StatusCode::CONFLICT, format!("order {order_id} is settled")));
         }
         order.state = outcome;
+        if outcome == State_::Paid {
+            order.paid_at = Some(OffsetDateTime::now_utc());
+        }
         let order = order.clone();
         drop(inner);
         if outcome == State_::Paid && notify {
@@ -518,8 +629,15 @@ impl UnionPaySandbox {
             ("txnAmt".to_owned(), order.amount.to_string()),
             ("txnSubType".to_owned(), order.txn_sub_type.clone()),
             ("txnTime".to_owned(), order.txn_time.clone()),
-            ("txnType".to_owned(), "01".to_owned()),
+            ("txnType".to_owned(), order.txn_type.to_owned()),
         ];
+        let mut fields = fields;
+        if let Some(orig) = &order.orig_qry_id {
+            fields.push(("origQryId".to_owned(), orig.clone()));
+        }
+        if !order.req_reserved.is_empty() {
+            fields.push(("reqReserved".to_owned(), order.req_reserved.clone()));
+        }
         let signed = self.sign(fields, false);
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&signed)

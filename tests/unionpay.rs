@@ -1,0 +1,157 @@
+//! End-to-end UnionPay on loopback: Moongate against the strict UnionPay sandbox. What the
+//! conformance kit does not pin: a full refund on the payment's clearing day is an undo
+//! (`31`), any other a refund (`04`); a refund's notification finds its payment through the
+//! `reqReserved` echo; and the webhooks a merchant gets are the same as for the other wallets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use serde_json::{Value, json};
+
+on_both_ledgers!(
+    a_qr_payment_is_paid_refunded_and_undone,
+    a_forged_answer_certificate_is_never_believed,
+);
+
+async fn qr_payment(h: &Harness, amount: i64, key: &str) -> String {
+    let body = json!({
+        "amount": amount, "currency": "CNY", "method": "unionpay_qr",
+        "merchant_reference": key, "description": "云闪付 tea",
+    });
+    let (status, payment) = h.create_with(&h.shop_a, body, key).await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_action", "{payment}");
+    let qr = payment["next_action"]["qr_data"].as_str().unwrap();
+    assert!(qr.starts_with("https://qr.95516.com/"), "{qr}");
+    payment["id"].as_str().unwrap().to_owned()
+}
+
+/// The notifications the sandbox sent about one UnionPay order (a payment's or a refund's).
+async fn notices(h: &Harness, order: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let sent = h.sent(h.unionpay_addr, order).await;
+        if !sent.is_empty() && sent.iter().all(|n| n["attempts"].as_u64() >= Some(1)) {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no notification for {order}");
+}
+
+async fn refund_until(h: &Harness, id: &str, amount: i64, key: &str) -> String {
+    let (status, refund) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{id}/refunds"),
+            &json!({ "amount": amount }).to_string(),
+            key,
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let (_, current) = h.get(&h.shop_a, &format!("/v1/refunds/{refund_id}")).await;
+        if current["status"] == "succeeded" {
+            return refund_id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("refund {refund_id} never succeeded");
+}
+
+async fn a_qr_payment_is_paid_refunded_and_undone(h: Harness) {
+    // Paid by the shopper: the verified notification makes it succeeded.
+    let id = qr_payment(&h, 1000, "u1").await;
+    let paid = h
+        .control(h.unionpay_addr, "/sandbox/pay", json!({"out_trade_no": id}))
+        .await;
+    assert_eq!(paid.status, 200);
+    let payment = h.wait_for(&h.shop_a, &id, "succeeded").await;
+    let query_id = payment["provider"]["transaction_id"].as_str().unwrap();
+    assert_eq!(query_id.len(), 21, "{payment}");
+    assert_eq!(notices(&h, &id).await[0]["acknowledged"], true);
+
+    // Part of it: a refund (04), naming the consume by its queryId.
+    let partial = refund_until(&h, &id, 300, "u1-r1").await;
+    let sent = notices(&h, &partial).await;
+    let body = sent[0]["body"].as_str().unwrap();
+    assert!(body.contains("txnType=04"), "{body}");
+    assert!(body.contains(&format!("origQryId={query_id}")), "{body}");
+    assert_eq!(sent[0]["acknowledged"], true, "{sent:?}");
+    let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(after["amount_refunded"], 300, "{after}");
+
+    // All of a payment on its clearing day: an undo (31).
+    let other = qr_payment(&h, 800, "u2").await;
+    h.control(
+        h.unionpay_addr,
+        "/sandbox/pay",
+        json!({"out_trade_no": other}),
+    )
+    .await;
+    h.wait_for(&h.shop_a, &other, "succeeded").await;
+    let undo = refund_until(&h, &other, 800, "u2-r1").await;
+    let sent = notices(&h, &undo).await;
+    assert!(
+        sent[0]["body"].as_str().unwrap().contains("txnType=31"),
+        "{sent:?}"
+    );
+    let kinds = h.event_kinds(&other).await;
+    assert!(kinds.contains(&"payment.refunded".to_owned()), "{kinds:?}");
+    // The merchant heard of both payments through its webhook, as for any wallet.
+    for payment in [&id, &other] {
+        let mut found = false;
+        for _ in 0..100 {
+            found = h.webhooks.lock().unwrap().iter().any(|d| {
+                let event: Value = serde_json::from_str(&d.body).unwrap();
+                event["type"] == "payment.succeeded"
+                    && event["data"]["object"]["id"] == payment.as_str()
+                    && event["data"]["object"]["method"] == "unionpay_qr"
+            });
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(found, "payment.succeeded webhook for {payment}");
+    }
+}
+
+async fn a_forged_answer_certificate_is_never_believed(h: Harness) {
+    // An answer signed over other bytes: the create's outcome stays unknown, never a code.
+    let fault = h
+        .control(
+            h.unionpay_addr,
+            "/sandbox/fault",
+            json!({"mode": "bad_signature", "count": 1}),
+        )
+        .await;
+    assert_eq!(fault.status, 204);
+    let body = json!({
+        "amount": 100, "currency": "CNY", "method": "unionpay_qr",
+        "merchant_reference": "f1", "description": "tea",
+    });
+    let (status, payment) = h.create_with(&h.shop_a, body, "f1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "unknown", "{payment}");
+    assert!(payment["next_action"].is_null(), "{payment}");
+    // UnionPay has no close: the API says so and leaves the payment as it is.
+    let (status, refused) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/payments/{}/cancel", payment["id"].as_str().unwrap()),
+            "",
+            "f1-cancel",
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "payment_not_cancelable");
+}
