@@ -149,7 +149,8 @@ fn build_unionpay(
     })
     .map_err(|e| {
         let (key, problem) = match e {
-            UnionPayAccountError::Signing(p) => (".signing_key", p),
+            UnionPayAccountError::SigningKey(p) => (".signing_key", p),
+            UnionPayAccountError::SigningCertificate(p) => (".signing_certificate", p),
             UnionPayAccountError::Middle(p) => (".middle_certificate", p),
             UnionPayAccountError::Root(p) => (".root_certificate", p),
         };

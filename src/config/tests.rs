@@ -528,3 +528,103 @@ fn connection_limits_and_proxies_are_checked() {
         ]
     );
 }
+
+const UNIONPAY: &str = r#"
+[merchants.shop.accounts.up]
+provider = "unionpay"
+[merchants.shop.accounts.up.settings]
+mer_id = "777290058167151"
+signing_key = { file = "up-key.pem" }
+signing_certificate = { file = "up-cert.pem" }
+middle_certificate = { file = "up-middle.pem" }
+root_certificate = { file = "up-root.pem" }
+"#;
+
+/// A folder with the UnionPay test merchant's key and certificate and the sandbox CA, under
+/// the names [`UNIONPAY`] uses; `swap` replaces one file's contents.
+fn unionpay_dir(swap: Option<(&str, &str)>) -> tempfile::TempDir {
+    let up = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/unionpay");
+    let read = |name: &str| std::fs::read_to_string(up.join(name)).unwrap();
+    let mut files = vec![
+        ("x.secret", "merchant-secret-0123456789".to_owned()),
+        ("up-key.pem", read("test-merchant-private-key.pem")),
+        ("up-cert.pem", read("test-merchant-cert.pem")),
+        ("up-middle.pem", read("sandbox-middle.pem")),
+        ("up-root.pem", read("sandbox-root.pem")),
+    ];
+    if let Some((name, text)) = swap {
+        for file in &mut files {
+            if file.0 == name {
+                file.1 = text.to_owned();
+            }
+        }
+    }
+    let owned: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    key_dir(&owned)
+}
+
+#[test]
+fn unionpay_accounts_report_bad_settings_and_certificates_with_key_paths() {
+    let good = format!("{GOOD}{UNIONPAY}").replace("{ env = \"X\" }", "{ file = \"x.secret\" }");
+    let dir = unionpay_dir(None);
+    parse(&good).unwrap().build(dir.path()).unwrap();
+    // The settings table: every problem in one run.
+    let bad = good
+        .replace("777290058167151", "7772900")
+        .replace(
+            "root_certificate = { file = \"up-root.pem\" }",
+            "root_certificate = { file = \"up-root.pem\" }\ngateway_url = \"http://gateway.95516.com/gateway/api\"",
+        );
+    let errors = parse(&bad).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    for key in ["mer_id", "gateway_url"] {
+        let path = format!("merchants.shop.accounts.up.settings.{key}");
+        assert!(paths.contains(&path.as_str()), "{key}: {paths:?}");
+    }
+    // A file that is not what its key says: named by its key path, never shown.
+    const MIDDLE_PLACEHOLDER: &str = "(the sandbox's signing certificate)";
+    let other_cert = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/unionpay/sandbox-sign-cert.pem"),
+    )
+    .unwrap();
+    for (file, key, text) in [
+        ("up-key.pem", "signing_key", "not a key"),
+        (
+            "up-cert.pem",
+            "signing_certificate",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ),
+        ("up-middle.pem", "middle_certificate", "garbage"),
+        ("up-root.pem", "root_certificate", "garbage"),
+        // A certificate of another key than the signing key.
+        ("up-cert.pem", "signing_certificate", MIDDLE_PLACEHOLDER),
+    ] {
+        let text = if text == MIDDLE_PLACEHOLDER {
+            other_cert.as_str()
+        } else {
+            text
+        };
+        let dir = unionpay_dir(Some((file, text)));
+        let errors = parse(&good).unwrap().build(dir.path()).unwrap_err();
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains(&format!("merchants.shop.accounts.up.settings.{key}")),
+            "{file}: {rendered}"
+        );
+        // What was read is never shown.
+        assert!(
+            !rendered.contains("BEGIN") && !rendered.contains(text),
+            "{rendered}"
+        );
+    }
+    // A missing file: its key path too.
+    let missing = good.replace("up-middle.pem", "nowhere.pem");
+    let errors = parse(&missing).unwrap().build(dir.path()).unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("merchants.shop.accounts.up.settings.middle_certificate"),
+        "{errors}"
+    );
+}

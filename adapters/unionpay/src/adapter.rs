@@ -55,9 +55,12 @@ pub struct AccountKeys<'a> {
 /// Which configured key failed to load.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// The signing key or its certificate.
-    #[error("signing key or certificate: {0}")]
-    Signing(KeyError),
+    /// The signing key.
+    #[error("signing key: {0}")]
+    SigningKey(KeyError),
+    /// The signing certificate, or a certificate of another key.
+    #[error("signing certificate: {0}")]
+    SigningCertificate(KeyError),
     /// The middle certificate.
     #[error("middle certificate: {0}")]
     Middle(KeyError),
@@ -77,8 +80,12 @@ pub struct UnionPayAdapter {
 impl UnionPayAdapter {
     /// Loads the account's keys.
     pub fn new(keys: &AccountKeys<'_>) -> Result<UnionPayAdapter, AccountError> {
-        let merchant = Merchant::from_pem(keys.mer_id, keys.signing_key, keys.signing_certificate)
-            .map_err(AccountError::Signing)?;
+        let signer = moongate_contract::crypto::RsaSigner::from_pem(keys.signing_key)
+            .map_err(AccountError::SigningKey)?;
+        let certificate = moongate_contract::x509::X509::from_pem(keys.signing_certificate)
+            .map_err(AccountError::SigningCertificate)?;
+        let merchant = Merchant::new(keys.mer_id, signer, &certificate)
+            .map_err(AccountError::SigningCertificate)?;
         let middle = moongate_contract::x509::X509::from_pem(keys.middle_certificate)
             .map_err(AccountError::Middle)?;
         let root = moongate_contract::x509::X509::from_pem(keys.root_certificate)

@@ -25,10 +25,27 @@ impl Merchant {
         private_key_pem: &str,
         certificate_pem: &str,
     ) -> Result<Merchant, KeyError> {
+        Merchant::new(
+            mer_id,
+            RsaSigner::from_pem(private_key_pem)?,
+            &X509::from_pem(certificate_pem)?,
+        )
+    }
+
+    /// From the merchant number, the signing key and its certificate. A key that is not the
+    /// certificate's is refused here: UnionPay would refuse every request it signs.
+    pub fn new(mer_id: &str, signer: RsaSigner, certificate: &X509) -> Result<Merchant, KeyError> {
+        let probe = b"moongate key check";
+        let signature = signer.sign_base64(probe)?;
+        if !certificate.verifier().verify_base64(probe, &signature) {
+            return Err(KeyError::Rejected(
+                "the certificate is not the signing key's",
+            ));
+        }
         Ok(Merchant {
             mer_id: mer_id.to_owned(),
-            cert_id: X509::from_pem(certificate_pem)?.serial_decimal(),
-            signer: RsaSigner::from_pem(private_key_pem)?,
+            cert_id: certificate.serial_decimal(),
+            signer,
         })
     }
 
