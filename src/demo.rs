@@ -60,6 +60,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let standard = Standard::load(&options.fixtures, 100).map_err(anyhow::Error::msg)?;
     let sandbox_settings = standard.alipay;
     let wechat_settings = standard.wechatpay;
+    let unionpay_settings = standard.unionpay;
     let sandbox_addr: SocketAddr = ([127, 0, 0, 1], 8090).into();
     let (_sandbox, _sandbox_task) = sandbox::start_on(
         sandbox_settings,
@@ -71,6 +72,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let (_wechat, _wechat_task) = sandbox::wechat::start_on(
         wechat_settings,
         bind(wechat_addr, "the WeChat Pay sandbox").await?,
+    )
+    .await?;
+
+    let unionpay_addr: SocketAddr = ([127, 0, 0, 1], 8094).into();
+    let (_unionpay, _unionpay_task) = sandbox::unionpay::start_on(
+        unionpay_settings,
+        bind(unionpay_addr, "the UnionPay sandbox").await?,
     )
     .await?;
 
@@ -128,11 +136,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     println!(
-        "Alipay sandbox on http://{sandbox_addr}/gateway.do; WeChat Pay sandbox on http://{wechat_addr}/v3/…; webhook receiver on http://{receiver_addr}/webhooks\n"
+        "Alipay sandbox on http://{sandbox_addr}/gateway.do; WeChat Pay sandbox on http://{wechat_addr}/v3/…; UnionPay sandbox on http://{unionpay_addr}/gateway/api; webhook receiver on http://{receiver_addr}/webhooks\n"
     );
 
     if options.walkthrough {
-        walkthrough(gateway_addr, sandbox_addr, wechat_addr, &demo_dir).await?;
+        walkthrough(
+            gateway_addr,
+            [sandbox_addr, wechat_addr, unionpay_addr],
+            &demo_dir,
+        )
+        .await?;
         reconciliation(
             &running.gateway,
             sandbox_addr,
@@ -149,7 +162,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
          \nOr call the API yourself (the demo merchant's key id is demo_shop_k1, its secret is in fixtures/demo/shop-key.secret):\n\
          \n  examples/moongate-request.sh POST /v1/payments '{{\"amount\":8888,\"currency\":\"CNY\",\"method\":\"alipay_qr\",\"merchant_reference\":\"order-2\",\"description\":\"Tea set\"}}'\
          \n  curl -s -X POST http://{sandbox_addr}/sandbox/pay -H 'content-type: application/json' -d '{{\"out_trade_no\":\"<payment id>\"}}'\
-         \n  (WeChat Pay: \"method\":\"wechat_native\", then the same /sandbox/pay on http://{wechat_addr})\
+         \n  (WeChat Pay: \"method\":\"wechat_native\", then the same /sandbox/pay on http://{wechat_addr};\
+         \n   UnionPay: \"method\":\"unionpay_qr\", on http://{unionpay_addr})\
          \n  examples/moongate-request.sh GET /v1/payments/<payment id>\n\
          \nA second merchant, demo_market, has its webhook where nothing listens: pay one of its orders and its\
          \nevents fail and are retried, while the tea house's keep arriving (its key: demo_market_k1, fixtures/demo/market-key.secret):\n\
@@ -250,8 +264,7 @@ async fn refund(
 
 async fn walkthrough(
     gateway: SocketAddr,
-    alipay: SocketAddr,
-    wechat: SocketAddr,
+    [alipay, wechat, unionpay]: [SocketAddr; 3],
     demo_dir: &Path,
 ) -> anyhow::Result<()> {
     let secret = read(&demo_dir.join("shop-key.secret"))?;
@@ -330,12 +343,39 @@ async fn walkthrough(
         br#"{"amount":660,"reason":"late delivery"}"#,
     )
     .await?;
-    // WeChat refunds settle asynchronously; its REFUND.SUCCESS notification follows.
+
+    println!("9. POST /v1/payments  (¥38.00, unionpay_qr) — the third network, 云闪付");
+    let payment = create(
+        &client,
+        &format!("{reference}-up"),
+        serde_json::json!({
+            "amount": 3800, "currency": "CNY", "method": "unionpay_qr",
+            "merchant_reference": format!("{reference}-up"), "description": "Jasmine tea tin",
+        }),
+    )
+    .await?;
+    let unionpay_id = text(&payment, "/id").to_owned();
+    println!("10. The shopper scans with 云闪付 and pays");
+    shopper_pays(unionpay, &unionpay_id).await?;
+    let paid = wait_status(&client, &unionpay_id, "succeeded").await?;
+    println!(
+        "11. UnionPay's signed notification (its certificate chained to the configured root) -> status=succeeded queryId={}",
+        text(&paid, "/provider/transaction_id")
+    );
+    println!("12. The whole ¥38.00 back on the same clearing day: a consume undo (31)");
+    refund(
+        &client,
+        &unionpay_id,
+        &format!("{reference}-up-refund"),
+        br#"{"reason":"changed mind"}"#,
+    )
+    .await?;
+    // WeChat and UnionPay refunds settle asynchronously; their notifications follow.
     tokio::time::sleep(Duration::from_millis(800)).await;
     Ok(())
 }
 
-/// Step 9: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
+/// Step 13: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
 /// out a day's bill once it is over), then each account's statement is downloaded, matched
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
@@ -362,7 +402,7 @@ async fn reconciliation(
         http.send(&request).await?;
     }
     println!(
-        "9. Reconciliation of {} (Beijing): each provider's daily statement against the ledger",
+        "13. Reconciliation of {} (Beijing): each provider's daily statement against the ledger",
         crate::reconcile::run::format_day(today)
     );
     for account in ["alipay_main", "wechat_main"] {

@@ -135,6 +135,9 @@ enum Command {
         /// Serve the WeChat Pay sandbox here (default 127.0.0.1:8092 when no provider is named).
         #[arg(long)]
         wechatpay: Option<SocketAddr>,
+        /// Serve the UnionPay sandbox here (default 127.0.0.1:8094 when no provider is named).
+        #[arg(long)]
+        unionpay: Option<SocketAddr>,
         /// Divide the providers' notification retry schedules (and WeChat Pay's refund settling)
         /// by this.
         #[arg(long, default_value_t = 1)]
@@ -332,12 +335,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             fixtures,
             alipay,
             wechatpay,
+            unionpay,
             time_divisor,
         } => {
-            let (alipay, wechatpay) = match (alipay, wechatpay) {
-                (None, None) => (
+            let (alipay, wechatpay, unionpay) = match (alipay, wechatpay, unionpay) {
+                (None, None, None) => (
                     Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
                     Some(SocketAddr::from(([127, 0, 0, 1], 8092))),
+                    Some(SocketAddr::from(([127, 0, 0, 1], 8094))),
                 ),
                 chosen => chosen,
             };
@@ -350,15 +355,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Some(addr) => Some((addr, tokio::net::TcpListener::bind(addr).await?)),
                 None => None,
             };
+            let unionpay = match unionpay {
+                Some(addr) => Some((addr, tokio::net::TcpListener::bind(addr).await?)),
+                None => None,
+            };
             if let Some((addr, _)) = &alipay {
                 print!("{}", standard.describe_alipay(&format!("http://{addr}")));
             }
             if let Some((addr, _)) = &wechatpay {
                 print!("{}", standard.describe_wechatpay(&format!("http://{addr}")));
             }
+            if let Some((addr, _)) = &unionpay {
+                print!("{}", standard.describe_unionpay(&format!("http://{addr}")));
+            }
             std::io::Write::flush(&mut std::io::stdout())?;
             let mut tasks = Vec::new();
-            let mut keep = (None, None);
+            let mut keep = (None, None, None);
             if let Some((_, listener)) = alipay {
                 let (sandbox, task) = sandbox::start_on(standard.alipay, listener).await?;
                 keep.0 = Some(sandbox);
@@ -368,6 +380,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let (sandbox, task) =
                     sandbox::wechat::start_on(standard.wechatpay, listener).await?;
                 keep.1 = Some(sandbox);
+                tasks.push(task);
+            }
+            if let Some((_, listener)) = unionpay {
+                let (sandbox, task) =
+                    sandbox::unionpay::start_on(standard.unionpay, listener).await?;
+                keep.2 = Some(sandbox);
                 tasks.push(task);
             }
             let stopped = async {

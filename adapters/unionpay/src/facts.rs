@@ -23,7 +23,9 @@ pub static FACTS: ProviderFacts = ProviderFacts {
         brand_colour: "#e60012",
         scan_hint_zh: "打开云闪付或银行App扫一扫",
         scan_hint_en: "Open UnionPay (云闪付) or your bank app and scan",
-        // 云闪付's in-app browser names its package in the User-Agent.
+        // 云闪付's in-app browser names its package in the User-Agent (`(com.unionpay.chsp)
+        // … (UnionPay/1.0 CloudPay)`; UnionPay's own wallet script also accepts
+        // `com.unionpay.mobilepay`), so the package prefix tells both.
         in_app_marker: Some("com.unionpay"),
         cashier: CashierFit {
             in_app: &[PaymentMethod::UnionpayQr],

@@ -1,11 +1,12 @@
-//! The sandboxes as the demo and `moongate sandbox` set them up: one Alipay application and one
-//! WeChat Pay merchant, every key the public test data under `fixtures/` (see
+//! The sandboxes as the demo and `moongate sandbox` set them up: one Alipay application, one
+//! WeChat Pay merchant and one UnionPay merchant, every key the public test data under `fixtures/` (see
 //! `fixtures/keys/README.md`), so an official SDK or any other client can be pointed at them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::SandboxSettings;
+use super::unionpay::{UnionPayMerchant, UnionPaySandboxSettings};
 use super::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 
 /// The Alipay application the sandbox knows.
@@ -25,6 +26,18 @@ pub const WECHAT_CERTIFICATE_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F
 /// The sandbox's WeChat Pay public key id (public-key mode).
 pub const WECHAT_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
 
+/// The UnionPay merchant the sandbox knows (the public test merchant's `merId`).
+pub const UNIONPAY_MER_ID: &str = "777290058167151";
+/// Its signing certificate's decimal serial, the `certId` (more-wallets.md §1.7).
+pub const UNIONPAY_CERT_ID: &str = "69903319369";
+
+const UNIONPAY_SIGN_KEY: &str = "unionpay/sandbox-sign-key.pem";
+const UNIONPAY_SIGN_CERT: &str = "unionpay/sandbox-sign-cert.pem";
+const UNIONPAY_MIDDLE: &str = "unionpay/sandbox-middle.pem";
+const UNIONPAY_ROOT: &str = "unionpay/sandbox-root.pem";
+const UNIONPAY_MERCHANT_KEY: &str = "unionpay/test-merchant-private-key.pem";
+const UNIONPAY_MERCHANT_CERT: &str = "unionpay/test-merchant-cert.pem";
+const UNIONPAY_MERCHANT_PUBLIC: &str = "unionpay/test-merchant-public-key.pem";
 const ALIPAY_SANDBOX_KEY: &str = "keys/sandbox-alipay-private-key.pem";
 const ALIPAY_SANDBOX_PUBLIC: &str = "keys/sandbox-alipay-public-key.pem";
 const ALIPAY_APP_PUBLIC: &str = "keys/nodejs-sdk-app-public-key.pem";
@@ -44,6 +57,8 @@ pub struct Standard {
     pub alipay: SandboxSettings,
     /// The WeChat Pay sandbox.
     pub wechatpay: WechatSandboxSettings,
+    /// The UnionPay sandbox.
+    pub unionpay: UnionPaySandboxSettings,
     fixtures: PathBuf,
 }
 
@@ -83,6 +98,16 @@ impl Standard {
                     apiv3_key: secret(WECHAT_APIV3)?,
                     api_v2_key: Some(secret(WECHAT_V2)?),
                     key_mode: KeyMode::PublicKey,
+                }],
+                time_divisor,
+            },
+            unionpay: UnionPaySandboxSettings {
+                sign_key_pem: read(fixtures, UNIONPAY_SIGN_KEY)?,
+                sign_cert_pem: read(fixtures, UNIONPAY_SIGN_CERT)?,
+                merchants: vec![UnionPayMerchant {
+                    mer_id: UNIONPAY_MER_ID.to_owned(),
+                    cert_id: UNIONPAY_CERT_ID.to_owned(),
+                    public_key_pem: read(fixtures, UNIONPAY_MERCHANT_PUBLIC)?,
                 }],
                 time_divisor,
             },
@@ -152,6 +177,34 @@ impl Standard {
             out,
             "  platform certificate {WECHAT_CERTIFICATE_SERIAL}: {} (also from GET /v3/certificates)",
             file(WECHAT_PLATFORM_CERT)
+        );
+        let _ = writeln!(
+            out,
+            "  shopper              {base}/sandbox/wallet?code=QR (scan and pay), POST {base}/sandbox/pay"
+        );
+        out
+    }
+
+    /// What a client of the UnionPay sandbox at `base` needs.
+    pub fn describe_unionpay(&self, base: &str) -> String {
+        let file = |f: &str| self.fixtures.join(f).display().to_string();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "UnionPay sandbox: {base}/gateway/api (backTransReq.do, queryTrans.do; ACP 5.1.0)"
+        );
+        let _ = writeln!(out, "  merId                {UNIONPAY_MER_ID}");
+        let _ = writeln!(
+            out,
+            "  signing key          {} (certId {UNIONPAY_CERT_ID}: {})",
+            file(UNIONPAY_MERCHANT_KEY),
+            file(UNIONPAY_MERCHANT_CERT)
+        );
+        let _ = writeln!(
+            out,
+            "  middle / root        {} / {} (trust the answers' signPubKeyCert)",
+            file(UNIONPAY_MIDDLE),
+            file(UNIONPAY_ROOT)
         );
         let _ = writeln!(
             out,
