@@ -114,6 +114,18 @@ impl UnionPayAdapter {
         }
     }
 
+    /// The query of one transaction: a payment, refund or undo, by its own order id and the
+    /// time it was created (its `txnTime`).
+    fn query<T>(
+        &self,
+        moongate_id: &str,
+        created_at: time::OffsetDateTime,
+    ) -> Result<Prepared<T>, AdapterError> {
+        let fields = request::query(&order_id(moongate_id)?, &txn_time(created_at)?);
+        let signed = self.merchant.signed(fields)?;
+        Ok(Prepared::Send(self.post("queryTrans.do", &signed)))
+    }
+
     /// An answer's body as text, when the call was answered at all.
     fn body(resp: &HttpResponse) -> Result<&str, AdapterError> {
         if resp.status != 200 {
@@ -197,10 +209,7 @@ impl PaymentAdapter for UnionPayAdapter {
         _cx: &CallContext,
         req: &PaymentRef,
     ) -> Result<Prepared<PaymentStatus>, AdapterError> {
-        let order = order_id(&req.provider_order_id)?;
-        let fields = request::query(&order, &txn_time(req.created_at)?);
-        let signed = self.merchant.signed(fields)?;
-        Ok(Prepared::Send(self.post("queryTrans.do", &signed)))
+        self.query(&req.provider_order_id, req.created_at)
     }
 
     fn parse_query(
@@ -287,10 +296,7 @@ impl PaymentAdapter for UnionPayAdapter {
         _cx: &CallContext,
         req: &RefundRequest,
     ) -> Result<Prepared<RefundStatus>, AdapterError> {
-        let order = order_id(&req.provider_refund_id)?;
-        let fields = request::query(&order, &txn_time(req.created_at)?);
-        let signed = self.merchant.signed(fields)?;
-        Ok(Prepared::Send(self.post("queryTrans.do", &signed)))
+        self.query(&req.provider_refund_id, req.created_at)
     }
 
     fn parse_refund_query(

@@ -94,6 +94,30 @@ fn txn_amt(amount: Money) -> Result<String, AdapterError> {
     Ok(amount.minor.to_string())
 }
 
+/// A consume (`backTransReq` `01/{sub_type}/000000/08`) with the field that makes it what it
+/// is.
+fn consume(
+    sub_type: &'static str,
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    back_url: &str,
+    own: (&'static str, &str),
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    Ok(vec![
+        ("txnType", "01".into()),
+        ("txnSubType", sub_type.into()),
+        ("bizType", "000000".into()),
+        ("channelType", "08".into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("backUrl", back_url.into()),
+        (own.0, own.1.into()),
+    ])
+}
+
 /// QR apply (申码, merchant-presented): `backTransReq` `01/07/000000/08`; its answer's
 /// `qrCode` is what the shopper scans.
 pub fn qr_apply(
@@ -103,18 +127,14 @@ pub fn qr_apply(
     back_url: &str,
     pay_timeout: &str,
 ) -> Result<Vec<(&'static str, String)>, AdapterError> {
-    Ok(vec![
-        ("txnType", "01".into()),
-        ("txnSubType", "07".into()),
-        ("bizType", "000000".into()),
-        ("channelType", "08".into()),
-        ("orderId", order_id.into()),
-        ("txnTime", txn_time.into()),
-        ("txnAmt", txn_amt(amount)?),
-        ("currencyCode", "156".into()),
-        ("backUrl", back_url.into()),
-        ("payTimeout", pay_timeout.into()),
-    ])
+    consume(
+        "07",
+        order_id,
+        txn_time,
+        amount,
+        back_url,
+        ("payTimeout", pay_timeout),
+    )
 }
 
 /// Consume with the shopper's payment code (被扫): `backTransReq` `01/06/000000/08`, the
@@ -126,18 +146,14 @@ pub fn code_consume(
     back_url: &str,
     payment_code: &str,
 ) -> Result<Vec<(&'static str, String)>, AdapterError> {
-    Ok(vec![
-        ("txnType", "01".into()),
-        ("txnSubType", "06".into()),
-        ("bizType", "000000".into()),
-        ("channelType", "08".into()),
-        ("orderId", order_id.into()),
-        ("txnTime", txn_time.into()),
-        ("txnAmt", txn_amt(amount)?),
-        ("currencyCode", "156".into()),
-        ("backUrl", back_url.into()),
-        ("qrNo", payment_code.into()),
-    ])
+    consume(
+        "06",
+        order_id,
+        txn_time,
+        amount,
+        back_url,
+        ("qrNo", payment_code),
+    )
 }
 
 /// Query of one transaction (`queryTrans`, `00/00/000000`), by its `orderId` and the
