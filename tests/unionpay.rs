@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 on_both_ledgers!(
     a_qr_payment_is_paid_refunded_and_undone,
     a_forged_answer_certificate_is_never_believed,
+    an_unpaid_code_past_its_deadline_is_canceled_once_a_query_says_so,
 );
 
 async fn qr_payment(h: &Harness, amount: i64, key: &str) -> String {
@@ -154,4 +155,36 @@ async fn a_forged_answer_certificate_is_never_believed(h: Harness) {
         .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["code"], "payment_not_cancelable");
+}
+
+async fn an_unpaid_code_past_its_deadline_is_canceled_once_a_query_says_so(h: Harness) {
+    let body = json!({
+        "amount": 100, "currency": "CNY", "method": "unionpay_qr",
+        "merchant_reference": "e1", "description": "tea", "expires_in_seconds": 60,
+    });
+    let (status, payment) = h.create_with(&h.shop_a, body, "e1").await;
+    assert_eq!(status, 201, "{payment}");
+    let id = payment["id"].as_str().unwrap().to_owned();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(3);
+    // The query gets no usable answer: nothing changes (UnionPay has no close to try).
+    let fault = h
+        .control(
+            h.unionpay_addr,
+            "/sandbox/fault",
+            json!({"mode": "http_500", "count": 1}),
+        )
+        .await;
+    assert_eq!(fault.status, 204);
+    h.gateway.gateway.janitor_once(later).await.unwrap();
+    let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(after["status"], "requires_action", "{after}");
+    // Then it says unpaid: past its payTimeout nothing can pay it any more.
+    h.gateway
+        .gateway
+        .janitor_once(later + time::Duration::hours(2))
+        .await
+        .unwrap();
+    let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(after["status"], "canceled", "{after}");
+    assert_eq!(after["failure"]["code"], "expired", "{after}");
 }

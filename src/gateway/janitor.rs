@@ -123,7 +123,12 @@ impl Gateway {
             for (payment, checks) in payments {
                 let id = payment.id.clone();
                 let expired = payment.expires_at + EXPIRY_GRACE <= now;
-                let result = if payment.status == PaymentStatus::RequiresAction && expired {
+                // A payment code's charge has no deadline at the provider: it is followed to its end.
+                let closable = self.supports(&payment, moongate_contract::Operation::Close)
+                    || crate::registry::is_payment_code(payment.method);
+                let result = if expired && !closable {
+                    self.expire_unclosable(payment).await.map(|_| ())
+                } else if payment.status == PaymentStatus::RequiresAction && expired {
                     self.cancel(payment).await.map(|_| ())
                 } else {
                     self.sync_payment(payment).await.map(|_| ())

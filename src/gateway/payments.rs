@@ -267,6 +267,47 @@ impl Gateway {
         }
     }
 
+    /// A payment past its deadline at a provider that has no close (UnionPay): the provider
+    /// stopped the order itself at the deadline it was given (`payTimeout`), so once a query
+    /// finds it still unpaid (or gone) it is canceled as expired. Any other answer is recorded
+    /// as a query's; no answer changes nothing, and the next pass asks again.
+    pub async fn expire_unclosable(&self, payment: Payment) -> Result<Payment, StoreError> {
+        let Some(bound) = self.account_of(&payment) else {
+            return Ok(payment);
+        };
+        let account = bound.account();
+        let adapter = Arc::clone(&account.adapter);
+        let reference = payment_ref(&payment);
+        let prepared = adapter.prepare_query(&self.call_context(), &reference);
+        let exchange = self
+            .exchange(
+                &payment.merchant_id,
+                account,
+                &payment.id,
+                None,
+                "query",
+                prepared,
+                |r| adapter.parse_query(&reference, r),
+            )
+            .await;
+        match exchange {
+            Exchange::Answer(ProviderStatus::AwaitingPayment { .. } | ProviderStatus::NotFound) => {
+                let change = PaymentChange {
+                    status: Some(PaymentStatus::Canceled),
+                    next_action: Some(None),
+                    failure: Some(failure("expired", "expired before the shopper paid")),
+                    ..PaymentChange::default()
+                };
+                self.apply(&payment.id, change, Also::Nothing).await
+            }
+            Exchange::Answer(status) => self.record_status(payment, status).await,
+            Exchange::Adapter(_)
+            | Exchange::Call(_)
+            | Exchange::Throttled(_)
+            | Exchange::CircuitOpen => Ok(payment),
+        }
+    }
+
     /// Closes a payment at the provider. `Ok(None)` means the provider's answer left the
     /// outcome open (the payment is unchanged).
     pub async fn cancel(&self, payment: Payment) -> Result<Option<Payment>, StoreError> {

@@ -107,6 +107,8 @@ struct Order {
     req_reserved: String,
     /// When the consume was paid.
     paid_at: Option<OffsetDateTime>,
+    /// `payTimeout`: after it the order can no longer be paid.
+    pay_timeout: Option<OffsetDateTime>,
 }
 
 /// One notification and its delivery.
@@ -417,6 +419,7 @@ impl UnionPaySandbox {
             orig_qry_id: None,
             req_reserved: field(fields, "reqReserved").to_owned(),
             paid_at: None,
+            pay_timeout: parse_beijing(timeout),
         };
         inner.orders.insert(key, order);
         drop(inner);
@@ -519,6 +522,7 @@ impl UnionPaySandbox {
             orig_qry_id: Some(orig.to_owned()),
             req_reserved: field(fields, "reqReserved").to_owned(),
             paid_at: None,
+            pay_timeout: None,
         };
         inner
             .orders
@@ -594,6 +598,15 @@ impl UnionPaySandbox {
             .ok_or((StatusCode::NOT_FOUND, format!("no order {order_id}")))?;
         if order.state != State_::Waiting {
             return Err((StatusCode::CONFLICT, format!("order {order_id} is settled")));
+        }
+        if order
+            .pay_timeout
+            .is_some_and(|deadline| deadline < OffsetDateTime::now_utc())
+        {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("order {order_id} is past its payTimeout"),
+            ));
         }
         order.state = outcome;
         if outcome == State_::Paid {
