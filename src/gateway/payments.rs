@@ -196,38 +196,36 @@ impl Gateway {
         self.apply(&payment.id, change, also).await
     }
 
+    /// One query of `payment` at `account`, through the port.
+    async fn query(&self, payment: &Payment, account: &Account) -> Exchange<ProviderStatus> {
+        let adapter = Arc::clone(&account.adapter);
+        let reference = payment_ref(payment);
+        let prepared = adapter.prepare_query(&self.call_context(), &reference);
+        self.exchange(
+            &payment.merchant_id,
+            account,
+            &payment.id,
+            None,
+            "query",
+            prepared,
+            |r| adapter.parse_query(&reference, r),
+        )
+        .await
+    }
+
     /// Asks the provider about a payment and records what it says. Returns the payment.
     pub async fn sync_payment(&self, payment: Payment) -> Result<Payment, StoreError> {
         let Some(bound) = self.account_of(&payment) else {
             return Ok(payment);
         };
         let (merchant, account) = (bound.merchant(), bound.account());
-        let adapter = Arc::clone(&account.adapter);
-        let reference = payment_ref(&payment);
-        let prepared = adapter.prepare_query(&self.call_context(), &reference);
-        let exchange = self
-            .exchange(
-                &payment.merchant_id,
-                account,
-                &payment.id,
-                None,
-                "query",
-                prepared,
-                |r| adapter.parse_query(&reference, r),
-            )
-            .await;
+        let exchange = self.query(&payment, account).await;
         match exchange {
             Exchange::Answer(ProviderStatus::NotFound) => {
                 let now = self.now();
                 if payment.expires_at <= now {
                     // Nothing exists at the provider and nothing can be paid any more.
-                    let change = PaymentChange {
-                        status: Some(PaymentStatus::Canceled),
-                        next_action: Some(None),
-                        failure: Some(failure("expired", "expired before the shopper paid")),
-                        ..PaymentChange::default()
-                    };
-                    return self.apply(&payment.id, change, Also::Nothing).await;
+                    return self.apply(&payment.id, expired(), Also::Nothing).await;
                 }
                 if matches!(
                     payment.status,
@@ -275,30 +273,10 @@ impl Gateway {
         let Some(bound) = self.account_of(&payment) else {
             return Ok(payment);
         };
-        let account = bound.account();
-        let adapter = Arc::clone(&account.adapter);
-        let reference = payment_ref(&payment);
-        let prepared = adapter.prepare_query(&self.call_context(), &reference);
-        let exchange = self
-            .exchange(
-                &payment.merchant_id,
-                account,
-                &payment.id,
-                None,
-                "query",
-                prepared,
-                |r| adapter.parse_query(&reference, r),
-            )
-            .await;
+        let exchange = self.query(&payment, bound.account()).await;
         match exchange {
             Exchange::Answer(ProviderStatus::AwaitingPayment { .. } | ProviderStatus::NotFound) => {
-                let change = PaymentChange {
-                    status: Some(PaymentStatus::Canceled),
-                    next_action: Some(None),
-                    failure: Some(failure("expired", "expired before the shopper paid")),
-                    ..PaymentChange::default()
-                };
-                self.apply(&payment.id, change, Also::Nothing).await
+                self.apply(&payment.id, expired(), Also::Nothing).await
             }
             Exchange::Answer(status) => self.record_status(payment, status).await,
             Exchange::Adapter(_)
@@ -349,5 +327,15 @@ impl Gateway {
             | Exchange::Throttled(_)
             | Exchange::CircuitOpen => Ok(None),
         }
+    }
+}
+
+/// The change of a payment that expired before the shopper paid.
+fn expired() -> PaymentChange {
+    PaymentChange {
+        status: Some(PaymentStatus::Canceled),
+        next_action: Some(None),
+        failure: Some(failure("expired", "expired before the shopper paid")),
+        ..PaymentChange::default()
     }
 }
