@@ -124,9 +124,10 @@ impl Gateway {
                 let id = payment.id.clone();
                 let expired = payment.expires_at + EXPIRY_GRACE <= now;
                 // A payment code's charge has no deadline at the provider: it is followed to its end.
-                let closable = self.supports(&payment, moongate_contract::Operation::Close)
-                    || crate::registry::is_payment_code(payment.method);
-                let result = if expired && !closable {
+                let unclosable = expired
+                    && !crate::registry::is_payment_code(payment.method)
+                    && !self.supports(&payment, moongate_contract::Operation::Close);
+                let result = if unclosable {
                     self.expire_unclosable(payment).await.map(|_| ())
                 } else if payment.status == PaymentStatus::RequiresAction && expired {
                     self.cancel(payment).await.map(|_| ())

@@ -28,15 +28,24 @@ fn verified<'a>(
     }
 }
 
-/// A create's outcome. `12` (重复交易, duplicate transaction) says an order under this
-/// `orderId` exists already: a re-sent create whose first try did arrive. That is not a
-/// refusal of the order, so it is left unknown for a query to settle.
-fn create_outcome(fields: &[(&str, &str)]) -> Result<CallOutcome, AdapterError> {
-    match call_outcome(fields)? {
+/// The verified fields of the answer to a call that makes a transaction (a consume, a
+/// refund, an undo), when UnionPay accepted it: the notification or a query says the outcome.
+/// Refused means nothing happened. `12` (重复交易, duplicate transaction) says a transaction
+/// under this `orderId` exists already: a re-sent call whose first try did arrive. That is not
+/// a refusal of it, so it is left unknown for a query to settle.
+fn accepted<'a>(
+    body: &'a str,
+    trust: &Trust,
+    unix: i64,
+    order_id: &str,
+) -> Result<Vec<(&'a str, &'a str)>, AdapterError> {
+    let fields = verified(body, trust, unix, order_id)?;
+    match call_outcome(&fields)? {
+        CallOutcome::Accepted => Ok(fields),
         CallOutcome::Refused { code, message } if code == "12" => {
             Err(AdapterError::Indeterminate { code, message })
         }
-        outcome => Ok(outcome),
+        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
     }
 }
 
@@ -47,37 +56,29 @@ pub fn qr_apply(
     unix: i64,
     order_id: &str,
 ) -> Result<PaymentStatus, AdapterError> {
-    let fields = verified(body, trust, unix, order_id)?;
-    match create_outcome(&fields)? {
-        CallOutcome::Accepted => {
-            let qr_data = field(&fields, "qrCode")
-                .filter(|code| !code.is_empty())
-                .ok_or_else(|| AdapterError::Protocol("accepted, but no qrCode".to_owned()))?;
-            Ok(PaymentStatus::AwaitingPayment {
-                next_action: Some(NextAction::DisplayQr {
-                    qr_data: qr_data.to_owned(),
-                }),
-            })
-        }
-        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
-    }
+    let fields = accepted(body, trust, unix, order_id)?;
+    let qr_data = field(&fields, "qrCode")
+        .filter(|code| !code.is_empty())
+        .ok_or_else(|| AdapterError::Protocol("accepted, but no qrCode".to_owned()))?;
+    Ok(PaymentStatus::AwaitingPayment {
+        next_action: Some(NextAction::DisplayQr {
+            qr_data: qr_data.to_owned(),
+        }),
+    })
 }
 
 /// The answer to a consume with the shopper's payment code: accepted means the shopper may
-/// still have to confirm in the app; the notification or a query says the outcome.
+/// still have to confirm in the app.
 pub fn code_consume(
     body: &str,
     trust: &Trust,
     unix: i64,
     order_id: &str,
 ) -> Result<PaymentStatus, AdapterError> {
-    let fields = verified(body, trust, unix, order_id)?;
-    match create_outcome(&fields)? {
-        CallOutcome::Accepted => Ok(PaymentStatus::AwaitingPayment {
-            next_action: Some(NextAction::AwaitShopperConfirmation),
-        }),
-        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
-    }
+    accepted(body, trust, unix, order_id)?;
+    Ok(PaymentStatus::AwaitingPayment {
+        next_action: Some(NextAction::AwaitShopperConfirmation),
+    })
 }
 
 /// A query's answer: the payment's status.
@@ -92,19 +93,15 @@ pub fn query(
     query_status(&fields, currency)
 }
 
-/// A refund's or undo's answer: accepted means in progress (the notification or a query says
-/// the outcome); a duplicate (`12`) is a re-send of one that arrived, so unknown.
+/// A refund's or undo's answer: accepted means in progress.
 pub fn reverse(
     body: &str,
     trust: &Trust,
     unix: i64,
     order_id: &str,
 ) -> Result<RefundStatus, AdapterError> {
-    let fields = verified(body, trust, unix, order_id)?;
-    match create_outcome(&fields)? {
-        CallOutcome::Accepted => Ok(RefundStatus::Processing),
-        CallOutcome::Refused { code, message } => Err(AdapterError::Rejected { code, message }),
-    }
+    accepted(body, trust, unix, order_id)?;
+    Ok(RefundStatus::Processing)
 }
 
 /// A refund query's answer (the refund's own `orderId` and `txnTime`).
