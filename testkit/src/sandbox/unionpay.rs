@@ -294,7 +294,7 @@ impl UnionPaySandbox {
             .into_response()
     }
 
-    /// Checks the common fields and the signature; returns the merchant.
+    /// Checks the common fields and the signature.
     fn check_common(&self, fields: &[(String, String)]) -> Result<(), Refusal> {
         if field(fields, "version") != "5.1.0" {
             return Err(refuse("30", "报文格式错误 version"));
@@ -355,28 +355,7 @@ impl UnionPaySandbox {
                 ));
             }
         };
-        let sent = parse_beijing(field(fields, "txnTime")).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        if (sent - OffsetDateTime::now_utc()).abs() > time::Duration::hours(1) {
-            return Err(refuse("30", "txnTime无效"));
-        }
-        let amount = field(fields, "txnAmt");
-        let fen: i64 = match amount.parse() {
-            Ok(f)
-                if f > 0
-                    && !amount.starts_with('0')
-                    && amount.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                f
-            }
-            _ => return Err(refuse("30", "报文格式错误 txnAmt")),
-        };
-        if field(fields, "currencyCode") != "156" {
-            return Err(refuse("30", "报文格式错误 currencyCode"));
-        }
-        let back_url = field(fields, "backUrl");
-        if !(back_url.starts_with("http://") || back_url.starts_with("https://")) {
-            return Err(refuse("30", "报文格式错误 backUrl"));
-        }
+        let (fen, back_url) = transaction(fields)?;
         let timeout = field(fields, "payTimeout");
         if !timeout.is_empty()
             && parse_beijing(timeout).is_none_or(|t| t <= OffsetDateTime::now_utc())
@@ -429,12 +408,7 @@ impl UnionPaySandbox {
             } else {
                 State_::Paid
             };
-            let sandbox = Arc::clone(self);
-            let wait = Duration::from_millis(CODE_SETTLE_MS / u64::from(self.time_divisor));
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                let _ = sandbox.settle(&mer_id, &order_id, outcome, true);
-            });
+            self.settle_later(mer_id, order_id, outcome);
         }
         let mut answer = echo(fields);
         answer.push(("respCode".into(), "00".into()));
@@ -450,22 +424,7 @@ impl UnionPaySandbox {
     /// `orderId`; it settles shortly after (sandbox choice) and is notified to `backUrl`.
     fn reverse(self: &Arc<Self>, fields: &[(String, String)]) -> Result<Fields, Refusal> {
         let now = OffsetDateTime::now_utc();
-        let sent = parse_beijing(field(fields, "txnTime")).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        if (sent - now).abs() > time::Duration::hours(1) {
-            return Err(refuse("30", "txnTime无效"));
-        }
-        let amount = field(fields, "txnAmt");
-        let fen: i64 = match amount.parse() {
-            Ok(f) if f > 0 && !amount.starts_with('0') => f,
-            _ => return Err(refuse("30", "报文格式错误 txnAmt")),
-        };
-        if field(fields, "currencyCode") != "156" {
-            return Err(refuse("30", "报文格式错误 currencyCode"));
-        }
-        let back_url = field(fields, "backUrl");
-        if !(back_url.starts_with("http://") || back_url.starts_with("https://")) {
-            return Err(refuse("30", "报文格式错误 backUrl"));
-        }
+        let (fen, back_url) = transaction(fields)?;
         let txn_type = if field(fields, "txnType") == "31" {
             "31"
         } else {
@@ -528,12 +487,7 @@ impl UnionPaySandbox {
             .orders
             .insert((mer_id.clone(), order_id.clone()), reversal);
         drop(inner);
-        let sandbox = Arc::clone(self);
-        let wait = Duration::from_millis(CODE_SETTLE_MS / u64::from(self.time_divisor));
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = sandbox.settle(&mer_id, &order_id, State_::Paid, true);
-        });
+        self.settle_later(mer_id, order_id, State_::Paid);
         let mut answer = echo(fields);
         answer.push(("respCode".into(), "00".into()));
         answer.push(("respMsg".into(), "成功[0000000]".into()));
@@ -581,6 +535,17 @@ impl UnionPaySandbox {
             answer.push(("settleDate".into(), settle_date(OffsetDateTime::now_utc())));
         }
         Ok(answer)
+    }
+
+    /// Settles an order by itself after [`CODE_SETTLE_MS`] (divided): a payment-code consume
+    /// the shopper confirms, a refund or undo the bank carries out (sandbox choice).
+    fn settle_later(self: &Arc<Self>, mer_id: String, order_id: String, outcome: State_) {
+        let sandbox = Arc::clone(self);
+        let wait = Duration::from_millis(CODE_SETTLE_MS / u64::from(self.time_divisor));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = sandbox.settle(&mer_id, &order_id, outcome, true);
+        });
     }
 
     /// The shopper paid (or the code consume failed): record it and notify `backUrl`.
@@ -727,6 +692,33 @@ impl UnionPaySandbox {
     pub fn notices(&self) -> Vec<SentNotice> {
         self.lock().notices.clone()
     }
+}
+
+/// The fields every transaction request carries, checked: a `txnTime` within an hour of the
+/// sandbox's clock (sandbox choice), `txnAmt` in fen (digits only, no leading zero, not 0),
+/// `currencyCode=156` and an http(s) `backUrl`. Returns the amount and the `backUrl`.
+fn transaction(fields: &[(String, String)]) -> Result<(i64, &str), Refusal> {
+    let sent = parse_beijing(field(fields, "txnTime")).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    if (sent - OffsetDateTime::now_utc()).abs() > time::Duration::hours(1) {
+        return Err(refuse("30", "txnTime无效"));
+    }
+    let amount = field(fields, "txnAmt");
+    let fen: i64 = match amount.parse() {
+        Ok(f)
+            if f > 0 && !amount.starts_with('0') && amount.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            f
+        }
+        _ => return Err(refuse("30", "报文格式错误 txnAmt")),
+    };
+    if field(fields, "currencyCode") != "156" {
+        return Err(refuse("30", "报文格式错误 currencyCode"));
+    }
+    let back_url = field(fields, "backUrl");
+    if !(back_url.starts_with("http://") || back_url.starts_with("https://")) {
+        return Err(refuse("30", "报文格式错误 backUrl"));
+    }
+    Ok((fen, back_url))
 }
 
 /// The fields an answer echoes from its request.
