@@ -90,6 +90,15 @@ pub fn validate_settings(kind: ProviderKind, table: &toml::Table) -> Vec<(String
     }
 }
 
+/// Reads the secret or file a setting names; a problem comes back at the setting's key path.
+fn read_setting(
+    key: &str,
+    reference: &moongate_contract::SecretRef,
+    base_dir: &Path,
+) -> Result<String, Vec<(String, String)>> {
+    resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
+}
+
 /// Reads the keys and builds the adapter of one account.
 pub fn build_adapter(
     kind: ProviderKind,
@@ -99,10 +108,8 @@ pub fn build_adapter(
     match kind {
         ProviderKind::Alipay => {
             let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
-            let private = resolve_secret(&settings.app_private_key, base_dir)
-                .map_err(|m| vec![(".app_private_key".to_owned(), m)])?;
-            let public = resolve_secret(&settings.alipay_public_key, base_dir)
-                .map_err(|m| vec![(".alipay_public_key".to_owned(), m)])?;
+            let private = read_setting("app_private_key", &settings.app_private_key, base_dir)?;
+            let public = read_setting("alipay_public_key", &settings.alipay_public_key, base_dir)?;
             let adapter = AlipayAdapter::new(&AccountKeys {
                 app_id: &settings.app_id,
                 gateway_url: &settings.gateway_url,
@@ -132,9 +139,7 @@ fn build_unionpay(
     base_dir: &Path,
 ) -> Result<UnionPayAdapter, Vec<(String, String)>> {
     let settings: UnionPaySettings = parse_settings(table).map_err(|p| vec![p])?;
-    let read = |key: &str, reference: &moongate_contract::SecretRef| {
-        resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
-    };
+    let read = |key: &str, reference| read_setting(key, reference, base_dir);
     let key = read("signing_key", &settings.signing_key)?;
     let certificate = read("signing_certificate", &settings.signing_certificate)?;
     let middle = read("middle_certificate", &settings.middle_certificate)?;
@@ -166,9 +171,7 @@ fn build_wechatpay(
     base_dir: &Path,
 ) -> Result<WechatPayAdapter, Vec<(String, String)>> {
     let settings: WechatPaySettings = parse_settings(table).map_err(|p| vec![p])?;
-    let read = |key: &str, reference: &moongate_contract::SecretRef| {
-        resolve_secret(reference, base_dir).map_err(|m| vec![(format!(".{key}"), m)])
-    };
+    let read = |key: &str, reference| read_setting(key, reference, base_dir);
     let private = read("merchant_private_key", &settings.merchant_private_key)?;
     let apiv3 = read("apiv3_key", &settings.apiv3_key)?;
     let v2 = match &settings.api_v2_key {
