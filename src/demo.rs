@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use moongate_contract::HttpMethod;
+use moongate_contract::{HttpMethod, ProviderKind};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -148,8 +148,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await?;
         reconciliation(
             &running.gateway,
-            sandbox_addr,
-            wechat_addr,
+            [sandbox_addr, wechat_addr, unionpay_addr],
             &reports,
             running.admin_addr,
         )
@@ -380,17 +379,28 @@ async fn walkthrough(
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
     gateway: &moongate::gateway::Gateway,
-    alipay: SocketAddr,
-    wechat: SocketAddr,
+    sandboxes: [SocketAddr; 3],
     reports: &Path,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
     let now = gateway.now();
-    let today = moongate_contract::statement::beijing_day(now);
-    let tomorrow = today.next_day().unwrap_or(today);
-    for sandbox in [alipay, wechat] {
+    println!(
+        "13. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger"
+    );
+    let accounts = [
+        (sandboxes[0], "alipay_main", ProviderKind::Alipay),
+        (sandboxes[1], "wechat_main", ProviderKind::WechatPay),
+        (sandboxes[2], "unionpay_main", ProviderKind::UnionPay),
+    ];
+    for (sandbox, account, kind) in accounts {
+        // Each provider's own statement day of now, which the sandbox is told has ended.
+        let today = moongate::registry::facts(kind)
+            .wallet
+            .statement_day
+            .day_of(now);
+        let tomorrow = today.next_day().unwrap_or(today);
         let request = moongate_contract::HttpRequest {
             method: HttpMethod::Post,
             url: format!("http://{sandbox}/sandbox/statement-clock"),
@@ -400,12 +410,6 @@ async fn reconciliation(
                 .into_bytes(),
         };
         http.send(&request).await?;
-    }
-    println!(
-        "13. Reconciliation of {} (Beijing): each provider's daily statement against the ledger",
-        crate::reconcile::run::format_day(today)
-    );
-    for account in ["alipay_main", "wechat_main"] {
         let request = crate::reconcile::run::RunRequest {
             merchant_id: "demo_shop".to_owned(),
             account_id: account.to_owned(),

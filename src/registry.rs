@@ -151,6 +151,7 @@ fn build_unionpay(
         middle_certificate: &middle,
         root_certificate: &root,
         gateway_url: &settings.gateway_url,
+        file_url: &settings.file_url,
     })
     .map_err(|e| {
         let (key, problem) = match e {

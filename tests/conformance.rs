@@ -23,7 +23,7 @@ use common::Harness;
 use moongate::reconcile::Category;
 use moongate::reconcile::run::{RunRequest, Source, reconcile};
 use moongate::registry;
-use moongate_contract::statement::{beijing_day, format_day};
+use moongate_contract::statement::format_day;
 use moongate_contract::{
     CallContext, CreatePayment, HttpResponse, Money, Operation, Payer, PayerField, PaymentMethod,
     Prepared, ProviderKind,
@@ -473,6 +473,14 @@ async fn refunds(kind: ProviderKind) {
     assert_eq!(status, 400, "{refused}");
 }
 
+/// The provider's statement day of now (UnionPay's turns at 23:00 Beijing time).
+fn statement_day(kind: ProviderKind) -> time::Date {
+    registry::facts(kind)
+        .wallet
+        .statement_day
+        .day_of(OffsetDateTime::now_utc())
+}
+
 async fn statement_round_trip(kind: ProviderKind) {
     let h = Harness::start().await;
     let (sandbox, account) = h.provider(kind);
@@ -482,7 +490,7 @@ async fn statement_round_trip(kind: ProviderKind) {
             RunRequest {
                 merchant_id: "shop_a".to_owned(),
                 account_id: account.to_owned(),
-                day: beijing_day(OffsetDateTime::now_utc()),
+                day: statement_day(kind),
                 source: Source::Download,
             },
             None,
@@ -499,7 +507,7 @@ async fn statement_round_trip(kind: ProviderKind) {
     pay(&h, kind, &id, true).await;
     h.wait_for(&h.shop_a, &id, "succeeded").await;
     // The sandboxes refuse the current day, as the providers do: let the day end.
-    let today = beijing_day(OffsetDateTime::now_utc());
+    let today = statement_day(kind);
     let tomorrow = format_day(today.next_day().unwrap());
     let clock = h
         .control(

@@ -1,7 +1,8 @@
 //! End-to-end UnionPay on loopback: Moongate against the strict UnionPay sandbox. What the
 //! conformance kit does not pin: a full refund on the payment's clearing day is an undo
 //! (`31`), any other a refund (`04`); a refund's notification finds its payment through the
-//! `reqReserved` echo; and the webhooks a merchant gets are the same as for the other wallets.
+//! `reqReserved` echo; the webhooks a merchant gets are the same as for the other wallets; and
+//! the clearing day's bill matches all of it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,6 +15,9 @@ mod common;
 use std::time::Duration;
 
 use common::Harness;
+use moongate::reconcile::Category;
+use moongate::reconcile::run::{ReconcileError, RunRequest, Source, reconcile};
+use moongate_contract::statement::format_day;
 use serde_json::{Value, json};
 
 on_both_ledgers!(
@@ -124,6 +128,45 @@ async fn a_qr_payment_is_paid_refunded_and_undone(h: Harness) {
         }
         assert!(found, "payment.succeeded webhook for {payment}");
     }
+
+    // The clearing day's bill (file transfer, the ZM file inside): both payments, the refund
+    // and the undo match the ledger, refunds by their own order id and their payment's
+    // (`reqReserved`).
+    let day = moongate::registry::facts(moongate_contract::ProviderKind::UnionPay)
+        .wallet
+        .statement_day
+        .day_of(time::OffsetDateTime::now_utc());
+    let run = |day| {
+        reconcile(
+            &h.gateway.gateway,
+            RunRequest {
+                merchant_id: "shop_a".to_owned(),
+                account_id: "unionpay_main".to_owned(),
+                day,
+                source: Source::Download,
+            },
+            None,
+        )
+    };
+    // Not over yet: UnionPay has no file (98), which is "not ready", not an empty day.
+    let early = run(day).await.map(|r| r.run_id);
+    assert!(
+        matches!(early, Err(ReconcileError::NotReady(_))),
+        "{early:?}"
+    );
+    let tomorrow = format_day(day.next_day().unwrap());
+    let clock = h
+        .control(
+            h.unionpay_addr,
+            "/sandbox/statement-clock",
+            json!({"today": tomorrow}),
+        )
+        .await;
+    assert_eq!(clock.status, 204);
+    let report = run(day).await.unwrap();
+    assert_eq!(report.count(Category::Matched), 2, "{:?}", report.summary);
+    assert_eq!(report.count(Category::Refund), 2, "{:?}", report.summary);
+    assert_eq!(report.break_count, 0, "{:#?}", report.breaks);
 }
 
 async fn a_forged_answer_certificate_is_never_believed(h: Harness) {

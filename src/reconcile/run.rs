@@ -199,6 +199,22 @@ fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> 
     Ok((bytes, hex::encode(sha.finish())))
 }
 
+/// Writes a statement the provider sent inline (durably) and hashes it.
+fn store_inline(bytes: &[u8], to: &Path) -> Result<(u64, String), ReconcileError> {
+    let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", to.display()));
+    let size = bytes.len() as u64;
+    if size > MAX_STATEMENT_BYTES {
+        return Err(ReconcileError::Io(format!(
+            "statement larger than {MAX_STATEMENT_BYTES} bytes"
+        )));
+    }
+    let mut output = crate::private_fs::create(to).map_err(io)?;
+    std::io::Write::write_all(&mut output, bytes).map_err(io)?;
+    output.sync_all().map_err(io)?;
+    let sha = ring::digest::digest(&ring::digest::SHA256, bytes);
+    Ok((size, hex::encode(sha.as_ref())))
+}
+
 /// Fetches (or imports) the statement and stores the raw file with its SHA-256.
 async fn obtain(
     gateway: &Gateway,
@@ -240,7 +256,10 @@ async fn obtain(
                 .into_answer()
                 .map_err(|error| {
                     // Today's bill does not exist yet: a refusal of it means "not ready".
-                    let today = moongate_contract::statement::beijing_day(gateway.now());
+                    let today = registry::facts(kind)
+                        .wallet
+                        .statement_day
+                        .day_of(gateway.now());
                     if request.day >= today {
                         ReconcileError::NotReady(format!("the day is not over yet ({error})"))
                     } else {
@@ -250,6 +269,14 @@ async fn obtain(
             match location {
                 StatementLocation::NotReady { code } => return Err(ReconcileError::NotReady(code)),
                 StatementLocation::Empty => ("empty", 0, None),
+                StatementLocation::Inline { bytes } => {
+                    let target = staging.clone();
+                    let (size, sha) =
+                        tokio::task::spawn_blocking(move || store_inline(&bytes, &target))
+                            .await
+                            .map_err(|e| ReconcileError::Io(format!("store task: {e}")))??;
+                    ("download", size, Some(sha))
+                }
                 StatementLocation::Download { url, sha1 } => {
                     let download = adapter
                         .prepare_statement_download(&gateway.call_context(), &url)

@@ -319,6 +319,7 @@ signing_certificate = {{ file = "{up_dir}/test-merchant-cert.pem" }}
 middle_certificate = {{ file = "{up_dir}/sandbox-middle.pem" }}
 root_certificate = {{ file = "{up_dir}/sandbox-root.pem" }}
 gateway_url = "http://{unionpay_addr}/gateway/api"
+file_url = "http://{unionpay_addr}/"
 
 # Routing: payments tagged for the cross-border app go to WeChat Pay when it can serve them;
 # everything else goes to the first account of the list that can.

@@ -133,7 +133,8 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
     /// The exact reply the provider expects.
     fn notification_ack(&self, kind: AckKind) -> Ack;
 
-    /// Renders the request asking where the trade statement of a Beijing calendar day is.
+    /// Renders the request asking where the trade statement of a statement day is (a day as
+    /// the provider's [`crate::StatementDay`] cuts them).
     fn prepare_statement(&self, cx: &CallContext, day: Date) -> Result<HttpRequest, AdapterError>;
 
     /// Reads where the statement is (or that there is none, or not yet).

@@ -73,6 +73,13 @@ pub struct CashierFit {
 pub enum StatementDay {
     /// A calendar day in Beijing time (UTC+8), midnight to midnight.
     BeijingCalendar,
+    /// A day that turns at `hour`:00 Beijing time: day D runs from `hour`:00 on D−1 to
+    /// `hour`:00 on D, so what happens from `hour`:00 on counts for the next day (UnionPay's
+    /// clearing day, `settleDate`, turns at 23:00).
+    BeijingCutoff {
+        /// The hour (0–23) at which the next day begins.
+        hour: u8,
+    },
 }
 
 impl StatementDay {
@@ -85,6 +92,12 @@ impl StatementDay {
                     .assume_offset(crate::statement::BEIJING);
                 (start, start + time::Duration::days(1))
             }
+            StatementDay::BeijingCutoff { hour } => {
+                let turn = Time::from_hms(hour.min(23), 0, 0).unwrap_or(Time::MIDNIGHT);
+                let start = day.with_time(turn).assume_offset(crate::statement::BEIJING)
+                    - time::Duration::days(1);
+                (start, start + time::Duration::days(1))
+            }
         }
     }
 
@@ -92,6 +105,14 @@ impl StatementDay {
     pub fn day_of(self, at: OffsetDateTime) -> Date {
         match self {
             StatementDay::BeijingCalendar => crate::statement::beijing_day(at),
+            StatementDay::BeijingCutoff { hour } => {
+                let beijing = at.to_offset(crate::statement::BEIJING);
+                if beijing.hour() >= hour {
+                    beijing.date().next_day().unwrap_or(beijing.date())
+                } else {
+                    beijing.date()
+                }
+            }
         }
     }
 }
@@ -220,6 +241,31 @@ mod tests {
         assert_eq!(
             StatementDay::BeijingCalendar.day_of(end - time::Duration::nanoseconds(1)),
             day
+        );
+    }
+
+    #[test]
+    fn a_day_that_turns_at_23_beijing() {
+        let rule = StatementDay::BeijingCutoff { hour: 23 };
+        let day = time::macros::date!(2026 - 12 - 01);
+        let (start, end) = rule.window(day);
+        // 23:00 Beijing on 30 November is 15:00 UTC.
+        assert_eq!(start, time::macros::datetime!(2026-11-30 15:00 UTC));
+        assert_eq!(end - start, time::Duration::days(1));
+        assert_eq!(rule.day_of(start), day);
+        assert_eq!(
+            rule.day_of(start - time::Duration::nanoseconds(1)),
+            day.previous_day().unwrap()
+        );
+        assert_eq!(rule.day_of(end - time::Duration::nanoseconds(1)), day);
+        assert_eq!(rule.day_of(end), day.next_day().unwrap());
+        assert_eq!(
+            rule.day_of(time::macros::datetime!(2026-12-01 22:59:59 +08:00)),
+            day
+        );
+        assert_eq!(
+            rule.day_of(time::macros::datetime!(2026-12-31 23:00 +08:00)),
+            time::macros::date!(2027 - 01 - 01)
         );
     }
 }

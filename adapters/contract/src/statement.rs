@@ -29,6 +29,12 @@ pub enum StatementLocation {
         /// SHA-1 (lower-case hex) of the file, when the provider states one (WeChat Pay).
         sha1: Option<String>,
     },
+    /// The provider sent the file itself in its answer (UnionPay's file transfer): these bytes
+    /// are the statement, stored as they are.
+    Inline {
+        /// The file.
+        bytes: Vec<u8>,
+    },
     /// The provider has no statement for that day because nothing happened on it: an empty
     /// statement (every payment the ledger holds for the day is then missing at the provider).
     Empty,

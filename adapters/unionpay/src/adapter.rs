@@ -2,10 +2,10 @@
 //!
 //! What it does today: `unionpay_qr` (QR apply) and `unionpay_payment_code` (consume with the
 //! shopper's `62…` code), queries by `orderId` and the payment's `txnTime`, refunds (`04`) and
-//! same-day undos (`31`) with their queries, and the notifications of all three. UnionPay has
-//! no close for these orders, and the bill is not read yet: both answer
-//! [`AdapterError::Unsupported`], and [`Capabilities`] leaves them out, so the core refuses
-//! them before calling.
+//! same-day undos (`31`) with their queries, the notifications of all three, and the daily
+//! bill (file transfer, read from its ZM file). UnionPay has no close for these orders: it
+//! answers [`AdapterError::Unsupported`], and [`Capabilities`] leaves it out, so the core
+//! refuses it before calling.
 
 use moongate_contract::crypto::KeyError;
 use moongate_contract::{
@@ -33,6 +33,7 @@ const OPERATIONS: &[Operation] = &[
     Operation::Refund,
     Operation::RefundQuery,
     Operation::Notification,
+    Operation::Statement,
 ];
 
 /// One UnionPay merchant account's keys and endpoints, as read from the config.
@@ -50,6 +51,8 @@ pub struct AccountKeys<'a> {
     pub root_certificate: &'a str,
     /// The gateway base URL (`…/gateway/api`).
     pub gateway_url: &'a str,
+    /// The file-transfer endpoint (`https://filedownload.95516.com/`).
+    pub file_url: &'a str,
 }
 
 /// Which configured key failed to load.
@@ -75,6 +78,7 @@ pub struct UnionPayAdapter {
     merchant: Merchant,
     trust: Trust,
     gateway_url: String,
+    file_url: String,
 }
 
 impl UnionPayAdapter {
@@ -94,6 +98,7 @@ impl UnionPayAdapter {
             merchant,
             trust: Trust::new(middle, root),
             gateway_url: keys.gateway_url.trim_end_matches('/').to_owned(),
+            file_url: keys.file_url.to_owned(),
         })
     }
 
@@ -103,9 +108,13 @@ impl UnionPayAdapter {
     }
 
     fn post(&self, operation: &str, fields: &[(String, String)]) -> HttpRequest {
+        self.post_to(format!("{}/{operation}", self.gateway_url), fields)
+    }
+
+    fn post_to(&self, url: String, fields: &[(String, String)]) -> HttpRequest {
         HttpRequest {
             method: HttpMethod::Post,
-            url: format!("{}/{operation}", self.gateway_url),
+            url,
             headers: vec![(
                 "Content-Type".to_owned(),
                 "application/x-www-form-urlencoded;charset=UTF-8".to_owned(),
@@ -380,42 +389,43 @@ impl PaymentAdapter for UnionPayAdapter {
         }
     }
 
+    /// File transfer `76/01/000000` for the clearing day `day` (`settleDate` is its `MMDD`).
     fn prepare_statement(
         &self,
-        _cx: &CallContext,
-        _day: time::Date,
+        cx: &CallContext,
+        day: time::Date,
     ) -> Result<HttpRequest, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::Statement,
-        })
+        let fields = request::file_transfer(&txn_time(cx.now)?, day);
+        let signed = self.merchant.signed(fields)?;
+        Ok(self.post_to(self.file_url.clone(), &signed))
     }
 
-    fn parse_statement(&self, _resp: &HttpResponse) -> Result<StatementLocation, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::Statement,
-        })
+    /// The answer carries the bill itself: `00` with `fileContent`, or `98` (文件不存在: not
+    /// generated yet, or no transactions that day; UnionPay does not say which), read as
+    /// not ready so that a run is tried again rather than finding everything missing.
+    fn parse_statement(&self, resp: &HttpResponse) -> Result<StatementLocation, AdapterError> {
+        let body = Self::body(resp)?;
+        answer::file_transfer(body, &self.trust, resp.received_at.unix_timestamp())
     }
 
+    /// UnionPay sends the bill inline; there is no download.
     fn prepare_statement_download(
         &self,
         _cx: &CallContext,
         _url: &str,
     ) -> Result<HttpRequest, AdapterError> {
-        Err(AdapterError::Unsupported {
-            op: Operation::Statement,
-        })
+        Err(AdapterError::InvalidRequest(
+            "UnionPay sends its bill in the file-transfer answer; there is no link".to_owned(),
+        ))
     }
 
     fn read_statement(
         &self,
-        _source: &mut dyn StatementSource,
-        _limits: &StatementLimits,
-        _sink: &mut StatementSink<'_>,
+        source: &mut dyn StatementSource,
+        limits: &StatementLimits,
+        sink: &mut StatementSink<'_>,
     ) -> Result<StatementTotals, StatementError> {
-        Err(StatementError::at(
-            0,
-            "UnionPay statements are not read yet",
-        ))
+        crate::bill::read_bill_zip(source, self.merchant.mer_id(), limits, sink)
     }
 
     fn prepare_certificates(&self, _cx: &CallContext) -> Result<HttpRequest, AdapterError> {

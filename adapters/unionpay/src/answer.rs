@@ -1,7 +1,10 @@
 //! Reading UnionPay's synchronous answers: raw fields, trusted only once their inline
 //! certificate and signature check out ([`crate::trust`]), then read for what the call did.
 
-use moongate_contract::{AdapterError, Currency, NextAction, PaymentStatus, RefundStatus};
+use moongate_contract::statement::StatementLimits;
+use moongate_contract::{
+    AdapterError, Currency, NextAction, PaymentStatus, RefundStatus, StatementLocation,
+};
 
 use crate::mapping::{CallOutcome, call_outcome, query_status};
 use crate::raw::{self, field};
@@ -125,4 +128,34 @@ pub fn refund_query(
             ));
         }
     })
+}
+
+/// A file transfer's answer: the bill zip out of `fileContent` (`00`), or not ready (`98`,
+/// 文件不存在, the official demo's reading); any other code refused the request.
+pub fn file_transfer(
+    body: &str,
+    trust: &Trust,
+    unix: i64,
+) -> Result<StatementLocation, AdapterError> {
+    let fields = raw::parse(body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    trust
+        .verify(&fields, unix)
+        .map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    match field(&fields, "respCode") {
+        Some("00") => {
+            let content = field(&fields, "fileContent")
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| AdapterError::Protocol("no fileContent".to_owned()))?;
+            let bytes = crate::bill::file_content_zip(content, &StatementLimits::DEFAULT)
+                .map_err(|e| AdapterError::Protocol(e.message))?;
+            Ok(StatementLocation::Inline { bytes })
+        }
+        Some("98") => Ok(StatementLocation::NotReady {
+            code: "98".to_owned(),
+        }),
+        code => Err(AdapterError::Rejected {
+            code: code.unwrap_or_default().to_owned(),
+            message: field(&fields, "respMsg").unwrap_or_default().to_owned(),
+        }),
+    }
 }

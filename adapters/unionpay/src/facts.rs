@@ -34,7 +34,9 @@ pub static FACTS: ProviderFacts = ProviderFacts {
         },
         // The file-transfer answer's zip, as received.
         statement_extension: "zip",
-        statement_day: StatementDay::BeijingCalendar,
+        // The clearing day (`settleDate`) turns at 23:00 Beijing time (the common cut-off;
+        // UnionPay's documents at hand do not state it).
+        statement_day: StatementDay::BeijingCutoff { hour: 23 },
     },
     methods: &[
         MethodFacts {

@@ -54,6 +54,11 @@ impl Merchant {
         &self.cert_id
     }
 
+    /// `merId`.
+    pub fn mer_id(&self) -> &str {
+        &self.mer_id
+    }
+
     /// The operation's fields with the common ones, `certId` and `signature`, in sign order.
     pub fn signed(
         &self,
@@ -168,6 +173,23 @@ pub fn query(order_id: &str, txn_time: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// File transfer (`76/01/000000`, `fileType=00`) of the bill of clearing day `day`, sent at
+/// `txn_time`: `settleDate` is the day's `MMDD` (§1.2; no `backUrl`, no currency).
+pub fn file_transfer(txn_time: &str, day: time::Date) -> Vec<(&'static str, String)> {
+    vec![
+        ("txnType", "76".into()),
+        ("txnSubType", "01".into()),
+        ("bizType", "000000".into()),
+        ("channelType", "07".into()),
+        ("fileType", "00".into()),
+        ("txnTime", txn_time.into()),
+        (
+            "settleDate",
+            format!("{:02}{:02}", u8::from(day.month()), day.day()),
+        ),
+    ]
+}
+
 /// How a refund is sent: a same-day undo of the whole consume (消费撤销, `31`), or a refund
 /// (退货, `04`, partial allowed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,15 +200,10 @@ pub enum Reversal {
     Refund,
 }
 
-/// UnionPay's clearing day of a time: the Beijing date, the next one from 23:00 on (the
-/// common cut-off; UnionPay's documents at hand do not state it).
+/// UnionPay's clearing day of a time: the statement day [`crate::FACTS`] declares (the
+/// Beijing date, the next one from 23:00 on).
 pub fn clearing_day(at: time::OffsetDateTime) -> time::Date {
-    let beijing = at.to_offset(time::macros::offset!(+8));
-    if beijing.hour() >= 23 {
-        beijing.date().next_day().unwrap_or(beijing.date())
-    } else {
-        beijing.date()
-    }
+    crate::FACTS.wallet.statement_day.day_of(at)
 }
 
 /// An undo when the whole amount goes back on the clearing day of the payment, else a refund.

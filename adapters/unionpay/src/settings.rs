@@ -6,6 +6,9 @@ use serde::Deserialize;
 /// Production gateway base (more-wallets.md §1.1); the operations append their `….do`.
 pub const PRODUCTION_GATEWAY: &str = "https://gateway.95516.com/gateway/api";
 
+/// Production file-transfer endpoint, where the daily bill is asked for (§1.1).
+pub const PRODUCTION_FILES: &str = "https://filedownload.95516.com/";
+
 /// A UnionPay account as written in the config file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,10 +28,18 @@ pub struct Settings {
     /// The gateway base URL; defaults to production.
     #[serde(default = "default_gateway")]
     pub gateway_url: String,
+    /// The file-transfer endpoint (the bill, `76/01/000000`); defaults to production (test:
+    /// `https://filedownload.test.95516.com/`).
+    #[serde(default = "default_files")]
+    pub file_url: String,
 }
 
 fn default_gateway() -> String {
     PRODUCTION_GATEWAY.to_owned()
+}
+
+fn default_files() -> String {
+    PRODUCTION_FILES.to_owned()
 }
 
 impl Settings {
@@ -40,6 +51,9 @@ impl Settings {
         }
         if let Err(message) = moongate_contract::http::check_base_url(&self.gateway_url) {
             problems.push(("gateway_url", message));
+        }
+        if let Err(message) = moongate_contract::http::check_base_url(&self.file_url) {
+            problems.push(("file_url", message));
         }
         problems
     }
@@ -57,6 +71,7 @@ mod tests {
             middle_certificate: SecretRef::File("m".into()),
             root_certificate: SecretRef::File("r".into()),
             gateway_url: gateway_url.to_owned(),
+            file_url: PRODUCTION_FILES.to_owned(),
         }
     }
 
@@ -88,5 +103,8 @@ mod tests {
                 .validate()
                 .is_empty()
         );
+        let mut files = settings("777290058167151", PRODUCTION_GATEWAY);
+        files.file_url = "http://filedownload.95516.com/".to_owned();
+        assert_eq!(keys(files), ["file_url"]);
     }
 }

@@ -25,6 +25,7 @@ fn adapter() -> UnionPayAdapter {
         middle_certificate: &fixture("sandbox-middle.pem"),
         root_certificate: &fixture("sandbox-root.pem"),
         gateway_url: "https://gateway.test.95516.com/gateway/api/",
+        file_url: "https://filedownload.test.95516.com/",
     })
     .unwrap()
 }
@@ -150,4 +151,37 @@ fn an_answer_that_is_not_http_200_is_not_believed() {
         received_at: created,
     };
     assert!(adapter().parse_query(&reference, &answer).is_err());
+}
+
+#[test]
+fn the_bill_is_asked_for_by_file_transfer_with_the_clearing_day() {
+    let cx = CallContext {
+        now: datetime!(2026-12-02 02:30:00 UTC),
+        nonce: "n".repeat(32),
+    };
+    let request = adapter()
+        .prepare_statement(&cx, time::macros::date!(2026 - 12 - 01))
+        .unwrap();
+    assert_eq!(request.url, "https://filedownload.test.95516.com/");
+    let form: Vec<(String, String)> = form_urlencoded::parse(&request.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    for (key, value) in [
+        ("txnType", "76"),
+        ("txnSubType", "01"),
+        ("bizType", "000000"),
+        ("fileType", "00"),
+        ("settleDate", "1201"),
+        ("txnTime", "20261202103000"),
+        ("merId", "777290058167151"),
+        ("accessType", "0"),
+        ("signMethod", "01"),
+    ] {
+        assert_eq!(get(&form, key), Some(value), "{key}");
+    }
+    // A file transfer has no notification URL, currency or order.
+    for key in ["backUrl", "currencyCode", "orderId", "txnAmt"] {
+        assert_eq!(get(&form, key), None, "{key}");
+    }
+    assert!(get(&form, "signature").is_some_and(|s| !s.is_empty()));
 }

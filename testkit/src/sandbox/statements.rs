@@ -7,7 +7,11 @@
 //! - WeChat Pay (B.7): UTF-8 with a BOM, CRLF, every cell prefixed with a backtick, amounts in
 //!   yuan (fees to five decimals), a summary header and line.
 //!
-//! Fees are the sandbox's choice: 0.6 % of each payment, given back pro rata on refunds. Alipay
+//! - UnionPay (more-wallets.md §1.6): the ZM transaction file, 42 fixed-width byte fields (the
+//!   official demo's widths) separated by one space, CRLF, GBK text, inside a zip beside an
+//!   empty ZME file; the file-transfer answer carries that zip zlib-deflated in base64.
+//!
+//! Fees are the sandbox's choice: 0.6 % of each payment (UnionPay: 0.38 %), given back pro rata on refunds. Alipay
 //! shows the service fee as a negative amount on trades and a positive one on refunds here;
 //! Moongate's reader accepts either sign.
 
@@ -327,6 +331,160 @@ pub fn write_zip(files: &[(Vec<u8>, Vec<u8>)], at: OffsetDateTime) -> io::Result
     Ok(out)
 }
 
+/// One line of a UnionPay ZM file.
+#[derive(Clone, Debug)]
+pub struct UnionPayZmEntry {
+    /// `01` consume, `04` refund, `31` undo.
+    pub txn_type: String,
+    /// `txnSubType`.
+    pub txn_sub_type: String,
+    /// When it cleared (written `MMDDhhmmss`, Beijing).
+    pub at: OffsetDateTime,
+    /// `txnAmt`, fen.
+    pub amount: i64,
+    /// UnionPay's `queryId`.
+    pub query_id: String,
+    /// The transaction's `orderId`.
+    pub order_id: String,
+    /// `merId`.
+    pub mer_id: String,
+    /// A refund's consume `queryId`.
+    pub orig_qry_id: Option<String>,
+    /// A refund's consume `orderId`.
+    pub orig_order_id: Option<String>,
+    /// The request's `reqReserved`.
+    pub reserved: String,
+    /// The fee's magnitude, fen.
+    pub fee: i64,
+}
+
+/// The sandbox's UnionPay fee: 0.38 %, rounded half up to the fen.
+pub fn unionpay_fee(amount: i64) -> i64 {
+    (amount * 38 + 5000) / 10_000
+}
+
+/// ZM field widths (the official demo's `parseZMFile`).
+const ZM_WIDTHS: [usize; 42] = [
+    3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21,
+    15, 1, 15, 32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98,
+];
+
+/// One ZM line (607 bytes, no line end). Amounts the sandbox signs with `C` (credit to the
+/// merchant) or `D` (debit) before 12 digits: the consume's settlement is a credit and its
+/// fee a debit, a refund's the other way round (sandbox choice; the published format is not at
+/// hand).
+pub fn unionpay_zm_line(entry: &UnionPayZmEntry) -> Vec<u8> {
+    let t = entry.at.to_offset(BEIJING_OFFSET);
+    let txn_time = format!(
+        "{:02}{:02}{:02}{:02}{:02}",
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let consume = entry.txn_type == "01";
+    let (settle_sign, fee_sign) = if consume { ('C', 'D') } else { ('D', 'C') };
+    let trace = entry
+        .query_id
+        .get(entry.query_id.len().saturating_sub(6)..)
+        .unwrap_or_default()
+        .to_owned();
+    let cells: Vec<(usize, Vec<u8>)> = vec![
+        (
+            0,
+            if consume {
+                b"S22".to_vec()
+            } else {
+                b"S33".to_vec()
+            },
+        ),
+        (1, b"48021000".to_vec()),
+        (2, b"00010000".to_vec()),
+        (3, trace.into_bytes()),
+        (4, txn_time.into_bytes()),
+        (5, b"6216********0018".to_vec()),
+        (6, format!("{:012}", entry.amount).into_bytes()),
+        (7, b"5411".to_vec()),
+        (8, b"08".to_vec()),
+        (9, entry.query_id.clone().into_bytes()),
+        (11, entry.order_id.clone().into_bytes()),
+        (12, b"01".to_vec()),
+        (15, format!("{fee_sign}{:012}", entry.fee).into_bytes()),
+        (
+            16,
+            format!("{settle_sign}{:012}", entry.amount).into_bytes(),
+        ),
+        (17, b"0002".to_vec()),
+        (19, entry.txn_type.clone().into_bytes()),
+        (20, entry.txn_sub_type.clone().into_bytes()),
+        (21, b"000000".to_vec()),
+        (22, b"01".to_vec()),
+        (
+            26,
+            entry.orig_qry_id.clone().unwrap_or_default().into_bytes(),
+        ),
+        (27, entry.mer_id.clone().into_bytes()),
+        // A GBK name, so that offsets are bytes and never characters.
+        (30, gbk("月门茶馆")),
+        (34, entry.reserved.clone().into_bytes()),
+        (
+            40,
+            entry.orig_order_id.clone().unwrap_or_default().into_bytes(),
+        ),
+    ];
+    let mut line = Vec::with_capacity(607);
+    for (index, width) in ZM_WIDTHS.iter().enumerate() {
+        if index > 0 {
+            line.push(b' ');
+        }
+        let value = cells
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        let take = value.len().min(*width);
+        line.extend_from_slice(value.get(..take).unwrap_or_default());
+        line.extend(std::iter::repeat_n(b' ', width - take));
+    }
+    line
+}
+
+/// A UnionPay bill zip (`{merId}_{yyyyMMdd}.zip`): `INN{yyMMdd}88ZM_{merId}` with the lines,
+/// and an empty `INN{yyMMdd}88ZME_{merId}` (no errors).
+pub fn unionpay_bill_zip(
+    mer_id: &str,
+    day: Date,
+    entries: &[UnionPayZmEntry],
+    at: OffsetDateTime,
+) -> io::Result<Vec<u8>> {
+    let stem = format!(
+        "INN{:02}{:02}{:02}88",
+        day.year() % 100,
+        u8::from(day.month()),
+        day.day()
+    );
+    let mut zm = Vec::with_capacity(entries.len() * 609);
+    for entry in entries {
+        zm.extend_from_slice(&unionpay_zm_line(entry));
+        zm.extend_from_slice(b"\r\n");
+    }
+    write_zip(
+        &[
+            (format!("{stem}ZM_{mer_id}").into_bytes(), zm),
+            (format!("{stem}ZME_{mer_id}").into_bytes(), Vec::new()),
+        ],
+        at,
+    )
+}
+
+/// `fileContent`: the zip zlib-deflated, in base64 (what the official SDK inflates).
+pub fn unionpay_file_content(zip: &[u8]) -> io::Result<String> {
+    use base64::Engine as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(zip)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(encoder.finish()?))
+}
+
 /// One line of a WeChat Pay trade bill (`bill_type=ALL`).
 #[derive(Clone, Debug)]
 pub struct WechatBillEntry {
@@ -464,6 +622,11 @@ impl BillDesk {
                 (beijing.date(), beijing.hour() >= 10)
             }
         }
+    }
+
+    /// True when the day was set through the control endpoint.
+    pub(crate) fn clock_set(&self) -> bool {
+        self.today.is_some()
     }
 
     /// Sets the statement clock, and whether the next download is corrupted.

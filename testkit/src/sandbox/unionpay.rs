@@ -19,6 +19,10 @@
 //!   pays (`POST /sandbox/pay`, or the wallet page), then `00` with `queryId`. A consume with a
 //!   payment code (`01/06`, `qrNo` of 19 digits from 62) is accepted and settles by itself
 //!   shortly after (sandbox choice), or fails with `51` for a code ending in `51`.
+//! - File transfer (`POST /`, as `filedownload.95516.com/` takes it; `76/01/000000`,
+//!   `fileType=00`, `settleDate=MMDD`) answers the clearing day's bill inline: `fileContent`
+//!   is the zip (ZM and ZME files, `statements.rs`) zlib-deflated in base64; `98` while there
+//!   is no file.
 //! - Notifications are form POSTs to `backUrl`, signed like answers, re-sent until the answer
 //!   is HTTP 200 (sandbox choice: 5 tries at 1, 2, 4, 8, 16 s, divided by `time_divisor`).
 //!
@@ -46,6 +50,7 @@ use time::macros::{format_description, offset};
 use tokio::net::TcpListener;
 
 use super::alipay::SandboxError;
+use super::statements::{self, BillDesk, StatementClock};
 use super::{FaultBody, Faults, WalletScan, control_reply, wallet_page, wallet_paid, with_faults};
 use crate::net::HttpClient;
 use crate::text::random_alnum;
@@ -131,6 +136,7 @@ struct Inner {
     notices: Vec<SentNotice>,
     fault: Faults,
     calls: u64,
+    bills: BillDesk,
 }
 
 /// The sandbox's state.
@@ -246,6 +252,7 @@ impl UnionPaySandbox {
                 notices: Vec::new(),
                 fault: Faults::none(),
                 calls: 0,
+                bills: BillDesk::default(),
             }),
         })
     }
@@ -294,8 +301,8 @@ impl UnionPaySandbox {
             .into_response()
     }
 
-    /// Checks the common fields and the signature.
-    fn check_common(&self, fields: &[(String, String)]) -> Result<(), Refusal> {
+    /// Checks the fields every request carries, and its signature.
+    fn check_signed(&self, fields: &[(String, String)]) -> Result<(), Refusal> {
         if field(fields, "version") != "5.1.0" {
             return Err(refuse("30", "报文格式错误 version"));
         }
@@ -320,6 +327,12 @@ impl UnionPaySandbox {
         if signature.is_empty() || !verifier.verify_base64(message.as_bytes(), signature) {
             return Err(refuse("11", "验证签名失败"));
         }
+        Ok(())
+    }
+
+    /// Checks a transaction's or query's common fields and signature, and its order.
+    fn check_common(&self, fields: &[(String, String)]) -> Result<(), Refusal> {
+        self.check_signed(fields)?;
         let order_id = field(fields, "orderId");
         if !(8..=40).contains(&order_id.len())
             || !order_id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -537,6 +550,104 @@ impl UnionPaySandbox {
         Ok(answer)
     }
 
+    /// File transfer (`76/01/000000`, `fileType=00`): the bill of clearing day `settleDate`
+    /// (`MMDD`, the latest such day not after today) in the answer's `fileContent`. A day
+    /// that is not over, whose bill is not made yet (before 10:00 the next day, sandbox
+    /// choice), or that cleared nothing answers `98` (文件不存在), as the official demo reads
+    /// it.
+    fn file_transfer(&self, fields: &[(String, String)]) -> Result<Fields, Refusal> {
+        self.check_signed(fields)?;
+        match (
+            field(fields, "txnType"),
+            field(fields, "txnSubType"),
+            field(fields, "bizType"),
+            field(fields, "channelType"),
+        ) {
+            ("76", "01", "000000", "07" | "08") => {}
+            _ => return Err(refuse("30", "交易类型错误")),
+        }
+        if field(fields, "fileType") != "00" {
+            return Err(refuse("30", "报文格式错误 fileType"));
+        }
+        let sent = parse_beijing(field(fields, "txnTime"));
+        if sent.is_none_or(|t| (t - OffsetDateTime::now_utc()).abs() > time::Duration::hours(1)) {
+            return Err(refuse("30", "txnTime无效"));
+        }
+        let now = OffsetDateTime::now_utc();
+        let (today, ready) = {
+            let inner = self.lock();
+            let (today, ready) = inner.bills.today(now);
+            // The bill desk keeps Beijing days; UnionPay's turn at 23:00.
+            let clearing = if inner.bills.clock_set() {
+                today
+            } else {
+                clearing_day(now)
+            };
+            (clearing, ready)
+        };
+        let settle = field(fields, "settleDate");
+        let day =
+            month_day(settle, today).ok_or_else(|| refuse("30", "报文格式错误 settleDate"))?;
+        let not_made = day >= today || (day.next_day() == Some(today) && !ready);
+        let mer_id = field(fields, "merId").to_owned();
+        let entries = if not_made {
+            Vec::new()
+        } else {
+            self.bill_entries(&mer_id, day)
+        };
+        if entries.is_empty() {
+            return Err(refuse("98", "文件不存在"));
+        }
+        let zip = statements::unionpay_bill_zip(&mer_id, day, &entries, now)
+            .and_then(|zip| statements::unionpay_file_content(&zip))
+            .map_err(|_| refuse("03", "系统繁忙"))?;
+        let mut answer = echo(fields);
+        answer.push(("respCode".into(), "00".into()));
+        answer.push(("respMsg".into(), "成功[0000000]".into()));
+        answer.push(("fileType".into(), "00".into()));
+        answer.push(("settleDate".into(), settle.to_owned()));
+        answer.push((
+            "fileName".into(),
+            format!("{mer_id}_{}.zip", statements::compact_day(day)),
+        ));
+        answer.push(("fileContent".into(), zip));
+        Ok(answer)
+    }
+
+    /// What cleared on `day` for `mer_id`: paid consumes and settled refunds and undos.
+    fn bill_entries(&self, mer_id: &str, day: time::Date) -> Vec<statements::UnionPayZmEntry> {
+        let inner = self.lock();
+        let mut entries: Vec<statements::UnionPayZmEntry> = inner
+            .orders
+            .values()
+            .filter(|o| o.mer_id == mer_id && o.state == State_::Paid)
+            .filter_map(|o| {
+                let at = o.paid_at.filter(|at| clearing_day(*at) == day)?;
+                let consume = o.orig_qry_id.as_ref().and_then(|orig| {
+                    inner
+                        .orders
+                        .values()
+                        .find(|c| c.mer_id == mer_id && c.txn_type == "01" && c.query_id == *orig)
+                });
+                Some(statements::UnionPayZmEntry {
+                    txn_type: o.txn_type.to_owned(),
+                    txn_sub_type: o.txn_sub_type.clone(),
+                    at,
+                    amount: o.amount,
+                    query_id: o.query_id.clone(),
+                    order_id: o.order_id.clone(),
+                    mer_id: o.mer_id.clone(),
+                    orig_qry_id: o.orig_qry_id.clone(),
+                    orig_order_id: consume.map(|c| c.order_id.clone()),
+                    reserved: o.req_reserved.clone(),
+                    fee: statements::unionpay_fee(o.amount),
+                })
+            })
+            .collect();
+        entries.sort_by_key(|e| e.at);
+        entries
+    }
+
     /// Settles an order by itself after [`CODE_SETTLE_MS`] (divided): a payment-code consume
     /// the shopper confirms, a refund or undo the bank carries out (sandbox choice).
     fn settle_later(self: &Arc<Self>, mer_id: String, order_id: String, outcome: State_) {
@@ -738,16 +849,34 @@ fn echo(fields: &[(String, String)]) -> Vec<(String, String)> {
     .collect()
 }
 
-/// UnionPay's clearing day (`MMDD`): from 23:00 Beijing time, the next day (sandbox choice,
-/// the common cut-off).
-fn settle_date(at: OffsetDateTime) -> String {
+/// UnionPay's clearing day: from 23:00 Beijing time, the next day (sandbox choice, the
+/// common cut-off).
+fn clearing_day(at: OffsetDateTime) -> time::Date {
     let beijing = at.to_offset(offset!(+8));
-    let day = if beijing.hour() >= 23 {
+    if beijing.hour() >= 23 {
         beijing.date().next_day().unwrap_or(beijing.date())
     } else {
         beijing.date()
-    };
+    }
+}
+
+/// The clearing day as `settleDate` writes it (`MMDD`).
+fn settle_date(at: OffsetDateTime) -> String {
+    let day = clearing_day(at);
     format!("{:02}{:02}", u8::from(day.month()), day.day())
+}
+
+/// The day a `settleDate` (`MMDD`, no year) names: the latest one not after `today`.
+fn month_day(text: &str, today: time::Date) -> Option<time::Date> {
+    if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let month = time::Month::try_from(text.get(..2)?.parse::<u8>().ok()?).ok()?;
+    let day: u8 = text.get(2..)?.parse().ok()?;
+    [today.year(), today.year() - 1]
+        .into_iter()
+        .filter_map(|year| time::Date::from_calendar_date(year, month, day).ok())
+        .find(|date| *date <= today)
 }
 
 fn random_digits(n: usize) -> String {
@@ -811,6 +940,25 @@ async fn back_trans_req(
 
 async fn query_trans(State(sandbox): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     entry(sandbox, headers, body, |s, f| s.query(f)).await
+}
+
+async fn file_trans(State(sandbox): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    entry(sandbox, headers, body, |s, f| s.file_transfer(f)).await
+}
+
+/// `POST /sandbox/statement-clock {"today": "yyyy-MM-dd"}`: the clearing day the sandbox
+/// treats as today (absent: the real one).
+async fn control_statement_clock(
+    State(sandbox): State<Shared>,
+    axum::Json(clock): axum::Json<StatementClock>,
+) -> Response {
+    match clock.day() {
+        Ok(day) => {
+            sandbox.lock().bills.set_clock(day, false);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// The order a control names: UnionPay's `orderId`, or the Moongate id it was made from
@@ -969,6 +1117,9 @@ pub fn router(sandbox: Shared) -> Router {
     Router::new()
         .route("/gateway/api/backTransReq.do", post(back_trans_req))
         .route("/gateway/api/queryTrans.do", post(query_trans))
+        // The file-transfer host's one endpoint (filedownload.95516.com/).
+        .route("/", post(file_trans))
+        .route("/sandbox/statement-clock", post(control_statement_clock))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/fault", post(control_fault))
         .route("/sandbox/notifications", get(control_notifications))
