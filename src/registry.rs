@@ -140,14 +140,45 @@ fn build_unionpay(
 ) -> Result<UnionPayAdapter, Vec<(String, String)>> {
     let settings: UnionPaySettings = parse_settings(table).map_err(|p| vec![p])?;
     let read = |key: &str, reference| read_setting(key, reference, base_dir);
-    let key = read("signing_key", &settings.signing_key)?;
-    let certificate = read("signing_certificate", &settings.signing_certificate)?;
+    let missing = |key: &str| vec![(format!(".{key}"), "is missing".to_owned())];
+    // Either a key store with its password, or a PEM key with its certificate (the settings'
+    // own check says which is missing).
+    let (pem, pfx) = match (&settings.signing_pfx, &settings.signing_pfx_password) {
+        (Some(store), Some(password)) => {
+            let der = crate::config::resolve_secret_bytes(store, base_dir)
+                .map_err(|m| vec![(".signing_pfx".to_owned(), m)])?;
+            (None, Some((der, read("signing_pfx_password", password)?)))
+        }
+        _ => {
+            let key = settings
+                .signing_key
+                .as_ref()
+                .ok_or_else(|| missing("signing_key"))?;
+            let certificate = settings
+                .signing_certificate
+                .as_ref()
+                .ok_or_else(|| missing("signing_certificate"))?;
+            let pair = (
+                read("signing_key", key)?,
+                read("signing_certificate", certificate)?,
+            );
+            (Some(pair), None)
+        }
+    };
+    let signing = match (&pem, &pfx) {
+        (Some((key, certificate)), _) => {
+            moongate_adapter_unionpay::SigningKey::Pem { key, certificate }
+        }
+        (None, Some((der, password))) => {
+            moongate_adapter_unionpay::SigningKey::Pfx { der, password }
+        }
+        (None, None) => return Err(missing("signing_pfx")),
+    };
     let middle = read("middle_certificate", &settings.middle_certificate)?;
     let root = read("root_certificate", &settings.root_certificate)?;
     UnionPayAdapter::new(&moongate_adapter_unionpay::AccountKeys {
         mer_id: &settings.mer_id,
-        signing_key: &key,
-        signing_certificate: &certificate,
+        signing,
         middle_certificate: &middle,
         root_certificate: &root,
         gateway_url: &settings.gateway_url,
@@ -155,6 +186,7 @@ fn build_unionpay(
     })
     .map_err(|e| {
         let (key, problem) = match e {
+            UnionPayAccountError::SigningStore(p) => (".signing_pfx", p),
             UnionPayAccountError::SigningKey(p) => (".signing_key", p),
             UnionPayAccountError::SigningCertificate(p) => (".signing_certificate", p),
             UnionPayAccountError::Middle(p) => (".middle_certificate", p),

@@ -145,6 +145,10 @@ fn next_action_types() -> BTreeSet<String> {
             qr_data: String::new(),
         },
         NextAction::Redirect { url: String::new() },
+        NextAction::FormPost {
+            url: String::new(),
+            fields: Default::default(),
+        },
         NextAction::WechatJsapi {
             parameters: moongate_contract::JsapiParameters {
                 app_id: String::new(),
@@ -161,6 +165,7 @@ fn next_action_types() -> BTreeSet<String> {
         match sample {
             NextAction::DisplayQr { .. }
             | NextAction::Redirect { .. }
+            | NextAction::FormPost { .. }
             | NextAction::WechatJsapi { .. }
             | NextAction::AwaitShopperConfirmation => {}
         }

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 on_both_ledgers!(
     a_qr_payment_is_paid_refunded_and_undone,
+    a_web_payment_is_a_signed_form_the_browser_posts,
     a_forged_answer_certificate_is_never_believed,
     an_unpaid_code_past_its_deadline_is_canceled_once_a_query_says_so,
 );
@@ -230,4 +231,100 @@ async fn an_unpaid_code_past_its_deadline_is_canceled_once_a_query_says_so(h: Ha
     let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
     assert_eq!(after["status"], "canceled", "{after}");
     assert_eq!(after["failure"]["code"], "expired", "{after}");
+}
+
+/// A form POST as the shopper's browser sends it.
+async fn browser_post(h: &Harness, url: &str, fields: &[(String, String)]) -> (u16, String) {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let answer = h
+        .http
+        .send(&moongate_contract::HttpRequest {
+            method: moongate_contract::HttpMethod::Post,
+            url: url.to_owned(),
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            body: body.into_bytes(),
+        })
+        .await
+        .unwrap();
+    (
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    )
+}
+
+async fn a_web_payment_is_a_signed_form_the_browser_posts(h: Harness) {
+    for (method, channel, key) in [("unionpay_web", "07", "w1"), ("unionpay_wap", "08", "w2")] {
+        // Without a return_url there is nowhere to send the shopper back.
+        let body = json!({
+            "amount": 2600, "currency": "CNY", "method": method, "merchant_reference": key, "description": "银联 tea",
+        });
+        let (status, refused) = h.create_with(&h.shop_a, body, &format!("{key}-x")).await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["error"]["param"], "return_url", "{refused}");
+        let body = json!({
+            "amount": 2600, "currency": "CNY", "method": method, "merchant_reference": key, "description": "银联 tea",
+            "return_url": "https://shop.example/paid",
+        });
+        let (status, payment) = h.create_with(&h.shop_a, body, key).await;
+        assert_eq!(status, 201, "{payment}");
+        assert_eq!(payment["status"], "requires_action", "{payment}");
+        let action = &payment["next_action"];
+        assert_eq!(action["type"], "form_post", "{payment}");
+        let url = action["url"].as_str().unwrap();
+        assert!(url.ends_with("/gateway/api/frontTransReq.do"), "{url}");
+        let fields: Vec<(String, String)> = action["fields"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("bizType"), Some("000201"));
+        assert_eq!(get("channelType"), Some(channel));
+        assert_eq!(get("frontUrl"), Some("https://shop.example/paid"));
+        assert_eq!(get("txnAmt"), Some("2600"));
+        // Nothing was sent to UnionPay: the browser posts the form.
+        let id = payment["id"].as_str().unwrap().to_owned();
+        let order = id.replace('_', "");
+        // A form altered on its way is refused: the signature covers every field.
+        let mut altered = fields.clone();
+        for (k, v) in &mut altered {
+            if k == "txnAmt" {
+                *v = "1".to_owned();
+            }
+        }
+        let (status, page) = browser_post(&h, url, &altered).await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains("验证签名失败"), "{page}");
+        // As sent, it opens UnionPay's payment page.
+        let (status, page) = browser_post(&h, url, &fields).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains(&order), "{page}");
+        // The same order posted twice is a duplicate.
+        let (status, page) = browser_post(&h, url, &fields).await;
+        assert_eq!(status, 400, "{page}");
+        // The shopper pays on that page; UnionPay sends the browser back to frontUrl with a
+        // signed form, and notifies backUrl, which settles the payment.
+        let wallet = format!("http://{}/sandbox/wallet", h.unionpay_addr);
+        let (status, back) =
+            browser_post(&h, &wallet, &[("code".into(), format!("front:{order}"))]).await;
+        assert_eq!(status, 200, "{back}");
+        assert!(
+            back.contains("action=\"https://shop.example/paid\""),
+            "{back}"
+        );
+        assert!(back.contains("name=\"signature\""), "{back}");
+        let paid = h.wait_for(&h.shop_a, &id, "succeeded").await;
+        assert_eq!(paid["method"], method, "{paid}");
+    }
 }

@@ -355,6 +355,32 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
             )),
             false,
         ),
+        // A button, not an auto-submitting script: coming back to this page (a reload, the
+        // back button) must not post the same order to the wallet again.
+        Some(NextAction::FormPost { url, fields }) => {
+            let hidden: String = fields
+                .iter()
+                .map(|(name, value)| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        escape(name),
+                        escape(value)
+                    )
+                })
+                .collect();
+            (
+                open(format!(
+                    "<h1>{wallet}</h1><form method=\"post\" action=\"{}\" id=\"wallet-form\">{hidden}\
+                     <button class=\"wallet {}\" id=\"continue\" type=\"submit\">前往{}付款 · Continue to {}</button></form>\
+                     <p class=\"muted\">付款后本页会自动更新 · This page updates by itself once you have paid.</p>",
+                    escape(url),
+                    wallet_class(payment.provider),
+                    escape(facts.name_zh),
+                    escape(facts.name_en),
+                )),
+                false,
+            )
+        }
         Some(NextAction::WechatJsapi { parameters }) => (
             open(format!(
                 "<h1>{wallet}</h1><p>正在打开{}… Opening {}…</p>\

@@ -298,6 +298,31 @@ pub fn resolve_secret(reference: &SecretRef, base_dir: &Path) -> Result<String, 
     Ok(trimmed)
 }
 
+/// Resolves a binary secret (a key store): a file's bytes, or the base64 an environment
+/// variable holds.
+pub fn resolve_secret_bytes(reference: &SecretRef, base_dir: &Path) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let bytes = match reference {
+        SecretRef::Env(name) => {
+            let text = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?;
+            let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|_| format!("environment variable {name} is not base64"))?
+        }
+        SecretRef::File(path) => {
+            let full = base_dir.join(path);
+            std::fs::read(&full)
+                .map_err(|e| format!("cannot read {}: {}", full.display(), e.kind()))?
+        }
+    };
+    if bytes.is_empty() {
+        return Err(format!("{reference:?} is empty"));
+    }
+    Ok(bytes)
+}
+
 /// Parses a provider's settings table with its strict struct, keeping the key path of errors.
 pub fn parse_settings<T: serde::de::DeserializeOwned>(
     table: &toml::Table,

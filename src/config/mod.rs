@@ -11,7 +11,7 @@ mod runtime;
 mod tests;
 mod validate;
 
-pub use build::{parse_settings, resolve_secret};
+pub use build::{parse_settings, resolve_secret, resolve_secret_bytes};
 pub use runtime::{Account, Config, Merchant, MerchantKey, Webhook};
 
 use std::collections::BTreeMap;

@@ -628,3 +628,36 @@ fn unionpay_accounts_report_bad_settings_and_certificates_with_key_paths() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_unionpay_key_may_be_its_pfx_and_a_wrong_password_is_named_by_its_key() {
+    let good = format!("{GOOD}{UNIONPAY}")
+        .replace("{ env = \"X\" }", "{ file = \"x.secret\" }")
+        .replace(
+            "signing_key = { file = \"up-key.pem\" }\nsigning_certificate = { file = \"up-cert.pem\" }",
+            "signing_pfx = { file = \"up.pfx\" }\nsigning_pfx_password = { file = \"up-pfx.secret\" }",
+        );
+    assert!(good.contains("signing_pfx"), "{good}");
+    let dir = unionpay_dir(None);
+    let pfx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/unionpay/test-merchant.pfx");
+    std::fs::copy(pfx, dir.path().join("up.pfx")).unwrap();
+    std::fs::write(dir.path().join("up-pfx.secret"), "000000\n").unwrap();
+    parse(&good).unwrap().build(dir.path()).unwrap();
+    std::fs::write(dir.path().join("up-pfx.secret"), "654321\n").unwrap();
+    let errors = parse(&good).unwrap().build(dir.path()).unwrap_err();
+    let rendered = errors.to_string();
+    assert!(
+        rendered.contains("merchants.shop.accounts.up.settings.signing_pfx"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("654321"), "{rendered}");
+    // Half a store, or both kinds at once: the settings check names the key.
+    let half = good.replace("signing_pfx_password = { file = \"up-pfx.secret\" }\n", "");
+    let errors = parse(&half).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"merchants.shop.accounts.up.settings.signing_pfx_password"),
+        "{paths:?}"
+    );
+}

@@ -82,9 +82,11 @@ pub fn router(gateway: Shared) -> Router {
     v1_router()
         .route("/cashier/{token}", get(cashier::cashier_page))
         .route("/cashier/{token}/pay", post(cashier::cashier_choose))
+        // UnionPay's gateway sends the shopper back with a POST (its `frontUrl` return): the
+        // same page, the form a hint only.
         .route(
             "/cashier/return/{checkout_id}",
-            get(cashier::cashier_return),
+            get(cashier::cashier_return).post(cashier::cashier_return),
         )
         .route(
             "/notify/{provider}/{merchant}/{account}",

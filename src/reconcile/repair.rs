@@ -90,8 +90,9 @@ pub async fn repair_break(
     let reference = PaymentRef {
         provider_order_id: record.payment_id.clone(),
         amount: Money::new(record.provider_amount.unwrap_or(0), currency),
-        // The ledger never saw this order, so its creation time is unknown; a provider that
-        // keys queries by send time (UnionPay) has no statement reader yet.
+        // The ledger never saw this order, so its creation time is unknown. UnionPay names an
+        // order by the `txnTime` it was sent with, so its query finds nothing at this time
+        // (`34`) and such a break is not repaired: nothing is inserted, the break stays open.
         created_at: gateway.now(),
     };
     let adapter = &account.adapter;

@@ -96,6 +96,18 @@ impl RsaSigner {
             _ => return Err(KeyError::Rejected("unexpected PEM label for a private key")),
         }
         .map_err(|_| KeyError::Rejected("ring refused the private key"))?;
+        RsaSigner::of(key)
+    }
+
+    /// Loads a PKCS#8 `PrivateKeyInfo` DER key (as a PKCS#12 store holds it).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<RsaSigner, KeyError> {
+        let key = RsaKeyPair::from_pkcs8(der)
+            .map_err(|_| KeyError::Rejected("ring refused the private key"))?;
+        RsaSigner::of(key)
+    }
+
+    /// A signer of `key`, which must be at least 2048 bits.
+    fn of(key: RsaKeyPair) -> Result<RsaSigner, KeyError> {
         if key.public().modulus_len() < 256 {
             return Err(KeyError::Rejected(
                 "RSA keys shorter than 2048 bits are not accepted",

@@ -83,6 +83,11 @@ pub enum PaymentMethod {
     UnionpayQr,
     /// UnionPay consume with the shopper's `62…` payment code (被扫, `backTransReq` `01/06`).
     UnionpayPaymentCode,
+    /// UnionPay gateway payment in a desktop browser (`frontTransReq` `01/01/000201/07`): the
+    /// browser posts a signed form to UnionPay.
+    UnionpayWeb,
+    /// UnionPay gateway payment in a phone's browser (`frontTransReq` `01/01/000201/08`).
+    UnionpayWap,
 }
 
 impl PaymentMethod {
@@ -98,6 +103,8 @@ impl PaymentMethod {
         PaymentMethod::WechatPaymentCode,
         PaymentMethod::UnionpayQr,
         PaymentMethod::UnionpayPaymentCode,
+        PaymentMethod::UnionpayWeb,
+        PaymentMethod::UnionpayWap,
     ];
 
     /// The provider that serves this method.
@@ -111,9 +118,10 @@ impl PaymentMethod {
             | PaymentMethod::WechatJsapi
             | PaymentMethod::WechatH5
             | PaymentMethod::WechatPaymentCode => ProviderKind::WechatPay,
-            PaymentMethod::UnionpayQr | PaymentMethod::UnionpayPaymentCode => {
-                ProviderKind::UnionPay
-            }
+            PaymentMethod::UnionpayQr
+            | PaymentMethod::UnionpayPaymentCode
+            | PaymentMethod::UnionpayWeb
+            | PaymentMethod::UnionpayWap => ProviderKind::UnionPay,
         }
     }
 
@@ -130,6 +138,8 @@ impl PaymentMethod {
             PaymentMethod::WechatPaymentCode => "wechat_payment_code",
             PaymentMethod::UnionpayQr => "unionpay_qr",
             PaymentMethod::UnionpayPaymentCode => "unionpay_payment_code",
+            PaymentMethod::UnionpayWeb => "unionpay_web",
+            PaymentMethod::UnionpayWap => "unionpay_wap",
         }
     }
 
@@ -206,6 +216,16 @@ pub enum NextAction {
     Redirect {
         /// The provider cashier URL, already signed.
         url: String,
+    },
+    /// Make the shopper's browser POST `fields` to `url` as an
+    /// `application/x-www-form-urlencoded` form (UnionPay's `frontTransReq`): an auto-submitting
+    /// form on the merchant's page, or the cashier's button. The fields are signed; send them
+    /// as they are.
+    FormPost {
+        /// Where the form goes.
+        url: String,
+        /// The form's fields, by name.
+        fields: std::collections::BTreeMap<String, String>,
     },
     /// Inside WeChat (in-app page or mini-program): pass `parameters` to
     /// `WeixinJSBridge.invoke('getBrandWCPayRequest', …)` or `wx.requestPayment`.

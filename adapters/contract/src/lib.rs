@@ -15,6 +15,7 @@ pub mod error;
 pub mod facts;
 pub mod http;
 pub mod money;
+pub mod pkcs12;
 pub mod secret;
 pub mod statement;
 pub mod x509;

@@ -7,10 +7,12 @@
 //! answers [`AdapterError::Unsupported`], and [`Capabilities`] leaves it out, so the core
 //! refuses it before calling.
 
-use moongate_contract::crypto::KeyError;
+use moongate_contract::crypto::{KeyError, RsaSigner};
+use moongate_contract::pkcs12::Pkcs12;
+use moongate_contract::x509::X509;
 use moongate_contract::{
     Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
-    HttpMethod, HttpRequest, HttpResponse, Money, Notification, NotificationError,
+    HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
     NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
     Prepared, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
     StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
@@ -25,6 +27,8 @@ use crate::{answer, notify, request};
 const METHODS: &[PaymentMethod] = &[
     PaymentMethod::UnionpayQr,
     PaymentMethod::UnionpayPaymentCode,
+    PaymentMethod::UnionpayWeb,
+    PaymentMethod::UnionpayWap,
 ];
 const CURRENCIES: &[Currency] = &[Currency::CNY];
 const OPERATIONS: &[Operation] = &[
@@ -36,15 +40,42 @@ const OPERATIONS: &[Operation] = &[
     Operation::Statement,
 ];
 
+/// How the merchant's signing key is given.
+#[derive(Clone, Copy)]
+pub enum SigningKey<'a> {
+    /// The key and its certificate, PEM.
+    Pem {
+        /// The private key.
+        key: &'a str,
+        /// Its certificate.
+        certificate: &'a str,
+    },
+    /// The PKCS#12 store UnionPay issues (`.pfx`), with its password: its one key, and the
+    /// certificate in it that is that key's.
+    Pfx {
+        /// The store's bytes.
+        der: &'a [u8],
+        /// Its password.
+        password: &'a str,
+    },
+}
+
+impl std::fmt::Debug for SigningKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SigningKey::Pem { .. } => "SigningKey::Pem([REDACTED])",
+            SigningKey::Pfx { .. } => "SigningKey::Pfx([REDACTED])",
+        })
+    }
+}
+
 /// One UnionPay merchant account's keys and endpoints, as read from the config.
 #[derive(Clone, Copy, Debug)]
 pub struct AccountKeys<'a> {
     /// `merId`.
     pub mer_id: &'a str,
-    /// The merchant's signing key, PEM.
-    pub signing_key: &'a str,
-    /// The merchant's signing certificate, PEM.
-    pub signing_certificate: &'a str,
+    /// The merchant's signing key and certificate.
+    pub signing: SigningKey<'a>,
     /// UnionPay's middle certificate, PEM.
     pub middle_certificate: &'a str,
     /// UnionPay's root certificate, PEM.
@@ -58,6 +89,9 @@ pub struct AccountKeys<'a> {
 /// Which configured key failed to load.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
+    /// The PKCS#12 store: unreadable, a wrong password, no key, or no certificate of its key.
+    #[error("signing key store: {0}")]
+    SigningStore(KeyError),
     /// The signing key.
     #[error("signing key: {0}")]
     SigningKey(KeyError),
@@ -84,16 +118,38 @@ pub struct UnionPayAdapter {
 impl UnionPayAdapter {
     /// Loads the account's keys.
     pub fn new(keys: &AccountKeys<'_>) -> Result<UnionPayAdapter, AccountError> {
-        let signer = moongate_contract::crypto::RsaSigner::from_pem(keys.signing_key)
-            .map_err(AccountError::SigningKey)?;
-        let certificate = moongate_contract::x509::X509::from_pem(keys.signing_certificate)
-            .map_err(AccountError::SigningCertificate)?;
-        let merchant = Merchant::new(keys.mer_id, signer, &certificate)
-            .map_err(AccountError::SigningCertificate)?;
-        let middle = moongate_contract::x509::X509::from_pem(keys.middle_certificate)
-            .map_err(AccountError::Middle)?;
-        let root = moongate_contract::x509::X509::from_pem(keys.root_certificate)
-            .map_err(AccountError::Root)?;
+        let merchant = match keys.signing {
+            SigningKey::Pem { key, certificate } => {
+                let signer = RsaSigner::from_pem(key).map_err(AccountError::SigningKey)?;
+                let certificate =
+                    X509::from_pem(certificate).map_err(AccountError::SigningCertificate)?;
+                Merchant::new(keys.mer_id, signer, &certificate)
+                    .map_err(AccountError::SigningCertificate)?
+            }
+            SigningKey::Pfx { der, password } => {
+                let store = Pkcs12::from_der(der, password).map_err(AccountError::SigningStore)?;
+                let signer = RsaSigner::from_pkcs8_der(&store.private_key_pkcs8)
+                    .map_err(AccountError::SigningStore)?;
+                // The store also holds UnionPay's CA certificates: the key's own is the one
+                // that verifies what the key signs.
+                let probe = b"moongate key store";
+                let signature = signer
+                    .sign_base64(probe)
+                    .map_err(AccountError::SigningStore)?;
+                let certificate = store
+                    .certificates
+                    .iter()
+                    .filter_map(|der| X509::from_der(der).ok())
+                    .find(|c| c.verifier().verify_base64(probe, &signature))
+                    .ok_or(AccountError::SigningStore(KeyError::Rejected(
+                        "the store holds no certificate of its key",
+                    )))?;
+                Merchant::new(keys.mer_id, signer, &certificate)
+                    .map_err(AccountError::SigningStore)?
+            }
+        };
+        let middle = X509::from_pem(keys.middle_certificate).map_err(AccountError::Middle)?;
+        let root = X509::from_pem(keys.root_certificate).map_err(AccountError::Root)?;
         Ok(UnionPayAdapter {
             merchant,
             trust: Trust::new(middle, root),
@@ -167,6 +223,36 @@ impl PaymentAdapter for UnionPayAdapter {
         // `txnTime` is the payment's creation time: a query names the order by it, so it must
         // be the same on every re-send (more-wallets.md §1.2).
         let time = txn_time(req.created_at)?;
+        if let Some(channel) = match req.method {
+            PaymentMethod::UnionpayWeb => Some("07"),
+            PaymentMethod::UnionpayWap => Some("08"),
+            _ => None,
+        } {
+            let front_url = req
+                .return_url
+                .as_deref()
+                .ok_or(AdapterError::InvalidParameter {
+                    param: "return_url",
+                    message: "UnionPay's gateway sends the shopper back to it".to_owned(),
+                })?;
+            let fields = request::front_consume(
+                channel,
+                &order,
+                &time,
+                req.amount,
+                &req.notify_url,
+                front_url,
+                &pay_timeout(req.expires_at)?,
+            )?;
+            // Nothing is sent from here: the shopper's browser posts the signed form.
+            let signed = self.merchant.signed(fields)?;
+            return Ok(Prepared::Ready(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::FormPost {
+                    url: format!("{}/frontTransReq.do", self.gateway_url),
+                    fields: signed.into_iter().collect(),
+                }),
+            }));
+        }
         let fields =
             match req.method {
                 PaymentMethod::UnionpayQr => request::qr_apply(

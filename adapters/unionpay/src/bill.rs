@@ -185,16 +185,19 @@ fn fee_fen(text: &str, refund: bool) -> Option<i64> {
     digits(text).map(|f| if refund { -f } else { f })
 }
 
+/// The number the ASCII digits of `text[range]` write (two digits of a date or time).
+fn digits_at(text: &str, range: std::ops::Range<usize>) -> Option<u8> {
+    let part = text.get(range)?;
+    part.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| part.parse().ok())
+        .flatten()
+}
+
 /// `txnTime` (`MMDDhhmmss`, Beijing) in the year that puts it last before the end of the
 /// clearing day `day` (a bill of 1 January holds the evening of 31 December).
 fn txn_instant(text: &str, day: Date) -> Option<OffsetDateTime> {
-    let number = |range: std::ops::Range<usize>| -> Option<u8> {
-        let part = text.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())
-            .flatten()
-    };
+    let number = |range| digits_at(text, range);
     if text.len() != 10 {
         return None;
     }
@@ -293,13 +296,7 @@ fn zm_name_day(name: &str) -> Option<(Date, &str)> {
     let rest = name.strip_prefix("INN")?;
     let (digits, tail) = (rest.get(..6)?, rest.get(6..)?);
     let mer_id = tail.strip_prefix("88ZM_")?;
-    let number = |range: std::ops::Range<usize>| -> Option<u8> {
-        let part = digits.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())
-            .flatten()
-    };
+    let number = |range| digits_at(digits, range);
     let day = Date::from_calendar_date(
         2000 + i32::from(number(0..2)?),
         Month::try_from(number(2..4)?).ok()?,

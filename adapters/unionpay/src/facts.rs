@@ -27,10 +27,12 @@ pub static FACTS: ProviderFacts = ProviderFacts {
         // … (UnionPay/1.0 CloudPay)`; UnionPay's own wallet script also accepts
         // `com.unionpay.mobilepay`), so the package prefix tells both.
         in_app_marker: Some("com.unionpay"),
+        // A code scans from another device; on the phone itself (its browser, or 云闪付's own)
+        // the gateway page pays, and on a desktop it is the card-payment fallback.
         cashier: CashierFit {
-            in_app: &[PaymentMethod::UnionpayQr],
-            mobile: &[PaymentMethod::UnionpayQr],
-            desktop: &[PaymentMethod::UnionpayQr],
+            in_app: &[PaymentMethod::UnionpayWap, PaymentMethod::UnionpayQr],
+            mobile: &[PaymentMethod::UnionpayWap, PaymentMethod::UnionpayQr],
+            desktop: &[PaymentMethod::UnionpayQr, PaymentMethod::UnionpayWeb],
         },
         // The file-transfer answer's zip, as received.
         statement_extension: "zip",
@@ -43,6 +45,18 @@ pub static FACTS: ProviderFacts = ProviderFacts {
             method: PaymentMethod::UnionpayQr,
             payer: &[],
             needs_return_url: false,
+            payment_code: None,
+        },
+        MethodFacts {
+            method: PaymentMethod::UnionpayWeb,
+            payer: &[],
+            needs_return_url: true,
+            payment_code: None,
+        },
+        MethodFacts {
+            method: PaymentMethod::UnionpayWap,
+            payer: &[],
+            needs_return_url: true,
             payment_code: None,
         },
         MethodFacts {

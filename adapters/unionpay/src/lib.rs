@@ -22,5 +22,5 @@ pub mod settings;
 pub mod sign;
 pub mod trust;
 
-pub use adapter::{AccountError, AccountKeys, UnionPayAdapter};
+pub use adapter::{AccountError, AccountKeys, SigningKey, UnionPayAdapter};
 pub use facts::FACTS;

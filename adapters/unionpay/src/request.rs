@@ -142,6 +142,33 @@ pub fn qr_apply(
     )
 }
 
+/// Gateway consume (网关支付, `frontTransReq` `01/01/000201/{channel}`: `07` desktop web,
+/// `08` mobile web) that the shopper's browser posts: UnionPay shows its payment page, sends
+/// the browser back to `frontUrl` and notifies `backUrl` (more-wallets.md §1.2).
+pub fn front_consume(
+    channel: &'static str,
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    back_url: &str,
+    front_url: &str,
+    pay_timeout: &str,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    Ok(vec![
+        ("txnType", "01".into()),
+        ("txnSubType", "01".into()),
+        ("bizType", "000201".into()),
+        ("channelType", channel.into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("backUrl", back_url.into()),
+        ("frontUrl", front_url.into()),
+        ("payTimeout", pay_timeout.into()),
+    ])
+}
+
 /// Consume with the shopper's payment code (被扫): `backTransReq` `01/06/000000/08`, the
 /// code as `qrNo`.
 pub fn code_consume(

@@ -2,7 +2,7 @@
 //! by the same `orderId` and `txnTime` (the payment's creation time), whenever they are sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use moongate_adapter_unionpay::{AccountKeys, UnionPayAdapter};
+use moongate_adapter_unionpay::{AccountKeys, SigningKey, UnionPayAdapter};
 use moongate_contract::{
     CallContext, CreatePayment, Currency, HttpResponse, Money, Payer, PaymentAdapter,
     PaymentMethod, PaymentRef, Prepared,
@@ -20,8 +20,10 @@ fn fixture(name: &str) -> String {
 fn adapter() -> UnionPayAdapter {
     UnionPayAdapter::new(&AccountKeys {
         mer_id: "777290058167151",
-        signing_key: &fixture("test-merchant-private-key.pem"),
-        signing_certificate: &fixture("test-merchant-cert.pem"),
+        signing: SigningKey::Pem {
+            key: &fixture("test-merchant-private-key.pem"),
+            certificate: &fixture("test-merchant-cert.pem"),
+        },
         middle_certificate: &fixture("sandbox-middle.pem"),
         root_certificate: &fixture("sandbox-root.pem"),
         gateway_url: "https://gateway.test.95516.com/gateway/api/",
@@ -184,4 +186,50 @@ fn the_bill_is_asked_for_by_file_transfer_with_the_clearing_day() {
         assert_eq!(get(&form, key), None, "{key}");
     }
     assert!(get(&form, "signature").is_some_and(|s| !s.is_empty()));
+}
+
+#[test]
+fn the_signing_key_may_be_the_pfx_unionpay_issues() {
+    let path = format!(
+        "{}/../../fixtures/unionpay/test-merchant.pfx",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let der = std::fs::read(&path).unwrap();
+    let (middle, root) = (fixture("sandbox-middle.pem"), fixture("sandbox-root.pem"));
+    let open = |password: &str| {
+        UnionPayAdapter::new(&AccountKeys {
+            signing: SigningKey::Pfx {
+                der: &der,
+                password,
+            },
+            middle_certificate: &middle,
+            root_certificate: &root,
+            ..base_keys()
+        })
+    };
+    // Its certId is the merchant certificate's serial, not one of the CA certificates'.
+    let adapter = open("000000").unwrap();
+    assert_eq!(adapter.cert_id(), "69903319369");
+    let refused = open("123456").map(|_| ());
+    assert!(
+        matches!(
+            refused,
+            Err(moongate_adapter_unionpay::AccountError::SigningStore(_))
+        ),
+        "{refused:?}"
+    );
+}
+
+fn base_keys() -> AccountKeys<'static> {
+    AccountKeys {
+        mer_id: "777290058167151",
+        signing: SigningKey::Pem {
+            key: "",
+            certificate: "",
+        },
+        middle_certificate: "",
+        root_certificate: "",
+        gateway_url: "https://gateway.test.95516.com/gateway/api/",
+        file_url: "https://filedownload.test.95516.com/",
+    }
 }

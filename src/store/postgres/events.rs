@@ -84,13 +84,20 @@ impl EventStore for PgStore {
         merchant_id: &str,
         event_id: &str,
     ) -> Result<Option<EventRecord>, StoreError> {
+        // Both reads in one snapshot: a delivery attempt commits its log row and the outbox
+        // state together, and the answer must not show one without the other.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let found = sqlx::query(
             "SELECT e.seq, e.body, o.attempts::BIGINT, o.next_attempt_at, o.delivered_at FROM events e \
              LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = $1 AND e.merchant_id = $2",
         )
         .bind(event_id)
         .bind(merchant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
         let Some(row) = found else {
@@ -101,9 +108,10 @@ impl EventStore for PgStore {
             "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = $1 ORDER BY seq",
         )
         .bind(seq)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         let deliveries = all(rows, |r| {
             Ok(Delivery {
                 attempted_at: from_ms(get(r, 0)?)?,

@@ -51,12 +51,18 @@ use tokio::net::TcpListener;
 
 use super::alipay::SandboxError;
 use super::statements::{self, BillDesk, StatementClock};
-use super::{FaultBody, Faults, WalletScan, control_reply, wallet_page, wallet_paid, with_faults};
+use super::{
+    FaultBody, Faults, WalletScan, control_reply, html_escape, wallet_page, wallet_paid,
+    with_faults,
+};
 use crate::net::HttpClient;
 use crate::text::random_alnum;
 
 /// Notification re-sends after the first try, seconds, before division (sandbox choice).
 const NOTIFY_SCHEDULE_SECS: [u64; 4] = [2, 4, 8, 16];
+
+/// What the sandbox wallet's page posts for a gateway consume: this and the order id.
+const FRONT_CODE: &str = "front:";
 
 /// How long a payment-code consume waits for the shopper before it settles, before division.
 const CODE_SETTLE_MS: u64 = 600;
@@ -114,6 +120,10 @@ struct Order {
     paid_at: Option<OffsetDateTime>,
     /// `payTimeout`: after it the order can no longer be paid.
     pay_timeout: Option<OffsetDateTime>,
+    /// `bizType`: `000000`, or `000201` for a gateway (browser) consume.
+    biz_type: &'static str,
+    /// A gateway consume's `frontUrl`, where the browser goes back.
+    front_url: Option<String>,
 }
 
 /// One notification and its delivery.
@@ -369,12 +379,7 @@ impl UnionPaySandbox {
             }
         };
         let (fen, back_url) = transaction(fields)?;
-        let timeout = field(fields, "payTimeout");
-        if !timeout.is_empty()
-            && parse_beijing(timeout).is_none_or(|t| t <= OffsetDateTime::now_utc())
-        {
-            return Err(refuse("30", "报文格式错误 payTimeout"));
-        }
+        let pay_timeout = pay_timeout(fields)?;
         let code = field(fields, "qrNo");
         if sub_type == "06" {
             if code.len() != 19
@@ -390,11 +395,6 @@ impl UnionPaySandbox {
             field(fields, "merId").to_owned(),
             field(fields, "orderId").to_owned(),
         );
-        let mut inner = self.lock();
-        let key = (mer_id.clone(), order_id.clone());
-        if inner.orders.contains_key(&key) {
-            return Err(refuse("12", "重复交易"));
-        }
         let qr_code = (sub_type == "07")
             .then(|| format!("https://qr.95516.com/00010000/62{}", random_digits(18)));
         let order = Order {
@@ -411,10 +411,11 @@ impl UnionPaySandbox {
             orig_qry_id: None,
             req_reserved: field(fields, "reqReserved").to_owned(),
             paid_at: None,
-            pay_timeout: parse_beijing(timeout),
+            pay_timeout,
+            biz_type: "000000",
+            front_url: None,
         };
-        inner.orders.insert(key, order);
-        drop(inner);
+        self.open_order(order)?;
         if sub_type == "06" {
             let outcome = if code.ends_with("51") {
                 State_::Failed
@@ -495,6 +496,8 @@ impl UnionPaySandbox {
             req_reserved: field(fields, "reqReserved").to_owned(),
             paid_at: None,
             pay_timeout: None,
+            biz_type: "000000",
+            front_url: None,
         };
         inner
             .orders
@@ -697,37 +700,7 @@ impl UnionPaySandbox {
     }
 
     fn notify(self: &Arc<Self>, order: &Order) {
-        let now = OffsetDateTime::now_utc();
-        let fields = vec![
-            ("accessType".to_owned(), "0".to_owned()),
-            ("bizType".to_owned(), "000000".to_owned()),
-            ("currencyCode".to_owned(), "156".to_owned()),
-            ("merId".to_owned(), order.mer_id.clone()),
-            ("orderId".to_owned(), order.order_id.clone()),
-            ("queryId".to_owned(), order.query_id.clone()),
-            ("respCode".to_owned(), "00".to_owned()),
-            ("respMsg".to_owned(), "成功[0000000]".to_owned()),
-            ("settleAmt".to_owned(), order.amount.to_string()),
-            ("settleCurrencyCode".to_owned(), "156".to_owned()),
-            ("settleDate".to_owned(), settle_date(now)),
-            ("traceNo".to_owned(), random_digits(6)),
-            (
-                "traceTime".to_owned(),
-                beijing(now).get(4..).unwrap_or_default().to_owned(),
-            ),
-            ("txnAmt".to_owned(), order.amount.to_string()),
-            ("txnSubType".to_owned(), order.txn_sub_type.clone()),
-            ("txnTime".to_owned(), order.txn_time.clone()),
-            ("txnType".to_owned(), order.txn_type.to_owned()),
-        ];
-        let mut fields = fields;
-        if let Some(orig) = &order.orig_qry_id {
-            fields.push(("origQryId".to_owned(), orig.clone()));
-        }
-        if !order.req_reserved.is_empty() {
-            fields.push(("reqReserved".to_owned(), order.req_reserved.clone()));
-        }
-        let signed = self.sign(fields, false);
+        let signed = self.sign(notice_fields(order), false);
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&signed)
             .finish();
@@ -755,6 +728,133 @@ impl UnionPaySandbox {
         });
     }
 
+    /// Gateway consume (`frontTransReq.do`, `01/01/000201/07|08`), posted by the shopper's
+    /// browser: every field and the signature checked as for the server calls, plus an
+    /// http(s) `frontUrl`; the answer is UnionPay's payment page (here the sandbox wallet's),
+    /// or an error page naming the code.
+    fn front_trans(&self, fields: &[(String, String)]) -> Result<Response, Refusal> {
+        self.check_common(fields)?;
+        match (
+            field(fields, "txnType"),
+            field(fields, "txnSubType"),
+            field(fields, "bizType"),
+            field(fields, "channelType"),
+        ) {
+            ("01", "01", "000201", "07" | "08") => {}
+            _ => {
+                return Err(refuse(
+                    "30",
+                    "交易类型错误 txnType/txnSubType/bizType/channelType",
+                ));
+            }
+        }
+        let (fen, back_url) = transaction(fields)?;
+        let front_url = field(fields, "frontUrl");
+        if !(front_url.starts_with("http://") || front_url.starts_with("https://")) {
+            return Err(refuse("30", "报文格式错误 frontUrl"));
+        }
+        let order_id = field(fields, "orderId").to_owned();
+        self.open_order(Order {
+            mer_id: field(fields, "merId").to_owned(),
+            order_id: order_id.clone(),
+            txn_time: field(fields, "txnTime").to_owned(),
+            txn_sub_type: "01".to_owned(),
+            amount: fen,
+            back_url: back_url.to_owned(),
+            state: State_::Waiting,
+            query_id: random_digits(21),
+            qr_code: None,
+            txn_type: "01",
+            orig_qry_id: None,
+            req_reserved: field(fields, "reqReserved").to_owned(),
+            paid_at: None,
+            pay_timeout: pay_timeout(fields)?,
+            biz_type: "000201",
+            front_url: Some(front_url.to_owned()),
+        })?;
+        Ok(wallet_page(
+            "银联在线支付 UnionPay",
+            &order_id,
+            fen,
+            &format!("{FRONT_CODE}{order_id}"),
+        ))
+    }
+
+    /// Files a new consume, refusing an order id the merchant used before (`12`).
+    fn open_order(&self, order: Order) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        let key = (order.mer_id.clone(), order.order_id.clone());
+        if inner.orders.contains_key(&key) {
+            return Err(refuse("12", "重复交易"));
+        }
+        inner.orders.insert(key, order);
+        Ok(())
+    }
+
+    /// The page that takes a paid gateway consume's browser back to `frontUrl`: a signed POST
+    /// of the result (UnionPay's front notification), submitted by itself.
+    fn front_return(&self, order: &Order) -> Response {
+        let Some(url) = &order.front_url else {
+            return wallet_paid(Ok(json!({})));
+        };
+        let hidden: String = self
+            .sign(notice_fields(order), false)
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=hidden name=\"{}\" value=\"{}\">",
+                    html_escape(k),
+                    html_escape(v)
+                )
+            })
+            .collect();
+        axum::response::Html(format!(
+            "<!doctype html><meta charset=utf-8><title>Paid</title>\
+             <p id=paid>支付成功 · Paid.</p><form id=back method=post action=\"{}\">{hidden}\
+             <button type=submit>返回商户 · Back to the shop</button></form>\
+             <script>document.getElementById('back').submit();</script>",
+            html_escape(url)
+        ))
+        .into_response()
+    }
+}
+
+/// The fields of a transaction's notification (to `backUrl`, and to `frontUrl` from the
+/// browser), before signing.
+fn notice_fields(order: &Order) -> Vec<(String, String)> {
+    let now = OffsetDateTime::now_utc();
+    let mut fields = vec![
+        ("accessType".to_owned(), "0".to_owned()),
+        ("bizType".to_owned(), order.biz_type.to_owned()),
+        ("currencyCode".to_owned(), "156".to_owned()),
+        ("merId".to_owned(), order.mer_id.clone()),
+        ("orderId".to_owned(), order.order_id.clone()),
+        ("queryId".to_owned(), order.query_id.clone()),
+        ("respCode".to_owned(), "00".to_owned()),
+        ("respMsg".to_owned(), "成功[0000000]".to_owned()),
+        ("settleAmt".to_owned(), order.amount.to_string()),
+        ("settleCurrencyCode".to_owned(), "156".to_owned()),
+        ("settleDate".to_owned(), settle_date(now)),
+        ("traceNo".to_owned(), random_digits(6)),
+        (
+            "traceTime".to_owned(),
+            beijing(now).get(4..).unwrap_or_default().to_owned(),
+        ),
+        ("txnAmt".to_owned(), order.amount.to_string()),
+        ("txnSubType".to_owned(), order.txn_sub_type.clone()),
+        ("txnTime".to_owned(), order.txn_time.clone()),
+        ("txnType".to_owned(), order.txn_type.to_owned()),
+    ];
+    if let Some(orig) = &order.orig_qry_id {
+        fields.push(("origQryId".to_owned(), orig.clone()));
+    }
+    if !order.req_reserved.is_empty() {
+        fields.push(("reqReserved".to_owned(), order.req_reserved.clone()));
+    }
+    fields
+}
+
+impl UnionPaySandbox {
     /// One delivery of notice `index` (its body, or `forged` instead); the answer's status
     /// (0 when unreachable). A forged body is not recorded as a try.
     async fn deliver(&self, index: usize, forged: Option<String>) -> u16 {
@@ -830,6 +930,18 @@ fn transaction(fields: &[(String, String)]) -> Result<(i64, &str), Refusal> {
         return Err(refuse("30", "报文格式错误 backUrl"));
     }
     Ok((fen, back_url))
+}
+
+/// `payTimeout`, when given: a Beijing time still to come.
+fn pay_timeout(fields: &[(String, String)]) -> Result<Option<OffsetDateTime>, Refusal> {
+    let timeout = field(fields, "payTimeout");
+    if timeout.is_empty() {
+        return Ok(None);
+    }
+    match parse_beijing(timeout) {
+        Some(at) if at > OffsetDateTime::now_utc() => Ok(Some(at)),
+        _ => Err(refuse("30", "报文格式错误 payTimeout")),
+    }
 }
 
 /// The fields an answer echoes from its request.
@@ -940,6 +1052,34 @@ async fn back_trans_req(
 
 async fn query_trans(State(sandbox): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     entry(sandbox, headers, body, |s, f| s.query(f)).await
+}
+
+/// `frontTransReq.do`: the browser's form. A refused form gets UnionPay-style error text.
+async fn front_trans_req(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let outcome = if form_type {
+        form(&body).and_then(|fields| sandbox.front_trans(&fields))
+    } else {
+        Err(refuse("30", "报文格式错误 Content-Type"))
+    };
+    outcome.unwrap_or_else(|Refusal(code, message)| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::response::Html(format!(
+                "<!doctype html><meta charset=utf-8><title>UnionPay</title><p id=error>{} [{}]</p>",
+                html_escape(&message),
+                code
+            )),
+        )
+            .into_response()
+    })
 }
 
 async fn file_trans(State(sandbox): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1106,10 +1246,30 @@ async fn wallet_pay(State(sandbox): State<Shared>, body: Bytes) -> Response {
     let code = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned());
-    let result = find(&sandbox, None, code.as_deref())
+    // A gateway consume's page names its order; a scanned code names the QR.
+    let front = code.as_deref().and_then(|c| c.strip_prefix(FRONT_CODE));
+    let found = match front {
+        Some(order) => find(&sandbox, Some(order), None),
+        None => find(&sandbox, None, code.as_deref()),
+    };
+    let result = found
         .ok_or((StatusCode::NOT_FOUND, "unknown code".to_owned()))
-        .and_then(|(mer, order)| sandbox.settle(&mer, &order, State_::Paid, true));
-    wallet_paid(result)
+        .and_then(|(mer, order)| {
+            sandbox
+                .settle(&mer, &order, State_::Paid, true)
+                .map(|_| (mer, order))
+        });
+    match result {
+        Ok(key) if front.is_some() => {
+            let order = sandbox.lock().orders.get(&key).cloned();
+            match order {
+                Some(order) => sandbox.front_return(&order),
+                None => wallet_paid(Err((StatusCode::NOT_FOUND, "no order".to_owned()))),
+            }
+        }
+        Ok(_) => wallet_paid(Ok(json!({}))),
+        Err(error) => wallet_paid(Err(error)),
+    }
 }
 
 /// The router: the gateway's operations and `/sandbox/*` controls.
@@ -1117,6 +1277,7 @@ pub fn router(sandbox: Shared) -> Router {
     Router::new()
         .route("/gateway/api/backTransReq.do", post(back_trans_req))
         .route("/gateway/api/queryTrans.do", post(query_trans))
+        .route("/gateway/api/frontTransReq.do", post(front_trans_req))
         // The file-transfer host's one endpoint (filedownload.95516.com/).
         .route("/", post(file_trans))
         .route("/sandbox/statement-clock", post(control_statement_clock))
