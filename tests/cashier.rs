@@ -414,6 +414,69 @@ async fn in_app_and_phone_browsers_get_their_own_wallets(h: Harness) {
         )
         .await;
     assert_eq!(payment["payer"]["client_ip"], "127.0.0.1");
+
+    // UnionPay from a phone (or inside 云闪付): its gateway page, reached by a signed form the
+    // page posts; UnionPay brings the shopper back with a POST, which lands on the shop.
+    let (_, checkout) = h.checkout(order("tea-8"), "co-unionpay").await;
+    let url = checkout["url"].as_str().unwrap().to_owned();
+    let in_app = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 (com.unionpay.chsp) (cordova 7.0.0) (UnionPay/1.0 CloudPay)";
+    let html = text(&h.browse(&url, in_app).await);
+    assert!(html.contains("value=\"unionpay_wap\""), "{html}");
+    assert!(!html.contains("value=\"alipay") && !html.contains("value=\"wechat"));
+    let html = text(&h.browse(&url, PHONE_UA).await);
+    assert!(html.contains("value=\"unionpay_wap\""), "{html}");
+    let chosen = h
+        .submit(
+            &format!("{url}/pay"),
+            PHONE_UA,
+            &[("method", "unionpay_wap")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303, "{}", text(&chosen));
+    let html = text(&h.browse(&url, PHONE_UA).await);
+    assert_eq!(state_attr(&html, "data-method").unwrap(), "unionpay_wap");
+    let action = attr_after(&html, "id=\"wallet-form\"", "action").unwrap();
+    assert_eq!(
+        action,
+        format!("http://{}/gateway/api/frontTransReq.do", h.unionpay_addr)
+    );
+    let form: Vec<(String, String)> = html
+        .split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|input| {
+            let value = |name: &str| attr_after(&format!("<{input}"), "<", name).unwrap();
+            (value("name"), value("value").replace("&amp;", "&"))
+        })
+        .collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let checkout_id = checkout["id"].as_str().unwrap();
+    let front_url = format!("{}/cashier/return/{checkout_id}", h.shop_a.base_url);
+    assert_eq!(field("frontUrl"), front_url);
+    assert_eq!(field("channelType"), "08");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let page = h.submit(&action, PHONE_UA, &pairs).await;
+    assert_eq!(page.status, 200, "{}", text(&page));
+    let order_id = field("orderId");
+    let wallet = format!("http://{}/sandbox/wallet", h.unionpay_addr);
+    let code = format!("front:{order_id}");
+    let back = h.submit(&wallet, PHONE_UA, &[("code", &code)]).await;
+    let back = text(&back);
+    assert!(back.contains(&format!("action=\"{front_url}\"")), "{back}");
+    // The signed POST back: without the cashier's cookie (a cross-site POST carries none),
+    // the shopper goes to the shop, which asks for the status.
+    let returned = h
+        .submit(&front_url, PHONE_UA, &[("orderId", &order_id)])
+        .await;
+    assert_eq!(returned.status, 303, "{}", text(&returned));
+    assert_eq!(
+        header(&returned, "location"),
+        Some("https://shop.example/orders/1")
+    );
 }
 
 async fn expired_and_unknown_links_open_nothing(h: Harness) {

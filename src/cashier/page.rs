@@ -370,7 +370,7 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
                 .collect();
             (
                 open(format!(
-                    "<h1>{wallet}</h1><form method=\"post\" action=\"{}\" id=\"wallet-form\">{hidden}\
+                    "<h1>{wallet}</h1><form id=\"wallet-form\" method=\"post\" action=\"{}\">{hidden}\
                      <button class=\"wallet {}\" id=\"continue\" type=\"submit\">前往{}付款 · Continue to {}</button></form>\
                      <p class=\"muted\">付款后本页会自动更新 · This page updates by itself once you have paid.</p>",
                     escape(url),
