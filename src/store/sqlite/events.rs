@@ -148,47 +148,13 @@ impl EventStore for SqliteStore {
     ) -> Result<Option<EventRecord>, StoreError> {
         let (merchant_id, event_id) = (merchant_id.to_owned(), event_id.to_owned());
         self.read(move |conn| {
-            let found = conn
-                .row(
-                    "SELECT e.seq, e.body, o.attempts, o.next_attempt_at, o.delivered_at FROM events e \
-                     LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = ?1 AND e.merchant_id = ?2",
-                    params![event_id, merchant_id],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                            r.get::<_, Option<i64>>(3)?,
-                            r.get::<_, Option<i64>>(4)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(db)?;
-            let Some((seq, body, attempts, next, delivered_at)) = found else {
-                return Ok(None);
-            };
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = ?1 ORDER BY seq",
-                )
-                .map_err(db)?;
-            let mut rows = stmt.query(params![seq]).map_err(db)?;
-            let mut deliveries = Vec::new();
-            while let Some(row) = rows.next().map_err(db)? {
-                deliveries.push(Delivery {
-                    attempted_at: from_ms(row.get(0).map_err(db)?)?,
-                    delivered: row.get(1).map_err(db)?,
-                    error: row.get(2).map_err(db)?,
-                });
-            }
-            Ok(Some(EventRecord {
-                body,
-                attempts: attempts.unwrap_or(0),
-                next_attempt_at: next.map(from_ms).transpose()?,
-                delivered_at: delivered_at.map(from_ms).transpose()?,
-                deliveries,
-            }))
+            // Both reads in one snapshot (a savepoint opens a read transaction on its own, and
+            // nests inside the writer's): a delivery attempt commits its log row and the
+            // outbox state together, and the answer must not show one without the other.
+            conn.execute_batch("SAVEPOINT event_read").map_err(db)?;
+            let read = event_in(conn, &merchant_id, &event_id);
+            conn.execute_batch("RELEASE event_read").map_err(db)?;
+            read
         })
         .await
     }
@@ -327,4 +293,53 @@ fn attempted(
     )
     .map_err(db)?;
     Ok(())
+}
+
+/// An event and its delivery log (see `event`).
+fn event_in(
+    conn: &Connection,
+    merchant_id: &str,
+    event_id: &str,
+) -> Result<Option<EventRecord>, StoreError> {
+    let found = conn
+        .row(
+            "SELECT e.seq, e.body, o.attempts, o.next_attempt_at, o.delivered_at FROM events e \
+             LEFT JOIN outbox o ON o.event_seq = e.seq WHERE e.id = ?1 AND e.merchant_id = ?2",
+            params![event_id, merchant_id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((seq, body, attempts, next, delivered_at)) = found else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT attempted_at, delivered, error FROM deliveries WHERE event_seq = ?1 ORDER BY seq",
+        )
+        .map_err(db)?;
+    let mut rows = stmt.query(params![seq]).map_err(db)?;
+    let mut deliveries = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        deliveries.push(Delivery {
+            attempted_at: from_ms(row.get(0).map_err(db)?)?,
+            delivered: row.get(1).map_err(db)?,
+            error: row.get(2).map_err(db)?,
+        });
+    }
+    Ok(Some(EventRecord {
+        body,
+        attempts: attempts.unwrap_or(0),
+        next_attempt_at: next.map(from_ms).transpose()?,
+        delivered_at: delivered_at.map(from_ms).transpose()?,
+        deliveries,
+    }))
 }
