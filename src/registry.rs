@@ -143,11 +143,15 @@ fn build_unionpay(
     let missing = |key: &str| vec![(format!(".{key}"), "is missing".to_owned())];
     // Either a key store with its password, or a PEM key with its certificate (the settings'
     // own check says which is missing).
-    let (pem, pfx) = match (&settings.signing_pfx, &settings.signing_pfx_password) {
+    enum Given {
+        Pem(String, String),
+        Pfx(Vec<u8>, String),
+    }
+    let given = match (&settings.signing_pfx, &settings.signing_pfx_password) {
         (Some(store), Some(password)) => {
             let der = crate::config::resolve_secret_bytes(store, base_dir)
                 .map_err(|m| vec![(".signing_pfx".to_owned(), m)])?;
-            (None, Some((der, read("signing_pfx_password", password)?)))
+            Given::Pfx(der, read("signing_pfx_password", password)?)
         }
         _ => {
             let key = settings
@@ -158,21 +162,17 @@ fn build_unionpay(
                 .signing_certificate
                 .as_ref()
                 .ok_or_else(|| missing("signing_certificate"))?;
-            let pair = (
+            Given::Pem(
                 read("signing_key", key)?,
                 read("signing_certificate", certificate)?,
-            );
-            (Some(pair), None)
+            )
         }
     };
-    let signing = match (&pem, &pfx) {
-        (Some((key, certificate)), _) => {
+    let signing = match &given {
+        Given::Pem(key, certificate) => {
             moongate_adapter_unionpay::SigningKey::Pem { key, certificate }
         }
-        (None, Some((der, password))) => {
-            moongate_adapter_unionpay::SigningKey::Pfx { der, password }
-        }
-        (None, None) => return Err(missing("signing_pfx")),
+        Given::Pfx(der, password) => moongate_adapter_unionpay::SigningKey::Pfx { der, password },
     };
     let middle = read("middle_certificate", &settings.middle_certificate)?;
     let root = read("root_certificate", &settings.root_certificate)?;

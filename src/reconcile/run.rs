@@ -170,8 +170,25 @@ impl<R: Seek> Seek for Counting<R> {
 
 /// Copies a file into the statement store while hashing it.
 fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> {
-    let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", from.display()));
-    let mut input = std::fs::File::open(from).map_err(io)?;
+    let mut input = std::fs::File::open(from)
+        .map_err(|e| ReconcileError::Io(format!("{}: {e}", from.display())))?;
+    store_hashed(&mut input, &from.display().to_string(), "file", to)
+}
+
+/// Writes a statement the provider sent inline into the statement store and hashes it.
+fn store_inline(bytes: &[u8], to: &Path) -> Result<(u64, String), ReconcileError> {
+    store_hashed(&mut &bytes[..], "the provider's answer", "statement", to)
+}
+
+/// Writes `input` (named `source` in errors, a `what` in the size error) to `to`, durably,
+/// within [`MAX_STATEMENT_BYTES`]; its size and SHA-256.
+fn store_hashed(
+    input: &mut dyn Read,
+    source: &str,
+    what: &str,
+    to: &Path,
+) -> Result<(u64, String), ReconcileError> {
+    let io = |e: std::io::Error| ReconcileError::Io(format!("{source}: {e}"));
     let mut output = crate::private_fs::create(to)
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", to.display())))?;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
@@ -185,7 +202,7 @@ fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> 
         bytes += n as u64;
         if bytes > MAX_STATEMENT_BYTES {
             return Err(ReconcileError::Io(format!(
-                "file larger than {MAX_STATEMENT_BYTES} bytes"
+                "{what} larger than {MAX_STATEMENT_BYTES} bytes"
             )));
         }
         let chunk = buffer.get(..n).unwrap_or_default();
@@ -197,22 +214,6 @@ fn import_file(from: &Path, to: &Path) -> Result<(u64, String), ReconcileError> 
         .sync_all()
         .map_err(|e| ReconcileError::Io(format!("{}: {e}", to.display())))?;
     Ok((bytes, hex::encode(sha.finish())))
-}
-
-/// Writes a statement the provider sent inline (durably) and hashes it.
-fn store_inline(bytes: &[u8], to: &Path) -> Result<(u64, String), ReconcileError> {
-    let io = |e: std::io::Error| ReconcileError::Io(format!("{}: {e}", to.display()));
-    let size = bytes.len() as u64;
-    if size > MAX_STATEMENT_BYTES {
-        return Err(ReconcileError::Io(format!(
-            "statement larger than {MAX_STATEMENT_BYTES} bytes"
-        )));
-    }
-    let mut output = crate::private_fs::create(to).map_err(io)?;
-    std::io::Write::write_all(&mut output, bytes).map_err(io)?;
-    output.sync_all().map_err(io)?;
-    let sha = ring::digest::digest(&ring::digest::SHA256, bytes);
-    Ok((size, hex::encode(sha.as_ref())))
 }
 
 /// Fetches (or imports) the statement and stores the raw file with its SHA-256.

@@ -10,6 +10,19 @@ use crate::mapping::{CallOutcome, call_outcome, query_status};
 use crate::raw::{self, field};
 use crate::trust::Trust;
 
+/// The fields of an answer body, once its inline certificate and signature check out.
+fn trusted<'a>(
+    body: &'a str,
+    trust: &Trust,
+    unix: i64,
+) -> Result<Vec<(&'a str, &'a str)>, AdapterError> {
+    let fields = raw::parse(body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    trust
+        .verify(&fields, unix)
+        .map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    Ok(fields)
+}
+
 /// The verified fields of an answer body, checked to be about `order_id`.
 fn verified<'a>(
     body: &'a str,
@@ -17,10 +30,7 @@ fn verified<'a>(
     unix: i64,
     order_id: &str,
 ) -> Result<Vec<(&'a str, &'a str)>, AdapterError> {
-    let fields = raw::parse(body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
-    trust
-        .verify(&fields, unix)
-        .map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    let fields = trusted(body, trust, unix)?;
     match field(&fields, "orderId") {
         Some(id) if id == order_id => Ok(fields),
         // A refusal of a malformed request may not echo the order.
@@ -137,10 +147,7 @@ pub fn file_transfer(
     trust: &Trust,
     unix: i64,
 ) -> Result<StatementLocation, AdapterError> {
-    let fields = raw::parse(body).map_err(|e| AdapterError::Protocol(e.to_string()))?;
-    trust
-        .verify(&fields, unix)
-        .map_err(|e| AdapterError::Protocol(e.to_string()))?;
+    let fields = trusted(body, trust, unix)?;
     match field(&fields, "respCode") {
         Some("00") => {
             let content = field(&fields, "fileContent")

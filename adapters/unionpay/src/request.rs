@@ -99,6 +99,31 @@ fn txn_amt(amount: Money) -> Result<String, AdapterError> {
     Ok(amount.minor.to_string())
 }
 
+/// What names a transaction call: `txnType`, `txnSubType`, `bizType`, `channelType`.
+type Kind = (&'static str, &'static str, &'static str, &'static str);
+
+/// The fields every transaction call carries (§1.2): its kind, its order and `txnTime`, the
+/// amount in fen and CNY, and the `backUrl` notified of its outcome.
+fn transaction(
+    (txn_type, sub_type, biz_type, channel): Kind,
+    order_id: &str,
+    txn_time: &str,
+    amount: Money,
+    back_url: &str,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    Ok(vec![
+        ("txnType", txn_type.into()),
+        ("txnSubType", sub_type.into()),
+        ("bizType", biz_type.into()),
+        ("channelType", channel.into()),
+        ("orderId", order_id.into()),
+        ("txnTime", txn_time.into()),
+        ("txnAmt", txn_amt(amount)?),
+        ("currencyCode", "156".into()),
+        ("backUrl", back_url.into()),
+    ])
+}
+
 /// A consume (`backTransReq` `01/{sub_type}/000000/08`) with the field that makes it what it
 /// is.
 fn consume(
@@ -109,18 +134,15 @@ fn consume(
     back_url: &str,
     own: (&'static str, &str),
 ) -> Result<Vec<(&'static str, String)>, AdapterError> {
-    Ok(vec![
-        ("txnType", "01".into()),
-        ("txnSubType", sub_type.into()),
-        ("bizType", "000000".into()),
-        ("channelType", "08".into()),
-        ("orderId", order_id.into()),
-        ("txnTime", txn_time.into()),
-        ("txnAmt", txn_amt(amount)?),
-        ("currencyCode", "156".into()),
-        ("backUrl", back_url.into()),
-        (own.0, own.1.into()),
-    ])
+    let mut fields = transaction(
+        ("01", sub_type, "000000", "08"),
+        order_id,
+        txn_time,
+        amount,
+        back_url,
+    )?;
+    fields.push((own.0, own.1.into()));
+    Ok(fields)
 }
 
 /// QR apply (申码, merchant-presented): `backTransReq` `01/07/000000/08`; its answer's
@@ -154,19 +176,16 @@ pub fn front_consume(
     front_url: &str,
     pay_timeout: &str,
 ) -> Result<Vec<(&'static str, String)>, AdapterError> {
-    Ok(vec![
-        ("txnType", "01".into()),
-        ("txnSubType", "01".into()),
-        ("bizType", "000201".into()),
-        ("channelType", channel.into()),
-        ("orderId", order_id.into()),
-        ("txnTime", txn_time.into()),
-        ("txnAmt", txn_amt(amount)?),
-        ("currencyCode", "156".into()),
-        ("backUrl", back_url.into()),
-        ("frontUrl", front_url.into()),
-        ("payTimeout", pay_timeout.into()),
-    ])
+    let mut fields = transaction(
+        ("01", "01", "000201", channel),
+        order_id,
+        txn_time,
+        amount,
+        back_url,
+    )?;
+    fields.push(("frontUrl", front_url.into()));
+    fields.push(("payTimeout", pay_timeout.into()));
+    Ok(fields)
 }
 
 /// Consume with the shopper's payment code (被扫): `backTransReq` `01/06/000000/08`, the
@@ -263,19 +282,16 @@ pub fn reverse(
         Reversal::Undo => "31",
         Reversal::Refund => "04",
     };
-    Ok(vec![
-        ("txnType", txn_type.into()),
-        ("txnSubType", "00".into()),
-        ("bizType", "000000".into()),
-        ("channelType", "08".into()),
-        ("orderId", order_id.into()),
-        ("txnTime", txn_time.into()),
-        ("txnAmt", txn_amt(amount)?),
-        ("currencyCode", "156".into()),
-        ("origQryId", orig_qry_id.into()),
-        ("backUrl", back_url.into()),
-        ("reqReserved", payment_order_id.into()),
-    ])
+    let mut fields = transaction(
+        (txn_type, "00", "000000", "08"),
+        order_id,
+        txn_time,
+        amount,
+        back_url,
+    )?;
+    fields.push(("origQryId", orig_qry_id.into()));
+    fields.push(("reqReserved", payment_order_id.into()));
+    Ok(fields)
 }
 
 /// The form body of signed fields.
