@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Checked in this order: key and signature (constant time), timestamp window, then the nonce
-//! (remembered only for correctly signed requests, so nobody else can burn them).
+//! (remembered only for correctly signed requests, so nobody else can burn them). A read
+//! remembers its nonce at once ([`remember`]); a POST hands it to its idempotency claim, which
+//! remembers it in the same ledger write as the key ([`crate::store::IdemClaim::nonce`]):
+//! a POST has no effect before that write, and a replay is refused by it.
 
 use axum::http::{HeaderMap, Method, Uri};
 use hmac::{Hmac, Mac};
@@ -17,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::{Config, Merchant};
 use crate::error::{ApiError, ErrorCode};
-use crate::store::Store;
+use crate::store::{NonceClaim, Store};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -56,16 +59,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Api
         })
 }
 
-/// Authenticates a request; returns the merchant it speaks for.
-pub async fn authenticate<'c>(
+/// Authenticates a request; returns the merchant it speaks for and the request's nonce, checked
+/// in form but not yet remembered (see the module's notes).
+pub fn authenticate<'c>(
     config: &'c Config,
-    store: &dyn Store,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
     clock: &Clock,
-) -> Result<&'c Merchant, ApiError> {
+) -> Result<(&'c Merchant, NonceClaim), ApiError> {
     let key_id = header(headers, "moongate-key-id")?;
     let timestamp = header(headers, "moongate-timestamp")?;
     let nonce = header(headers, "moongate-nonce")?;
@@ -117,18 +120,37 @@ pub async fn authenticate<'c>(
         ));
     }
     // Kept (on Moongate's clock) for longer than the window lasts.
-    let now = clock.now();
-    let keep_until = now + time::Duration::seconds(2 * tolerance + 60);
-    if !store
-        .remember_nonce(&merchant.id, nonce, now, keep_until)
+    let keep_until = clock.now() + time::Duration::seconds(2 * tolerance + 60);
+    let nonce = NonceClaim {
+        nonce: nonce.to_owned(),
+        keep_until,
+    };
+    Ok((merchant, nonce))
+}
+
+/// Remembers a read's nonce now; a nonce seen before is refused.
+pub async fn remember(
+    store: &dyn Store,
+    merchant_id: &str,
+    nonce: &NonceClaim,
+    clock: &Clock,
+) -> Result<(), ApiError> {
+    if store
+        .remember_nonce(merchant_id, &nonce.nonce, clock.now(), nonce.keep_until)
         .await?
     {
-        return Err(ApiError::auth(
-            ErrorCode::NonceReused,
-            "this Moongate-Nonce was already used",
-        ));
+        Ok(())
+    } else {
+        Err(nonce_reused())
     }
-    Ok(merchant)
+}
+
+/// The answer to a replayed nonce.
+pub(crate) fn nonce_reused() -> ApiError {
+    ApiError::auth(
+        ErrorCode::NonceReused,
+        "this Moongate-Nonce was already used",
+    )
 }
 
 #[cfg(test)]

@@ -315,6 +315,7 @@ impl From<StoreError> for ApiError {
                 error.headers.push(("retry-after", "5".to_owned()));
                 error
             }
+            StoreError::NonceReused => crate::auth::nonce_reused(),
             other => ApiError::internal(&other),
         }
     }

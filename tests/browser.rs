@@ -624,6 +624,7 @@ async fn the_cashier_renders_expired_closed_and_refused_states() {
         key: "expired".to_owned(),
         request_hash: "x".to_owned(),
         now,
+        nonce: None,
     };
     h.gateway
         .gateway

@@ -505,6 +505,7 @@ async fn expired_and_unknown_links_open_nothing(h: Harness) {
         key: "old".to_owned(),
         request_hash: "x".to_owned(),
         now,
+        nonce: None,
     };
     h.gateway
         .gateway

@@ -920,3 +920,139 @@ async fn the_daily_run_reconciles_yesterday_once_the_time_has_come() {
         "{metrics}"
     );
 }
+
+/// Sends one signed POST twice, byte for byte: the first must succeed, and the replay must be
+/// refused with `nonce_reused` (its nonce was remembered with the first one's claim). Returns
+/// the first answer.
+async fn post_then_replay(h: &Harness, path: &str, body: &Value, key: &str) -> Value {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let body = body.to_string();
+    let request = h.shop_a.signed(
+        moongate_contract::HttpMethod::Post,
+        path,
+        body.as_bytes(),
+        Some(key),
+        now,
+        &format!("replay-nonce-{key}"),
+    );
+    let first = h.shop_a.send(&request).await.unwrap();
+    let answer: Value = serde_json::from_slice(&first.body).unwrap_or(Value::Null);
+    assert!((200..300).contains(&first.status), "{path}: {answer}");
+    let replay = h.shop_a.send(&request).await.unwrap();
+    let refusal: Value = serde_json::from_slice(&replay.body).unwrap_or(Value::Null);
+    assert_eq!(replay.status, 401, "{path}: {refusal}");
+    assert_eq!(refusal["error"]["code"], "nonce_reused", "{path}");
+    answer
+}
+
+// Every POST of the API, each brought to the point where it has an effect, refuses the
+// byte-for-byte replay of a request that succeeded: a POST's nonce is remembered by its
+// claim's ledger write, so a handler that never claimed would let the replay through. The list
+// is held against the router's, so a new POST route must join it. (SQLite only: it plants the
+// break to repair by deleting a payment from the ledger file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_post_refuses_a_replayed_nonce() {
+    let h = Harness::start().await;
+    let paid = h.paid_payment(1200, "np-paid").await;
+    let lost = h.paid_payment(3400, "np-lost").await;
+    let (status, unpaid) = h.create(&h.shop_a, 500, "np-unpaid").await;
+    assert_eq!(status, 201, "{unpaid}");
+    let unpaid = unpaid["id"].as_str().unwrap().to_owned();
+    let moongate::config::LedgerBackend::Sqlite(ledger) = h.gateway.gateway.config().ledger.clone()
+    else {
+        panic!("this test plants a break in the SQLite file");
+    };
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    conn.execute("DELETE FROM attempts WHERE payment_id = ?1", [&lost])
+        .unwrap();
+    conn.execute("DELETE FROM payments WHERE id = ?1", [&lost])
+        .unwrap();
+    drop(conn);
+    advance_statement_clock(&h, false).await;
+    let (_, events) = h.get(&h.shop_a, "/v1/events?limit=1").await;
+    let event = events["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let mut covered = Vec::new();
+    let mut post = async |route: &'static str, path: String, body: Value, key: &str| {
+        covered.push(route);
+        post_then_replay(&h, &path, &body, key).await
+    };
+    post(
+        "/v1/payments",
+        "/v1/payments".into(),
+        json!({"amount": 100, "currency": "CNY", "method": "alipay_qr",
+               "merchant_reference": "np-new", "description": "Tea"}),
+        "np-1",
+    )
+    .await;
+    post(
+        "/v1/payments/{id}/cancel",
+        format!("/v1/payments/{unpaid}/cancel"),
+        json!({}),
+        "np-2",
+    )
+    .await;
+    post(
+        "/v1/payments/{id}/refunds",
+        format!("/v1/payments/{paid}/refunds"),
+        json!({"amount": 100}),
+        "np-3",
+    )
+    .await;
+    post(
+        "/v1/checkouts",
+        "/v1/checkouts".into(),
+        json!({"amount": 100, "currency": "CNY", "merchant_reference": "np-checkout",
+               "description": "Tea", "return_url": "https://shop.example/done"}),
+        "np-4",
+    )
+    .await;
+    post(
+        "/v1/events/{id}/resend",
+        format!("/v1/events/{event}/resend"),
+        json!({}),
+        "np-5",
+    )
+    .await;
+    post(
+        "/v1/events/resend",
+        "/v1/events/resend".into(),
+        json!({}),
+        "np-6",
+    )
+    .await;
+    let run = post(
+        "/v1/reconciliations",
+        "/v1/reconciliations".into(),
+        json!({"account": "alipay_main", "date": format_day(today())}),
+        "np-7",
+    )
+    .await;
+    let broken = run["breaks"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a break: {run}"))
+        .to_owned();
+    post(
+        "/v1/reconciliation_breaks/{id}/repair",
+        format!("/v1/reconciliation_breaks/{broken}/repair"),
+        json!({}),
+        "np-8",
+    )
+    .await;
+    post(
+        "/v1/reconciliation_breaks/{id}",
+        format!("/v1/reconciliation_breaks/{broken}"),
+        json!({"status": "resolved", "note": "checked"}),
+        "np-9",
+    )
+    .await;
+
+    let mut posts: Vec<&str> = moongate::http::V1_ROUTES
+        .iter()
+        .filter(|(_, methods)| methods.contains(&"post"))
+        .map(|(path, _)| *path)
+        .collect();
+    posts.sort_unstable();
+    covered.sort_unstable();
+    assert_eq!(covered, posts, "every POST route is replayed above");
+}

@@ -125,6 +125,7 @@ fn claim(key: &str, hash: &str) -> IdemClaim {
         key: key.to_owned(),
         request_hash: hash.to_owned(),
         now: T0,
+        nonce: None,
     }
 }
 
@@ -378,6 +379,48 @@ async fn nonces_refuse_replays_until_they_lapse(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+
+    // A POST's nonce travels with its claim: remembered in the same write as the key, and a
+    // claim whose nonce was seen before is refused with nothing written (its key stays free).
+    let with_nonce = |key: &str, nonce: &str| IdemClaim {
+        nonce: Some(moongate::store::NonceClaim {
+            nonce: nonce.to_owned(),
+            keep_until: until,
+        }),
+        ..claim(key, "h")
+    };
+    let begun = store
+        .begin_payment(with_nonce("k-n3", "n3"), payment("pay_n3", 100))
+        .await
+        .unwrap();
+    assert!(matches!(begun, Begin::Fresh(_)));
+    assert!(
+        !store
+            .remember_nonce("shop_a", "n3", T0, until)
+            .await
+            .unwrap(),
+        "the claim remembered its nonce"
+    );
+    let replayed = store
+        .begin_payment(with_nonce("k-n3b", "n3"), payment("pay_n3b", 100))
+        .await;
+    assert!(
+        matches!(replayed, Err(StoreError::NonceReused)),
+        "{replayed:?}"
+    );
+    assert!(store.payment(None, "pay_n3b").await.unwrap().is_none());
+    let replayed = store.claim_key(with_nonce("k-n3c", "n3"), "r").await;
+    assert!(
+        matches!(replayed, Err(StoreError::NonceReused)),
+        "{replayed:?}"
+    );
+    assert!(matches!(
+        store
+            .claim_key(with_nonce("k-n3c", "n4"), "r")
+            .await
+            .unwrap(),
+        Begin::Fresh(())
+    ));
 }
 
 async fn one_notification_applies_once_under_a_race(store: Arc<dyn Store>) {
@@ -1369,9 +1412,9 @@ async fn concurrent_writes_share_commits() {
     }
 }
 
-// A create alone: its nonce waits for its payment and commits with it, its attempt log line
-// waits for its status change, and the status change carries the request's stored answer: two
-// commits, each before the caller is answered.
+// A create alone: its nonce is written with its claim and payment, its attempt log line waits
+// for its status change, and the status change carries the request's stored answer: three
+// jobs in two commits, each before the caller is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_takes_two_commits() {
     let dir = tempfile::tempdir().unwrap();
@@ -1379,14 +1422,15 @@ async fn a_create_takes_two_commits() {
     let store = Arc::new(SqliteStore::open(&path).unwrap());
     let before = store.write_stats();
     let later = T0 + Duration::from_secs(300);
-    assert!(
-        store
-            .remember_nonce("shop_a", "nonce-two-commits", T0, later)
-            .await
-            .unwrap()
-    );
+    let first = IdemClaim {
+        nonce: Some(moongate::store::NonceClaim {
+            nonce: "nonce-two-commits".to_owned(),
+            keep_until: later,
+        }),
+        ..claim("two", "h")
+    };
     let created = store
-        .begin_payment(claim("two", "h"), payment("pay_two", 100))
+        .begin_payment(first, payment("pay_two", 100))
         .await
         .unwrap();
     assert!(matches!(created, Begin::Fresh(_)));
@@ -1420,9 +1464,9 @@ async fn a_create_takes_two_commits() {
         panic!("the payment is there");
     };
     let after = store.write_stats();
-    assert_eq!(after.jobs - before.jobs, 4);
+    assert_eq!(after.jobs - before.jobs, 3);
     assert_eq!(after.commits - before.commits, 2, "{before:?} → {after:?}");
-    // All four are durable, and a retry replays the answer that commit stored.
+    // All of it is durable, and a retry replays the answer that commit stored.
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.attempts_for("pay_two").await.unwrap().len(), 1);
     assert!(

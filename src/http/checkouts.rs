@@ -15,7 +15,7 @@ use crate::service::idempotency::{Answer, Outcome};
 /// `POST /v1/checkouts`.
 pub async fn create_checkout(
     State(gw): State<Shared>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();

@@ -68,7 +68,7 @@ pub(crate) async fn get_event(
 pub(crate) async fn resend_event(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();
@@ -214,7 +214,7 @@ const RESEND_LIMIT: u32 = 1000;
 /// fresh schedule, up to 1,000 a call; answers how many.
 pub(crate) async fn resend_events(
     State(gw): State<Shared>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();

@@ -10,14 +10,14 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, remember};
 use crate::config::Merchant;
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::Shared;
 use crate::metrics::LimitLabels;
 use crate::service::idempotency::claim_for;
-use crate::store::IdemClaim;
+use crate::store::{IdemClaim, NonceClaim};
 
 /// A `/v1` request whose signature, timestamp and nonce were checked (see [`crate::auth`]) and
 /// which was counted against the merchant's request limits: the extractor every merchant
@@ -36,6 +36,10 @@ pub struct Signed {
     pub body: Bytes,
     /// When the request was authenticated.
     pub now: OffsetDateTime,
+    /// A POST's nonce, not remembered yet: [`Signed::claim`] hands it to the request's claim,
+    /// whose ledger write remembers it (and refuses a replay). A read's was remembered by the
+    /// extractor.
+    nonce: Option<NonceClaim>,
 }
 
 impl axum::extract::FromRequest<Shared> for Signed {
@@ -53,7 +57,7 @@ impl axum::extract::FromRequest<Shared> for Signed {
             .await
             .map_err(IntoResponse::into_response)?;
         let now = gw.now();
-        let merchant = signed_by(gw, &method, &uri, &headers, &body)
+        let (merchant, nonce) = signed_by(gw, &method, &uri, &headers, &body)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Signed {
@@ -63,47 +67,52 @@ impl axum::extract::FromRequest<Shared> for Signed {
             headers,
             body,
             now,
+            nonce,
         })
     }
 }
 
 impl Signed {
     /// The request's claim on its `Idempotency-Key` (every POST needs one), bound to a hash of
-    /// its method, path and body: what [`crate::service::idempotency::run`] starts from.
-    pub(crate) fn claim(&self) -> Result<IdemClaim, ApiError> {
+    /// its method, path and body, and carrying the request's nonce: what
+    /// [`crate::service::idempotency::run`] starts from. Once per request.
+    pub(crate) fn claim(&mut self) -> Result<IdemClaim, ApiError> {
         let key = idempotency_key(&self.headers)?;
-        Ok(claim_for(
+        let nonce = self
+            .nonce
+            .take()
+            .ok_or_else(|| ApiError::internal(&"a request claimed twice, or a read claimed"))?;
+        let mut claim = claim_for(
             &self.merchant,
             key,
             &self.method,
             &self.uri,
             &self.body,
             self.now,
-        ))
+        );
+        claim.nonce = Some(nonce);
+        Ok(claim)
     }
 }
 
 /// Authenticates a `/v1` request (see [`crate::auth`]) and counts it against the merchant's
-/// request limit.
+/// request limit. A read's nonce is remembered here; a POST's is returned, for its claim.
 pub(crate) async fn signed_by(
     gw: &Gateway,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Arc<Merchant>, ApiError> {
+) -> Result<(Arc<Merchant>, Option<NonceClaim>), ApiError> {
     // One config snapshot for the whole request, even if a reload happens meanwhile.
     let config = gw.config();
-    let merchant = authenticate(
-        &config,
-        gw.store.as_ref(),
-        method,
-        uri,
-        headers,
-        body,
-        &gw.clock,
-    )
-    .await?;
+    let (merchant, nonce) = authenticate(&config, method, uri, headers, body, &gw.clock)?;
+    let nonce = if method == Method::POST {
+        Some(nonce)
+    } else {
+        remember(gw.store.as_ref(), &merchant.id, &nonce, &gw.clock).await?;
+        None
+    };
     let merchant = config
         .merchants
         .get(&merchant.id)
@@ -141,7 +150,7 @@ pub(crate) async fn signed_by(
         }
     }
     match merchant.limit.check() {
-        Ok(_) => Ok(merchant),
+        Ok(_) => Ok((merchant, nonce)),
         Err(limited) => Err(over_limit(gw, &merchant, "local", limited.retry_after)),
     }
 }

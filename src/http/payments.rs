@@ -23,7 +23,7 @@ use crate::store::{KeyAnswer, answer_body};
 
 pub(crate) async fn create_payment(
     State(gw): State<Shared>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();
@@ -164,7 +164,7 @@ pub(crate) async fn list_payments(
 pub(crate) async fn cancel_payment(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();

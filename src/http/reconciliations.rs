@@ -41,7 +41,7 @@ pub(crate) fn run_summary(run: &crate::store::ReconRun) -> serde_json::Value {
 /// answers with the report. The run is stored; repeat the call (new key) to run it again.
 pub(crate) async fn create_reconciliation(
     State(gw): State<Shared>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();
@@ -240,7 +240,7 @@ pub(crate) async fn claim_break_action(
 pub(crate) async fn update_break(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();
@@ -296,7 +296,7 @@ pub(crate) async fn update_break(
 pub(crate) async fn repair_break(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();

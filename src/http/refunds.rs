@@ -25,7 +25,7 @@ pub(crate) struct CreateRefundBody {
 pub(crate) async fn create_refund(
     State(gw): State<Shared>,
     Path(id): Path<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Response, ApiError> {
     let claim = signed.claim()?;
     let key = claim.key.clone();

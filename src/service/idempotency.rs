@@ -50,6 +50,7 @@ pub(crate) fn claim_for(
         key,
         request_hash: hex::encode(hash.finalize()),
         now,
+        nonce: None,
     }
 }
 

@@ -49,6 +49,10 @@ pub enum StoreError {
     /// A refund would exceed what was paid, or the payment is not refundable.
     #[error("refund refused: {0}")]
     RefundRefused(RefundRefusal),
+    /// The claim's request nonce was seen before: the claim (and the write it came with) is
+    /// refused, and nothing was written.
+    #[error("request nonce already used")]
+    NonceReused,
 }
 
 /// Why a refund was refused before any provider call.
@@ -83,6 +87,20 @@ pub struct IdemClaim {
     pub request_hash: String,
     /// Now.
     pub now: OffsetDateTime,
+    /// The signed request's nonce, remembered in the same write as the key: a nonce seen before
+    /// refuses the claim with [`StoreError::NonceReused`] (so a POST's replay check and its
+    /// first ledger write are one job, not two). `None` where there is no signed request (the
+    /// cashier) or its nonce was already remembered.
+    pub nonce: Option<NonceClaim>,
+}
+
+/// A request nonce to remember (see [`crate::auth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonceClaim {
+    /// The `Moongate-Nonce` header.
+    pub nonce: String,
+    /// Until when a replay of it is refused.
+    pub keep_until: OffsetDateTime,
 }
 
 /// What claiming an idempotency key found.

@@ -11,21 +11,7 @@ impl KeyStore for PgStore {
         now: OffsetDateTime,
         keep_until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        // A lapsed row of the same nonce is taken over; a live one refuses the replay.
-        let inserted = sqlx::query(
-            "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES ($1, $2, $3) \
-             ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
-             WHERE nonces.keep_until < $4",
-        )
-        .bind(merchant_id)
-        .bind(nonce)
-        .bind(ms(keep_until))
-        .bind(ms(now))
-        .execute(&self.ahead)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        Ok(inserted == 1)
+        insert_nonce(&self.ahead, merchant_id, nonce, keep_until, now).await
     }
 
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -140,4 +126,29 @@ impl PgStore {
             }
         }
     }
+}
+
+/// Remembers a request nonce; false when it was seen before and has not lapsed (a lapsed row of
+/// the same nonce is taken over).
+pub(super) async fn insert_nonce<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    merchant_id: &str,
+    nonce: &str,
+    keep_until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
+         WHERE nonces.keep_until < $4",
+    )
+    .bind(merchant_id)
+    .bind(nonce)
+    .bind(ms(keep_until))
+    .bind(ms(now))
+    .execute(executor)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    Ok(inserted == 1)
 }

@@ -411,6 +411,19 @@ async fn claim(
     claim: &IdemClaim,
     resource_id: &str,
 ) -> Result<Option<Begin<()>>, StoreError> {
+    // The nonce first, in the same transaction: a replay is refused before anything else.
+    if let Some(nonce) = &claim.nonce
+        && !keys::insert_nonce(
+            &mut *conn,
+            &claim.merchant_id,
+            &nonce.nonce,
+            nonce.keep_until,
+            claim.now,
+        )
+        .await?
+    {
+        return Err(StoreError::NonceReused);
+    }
     let now = ms(claim.now);
     // A key back after its retention is taken over in the same statement (the janitor
     // deletes the others); a key released between our insert and our read is claimed on the

@@ -12,18 +12,8 @@ impl KeyStore for SqliteStore {
         keep_until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let (merchant_id, nonce) = (merchant_id.to_owned(), nonce.to_owned());
-        self.write_ahead(move |conn| {
-            let inserted = conn
-                .exec(
-                    "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
-                     WHERE nonces.keep_until < ?4",
-                    params![merchant_id, nonce, ms(keep_until), ms(now)],
-                )
-                .map_err(db)?;
-            Ok(inserted == 1)
-        })
-        .await
+        self.write_ahead(move |conn| insert_nonce(conn, &merchant_id, &nonce, keep_until, now))
+            .await
     }
 
     async fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -148,4 +138,24 @@ impl SqliteStore {
         }
         Ok(deleted)
     }
+}
+
+/// Remembers a request nonce; false when it was seen before and has not lapsed (a lapsed row of
+/// the same nonce is taken over).
+pub(super) fn insert_nonce(
+    conn: &Connection,
+    merchant_id: &str,
+    nonce: &str,
+    keep_until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let inserted = conn
+        .exec(
+            "INSERT INTO nonces (merchant_id, nonce, keep_until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
+             WHERE nonces.keep_until < ?4",
+            params![merchant_id, nonce, ms(keep_until), ms(now)],
+        )
+        .map_err(db)?;
+    Ok(inserted == 1)
 }

@@ -580,12 +580,24 @@ fn insert_payment(conn: &Connection, p: &Payment) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Inserts the key row, or reports what an existing one says.
+/// Remembers the claim's nonce (a replay is refused before anything is written), then inserts
+/// the key row, or reports what an existing one says.
 fn claim(
     conn: &Connection,
     claim: &IdemClaim,
     resource_id: &str,
 ) -> Result<Option<Begin<()>>, StoreError> {
+    if let Some(nonce) = &claim.nonce
+        && !keys::insert_nonce(
+            conn,
+            &claim.merchant_id,
+            &nonce.nonce,
+            nonce.keep_until,
+            claim.now,
+        )?
+    {
+        return Err(StoreError::NonceReused);
+    }
     // Expired keys are forgotten lazily, at the moment the same key comes back.
     conn.exec(
         "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",

@@ -242,10 +242,10 @@ impl PaymentStore for SqliteStore {
         .await
     }
 
-    /// Written ahead: the attempt log is what happened at the provider, and the change it led
-    /// to (awaited by the caller) commits with it or after it.
+    /// Queued ahead, not awaited: the attempt log is what happened at the provider, and the
+    /// change it led to (awaited by the caller) commits with it or after it.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
-        self.write_ahead(move |conn| {
+        self.inner.writer.queue("provider attempt", move |conn| {
             conn.exec(
                 "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -261,7 +261,6 @@ impl PaymentStore for SqliteStore {
             .map_err(db)?;
             Ok(())
         })
-        .await
     }
 
     async fn attempts_for(&self, payment_id: &str) -> Result<Vec<Attempt>, StoreError> {

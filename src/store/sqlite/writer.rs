@@ -9,10 +9,11 @@
 //! returned (with `synchronous=FULL`, after the fsync): no answer leaves before its write is
 //! durable, and when the commit fails every job of the batch gets the error.
 //!
-//! A batch of write-ahead jobs only (a request's nonce, a provider attempt's log line) waits up
-//! to [`LINGER`] for a durable write to commit with: the write a request makes next (its
-//! payment after its nonce, its status change after its attempt) then shares that commit, and a
-//! create costs two commits, not four.
+//! A batch of write-ahead jobs only (a read's nonce, a provider attempt's log line) waits up to
+//! [`LINGER`] for a durable write to commit with: the write a request makes next (its status
+//! change after its attempt) then shares that commit. A create is three jobs in two commits:
+//! its claim with its nonce and payment, its attempt (queued, not awaited), its status change
+//! with its stored answer.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -86,6 +87,33 @@ where
     }
 }
 
+/// A write-ahead job nobody waits for ([`Writer::queue`]): its failure is logged.
+struct Queued<F> {
+    work: F,
+    what: &'static str,
+}
+
+impl<F> Job for Queued<F>
+where
+    F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Reply {
+        let Queued { work, what } = *self;
+        if let Err(error) = in_savepoint(conn, work) {
+            tracing::warn!(%error, "could not record {what}");
+        }
+        Box::new(|_| {})
+    }
+
+    fn refuse(self: Box<Self>, message: String) {
+        tracing::warn!(error = %message, "could not record {}", self.what);
+    }
+
+    fn early(&self) -> bool {
+        true
+    }
+}
+
 /// What the writer thread shares with its handles: the counters, and a test hook that, while
 /// set, makes every commit fail as on a full disk (`tests/` use it to show that a job whose
 /// commit failed is never answered with success, and what readiness says).
@@ -152,6 +180,19 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(work, true).await
+    }
+
+    /// Queues `work` as a write-ahead job and returns at once, without waiting for it to run:
+    /// for a log line whose caller has nothing to do with the outcome (a provider attempt). The
+    /// queue is in order, so the caller's next write runs after it, in the same batch or a
+    /// later one; a failure is logged as `could not record {what}`.
+    pub(super) fn queue<F>(&self, what: &'static str, work: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        self.queue
+            .send(Box::new(Queued { work, what }))
+            .map_err(|_| StoreError::Database("the ledger writer has stopped".into()))
     }
 
     async fn submit<T, F>(&self, work: F, early: bool) -> Result<T, StoreError>
