@@ -299,14 +299,39 @@ fn push_base32(out: &mut String, value: u8) {
     ));
 }
 
-fn push_random(out: &mut String, n: usize) {
+/// Fills `out` from a per-thread buffer of the OS random source, refilled 4 KiB at a time:
+/// ids take several random strings per request, and one `getrandom` call each was a visible
+/// part of a create's system time. Only ids and the like draw from it; keys and tokens that
+/// are secrets read the OS source directly.
+fn fill_random(out: &mut [u8]) -> Result<(), ring::error::Unspecified> {
     use ring::rand::SecureRandom;
+    const POOL: usize = 4096;
+    thread_local! {
+        static BUFFER: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
+            std::cell::RefCell::new((Box::new([0; POOL]), POOL));
+    }
+    BUFFER.with_borrow_mut(|(pool, used)| {
+        if out.len() > POOL - *used {
+            ring::rand::SystemRandom::new().fill(&mut pool[..])?;
+            *used = 0;
+        }
+        let end = *used + out.len();
+        let taken = pool.get_mut(*used..end).ok_or(ring::error::Unspecified)?;
+        out.copy_from_slice(taken);
+        // Drawn bytes are wiped, so no id can be derived again from what stays in memory.
+        taken.fill(0);
+        *used = end;
+        Ok(())
+    })
+}
+
+fn push_random(out: &mut String, n: usize) {
     let mut bytes = [0_u8; 64];
     let bytes = bytes.get_mut(..n.min(64)).unwrap_or_default();
     // The OS random source practically never fails; if it does, the characters fall back to
     // clock-derived bytes: ids are not secrets, and a collision is refused by the ledger's
     // unique constraints.
-    if ring::rand::SystemRandom::new().fill(bytes).is_err() {
+    if fill_random(bytes).is_err() {
         let nanos = OffsetDateTime::now_utc()
             .unix_timestamp_nanos()
             .to_le_bytes();

@@ -598,16 +598,29 @@ fn claim(
     {
         return Err(StoreError::NonceReused);
     }
-    // Expired keys are forgotten lazily, at the moment the same key comes back.
-    conn.exec(
-        "DELETE FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2 AND created_at < ?3",
-        params![
-            claim.merchant_id,
-            claim.key,
-            ms(claim.now) - IDEMPOTENCY_RETENTION_MS
-        ],
-    )
-    .map_err(db)?;
+    // A new key is inserted; a key back after its retention is taken over in the same
+    // statement (the janitor purges the others); only a live key is read.
+    let now = ms(claim.now);
+    let inserted = conn
+        .exec(
+            "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (merchant_id, key) DO UPDATE SET \
+             request_hash = excluded.request_hash, resource_id = excluded.resource_id, \
+             status = NULL, response = NULL, created_at = excluded.created_at, completed_at = NULL \
+             WHERE idempotency_keys.created_at < ?6",
+            params![
+                claim.merchant_id,
+                claim.key,
+                claim.request_hash,
+                resource_id,
+                now,
+                now - IDEMPOTENCY_RETENTION_MS
+            ],
+        )
+        .map_err(db)?;
+    if inserted == 1 {
+        return Ok(None);
+    }
     let existing = conn
         .row(
             "SELECT request_hash, resource_id, status, response, created_at FROM idempotency_keys WHERE merchant_id = ?1 AND key = ?2",
@@ -622,15 +635,6 @@ fn claim(
                 })
             },
         )
-        .optional()
         .map_err(db)?;
-    if let Some(existing) = existing {
-        return existing.verdict(claim).map(Some);
-    }
-    conn.exec(
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![claim.merchant_id, claim.key, claim.request_hash, resource_id, ms(claim.now)],
-    )
-    .map_err(db)?;
-    Ok(None)
+    existing.verdict(claim).map(Some)
 }

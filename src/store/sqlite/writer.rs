@@ -237,18 +237,18 @@ fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(db)?;
+    // Cached statements: three of them run for every job.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT job").map_err(db)?;
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
         Err(StoreError::Database(
             "a ledger write panicked; it was rolled back".into(),
         ))
     });
-    let end = if outcome.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end).map_err(db)?;
+    if outcome.is_err() {
+        run("ROLLBACK TO job").map_err(db)?;
+    }
+    run("RELEASE job").map_err(db)?;
     outcome
 }
 
