@@ -82,16 +82,15 @@ impl Signed {
             .nonce
             .take()
             .ok_or_else(|| ApiError::internal(&"a request claimed twice, or a read claimed"))?;
-        let mut claim = claim_for(
+        Ok(claim_for(
             &self.merchant,
             key,
             &self.method,
             &self.uri,
             &self.body,
             self.now,
-        );
-        claim.nonce = Some(nonce);
-        Ok(claim)
+            nonce,
+        ))
     }
 }
 

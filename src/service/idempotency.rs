@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::config::Merchant;
 use crate::error::{ApiError, ErrorCode, ErrorType};
 use crate::gateway::Gateway;
-use crate::store::{Begin, IdemClaim};
+use crate::store::{Begin, IdemClaim, NonceClaim};
 
 /// How old an unfinished idempotency claim must be to belong to a process that died (or was
 /// killed) mid-request; a retry then answers with the resource's current state.
@@ -31,6 +31,8 @@ fn stale_claim(gw: &Gateway) -> Duration {
     Duration::from_millis(per_call.saturating_mul(calls).saturating_add(5_000))
 }
 
+/// A signed request's claim on `key`, bound to a hash of its method, path and body, carrying
+/// the request's nonce (remembered by the claim's write).
 pub(crate) fn claim_for(
     merchant: &Merchant,
     key: String,
@@ -38,6 +40,7 @@ pub(crate) fn claim_for(
     uri: &Uri,
     body: &[u8],
     now: OffsetDateTime,
+    nonce: NonceClaim,
 ) -> IdemClaim {
     let mut hash = Sha256::new();
     hash.update(method.as_str());
@@ -50,7 +53,7 @@ pub(crate) fn claim_for(
         key,
         request_hash: hex::encode(hash.finalize()),
         now,
-        nonce: None,
+        nonce: Some(nonce),
     }
 }
 
