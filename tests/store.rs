@@ -129,6 +129,17 @@ fn claim(key: &str, hash: &str) -> IdemClaim {
     }
 }
 
+/// A signed POST's claim: it carries the request's nonce, kept until `keep_until`.
+fn claim_with_nonce(key: &str, nonce: &str, keep_until: OffsetDateTime) -> IdemClaim {
+    IdemClaim {
+        nonce: Some(moongate::store::NonceClaim {
+            nonce: nonce.to_owned(),
+            keep_until,
+        }),
+        ..claim(key, "h")
+    }
+}
+
 fn to(status: PaymentStatus) -> moongate::store::PaymentDecision {
     Box::new(move |_| {
         Some(PaymentChange {
@@ -382,13 +393,7 @@ async fn nonces_refuse_replays_until_they_lapse(store: Arc<dyn Store>) {
 
     // A POST's nonce travels with its claim: remembered in the same write as the key, and a
     // claim whose nonce was seen before is refused with nothing written (its key stays free).
-    let with_nonce = |key: &str, nonce: &str| IdemClaim {
-        nonce: Some(moongate::store::NonceClaim {
-            nonce: nonce.to_owned(),
-            keep_until: until,
-        }),
-        ..claim(key, "h")
-    };
+    let with_nonce = |key: &str, nonce: &str| claim_with_nonce(key, nonce, until);
     let begun = store
         .begin_payment(with_nonce("k-n3", "n3"), payment("pay_n3", 100))
         .await
@@ -1422,15 +1427,11 @@ async fn a_create_takes_two_commits() {
     let store = Arc::new(SqliteStore::open(&path).unwrap());
     let before = store.write_stats();
     let later = T0 + Duration::from_secs(300);
-    let first = IdemClaim {
-        nonce: Some(moongate::store::NonceClaim {
-            nonce: "nonce-two-commits".to_owned(),
-            keep_until: later,
-        }),
-        ..claim("two", "h")
-    };
     let created = store
-        .begin_payment(first, payment("pay_two", 100))
+        .begin_payment(
+            claim_with_nonce("two", "nonce-two-commits", later),
+            payment("pay_two", 100),
+        )
         .await
         .unwrap();
     assert!(matches!(created, Begin::Fresh(_)));
