@@ -164,18 +164,50 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(end_to_end(None, rsa));
-    runtime.block_on(gateway_process(None, &signer));
+    // `MOONGATE_BENCH_LEDGER=sqlite` or `postgresql`: that ledger's gateway rounds alone (an
+    // A/B of one ledger's path in less time); by default everything on both.
+    let only = std::env::var("MOONGATE_BENCH_LEDGER").unwrap_or_default();
+    if only.is_empty() {
+        runtime.block_on(end_to_end(None, rsa));
+    }
+    if only.is_empty() || only == "sqlite" {
+        runtime.block_on(gateway_process(None, &signer));
+    }
     // The same calls on a PostgreSQL ledger (a fresh schema), when a server is named.
     match std::env::var("MOONGATE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => runtime.block_on(async {
-            let schema = Schema::create(&url).await;
-            end_to_end(Some(&schema.url), rsa).await;
-            schema.drop().await;
+        Ok(url) if !url.is_empty() && only != "sqlite" => runtime.block_on(async {
+            if only.is_empty() {
+                let schema = Schema::create(&url).await;
+                end_to_end(Some(&schema.url), rsa).await;
+                schema.drop().await;
+            }
             gateway_process(Some(&url), &signer).await;
         }),
         _ => println!("PostgreSQL ledger: skipped (set MOONGATE_TEST_DATABASE_URL)"),
     }
+}
+
+/// CPU time (user + system) the PostgreSQL server's processes on this machine have used so
+/// far (every process named `postgres`: the backends serving the gateway, the WAL writer,
+/// the checkpointer); zero where there are none.
+fn postgres_cpu(tick: Duration) -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim() == "postgres" {
+            total += try_process_cpu(pid, tick).unwrap_or_default();
+        }
+    }
+    total
 }
 
 /// A fresh PostgreSQL schema for one ledger, and the URL that selects it.
@@ -491,16 +523,22 @@ async fn end_to_end(database_url: Option<&str>, rsa: Duration) {
 
 /// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn process_cpu(pid: u32, tick: Duration) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    try_process_cpu(pid, tick).expect("the gateway's /proc entry")
+}
+
+/// [`process_cpu`], or `None` when the process is gone or its entry unreadable.
+fn try_process_cpu(pid: u32, tick: Duration) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is the first, utime the
     // 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').unwrap().1;
+    let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<u64> = rest
         .split_whitespace()
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    tick * u32::try_from(fields[10] + fields[11]).unwrap()
+    let ticks = fields.get(10)? + fields.get(11)?;
+    Some(tick * u32::try_from(ticks).ok()?)
 }
 
 /// One RSA-2048 signature, timed now (median of 5 × 40).
@@ -598,6 +636,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         };
         let Tally {
             ratios,
+            servers,
             peaks,
             p50s,
             p99s,
@@ -647,6 +686,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         // drifts), and the mean is their floor.
         let rsa_before = rsa_now(signer);
         let cpu_before = process_cpu(child.id(), tick);
+        let server_before = postgres_cpu(tick);
         let start = Instant::now();
         hammer(
             std::slice::from_ref(&client),
@@ -657,10 +697,14 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         .await;
         let wall = start.elapsed();
         let cpu = process_cpu(child.id(), tick) - cpu_before;
+        let server = postgres_cpu(tick).saturating_sub(server_before);
         let rsa = (rsa_before + rsa_now(signer)) / 2;
         let done = (creates / 8) * 8;
         let per_create = cpu / done;
         ratios.push(per_create.as_secs_f64() / rsa.as_secs_f64());
+        if database_url.is_some() {
+            servers.push((server / done).as_secs_f64() / rsa.as_secs_f64());
+        }
         let peak = f64::from(done) / wall.as_secs_f64();
         peaks.push(peak);
 
@@ -744,8 +788,13 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         println!(
             "  round {round}{build}: CPU {per_create:.2?} per create = {:.2} signatures \
              ({rsa:.2?}); peak {peak:.0}/s; at {rate:.0}/s open loop p50 {g50:.1?} p99 {g99:.1?} \
-             (the sandbox alone: p50 {s50:.1?} p99 {s99:.1?})",
-            ratios[round]
+             (the sandbox alone: p50 {s50:.1?} p99 {s99:.1?}){}",
+            ratios[round],
+            servers
+                .last()
+                .filter(|_| database_url.is_some())
+                .map(|r| format!("; PostgreSQL server {r:.2} signatures per create"))
+                .unwrap_or_default()
         );
         let _ = child.kill();
         let _ = child.wait();
@@ -759,6 +808,12 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         } else {
             String::new()
         };
+        if !tally.servers.is_empty() {
+            println!(
+                "PostgreSQL server{build}: CPU per create = {} RSA-2048 signatures",
+                median_min_max(&mut tally.servers)
+            );
+        }
         println!(
             "moongate serve ({ledger}){build}, its own process, {rounds} rounds of {creates} \
              creates from 8 clients: gateway CPU per create = {} RSA-2048 signatures; peak {} \
@@ -778,6 +833,8 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
 #[derive(Default)]
 struct Tally {
     ratios: Vec<f64>,
+    /// PostgreSQL server CPU per create ÷ one signature (PostgreSQL rounds only).
+    servers: Vec<f64>,
     peaks: Vec<f64>,
     p50s: Vec<f64>,
     p99s: Vec<f64>,

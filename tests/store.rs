@@ -68,6 +68,7 @@ both_backends!(
     reconciliation_runs_keep_break_identity,
     checkout_choices_race_to_one_payment,
     listing_switching_attempts_and_repairs,
+    a_known_payment_changes_as_the_ledger_has_it,
 );
 
 fn sqlite() -> Arc<dyn Store> {
@@ -173,6 +174,125 @@ async fn event_kinds(store: &Arc<dyn Store>, id: &str) -> Vec<String> {
         .into_iter()
         .map(|e| e.kind)
         .collect()
+}
+
+/// `update_known` (a create's second write): applied at once while the ledger still holds the
+/// payment as the caller knows it, and decided on the ledger's row when another writer moved it
+/// meanwhile.
+async fn a_known_payment_changes_as_the_ledger_has_it(store: Arc<dyn Store>) {
+    let answer = |key: &str| {
+        Also::Answer(moongate::store::KeyAnswer {
+            merchant_id: "shop_a".to_owned(),
+            key: key.to_owned(),
+            status: 201,
+        })
+    };
+    let replayed = |store: Arc<dyn Store>, key: &'static str, id: &'static str| async move {
+        match store.claim_key(claim(key, "h"), id).await.unwrap() {
+            Begin::Replay { status, body } => (status, body),
+            other => panic!("{other:?}"),
+        }
+    };
+    let later = T0 + Duration::from_secs(1);
+    let fresh = store
+        .begin_payment(
+            claim_with_nonce("kn1", "nonce-kn1", later),
+            payment("pay_kn1", 100),
+        )
+        .await
+        .unwrap();
+    let Begin::Fresh(known) = fresh else {
+        panic!("{fresh:?}")
+    };
+    let paid = PaymentChange {
+        status: Some(PaymentStatus::Succeeded),
+        provider_ref: Some("4200000009".to_owned()),
+        ..PaymentChange::default()
+    };
+    let Updated::Done { record, changed } = store
+        .update_known(&known, answer("kn1"), later, paid)
+        .await
+        .unwrap()
+    else {
+        panic!("the payment is there");
+    };
+    assert!(changed);
+    assert_eq!(record.status, PaymentStatus::Succeeded);
+    assert_eq!(record.updated_at, later);
+    assert_eq!(
+        store.payment(None, "pay_kn1").await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(
+        event_kinds(&store, "pay_kn1").await,
+        ["payment.created", "payment.succeeded"]
+    );
+    assert_eq!(
+        replayed(Arc::clone(&store), "kn1", "pay_kn1").await,
+        (201, moongate::store::answer_body(&record))
+    );
+
+    // Paid by a notification after the create: the stale copy's failure is refused by the
+    // state machine, and the answer stored is the payment as the ledger has it.
+    let Begin::Fresh(stale) = store
+        .begin_payment(claim("kn2", "h"), payment("pay_kn2", 100))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key");
+    };
+    let Updated::Done { record: paid, .. } = store
+        .update_payment("pay_kn2", Also::Nothing, T0, to(PaymentStatus::Succeeded))
+        .await
+        .unwrap()
+    else {
+        panic!("the payment is there");
+    };
+    let failed = PaymentChange {
+        status: Some(PaymentStatus::Failed),
+        ..PaymentChange::default()
+    };
+    let Updated::Done { record, changed } = store
+        .update_known(&stale, answer("kn2"), later, failed)
+        .await
+        .unwrap()
+    else {
+        panic!("the payment is there");
+    };
+    assert!(!changed);
+    assert_eq!(record, paid);
+    assert_eq!(
+        store.payment(None, "pay_kn2").await.unwrap(),
+        Some(paid.clone())
+    );
+    assert_eq!(
+        event_kinds(&store, "pay_kn2").await,
+        ["payment.created", "payment.succeeded"]
+    );
+    assert_eq!(
+        replayed(Arc::clone(&store), "kn2", "pay_kn2").await,
+        (201, moongate::store::answer_body(&paid))
+    );
+
+    // A retry under a key already taken is answered by the key, and its own nonce is spent.
+    let retry = store
+        .begin_payment(
+            claim_with_nonce("kn1", "nonce-kn1-retry", later),
+            payment("pay_kn3", 100),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(retry, Begin::Replay { status: 201, .. }),
+        "{retry:?}"
+    );
+    assert!(
+        !store
+            .remember_nonce("shop_a", "nonce-kn1-retry", T0, later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.payment(None, "pay_kn3").await.unwrap(), None);
 }
 
 async fn idempotency_keys_replay_mismatch_and_release(store: Arc<dyn Store>) {

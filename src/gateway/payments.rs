@@ -193,7 +193,18 @@ impl Gateway {
             },
         };
         let also = answer.map_or(Also::Nothing, Also::Answer);
-        self.apply(&payment.id, change, also).await
+        // The payment is as its last write left it (the create, or the failover's switch).
+        match self
+            .store
+            .update_known(&payment, also, self.now(), change)
+            .await?
+        {
+            Updated::Done { record, .. } => Ok(record),
+            Updated::Duplicate | Updated::Missing => Err(StoreError::Corrupt(format!(
+                "payment {} vanished",
+                payment.id
+            ))),
+        }
     }
 
     /// One query of `payment` at `account`, through the port.

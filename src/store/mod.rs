@@ -366,6 +366,18 @@ pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError>;
 
+    /// [`PaymentStore::update_payment`] with `change`, for a payment the caller holds as
+    /// `known` (as its last write left it, a fresh create's say): a backend may write the
+    /// change without first reading and locking the row, when it finds every column the
+    /// change is decided on still as in `known`; otherwise it does what `update_payment` does.
+    async fn update_known(
+        &self,
+        known: &Payment,
+        also: Also,
+        now: OffsetDateTime,
+        change: PaymentChange,
+    ) -> Result<Updated<Payment>, StoreError>;
+
     /// Moves a refund (and, on success, the payment's refunded total) along its state machine.
     async fn update_refund(
         &self,

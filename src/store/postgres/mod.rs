@@ -48,7 +48,7 @@ use crate::ledger::checkout::Checkout;
 use crate::ledger::reconciliation::{
     Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord,
 };
-use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
+use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus, event_json, new_id};
 
 /// The schema migrations, applied in order, each once, by [`PgStore::migrate`].
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -9,6 +9,21 @@ impl PaymentStore for PgStore {
         idem: IdemClaim,
         payment: Payment,
     ) -> Result<Begin<Payment>, StoreError> {
+        // A fresh key (the usual case) in one statement, one round trip, its own transaction.
+        let row = begin_fresh(&self.pool, &idem, &payment).await?;
+        let (nonce_fresh, key_fresh): (bool, bool) = (get(&row, 0)?, get(&row, 1)?);
+        if !nonce_fresh {
+            return Err(StoreError::NonceReused);
+        }
+        if key_fresh {
+            return Ok(Begin::Fresh(payment));
+        }
+        // The key was taken (its nonce is now remembered, as on SQLite): what it says, in a
+        // transaction of its own (a key released meanwhile is claimed there, with the payment).
+        let idem = IdemClaim {
+            nonce: None,
+            ..idem
+        };
         let mut tx = self.pool.begin().await.map_err(db)?;
         if let Some(found) = claim(&mut tx, &idem, &payment.id).await? {
             return Ok(cast(found));
@@ -207,6 +222,28 @@ impl PaymentStore for PgStore {
         done(tx, &also, payment, true, now).await
     }
 
+    async fn update_known(
+        &self,
+        known: &Payment,
+        also: Also,
+        now: OffsetDateTime,
+        change: PaymentChange,
+    ) -> Result<Updated<Payment>, StoreError> {
+        let mut after = known.clone();
+        // A notification's inbox row, or a change that changes nothing, takes the locked path.
+        if !matches!(also, Also::Inbox(_)) && apply_change(&mut after, change.clone()) {
+            after.updated_at = now;
+            if write_known(&self.pool, known, &after, &also, now).await? {
+                return Ok(Updated::Done {
+                    record: after,
+                    changed: true,
+                });
+            }
+        }
+        self.update_payment(&known.id, also, now, Box::new(move |_| Some(change)))
+            .await
+    }
+
     async fn update_refund(
         &self,
         id: &str,
@@ -366,4 +403,170 @@ async fn done(
         record: payment,
         changed,
     })
+}
+
+/// A payment's first write in one statement (one round trip, its own transaction), each part
+/// conditional on the one before: the request's nonce (unless it is a replay), the idempotency
+/// key (unless it is held: nothing more is written, and the caller reads what it says), the
+/// payment, its `payment.created` event and that event's outbox row. Answers two flags: the
+/// nonce was fresh (or there was none), the key was fresh.
+async fn begin_fresh(
+    pool: &PgPool,
+    idem: &IdemClaim,
+    payment: &Payment,
+) -> Result<PgRow, StoreError> {
+    let r = PaymentRow::of(payment)?;
+    let event_id = new_id("evt");
+    let body = event_json(
+        &event_id,
+        "payment.created",
+        payment.created_at,
+        payment.to_api_json(),
+    )
+    .to_string();
+    let now = ms(idem.now);
+    let (nonce, keep_until) = match &idem.nonce {
+        Some(n) => (Some(n.nonce.as_str()), ms(n.keep_until)),
+        None => (None, 0),
+    };
+    let sql = format!(
+        "WITH n AS (\
+           INSERT INTO nonces (merchant_id, nonce, keep_until) SELECT $1, $2, $3 \
+           WHERE $2::TEXT IS NOT NULL \
+           ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
+           WHERE nonces.keep_until < $4 RETURNING 1), \
+         k AS (\
+           INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) \
+           SELECT $1, $5, $6, $7, $4 WHERE $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM n) \
+           ON CONFLICT (merchant_id, key) DO UPDATE SET \
+           request_hash = excluded.request_hash, resource_id = excluded.resource_id, \
+           status = NULL, response = NULL, created_at = excluded.created_at, completed_at = NULL \
+           WHERE idempotency_keys.created_at < $8 RETURNING 1), \
+         p AS (\
+           INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) \
+           SELECT $7, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+           $24, $25, $26, $27, $28, $29, $30, $26 + {FIRST_CHECK_MS} \
+           WHERE EXISTS (SELECT 1 FROM k) RETURNING id), \
+         e AS (\
+           INSERT INTO events (id, merchant_id, type, object_id, body, created_at) \
+           SELECT $31, $9, 'payment.created', p.id, $32, $26 FROM p RETURNING seq), \
+         o AS (\
+           INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) SELECT seq, $9, $26 FROM e) \
+         SELECT $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM n), EXISTS (SELECT 1 FROM k)"
+    );
+    sqlx::query(&sql)
+        .bind(&idem.merchant_id)
+        .bind(nonce)
+        .bind(keep_until)
+        .bind(now)
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(r.id)
+        .bind(now - IDEMPOTENCY_RETENTION_MS)
+        .bind(r.merchant_id)
+        .bind(r.account_id)
+        .bind(r.provider)
+        .bind(r.method)
+        .bind(r.amount)
+        .bind(r.currency)
+        .bind(r.merchant_reference)
+        .bind(r.description)
+        .bind(r.return_url)
+        .bind(r.metadata)
+        .bind(r.provider_order_id)
+        .bind(r.provider_ref)
+        .bind(r.status)
+        .bind(r.next_action)
+        .bind(r.failure)
+        .bind(r.amount_refunded)
+        .bind(r.expires_at)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.payer)
+        .bind(r.route)
+        .bind(r.channel)
+        .bind(&event_id)
+        .bind(&body)
+        .fetch_one(pool)
+        .await
+        .map_err(db)
+}
+
+/// A decided change of `known` into `after` in one statement (one round trip, its own
+/// transaction), provided the row still holds every column the decision read as `known` has
+/// it (any other writer's change since moved at least one of them): the change, its event and
+/// outbox row, and the request's answer under its key when [`Also::Answer`]. False when the
+/// row had moved on, and nothing was written.
+///
+/// The snapshot is compared as one row: compared column by column, `provider` and
+/// `account_id` would let a generic plan pick the `(provider, account_id, provider_order_id)`
+/// index, whose prefix is every payment of the account, over the id's.
+async fn write_known(
+    pool: &PgPool,
+    known: &Payment,
+    after: &Payment,
+    also: &Also,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let (was, row) = (PaymentRow::of(known)?, PaymentRow::of(after)?);
+    let kind = format!("payment.{}", after.status.as_str());
+    let event_id = new_id("evt");
+    let body = event_json(&event_id, &kind, now, after.to_api_json()).to_string();
+    let (key_merchant, key, status, answer) = match also {
+        Also::Answer(a) => (
+            Some(a.merchant_id.as_str()),
+            Some(a.key.as_str()),
+            Some(i32::from(a.status)),
+            Some(answer_body(after)),
+        ),
+        _ => (None, None, None, None),
+    };
+    let written: bool = sqlx::query_scalar(
+        "WITH u AS (\
+           UPDATE payments SET status = $2, next_action = $3, provider_ref = $4, failure = $5, \
+           updated_at = $6, paid_at = CASE WHEN $2 = 'succeeded' THEN COALESCE(paid_at, $6) \
+           ELSE paid_at END, payer = $7 \
+           WHERE id = $1 AND (status, next_action, provider_ref, failure, payer, updated_at, \
+           account_id, provider, amount_refunded, return_url) \
+           IS NOT DISTINCT FROM ($8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+           RETURNING merchant_id), \
+         e AS (\
+           INSERT INTO events (id, merchant_id, type, object_id, body, created_at) \
+           SELECT $18, merchant_id, $19, $1, $20, $6 FROM u RETURNING seq, merchant_id), \
+         o AS (\
+           INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) \
+           SELECT seq, merchant_id, $6 FROM e), \
+         k AS (\
+           UPDATE idempotency_keys SET status = $23, response = $24, completed_at = $6 \
+           WHERE merchant_id = $21 AND key = $22 AND EXISTS (SELECT 1 FROM u)) \
+         SELECT EXISTS (SELECT 1 FROM u)",
+    )
+    .bind(&after.id)
+    .bind(row.status)
+    .bind(row.next_action)
+    .bind(row.provider_ref)
+    .bind(row.failure)
+    .bind(ms(now))
+    .bind(row.payer)
+    .bind(was.status)
+    .bind(was.next_action)
+    .bind(was.provider_ref)
+    .bind(was.failure)
+    .bind(was.payer)
+    .bind(was.updated_at)
+    .bind(was.account_id)
+    .bind(was.provider)
+    .bind(was.amount_refunded)
+    .bind(was.return_url)
+    .bind(&event_id)
+    .bind(&kind)
+    .bind(&body)
+    .bind(key_merchant)
+    .bind(key)
+    .bind(status)
+    .bind(answer)
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    Ok(written)
 }

@@ -32,7 +32,7 @@ use crate::ledger::checkout::Checkout;
 use crate::ledger::reconciliation::{
     Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord,
 };
-use crate::ledger::{Failure, Payment, Refund, RefundStatus, event_json, new_id};
+use crate::ledger::{Failure, Payment, PaymentChange, Refund, RefundStatus, event_json, new_id};
 use crate::store::rows::{
     FIRST_CHECK_MS, IDEMPOTENCY_RETENTION_MS, KeyRow, PAYMENT_COLUMNS, PaymentRow, REFUND_COLUMNS,
     RefundRow, apply_change, cast, count, from_ms, json_opt, ms, operation_name, refund_fits,

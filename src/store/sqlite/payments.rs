@@ -144,6 +144,18 @@ impl PaymentStore for SqliteStore {
         .await
     }
 
+    async fn update_known(
+        &self,
+        known: &Payment,
+        also: Also,
+        now: OffsetDateTime,
+        change: PaymentChange,
+    ) -> Result<Updated<Payment>, StoreError> {
+        // The writer reads the row in its own job, no round trip to save.
+        self.update_payment(&known.id, also, now, Box::new(move |_| Some(change)))
+            .await
+    }
+
     async fn update_payment(
         &self,
         id: &str,
