@@ -88,6 +88,28 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// Key of the advisory lock that serialises migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6d6f_6f6e_6761_7465;
 
+/// A pooled connection idle longer than this is checked (one round trip) before it is used.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// A pool of at most `max` connections. A connection back from its last use a moment ago is
+/// handed out as it is; one idle for longer than [`IDLE_CHECK`] is pinged first, and closed
+/// and replaced when the server no longer answers it. (sqlx's default pings on every
+/// acquire: on a busy pool, a round trip beside every statement.)
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_CHECK {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
@@ -116,15 +138,11 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Database(format!("cannot connect to PostgreSQL: {e}")))?;
         sqlx::Connection::close(probe).await.map_err(db)?;
-        let ahead = PgPoolOptions::new()
-            .max_connections((max_connections / 4).clamp(1, 8))
-            .acquire_timeout(Duration::from_secs(5))
+        let ahead = pool_options((max_connections / 4).clamp(1, 8))
             .connect_with(options.clone().options([("synchronous_commit", "off")]))
             .await
             .map_err(db)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(max_connections.max(1))
             .connect_with(options)
             .await
             .map_err(db)?;
