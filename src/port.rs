@@ -162,14 +162,31 @@ impl ProviderPort {
         prepared: Result<Prepared<T>, AdapterError>,
         parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
     ) -> Exchange<T> {
+        let (exchange, attempt) = self
+            .exchange_unlogged(caller, operation, prepared, parse)
+            .await;
+        self.log(attempt).await;
+        exchange
+    }
+
+    /// [`ProviderPort::exchange`], with the call's attempt-log line handed back instead of
+    /// written (`None` when nothing was sent, or the port keeps no attempt log): the caller
+    /// writes it in the commit that records the outcome (a create's second write).
+    pub async fn exchange_unlogged<T>(
+        &self,
+        caller: Caller<'_>,
+        operation: &'static str,
+        prepared: Result<Prepared<T>, AdapterError>,
+        parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
+    ) -> (Exchange<T>, Option<Attempt>) {
         let request = match prepared {
-            Ok(Prepared::Ready(answer)) => return Exchange::Answer(answer),
+            Ok(Prepared::Ready(answer)) => return (Exchange::Answer(answer), None),
             Ok(Prepared::Send(request)) => request,
-            Err(error) => return Exchange::Adapter(error),
+            Err(error) => return (Exchange::Adapter(error), None),
         };
         match self.gate(caller, operation).await {
-            Err(Gate::Throttled(limited)) => return Exchange::Throttled(limited),
-            Err(Gate::CircuitOpen) => return Exchange::CircuitOpen,
+            Err(Gate::Throttled(limited)) => return (Exchange::Throttled(limited), None),
+            Err(Gate::CircuitOpen) => return (Exchange::CircuitOpen, None),
             Ok(()) => {}
         }
         let started_at = self.clock.now();
@@ -207,7 +224,7 @@ impl ProviderPort {
             exchange,
             Exchange::Answer(_) | Exchange::Adapter(AdapterError::Rejected { .. })
         );
-        self.finish(
+        let attempt = self.finish(
             caller,
             operation,
             exchange.describe(),
@@ -215,9 +232,8 @@ impl ProviderPort {
             started_at,
             clock,
             &outcome_text,
-        )
-        .await;
-        exchange
+        );
+        (exchange, attempt)
     }
 
     /// Sends one request and streams the answer's body into `path` (statement files), with the
@@ -258,7 +274,7 @@ impl ProviderPort {
             }
         };
         span.record("outcome", outcome_text.as_str());
-        self.finish(
+        let attempt = self.finish(
             caller,
             operation,
             exchange.describe(),
@@ -266,8 +282,8 @@ impl ProviderPort {
             started_at,
             clock,
             &outcome_text,
-        )
-        .await;
+        );
+        self.log(attempt).await;
         exchange
     }
 
@@ -300,9 +316,10 @@ impl ProviderPort {
         Ok(())
     }
 
-    /// Metrics, the circuit's bookkeeping and the attempt log of a call that was sent.
+    /// Metrics and the circuit's bookkeeping of a call that was sent; its attempt-log line
+    /// when the port keeps the log in a ledger (else the line goes to the trace).
     #[allow(clippy::too_many_arguments)]
-    async fn finish(
+    fn finish(
         &self,
         caller: Caller<'_>,
         operation: &'static str,
@@ -311,7 +328,7 @@ impl ProviderPort {
         started_at: OffsetDateTime,
         clock: Instant,
         outcome_text: &str,
-    ) {
+    ) -> Option<Attempt> {
         self.count(caller, operation, outcome, Some(clock.elapsed()));
         caller.account.circuit.record(Instant::now(), healthy);
         let attempt = Attempt {
@@ -323,19 +340,25 @@ impl ProviderPort {
             elapsed_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
             outcome: outcome_text.chars().take(300).collect(),
         };
-        match &self.attempts {
-            Some(store) => {
-                if let Err(error) = store.record_attempt(attempt).await {
-                    warn!(%error, "could not record provider attempt");
-                }
-            }
-            None => tracing::info!(
+        if self.attempts.is_none() {
+            tracing::info!(
                 account = %attempt.account_id,
                 operation,
                 outcome = %attempt.outcome,
                 elapsed_ms = attempt.elapsed_ms,
                 "provider call"
-            ),
+            );
+            return None;
+        }
+        Some(attempt)
+    }
+
+    /// Writes an attempt-log line to the port's ledger.
+    async fn log(&self, attempt: Option<Attempt>) {
+        if let (Some(store), Some(attempt)) = (&self.attempts, attempt)
+            && let Err(error) = store.record_attempt(attempt).await
+        {
+            warn!(%error, "could not record provider attempt");
         }
     }
 

@@ -153,6 +153,19 @@ fn to(status: PaymentStatus) -> moongate::store::PaymentDecision {
     })
 }
 
+/// The log line of one create call about `payment_id`.
+fn attempt(payment_id: &str) -> Attempt {
+    Attempt {
+        payment_id: payment_id.to_owned(),
+        account_id: "wechat_main".to_owned(),
+        refund_id: None,
+        operation: "create",
+        started_at: T0,
+        elapsed_ms: 2,
+        outcome: "answered HTTP 200".to_owned(),
+    }
+}
+
 async fn paid(store: &Arc<dyn Store>, id: &str, amount: i64) {
     let fresh = store
         .begin_payment(claim(&format!("k-{id}"), "h"), payment(id, amount))
@@ -210,7 +223,7 @@ async fn a_known_payment_changes_as_the_ledger_has_it(store: Arc<dyn Store>) {
         ..PaymentChange::default()
     };
     let Updated::Done { record, changed } = store
-        .update_known(&known, answer("kn1"), later, paid)
+        .update_known(&known, answer("kn1"), later, paid, vec![attempt("pay_kn1")])
         .await
         .unwrap()
     else {
@@ -231,6 +244,7 @@ async fn a_known_payment_changes_as_the_ledger_has_it(store: Arc<dyn Store>) {
         replayed(Arc::clone(&store), "kn1", "pay_kn1").await,
         (201, moongate::store::answer_body(&record))
     );
+    assert_eq!(store.attempts_for("pay_kn1").await.unwrap().len(), 1);
 
     // Paid by a notification after the create: the stale copy's failure is refused by the
     // state machine, and the answer stored is the payment as the ledger has it.
@@ -253,7 +267,13 @@ async fn a_known_payment_changes_as_the_ledger_has_it(store: Arc<dyn Store>) {
         ..PaymentChange::default()
     };
     let Updated::Done { record, changed } = store
-        .update_known(&stale, answer("kn2"), later, failed)
+        .update_known(
+            &stale,
+            answer("kn2"),
+            later,
+            failed,
+            vec![attempt("pay_kn2")],
+        )
         .await
         .unwrap()
     else {
@@ -273,6 +293,10 @@ async fn a_known_payment_changes_as_the_ledger_has_it(store: Arc<dyn Store>) {
         replayed(Arc::clone(&store), "kn2", "pay_kn2").await,
         (201, moongate::store::answer_body(&paid))
     );
+    // The call's line is kept whatever the change came to.
+    let lines = store.attempts_for("pay_kn2").await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].outcome, "answered HTTP 200");
 
     // A retry under a key already taken is answered by the key, and its own nonce is spent.
     let retry = store
@@ -1554,30 +1578,27 @@ async fn a_create_takes_two_commits() {
         )
         .await
         .unwrap();
-    assert!(matches!(created, Begin::Fresh(_)));
-    store
-        .record_attempt(Attempt {
-            payment_id: "pay_two".to_owned(),
-            account_id: "wechat_main".to_owned(),
-            refund_id: None,
-            operation: "create",
-            started_at: T0,
-            elapsed_ms: 2,
-            outcome: "ok".to_owned(),
-        })
-        .await
-        .unwrap();
+    let Begin::Fresh(known) = created else {
+        panic!("{created:?}")
+    };
     let answer = moongate::store::KeyAnswer {
         merchant_id: "shop_a".to_owned(),
         key: "two".to_owned(),
         status: 201,
     };
+    let paid = PaymentChange {
+        status: Some(PaymentStatus::Succeeded),
+        provider_ref: Some("4200000001".to_owned()),
+        ..PaymentChange::default()
+    };
+    // The call's attempt line rides in the second write.
     let Updated::Done { record, .. } = store
-        .update_payment(
-            "pay_two",
+        .update_known(
+            &known,
             Also::Answer(answer),
             T0,
-            to(PaymentStatus::Succeeded),
+            paid,
+            vec![attempt("pay_two")],
         )
         .await
         .unwrap()
@@ -1585,7 +1606,7 @@ async fn a_create_takes_two_commits() {
         panic!("the payment is there");
     };
     let after = store.write_stats();
-    assert_eq!(after.jobs - before.jobs, 3);
+    assert_eq!(after.jobs - before.jobs, 2);
     assert_eq!(after.commits - before.commits, 2, "{before:?} → {after:?}");
     // All of it is durable, and a retry replays the answer that commit stored.
     let reopened = SqliteStore::open(&path).unwrap();

@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{CallError, Outbound};
 use crate::port::{Caller, Exchange, ProviderPort};
 use crate::store::{
-    Also, CheckTarget, ClockReference, InboxKey, KeyAnswer, Store, StoreError, Updated,
+    Also, Attempt, CheckTarget, ClockReference, InboxKey, KeyAnswer, Store, StoreError, Updated,
 };
 
 /// A payment's merchant and account, from one config snapshot.
@@ -272,6 +272,27 @@ impl Gateway {
             refund_id,
         };
         self.port.exchange(caller, operation, prepared, parse).await
+    }
+
+    /// [`Gateway::exchange`] about a payment, with the attempt's log line handed back for the
+    /// caller's commit of the outcome ([`ProviderPort::exchange_unlogged`]).
+    async fn exchange_unlogged<T>(
+        &self,
+        account: &Account,
+        payment: &Payment,
+        operation: &'static str,
+        prepared: Result<Prepared<T>, AdapterError>,
+        parse: impl FnOnce(&HttpResponse) -> Result<T, AdapterError>,
+    ) -> (Exchange<T>, Option<Attempt>) {
+        let caller = Caller {
+            merchant_id: &payment.merchant_id,
+            account,
+            subject: &payment.id,
+            refund_id: None,
+        };
+        self.port
+            .exchange_unlogged(caller, operation, prepared, parse)
+            .await
     }
 
     async fn apply(

@@ -95,6 +95,8 @@ impl Gateway {
         answer: Option<KeyAnswer>,
     ) -> Result<Payment, StoreError> {
         let mut fallbacks = fallbacks.iter();
+        // The calls' attempt-log lines commit with the outcome.
+        let mut attempts = Vec::new();
         let exchange = loop {
             let Some(bound) = self.account_of(&payment) else {
                 return Err(StoreError::Corrupt(format!(
@@ -106,17 +108,12 @@ impl Gateway {
             let request = self.create_request(&payment, &merchant.id, account);
             let adapter = Arc::clone(&account.adapter);
             let cx = self.call_context();
-            let exchange = self
-                .exchange(
-                    &payment.merchant_id,
-                    account,
-                    &payment.id,
-                    None,
-                    "create",
-                    prepared,
-                    |r| adapter.parse_create(&cx, &request, r),
-                )
+            let (exchange, attempt) = self
+                .exchange_unlogged(account, &payment, "create", prepared, |r| {
+                    adapter.parse_create(&cx, &request, r)
+                })
                 .await;
+            attempts.extend(attempt);
             if !exchange.not_taken() {
                 break exchange;
             }
@@ -196,7 +193,7 @@ impl Gateway {
         // The payment is as its last write left it (the create, or the failover's switch).
         match self
             .store
-            .update_known(&payment, also, self.now(), change)
+            .update_known(&payment, also, self.now(), change, attempts)
             .await?
         {
             Updated::Done { record, .. } => Ok(record),

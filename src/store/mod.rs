@@ -370,12 +370,14 @@ pub trait PaymentStore: Send + Sync + fmt::Debug + 'static {
     /// `known` (as its last write left it, a fresh create's say): a backend may write the
     /// change without first reading and locking the row, when it finds every column the
     /// change is decided on still as in `known`; otherwise it does what `update_payment` does.
+    /// The `attempts` (the log lines of the calls that led to the change) commit with it.
     async fn update_known(
         &self,
         known: &Payment,
         also: Also,
         now: OffsetDateTime,
         change: PaymentChange,
+        attempts: Vec<Attempt>,
     ) -> Result<Updated<Payment>, StoreError>;
 
     /// Moves a refund (and, on success, the payment's refunded total) along its state machine.

@@ -384,15 +384,12 @@ async fn append_event(
     Ok(())
 }
 
-/// Inserts a payment row (first check due 30 s after creation).
-async fn insert_payment(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
-    let r = PaymentRow::of(p)?;
-    let sql = format!(
-        "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES ($1, $2, $3, $4, $5, $6, \
-         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-         $19 + {FIRST_CHECK_MS})"
-    );
-    sqlx::query(&sql)
+/// A query with bind parameters, as the binders below extend it.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a payment's columns as the next 23 parameters, in [`PAYMENT_COLUMNS`] order.
+fn bind_payment(query: PgQuery<'_>, r: PaymentRow) -> PgQuery<'_> {
+    query
         .bind(r.id)
         .bind(r.merchant_id)
         .bind(r.account_id)
@@ -416,6 +413,39 @@ async fn insert_payment(conn: &mut PgConnection, p: &Payment) -> Result<(), Stor
         .bind(r.payer)
         .bind(r.route)
         .bind(r.channel)
+}
+
+/// What a payment change sets, with `$1` the payment's id and `$2`–`$7` bound by
+/// [`bind_change`].
+const CHANGE_SET: &str = "status = $2, next_action = $3, provider_ref = $4, failure = $5, \
+     updated_at = $6, paid_at = CASE WHEN $2 = 'succeeded' THEN COALESCE(paid_at, $6) \
+     ELSE paid_at END, payer = $7";
+
+/// Binds `$1`–`$7` of [`CHANGE_SET`]: the id, then the changed row's columns at `now`.
+fn bind_change<'q>(
+    query: PgQuery<'q>,
+    id: &'q str,
+    row: PaymentRow,
+    now: OffsetDateTime,
+) -> PgQuery<'q> {
+    query
+        .bind(id)
+        .bind(row.status)
+        .bind(row.next_action)
+        .bind(row.provider_ref)
+        .bind(row.failure)
+        .bind(ms(now))
+        .bind(row.payer)
+}
+
+/// Inserts a payment row (first check due 30 s after creation).
+async fn insert_payment(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) VALUES ($1, $2, $3, $4, $5, $6, \
+         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+         $19 + {FIRST_CHECK_MS})"
+    );
+    bind_payment(sqlx::query(&sql), PaymentRow::of(p)?)
         .execute(&mut *conn)
         .await
         .map_err(db)?;

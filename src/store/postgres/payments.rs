@@ -193,22 +193,11 @@ impl PaymentStore for PgStore {
             return done(tx, &also, payment, false, now).await;
         }
         payment.updated_at = now;
-        let row = PaymentRow::of(&payment)?;
-        sqlx::query(
-            "UPDATE payments SET status = $2, next_action = $3, provider_ref = $4, failure = $5, \
-             updated_at = $6, paid_at = CASE WHEN $2 = 'succeeded' THEN COALESCE(paid_at, $6) \
-             ELSE paid_at END, payer = $7 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(row.status)
-        .bind(row.next_action)
-        .bind(row.provider_ref)
-        .bind(row.failure)
-        .bind(ms(now))
-        .bind(row.payer)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let sql = format!("UPDATE payments SET {CHANGE_SET} WHERE id = $1");
+        bind_change(sqlx::query(&sql), id, PaymentRow::of(&payment)?, now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let kind = format!("payment.{}", payment.status.as_str());
         append_event(
             &mut tx,
@@ -228,16 +217,23 @@ impl PaymentStore for PgStore {
         also: Also,
         now: OffsetDateTime,
         change: PaymentChange,
+        attempts: Vec<Attempt>,
     ) -> Result<Updated<Payment>, StoreError> {
         let mut after = known.clone();
-        // A notification's inbox row, or a change that changes nothing, takes the locked path.
+        // A notification's inbox row, or a change that changes nothing, takes the locked path
+        // (after the attempts' lines, written on their own).
         if !matches!(also, Also::Inbox(_)) && apply_change(&mut after, change.clone()) {
             after.updated_at = now;
-            if write_known(&self.pool, known, &after, &also, now).await? {
+            // The attempts' lines are written by this statement whether or not the row moved.
+            if write_known(&self.pool, known, &after, &also, now, &attempts).await? {
                 return Ok(Updated::Done {
                     record: after,
                     changed: true,
                 });
+            }
+        } else {
+            for attempt in attempts {
+                self.record_attempt(attempt).await?;
             }
         }
         self.update_payment(&known.id, also, now, Box::new(move |_| Some(change)))
@@ -415,7 +411,6 @@ async fn begin_fresh(
     idem: &IdemClaim,
     payment: &Payment,
 ) -> Result<PgRow, StoreError> {
-    let r = PaymentRow::of(payment)?;
     let event_id = new_id("evt");
     let body = event_json(
         &event_id,
@@ -429,62 +424,40 @@ async fn begin_fresh(
         Some(n) => (Some(n.nonce.as_str()), ms(n.keep_until)),
         None => (None, 0),
     };
+    // $1–$23 the payment's columns, then the claim's.
     let sql = format!(
         "WITH n AS (\
-           INSERT INTO nonces (merchant_id, nonce, keep_until) SELECT $1, $2, $3 \
-           WHERE $2::TEXT IS NOT NULL \
+           INSERT INTO nonces (merchant_id, nonce, keep_until) SELECT $24, $25, $26 \
+           WHERE $25::TEXT IS NOT NULL \
            ON CONFLICT (merchant_id, nonce) DO UPDATE SET keep_until = excluded.keep_until \
-           WHERE nonces.keep_until < $4 RETURNING 1), \
+           WHERE nonces.keep_until < $27 RETURNING 1), \
          k AS (\
            INSERT INTO idempotency_keys (merchant_id, key, request_hash, resource_id, created_at) \
-           SELECT $1, $5, $6, $7, $4 WHERE $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM n) \
+           SELECT $24, $28, $29, $1, $27 WHERE $25::TEXT IS NULL OR EXISTS (SELECT 1 FROM n) \
            ON CONFLICT (merchant_id, key) DO UPDATE SET \
            request_hash = excluded.request_hash, resource_id = excluded.resource_id, \
            status = NULL, response = NULL, created_at = excluded.created_at, completed_at = NULL \
-           WHERE idempotency_keys.created_at < $8 RETURNING 1), \
+           WHERE idempotency_keys.created_at < $30 RETURNING 1), \
          p AS (\
            INSERT INTO payments ({PAYMENT_COLUMNS}, next_check_at) \
-           SELECT $7, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-           $24, $25, $26, $27, $28, $29, $30, $26 + {FIRST_CHECK_MS} \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+           $18, $19, $20, $21, $22, $23, $19 + {FIRST_CHECK_MS} \
            WHERE EXISTS (SELECT 1 FROM k) RETURNING id), \
          e AS (\
            INSERT INTO events (id, merchant_id, type, object_id, body, created_at) \
-           SELECT $31, $9, 'payment.created', p.id, $32, $26 FROM p RETURNING seq), \
+           SELECT $31, $2, 'payment.created', p.id, $32, $19 FROM p RETURNING seq), \
          o AS (\
-           INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) SELECT seq, $9, $26 FROM e) \
-         SELECT $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM n), EXISTS (SELECT 1 FROM k)"
+           INSERT INTO outbox (event_seq, merchant_id, next_attempt_at) SELECT seq, $2, $19 FROM e) \
+         SELECT $25::TEXT IS NULL OR EXISTS (SELECT 1 FROM n), EXISTS (SELECT 1 FROM k)"
     );
-    sqlx::query(&sql)
+    bind_payment(sqlx::query(&sql), PaymentRow::of(payment)?)
         .bind(&idem.merchant_id)
         .bind(nonce)
         .bind(keep_until)
         .bind(now)
         .bind(&idem.key)
         .bind(&idem.request_hash)
-        .bind(r.id)
         .bind(now - IDEMPOTENCY_RETENTION_MS)
-        .bind(r.merchant_id)
-        .bind(r.account_id)
-        .bind(r.provider)
-        .bind(r.method)
-        .bind(r.amount)
-        .bind(r.currency)
-        .bind(r.merchant_reference)
-        .bind(r.description)
-        .bind(r.return_url)
-        .bind(r.metadata)
-        .bind(r.provider_order_id)
-        .bind(r.provider_ref)
-        .bind(r.status)
-        .bind(r.next_action)
-        .bind(r.failure)
-        .bind(r.amount_refunded)
-        .bind(r.expires_at)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.payer)
-        .bind(r.route)
-        .bind(r.channel)
         .bind(&event_id)
         .bind(&body)
         .fetch_one(pool)
@@ -495,8 +468,9 @@ async fn begin_fresh(
 /// A decided change of `known` into `after` in one statement (one round trip, its own
 /// transaction), provided the row still holds every column the decision read as `known` has
 /// it (any other writer's change since moved at least one of them): the change, its event and
-/// outbox row, and the request's answer under its key when [`Also::Answer`]. False when the
-/// row had moved on, and nothing was written.
+/// outbox row, and the request's answer under its key when [`Also::Answer`]; and, either way,
+/// the `attempts`' log lines. False when the row had moved on, and nothing but those lines
+/// was written.
 ///
 /// The snapshot is compared as one row: compared column by column, `provider` and
 /// `account_id` would let a generic plan pick the `(provider, account_id, provider_order_id)`
@@ -507,6 +481,7 @@ async fn write_known(
     after: &Payment,
     also: &Also,
     now: OffsetDateTime,
+    attempts: &[Attempt],
 ) -> Result<bool, StoreError> {
     let (was, row) = (PaymentRow::of(known)?, PaymentRow::of(after)?);
     let kind = format!("payment.{}", after.status.as_str());
@@ -521,11 +496,9 @@ async fn write_known(
         ),
         _ => (None, None, None, None),
     };
-    let written: bool = sqlx::query_scalar(
+    let sql = format!(
         "WITH u AS (\
-           UPDATE payments SET status = $2, next_action = $3, provider_ref = $4, failure = $5, \
-           updated_at = $6, paid_at = CASE WHEN $2 = 'succeeded' THEN COALESCE(paid_at, $6) \
-           ELSE paid_at END, payer = $7 \
+           UPDATE payments SET {CHANGE_SET} \
            WHERE id = $1 AND (status, next_action, provider_ref, failure, payer, updated_at, \
            account_id, provider, amount_refunded, return_url) \
            IS NOT DISTINCT FROM ($8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
@@ -538,35 +511,65 @@ async fn write_known(
            SELECT seq, merchant_id, $6 FROM e), \
          k AS (\
            UPDATE idempotency_keys SET status = $23, response = $24, completed_at = $6 \
-           WHERE merchant_id = $21 AND key = $22 AND EXISTS (SELECT 1 FROM u)) \
-         SELECT EXISTS (SELECT 1 FROM u)",
-    )
-    .bind(&after.id)
-    .bind(row.status)
-    .bind(row.next_action)
-    .bind(row.provider_ref)
-    .bind(row.failure)
-    .bind(ms(now))
-    .bind(row.payer)
-    .bind(was.status)
-    .bind(was.next_action)
-    .bind(was.provider_ref)
-    .bind(was.failure)
-    .bind(was.payer)
-    .bind(was.updated_at)
-    .bind(was.account_id)
-    .bind(was.provider)
-    .bind(was.amount_refunded)
-    .bind(was.return_url)
-    .bind(&event_id)
-    .bind(&kind)
-    .bind(&body)
-    .bind(key_merchant)
-    .bind(key)
-    .bind(status)
-    .bind(answer)
-    .fetch_one(pool)
-    .await
-    .map_err(db)?;
-    Ok(written)
+           WHERE merchant_id = $21 AND key = $22 AND EXISTS (SELECT 1 FROM u)), \
+         a AS (\
+           INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, \
+           outcome, account_id) SELECT * FROM UNNEST($25::TEXT[], $26::TEXT[], $27::TEXT[], \
+           $28::BIGINT[], $29::BIGINT[], $30::TEXT[], $31::TEXT[])) \
+         SELECT EXISTS (SELECT 1 FROM u)"
+    );
+    let row = bind_change(sqlx::query(&sql), &after.id, row, now)
+        .bind(was.status)
+        .bind(was.next_action)
+        .bind(was.provider_ref)
+        .bind(was.failure)
+        .bind(was.payer)
+        .bind(was.updated_at)
+        .bind(was.account_id)
+        .bind(was.provider)
+        .bind(was.amount_refunded)
+        .bind(was.return_url)
+        .bind(&event_id)
+        .bind(&kind)
+        .bind(&body)
+        .bind(key_merchant)
+        .bind(key)
+        .bind(status)
+        .bind(answer)
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.payment_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.refund_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.iter().map(|a| a.operation).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|a| ms(a.started_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.iter().map(|a| a.elapsed_ms).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.outcome.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.account_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    get(&row, 0)
 }

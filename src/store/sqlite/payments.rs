@@ -150,10 +150,18 @@ impl PaymentStore for SqliteStore {
         also: Also,
         now: OffsetDateTime,
         change: PaymentChange,
+        attempts: Vec<Attempt>,
     ) -> Result<Updated<Payment>, StoreError> {
-        // The writer reads the row in its own job, no round trip to save.
-        self.update_payment(&known.id, also, now, Box::new(move |_| Some(change)))
-            .await
+        // The writer reads the row in the same job (no round trip to save), after the
+        // attempts' lines.
+        let id = known.id.clone();
+        self.write(move |conn| {
+            for attempt in &attempts {
+                insert_attempt(conn, attempt)?;
+            }
+            update_in(conn, &id, &also, now, Box::new(move |_| Some(change)))
+        })
+        .await
     }
 
     async fn update_payment(
@@ -164,54 +172,8 @@ impl PaymentStore for SqliteStore {
         decide: PaymentDecision,
     ) -> Result<Updated<Payment>, StoreError> {
         let id = id.to_owned();
-        self.write(move |conn| {
-            let Some(mut payment) = load_payment(conn, &id)? else {
-                return Ok(Updated::Missing);
-            };
-            let done = |payment: Payment, changed| {
-                if let Also::Answer(a) = &also {
-                    super::keys::complete(conn, &a.merchant_id, &a.key, a.status, answer_body(&payment), now)?;
-                }
-                Ok(Updated::Done { record: payment, changed })
-            };
-            if let Also::Inbox(inbox) = &also {
-                let inserted = conn
-                    .exec(
-                        "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![inbox.provider, inbox.account, inbox.dedupe_id, id, ms(now)],
-                    )
-                    .map_err(db)?;
-                if inserted == 0 {
-                    return Ok(Updated::Duplicate);
-                }
-            }
-            let Some(change) = decide(&payment) else {
-                return done(payment, false);
-            };
-            let changed = apply_change(&mut payment, change);
-            if !changed {
-                return done(payment, false);
-            }
-            payment.updated_at = now;
-            conn.exec(
-                "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
-                 paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END, payer = ?7 WHERE id = ?1",
-                params![
-                    id,
-                    payment.status.as_str(),
-                    json_opt(&payment.next_action)?,
-                    payment.provider_ref,
-                    json_opt(&payment.failure)?,
-                    ms(now),
-                    to_json(&payment.payer)?
-                ],
-            )
-            .map_err(db)?;
-            let kind = format!("payment.{}", payment.status.as_str());
-            append_event(conn, &payment.merchant_id, &kind, &payment.id, payment.to_api_json(), now)?;
-            done(payment, true)
-        })
-        .await
+        self.write(move |conn| update_in(conn, &id, &also, now, decide))
+            .await
     }
 
     async fn update_refund(
@@ -258,20 +220,7 @@ impl PaymentStore for SqliteStore {
     /// change it led to (awaited by the caller) commits with it or after it.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
         self.inner.writer.queue("provider attempt", move |conn| {
-            conn.exec(
-                "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    attempt.payment_id,
-                    attempt.refund_id,
-                    attempt.operation,
-                    ms(attempt.started_at),
-                    attempt.elapsed_ms,
-                    attempt.outcome,
-                    attempt.account_id
-                ],
-            )
-            .map_err(db)?;
-            Ok(())
+            insert_attempt(conn, &attempt)
         })
     }
 
@@ -336,4 +285,94 @@ impl PaymentStore for SqliteStore {
         })
         .await
     }
+}
+
+/// [`PaymentStore::update_payment`]'s job: `decide` on the payment as the writer reads it.
+fn update_in(
+    conn: &Connection,
+    id: &str,
+    also: &Also,
+    now: OffsetDateTime,
+    decide: PaymentDecision,
+) -> Result<Updated<Payment>, StoreError> {
+    let Some(mut payment) = load_payment(conn, id)? else {
+        return Ok(Updated::Missing);
+    };
+    let done = |payment: Payment, changed| {
+        if let Also::Answer(a) = also {
+            super::keys::complete(
+                conn,
+                &a.merchant_id,
+                &a.key,
+                a.status,
+                answer_body(&payment),
+                now,
+            )?;
+        }
+        Ok(Updated::Done {
+            record: payment,
+            changed,
+        })
+    };
+    if let Also::Inbox(inbox) = also {
+        let inserted = conn
+            .exec(
+                "INSERT OR IGNORE INTO inbox (provider, account, dedupe_id, payment_id, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![inbox.provider, inbox.account, inbox.dedupe_id, id, ms(now)],
+            )
+            .map_err(db)?;
+        if inserted == 0 {
+            return Ok(Updated::Duplicate);
+        }
+    }
+    let Some(change) = decide(&payment) else {
+        return done(payment, false);
+    };
+    let changed = apply_change(&mut payment, change);
+    if !changed {
+        return done(payment, false);
+    }
+    payment.updated_at = now;
+    conn.exec(
+        "UPDATE payments SET status = ?2, next_action = ?3, provider_ref = ?4, failure = ?5, updated_at = ?6, \
+         paid_at = CASE WHEN ?2 = 'succeeded' THEN COALESCE(paid_at, ?6) ELSE paid_at END, payer = ?7 WHERE id = ?1",
+        params![
+            id,
+            payment.status.as_str(),
+            json_opt(&payment.next_action)?,
+            payment.provider_ref,
+            json_opt(&payment.failure)?,
+            ms(now),
+            to_json(&payment.payer)?
+        ],
+    )
+    .map_err(db)?;
+    let kind = format!("payment.{}", payment.status.as_str());
+    append_event(
+        conn,
+        &payment.merchant_id,
+        &kind,
+        &payment.id,
+        payment.to_api_json(),
+        now,
+    )?;
+    done(payment, true)
+}
+
+/// One provider attempt's log line.
+fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<(), StoreError> {
+    conn.exec(
+        "INSERT INTO attempts (payment_id, refund_id, operation, started_at, elapsed_ms, outcome, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            attempt.payment_id,
+            attempt.refund_id,
+            attempt.operation,
+            ms(attempt.started_at),
+            attempt.elapsed_ms,
+            attempt.outcome,
+            attempt.account_id
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
 }
