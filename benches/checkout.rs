@@ -792,7 +792,6 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
             ratios[round],
             servers
                 .last()
-                .filter(|_| database_url.is_some())
                 .map(|r| format!("; PostgreSQL server {r:.2} signatures per create"))
                 .unwrap_or_default()
         );

@@ -302,16 +302,11 @@ impl Gateway {
         also: Also,
     ) -> Result<Payment, StoreError> {
         let decide = Box::new(move |_: &Payment| Some(change));
-        match self
+        let updated = self
             .store
             .update_payment(id, also, self.now(), decide)
-            .await?
-        {
-            Updated::Done { record, .. } => Ok(record),
-            Updated::Duplicate | Updated::Missing => {
-                Err(StoreError::Corrupt(format!("payment {id} vanished")))
-            }
-        }
+            .await?;
+        applied(id, updated)
     }
 
     /// Renders (and signs) the create of `payment` for `account`.
@@ -398,5 +393,16 @@ pub fn refund_request(refund: &Refund, payment: &Payment, notify_url: String) ->
         created_at: refund.created_at,
         payment_created_at: payment.created_at,
         payment_provider_ref: payment.provider_ref.clone(),
+    }
+}
+
+/// The payment an unconditional change (no inbox row) left: it was there before the change,
+/// so no record is a corrupt ledger.
+fn applied(id: &str, updated: Updated<Payment>) -> Result<Payment, StoreError> {
+    match updated {
+        Updated::Done { record, .. } => Ok(record),
+        Updated::Duplicate | Updated::Missing => {
+            Err(StoreError::Corrupt(format!("payment {id} vanished")))
+        }
     }
 }

@@ -191,17 +191,11 @@ impl Gateway {
         };
         let also = answer.map_or(Also::Nothing, Also::Answer);
         // The payment is as its last write left it (the create, or the failover's switch).
-        match self
+        let updated = self
             .store
             .update_known(&payment, also, self.now(), change, attempts)
-            .await?
-        {
-            Updated::Done { record, .. } => Ok(record),
-            Updated::Duplicate | Updated::Missing => Err(StoreError::Corrupt(format!(
-                "payment {} vanished",
-                payment.id
-            ))),
-        }
+            .await?;
+        applied(&payment.id, updated)
     }
 
     /// One query of `payment` at `account`, through the port.
