@@ -99,9 +99,32 @@ impl CircuitState {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { outcomes: VecDeque<(Instant, bool)> },
+    Closed { outcomes: Outcomes },
     Open { until: Instant },
     HalfOpen { probing: bool },
+}
+
+/// The outcomes of a closed circuit's window, oldest first, with their failures counted as they
+/// come and go (a call's bookkeeping costs the same however many calls the window holds).
+#[derive(Debug, Default)]
+struct Outcomes {
+    window: VecDeque<(Instant, bool)>,
+    failures: usize,
+}
+
+impl Outcomes {
+    /// Adds one outcome and drops those older than `window` before `now`.
+    fn push(&mut self, now: Instant, success: bool, window: Duration) {
+        self.window.push_back((now, success));
+        self.failures += usize::from(!success);
+        while let Some(&(at, ok)) = self.window.front() {
+            if now.saturating_duration_since(at) <= window {
+                break;
+            }
+            self.window.pop_front();
+            self.failures -= usize::from(!ok);
+        }
+    }
 }
 
 /// One account's breaker.
@@ -117,7 +140,7 @@ impl Circuit {
         Circuit {
             settings,
             inner: Mutex::new(Inner::Closed {
-                outcomes: VecDeque::new(),
+                outcomes: Outcomes::default(),
             }),
         }
     }
@@ -162,16 +185,8 @@ impl Circuit {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { outcomes } => {
-                outcomes.push_back((now, success));
-                let window = Duration::from_millis(settings.window_ms);
-                while outcomes
-                    .front()
-                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
-                {
-                    outcomes.pop_front();
-                }
-                let calls = outcomes.len();
-                let failures = outcomes.iter().filter(|(_, ok)| !ok).count();
+                outcomes.push(now, success, Duration::from_millis(settings.window_ms));
+                let (calls, failures) = (outcomes.window.len(), outcomes.failures);
                 let over = calls >= settings.min_calls as usize
                     && failures * 100 >= calls * settings.error_percent as usize;
                 if over {
@@ -183,7 +198,7 @@ impl Circuit {
             Inner::HalfOpen { .. } => {
                 *inner = if success {
                     Inner::Closed {
-                        outcomes: VecDeque::new(),
+                        outcomes: Outcomes::default(),
                     }
                 } else {
                     Inner::Open {
@@ -258,6 +273,41 @@ mod tests {
         assert_eq!(
             c.state(later + Duration::from_millis(21)),
             CircuitState::Closed
+        );
+    }
+
+    #[test]
+    fn only_the_failures_still_in_the_window_count() {
+        let c = circuit();
+        let t0 = Instant::now();
+        // Three failures in seven calls: never half.
+        for (i, ok) in [true, true, false, true, false, true, false]
+            .into_iter()
+            .enumerate()
+        {
+            c.record(t0 + Duration::from_millis(i as u64), ok);
+        }
+        assert_eq!(c.state(t0 + Duration::from_millis(8)), CircuitState::Closed);
+        // Eleven seconds later: one failure in four calls (the seven before have left).
+        let later = t0 + Duration::from_secs(11);
+        c.record(later, false);
+        for i in 1..4 {
+            c.record(later + Duration::from_millis(i), true);
+        }
+        assert_eq!(
+            c.state(later + Duration::from_millis(5)),
+            CircuitState::Closed
+        );
+        // One more failure: two of five, still under half; a third: three of six, half.
+        c.record(later + Duration::from_millis(6), false);
+        assert_eq!(
+            c.state(later + Duration::from_millis(7)),
+            CircuitState::Closed
+        );
+        c.record(later + Duration::from_millis(8), false);
+        assert_eq!(
+            c.state(later + Duration::from_millis(9)),
+            CircuitState::Open
         );
     }
 }

@@ -638,3 +638,24 @@ fn claim(
         .map_err(db)?;
     existing.verdict(claim).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The bundled SQLite is built with `.cargo/config.toml`'s `LIBSQLITE3_FLAGS` (fdatasync,
+    /// no allocation statistics): were the file not read, the ledger would silently run on the
+    /// slower build. `HAVE_FDATASYNC` leaves no mark of its own; the two flags travel together.
+    #[test]
+    fn the_bundled_sqlite_has_the_projects_build_flags() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut statement = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+}

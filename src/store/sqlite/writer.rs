@@ -237,8 +237,7 @@ fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    // Cached statements: three of them run for every job.
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    let run = |sql: &str| execute_cached(conn, sql);
     run("SAVEPOINT job").map_err(db)?;
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
         Err(StoreError::Database(
@@ -252,10 +251,17 @@ fn in_savepoint<T>(
     outcome
 }
 
+/// Runs one of the statements every batch or job runs (`BEGIN`, `SAVEPOINT`, `COMMIT`…) from
+/// the statement cache, not parsed again each time.
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]).map(drop))
+}
+
 fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, shared: Arc<Shared>) {
     use std::sync::atomic::Ordering::{Relaxed, SeqCst};
     while let Ok(first) = jobs.recv() {
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let message = format!("ledger transaction: {error}");
             first.refuse(message.clone());
             while let Ok(job) = jobs.try_recv() {
@@ -290,8 +296,7 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, shared: Arc<Shared>
         let committed = if shared.failing.load(SeqCst) {
             Err("ledger commit failed (injected fault)".to_owned())
         } else {
-            conn.execute_batch("COMMIT")
-                .map_err(|e| format!("ledger commit: {e}"))
+            execute_cached(&conn, "COMMIT").map_err(|e| format!("ledger commit: {e}"))
         };
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
