@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod bill;
+pub mod cert;
 pub mod facts;
 mod mapping;
 pub mod settings;

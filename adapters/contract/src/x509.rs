@@ -182,34 +182,14 @@ impl X509 {
 
     /// Reads a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<X509, KeyError> {
-        let (tag, certificate, _) = der_element(der)?;
-        if tag != 0x30 {
-            return Err(rejected("certificate is not a SEQUENCE"));
-        }
-        let (tbs_element, tag, tbs, rest) = whole_element(certificate)?;
-        if tag != 0x30 {
-            return Err(rejected("tbsCertificate is not a SEQUENCE"));
-        }
-        let (_, algorithm, rest) = der_element(rest)?;
-        let (_, algorithm, _) = der_element(algorithm)?;
-        let (tag, signature, _) = der_element(rest)?;
-        let signature = match signature.split_first() {
-            Some((0, bits)) if tag == 0x03 => bits,
-            _ => return Err(rejected("malformed signature BIT STRING")),
-        };
-        let (mut tag, mut serial, mut rest) = der_element(tbs)?;
-        if tag == 0xa0 {
-            (tag, serial, rest) = der_element(rest)?;
-        }
-        if tag != 0x02 || serial.is_empty() {
-            return Err(rejected("missing certificate serial number"));
-        }
-        let serial = match serial.split_first() {
-            Some((0, tail)) if !tail.is_empty() => tail,
-            _ => serial,
-        };
-        let (_, _, rest) = der_element(rest)?; // the signature algorithm, again
-        let (issuer, _, _, rest) = whole_element(rest)?;
+        let Head {
+            tbs: tbs_element,
+            algorithm,
+            signature,
+            serial,
+            issuer,
+            rest,
+        } = head(der)?;
         let (_, validity, rest) = der_element(rest)?;
         let (tag, before, after) = der_element(validity)?;
         let not_before = validity_time(tag, before).ok_or(rejected("malformed notBefore"))?;
@@ -243,22 +223,7 @@ impl X509 {
 
     /// The serial number in decimal (UnionPay's `certId`).
     pub fn serial_decimal(&self) -> String {
-        // Repeated division of the big-endian bytes by ten.
-        let mut number = self.serial.clone();
-        let mut digits = Vec::new();
-        while number.iter().any(|b| *b != 0) {
-            let mut remainder = 0_u32;
-            for byte in &mut number {
-                let value = (remainder << 8) | u32::from(*byte);
-                *byte = u8::try_from(value / 10).unwrap_or(0);
-                remainder = value % 10;
-            }
-            digits.push(char::from(b'0' + u8::try_from(remainder).unwrap_or(0)));
-        }
-        if digits.is_empty() {
-            return "0".to_owned();
-        }
-        digits.iter().rev().collect()
+        decimal(&self.serial)
     }
 
     /// The subject's common name.
@@ -317,6 +282,238 @@ impl X509 {
         }
         Ok(())
     }
+}
+
+/// The parts of a certificate up to its issuer, whatever its key.
+struct Head<'a> {
+    /// The DER of `tbsCertificate`.
+    tbs: &'a [u8],
+    /// The OID of the signature algorithm.
+    algorithm: &'a [u8],
+    /// The issuer's signature.
+    signature: &'a [u8],
+    /// The serial number, big-endian, without a leading zero byte.
+    serial: &'a [u8],
+    /// The issuer name, as DER.
+    issuer: &'a [u8],
+    /// What follows the issuer in `tbsCertificate` (validity, subject, key, extensions).
+    rest: &'a [u8],
+}
+
+fn head(der: &[u8]) -> Result<Head<'_>, KeyError> {
+    let (tag, certificate, _) = der_element(der)?;
+    if tag != 0x30 {
+        return Err(rejected("certificate is not a SEQUENCE"));
+    }
+    let (tbs_element, tag, tbs, rest) = whole_element(certificate)?;
+    if tag != 0x30 {
+        return Err(rejected("tbsCertificate is not a SEQUENCE"));
+    }
+    let (_, algorithm, rest) = der_element(rest)?;
+    let (_, algorithm, _) = der_element(algorithm)?;
+    let (tag, signature, _) = der_element(rest)?;
+    let signature = match signature.split_first() {
+        Some((0, bits)) if tag == 0x03 => bits,
+        _ => return Err(rejected("malformed signature BIT STRING")),
+    };
+    let (mut tag, mut serial, mut rest) = der_element(tbs)?;
+    if tag == 0xa0 {
+        (tag, serial, rest) = der_element(rest)?;
+    }
+    if tag != 0x02 || serial.is_empty() {
+        return Err(rejected("missing certificate serial number"));
+    }
+    let serial = match serial.split_first() {
+        Some((0, tail)) if !tail.is_empty() => tail,
+        _ => serial,
+    };
+    let (_, _, rest) = der_element(rest)?; // the signature algorithm, again
+    let (issuer, _, _, rest) = whole_element(rest)?;
+    Ok(Head {
+        tbs: tbs_element,
+        algorithm,
+        signature,
+        serial,
+        issuer,
+        rest,
+    })
+}
+
+/// A big-endian unsigned number in decimal.
+fn decimal(big_endian: &[u8]) -> String {
+    // Repeated division of the bytes by ten.
+    let mut number = big_endian.to_vec();
+    let mut digits = Vec::new();
+    while number.iter().any(|b| *b != 0) {
+        let mut remainder = 0_u32;
+        for byte in &mut number {
+            let value = (remainder << 8) | u32::from(*byte);
+            *byte = u8::try_from(value / 10).unwrap_or(0);
+            remainder = value % 10;
+        }
+        digits.push(char::from(b'0' + u8::try_from(remainder).unwrap_or(0)));
+    }
+    if digits.is_empty() {
+        return "0".to_owned();
+    }
+    digits.iter().rev().collect()
+}
+
+/// What names a certificate, read from any certificate whatever its key (an ECDSA root in a
+/// provider's bundle too): its signature algorithm, serial and issuer. Alipay's certificate
+/// mode names certificates by these (`app_cert_sn`, `alipay_root_cert_sn`).
+#[derive(Clone, Debug)]
+pub struct CertificateName {
+    algorithm: Vec<u8>,
+    serial: Vec<u8>,
+    issuer: Vec<u8>,
+}
+
+/// `1.2.840.113549.1.1`: PKCS#1, the arc of every RSA signature algorithm.
+const OID_PKCS1_ARC: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+
+impl CertificateName {
+    /// Reads a DER certificate's name parts.
+    pub fn from_der(der: &[u8]) -> Result<CertificateName, KeyError> {
+        let head = head(der)?;
+        Ok(CertificateName {
+            algorithm: head.algorithm.to_vec(),
+            serial: head.serial.to_vec(),
+            issuer: head.issuer.to_vec(),
+        })
+    }
+
+    /// Whether the issuer signed it with an RSA algorithm (any digest).
+    pub fn signed_with_rsa(&self) -> bool {
+        self.algorithm.len() == OID_PKCS1_ARC.len() + 1 && self.algorithm.starts_with(OID_PKCS1_ARC)
+    }
+
+    /// The serial number in decimal.
+    pub fn serial_decimal(&self) -> String {
+        decimal(&self.serial)
+    }
+
+    /// The issuer's distinguished name in RFC 2253's string form, as Java's
+    /// `X500Principal.getName()` writes it: the last RDN first, `,` between RDNs and `+`
+    /// within one, the keywords `CN`, `C`, `L`, `ST`, `O`, `OU`, `STREET`, `DC` and `UID`
+    /// (any other attribute as its dotted OID and `#` with the hex of its DER value), and
+    /// `,=+<>#;"\` in values escaped with a backslash, as are a leading or trailing space.
+    pub fn issuer_rfc2253(&self) -> Result<String, KeyError> {
+        rfc2253(&self.issuer)
+    }
+}
+
+/// A DER `Name` in RFC 2253's string form ([`CertificateName::issuer_rfc2253`]).
+fn rfc2253(name: &[u8]) -> Result<String, KeyError> {
+    let (tag, mut sets, _) = der_element(name)?;
+    if tag != 0x30 {
+        return Err(rejected("a name is not a SEQUENCE"));
+    }
+    let mut rdns = Vec::new();
+    while !sets.is_empty() {
+        let (tag, set, rest) = der_element(sets)?;
+        if tag != 0x31 {
+            return Err(rejected("an RDN is not a SET"));
+        }
+        sets = rest;
+        let mut attributes = set;
+        let mut values = Vec::new();
+        while !attributes.is_empty() {
+            let (_, attribute, rest) = der_element(attributes)?;
+            attributes = rest;
+            let (tag, oid, value) = der_element(attribute)?;
+            if tag != 0x06 {
+                return Err(rejected("an attribute type is not an OID"));
+            }
+            let (value_element, value_tag, text, _) = whole_element(value)?;
+            let keyword = match oid {
+                [0x55, 0x04, 0x03] => Some("CN"),
+                [0x55, 0x04, 0x06] => Some("C"),
+                [0x55, 0x04, 0x07] => Some("L"),
+                [0x55, 0x04, 0x08] => Some("ST"),
+                [0x55, 0x04, 0x0a] => Some("O"),
+                [0x55, 0x04, 0x0b] => Some("OU"),
+                [0x55, 0x04, 0x09] => Some("STREET"),
+                [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => Some("DC"),
+                [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => Some("UID"),
+                _ => None,
+            };
+            let text = match (keyword, directory_string(value_tag, text)) {
+                (Some(keyword), Some(text)) => format!("{keyword}={}", escape_rfc2253(&text)),
+                (Some(keyword), None) => format!("{keyword}=#{}", hex(value_element)),
+                (None, _) => format!("{}=#{}", dotted_oid(oid)?, hex(value_element)),
+            };
+            values.push(text);
+        }
+        rdns.push(values.join("+"));
+    }
+    rdns.reverse();
+    Ok(rdns.join(","))
+}
+
+/// The text of a directory string: UTF8String, PrintableString, IA5String, TeletexString
+/// (read as Latin-1), BMPString (UTF-16) or UniversalString (UTF-32); `None` for any other.
+fn directory_string(tag: u8, bytes: &[u8]) -> Option<String> {
+    match tag {
+        0x0c | 0x13 | 0x16 => String::from_utf8(bytes.to_vec()).ok(),
+        0x14 => Some(bytes.iter().map(|b| char::from(*b)).collect()),
+        0x1e => match bytes.as_chunks::<2>() {
+            (pairs, []) => {
+                let units: Vec<u16> = pairs.iter().map(|pair| u16::from_be_bytes(*pair)).collect();
+                String::from_utf16(&units).ok()
+            }
+            _ => None,
+        },
+        0x1c => match bytes.as_chunks::<4>() {
+            (quads, []) => quads
+                .iter()
+                .map(|quad| char::from_u32(u32::from_be_bytes(*quad)))
+                .collect(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn escape_rfc2253(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        if ",=+<>#;\"\\".contains(c) || (c == ' ' && (i == 0 || i == last)) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OID's contents in dotted form.
+fn dotted_oid(oid: &[u8]) -> Result<String, KeyError> {
+    let (first, rest) = oid.split_first().ok_or(rejected("empty OID"))?;
+    let mut parts = vec![
+        u64::from(*first / 40).min(2),
+        u64::from(*first) - 40 * u64::from(*first / 40).min(2),
+    ];
+    let mut value: u64 = 0;
+    for byte in rest {
+        value = value
+            .checked_mul(128)
+            .ok_or(rejected("OID arc too large"))?
+            | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            parts.push(value);
+            value = 0;
+        }
+    }
+    Ok(parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("."))
 }
 
 /// `[3] EXPLICIT Extensions`: the SEQUENCE inside the context tag.
