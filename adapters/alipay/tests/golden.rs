@@ -229,6 +229,48 @@ fn d1_1_real_notification_verifies_without_sign_type() {
     ));
 }
 
+/// Apps created since Alipay's OpenID change are told the buyer as `buyer_open_id` and no
+/// longer get `buyer_id`: such a notification is as good as the other (the adapter needs
+/// neither). The D.1 #1 notification with its `buyer_id` replaced, signed again by the
+/// sandbox's key under the notification rule.
+#[test]
+fn a_notification_naming_the_buyer_by_open_id_only_is_accepted() {
+    let mut fields = form(&fixture("alipay/notify-trade-success.form"));
+    assert!(fields.remove("buyer_id").is_some());
+    fields.insert(
+        "buyer_open_id".into(),
+        "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5".into(),
+    );
+    fields.remove("sign");
+    let content = sign_content(
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignRule::NotificationV1,
+    );
+    let sign = RsaSigner::from_pem(&fixture(SANDBOX_PRIVATE))
+        .unwrap()
+        .sign_base64(content.as_bytes())
+        .unwrap();
+    fields.insert("sign".into(), sign);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields.iter())
+        .finish();
+    let adapter = adapter("2019073166072302", &fixture(SANDBOX_PUBLIC));
+    let note = adapter
+        .parse_notification(&RawNotification {
+            headers: &[],
+            body: body.as_bytes(),
+            received_at: datetime!(2019-08-15 07:56:26 UTC),
+        })
+        .unwrap();
+    assert!(matches!(
+        note.event,
+        NotificationEvent::Payment {
+            status: PaymentStatus::Succeeded { .. },
+            ..
+        }
+    ));
+}
+
 fn adapter_with_notify_key(app_id: &str) -> AlipayAdapter {
     adapter(app_id, &fixture("keys/nodejs-sdk-notify-public-key.txt"))
 }
