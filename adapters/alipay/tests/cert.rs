@@ -4,9 +4,11 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! Certificate mode's SNs against `fixtures/alipay/certs/expected.txt`, which openssl (the
-//! issuer in RFC 2253 form, the serial) and Python's hashlib (the MD5) computed for the same
-//! certificates (`fixtures/alipay/certs/gen.sh`), independently of this crate.
+//! Certificate mode's SNs: Alipay's real root bundle and the certificates of the Node SDK's
+//! tests with the SNs that SDK's tests expect, and `fixtures/alipay/certs/expected.txt`,
+//! which openssl (the issuer in RFC 2253 form, the serial) and Python's hashlib (the MD5)
+//! computed for our own test certificates (`fixtures/alipay/certs/gen.sh`), independently of
+//! this crate.
 
 use std::path::PathBuf;
 
@@ -30,6 +32,24 @@ fn expected(which: &str) -> (String, String, String) {
         .unwrap_or_else(|| panic!("no {which} in expected.txt"));
     let fields: Vec<&str> = line.split('\t').collect();
     (fields[1].into(), fields[2].into(), fields[3].into())
+}
+
+/// alipay-sdk-nodejs-all `test/antcertutil.test.ts`: Alipay's root bundle (an SM2 root, two
+/// RSA roots and an ECDSA one), an Alipay public-key certificate and an app certificate.
+#[test]
+fn the_node_sdks_vectors_and_alipays_own_root_bundle() {
+    assert_eq!(
+        root_cert_sn(&fixture("nodejs-sdk-alipayRootCert.crt")).unwrap(),
+        "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6"
+    );
+    assert_eq!(
+        cert_sn_of_pem(&fixture("nodejs-sdk-alipayCertPublicKey_RSA2.crt")).unwrap(),
+        "7513daaaa48aa3ba2e4018d84402479c"
+    );
+    assert_eq!(
+        cert_sn_of_pem(&fixture("nodejs-sdk-appCertPublicKey_2021001161683774.crt")).unwrap(),
+        "866efef280dec9137a87d047ac446315"
+    );
 }
 
 #[test]
