@@ -17,10 +17,7 @@ use moongate_contract::x509::CertificateName;
 /// The SN of one certificate.
 pub fn cert_sn(name: &CertificateName) -> Result<String, KeyError> {
     let text = format!("{}{}", name.issuer_rfc2253()?, name.serial_decimal());
-    Ok(Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex::encode(Md5::digest(text.as_bytes())))
 }
 
 /// The SN of the certificate in a PEM text (the first, when it holds several).

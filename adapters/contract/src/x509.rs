@@ -125,15 +125,12 @@ fn common_name(name: &[u8]) -> Result<Option<String>, KeyError> {
             let (tag, text, _) = der_element(value)?;
             // UTF8String, PrintableString, IA5String; TeletexString (CFCA writes `@` names
             // in it) read as Latin-1, which its ASCII subset is.
-            if matches!(tag, 0x0c | 0x13 | 0x16) {
-                return Ok(Some(
-                    String::from_utf8(text.to_vec()).map_err(|_| rejected("common name"))?,
-                ));
+            if !matches!(tag, 0x0c | 0x13 | 0x16 | 0x14) {
+                return Err(rejected("unsupported common name string type"));
             }
-            if tag == 0x14 {
-                return Ok(Some(text.iter().map(|b| char::from(*b)).collect()));
-            }
-            return Err(rejected("unsupported common name string type"));
+            return directory_string(tag, text)
+                .map(Some)
+                .ok_or(rejected("common name"));
         }
     }
     Ok(None)
@@ -440,8 +437,8 @@ fn rfc2253(name: &[u8]) -> Result<String, KeyError> {
             };
             let text = match (keyword, directory_string(value_tag, text)) {
                 (Some(keyword), Some(text)) => format!("{keyword}={}", escape_rfc2253(&text)),
-                (Some(keyword), None) => format!("{keyword}=#{}", hex(value_element)),
-                (None, _) => format!("{}=#{}", dotted_oid(oid)?, hex(value_element)),
+                (Some(keyword), None) => format!("{keyword}=#{}", hex::encode(value_element)),
+                (None, _) => format!("{}=#{}", dotted_oid(oid)?, hex::encode(value_element)),
             };
             values.push(text);
         }
@@ -487,17 +484,12 @@ fn escape_rfc2253(value: &str) -> String {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An OID's contents in dotted form.
 fn dotted_oid(oid: &[u8]) -> Result<String, KeyError> {
     let (first, rest) = oid.split_first().ok_or(rejected("empty OID"))?;
-    let mut parts = vec![
-        u64::from(*first / 40).min(2),
-        u64::from(*first) - 40 * u64::from(*first / 40).min(2),
-    ];
+    // The first byte holds two arcs: 40 × the first (0, 1 or 2) + the second.
+    let top = u64::from(*first / 40).min(2);
+    let mut parts = vec![top, u64::from(*first) - 40 * top];
     let mut value: u64 = 0;
     for byte in rest {
         value = value
@@ -520,4 +512,30 @@ fn dotted_oid(oid: &[u8]) -> Result<String, KeyError> {
 fn is_ca_explicit(element: &[u8]) -> Result<bool, KeyError> {
     let (_, inner, _) = der_element(element)?;
     is_ca(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc2253;
+
+    /// An attribute without an RFC 2253 keyword (here `emailAddress`, 1.2.840.113549.1.9.1)
+    /// is written as its dotted OID and the hex of its DER value, as Java writes it; two
+    /// attributes in one RDN are joined with `+`.
+    #[test]
+    fn an_attribute_without_a_keyword_is_its_oid_and_hex() {
+        let email = [
+            0x30, 0x10, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01, 0x16,
+            0x03, b'a', b'@', b'b',
+        ];
+        let common_name = [0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, b'x'];
+        let mut set = vec![0x31, u8::try_from(email.len() + common_name.len()).unwrap()];
+        set.extend_from_slice(&email);
+        set.extend_from_slice(&common_name);
+        let mut name = vec![0x30, u8::try_from(set.len()).unwrap()];
+        name.extend_from_slice(&set);
+        assert_eq!(
+            rfc2253(&name).unwrap(),
+            "1.2.840.113549.1.9.1=#1603614062+CN=x"
+        );
+    }
 }
