@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
+use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_contract::crypto::RsaSigner;
 use moongate_contract::{
     CallContext, CreatePayment, Currency, Money, PaymentAdapter, PaymentMethod,
@@ -49,7 +49,7 @@ fn main() {
         gateway_url: "http://127.0.0.1:1/gateway.do",
         seller_id: None,
         app_private_key: &key,
-        alipay_public_key: &fixture("keys/sandbox-alipay-public-key.pem"),
+        alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
     })
     .unwrap();
     let now = time::OffsetDateTime::now_utc();
@@ -256,6 +256,7 @@ async fn start_sandbox() -> std::net::SocketAddr {
             )],
             time_divisor: 1000,
             seller_id: "2088102177846875".into(),
+            certificate_mode: None,
         },
         listener,
     )
@@ -735,7 +736,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
                 gateway_url: &format!("http://{sandbox_addr}/gateway.do"),
                 seller_id: None,
                 app_private_key: &keys("nodejs-sdk-app-private-key.pem"),
-                alipay_public_key: &keys("sandbox-alipay-public-key.pem"),
+                alipay: AlipayKeys::PublicKey(&keys("sandbox-alipay-public-key.pem")),
             })
             .unwrap(),
         );

@@ -166,7 +166,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
          \n  examples/moongate-request.sh GET /v1/payments/<payment id>\n\
          \nA second merchant, demo_market, has its webhook where nothing listens: pay one of its orders and its\
          \nevents fail and are retried, while the tea house's keep arriving (its key: demo_market_k1, fixtures/demo/market-key.secret):\n\
-         \n  MOONGATE_KEY_ID=demo_market_k1 MOONGATE_SECRET_FILE=fixtures/demo/market-key.secret examples/moongate-request.sh GET /v1/events\n"
+         \n  MOONGATE_KEY_ID=demo_market_k1 MOONGATE_SECRET_FILE=fixtures/demo/market-key.secret examples/moongate-request.sh GET /v1/events\n\
+         \nIts Alipay app is in Alipay's certificate mode; to see Alipay move to its next certificate (the market\
+         \nholds both, so its payments go on): curl -s -X POST http://{sandbox_addr}/sandbox/rotate-certificate\n"
     );
     if options.exit_after_walkthrough {
         running.stop();

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
+use moongate_adapter_alipay::settings::Mode as AlipayMode;
+use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_adapter_wechatpay::settings::Settings as WechatPaySettings;
 use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPayAdapter};
 use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
@@ -106,31 +107,67 @@ pub fn build_adapter(
     base_dir: &Path,
 ) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
     match kind {
-        ProviderKind::Alipay => {
-            let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
-            let private = read_setting("app_private_key", &settings.app_private_key, base_dir)?;
-            let public = read_setting("alipay_public_key", &settings.alipay_public_key, base_dir)?;
-            let adapter = AlipayAdapter::new(&AccountKeys {
-                app_id: &settings.app_id,
-                gateway_url: &settings.gateway_url,
-                seller_id: settings.seller_id.as_deref(),
-                app_private_key: &private,
-                alipay_public_key: &public,
-            })
-            .map_err(|e| {
-                let key = match e {
-                    moongate_adapter_alipay::AccountError::AppPrivateKey(_) => ".app_private_key",
-                    moongate_adapter_alipay::AccountError::AlipayPublicKey(_) => {
-                        ".alipay_public_key"
-                    }
-                };
-                vec![(key.to_owned(), e.to_string())]
-            })?;
-            Ok(Arc::new(adapter))
-        }
+        ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir)?)),
         ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
         ProviderKind::UnionPay => Ok(Arc::new(build_unionpay(table, base_dir)?)),
     }
+}
+
+/// Reads the keys (public-key mode) or certificates (certificate mode) and builds an Alipay
+/// adapter.
+fn build_alipay(
+    table: &toml::Table,
+    base_dir: &Path,
+) -> Result<AlipayAdapter, Vec<(String, String)>> {
+    let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
+    let read = |key: &str, reference| read_setting(key, reference, base_dir);
+    let private = read("app_private_key", &settings.app_private_key)?;
+    let mode = settings
+        .mode()
+        .map_err(|(key, message)| vec![(format!(".{key}"), message)])?;
+    // The texts the keys borrow from.
+    enum Texts {
+        PublicKey(String),
+        Certificates {
+            app: String,
+            root: String,
+            alipay: Vec<String>,
+        },
+    }
+    let texts = match mode {
+        AlipayMode::PublicKey { alipay_public_key } => {
+            Texts::PublicKey(read("alipay_public_key", alipay_public_key)?)
+        }
+        AlipayMode::Certificates {
+            app_cert,
+            alipay_certs,
+            alipay_root_cert,
+        } => Texts::Certificates {
+            app: read("app_cert", app_cert)?,
+            root: read("alipay_root_cert", alipay_root_cert)?,
+            alipay: alipay_certs
+                .iter()
+                .enumerate()
+                .map(|(index, reference)| read(&format!("alipay_certs[{index}]"), reference))
+                .collect::<Result<_, _>>()?,
+        },
+    };
+    let alipay = match &texts {
+        Texts::PublicKey(key) => AlipayKeys::PublicKey(key),
+        Texts::Certificates { app, root, alipay } => AlipayKeys::Certificates {
+            app_cert: app,
+            alipay_root_cert: root,
+            alipay_certs: alipay.iter().map(String::as_str).collect(),
+        },
+    };
+    AlipayAdapter::new(&AccountKeys {
+        app_id: &settings.app_id,
+        gateway_url: &settings.gateway_url,
+        seller_id: settings.seller_id.as_deref(),
+        app_private_key: &private,
+        alipay,
+    })
+    .map_err(|e| vec![e.setting()])
 }
 
 /// Reads the keys and certificates and builds a UnionPay adapter.

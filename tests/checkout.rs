@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, WEBHOOK_SECRET_NEW, WEBHOOK_SECRET_OLD};
+use common::{Harness, WEBHOOK_SECRET_NEW, WEBHOOK_SECRET_OLD, alipay_sn};
 use moongate_contract::HttpMethod;
 use moongate_testkit::storefront::verify_webhook;
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ on_both_ledgers!(
     list_payments_pages_with_a_cursor,
     a_late_payment_after_cancel_is_still_recorded,
     events_show_their_delivery_log_and_can_be_resent,
+    alipay_certificate_mode_pays_refunds_and_survives_a_rotation,
 );
 
 async fn qr_payment_end_to_end_with_signed_webhooks(h: Harness) {
@@ -847,4 +848,51 @@ async fn events_show_their_delivery_log_and_can_be_resent(h: Harness) {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// Shop E's Alipay app is in certificate mode: the sandbox refuses any request without the
+/// SNs it knows, signs with its certificate's key and names it; after Alipay moves to its next
+/// certificate, answers name that one, and the shop, holding both, keeps working.
+async fn alipay_certificate_mode_pays_refunds_and_survives_a_rotation(h: Harness) {
+    let (status, payment) = h.create(&h.shop_e, 2_000, "cert-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_action");
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(
+        h.sandbox("/sandbox/pay", json!({"out_trade_no": id}))
+            .await
+            .status,
+        200
+    );
+    h.wait_for(&h.shop_e, id, "succeeded").await;
+    let sent = h.sandbox_notifications(id).await;
+    assert_eq!(sent[0]["acknowledged"], true);
+    let body = sent[0]["body"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("alipay_cert_sn={}", alipay_sn("alipay"))),
+        "{body}"
+    );
+
+    let rotated = h.sandbox("/sandbox/rotate-certificate", json!({})).await;
+    assert_eq!(rotated.status, 200);
+    let (status, refund) = h
+        .post(
+            &h.shop_e,
+            &format!("/v1/payments/{id}/refunds"),
+            r#"{"amount":500}"#,
+            "cert-r-1",
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["status"], "succeeded");
+    // The refund's notification came from the next certificate.
+    let sent = h.sandbox_notifications(id).await;
+    let last = sent.last().unwrap()["body"].as_str().unwrap();
+    assert!(
+        last.contains(&format!("alipay_cert_sn={}", alipay_sn("alipay-next"))),
+        "{last}"
+    );
+    let (status, payment) = h.get(&h.shop_e, &format!("/v1/payments/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(payment["amount_refunded"], 500);
 }

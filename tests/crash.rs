@@ -229,6 +229,7 @@ async fn payments_survive_kills_and_faults() {
             apps: vec![(APP_ID.to_owned(), read("nodejs-sdk-app-public-key.pem"))],
             time_divisor: 20_000,
             seller_id: "2088102177846875".to_owned(),
+            certificate_mode: None,
         },
         alipay_listener,
     )

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use common::{Harness, fixtures};
 use moongate_adapter_alipay::sign::{SignRule, sign_content};
-use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
+use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_adapter_wechatpay::{WechatPayAdapter, aead, sign, v2};
 use moongate_contract::crypto::RsaSigner;
 use moongate_contract::{
@@ -318,7 +318,7 @@ fn alipay_forms_and_responses() {
         gateway_url: "https://openapi.alipay.com/gateway.do",
         seller_id: None,
         app_private_key: &key("nodejs-sdk-app-private-key.pem"),
-        alipay_public_key: &key("sandbox-alipay-public-key.pem"),
+        alipay: AlipayKeys::PublicKey(&key("sandbox-alipay-public-key.pem")),
     })
     .unwrap();
     let alipay = RsaSigner::from_pem(&key("sandbox-alipay-private-key.pem")).unwrap();

@@ -661,3 +661,100 @@ fn a_unionpay_key_may_be_its_pfx_and_a_wrong_password_is_named_by_its_key() {
         "{paths:?}"
     );
 }
+
+const ALIPAY_CERTIFICATES: &str = r#"
+[merchants.shop.accounts.certs]
+provider = "alipay"
+[merchants.shop.accounts.certs.settings]
+app_id = "2021000122671081"
+app_private_key = { file = "k.pem" }
+app_cert = { file = "app.crt" }
+alipay_certs = [{ file = "alipay.crt" }, { file = "alipay-next.crt" }]
+alipay_root_cert = { file = "root.crt" }
+"#;
+
+/// [`key_dir`] with the sandbox's certificate-mode files, `replace` written over one of them.
+fn alipay_certificate_dir(replace: Option<(&str, &str)>) -> tempfile::TempDir {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/alipay/certs");
+    let mut files: Vec<(&str, String)> = [
+        ("app.crt", "sandbox/app_cert_public_key.crt"),
+        ("alipay.crt", "sandbox/alipay_cert_public_key_rsa2.crt"),
+        (
+            "alipay-next.crt",
+            "sandbox/alipay_cert_public_key_rsa2_next.crt",
+        ),
+        ("root.crt", "sandbox/alipay_root_cert.crt"),
+        ("x.secret", ""),
+    ]
+    .into_iter()
+    .map(|(name, from)| {
+        let text = if from.is_empty() {
+            "shop-secret-0123456789abcdef".to_owned()
+        } else {
+            std::fs::read_to_string(certs.join(from)).unwrap()
+        };
+        (name, text)
+    })
+    .collect();
+    if let Some((name, text)) = replace {
+        for file in &mut files {
+            if file.0 == name {
+                file.1 = text.to_owned();
+            }
+        }
+    }
+    let owned: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    key_dir(&owned)
+}
+
+#[test]
+fn alipay_certificate_mode_builds_and_names_the_file_at_fault() {
+    let good = format!("{GOOD}{ALIPAY_CERTIFICATES}")
+        .replace("{ env = \"X\" }", "{ file = \"x.secret\" }");
+    parse(&good)
+        .unwrap()
+        .build(alipay_certificate_dir(None).path())
+        .unwrap();
+    let other_cert = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/alipay/certs/sandbox/alipay_cert_public_key_rsa2.crt"),
+    )
+    .unwrap();
+    for (file, key, text) in [
+        // Alipay's certificate where the app's belongs: another key than app_private_key.
+        ("app.crt", "app_cert", other_cert.as_str()),
+        ("alipay-next.crt", "alipay_certs[1]", "garbage"),
+        ("alipay-next.crt", "alipay_certs[1]", other_cert.as_str()),
+        ("root.crt", "alipay_root_cert", "garbage"),
+    ] {
+        let dir = alipay_certificate_dir(Some((file, text)));
+        let errors = parse(&good).unwrap().build(dir.path()).unwrap_err();
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains(&format!("merchants.shop.accounts.certs.settings.{key}:")),
+            "{file}: {rendered}"
+        );
+        assert!(!rendered.contains("BEGIN"), "{rendered}");
+    }
+    // Both modes at once, or neither: one problem, at the public key's path.
+    for text in [
+        good.replace(
+            "app_cert = { file",
+            "alipay_public_key = { file = \"p.pem\" }\napp_cert = { file",
+        ),
+        good.replace("app_cert = { file = \"app.crt\" }\n", "")
+            .replace("alipay_root_cert = { file = \"root.crt\" }\n", "")
+            .replace(
+                "alipay_certs = [{ file = \"alipay.crt\" }, { file = \"alipay-next.crt\" }]\n",
+                "",
+            ),
+    ] {
+        let errors = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["merchants.shop.accounts.certs.settings.alipay_public_key"],
+            "{errors}"
+        );
+    }
+}

@@ -30,10 +30,13 @@ pub const SHOP_A_SECRET: &str = "shop-a-signing-secret-0123456789";
 pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
 pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
 pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
+pub const SHOP_E_SECRET: &str = "shop-e-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
 pub const APP_ID: &str = "2021000122671080";
+/// The sandbox app in Alipay's certificate mode (shop E).
+pub const CERT_APP_ID: &str = "2021000122671081";
 pub const MCHID_A: &str = "1230000109";
 pub const MCHID_B: &str = "1900000109";
 pub const WX_APPID: &str = "wxd678efh567hg6787";
@@ -44,6 +47,15 @@ pub const PUB_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
 pub const MERCHANT_SERIAL: &str = "F5765756002FDD77";
 pub const UNIONPAY_MER_ID: &str = "777290058167151";
 pub const CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+
+/// An SN of `fixtures/alipay/certs/sandbox/sns.txt` (openssl and Python computed them).
+pub fn alipay_sn(which: &str) -> String {
+    std::fs::read_to_string(fixtures().join("alipay/certs/sandbox/sns.txt"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{which}\t")).map(str::to_owned))
+        .unwrap()
+}
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -68,6 +80,8 @@ pub struct Harness {
     /// Failover: a dead account (refused connections), one with the wrong key (refused
     /// signatures) and a good one, behind priority rules chosen by a `path` tag.
     pub shop_d: MerchantClient,
+    /// Alipay's certificate mode (app [`CERT_APP_ID`]), both of Alipay's certificates held.
+    pub shop_e: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
@@ -148,6 +162,26 @@ impl Harness {
             )],
             time_divisor: 1000,
             seller_id: "2088102177846875".to_owned(),
+            certificate_mode: Some(sandbox::alipay::CertificateMode {
+                root_cert_sn: alipay_sn("root"),
+                alipay_certificates: vec![
+                    (
+                        alipay_sn("alipay"),
+                        std::fs::read_to_string(keys.join("sandbox-alipay-private-key.pem"))
+                            .unwrap(),
+                    ),
+                    (
+                        alipay_sn("alipay-next"),
+                        std::fs::read_to_string(keys.join("sandbox-alipay-next-private-key.pem"))
+                            .unwrap(),
+                    ),
+                ],
+                apps: vec![(
+                    CERT_APP_ID.to_owned(),
+                    alipay_sn("app"),
+                    std::fs::read_to_string(keys.join("nodejs-sdk-app-public-key.pem")).unwrap(),
+                )],
+            }),
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
@@ -245,6 +279,7 @@ impl Harness {
             ("b.secret", SHOP_B_SECRET),
             ("c.secret", SHOP_C_SECRET),
             ("d.secret", SHOP_D_SECRET),
+            ("e.secret", SHOP_E_SECRET),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
             ("apiv3-a.secret", APIV3_KEY_A),
@@ -340,6 +375,21 @@ keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
 provider = "alipay"
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
 
+# Alipay's certificate mode, Alipay's current and next certificates configured.
+[merchants.shop_e]
+name = "Shop E"
+keys = [{{ id = "shop_e_k1", secret = {{ file = "e.secret" }} }}]
+
+[merchants.shop_e.accounts.alipay_main]
+provider = "alipay"
+[merchants.shop_e.accounts.alipay_main.settings]
+app_id = "{CERT_APP_ID}"
+app_private_key = {{ file = "{app_key}" }}
+app_cert = {{ file = "{certs}/app_cert_public_key.crt" }}
+alipay_certs = [{{ file = "{certs}/alipay_cert_public_key_rsa2.crt" }}, {{ file = "{certs}/alipay_cert_public_key_rsa2_next.crt" }}]
+alipay_root_cert = {{ file = "{certs}/alipay_root_cert.crt" }}
+gateway_url = "http://{sandbox_addr}/gateway.do"
+
 [merchants.shop_c]
 name = "Shop C"
 keys = [{{ id = "shop_c_k1", secret = {{ file = "c.secret" }} }}]
@@ -398,6 +448,7 @@ api_base_url = "http://{wechat_addr}"
             wrong_key = keys.join("sandbox-alipay-private-key.pem").display(),
             wx_public = wx_public.display(),
             wx_cert = wx_cert.display(),
+            certs = fixtures().join("alipay/certs/sandbox").display(),
             up_dir = up.display(),
         );
         let config = match redis_url {
@@ -451,6 +502,7 @@ api_base_url = "http://{wechat_addr}"
             shop_b: client(&base, "shop_b_k1", SHOP_B_SECRET),
             shop_c: client(&base, "shop_c_k1", SHOP_C_SECRET),
             shop_d: client(&base, "shop_d_k1", SHOP_D_SECRET),
+            shop_e: client(&base, "shop_e_k1", SHOP_E_SECRET),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,

@@ -8,7 +8,11 @@
 //!   ([`wire::split_signed_response`]); a success must be signed, a `\/`-escaped body is retried
 //!   once unescaped (as Alipay's Java SDK does);
 //! - notifications: form body, `sign` and `sign_type` excluded ([`sign::SignRule::NotificationV1`]),
-//!   answered with exactly `success`.
+//!   answered with exactly `success`;
+//! - public-key mode or certificate mode ([`cert`]): in the latter every request carries
+//!   `app_cert_sn` and `alipay_root_cert_sn`, and an answer is verified with the configured
+//!   Alipay certificate whose SN its `alipay_cert_sn` names (an SN we do not hold is refused,
+//!   never guessed: that is how a rotation of Alipay's certificate shows).
 //!
 //! Outcomes are classified by what they mean for money: a code we do not know is never a
 //! success and never a definite failure, it is [`AdapterError::Indeterminate`].
@@ -30,6 +34,8 @@ pub use mapping::{format_beijing, parse_beijing};
 use std::collections::HashMap;
 
 use moongate_contract::crypto::{KeyError, RsaSigner, RsaVerifier};
+
+use crate::cert::{CertificateError, CertificateKeys};
 use moongate_contract::{
     Ack, AckKind, AdapterError, CallContext, Capabilities, CloseStatus, CreatePayment, Currency,
     HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
@@ -91,8 +97,25 @@ pub struct AccountKeys<'a> {
     pub seller_id: Option<&'a str>,
     /// Application private key, PEM or bare base64.
     pub app_private_key: &'a str,
-    /// Alipay public key, PEM or bare base64.
-    pub alipay_public_key: &'a str,
+    /// How Alipay's answers are verified.
+    pub alipay: AlipayKeys<'a>,
+}
+
+/// Alipay's side of the keys, in one of its two modes.
+#[derive(Debug)]
+pub enum AlipayKeys<'a> {
+    /// Public-key mode: Alipay's public key, PEM or bare base64.
+    PublicKey(&'a str),
+    /// Certificate mode: PEM texts of the application's certificate, Alipay's certificates
+    /// (current first) and Alipay's root bundle.
+    Certificates {
+        /// `appCertPublicKey_….crt`.
+        app_cert: &'a str,
+        /// `alipayCertPublicKey_RSA2.crt`, one or more.
+        alipay_certs: Vec<&'a str>,
+        /// `alipayRootCert.crt`.
+        alipay_root_cert: &'a str,
+    },
 }
 
 /// Which key failed to load.
@@ -104,6 +127,28 @@ pub enum AccountError {
     /// Alipay's public key.
     #[error("alipay_public_key: {0}")]
     AlipayPublicKey(KeyError),
+    /// A certificate of certificate mode.
+    #[error("{}: {}", .0.setting(), .0)]
+    Certificates(CertificateError),
+}
+
+impl AccountError {
+    /// The setting at fault (relative to the settings table, `.app_cert`, `.alipay_certs[1]`)
+    /// and what is wrong with it.
+    pub fn setting(&self) -> (String, String) {
+        match self {
+            AccountError::AppPrivateKey(e) => (".app_private_key".to_owned(), e.to_string()),
+            AccountError::AlipayPublicKey(e) => (".alipay_public_key".to_owned(), e.to_string()),
+            AccountError::Certificates(e) => (format!(".{}", e.setting()), e.to_string()),
+        }
+    }
+}
+
+/// How answers are verified.
+#[derive(Debug)]
+enum Trust {
+    PublicKey(RsaVerifier),
+    Certificates(CertificateKeys),
 }
 
 /// One Alipay application.
@@ -113,7 +158,7 @@ pub struct AlipayAdapter {
     gateway_url: String,
     seller_id: Option<String>,
     signer: RsaSigner,
-    verifier: RsaVerifier,
+    trust: Trust,
 }
 
 impl AlipayAdapter {
@@ -121,15 +166,51 @@ impl AlipayAdapter {
     pub fn new(keys: &AccountKeys<'_>) -> Result<AlipayAdapter, AccountError> {
         let signer =
             RsaSigner::from_pem(keys.app_private_key).map_err(AccountError::AppPrivateKey)?;
-        let verifier =
-            RsaVerifier::from_pem(keys.alipay_public_key).map_err(AccountError::AlipayPublicKey)?;
+        let trust = match &keys.alipay {
+            AlipayKeys::PublicKey(pem) => {
+                Trust::PublicKey(RsaVerifier::from_pem(pem).map_err(AccountError::AlipayPublicKey)?)
+            }
+            AlipayKeys::Certificates {
+                app_cert,
+                alipay_certs,
+                alipay_root_cert,
+            } => Trust::Certificates(
+                CertificateKeys::load(&signer, app_cert, alipay_certs, alipay_root_cert)
+                    .map_err(AccountError::Certificates)?,
+            ),
+        };
         Ok(AlipayAdapter {
             app_id: keys.app_id.to_owned(),
             gateway_url: keys.gateway_url.to_owned(),
             seller_id: keys.seller_id.map(str::to_owned),
             signer,
-            verifier,
+            trust,
         })
+    }
+
+    /// `app_cert_sn` and `alipay_root_cert_sn` in certificate mode.
+    pub fn certificate_sns(&self) -> Option<(&str, &str)> {
+        match &self.trust {
+            Trust::PublicKey(_) => None,
+            Trust::Certificates(keys) => Some((&keys.app_cert_sn, &keys.root_cert_sn)),
+        }
+    }
+
+    /// The keys an answer may be verified with: in certificate mode the one of the Alipay
+    /// certificate it names, or, when it names none, each configured one.
+    fn answer_keys(&self, alipay_cert_sn: Option<&str>) -> Result<Vec<&RsaVerifier>, String> {
+        match (&self.trust, alipay_cert_sn) {
+            (Trust::PublicKey(key), _) => Ok(vec![key]),
+            (Trust::Certificates(keys), Some(sn)) => keys.alipay_key(sn).map(|k| vec![k]).ok_or_else(|| {
+                format!(
+                    "signed with Alipay certificate {sn}, which alipay_certs does not hold: Alipay \
+                     has rotated its certificate; download the new one \
+                     (alipay.open.app.alipaycert.download or the open platform) and add it to \
+                     alipay_certs"
+                )
+            }),
+            (Trust::Certificates(keys), None) => Ok(keys.alipay.iter().map(|(_, k)| k).collect()),
+        }
     }
 
     /// The application id.
@@ -155,6 +236,10 @@ impl AlipayAdapter {
             ("timestamp", format_beijing(cx.now)?),
             ("version", "1.0".to_owned()),
         ];
+        if let Some((app_cert_sn, root_cert_sn)) = self.certificate_sns() {
+            params.push(("app_cert_sn", app_cert_sn.to_owned()));
+            params.push(("alipay_root_cert_sn", root_cert_sn.to_owned()));
+        }
         if let Some(url) = notify_url {
             params.push(("notify_url", url.to_owned()));
         }
@@ -215,11 +300,15 @@ impl AlipayAdapter {
             )));
         }
         let node_name = format!("{}_response", method.replace('.', "_"));
-        let (node, sign) = wire::split_signed_response(&resp.body, &node_name)
+        let response = wire::split_signed_response(&resp.body, &node_name)
             .map_err(|e| AdapterError::Protocol(e.to_owned()))?;
-        let signed = match sign.as_deref() {
+        let node = response.node;
+        let signed = match response.sign.as_deref() {
             Some(sign) if !sign.is_empty() => {
-                if !self.verify_node(node, sign) {
+                let keys = self
+                    .answer_keys(response.alipay_cert_sn.as_deref())
+                    .map_err(|e| AdapterError::Protocol(format!("response {e}")))?;
+                if !keys.iter().any(|key| verify_node(key, node, sign)) {
                     return Err(AdapterError::Protocol(
                         "response signature does not verify".to_owned(),
                     ));
@@ -243,18 +332,16 @@ impl AlipayAdapter {
             body,
         })
     }
+}
 
-    fn verify_node(&self, node: &[u8], sign: &str) -> bool {
-        if self.verifier.verify_base64(node, sign) {
-            return true;
-        }
-        // Alipay's Java SDK retries once with `\/` unescaped (china-wallets.md A.5).
-        let text = String::from_utf8_lossy(node);
-        text.contains("\\/")
-            && self
-                .verifier
-                .verify_base64(text.replace("\\/", "/").as_bytes(), sign)
+/// Whether `key` signed a response node; Alipay's Java SDK retries once with `\/` unescaped
+/// (china-wallets.md A.5).
+fn verify_node(key: &RsaVerifier, node: &[u8], sign: &str) -> bool {
+    if key.verify_base64(node, sign) {
+        return true;
     }
+    let text = String::from_utf8_lossy(node);
+    text.contains("\\/") && key.verify_base64(text.replace("\\/", "/").as_bytes(), sign)
 }
 
 impl AlipayAdapter {
@@ -687,11 +774,32 @@ impl PaymentAdapter for AlipayAdapter {
         if fields.get("sign_type").is_some_and(|t| t != "RSA2") {
             return Err(NotificationError::BadSignature);
         }
-        let content = sign_content(
-            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignRule::NotificationV1,
-        );
-        if !self.verifier.verify_base64(content.as_bytes(), sign) {
+        // Certificate mode: a notification may name the Alipay certificate that signed it.
+        // The V1 rule signs that field like any other; one SDK (pay-java-parent#66) found it
+        // left out, so both are tried: the field only chooses among keys we already trust.
+        let cert_sn = fields.get("alipay_cert_sn").map(String::as_str);
+        let keys = self
+            .answer_keys(cert_sn)
+            .map_err(|_| NotificationError::BadSignature)?;
+        let content = |without_sn: bool| {
+            sign_content(
+                fields
+                    .iter()
+                    .filter(|(k, _)| !(without_sn && *k == "alipay_cert_sn"))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+                SignRule::NotificationV1,
+            )
+        };
+        let mut contents = vec![content(false)];
+        if cert_sn.is_some() && matches!(self.trust, Trust::Certificates(_)) {
+            contents.push(content(true));
+        }
+        let verified = keys.iter().any(|key| {
+            contents
+                .iter()
+                .any(|text| key.verify_base64(text.as_bytes(), sign))
+        });
+        if !verified {
             return Err(NotificationError::BadSignature);
         }
         let field = |name: &str| {

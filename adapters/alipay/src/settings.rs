@@ -14,8 +14,21 @@ pub struct Settings {
     pub app_id: String,
     /// The application private key (RSA 2048, PKCS#1 or PKCS#8, PEM or bare base64).
     pub app_private_key: SecretRef,
-    /// Alipay's public key for this app (not secret, but read from a file or env the same way).
-    pub alipay_public_key: SecretRef,
+    /// Public-key mode: Alipay's public key for this app (not secret, but read from a file or
+    /// env the same way).
+    #[serde(default)]
+    pub alipay_public_key: Option<SecretRef>,
+    /// Certificate mode: the application's public-key certificate (`appCertPublicKey_….crt`).
+    #[serde(default)]
+    pub app_cert: Option<SecretRef>,
+    /// Certificate mode: Alipay's public-key certificates (`alipayCertPublicKey_RSA2.crt`), the
+    /// current one and, while Alipay rotates, the next; an answer is verified with the one whose
+    /// SN it names.
+    #[serde(default)]
+    pub alipay_certs: Vec<SecretRef>,
+    /// Certificate mode: Alipay's root certificate bundle (`alipayRootCert.crt`).
+    #[serde(default)]
+    pub alipay_root_cert: Option<SecretRef>,
     /// The gateway URL; defaults to production.
     #[serde(default = "default_gateway")]
     pub gateway_url: String,
@@ -46,8 +59,73 @@ impl Settings {
         if let Err(message) = check_gateway_url(&self.gateway_url) {
             problems.push(("gateway_url", message));
         }
+        if let Err(problem) = self.mode() {
+            problems.push(problem);
+        }
         problems
     }
+
+    /// Which of Alipay's two signing modes the settings choose: exactly one must be complete.
+    pub fn mode(&self) -> Result<Mode<'_>, (&'static str, String)> {
+        let certificate_mode = self.app_cert.is_some()
+            || !self.alipay_certs.is_empty()
+            || self.alipay_root_cert.is_some();
+        match (&self.alipay_public_key, certificate_mode) {
+            (Some(key), false) => Ok(Mode::PublicKey {
+                alipay_public_key: key,
+            }),
+            (Some(_), true) => Err((
+                "alipay_public_key",
+                "is public-key mode; app_cert, alipay_certs and alipay_root_cert are certificate \
+                 mode: set one mode"
+                    .to_owned(),
+            )),
+            (None, false) => Err((
+                "alipay_public_key",
+                "is missing: set it (public-key mode) or app_cert, alipay_certs and \
+                 alipay_root_cert (certificate mode)"
+                    .to_owned(),
+            )),
+            (None, true) => {
+                let missing = |key| {
+                    Err((key, "is missing (certificate mode needs app_cert, alipay_certs and alipay_root_cert)".to_owned()))
+                };
+                let Some(app_cert) = &self.app_cert else {
+                    return missing("app_cert");
+                };
+                let Some(alipay_root_cert) = &self.alipay_root_cert else {
+                    return missing("alipay_root_cert");
+                };
+                if self.alipay_certs.is_empty() {
+                    return missing("alipay_certs");
+                }
+                Ok(Mode::Certificates {
+                    app_cert,
+                    alipay_certs: &self.alipay_certs,
+                    alipay_root_cert,
+                })
+            }
+        }
+    }
+}
+
+/// The key material of one signing mode, as the settings name it.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// Public-key mode (公钥模式).
+    PublicKey {
+        /// Alipay's public key.
+        alipay_public_key: &'a SecretRef,
+    },
+    /// Public-key certificate mode (公钥证书模式, china-wallets.md A.9).
+    Certificates {
+        /// The application's certificate.
+        app_cert: &'a SecretRef,
+        /// Alipay's certificates, at least one.
+        alipay_certs: &'a [SecretRef],
+        /// Alipay's root bundle.
+        alipay_root_cert: &'a SecretRef,
+    },
 }
 
 pub use moongate_contract::http::check_base_url as check_gateway_url;
@@ -55,6 +133,44 @@ pub use moongate_contract::http::check_base_url as check_gateway_url;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(extra: &str) -> Settings {
+        let text =
+            format!("app_id = \"2021000122671081\"\napp_private_key = {{ file = \"k\" }}\n{extra}");
+        toml::from_str(&text).expect("settings parse")
+    }
+
+    #[test]
+    fn exactly_one_signing_mode_must_be_complete() {
+        let key_of = |extra: &str| settings(extra).mode().err().map(|(key, _)| key);
+        assert_eq!(key_of("alipay_public_key = { file = \"p\" }"), None);
+        let certificates = "app_cert = { file = \"a\" }\nalipay_certs = [{ file = \"b\" }, { file = \"c\" }]\nalipay_root_cert = { file = \"r\" }";
+        assert_eq!(key_of(certificates), None);
+        let parsed = settings(certificates);
+        let Ok(Mode::Certificates { alipay_certs, .. }) = parsed.mode() else {
+            panic!("certificate mode")
+        };
+        assert_eq!(alipay_certs.len(), 2);
+        assert_eq!(key_of(""), Some("alipay_public_key"));
+        assert_eq!(
+            key_of(&format!(
+                "alipay_public_key = {{ file = \"p\" }}\n{certificates}"
+            )),
+            Some("alipay_public_key")
+        );
+        assert_eq!(
+            key_of("app_cert = { file = \"a\" }\nalipay_root_cert = { file = \"r\" }"),
+            Some("alipay_certs")
+        );
+        assert_eq!(
+            key_of("alipay_certs = [{ file = \"b\" }]\nalipay_root_cert = { file = \"r\" }"),
+            Some("app_cert")
+        );
+        assert_eq!(
+            key_of("app_cert = { file = \"a\" }\nalipay_certs = [{ file = \"b\" }]"),
+            Some("alipay_root_cert")
+        );
+    }
 
     #[test]
     fn gateway_urls_must_be_https_or_loopback() {

@@ -130,13 +130,24 @@ fn skip_value(body: &[u8], pos: usize) -> Result<usize, &'static str> {
     }
 }
 
-/// Splits a response into the node's raw bytes and the `sign` value.
+/// A response split into what its signature covers and the members beside it.
+#[derive(Debug)]
+pub struct SignedResponse<'a> {
+    /// The raw bytes of the response node, exactly as received.
+    pub node: &'a [u8],
+    /// The top-level `sign`.
+    pub sign: Option<String>,
+    /// The top-level `alipay_cert_sn` (certificate mode): the Alipay certificate that signed.
+    pub alipay_cert_sn: Option<String>,
+}
+
+/// Splits a response into the node's raw bytes, the `sign` value and `alipay_cert_sn`.
 ///
 /// Looks for `node_name` first, then the gateway-level `error_response` node.
 pub fn split_signed_response<'a>(
     body: &'a [u8],
     node_name: &str,
-) -> Result<(&'a [u8], Option<String>), &'static str> {
+) -> Result<SignedResponse<'a>, &'static str> {
     let members = top_level_members(body)?;
     let span = |name: &str| {
         members
@@ -147,15 +158,21 @@ pub fn split_signed_response<'a>(
     let node = span(node_name)
         .or_else(|| span("error_response"))
         .ok_or("response node missing")?;
-    let node_raw = body.get(node).ok_or("response node out of range")?;
-    let sign = match span("sign") {
+    let node = body.get(node).ok_or("response node out of range")?;
+    let string = |name: &'static str, problem: &'static str| match span(name) {
         Some(range) => {
-            let raw = body.get(range).ok_or("sign out of range")?;
-            Some(serde_json::from_slice::<String>(raw).map_err(|_| "sign is not a string")?)
+            let raw = body.get(range).ok_or(problem)?;
+            serde_json::from_slice::<String>(raw)
+                .map(Some)
+                .map_err(|_| problem)
         }
-        None => None,
+        None => Ok(None),
     };
-    Ok((node_raw, sign))
+    Ok(SignedResponse {
+        node,
+        sign: string("sign", "sign is not a string")?,
+        alipay_cert_sn: string("alipay_cert_sn", "alipay_cert_sn is not a string")?,
+    })
 }
 
 /// Fields every Alipay response node carries.
@@ -314,25 +331,30 @@ mod tests {
     #[test]
     fn extracts_node_bytes_exactly_as_received() {
         let body = br#"{"alipay_trade_query_response" : {"code":"10000","url":"http:\/\/x"} ,"sign":"abc"}"#;
-        let (node, sign) = split_signed_response(body, "alipay_trade_query_response").unwrap();
-        assert_eq!(node, br#"{"code":"10000","url":"http:\/\/x"}"#);
-        assert_eq!(sign.as_deref(), Some("abc"));
+        let response = split_signed_response(body, "alipay_trade_query_response").unwrap();
+        assert_eq!(response.node, br#"{"code":"10000","url":"http:\/\/x"}"#);
+        assert_eq!(response.sign.as_deref(), Some("abc"));
+        assert_eq!(response.alipay_cert_sn, None);
     }
 
     #[test]
     fn a_sign_key_inside_the_node_does_not_confuse_extraction() {
         let body = br#"{"x_response":{"sign":"inner","n":{"a":[1,"}"]}},"sign":"outer"}"#;
-        let (node, sign) = split_signed_response(body, "x_response").unwrap();
-        assert_eq!(node, br#"{"sign":"inner","n":{"a":[1,"}"]}}"#);
-        assert_eq!(sign.as_deref(), Some("outer"));
+        let response = split_signed_response(body, "x_response").unwrap();
+        assert_eq!(response.node, br#"{"sign":"inner","n":{"a":[1,"}"]}}"#);
+        assert_eq!(response.sign.as_deref(), Some("outer"));
     }
 
     #[test]
     fn falls_back_to_error_response() {
-        let body = br#"{"error_response":{"code":"40002","msg":"Invalid Arguments"},"sign":""}"#;
-        let (node, sign) = split_signed_response(body, "x_response").unwrap();
-        assert_eq!(node, br#"{"code":"40002","msg":"Invalid Arguments"}"#);
-        assert_eq!(sign.as_deref(), Some(""));
+        let body = br#"{"error_response":{"code":"40002","msg":"Invalid Arguments"},"alipay_cert_sn":"c0ffee","sign":""}"#;
+        let response = split_signed_response(body, "x_response").unwrap();
+        assert_eq!(
+            response.node,
+            br#"{"code":"40002","msg":"Invalid Arguments"}"#
+        );
+        assert_eq!(response.sign.as_deref(), Some(""));
+        assert_eq!(response.alipay_cert_sn.as_deref(), Some("c0ffee"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use moongate_adapter_alipay::sign::{SignRule, sign_content};
 use moongate_adapter_alipay::wire::split_signed_response;
-use moongate_adapter_alipay::{AccountKeys, AlipayAdapter};
+use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_contract::crypto::{RsaSigner, RsaVerifier};
 use moongate_contract::{
     AdapterError, CallContext, CloseStatus, CreatePayment, Currency, HttpMethod, HttpResponse,
@@ -35,7 +35,7 @@ fn adapter(app_id: &str, alipay_public: &str) -> AlipayAdapter {
         gateway_url: "https://openapi.alipay.com/gateway.do",
         seller_id: None,
         app_private_key: &fixture(APP_PRIVATE),
-        alipay_public_key: alipay_public,
+        alipay: AlipayKeys::PublicKey(alipay_public),
     })
     .unwrap()
 }
@@ -150,8 +150,9 @@ fn wap_pay_is_a_signed_redirect_with_quit_url() {
 #[test]
 fn d1_3_response_signature_over_raw_node_bytes() {
     let body = fixture("alipay/response-open-file-upload.json");
-    let (node, sign) =
+    let response =
         split_signed_response(body.as_bytes(), "alipay_open_file_upload_response").unwrap();
+    let (node, sign) = (response.node, response.sign);
     assert_eq!(
         node,
         br#"{"code":"10000","msg":"Success","file_id":"CAxAToWB1JsAAAAAAAAAAAAADgSLAQBr"}"#

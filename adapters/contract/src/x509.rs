@@ -7,6 +7,9 @@
 //! issuer and subject (compared as DER), validity, the RSA key, the CA flag of
 //! `basicConstraints`, and the subject's common name. Revocation is not checked (the
 //! providers' own SDKs turn it off).
+//!
+//! [`CertificateName`] reads less, from a certificate with any kind of key: the algorithm,
+//! serial and issuer that name it (Alipay's certificate SNs), with the issuer in RFC 2253 form.
 
 use ring::signature::{self, UnparsedPublicKey};
 
@@ -231,6 +234,12 @@ impl X509 {
     /// Whether `unix` (seconds) falls within the validity dates.
     pub fn valid_at(&self, unix: i64) -> bool {
         (self.not_before..=self.not_after).contains(&unix)
+    }
+
+    /// The certified key as PKCS#1 `RSAPublicKey` DER (compare with
+    /// [`crate::crypto::RsaSigner::public_key_der`] to tell whether a private key is its pair).
+    pub fn rsa_public_key_der(&self) -> &[u8] {
+        &self.rsa_public_key
     }
 
     /// A verifier for the certified key.

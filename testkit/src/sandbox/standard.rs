@@ -6,12 +6,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::SandboxSettings;
+use super::alipay::CertificateMode;
 use super::unionpay::{UnionPayMerchant, UnionPaySandboxSettings};
 use super::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 
 /// The Alipay application the sandbox knows.
 pub const ALIPAY_APP_ID: &str = "2021000122671080";
-/// A second app on the same test key, for the demo's second merchant (`demo_market`).
+/// A second app on the same test key in certificate mode, for the demo's second merchant
+/// (`demo_market`).
 pub const ALIPAY_SECOND_APP_ID: &str = "2021000122671081";
 /// The seller PID its notifications report.
 pub const ALIPAY_SELLER_ID: &str = "2088102177846875";
@@ -42,6 +44,8 @@ const ALIPAY_SANDBOX_KEY: &str = "keys/sandbox-alipay-private-key.pem";
 const ALIPAY_SANDBOX_PUBLIC: &str = "keys/sandbox-alipay-public-key.pem";
 const ALIPAY_APP_PUBLIC: &str = "keys/nodejs-sdk-app-public-key.pem";
 const ALIPAY_APP_PRIVATE: &str = "keys/nodejs-sdk-app-private-key.pem";
+const ALIPAY_NEXT_KEY: &str = "keys/sandbox-alipay-next-private-key.pem";
+const ALIPAY_CERTS: &str = "alipay/certs/sandbox";
 const WECHAT_PLATFORM_KEY: &str = "keys/sandbox-wechatpay-private-key.pem";
 const WECHAT_PLATFORM_CERT: &str = "keys/sandbox-wechatpay-platform-cert.pem";
 const WECHAT_PLATFORM_PUBLIC: &str = "keys/sandbox-wechatpay-public-key.pem";
@@ -67,6 +71,19 @@ fn read(fixtures: &Path, file: &str) -> Result<String, String> {
     std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
+/// An SN of `alipay/certs/sandbox/sns.txt` (computed by its `gen.sh` with openssl and Python).
+fn alipay_sn(fixtures: &Path, which: &str) -> Result<String, String> {
+    let file = format!("{ALIPAY_CERTS}/sns.txt");
+    read(fixtures, &file)?
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(which)?
+                .strip_prefix('\t')
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| format!("{file} has no {which} line"))
+}
+
 impl Standard {
     /// Reads the keys under `fixtures`; `time_divisor` speeds up notification retries and
     /// refund settling (1 = the providers' real timing).
@@ -75,15 +92,27 @@ impl Standard {
         Ok(Standard {
             alipay: SandboxSettings {
                 private_key_pem: read(fixtures, ALIPAY_SANDBOX_KEY)?,
-                apps: vec![
-                    (ALIPAY_APP_ID.to_owned(), read(fixtures, ALIPAY_APP_PUBLIC)?),
-                    (
-                        ALIPAY_SECOND_APP_ID.to_owned(),
-                        read(fixtures, ALIPAY_APP_PUBLIC)?,
-                    ),
-                ],
+                apps: vec![(ALIPAY_APP_ID.to_owned(), read(fixtures, ALIPAY_APP_PUBLIC)?)],
                 time_divisor,
                 seller_id: ALIPAY_SELLER_ID.to_owned(),
+                certificate_mode: Some(CertificateMode {
+                    root_cert_sn: alipay_sn(fixtures, "root")?,
+                    alipay_certificates: vec![
+                        (
+                            alipay_sn(fixtures, "alipay")?,
+                            read(fixtures, ALIPAY_SANDBOX_KEY)?,
+                        ),
+                        (
+                            alipay_sn(fixtures, "alipay-next")?,
+                            read(fixtures, ALIPAY_NEXT_KEY)?,
+                        ),
+                    ],
+                    apps: vec![(
+                        ALIPAY_SECOND_APP_ID.to_owned(),
+                        alipay_sn(fixtures, "app")?,
+                        read(fixtures, ALIPAY_APP_PUBLIC)?,
+                    )],
+                }),
             },
             wechatpay: WechatSandboxSettings {
                 private_key_pem: read(fixtures, WECHAT_PLATFORM_KEY)?,
@@ -132,6 +161,21 @@ impl Standard {
             file(ALIPAY_SANDBOX_PUBLIC)
         );
         let _ = writeln!(out, "  seller_id            {ALIPAY_SELLER_ID}");
+        let _ = writeln!(
+            out,
+            "  app_id               {ALIPAY_SECOND_APP_ID} (certificate mode, same app key)"
+        );
+        for (what, name) in [
+            ("app certificate     ", "app_cert_public_key.crt"),
+            ("alipay certificate  ", "alipay_cert_public_key_rsa2.crt"),
+            (
+                "  next (rotation)   ",
+                "alipay_cert_public_key_rsa2_next.crt",
+            ),
+            ("alipay root bundle  ", "alipay_root_cert.crt"),
+        ] {
+            let _ = writeln!(out, "  {what} {}", file(&format!("{ALIPAY_CERTS}/{name}")));
+        }
         let _ = writeln!(
             out,
             "  shopper              {base}/sandbox/wallet?code=QR (scan and pay), POST {base}/sandbox/pay"

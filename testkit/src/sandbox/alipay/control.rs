@@ -18,6 +18,15 @@ pub(super) async fn control_clock(
     StatusCode::NO_CONTENT
 }
 
+/// Alipay moves to its next public-key certificate (certificate mode): answers are signed with
+/// its key and name its SN from now on. `409` when there is no next certificate.
+pub(super) async fn control_rotate_certificate(State(sb): State<Shared>) -> Response {
+    match sb.rotate_certificate() {
+        Some(sn) => axum::Json(json!({ "alipay_cert_sn": sn })).into_response(),
+        None => (StatusCode::CONFLICT, "no next certificate").into_response(),
+    }
+}
+
 pub(super) async fn control_scan(
     State(sb): State<Shared>,
     axum::Json(order): axum::Json<ControlOrder>,

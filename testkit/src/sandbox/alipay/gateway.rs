@@ -60,8 +60,10 @@ pub(super) async fn gateway_handle(
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     };
+    let signing = sb.signing(get("app_id"));
     let Some(api) = get("method") else {
         return sb.respond(
+            &signing,
             "error_response",
             &err(
                 "40001",
@@ -86,6 +88,7 @@ pub(super) async fn gateway_handle(
     ];
     if !known.contains(&api.as_str()) {
         return sb.respond(
+            &signing,
             "error_response",
             &err(
                 "40002",
@@ -97,7 +100,7 @@ pub(super) async fn gateway_handle(
         );
     }
     let name = node_name(&api);
-    let reply = |node: Value| sb.respond(&name, &node, corrupt);
+    let reply = |node: Value| sb.respond(&signing, &name, &node, corrupt);
     if let Some(key) = duplicate {
         return reply(err(
             "40002",
@@ -123,7 +126,7 @@ pub(super) async fn gateway_handle(
         }
     }
     let app_id = get("app_id").unwrap_or_default().to_owned();
-    let Some(verifier) = sb.apps.get(&app_id) else {
+    let Some(app) = sb.apps.get(&app_id) else {
         return reply(err(
             "40002",
             "Invalid Arguments",
@@ -131,6 +134,12 @@ pub(super) async fn gateway_handle(
             "无效的AppID参数",
         ));
     };
+    if let Some(problem) =
+        sb.certificate_problem(app, get("app_cert_sn"), get("alipay_root_cert_sn"))
+    {
+        return reply(problem);
+    }
+    let verifier = &app.verifier;
     if get("format").is_some_and(|f| !f.eq_ignore_ascii_case("json")) {
         return reply(err(
             "40002",

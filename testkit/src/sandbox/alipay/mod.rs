@@ -8,6 +8,14 @@
 //! V1-signed form notifications retried on Alipay's schedule until the reply is exactly
 //! `success`. Control endpoints under `/sandbox/` play the shopper and inject faults.
 //!
+//! Certificate mode (china-wallets.md A.9): an app registered with a certificate must send the
+//! SN Alipay knows for it (`app_cert_sn`, else `40002 isv.app-cert-not-exist`) and the root
+//! bundle's SN (`alipay_root_cert_sn`, else `40002 isv.invalid-alipay-root-cert-sn`); its
+//! answers name the Alipay certificate that signed them (`alipay_cert_sn`) and are signed with
+//! that certificate's key, and `/sandbox/rotate-certificate` moves Alipay to its next
+//! certificate. The SNs are data (`fixtures/alipay/certs/sandbox/sns.txt`, computed by Python),
+//! never computed here.
+//!
 //! Choices where Alipay's behaviour is not published are marked "sandbox choice".
 
 mod bills;
@@ -64,6 +72,34 @@ pub struct SandboxSettings {
     pub time_divisor: u32,
     /// Seller PID reported in notifications.
     pub seller_id: String,
+    /// Apps registered in certificate mode, when there are any.
+    pub certificate_mode: Option<CertificateMode>,
+}
+
+/// What Alipay knows in certificate mode.
+#[derive(Debug)]
+pub struct CertificateMode {
+    /// The `alipay_root_cert_sn` requests must carry.
+    pub root_cert_sn: String,
+    /// Alipay's public-key certificates, current first: SN and the certificate's private key
+    /// (PEM). `/sandbox/rotate-certificate` moves to the next.
+    pub alipay_certificates: Vec<(String, String)>,
+    /// The apps: `app_id`, the SN of the certificate Alipay issued for it, its public key (PEM).
+    pub apps: Vec<(String, String, String)>,
+}
+
+/// A registered app: the key its requests verify with, and in certificate mode its SN.
+#[derive(Debug)]
+struct App {
+    verifier: RsaVerifier,
+    app_cert_sn: Option<String>,
+}
+
+/// Who signs an answer to one app: the sandbox's key in public-key mode, the current Alipay
+/// certificate's in certificate mode (named in the answer).
+pub(super) struct Signing<'a> {
+    signer: &'a RsaSigner,
+    cert_sn: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,13 +172,18 @@ struct Inner {
     notifications: Vec<SentNotification>,
     counter: u64,
     calls: u64,
+    /// Index of Alipay's current certificate (certificate mode).
+    current_certificate: usize,
 }
 
 /// Shared sandbox state.
 #[derive(Debug)]
 pub struct Sandbox {
     signer: RsaSigner,
-    apps: HashMap<String, RsaVerifier>,
+    apps: HashMap<String, App>,
+    /// Certificate mode: the root SN and Alipay's certificates (SN, key), current first.
+    root_cert_sn: Option<String>,
+    certificates: Vec<(String, RsaSigner)>,
     seller_id: String,
     time_divisor: u32,
     client: HttpClient,
@@ -170,16 +211,52 @@ impl Sandbox {
         let signer = RsaSigner::from_pem(&settings.private_key_pem)
             .map_err(|e| SandboxError::Key(format!("sandbox private key: {e}")))?;
         let mut apps = HashMap::new();
+        let verifier = |app_id: &str, pem: &str| {
+            RsaVerifier::from_pem(pem)
+                .map_err(|e| SandboxError::Key(format!("public key of app {app_id}: {e}")))
+        };
         for (app_id, pem) in settings.apps {
-            let verifier = RsaVerifier::from_pem(&pem)
-                .map_err(|e| SandboxError::Key(format!("public key of app {app_id}: {e}")))?;
-            apps.insert(app_id, verifier);
+            let verifier = verifier(&app_id, &pem)?;
+            apps.insert(
+                app_id,
+                App {
+                    verifier,
+                    app_cert_sn: None,
+                },
+            );
+        }
+        let mut root_cert_sn = None;
+        let mut certificates = Vec::new();
+        if let Some(mode) = settings.certificate_mode {
+            for (app_id, app_cert_sn, pem) in mode.apps {
+                let verifier = verifier(&app_id, &pem)?;
+                apps.insert(
+                    app_id,
+                    App {
+                        verifier,
+                        app_cert_sn: Some(app_cert_sn),
+                    },
+                );
+            }
+            for (sn, pem) in mode.alipay_certificates {
+                let signer = RsaSigner::from_pem(&pem)
+                    .map_err(|e| SandboxError::Key(format!("Alipay certificate {sn}: {e}")))?;
+                certificates.push((sn, signer));
+            }
+            if certificates.is_empty() {
+                return Err(SandboxError::Key(
+                    "certificate mode needs at least one Alipay certificate".to_owned(),
+                ));
+            }
+            root_cert_sn = Some(mode.root_cert_sn);
         }
         let client = HttpClient::new(Duration::from_secs(3), Duration::from_secs(10))
             .map_err(SandboxError::Io)?;
         Ok(Sandbox {
             signer,
             apps,
+            root_cert_sn,
+            certificates,
             seller_id: settings.seller_id,
             time_divisor: settings.time_divisor.max(1),
             client,
@@ -191,6 +268,7 @@ impl Sandbox {
                 notifications: Vec::new(),
                 counter: 0,
                 calls: 0,
+                current_certificate: 0,
             }),
         })
     }
@@ -232,19 +310,96 @@ impl Sandbox {
         format!("{prefix}{}{:010}", now.unix_timestamp(), inner.counter)
     }
 
-    /// Signs and renders a response: compact JSON, node first, `/` escaped, `sign` last.
-    fn respond(&self, node_name: &str, node: &Value, corrupt: bool) -> Response {
+    /// Who signs for `app_id` (an unknown app gets the public-key mode signature).
+    pub(super) fn signing(&self, app_id: Option<&str>) -> Signing<'_> {
+        let in_certificate_mode = app_id
+            .and_then(|id| self.apps.get(id))
+            .is_some_and(|app| app.app_cert_sn.is_some());
+        let current = self.lock().current_certificate;
+        match self.certificates.get(current) {
+            Some((sn, signer)) if in_certificate_mode => Signing {
+                signer,
+                cert_sn: Some(sn),
+            },
+            _ => Signing {
+                signer: &self.signer,
+                cert_sn: None,
+            },
+        }
+    }
+
+    /// What is wrong with a request's certificate SNs for `app`, as Alipay answers it.
+    fn certificate_problem(
+        &self,
+        app: &App,
+        app_cert_sn: Option<&str>,
+        root_cert_sn: Option<&str>,
+    ) -> Option<Value> {
+        let app_cert_not_exist = || {
+            err(
+                "40002",
+                "Invalid Arguments",
+                "isv.app-cert-not-exist",
+                "应用公钥证书不存在",
+            )
+        };
+        match (&app.app_cert_sn, app_cert_sn) {
+            // Public-key mode, as the app is registered.
+            (None, None) => None,
+            // Sandbox choice: an app without a certificate has none of that SN.
+            (None, Some(_)) => Some(app_cert_not_exist()),
+            // Certificate mode without the SN: Alipay holds no public key to check the
+            // signature with.
+            (Some(_), None) => Some(err(
+                "40003",
+                "Insufficient Conditions",
+                "isv.missing-signature-config",
+                "验签出错, 未配置对应签名算法的公钥或者证书",
+            )),
+            (Some(ours), Some(theirs)) if ours != theirs => Some(app_cert_not_exist()),
+            (Some(_), Some(_)) if root_cert_sn != self.root_cert_sn.as_deref() => Some(err(
+                "40002",
+                "Invalid Arguments",
+                "isv.invalid-alipay-root-cert-sn",
+                "无效支付宝根证书序列号",
+            )),
+            (Some(_), Some(_)) => None,
+        }
+    }
+
+    /// Moves Alipay to its next certificate; returns its SN.
+    pub(super) fn rotate_certificate(&self) -> Option<String> {
+        let mut inner = self.lock();
+        let next = inner.current_certificate + 1;
+        let (sn, _) = self.certificates.get(next)?;
+        inner.current_certificate = next;
+        Some(sn.clone())
+    }
+
+    /// Signs and renders a response: compact JSON, node first, `/` escaped, then
+    /// `alipay_cert_sn` in certificate mode, `sign` last.
+    fn respond(
+        &self,
+        signing: &Signing<'_>,
+        node_name: &str,
+        node: &Value,
+        corrupt: bool,
+    ) -> Response {
         let node_text = node.to_string().replace('/', "\\/");
         let signed = if corrupt {
             format!("{node_text} ")
         } else {
             node_text.clone()
         };
-        let sign = self
+        let sign = signing
             .signer
             .sign_base64(signed.as_bytes())
             .unwrap_or_default();
-        let body = format!("{{\"{node_name}\":{node_text},\"sign\":\"{sign}\"}}");
+        let cert_sn = signing
+            .cert_sn
+            .map(|sn| format!(",\"alipay_cert_sn\":\"{sn}\""))
+            .unwrap_or_default();
+        let body = format!("{{\"{node_name}\":{node_text}{cert_sn},\"sign\":\"{sign}\"}}");
         let mut response = (StatusCode::OK, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -304,6 +459,10 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/scan", post(control_scan))
         .route("/sandbox/fault", post(control_fault))
         .route("/sandbox/clock", post(control_clock))
+        .route(
+            "/sandbox/rotate-certificate",
+            post(control_rotate_certificate),
+        )
         .route("/sandbox/stats", get(control_stats))
         .route("/sandbox/notifications", get(control_notifications))
         .route("/sandbox/resend", post(control_resend))

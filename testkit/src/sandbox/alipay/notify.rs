@@ -125,11 +125,18 @@ impl Sandbox {
             fields.push(("gmt_refund", beijing(now)));
             fields.push(("out_biz_no", request_no.to_owned()));
         }
+        // Certificate mode: the notification names the certificate that signed it, and the
+        // name is signed like every other field (sandbox choice, after Alipay's Java SDK,
+        // whose V1 check leaves out only `sign` and `sign_type`).
+        let signing = self.signing(Some(&order.app_id));
+        if let Some(sn) = signing.cert_sn {
+            fields.push(("alipay_cert_sn", sn.to_owned()));
+        }
         let content = sign_string(
             fields.iter().map(|(k, v)| (*k, v.as_str())),
             Signed::Notification,
         );
-        let sign = self
+        let sign = signing
             .signer
             .sign_base64(content.as_bytes())
             .unwrap_or_default();
