@@ -50,6 +50,7 @@ fn main() {
         seller_id: None,
         app_private_key: &key,
         alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
+        authorisation: None,
     })
     .unwrap();
     let now = time::OffsetDateTime::now_utc();
@@ -257,6 +258,7 @@ async fn start_sandbox() -> std::net::SocketAddr {
             time_divisor: 1000,
             seller_id: "2088102177846875".into(),
             certificate_mode: None,
+            authorisations: vec![],
         },
         listener,
     )
@@ -737,6 +739,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
                 seller_id: None,
                 app_private_key: &keys("nodejs-sdk-app-private-key.pem"),
                 alipay: AlipayKeys::PublicKey(&keys("sandbox-alipay-public-key.pem")),
+                authorisation: None,
             })
             .unwrap(),
         );

@@ -13,6 +13,7 @@ use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPa
 use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
 
 use moongate_adapter_alipay::settings::Settings as AlipaySettings;
+use moongate_adapter_alipay::settings::SubMerchantSettings as AlipaySubMerchant;
 use moongate_adapter_unionpay::settings::Settings as UnionPaySettings;
 use moongate_adapter_unionpay::{AccountError as UnionPayAccountError, UnionPayAdapter};
 
@@ -107,17 +108,98 @@ pub fn build_adapter(
     base_dir: &Path,
 ) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
     match kind {
-        ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir)?)),
+        ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir, None)?)),
         ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
         ProviderKind::UnionPay => Ok(Arc::new(build_unionpay(table, base_dir)?)),
     }
 }
 
+/// Where a problem of a sub-merchant's settings lies: in its own table or its partner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsAt {
+    /// The account's `settings`.
+    Account,
+    /// The partner's `settings`.
+    Partner,
+}
+
+/// A settings problem of a sub-merchant: where, the key (relative to that table), what.
+pub type PlacedProblem = (SettingsAt, String, String);
+
+/// Pure checks of a sub-merchant account's own settings (its identity under its partner);
+/// `Err` when the provider has no partner mode in Moongate.
+pub fn validate_sub_merchant(
+    kind: ProviderKind,
+    table: &toml::Table,
+) -> Result<Vec<(String, String)>, String> {
+    match kind {
+        ProviderKind::Alipay => Ok(match parse_settings::<AlipaySubMerchant>(table) {
+            Err(problem) => vec![problem],
+            Ok(settings) => relative(settings.validate()),
+        }),
+        ProviderKind::WechatPay | ProviderKind::UnionPay => Err(format!(
+            "{kind} accounts cannot use a partner yet (Alipay ISV authorisations can)"
+        )),
+    }
+}
+
+/// The identity of a sub-merchant under its partner (Alipay: the authorising app id), which
+/// no two accounts may share: the setting that holds it and its value.
+pub fn sub_merchant_identity(
+    kind: ProviderKind,
+    table: &toml::Table,
+) -> Option<(&'static str, String)> {
+    match kind {
+        ProviderKind::Alipay => parse_settings::<AlipaySubMerchant>(table)
+            .ok()
+            .map(|s| ("auth_app_id", s.auth_app_id)),
+        ProviderKind::WechatPay | ProviderKind::UnionPay => None,
+    }
+}
+
+/// Reads the partner's keys and the sub-merchant's identity and builds the adapter of one
+/// sub-merchant account.
+pub fn build_sub_merchant_adapter(
+    kind: ProviderKind,
+    partner: &toml::Table,
+    table: &toml::Table,
+    base_dir: &Path,
+) -> Result<Arc<dyn PaymentAdapter>, Vec<PlacedProblem>> {
+    let at = |place: SettingsAt| {
+        move |problems: Vec<(String, String)>| -> Vec<PlacedProblem> {
+            problems.into_iter().map(|(k, m)| (place, k, m)).collect()
+        }
+    };
+    match kind {
+        ProviderKind::Alipay => {
+            let own = parse_settings::<AlipaySubMerchant>(table)
+                .map_err(|p| at(SettingsAt::Account)(vec![p]))?;
+            let token = read_setting("app_auth_token", &own.app_auth_token, base_dir)
+                .map_err(at(SettingsAt::Account))?;
+            let authorisation = moongate_adapter_alipay::Authorisation {
+                auth_app_id: &own.auth_app_id,
+                app_auth_token: token.trim_end(),
+            };
+            let sub_merchant = Some((authorisation, own.seller_id.as_deref()));
+            let adapter =
+                build_alipay(partner, base_dir, sub_merchant).map_err(at(SettingsAt::Partner))?;
+            Ok(Arc::new(adapter))
+        }
+        ProviderKind::WechatPay | ProviderKind::UnionPay => Err(vec![(
+            SettingsAt::Account,
+            String::new(),
+            format!("{kind} accounts cannot use a partner yet"),
+        )]),
+    }
+}
+
 /// Reads the keys (public-key mode) or certificates (certificate mode) and builds an Alipay
-/// adapter.
+/// adapter; for a sub-merchant, `table` is its ISV's and `sub_merchant` its authorisation and
+/// seller.
 fn build_alipay(
     table: &toml::Table,
     base_dir: &Path,
+    sub_merchant: Option<(moongate_adapter_alipay::Authorisation<'_>, Option<&str>)>,
 ) -> Result<AlipayAdapter, Vec<(String, String)>> {
     let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
     let read = |key: &str, reference| read_setting(key, reference, base_dir);
@@ -160,12 +242,17 @@ fn build_alipay(
             alipay_certs: alipay.iter().map(String::as_str).collect(),
         },
     };
+    let (authorisation, seller_id) = match sub_merchant {
+        Some((authorisation, seller_id)) => (Some(authorisation), seller_id),
+        None => (None, settings.seller_id.as_deref()),
+    };
     AlipayAdapter::new(&AccountKeys {
         app_id: &settings.app_id,
         gateway_url: &settings.gateway_url,
-        seller_id: settings.seller_id.as_deref(),
+        seller_id,
         app_private_key: &private,
         alipay,
+        authorisation,
     })
     .map_err(|e| vec![e.setting()])
 }

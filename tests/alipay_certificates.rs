@@ -1,6 +1,7 @@
 //! The strict Alipay sandbox in certificate mode, driven with requests the adapter signs: the
 //! SNs it insists on (with Alipay's own error codes), the certificate it names in answers, and
-//! a rotation of Alipay's certificate as the adapter sees it.
+//! a rotation of Alipay's certificate as the adapter sees it. Also the ISV authorisation token
+//! it insists on.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -52,6 +53,7 @@ fn adapter(app_id: &str, gateway: &str, root: &str, alipay_certs: &[&str]) -> Al
                 alipay_root_cert: &root,
             }
         },
+        authorisation: None,
     })
     .unwrap()
 }
@@ -220,4 +222,31 @@ async fn after_a_rotation_only_an_app_holding_the_next_certificate_accepts_answe
         matches!(&refused, Err(AdapterError::Protocol(m)) if m.contains(&alipay_sn("alipay-next"))),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn an_isv_call_with_a_token_no_merchant_granted_is_refused() {
+    let sb = Sandbox::start().await;
+    let isv = AlipayAdapter::new(&AccountKeys {
+        app_id: APP_ID,
+        gateway_url: &sb.gateway(),
+        seller_id: None,
+        app_private_key: &read("keys/nodejs-sdk-app-private-key.pem"),
+        alipay: AlipayKeys::PublicKey(&read("keys/sandbox-alipay-public-key.pem")),
+        authorisation: Some(moongate_adapter_alipay::Authorisation {
+            auth_app_id: "2021000122679999",
+            app_auth_token: "202612BBnot-granted",
+        }),
+    })
+    .unwrap();
+    let (answer, json) = sb.precreate(&isv, "ISV_1").await;
+    assert_eq!(
+        json["alipay_trade_precreate_response"]["code"], "20001",
+        "{json}"
+    );
+    assert_eq!(sub_code(&json), "aop.invalid-app-auth-token", "{json}");
+    assert!(matches!(
+        isv.parse_create(&cx(), &order("ISV_1"), &answer),
+        Ok(PaymentStatus::Failed { .. }) | Err(AdapterError::Rejected { .. })
+    ));
 }

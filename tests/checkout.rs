@@ -10,7 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, WEBHOOK_SECRET_NEW, WEBHOOK_SECRET_OLD, alipay_sn};
+use common::{
+    APP_ID, Harness, ISV_APP_AUTH_TOKEN, ISV_MERCHANT_APP_ID, WEBHOOK_SECRET_NEW,
+    WEBHOOK_SECRET_OLD, alipay_sn,
+};
 use moongate_contract::HttpMethod;
 use moongate_testkit::storefront::verify_webhook;
 use serde_json::{Value, json};
@@ -29,6 +32,7 @@ on_both_ledgers!(
     a_late_payment_after_cancel_is_still_recorded,
     events_show_their_delivery_log_and_can_be_resent,
     alipay_certificate_mode_pays_refunds_and_survives_a_rotation,
+    an_isv_served_merchant_pays_and_refunds_under_its_authorisation,
 );
 
 async fn qr_payment_end_to_end_with_signed_webhooks(h: Harness) {
@@ -895,4 +899,43 @@ async fn alipay_certificate_mode_pays_refunds_and_survives_a_rotation(h: Harness
     let (status, payment) = h.get(&h.shop_e, &format!("/v1/payments/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(payment["amount_refunded"], 500);
+}
+
+/// Shop F is served through the ISV partner: its calls are the ISV app's, signed with the ISV's
+/// key and carrying the merchant's `app_auth_token` (the sandbox refuses any other token); its
+/// notifications name the ISV app as `app_id` and the merchant as `auth_app_id`.
+async fn an_isv_served_merchant_pays_and_refunds_under_its_authorisation(h: Harness) {
+    let (status, payment) = h.create(&h.shop_f, 3_000, "isv-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_action");
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(
+        h.sandbox("/sandbox/pay", json!({"out_trade_no": id}))
+            .await
+            .status,
+        200
+    );
+    h.wait_for(&h.shop_f, id, "succeeded").await;
+    let sent = h.sandbox_notifications(id).await;
+    assert_eq!(sent[0]["acknowledged"], true);
+    let body = sent[0]["body"].as_str().unwrap();
+    assert!(body.contains(&format!("&app_id={APP_ID}&")), "{body}");
+    assert!(
+        body.contains(&format!("auth_app_id={ISV_MERCHANT_APP_ID}")),
+        "{body}"
+    );
+    assert!(!body.contains(ISV_APP_AUTH_TOKEN), "{body}");
+    let (status, refund) = h
+        .post(
+            &h.shop_f,
+            &format!("/v1/payments/{id}/refunds"),
+            r#"{"amount":1000}"#,
+            "isv-r-1",
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["status"], "succeeded");
+    // The same app's direct merchant (shop A) knows nothing of shop F's trade.
+    let (status, _) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    assert_eq!(status, 404);
 }

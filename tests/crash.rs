@@ -230,6 +230,7 @@ async fn payments_survive_kills_and_faults() {
             time_divisor: 20_000,
             seller_id: "2088102177846875".to_owned(),
             certificate_mode: None,
+            authorisations: vec![],
         },
         alipay_listener,
     )

@@ -319,6 +319,7 @@ fn alipay_forms_and_responses() {
         seller_id: None,
         app_private_key: &key("nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&key("sandbox-alipay-public-key.pem")),
+        authorisation: None,
     })
     .unwrap();
     let alipay = RsaSigner::from_pem(&key("sandbox-alipay-private-key.pem")).unwrap();

@@ -3,6 +3,7 @@
 use super::runtime::account_state_key;
 use super::*;
 use crate::cashier::key::KeySource;
+use crate::registry::SettingsAt;
 
 impl RawConfig {
     /// Validates, then reads every secret and key (relative paths against `base_dir`).
@@ -169,7 +170,41 @@ impl RawConfig {
                 let Some(kind) = ProviderKind::parse(&account.provider) else {
                     continue;
                 };
-                match registry::build_adapter(kind, &account.settings, base_dir) {
+                let partner = match &account.partner {
+                    None => None,
+                    Some(id) => match self.partners.get(id) {
+                        Some(partner) => Some((id, partner)),
+                        // Validation names the unknown partner.
+                        None => continue,
+                    },
+                };
+                let built = match partner {
+                    None => registry::build_adapter(kind, &account.settings, base_dir),
+                    Some((partner_id, partner)) => registry::build_sub_merchant_adapter(
+                        kind,
+                        &partner.settings,
+                        &account.settings,
+                        base_dir,
+                    )
+                    .map_err(|errors| {
+                        // A partner's problem is the same for each of its sub-merchants:
+                        // reported once, at the partner.
+                        let mut own = Vec::new();
+                        for (place, key, message) in errors {
+                            match place {
+                                SettingsAt::Account => own.push((key, message)),
+                                SettingsAt::Partner => {
+                                    let path = format!("partners.{partner_id}.settings{key}");
+                                    if !problems.iter().any(|p| p.path == path) {
+                                        problems.push(problem(path, message));
+                                    }
+                                }
+                            }
+                        }
+                        own
+                    }),
+                };
+                match built {
                     Ok(adapter) => accounts.push(Account {
                         id: account_id.clone(),
                         kind,

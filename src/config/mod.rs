@@ -14,7 +14,7 @@ mod validate;
 pub use build::{parse_settings, resolve_secret, resolve_secret_bytes};
 pub use runtime::{Account, Config, Merchant, MerchantKey, Webhook};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,9 +86,24 @@ pub struct RawConfig {
     /// The hosted cashier page.
     #[serde(default)]
     pub cashier: CashierSection,
+    /// Service-provider credential sets (服务商 / ISV) by id, which sub-merchant accounts name.
+    #[serde(default)]
+    pub partners: BTreeMap<String, RawPartner>,
     /// Merchants by id.
     #[serde(default)]
     pub merchants: BTreeMap<String, RawMerchant>,
+}
+
+/// `[partners.<id>]`: one service-provider contract, declared once. Its `settings` are the
+/// provider's own (an Alipay ISV app: its `app_id` and keys, in either mode); each account that
+/// names it signs its calls with them and carries its own sub-merchant identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartner {
+    /// Provider kind, e.g. `alipay`.
+    pub provider: String,
+    /// The provider's settings for the service provider's own credentials.
+    pub settings: toml::Table,
 }
 
 /// `[rate_limits]`: merchant limits shared by every instance through Redis.
@@ -474,8 +489,12 @@ pub struct RawWebhook {
 pub struct RawAccount {
     /// Provider kind, e.g. `alipay`.
     pub provider: String,
-    /// Provider-specific settings, parsed by the provider's own strict struct.
+    /// Provider-specific settings, parsed by the provider's own strict struct; for an account
+    /// under a partner, its sub-merchant identity (Alipay: `auth_app_id`, `app_auth_token`).
     pub settings: toml::Table,
+    /// The partner (`[partners.<id>]`) whose credentials sign this account's calls.
+    #[serde(default)]
+    pub partner: Option<String>,
     /// Calls Moongate makes to the provider for this account (default: unlimited).
     #[serde(default)]
     pub rate_limit: Option<RawLimit>,

@@ -758,3 +758,94 @@ fn alipay_certificate_mode_builds_and_names_the_file_at_fault() {
         );
     }
 }
+
+const ISV: &str = r#"
+[partners.isv]
+provider = "alipay"
+settings = { app_id = "2021000122671080", app_private_key = { file = "k.pem" }, alipay_public_key = { file = "p.pem" } }
+
+[merchants.shop.accounts.served]
+provider = "alipay"
+partner = "isv"
+settings = { auth_app_id = "2021000122679999", app_auth_token = { file = "t.secret" } }
+"#;
+
+#[test]
+fn partner_references_identities_and_sub_merchant_settings_are_checked_with_key_paths() {
+    let good = format!("{GOOD}{ISV}").replace("{ env = \"X\" }", "{ file = \"x.secret\" }");
+    let dir = key_dir(&[
+        ("x.secret", "shop-secret-0123456789abcdef"),
+        ("t.secret", "202612BBtoken\n"),
+    ]);
+    parse(&good).unwrap().build(dir.path()).unwrap();
+    let paths = |text: &str| -> Vec<String> {
+        parse(text)
+            .unwrap()
+            .validate()
+            .err()
+            .map(|e| {
+                e.0.into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let at = "merchants.shop.accounts.served";
+    let unknown = paths(&good.replace("partner = \"isv\"", "partner = \"isw\""));
+    assert!(
+        unknown.len() == 1
+            && unknown[0].starts_with(&format!("{at}.partner: unknown partner \"isw\"")),
+        "{unknown:?}"
+    );
+    let missing = paths(&good.replace("auth_app_id = \"2021000122679999\", ", ""));
+    assert!(
+        missing.len() == 1
+            && missing[0].starts_with(&format!("{at}.settings"))
+            && missing[0].contains("auth_app_id"),
+        "{missing:?}"
+    );
+    // A second merchant claiming the same sub-merchant of the same partner (merchants are
+    // read in id order, so the second is shop).
+    let twice = format!(
+        "{good}\n[merchants.other]\nname = \"Other\"\nkeys = [{{ id = \"other_k1\", secret = {{ file = \"x.secret\" }} }}]\n[merchants.other.accounts.served]\nprovider = \"alipay\"\npartner = \"isv\"\nsettings = {{ auth_app_id = \"2021000122679999\", app_auth_token = {{ file = \"t.secret\" }} }}\n"
+    );
+    let twice = paths(&twice);
+    assert!(
+        twice.len() == 1 && twice[0].starts_with("merchants.shop.accounts.served.settings.auth_app_id: sub-merchant 2021000122679999 of partner \"isv\" is already merchants.other.accounts.served"),
+        "{twice:?}"
+    );
+    let seller = paths(&good.replace(
+        "alipay_public_key = { file = \"p.pem\" } }",
+        "alipay_public_key = { file = \"p.pem\" }, seller_id = \"2088102177846875\" }",
+    ));
+    assert_eq!(seller.len(), 1, "{seller:?}");
+    assert!(
+        seller[0].starts_with("partners.isv.settings.seller_id"),
+        "{seller:?}"
+    );
+    let wechat = paths(&good.replace(
+        "provider = \"alipay\"\npartner",
+        "provider = \"wechatpay\"\npartner",
+    ));
+    assert!(
+        wechat.iter().any(|p| p.starts_with(&format!(
+            "{at}.partner: partner \"isv\" is a alipay partner"
+        ))),
+        "{wechat:?}"
+    );
+    // A partner whose key does not load is named once, at the partner.
+    let dir = key_dir(&[
+        ("x.secret", "shop-secret-0123456789abcdef"),
+        ("t.secret", "t"),
+    ]);
+    std::fs::write(dir.path().join("p.pem"), "garbage").unwrap();
+    let built = parse(&good)
+        .unwrap()
+        .build(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        built.contains("partners.isv.settings.alipay_public_key"),
+        "{built}"
+    );
+}

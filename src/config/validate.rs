@@ -15,9 +15,89 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl RawConfig {
+    /// Checks an account under a partner: the partner exists and is of the account's provider,
+    /// the provider has a partner mode, the identity is well formed and no other account holds
+    /// it under the same partner.
+    fn validate_sub_merchant(
+        &self,
+        kind: ProviderKind,
+        (merchant_id, account_id, account, partner_id): (&str, &str, &RawAccount, &str),
+        sub_merchants: &mut HashMap<(String, String), String>,
+        problems: &mut Vec<ConfigProblem>,
+    ) {
+        let at = format!("merchants.{merchant_id}.accounts.{account_id}");
+        let Some(partner) = self.partners.get(partner_id) else {
+            let declared: Vec<&str> = self.partners.keys().map(String::as_str).collect();
+            problems.push(problem(
+                format!("{at}.partner"),
+                format!(
+                    "unknown partner {partner_id:?}; declared: [{}]",
+                    declared.join(", ")
+                ),
+            ));
+            return;
+        };
+        if ProviderKind::parse(&partner.provider) != Some(kind) {
+            problems.push(problem(
+                format!("{at}.partner"),
+                format!(
+                    "partner {partner_id:?} is a {} partner, this is a {kind} account",
+                    partner.provider
+                ),
+            ));
+            return;
+        }
+        match registry::validate_sub_merchant(kind, &account.settings) {
+            Err(message) => problems.push(problem(format!("{at}.partner"), message)),
+            Ok(found) => {
+                for (key, message) in found {
+                    problems.push(problem(format!("{at}.settings{key}"), message));
+                }
+            }
+        }
+        if let Some((key, identity)) = registry::sub_merchant_identity(kind, &account.settings) {
+            let holder = sub_merchants
+                .entry((partner_id.to_owned(), identity.clone()))
+                .or_insert_with(|| at.clone());
+            if *holder != at {
+                problems.push(problem(
+                    format!("{at}.settings.{key}"),
+                    format!(
+                        "sub-merchant {identity} of partner {partner_id:?} is already {holder}"
+                    ),
+                ));
+            }
+        }
+    }
+
     /// Pure validation: every problem, with its key path.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
+        // (partner, identity) → the account that holds it, as `merchants.m.accounts.a`.
+        let mut sub_merchants: HashMap<(String, String), String> = HashMap::new();
+        for (partner_id, partner) in &self.partners {
+            let at = format!("partners.{partner_id}");
+            if !is_identifier(partner_id) {
+                problems.push(problem(&at, "partner ids are identifiers"));
+            }
+            match ProviderKind::parse(&partner.provider) {
+                None => problems.push(problem(
+                    format!("{at}.provider"),
+                    format!("unknown provider {:?}", partner.provider),
+                )),
+                Some(kind) => {
+                    for (key, message) in registry::validate_settings(kind, &partner.settings) {
+                        problems.push(problem(format!("{at}.settings{key}"), message));
+                    }
+                    if partner.settings.contains_key("seller_id") {
+                        problems.push(problem(
+                            format!("{at}.settings.seller_id"),
+                            "a partner sells nothing itself: set seller_id on each sub-merchant",
+                        ));
+                    }
+                }
+            }
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(problem(
                 "server.listen",
@@ -246,11 +326,21 @@ impl RawConfig {
                                 .join(", ")
                         ),
                     )),
-                    Some(kind) => {
-                        for (key, message) in registry::validate_settings(kind, &account.settings) {
-                            problems.push(problem(format!("{at}.settings{key}"), message));
+                    Some(kind) => match &account.partner {
+                        None => {
+                            for (key, message) in
+                                registry::validate_settings(kind, &account.settings)
+                            {
+                                problems.push(problem(format!("{at}.settings{key}"), message));
+                            }
                         }
-                    }
+                        Some(partner_id) => self.validate_sub_merchant(
+                            kind,
+                            (merchant_id, account_id, account, partner_id),
+                            &mut sub_merchants,
+                            &mut problems,
+                        ),
+                    },
                 }
             }
             if let Some(limit) = &merchant.rate_limit {

@@ -31,12 +31,16 @@ pub const SHOP_B_SECRET: &str = "shop-b-signing-secret-0123456789";
 pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
 pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
 pub const SHOP_E_SECRET: &str = "shop-e-signing-secret-0123456789";
+pub const SHOP_F_SECRET: &str = "shop-f-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
 pub const APP_ID: &str = "2021000122671080";
 /// The sandbox app in Alipay's certificate mode (shop E).
 pub const CERT_APP_ID: &str = "2021000122671081";
+/// Shop F's own Alipay app, which authorised the ISV app [`APP_ID`] with this token.
+pub const ISV_MERCHANT_APP_ID: &str = "2021000122679999";
+pub const ISV_APP_AUTH_TOKEN: &str = "202612BB7c6a8f1e4d2b40a9b1c3d5e7f9a0b2c4";
 pub const MCHID_A: &str = "1230000109";
 pub const MCHID_B: &str = "1900000109";
 pub const WX_APPID: &str = "wxd678efh567hg6787";
@@ -82,6 +86,9 @@ pub struct Harness {
     pub shop_d: MerchantClient,
     /// Alipay's certificate mode (app [`CERT_APP_ID`]), both of Alipay's certificates held.
     pub shop_e: MerchantClient,
+    /// Served through the ISV partner `isv` (app [`APP_ID`]), as merchant app
+    /// [`ISV_MERCHANT_APP_ID`].
+    pub shop_f: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
@@ -182,6 +189,12 @@ impl Harness {
                     std::fs::read_to_string(keys.join("nodejs-sdk-app-public-key.pem")).unwrap(),
                 )],
             }),
+            // Shop F's merchant app authorised the ISV app (the harness's APP_ID).
+            authorisations: vec![(
+                ISV_APP_AUTH_TOKEN.to_owned(),
+                APP_ID.to_owned(),
+                ISV_MERCHANT_APP_ID.to_owned(),
+            )],
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
@@ -280,6 +293,8 @@ impl Harness {
             ("c.secret", SHOP_C_SECRET),
             ("d.secret", SHOP_D_SECRET),
             ("e.secret", SHOP_E_SECRET),
+            ("f.secret", SHOP_F_SECRET),
+            ("f.token", ISV_APP_AUTH_TOKEN),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
             ("apiv3-a.secret", APIV3_KEY_A),
@@ -374,6 +389,20 @@ keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
 [merchants.shop_b.accounts.alipay_main]
 provider = "alipay"
 settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+# An ISV (the harness's Alipay app) declared once; shop F is served through it.
+[partners.isv]
+provider = "alipay"
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+
+[merchants.shop_f]
+name = "Shop F"
+keys = [{{ id = "shop_f_k1", secret = {{ file = "f.secret" }} }}]
+
+[merchants.shop_f.accounts.alipay_isv]
+provider = "alipay"
+partner = "isv"
+settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID}", app_auth_token = {{ file = "f.token" }} }}
 
 # Alipay's certificate mode, Alipay's current and next certificates configured.
 [merchants.shop_e]
@@ -503,6 +532,7 @@ api_base_url = "http://{wechat_addr}"
             shop_c: client(&base, "shop_c_k1", SHOP_C_SECRET),
             shop_d: client(&base, "shop_d_k1", SHOP_D_SECRET),
             shop_e: client(&base, "shop_e_k1", SHOP_E_SECRET),
+            shop_f: client(&base, "shop_f_k1", SHOP_F_SECRET),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,

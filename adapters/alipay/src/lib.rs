@@ -41,7 +41,7 @@ use moongate_contract::{
     HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
     NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
     Prepared, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
-    StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
+    Secret, StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
     StatementTotals,
 };
 use serde::Serialize;
@@ -99,6 +99,18 @@ pub struct AccountKeys<'a> {
     pub app_private_key: &'a str,
     /// How Alipay's answers are verified.
     pub alipay: AlipayKeys<'a>,
+    /// For a merchant served through an ISV: its authorisation. The keys above are then the
+    /// ISV app's, and `app_id` the ISV app's id.
+    pub authorisation: Option<Authorisation<'a>>,
+}
+
+/// A merchant's authorisation of an ISV app (more-wallets.md §7).
+#[derive(Debug)]
+pub struct Authorisation<'a> {
+    /// The merchant's app id (`auth_app_id` in its notifications).
+    pub auth_app_id: &'a str,
+    /// `app_auth_token`, sent (and signed) with every call.
+    pub app_auth_token: &'a str,
 }
 
 /// Alipay's side of the keys, in one of its two modes.
@@ -159,6 +171,8 @@ pub struct AlipayAdapter {
     seller_id: Option<String>,
     signer: RsaSigner,
     trust: Trust,
+    /// ISV mode: the merchant's app id and its `app_auth_token`.
+    authorisation: Option<(String, Secret<String>)>,
 }
 
 impl AlipayAdapter {
@@ -185,6 +199,12 @@ impl AlipayAdapter {
             seller_id: keys.seller_id.map(str::to_owned),
             signer,
             trust,
+            authorisation: keys.authorisation.as_ref().map(|a| {
+                (
+                    a.auth_app_id.to_owned(),
+                    Secret::new(a.app_auth_token.to_owned()),
+                )
+            }),
         })
     }
 
@@ -246,6 +266,9 @@ impl AlipayAdapter {
         if let Some(url) = return_url {
             params.push(("return_url", url.to_owned()));
         }
+        if let Some((_, token)) = &self.authorisation {
+            params.push(("app_auth_token", token.expose().clone()));
+        }
         params.push(("biz_content", biz_content));
         let content = sign_content(
             params.iter().map(|(k, v)| (*k, v.as_str())),
@@ -273,7 +296,9 @@ impl AlipayAdapter {
         let mut query = form_urlencoded::Serializer::new(String::new());
         let mut body = form_urlencoded::Serializer::new(String::new());
         for (key, value) in &params {
-            if *key == "biz_content" {
+            // Application parameters go in the body, as Alipay's Java SDK sends them (the
+            // token then stays out of URLs that proxies log).
+            if *key == "biz_content" || *key == "app_auth_token" {
                 body.append_pair(key, value);
             } else {
                 query.append_pair(key, value);
@@ -809,6 +834,13 @@ impl PaymentAdapter for AlipayAdapter {
                 .ok_or_else(|| NotificationError::Malformed(format!("{name} missing")))
         };
         if field("app_id")? != &self.app_id {
+            return Err(NotificationError::WrongAccount);
+        }
+        // ISV mode: the app is the ISV's, shared by all its merchants; the merchant is the
+        // authorising app.
+        if let Some((auth_app_id, _)) = &self.authorisation
+            && field("auth_app_id")? != auth_app_id
+        {
             return Err(NotificationError::WrongAccount);
         }
         if let (Some(ours), Some(theirs)) = (self.seller_id.as_deref(), fields.get("seller_id"))

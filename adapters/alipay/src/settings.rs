@@ -37,6 +37,45 @@ pub struct Settings {
     pub seller_id: Option<String>,
 }
 
+/// A merchant served through an ISV (第三方应用, more-wallets.md §7): the account's settings
+/// when it names a partner, whose settings (the ISV app's keys, in either mode) sign its calls.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubMerchantSettings {
+    /// The merchant's own app id, which its authorisation names and its notifications carry as
+    /// `auth_app_id`.
+    pub auth_app_id: String,
+    /// The token of the merchant's authorisation (`app_auth_token`), a secret.
+    pub app_auth_token: SecretRef,
+    /// The merchant's PID (`2088…`): its notifications' `seller_id`, its bills' account.
+    #[serde(default)]
+    pub seller_id: Option<String>,
+}
+
+impl SubMerchantSettings {
+    /// Pure checks, as [`Settings::validate`].
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if !is_app_id(&self.auth_app_id) {
+            problems.push(("auth_app_id", "must be 1 to 32 digits".to_owned()));
+        }
+        if let Some(seller_id) = &self.seller_id
+            && !is_pid(seller_id)
+        {
+            problems.push(("seller_id", "must be a 16-digit Alipay PID".to_owned()));
+        }
+        problems
+    }
+}
+
+fn is_app_id(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_pid(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn default_gateway() -> String {
     PRODUCTION_GATEWAY.to_owned()
 }
@@ -45,14 +84,11 @@ impl Settings {
     /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        if self.app_id.is_empty()
-            || self.app_id.len() > 32
-            || !self.app_id.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !is_app_id(&self.app_id) {
             problems.push(("app_id", "must be 1 to 32 digits".to_owned()));
         }
         if let Some(seller_id) = &self.seller_id
-            && (seller_id.len() != 16 || !seller_id.bytes().all(|b| b.is_ascii_digit()))
+            && !is_pid(seller_id)
         {
             problems.push(("seller_id", "must be a 16-digit Alipay PID".to_owned()));
         }

@@ -55,6 +55,7 @@ fn load(app_cert: &str, alipay_certs: &[&str]) -> Result<AlipayAdapter, AccountE
             alipay_certs: texts.iter().map(String::as_str).collect(),
             alipay_root_cert: &fixture(ROOT),
         },
+        authorisation: None,
     })
 }
 
@@ -260,4 +261,93 @@ fn mistakes_in_the_certificates_are_refused_at_load() {
     .unwrap_err();
     assert_eq!(junk.setting().0, ".alipay_certs[1]");
     assert!(load(APP_CERT, &[ALIPAY_CERT, ALIPAY_NEXT_CERT]).is_ok());
+}
+
+/// ISV mode (more-wallets.md §7): the ISV app's keys, the merchant's token on every call.
+fn isv() -> AlipayAdapter {
+    AlipayAdapter::new(&AccountKeys {
+        app_id: "2021000122671080",
+        gateway_url: "https://openapi.alipay.com/gateway.do",
+        seller_id: None,
+        app_private_key: &fixture("keys/nodejs-sdk-app-private-key.pem"),
+        alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
+        authorisation: Some(moongate_adapter_alipay::Authorisation {
+            auth_app_id: "2021000122679999",
+            app_auth_token: "202612BBtoken",
+        }),
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_isv_call_carries_the_merchants_token_in_its_signed_body() {
+    let adapter = isv();
+    let Prepared::Send(http) = adapter
+        .prepare_query(
+            &cx(),
+            &PaymentRef {
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                provider_order_id: "MG_1".into(),
+                amount: Money::new(1, Currency::CNY),
+            },
+        )
+        .unwrap()
+    else {
+        panic!("a query is a server call")
+    };
+    assert!(!http.url.contains("app_auth_token"), "{}", http.url);
+    let query = form(http.url.split_once('?').unwrap().1);
+    let body = form(std::str::from_utf8(&http.body).unwrap());
+    assert_eq!(body["app_auth_token"], "202612BBtoken");
+    assert_eq!(query["app_id"], "2021000122671080");
+    let mut all = query.clone();
+    all.extend(body);
+    let content = sign_content(
+        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignRule::Request,
+    );
+    assert!(
+        content.starts_with("app_auth_token=202612BBtoken&"),
+        "{content}"
+    );
+    let app_public = RsaVerifier::from_pem(&fixture("keys/nodejs-sdk-app-public-key.pem")).unwrap();
+    assert!(app_public.verify_base64(content.as_bytes(), &all["sign"]));
+    // The token is a secret: never in the adapter's debug output.
+    assert!(!format!("{adapter:?}").contains("202612BBtoken"));
+}
+
+#[test]
+fn an_isv_notification_is_the_merchants_only_when_it_names_its_app() {
+    let adapter = isv();
+    let body = |auth_app_id: &str| {
+        let mut fields = form(&fixture("alipay/notify-trade-success.form"));
+        fields.remove("sign");
+        fields.insert("app_id".into(), "2021000122671080".into());
+        fields.insert("auth_app_id".into(), auth_app_id.into());
+        let content = sign_content(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignRule::NotificationV1,
+        );
+        let sign = RsaSigner::from_pem(&fixture(ALIPAY_KEY))
+            .unwrap()
+            .sign_base64(content.as_bytes())
+            .unwrap();
+        fields.insert("sign".into(), sign);
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter())
+            .finish()
+    };
+    let parse = |text: String| {
+        adapter.parse_notification(&RawNotification {
+            headers: &[],
+            body: text.as_bytes(),
+            received_at: datetime!(2019-08-15 07:56:26 UTC),
+        })
+    };
+    assert!(parse(body("2021000122679999")).is_ok());
+    // Another merchant of the same ISV.
+    assert_eq!(
+        parse(body("2021000122678888")).err(),
+        Some(NotificationError::WrongAccount)
+    );
 }

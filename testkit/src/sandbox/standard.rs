@@ -113,6 +113,7 @@ impl Standard {
                         read(fixtures, ALIPAY_APP_PUBLIC)?,
                     )],
                 }),
+                authorisations: vec![],
             },
             wechatpay: WechatSandboxSettings {
                 private_key_pem: read(fixtures, WECHAT_PLATFORM_KEY)?,

@@ -201,6 +201,22 @@ pub(super) async fn gateway_handle(
             &sub_msg,
         ));
     }
+    // An ISV calls for a merchant that authorised it: the trade is the merchant's.
+    let caller = app_id.clone();
+    let app_id = match get("app_auth_token") {
+        None => app_id,
+        Some(token) => match sb.authorisations.get(token) {
+            Some((isv, merchant)) if *isv == caller => merchant.clone(),
+            _ => {
+                return reply(err(
+                    "20001",
+                    "Insufficient Token Permissions",
+                    "aop.invalid-app-auth-token",
+                    "无效的应用授权令牌",
+                ));
+            }
+        },
+    };
     let biz: serde_json::Map<String, Value> = match get("biz_content").map(serde_json::from_str) {
         Some(Ok(Value::Object(map))) => map,
         _ => return reply(business("ACQ.INVALID_PARAMETER", "biz_content 参数无效")),
@@ -284,7 +300,8 @@ pub(super) async fn gateway_handle(
             inner.orders.insert(
                 key.clone(),
                 Order {
-                    app_id: app_id.clone(),
+                    app_id: caller.clone(),
+                    auth_app_id: app_id.clone(),
                     out_trade_no: out_trade_no.clone(),
                     total,
                     subject,
@@ -368,7 +385,8 @@ pub(super) async fn gateway_handle(
                     inner.orders.insert(
                         key.clone(),
                         Order {
-                            app_id: app_id.clone(),
+                            app_id: caller.clone(),
+                            auth_app_id: app_id.clone(),
                             out_trade_no: out_trade_no.clone(),
                             total,
                             subject: subject.clone(),

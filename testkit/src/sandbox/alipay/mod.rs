@@ -74,6 +74,9 @@ pub struct SandboxSettings {
     pub seller_id: String,
     /// Apps registered in certificate mode, when there are any.
     pub certificate_mode: Option<CertificateMode>,
+    /// Merchants' authorisations of ISV apps: `app_auth_token`, the ISV's `app_id`, the
+    /// merchant's app id (`auth_app_id`).
+    pub authorisations: Vec<(String, String, String)>,
 }
 
 /// What Alipay knows in certificate mode.
@@ -121,7 +124,10 @@ impl TradeStatus {
 
 #[derive(Clone, Debug)]
 struct Order {
+    /// The app that called: the merchant's own, or its ISV's.
     app_id: String,
+    /// The merchant's app (`auth_app_id`): `app_id` unless an ISV called for it.
+    auth_app_id: String,
     out_trade_no: String,
     total: i64,
     subject: String,
@@ -181,6 +187,8 @@ struct Inner {
 pub struct Sandbox {
     signer: RsaSigner,
     apps: HashMap<String, App>,
+    /// `app_auth_token` → (ISV app id, merchant app id).
+    authorisations: HashMap<String, (String, String)>,
     /// Certificate mode: the root SN and Alipay's certificates (SN, key), current first.
     root_cert_sn: Option<String>,
     certificates: Vec<(String, RsaSigner)>,
@@ -255,6 +263,11 @@ impl Sandbox {
         Ok(Sandbox {
             signer,
             apps,
+            authorisations: settings
+                .authorisations
+                .into_iter()
+                .map(|(token, isv, merchant)| (token, (isv, merchant)))
+                .collect(),
             root_cert_sn,
             certificates,
             seller_id: settings.seller_id,

@@ -108,7 +108,7 @@ impl Sandbox {
             ("receipt_amount", total.clone()),
             ("buyer_pay_amount", total.clone()),
             ("app_id", order.app_id.clone()),
-            ("auth_app_id", order.app_id.clone()),
+            ("auth_app_id", order.auth_app_id.clone()),
             ("notify_time", beijing(now)),
             ("point_amount", "0.00".into()),
             ("version", "1.0".into()),
