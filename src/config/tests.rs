@@ -545,13 +545,21 @@ root_certificate = { file = "up-root.pem" }
 fn unionpay_dir(swap: Option<(&str, &str)>) -> tempfile::TempDir {
     let up = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/unionpay");
     let read = |name: &str| std::fs::read_to_string(up.join(name)).unwrap();
-    let mut files = vec![
+    let files = vec![
         ("x.secret", "merchant-secret-0123456789".to_owned()),
         ("up-key.pem", read("test-merchant-private-key.pem")),
         ("up-cert.pem", read("test-merchant-cert.pem")),
         ("up-middle.pem", read("sandbox-middle.pem")),
         ("up-root.pem", read("sandbox-root.pem")),
     ];
+    key_dir_swapped(files, swap)
+}
+
+/// [`key_dir`] with `files`, the one named by `swap` holding its text instead.
+fn key_dir_swapped(
+    mut files: Vec<(&str, String)>,
+    swap: Option<(&str, &str)>,
+) -> tempfile::TempDir {
     if let Some((name, text)) = swap {
         for file in &mut files {
             if file.0 == name {
@@ -676,7 +684,7 @@ alipay_root_cert = { file = "root.crt" }
 /// [`key_dir`] with the sandbox's certificate-mode files, `replace` written over one of them.
 fn alipay_certificate_dir(replace: Option<(&str, &str)>) -> tempfile::TempDir {
     let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/alipay/certs");
-    let mut files: Vec<(&str, String)> = [
+    let files: Vec<(&str, String)> = [
         ("app.crt", "sandbox/app_cert_public_key.crt"),
         ("alipay.crt", "sandbox/alipay_cert_public_key_rsa2.crt"),
         (
@@ -696,15 +704,7 @@ fn alipay_certificate_dir(replace: Option<(&str, &str)>) -> tempfile::TempDir {
         (name, text)
     })
     .collect();
-    if let Some((name, text)) = replace {
-        for file in &mut files {
-            if file.0 == name {
-                file.1 = text.to_owned();
-            }
-        }
-    }
-    let owned: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    key_dir(&owned)
+    key_dir_swapped(files, replace)
 }
 
 #[test]
