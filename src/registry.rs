@@ -126,34 +126,37 @@ pub enum SettingsAt {
 /// A settings problem of a sub-merchant: where, the key (relative to that table), what.
 pub type PlacedProblem = (SettingsAt, String, String);
 
-/// Pure checks of a sub-merchant account's own settings (its identity under its partner);
-/// `Err` when the provider has no partner mode in Moongate.
+/// What the pure checks of a sub-merchant account's own settings found.
+#[derive(Debug, Default)]
+pub struct SubMerchantCheck {
+    /// Problems, with their keys relative to the settings table.
+    pub problems: Vec<(String, String)>,
+    /// Its identity under its partner (Alipay: the authorising app id), which no two accounts
+    /// may share: the setting that holds it and its value; `None` when the settings did not
+    /// parse.
+    pub identity: Option<(&'static str, String)>,
+}
+
+/// Pure checks of a sub-merchant account's own settings (its identity under its partner),
+/// parsed once; `Err` when the provider has no partner mode in Moongate.
 pub fn validate_sub_merchant(
     kind: ProviderKind,
     table: &toml::Table,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<SubMerchantCheck, String> {
     match kind {
         ProviderKind::Alipay => Ok(match parse_settings::<AlipaySubMerchant>(table) {
-            Err(problem) => vec![problem],
-            Ok(settings) => relative(settings.validate()),
+            Err(problem) => SubMerchantCheck {
+                problems: vec![problem],
+                identity: None,
+            },
+            Ok(settings) => SubMerchantCheck {
+                problems: relative(settings.validate()),
+                identity: Some(("auth_app_id", settings.auth_app_id)),
+            },
         }),
         ProviderKind::WechatPay | ProviderKind::UnionPay => Err(format!(
             "{kind} accounts cannot use a partner yet (Alipay ISV authorisations can)"
         )),
-    }
-}
-
-/// The identity of a sub-merchant under its partner (Alipay: the authorising app id), which
-/// no two accounts may share: the setting that holds it and its value.
-pub fn sub_merchant_identity(
-    kind: ProviderKind,
-    table: &toml::Table,
-) -> Option<(&'static str, String)> {
-    match kind {
-        ProviderKind::Alipay => parse_settings::<AlipaySubMerchant>(table)
-            .ok()
-            .map(|s| ("auth_app_id", s.auth_app_id)),
-        ProviderKind::WechatPay | ProviderKind::UnionPay => None,
     }
 }
 

@@ -47,15 +47,17 @@ impl RawConfig {
             ));
             return;
         }
-        match registry::validate_sub_merchant(kind, &account.settings) {
-            Err(message) => problems.push(problem(format!("{at}.partner"), message)),
-            Ok(found) => {
-                for (key, message) in found {
-                    problems.push(problem(format!("{at}.settings{key}"), message));
-                }
+        let check = match registry::validate_sub_merchant(kind, &account.settings) {
+            Err(message) => {
+                problems.push(problem(format!("{at}.partner"), message));
+                return;
             }
+            Ok(check) => check,
+        };
+        for (key, message) in check.problems {
+            problems.push(problem(format!("{at}.settings{key}"), message));
         }
-        if let Some((key, identity)) = registry::sub_merchant_identity(kind, &account.settings) {
+        if let Some((key, identity)) = check.identity {
             let holder = sub_merchants
                 .entry((partner_id.to_owned(), identity.clone()))
                 .or_insert_with(|| at.clone());

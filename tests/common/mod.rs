@@ -21,6 +21,7 @@ use moongate::outbound::Outbound;
 use moongate::server::{self, Running};
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 use moongate_testkit::client::MerchantClient;
+use moongate_testkit::sandbox::standard::Standard;
 use moongate_testkit::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
 use moongate_testkit::sandbox::{self, SandboxSettings};
 use serde_json::{Value, json};
@@ -37,7 +38,7 @@ pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
 pub const APP_ID: &str = "2021000122671080";
 /// The sandbox app in Alipay's certificate mode (shop E).
-pub const CERT_APP_ID: &str = "2021000122671081";
+pub const CERT_APP_ID: &str = moongate_testkit::sandbox::standard::ALIPAY_SECOND_APP_ID;
 /// Shop F's own Alipay app, which authorised the ISV app [`APP_ID`] with this token.
 pub const ISV_MERCHANT_APP_ID: &str = "2021000122679999";
 pub const ISV_APP_AUTH_TOKEN: &str = "202612BB7c6a8f1e4d2b40a9b1c3d5e7f9a0b2c4";
@@ -54,11 +55,7 @@ pub const CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
 /// An SN of `fixtures/alipay/certs/sandbox/sns.txt` (openssl and Python computed them).
 pub fn alipay_sn(which: &str) -> String {
-    std::fs::read_to_string(fixtures().join("alipay/certs/sandbox/sns.txt"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{which}\t")).map(str::to_owned))
-        .unwrap()
+    moongate_testkit::sandbox::standard::alipay_sn(&fixtures(), which).unwrap()
 }
 
 pub fn fixtures() -> PathBuf {
@@ -169,26 +166,11 @@ impl Harness {
             )],
             time_divisor: 1000,
             seller_id: "2088102177846875".to_owned(),
-            certificate_mode: Some(sandbox::alipay::CertificateMode {
-                root_cert_sn: alipay_sn("root"),
-                alipay_certificates: vec![
-                    (
-                        alipay_sn("alipay"),
-                        std::fs::read_to_string(keys.join("sandbox-alipay-private-key.pem"))
-                            .unwrap(),
-                    ),
-                    (
-                        alipay_sn("alipay-next"),
-                        std::fs::read_to_string(keys.join("sandbox-alipay-next-private-key.pem"))
-                            .unwrap(),
-                    ),
-                ],
-                apps: vec![(
-                    CERT_APP_ID.to_owned(),
-                    alipay_sn("app"),
-                    std::fs::read_to_string(keys.join("nodejs-sdk-app-public-key.pem")).unwrap(),
-                )],
-            }),
+            // The standard sandbox's: app CERT_APP_ID, the current and the next certificate.
+            certificate_mode: Standard::load(&fixtures(), 1000)
+                .unwrap()
+                .alipay
+                .certificate_mode,
             // Shop F's merchant app authorised the ISV app (the harness's APP_ID).
             authorisations: vec![(
                 ISV_APP_AUTH_TOKEN.to_owned(),

@@ -209,7 +209,7 @@ impl AlipayAdapter {
     }
 
     /// `app_cert_sn` and `alipay_root_cert_sn` in certificate mode.
-    pub fn certificate_sns(&self) -> Option<(&str, &str)> {
+    fn certificate_sns(&self) -> Option<(&str, &str)> {
         match &self.trust {
             Trust::PublicKey(_) => None,
             Trust::Certificates(keys) => Some((&keys.app_cert_sn, &keys.root_cert_sn)),

@@ -59,13 +59,16 @@ impl SubMerchantSettings {
         if !is_app_id(&self.auth_app_id) {
             problems.push(("auth_app_id", "must be 1 to 32 digits".to_owned()));
         }
-        if let Some(seller_id) = &self.seller_id
-            && !is_pid(seller_id)
-        {
-            problems.push(("seller_id", "must be a 16-digit Alipay PID".to_owned()));
-        }
+        problems.extend(seller_id_problem(self.seller_id.as_deref()));
         problems
     }
+}
+
+/// A `seller_id` that is not a PID, for either settings table.
+fn seller_id_problem(seller_id: Option<&str>) -> Option<(&'static str, String)> {
+    seller_id
+        .filter(|pid| !is_pid(pid))
+        .map(|_| ("seller_id", "must be a 16-digit Alipay PID".to_owned()))
 }
 
 fn is_app_id(text: &str) -> bool {
@@ -87,11 +90,7 @@ impl Settings {
         if !is_app_id(&self.app_id) {
             problems.push(("app_id", "must be 1 to 32 digits".to_owned()));
         }
-        if let Some(seller_id) = &self.seller_id
-            && !is_pid(seller_id)
-        {
-            problems.push(("seller_id", "must be a 16-digit Alipay PID".to_owned()));
-        }
+        problems.extend(seller_id_problem(self.seller_id.as_deref()));
         if let Err(message) = check_gateway_url(&self.gateway_url) {
             problems.push(("gateway_url", message));
         }

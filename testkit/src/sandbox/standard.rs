@@ -71,8 +71,9 @@ fn read(fixtures: &Path, file: &str) -> Result<String, String> {
     std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
-/// An SN of `alipay/certs/sandbox/sns.txt` (computed by its `gen.sh` with openssl and Python).
-fn alipay_sn(fixtures: &Path, which: &str) -> Result<String, String> {
+/// An SN of `alipay/certs/sandbox/sns.txt` under `fixtures` (`app`, `alipay`, `alipay-next`,
+/// `root`), computed by its `gen.sh` with openssl and Python.
+pub fn alipay_sn(fixtures: &Path, which: &str) -> Result<String, String> {
     let file = format!("{ALIPAY_CERTS}/sns.txt");
     read(fixtures, &file)?
         .lines()
