@@ -154,6 +154,7 @@ fn write_statement(path: &Path, lines: u64) -> u64 {
         at: at(paid_ms(i, lines)),
         appid: APPID.to_owned(),
         mchid: MCHID.to_owned(),
+        sub_mchid: "0".to_owned(),
         transaction_id: format!("42000{i:023}"),
         out_trade_no: format!("pay_{i:010}"),
         openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),

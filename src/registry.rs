@@ -9,6 +9,7 @@ use std::sync::Arc;
 use moongate_adapter_alipay::settings::Mode as AlipayMode;
 use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_adapter_wechatpay::settings::Settings as WechatPaySettings;
+use moongate_adapter_wechatpay::settings::SubMerchantSettings as WechatPaySubMerchant;
 use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPayAdapter};
 use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
 
@@ -109,7 +110,7 @@ pub fn build_adapter(
 ) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
     match kind {
         ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir, None)?)),
-        ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
+        ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir, None)?)),
         ProviderKind::UnionPay => Ok(Arc::new(build_unionpay(table, base_dir)?)),
     }
 }
@@ -131,7 +132,8 @@ pub type PlacedProblem = (SettingsAt, String, String);
 pub struct SubMerchantCheck {
     /// Problems, with their keys relative to the settings table.
     pub problems: Vec<(String, String)>,
-    /// Its identity under its partner (Alipay: the authorising app id), which no two accounts
+    /// Its identity under its partner (Alipay: the authorising app id; WeChat Pay: the
+    /// `sub_mchid`), which no two accounts
     /// may share: the setting that holds it and its value; `None` when the settings did not
     /// parse.
     pub identity: Option<(&'static str, String)>,
@@ -154,8 +156,19 @@ pub fn validate_sub_merchant(
                 identity: Some(("auth_app_id", settings.auth_app_id)),
             },
         }),
-        ProviderKind::WechatPay | ProviderKind::UnionPay => Err(format!(
-            "{kind} accounts cannot use a partner yet (Alipay ISV authorisations can)"
+        ProviderKind::WechatPay => Ok(match parse_settings::<WechatPaySubMerchant>(table) {
+            Err(problem) => SubMerchantCheck {
+                problems: vec![problem],
+                identity: None,
+            },
+            Ok(settings) => SubMerchantCheck {
+                problems: relative(settings.validate()),
+                identity: Some(("sub_mchid", settings.sub_mchid)),
+            },
+        }),
+        ProviderKind::UnionPay => Err(format!(
+            "{kind} accounts cannot use a partner yet (Alipay ISV authorisations and WeChat Pay \
+             sub-merchants can)"
         )),
     }
 }
@@ -188,7 +201,18 @@ pub fn build_sub_merchant_adapter(
                 build_alipay(partner, base_dir, sub_merchant).map_err(at(SettingsAt::Partner))?;
             Ok(Arc::new(adapter))
         }
-        ProviderKind::WechatPay | ProviderKind::UnionPay => Err(vec![(
+        ProviderKind::WechatPay => {
+            let own = parse_settings::<WechatPaySubMerchant>(table)
+                .map_err(|p| at(SettingsAt::Account)(vec![p]))?;
+            let sub_merchant = moongate_adapter_wechatpay::SubMerchant {
+                sub_mchid: &own.sub_mchid,
+                sub_appid: own.sub_appid.as_deref(),
+            };
+            let adapter = build_wechatpay(partner, base_dir, Some(sub_merchant))
+                .map_err(at(SettingsAt::Partner))?;
+            Ok(Arc::new(adapter))
+        }
+        ProviderKind::UnionPay => Err(vec![(
             SettingsAt::Account,
             String::new(),
             format!("{kind} accounts cannot use a partner yet"),
@@ -325,10 +349,12 @@ fn build_unionpay(
 }
 
 /// Reads the keys and builds a WeChat Pay adapter (platform keys are optional, so a
-/// certificate-mode merchant can download its first certificates).
+/// certificate-mode merchant can download its first certificates); for a sub-merchant,
+/// `table` is its service provider's.
 fn build_wechatpay(
     table: &toml::Table,
     base_dir: &Path,
+    sub_merchant: Option<moongate_adapter_wechatpay::SubMerchant<'_>>,
 ) -> Result<WechatPayAdapter, Vec<(String, String)>> {
     let settings: WechatPaySettings = parse_settings(table).map_err(|p| vec![p])?;
     let read = |key: &str, reference| read_setting(key, reference, base_dir);
@@ -360,6 +386,7 @@ fn build_wechatpay(
         wechatpay_public_key: public_key,
         platform_certificates: &certificates,
         api_base_url: &settings.api_base_url,
+        sub_merchant,
     })
     .map_err(|e| {
         let key = match &e {

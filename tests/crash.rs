@@ -252,6 +252,7 @@ async fn payments_survive_kills_and_faults() {
                 apiv3_key: common::APIV3_KEY_A.to_owned(),
                 api_v2_key: None,
                 key_mode: KeyMode::PublicKey,
+                sub_merchants: vec![],
             }],
             time_divisor: 20_000,
         },

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::{Harness, bill_line};
 use moongate::reconcile::report::{self, Report};
@@ -35,26 +34,6 @@ fn today() -> Date {
     beijing_day(OffsetDateTime::now_utc())
 }
 
-/// Lets the sandboxes hand out today's bills (they refuse the current day, like the providers).
-async fn advance_statement_clock(h: &Harness, tamper: bool) {
-    let tomorrow = format_day(today().next_day().unwrap());
-    for (path, addr) in [("alipay", h.sandbox_addr), ("wechat", h.wechat_addr)] {
-        let response = h
-            .http
-            .send(&moongate_contract::HttpRequest {
-                method: moongate_contract::HttpMethod::Post,
-                url: format!("http://{addr}/sandbox/statement-clock"),
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: json!({"today": tomorrow, "tamper_next": tamper && path == "wechat"})
-                    .to_string()
-                    .into_bytes(),
-            })
-            .await
-            .unwrap();
-        assert_eq!(response.status, 204, "{path}");
-    }
-}
-
 async fn run(h: &Harness, account: &str, source: Source) -> Result<Report, ReconcileError> {
     reconcile(
         &h.gateway.gateway,
@@ -69,17 +48,6 @@ async fn run(h: &Harness, account: &str, source: Source) -> Result<Report, Recon
     .await
 }
 
-async fn wait_refund(h: &Harness, id: &str) {
-    for _ in 0..200 {
-        let (_, refund) = h.get(&h.shop_a, &format!("/v1/refunds/{id}")).await;
-        if refund["status"] == "succeeded" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("refund {id} never succeeded");
-}
-
 async fn refund(h: &Harness, payment: &str, amount: i64, key: &str) -> String {
     let (status, refund) = h
         .post(
@@ -91,7 +59,7 @@ async fn refund(h: &Harness, payment: &str, amount: i64, key: &str) -> String {
         .await;
     assert_eq!(status, 201, "{refund}");
     let id = refund["id"].as_str().unwrap().to_owned();
-    wait_refund(h, &id).await;
+    h.wait_for_refund(&h.shop_a, &id, "succeeded").await;
     id
 }
 
@@ -155,7 +123,7 @@ async fn statements_downloaded_from_both_sandboxes_match_the_ledger(h: Harness) 
         "{early:?}"
     );
 
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let report = run(&h, "alipay_main", Source::Download).await.unwrap();
     assert_eq!(report.statement.source, "download");
     assert_eq!(report.statement_totals.lines, 4);
@@ -187,7 +155,7 @@ async fn statements_downloaded_from_both_sandboxes_match_the_ledger(h: Harness) 
 
 async fn a_tampered_download_fails_its_sha1_and_nothing_is_imported(h: Harness) {
     paid_wechat(&h, 2500, "t-0").await;
-    advance_statement_clock(&h, true).await;
+    h.advance_statement_clock(true).await;
     let refused = run(&h, "wechat_main", Source::Download).await;
     assert!(
         matches!(refused, Err(ReconcileError::HashMismatch { .. })),
@@ -556,7 +524,7 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
     );
     drop(conn);
 
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let report = run(&h, "alipay_main", Source::Download).await.unwrap();
     assert_eq!(
         break_ids(&report, Category::MissingInLedger),
@@ -628,7 +596,7 @@ async fn a_payment_missing_in_the_ledger_is_repaired_from_the_provider() {
 
 async fn api_runs_are_one_per_account_and_day_and_bounded_per_instance(h: Harness) {
     h.paid_payment(1300, "bound-0").await;
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let body = json!({"account": "alipay_main", "date": format_day(today())}).to_string();
     let gateway = &h.gateway.gateway;
     // Every slot taken (as by other runs): refused, with a hint when to retry.
@@ -727,7 +695,7 @@ async fn api_runs_are_one_per_account_and_day_and_bounded_per_instance(h: Harnes
 
 async fn reports_are_served_by_the_api(h: Harness) {
     h.paid_payment(1200, "api-0").await;
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let (status, report) = h
         .post(
             &h.shop_a,
@@ -876,7 +844,7 @@ async fn the_daily_run_reconciles_yesterday_once_the_time_has_come() {
     raw.reconciliation.daily_at = Some("10:30".to_owned());
     let base = h.config_path.parent().unwrap().to_path_buf();
     h.gateway.gateway.replace_config(raw.build(&base).unwrap());
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let tomorrow = today().next_day().unwrap();
     let at = |hour, minute| {
         tomorrow
@@ -968,7 +936,7 @@ async fn every_post_refuses_a_replayed_nonce() {
     conn.execute("DELETE FROM payments WHERE id = ?1", [&lost])
         .unwrap();
     drop(conn);
-    advance_statement_clock(&h, false).await;
+    h.advance_statement_clock(false).await;
     let (_, events) = h.get(&h.shop_a, "/v1/events?limit=1").await;
     let event = events["data"][0]["id"].as_str().unwrap().to_owned();
 

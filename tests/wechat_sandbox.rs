@@ -31,6 +31,7 @@ fn adapter_for(h: &Harness, mchid: &str, apiv3_key: &str, public_key: bool) -> W
         wechatpay_public_key: public_key.then_some((PUB_KEY_ID, public.as_str())),
         platform_certificates: &[],
         api_base_url: &format!("http://{}", h.wechat_addr),
+        sub_merchant: None,
     })
     .unwrap()
 }
@@ -478,4 +479,105 @@ settings = {{ mchid = "{a}", appid = "{WX_APPID}", merchant_serial_no = "{MERCHA
     b.parse_certificates(&response).unwrap();
     response.body.push(b' ');
     assert!(b.parse_certificates(&response).is_err());
+}
+
+/// A service provider places its sub-merchants' orders on the partner paths, naming one bound
+/// to it; a direct merchant names none (more-wallets.md §7, the refusals WeChat Pay answers).
+#[tokio::test]
+async fn service_providers_must_name_a_sub_merchant_bound_to_them() {
+    use common::{APIV3_KEY_SP, SP_APPID, SP_MCHID, SUB_APPID_G, SUB_MCHID_F, SUB_MCHID_G};
+    let h = Harness::start().await;
+    let provider = adapter_for(&h, SP_MCHID, APIV3_KEY_SP, true);
+    let direct = adapter(&h);
+    let post = |adapter: &WechatPayAdapter, path: &str, body: Value| {
+        adapter
+            .v3_request(&cx(0), HttpMethod::Post, path, Some(body.to_string()))
+            .unwrap()
+    };
+    let partner_order = |no: &str, sub_mchid: &str| {
+        json!({
+            "sp_appid": SP_APPID, "sp_mchid": SP_MCHID, "sub_mchid": sub_mchid,
+            "description": "Tea", "out_trade_no": no,
+            "notify_url": "https://shop.example/notify", "amount": {"total": 100, "currency": "CNY"},
+        })
+    };
+    let expect = |(response, body): (HttpResponse, Value), status: u16, code: &str, text: &str| {
+        assert_eq!(
+            (response.status, body["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(body["message"].as_str().unwrap().contains(text), "{body}");
+        assert_signed(&response);
+    };
+    // The provider on the direct path, with its own ids: it must name a sub-merchant.
+    let own = json!({
+        "appid": SP_APPID, "mchid": SP_MCHID, "description": "Tea", "out_trade_no": "sp_direct_1",
+        "notify_url": "https://shop.example/notify", "amount": {"total": 100, "currency": "CNY"},
+    });
+    let answer = send(&h, &post(&provider, "/v3/pay/transactions/native", own)).await;
+    expect(answer, 400, "PARAM_ERROR", "受理机构必须传入sub_mchid");
+    // A sub-merchant not bound to it.
+    let path = "/v3/pay/partner/transactions/native";
+    let answer = send(
+        &h,
+        &post(&provider, path, partner_order("sp_order_1", "1900000299")),
+    )
+    .await;
+    expect(answer, 403, "NO_AUTH", "受理关系不存在");
+    // A sub_appid that is not the sub-merchant's, and a sub_openid without its sub_appid.
+    let mut foreign_app = partner_order("sp_order_2", SUB_MCHID_F);
+    foreign_app["sub_appid"] = json!(SUB_APPID_G);
+    let answer = send(&h, &post(&provider, path, foreign_app)).await;
+    expect(answer, 400, "INVALID_REQUEST", "sub_appid");
+    let mut sub_openid = partner_order("sp_order_3", SUB_MCHID_F);
+    sub_openid["payer"] = json!({"sub_openid": "o1"});
+    let jsapi = "/v3/pay/partner/transactions/jsapi";
+    let answer = send(&h, &post(&provider, jsapi, sub_openid)).await;
+    expect(answer, 400, "PARAM_ERROR", "sub_appid");
+    // A direct merchant on the partner path.
+    let mut theirs = partner_order("sp_order_4", SUB_MCHID_F);
+    theirs["sp_mchid"] = json!(MCHID_A);
+    theirs["sp_appid"] = json!(WX_APPID);
+    let answer = send(&h, &post(&direct, path, theirs)).await;
+    expect(answer, 400, "PARAM_ERROR", "普通商户不允许传sub_mchid");
+
+    // Placed for shop F's sub-merchant, the order is F's: the sibling cannot see it.
+    let (response, body) = send(
+        &h,
+        &post(&provider, path, partner_order("sp_order_5", SUB_MCHID_F)),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{body}");
+    let query = |sub_mchid: &str| {
+        provider
+            .v3_request(
+                &cx(0),
+                HttpMethod::Get,
+                &format!(
+                    "/v3/pay/partner/transactions/out-trade-no/sp_order_5?sp_mchid={SP_MCHID}&sub_mchid={sub_mchid}"
+                ),
+                None,
+            )
+            .unwrap()
+    };
+    let (response, body) = send(&h, &query(SUB_MCHID_F)).await;
+    assert_eq!(response.status, 200, "{body}");
+    assert_eq!(
+        (&body["sp_mchid"], &body["sub_mchid"], &body["sp_appid"]),
+        (&json!(SP_MCHID), &json!(SUB_MCHID_F), &json!(SP_APPID))
+    );
+    assert!(body.get("mchid").is_none(), "{body}");
+    let (response, body) = send(&h, &query(SUB_MCHID_G)).await;
+    assert_eq!(
+        (response.status, body["code"].as_str()),
+        (404, Some("ORDER_NOT_EXIST"))
+    );
+    // A refund must name the sub-merchant too.
+    let refund = json!({
+        "out_trade_no": "sp_order_5", "out_refund_no": "sp_refund_1",
+        "amount": {"refund": 10, "total": 100, "currency": "CNY"},
+    });
+    let answer = send(&h, &post(&provider, "/v3/refund/domestic/refunds", refund)).await;
+    expect(answer, 400, "PARAM_ERROR", "受理机构必须传入sub_mchid");
 }

@@ -57,19 +57,6 @@ async fn pay_wechat(h: &Harness, id: &str) {
     assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
 }
 
-async fn wait_refund(h: &Harness, id: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let (_, refund) = h.get(&h.shop_a, &format!("/v1/refunds/{id}")).await;
-        if refund["status"] == status {
-            return refund;
-        }
-        last = refund;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("refund {id} never reached {status}: {last}");
-}
-
 async fn native_payment_is_paid_by_notification(h: Harness) {
     let payment = created(&h, &h.shop_a, native("n1", 1999), "n1").await;
     assert_eq!(payment["status"], "requires_action");
@@ -219,7 +206,7 @@ async fn close_and_refunds_follow_the_provider(h: Harness) {
     assert_eq!(status, 201, "{refund}");
     assert_eq!(refund["status"], "pending");
     let refund_id = refund["id"].as_str().unwrap();
-    wait_refund(&h, refund_id, "succeeded").await;
+    h.wait_for_refund(&h.shop_a, refund_id, "succeeded").await;
     let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
     assert_eq!(payment["amount_refunded"], 400);
     let sent = h.wechat_notifications(id).await;
@@ -382,7 +369,8 @@ async fn payment_codes_of_both_wallets_through_one_method(h: Harness) {
         )
         .await;
     assert_eq!(status, 201, "{refund}");
-    wait_refund(&h, refund["id"].as_str().unwrap(), "succeeded").await;
+    h.wait_for_refund(&h.shop_a, refund["id"].as_str().unwrap(), "succeeded")
+        .await;
 }
 
 /// A notification signed by `signer` under `serial`, encrypting `plain` with `apiv3_key`.
@@ -759,7 +747,7 @@ async fn notifications_out_of_order_and_twice_settle_the_same_way(h: Harness) {
         .wechat("/sandbox/resend", json!({"out_trade_no": id}))
         .await;
     assert_eq!(again.status, 200);
-    wait_refund(&h, &refund_id, "succeeded").await;
+    h.wait_for_refund(&h.shop_a, &refund_id, "succeeded").await;
     let (_, payment) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
     assert_eq!(payment["status"], "succeeded");
     assert_eq!(payment["amount_refunded"], 400);

@@ -849,3 +849,86 @@ fn partner_references_identities_and_sub_merchant_settings_are_checked_with_key_
         "{built}"
     );
 }
+
+const WX_SP: &str = r#"
+[partners.wx_sp]
+provider = "wechatpay"
+settings = { mchid = "1900009191", appid = "wx8888888888888888", merchant_serial_no = "F5765756002FDD77", merchant_private_key = { file = "k.pem" }, apiv3_key = { file = "v3.secret" }, wechatpay_public_key = { file = "p.pem" }, wechatpay_public_key_id = "PUB_KEY_ID_0112300001092026112200000000000001" }
+
+[merchants.shop.accounts.sub]
+provider = "wechatpay"
+partner = "wx_sp"
+settings = { sub_mchid = "1900000201" }
+"#;
+
+#[test]
+fn wechat_pay_sub_merchants_name_their_sub_mchid_once_per_provider() {
+    let good = format!("{GOOD}{WX_SP}");
+    let problems = |text: &str| -> Vec<String> {
+        parse(text)
+            .unwrap()
+            .validate()
+            .err()
+            .map(|e| {
+                e.0.into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(problems(&good), Vec::<String>::new());
+    let at = "merchants.shop.accounts.sub.settings";
+    let missing = problems(&good.replace("sub_mchid = \"1900000201\"", ""));
+    assert!(
+        missing.len() == 1 && missing[0].starts_with(at) && missing[0].contains("sub_mchid"),
+        "{missing:?}"
+    );
+    let malformed = problems(&good.replace(
+        "sub_mchid = \"1900000201\"",
+        "sub_mchid = \"19000x\", sub_appid = \"wx-1\"",
+    ));
+    assert_eq!(
+        malformed,
+        [
+            format!("{at}.sub_mchid: must be 1 to 32 digits"),
+            format!("{at}.sub_appid: must be 1 to 32 letters or digits"),
+        ],
+        "{malformed:?}"
+    );
+    // The keys are the provider's: a sub-merchant naming its own is refused.
+    let own_keys = problems(&good.replace(
+        "sub_mchid = \"1900000201\"",
+        "sub_mchid = \"1900000201\", mchid = \"1900000201\"",
+    ));
+    assert!(
+        own_keys.len() == 1 && own_keys[0].contains("mchid"),
+        "{own_keys:?}"
+    );
+    // Two accounts of one provider on the same sub-merchant.
+    let twice = problems(&format!(
+        "{good}\n[merchants.shop.accounts.again]\nprovider = \"wechatpay\"\npartner = \"wx_sp\"\nsettings = {{ sub_mchid = \"1900000201\" }}\n"
+    ));
+    assert!(
+        twice.len() == 1
+            && twice[0].starts_with("merchants.shop.accounts.sub.settings.sub_mchid: sub-merchant 1900000201 of partner \"wx_sp\" is already merchants.shop.accounts.again"),
+        "{twice:?}"
+    );
+    // UnionPay has no partner mode in Moongate.
+    let unionpay = problems(
+        &good
+            .replace(
+                "[partners.wx_sp]\nprovider = \"wechatpay\"",
+                "[partners.wx_sp]\nprovider = \"unionpay\"",
+            )
+            .replace(
+                "[merchants.shop.accounts.sub]\nprovider = \"wechatpay\"",
+                "[merchants.shop.accounts.sub]\nprovider = \"unionpay\"",
+            ),
+    );
+    assert!(
+        unionpay.iter().any(|p| p.starts_with(
+            "merchants.shop.accounts.sub.partner: unionpay accounts cannot use a partner"
+        )),
+        "{unionpay:?}"
+    );
+}

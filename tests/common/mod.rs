@@ -22,7 +22,9 @@ use moongate::server::{self, Running};
 use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 use moongate_testkit::client::MerchantClient;
 use moongate_testkit::sandbox::standard::Standard;
-use moongate_testkit::sandbox::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
+use moongate_testkit::sandbox::wechat::{
+    KeyMode, SandboxMerchant, SandboxSubMerchant, WechatSandboxSettings,
+};
 use moongate_testkit::sandbox::{self, SandboxSettings};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -33,6 +35,7 @@ pub const SHOP_C_SECRET: &str = "shop-c-signing-secret-0123456789";
 pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
 pub const SHOP_E_SECRET: &str = "shop-e-signing-secret-0123456789";
 pub const SHOP_F_SECRET: &str = "shop-f-signing-secret-0123456789";
+pub const SHOP_G_SECRET: &str = "shop-g-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
@@ -42,6 +45,19 @@ pub const CERT_APP_ID: &str = moongate_testkit::sandbox::standard::ALIPAY_SECOND
 /// Shop F's own Alipay app, which authorised the ISV app [`APP_ID`] with this token.
 pub const ISV_MERCHANT_APP_ID: &str = "2021000122679999";
 pub const ISV_APP_AUTH_TOKEN: &str = "202612BB7c6a8f1e4d2b40a9b1c3d5e7f9a0b2c4";
+/// Shop G's own Alipay app, which authorised the same ISV app with its own token.
+pub const ISV_MERCHANT_APP_ID_G: &str = "2021000122678888";
+pub const ISV_APP_AUTH_TOKEN_G: &str = "202612BB0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a";
+/// The WeChat Pay service provider (partner `wx_sp`) shops F and G are sub-merchants of.
+pub const SP_MCHID: &str = "1900009191";
+pub const SP_APPID: &str = "wx8888888888888888";
+pub const APIV3_KEY_SP: &str = "5p5p5p5p0123456789abcdef5p5p5p5p";
+pub const V2_KEY_SP: &str = "5pv25pv2192006250b4c09247ec02edc";
+/// Shop F's sub-merchant id (payers under the provider's app).
+pub const SUB_MCHID_F: &str = "1900000201";
+/// Shop G's sub-merchant id, with its own app.
+pub const SUB_MCHID_G: &str = "1900000202";
+pub const SUB_APPID_G: &str = "wxd678efh567hg6999";
 pub const MCHID_A: &str = "1230000109";
 pub const MCHID_B: &str = "1900000109";
 pub const WX_APPID: &str = "wxd678efh567hg6787";
@@ -84,8 +100,12 @@ pub struct Harness {
     /// Alipay's certificate mode (app [`CERT_APP_ID`]), both of Alipay's certificates held.
     pub shop_e: MerchantClient,
     /// Served through the ISV partner `isv` (app [`APP_ID`]), as merchant app
-    /// [`ISV_MERCHANT_APP_ID`].
+    /// [`ISV_MERCHANT_APP_ID`]; and through the WeChat Pay partner `wx_sp`, as sub-merchant
+    /// [`SUB_MCHID_F`].
     pub shop_f: MerchantClient,
+    /// Shop F's sibling under both partners: merchant app [`ISV_MERCHANT_APP_ID_G`],
+    /// sub-merchant [`SUB_MCHID_G`] with its own app [`SUB_APPID_G`].
+    pub shop_g: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
@@ -171,12 +191,19 @@ impl Harness {
                 .unwrap()
                 .alipay
                 .certificate_mode,
-            // Shop F's merchant app authorised the ISV app (the harness's APP_ID).
-            authorisations: vec![(
-                ISV_APP_AUTH_TOKEN.to_owned(),
-                APP_ID.to_owned(),
-                ISV_MERCHANT_APP_ID.to_owned(),
-            )],
+            // Shop F's and shop G's merchant apps authorised the ISV app (the harness's APP_ID).
+            authorisations: vec![
+                (
+                    ISV_APP_AUTH_TOKEN.to_owned(),
+                    APP_ID.to_owned(),
+                    ISV_MERCHANT_APP_ID.to_owned(),
+                ),
+                (
+                    ISV_APP_AUTH_TOKEN_G.to_owned(),
+                    APP_ID.to_owned(),
+                    ISV_MERCHANT_APP_ID_G.to_owned(),
+                ),
+            ],
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
@@ -197,15 +224,38 @@ impl Harness {
                     apiv3_key: APIV3_KEY_A.to_owned(),
                     api_v2_key: Some(V2_KEY_A.to_owned()),
                     key_mode: KeyMode::PublicKey,
+                    sub_merchants: vec![],
                 },
                 SandboxMerchant {
                     mchid: MCHID_B.to_owned(),
                     appids: vec![WX_APPID.to_owned()],
                     merchant_serial_no: MERCHANT_SERIAL.to_owned(),
-                    merchant_public_key_pem: merchant_public,
+                    merchant_public_key_pem: merchant_public.clone(),
                     apiv3_key: APIV3_KEY_B.to_owned(),
                     api_v2_key: None,
                     key_mode: KeyMode::Certificate,
+                    sub_merchants: vec![],
+                },
+                // A service provider (its own app, the same test key) with shops F and G
+                // bound to it.
+                SandboxMerchant {
+                    mchid: SP_MCHID.to_owned(),
+                    appids: vec![SP_APPID.to_owned()],
+                    merchant_serial_no: MERCHANT_SERIAL.to_owned(),
+                    merchant_public_key_pem: merchant_public,
+                    apiv3_key: APIV3_KEY_SP.to_owned(),
+                    api_v2_key: Some(V2_KEY_SP.to_owned()),
+                    key_mode: KeyMode::PublicKey,
+                    sub_merchants: vec![
+                        SandboxSubMerchant {
+                            sub_mchid: SUB_MCHID_F.to_owned(),
+                            appids: vec![],
+                        },
+                        SandboxSubMerchant {
+                            sub_mchid: SUB_MCHID_G.to_owned(),
+                            appids: vec![SUB_APPID_G.to_owned()],
+                        },
+                    ],
                 },
             ],
             time_divisor: 1000,
@@ -277,6 +327,10 @@ impl Harness {
             ("e.secret", SHOP_E_SECRET),
             ("f.secret", SHOP_F_SECRET),
             ("f.token", ISV_APP_AUTH_TOKEN),
+            ("g.secret", SHOP_G_SECRET),
+            ("g.token", ISV_APP_AUTH_TOKEN_G),
+            ("apiv3-sp.secret", APIV3_KEY_SP),
+            ("v2-sp.secret", V2_KEY_SP),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
             ("w-new.secret", WEBHOOK_SECRET_NEW),
             ("apiv3-a.secret", APIV3_KEY_A),
@@ -385,6 +439,41 @@ keys = [{{ id = "shop_f_k1", secret = {{ file = "f.secret" }} }}]
 provider = "alipay"
 partner = "isv"
 settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID}", app_auth_token = {{ file = "f.token" }} }}
+
+# A WeChat Pay service provider declared once; shops F and G are its sub-merchants.
+[partners.wx_sp]
+provider = "wechatpay"
+[partners.wx_sp.settings]
+mchid = "{SP_MCHID}"
+appid = "{SP_APPID}"
+merchant_serial_no = "{MERCHANT_SERIAL}"
+merchant_private_key = {{ file = "{wx_key}" }}
+apiv3_key = {{ file = "apiv3-sp.secret" }}
+api_v2_key = {{ file = "v2-sp.secret" }}
+wechatpay_public_key = {{ file = "{wx_public}" }}
+wechatpay_public_key_id = "{PUB_KEY_ID}"
+api_base_url = "http://{wechat_addr}"
+
+[merchants.shop_f.accounts.wechat_sub]
+provider = "wechatpay"
+partner = "wx_sp"
+fee_rate = "0.6%"
+settings = {{ sub_mchid = "{SUB_MCHID_F}" }}
+
+[merchants.shop_g]
+name = "Shop G"
+keys = [{{ id = "shop_g_k1", secret = {{ file = "g.secret" }} }}]
+
+[merchants.shop_g.accounts.alipay_isv]
+provider = "alipay"
+partner = "isv"
+settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID_G}", app_auth_token = {{ file = "g.token" }} }}
+
+[merchants.shop_g.accounts.wechat_sub]
+provider = "wechatpay"
+partner = "wx_sp"
+fee_rate = "0.6%"
+settings = {{ sub_mchid = "{SUB_MCHID_G}", sub_appid = "{SUB_APPID_G}" }}
 
 # Alipay's certificate mode, Alipay's current and next certificates configured.
 [merchants.shop_e]
@@ -515,6 +604,7 @@ api_base_url = "http://{wechat_addr}"
             shop_d: client(&base, "shop_d_k1", SHOP_D_SECRET),
             shop_e: client(&base, "shop_e_k1", SHOP_E_SECRET),
             shop_f: client(&base, "shop_f_k1", SHOP_F_SECRET),
+            shop_g: client(&base, "shop_g_k1", SHOP_G_SECRET),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,
@@ -709,6 +799,41 @@ api_base_url = "http://{wechat_addr}"
         panic!("payment {id} never reached {status}: {last}");
     }
 
+    /// Polls a refund until it reaches `status`.
+    pub async fn wait_for_refund(&self, client: &MerchantClient, id: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let (_, refund) = self.get(client, &format!("/v1/refunds/{id}")).await;
+            if refund["status"] == status {
+                return refund;
+            }
+            last = refund;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("refund {id} never reached {status}: {last}");
+    }
+
+    /// Lets the sandboxes hand out today's bills (they refuse the current day, like the
+    /// providers); `tamper_wechat` has the WeChat Pay sandbox alter its next download.
+    pub async fn advance_statement_clock(&self, tamper_wechat: bool) {
+        let tomorrow = moongate::reconcile::run::format_day(
+            moongate_contract::statement::beijing_day(time::OffsetDateTime::now_utc())
+                .next_day()
+                .unwrap(),
+        );
+        for (path, addr) in [("alipay", self.sandbox_addr), ("wechat", self.wechat_addr)] {
+            let tamper = tamper_wechat && path == "wechat";
+            let response = self
+                .control(
+                    addr,
+                    "/sandbox/statement-clock",
+                    json!({"today": tomorrow, "tamper_next": tamper}),
+                )
+                .await;
+            assert_eq!(response.status, 204, "{path}");
+        }
+    }
+
     /// Creates and pays a QR payment; returns its id.
     pub async fn paid_payment(&self, amount: i64, key: &str) -> String {
         let (status, payment) = self.create(&self.shop_a, amount, key).await;
@@ -746,6 +871,7 @@ pub fn bill_line(
         at,
         appid: WX_APPID.to_owned(),
         mchid: MCHID_A.to_owned(),
+        sub_mchid: "0".to_owned(),
         transaction_id: format!("4200{id}"),
         out_trade_no: id.to_owned(),
         openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),

@@ -17,6 +17,9 @@ pub struct BillRow {
     pub trade_time: String,
     /// `商户号`.
     pub mchid: String,
+    /// `特约商户号` (or the older `子商户号`) as written (`0` for a direct merchant's records);
+    /// `None` when the bill has no such column.
+    pub sub_mchid: Option<String>,
     /// `微信订单号`.
     pub transaction_id: String,
     /// `商户订单号` (Moongate's payment id).
@@ -52,6 +55,7 @@ pub struct BillRow {
 pub struct RowRef<'a> {
     trade_time: &'a str,
     mchid: &'a str,
+    sub_mchid: Option<&'a str>,
     transaction_id: &'a str,
     out_trade_no: &'a str,
     trade_type: &'a str,
@@ -67,12 +71,18 @@ pub struct RowRef<'a> {
     fee_e5: i64,
 }
 
-impl RowRef<'_> {
+impl<'a> RowRef<'a> {
+    /// `特约商户号` as written, `None` when the bill has no such column.
+    pub fn sub_mchid(&self) -> Option<&'a str> {
+        self.sub_mchid
+    }
+
     /// The owned record.
     pub fn to_row(&self) -> BillRow {
         BillRow {
             trade_time: self.trade_time.to_owned(),
             mchid: self.mchid.to_owned(),
+            sub_mchid: self.sub_mchid.map(str::to_owned),
             transaction_id: self.transaction_id.to_owned(),
             out_trade_no: self.out_trade_no.to_owned(),
             trade_type: self.trade_type.to_owned(),
@@ -96,6 +106,7 @@ impl BillRow {
         RowRef {
             trade_time: &self.trade_time,
             mchid: &self.mchid,
+            sub_mchid: self.sub_mchid.as_deref(),
             transaction_id: &self.transaction_id,
             out_trade_no: &self.out_trade_no,
             trade_type: &self.trade_type,
@@ -230,6 +241,7 @@ struct RecordColumns {
     count: usize,
     time: usize,
     mchid: usize,
+    sub_mchid: Option<usize>,
     transaction: usize,
     order: usize,
     kind: usize,
@@ -255,6 +267,7 @@ impl RecordColumns {
             count: columns.names.len(),
             time: at(&["交易时间"])?,
             mchid: at(&["商户号"])?,
+            sub_mchid: columns.find(&["特约商户号", "子商户号"]),
             transaction: at(&["微信订单号"])?,
             order: at(&["商户订单号"])?,
             kind: at(&["交易类型"])?,
@@ -303,6 +316,7 @@ impl RecordColumns {
             refund_id: optional(self.refund_id),
             trade_time: cell(self.time),
             mchid: cell(self.mchid),
+            sub_mchid: self.sub_mchid.map(cell),
             transaction_id: cell(self.transaction),
             out_trade_no: cell(self.order),
             trade_type: cell(self.kind),

@@ -122,6 +122,26 @@ pub struct AccountKeys<'a> {
     pub platform_certificates: &'a [String],
     /// API base URL without trailing slash.
     pub api_base_url: &'a str,
+    /// Partner mode: the sub-merchant this adapter acts for, with the keys above being its
+    /// service provider's (`mchid` and `appid` are then `sp_mchid` and `sp_appid`).
+    pub sub_merchant: Option<SubMerchant<'a>>,
+}
+
+/// A sub-merchant (特约商户) of a WeChat Pay service provider.
+#[derive(Debug, Clone, Copy)]
+pub struct SubMerchant<'a> {
+    /// `sub_mchid`.
+    pub sub_mchid: &'a str,
+    /// `sub_appid`: when set, JSAPI payers are `sub_openid`s under it and the pay-sign names
+    /// it; otherwise they are `sp_openid`s under the provider's app.
+    pub sub_appid: Option<&'a str>,
+}
+
+/// The sub-merchant an adapter in partner mode names in every call.
+#[derive(Debug)]
+struct Partnered {
+    sub_mchid: String,
+    sub_appid: Option<String>,
 }
 
 /// Which key failed to load.
@@ -144,11 +164,13 @@ pub enum AccountError {
     Certificate(usize, KeyError),
 }
 
-/// One WeChat Pay direct merchant (`mchid` + `appid`).
+/// One WeChat Pay merchant: a direct merchant (`mchid` + `appid`), or a sub-merchant signed
+/// for by its service provider (partner mode: `mchid` and `appid` are the provider's).
 #[derive(Debug)]
 pub struct WechatPayAdapter {
     mchid: String,
     appid: String,
+    partner: Option<Partnered>,
     serial_no: String,
     base_url: String,
     signer: RsaSigner,
@@ -213,6 +235,10 @@ impl WechatPayAdapter {
         Ok(WechatPayAdapter {
             mchid: keys.mchid.to_owned(),
             appid: keys.appid.to_owned(),
+            partner: keys.sub_merchant.map(|sub| Partnered {
+                sub_mchid: sub.sub_mchid.to_owned(),
+                sub_appid: sub.sub_appid.map(str::to_owned),
+            }),
             serial_no: keys.merchant_serial_no.to_ascii_uppercase(),
             base_url: keys.api_base_url.trim_end_matches('/').to_owned(),
             signer,
@@ -222,9 +248,22 @@ impl WechatPayAdapter {
         })
     }
 
-    /// The merchant id.
+    /// The merchant id (the service provider's, in partner mode).
     pub fn mchid(&self) -> &str {
         &self.mchid
+    }
+
+    /// The sub-merchant's id, in partner mode.
+    pub fn sub_mchid(&self) -> Option<&str> {
+        self.partner.as_ref().map(|p| p.sub_mchid.as_str())
+    }
+
+    /// The app a JSAPI payer's openid belongs to and the pay-sign names.
+    fn payer_appid(&self) -> &str {
+        self.partner
+            .as_ref()
+            .and_then(|p| p.sub_appid.as_deref())
+            .unwrap_or(&self.appid)
     }
 
     /// Renders a signed v3 request. `path_and_query` is exactly what goes on the wire.
@@ -336,25 +375,92 @@ impl WechatPayAdapter {
                 "out_trade_no echo mismatch".to_owned(),
             ));
         }
-        if tx.mchid.as_deref().is_some_and(|m| m != self.mchid) {
+        // What the answer echoes must be ours; what it leaves out is not held against it.
+        let differs =
+            |echo: &Option<String>, ours: &str| echo.as_deref().is_some_and(|e| e != ours);
+        let (mchid, appid) = match &self.partner {
+            None => (&tx.mchid, &tx.appid),
+            Some(partner) => {
+                if differs(&tx.sub_mchid, &partner.sub_mchid) {
+                    return Err(AdapterError::Protocol("sub_mchid echo mismatch".to_owned()));
+                }
+                if let Some(sub_appid) = &partner.sub_appid
+                    && differs(&tx.sub_appid, sub_appid)
+                {
+                    return Err(AdapterError::Protocol("sub_appid echo mismatch".to_owned()));
+                }
+                (&tx.sp_mchid, &tx.sp_appid)
+            }
+        };
+        if differs(mchid, &self.mchid) {
             return Err(AdapterError::Protocol("mchid echo mismatch".to_owned()));
         }
-        if tx.appid.as_deref().is_some_and(|a| a != self.appid) {
+        if differs(appid, &self.appid) {
             return Err(AdapterError::Protocol("appid echo mismatch".to_owned()));
         }
         Ok(())
     }
 
+    /// Whether a decrypted payment notification is about this account: the merchant and app
+    /// (in partner mode the provider's, and the sub-merchant) must be named and be ours.
+    fn owns_transaction(&self, tx: &wire::Transaction) -> bool {
+        match &self.partner {
+            None => {
+                tx.mchid.as_deref() == Some(self.mchid.as_str())
+                    && tx.appid.as_deref() == Some(self.appid.as_str())
+            }
+            Some(partner) => {
+                tx.sp_mchid.as_deref() == Some(self.mchid.as_str())
+                    && tx.sp_appid.as_deref() == Some(self.appid.as_str())
+                    && tx.sub_mchid.as_deref() == Some(partner.sub_mchid.as_str())
+            }
+        }
+    }
+
+    /// Whether a decrypted refund notification is about this account.
+    fn owns_refund(&self, notice: &wire::RefundNotice) -> bool {
+        match &self.partner {
+            None => notice.mchid.as_deref() == Some(self.mchid.as_str()),
+            Some(partner) => {
+                notice.sp_mchid.as_deref() == Some(self.mchid.as_str())
+                    && notice.sub_mchid.as_deref() == Some(partner.sub_mchid.as_str())
+            }
+        }
+    }
+
+    /// The query string naming the merchant of an order: `mchid=…`, or in partner mode
+    /// `sp_mchid=…&sub_mchid=…`.
+    fn merchant_query(&self) -> String {
+        match &self.partner {
+            None => format!("mchid={}", encode_path_segment(&self.mchid)),
+            Some(partner) => format!(
+                "sp_mchid={}&sub_mchid={}",
+                encode_path_segment(&self.mchid),
+                encode_path_segment(&partner.sub_mchid)
+            ),
+        }
+    }
+
+    /// `/v3/pay/transactions` or, in partner mode, `/v3/pay/partner/transactions`.
+    fn transactions_path(&self) -> &'static str {
+        if self.partner.is_some() {
+            "/v3/pay/partner/transactions"
+        } else {
+            "/v3/pay/transactions"
+        }
+    }
+
     fn pay_sign(&self, cx: &CallContext, prepay_id: &str) -> Result<JsapiParameters, AdapterError> {
         let time_stamp = cx.now.unix_timestamp().to_string();
         let package = format!("prepay_id={prepay_id}");
-        let message = sign::jsapi_message(&self.appid, &time_stamp, &cx.nonce, &package);
+        let app_id = self.payer_appid();
+        let message = sign::jsapi_message(app_id, &time_stamp, &cx.nonce, &package);
         let pay_sign = self
             .signer
             .sign_base64(message.as_bytes())
             .map_err(|_| AdapterError::Signing)?;
         Ok(JsapiParameters {
-            app_id: self.appid.clone(),
+            app_id: app_id.to_owned(),
             time_stamp,
             nonce_str: cx.nonce.clone(),
             package,
@@ -386,9 +492,10 @@ impl PaymentAdapter for WechatPayAdapter {
         if req.method == PaymentMethod::WechatPaymentCode {
             return self.micropay_request(cx, req).map(Prepared::Send);
         }
-        let path = order_path(req.method).ok_or(AdapterError::Unsupported {
-            op: Operation::Create,
-        })?;
+        let path =
+            order_path(req.method, self.partner.is_some()).ok_or(AdapterError::Unsupported {
+                op: Operation::Create,
+            })?;
         let description: String = req.subject.chars().take(MAX_DESCRIPTION_CHARS).collect();
         if description.trim().is_empty() {
             return Err(AdapterError::InvalidRequest(
@@ -402,10 +509,9 @@ impl PaymentAdapter for WechatPayAdapter {
                 message: "WeChat Pay takes an expiry between 1 minute and 7 days ahead".to_owned(),
             });
         }
-        let payer = match req.method {
-            PaymentMethod::WechatJsapi => Some(wire::OrderPayer {
-                openid: req
-                    .payer
+        let openid = match req.method {
+            PaymentMethod::WechatJsapi => Some(
+                req.payer
                     .openid
                     .as_deref()
                     .filter(|o| !o.is_empty())
@@ -413,7 +519,7 @@ impl PaymentAdapter for WechatPayAdapter {
                         param: "payer.openid",
                         message: "wechat_jsapi needs payer.openid".to_owned(),
                     })?,
-            }),
+            ),
             _ => None,
         };
         let scene_info = match req.method {
@@ -431,17 +537,46 @@ impl PaymentAdapter for WechatPayAdapter {
             }),
             _ => None,
         };
-        let body = wire::OrderRequest {
-            appid: &self.appid,
-            mchid: &self.mchid,
+        let amount = wire::OrderAmount {
+            total: fen(req.amount)?,
+            currency: "CNY",
+        };
+        let time_expire = format_rfc3339_beijing(req.expires_at)?;
+        let Some(partner) = &self.partner else {
+            let body = wire::OrderRequest {
+                appid: &self.appid,
+                mchid: &self.mchid,
+                description: &description,
+                out_trade_no: &req.provider_order_id,
+                time_expire,
+                notify_url: &req.notify_url,
+                amount,
+                payer: openid.map(|openid| wire::OrderPayer { openid }),
+                scene_info,
+            };
+            return self.post_json(cx, path, &body).map(Prepared::Send);
+        };
+        // The payer's openid is under the sub-merchant's app when it has one.
+        let payer = openid.map(|openid| match partner.sub_appid {
+            Some(_) => wire::PartnerPayer {
+                sp_openid: None,
+                sub_openid: Some(openid),
+            },
+            None => wire::PartnerPayer {
+                sp_openid: Some(openid),
+                sub_openid: None,
+            },
+        });
+        let body = wire::PartnerOrderRequest {
+            sp_appid: &self.appid,
+            sp_mchid: &self.mchid,
+            sub_appid: partner.sub_appid.as_deref(),
+            sub_mchid: &partner.sub_mchid,
             description: &description,
             out_trade_no: &req.provider_order_id,
-            time_expire: format_rfc3339_beijing(req.expires_at)?,
+            time_expire,
             notify_url: &req.notify_url,
-            amount: wire::OrderAmount {
-                total: fen(req.amount)?,
-                currency: "CNY",
-            },
+            amount,
             payer,
             scene_info,
         };
@@ -526,9 +661,10 @@ impl PaymentAdapter for WechatPayAdapter {
     ) -> Result<Prepared<PaymentStatus>, AdapterError> {
         check_order_no(&req.provider_order_id, "out_trade_no")?;
         let path = format!(
-            "/v3/pay/transactions/out-trade-no/{}?mchid={}",
+            "{}/out-trade-no/{}?{}",
+            self.transactions_path(),
             encode_path_segment(&req.provider_order_id),
-            encode_path_segment(&self.mchid)
+            self.merchant_query()
         );
         self.v3_request(cx, HttpMethod::Get, &path, None)
             .map(Prepared::Send)
@@ -559,15 +695,31 @@ impl PaymentAdapter for WechatPayAdapter {
     ) -> Result<Prepared<CloseStatus>, AdapterError> {
         check_order_no(&req.provider_order_id, "out_trade_no")?;
         let path = format!(
-            "/v3/pay/transactions/out-trade-no/{}/close",
+            "{}/out-trade-no/{}/close",
+            self.transactions_path(),
             encode_path_segment(&req.provider_order_id)
         );
         #[derive(Serialize)]
         struct CloseBody<'a> {
             mchid: &'a str,
         }
-        self.post_json(cx, &path, &CloseBody { mchid: &self.mchid })
-            .map(Prepared::Send)
+        #[derive(Serialize)]
+        struct PartnerCloseBody<'a> {
+            sp_mchid: &'a str,
+            sub_mchid: &'a str,
+        }
+        match &self.partner {
+            None => self.post_json(cx, &path, &CloseBody { mchid: &self.mchid }),
+            Some(partner) => self.post_json(
+                cx,
+                &path,
+                &PartnerCloseBody {
+                    sp_mchid: &self.mchid,
+                    sub_mchid: &partner.sub_mchid,
+                },
+            ),
+        }
+        .map(Prepared::Send)
     }
 
     fn parse_close(
@@ -607,6 +759,7 @@ impl PaymentAdapter for WechatPayAdapter {
             AdapterError::InvalidRequest("refunds need a notification URL".to_owned())
         })?;
         let body = wire::RefundRequestBody {
+            sub_mchid: self.sub_mchid(),
             out_trade_no: &req.provider_order_id,
             out_refund_no: &req.provider_refund_id,
             reason: reason.as_deref(),
@@ -651,10 +804,14 @@ impl PaymentAdapter for WechatPayAdapter {
         req: &RefundRequest,
     ) -> Result<Prepared<RefundStatus>, AdapterError> {
         check_order_no(&req.provider_refund_id, "out_refund_no")?;
-        let path = format!(
+        let mut path = format!(
             "/v3/refund/domestic/refunds/{}",
             encode_path_segment(&req.provider_refund_id)
         );
+        if let Some(sub_mchid) = self.sub_mchid() {
+            path.push_str("?sub_mchid=");
+            path.push_str(&encode_path_segment(sub_mchid));
+        }
         self.v3_request(cx, HttpMethod::Get, &path, None)
             .map(Prepared::Send)
     }
@@ -719,9 +876,9 @@ impl PaymentAdapter for WechatPayAdapter {
         match envelope.event_type.as_str() {
             "TRANSACTION.SUCCESS" => {
                 let tx: wire::Transaction = serde_json::from_slice(&plain).map_err(malformed)?;
-                if tx.mchid.as_deref() != Some(self.mchid.as_str())
-                    || tx.appid.as_deref() != Some(self.appid.as_str())
-                {
+                // Every sub-merchant of a provider shares its keys: verified and decrypted,
+                // the notification is still refused here unless it names this sub-merchant.
+                if !self.owns_transaction(&tx) {
                     return Err(NotificationError::WrongAccount);
                 }
                 let total = transaction_amount(&tx)
@@ -741,7 +898,7 @@ impl PaymentAdapter for WechatPayAdapter {
             "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
                 let notice: wire::RefundNotice =
                     serde_json::from_slice(&plain).map_err(malformed)?;
-                if notice.mchid.as_deref() != Some(self.mchid.as_str()) {
+                if !self.owns_refund(&notice) {
                     return Err(NotificationError::WrongAccount);
                 }
                 let amount = notice.amount.as_ref();
@@ -783,16 +940,21 @@ impl PaymentAdapter for WechatPayAdapter {
         }
     }
 
-    /// `GET /v3/bill/tradebill?bill_date=…&bill_type=ALL` (B.7): every payment and refund line.
+    /// `GET /v3/bill/tradebill?bill_date=…&bill_type=ALL` (B.7): every payment and refund line;
+    /// in partner mode `&sub_mchid=…`, the sub-merchant's own bill.
     fn prepare_statement(
         &self,
         cx: &CallContext,
         day: time::Date,
     ) -> Result<HttpRequest, AdapterError> {
-        let path = format!(
+        let mut path = format!(
             "/v3/bill/tradebill?bill_date={}&bill_type=ALL",
             moongate_contract::statement::format_day(day)
         );
+        if let Some(sub_mchid) = self.sub_mchid() {
+            path.push_str("&sub_mchid=");
+            path.push_str(&encode_path_segment(sub_mchid));
+        }
         self.v3_request(cx, HttpMethod::Get, &path, None)
     }
 
@@ -848,7 +1010,9 @@ impl PaymentAdapter for WechatPayAdapter {
 
     /// Payment lines are the `SUCCESS` records (amount: `订单金额`), refund lines the `REFUND`
     /// records (amount: `申请退款金额`); other states (`REVOKED`) are handed over as unsettled
-    /// payment lines for the matcher to flag.
+    /// payment lines for the matcher to flag. In partner mode a record of another sub-merchant
+    /// (`特约商户号`; a provider's combined bill has them) is a sibling's and is left out; the
+    /// file's summary is still checked over every record.
     fn read_statement(
         &self,
         source: &mut dyn StatementSource,
@@ -858,7 +1022,21 @@ impl PaymentAdapter for WechatPayAdapter {
         let reader = std::io::BufReader::with_capacity(1 << 16, source);
         let mut totals = StatementTotals::default();
         let to_statement = |e: bill::BillError| StatementError::at(e.line as u64, e.message);
+        let sub_mchid = self.sub_mchid();
         bill::read_rows(reader, limits, |row, number| {
+            if let Some(ours) = sub_mchid {
+                match row.sub_mchid() {
+                    Some(theirs) if theirs == ours => {}
+                    Some(_) => return Ok(()),
+                    None => {
+                        return Err(bill::BillError {
+                            line: number,
+                            message: "no 特约商户号 column: whose records these are is unknown"
+                                .to_owned(),
+                        });
+                    }
+                }
+            }
             let line = bill::statement_line(&row, number as u64);
             totals.add(&line);
             sink(line).map_err(|e| bill::BillError {

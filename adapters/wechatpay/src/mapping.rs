@@ -161,13 +161,18 @@ pub(crate) fn order_missing(code: &str) -> bool {
     )
 }
 
-pub(crate) fn order_path(method: PaymentMethod) -> Option<&'static str> {
-    match method {
-        PaymentMethod::WechatNative => Some("/v3/pay/transactions/native"),
-        PaymentMethod::WechatJsapi => Some("/v3/pay/transactions/jsapi"),
-        PaymentMethod::WechatH5 => Some("/v3/pay/transactions/h5"),
-        _ => None,
-    }
+/// Where an order of `method` is placed: `/v3/pay/transactions/…` for a direct merchant,
+/// `/v3/pay/partner/transactions/…` for a sub-merchant.
+pub(crate) fn order_path(method: PaymentMethod, partner: bool) -> Option<&'static str> {
+    Some(match (method, partner) {
+        (PaymentMethod::WechatNative, false) => "/v3/pay/transactions/native",
+        (PaymentMethod::WechatJsapi, false) => "/v3/pay/transactions/jsapi",
+        (PaymentMethod::WechatH5, false) => "/v3/pay/transactions/h5",
+        (PaymentMethod::WechatNative, true) => "/v3/pay/partner/transactions/native",
+        (PaymentMethod::WechatJsapi, true) => "/v3/pay/partner/transactions/jsapi",
+        (PaymentMethod::WechatH5, true) => "/v3/pay/partner/transactions/h5",
+        _ => return None,
+    })
 }
 
 pub(crate) fn encode_path_segment(segment: &str) -> String {

@@ -25,6 +25,13 @@ impl WechatPayAdapter {
         };
         put("appid", self.appid.clone());
         put("mch_id", self.mchid.clone());
+        // Partner mode: the provider's `appid`/`mch_id` above, the sub-merchant here.
+        if let Some(partner) = &self.partner {
+            put("sub_mch_id", partner.sub_mchid.clone());
+            if let Some(sub_appid) = &partner.sub_appid {
+                put("sub_appid", sub_appid.clone());
+            }
+        }
         put("nonce_str", cx.nonce.clone());
         put("sign_type", "HMAC-SHA256".to_owned());
         put("body", truncate_bytes(&req.subject, MAX_V2_BODY_BYTES));
@@ -81,7 +88,11 @@ impl WechatPayAdapter {
                 "v2 answer sign does not verify".to_owned(),
             ));
         }
-        if get("mch_id") != self.mchid || get("appid") != self.appid {
+        let other_sub_merchant = self
+            .partner
+            .as_ref()
+            .is_some_and(|p| get("sub_mch_id") != p.sub_mchid);
+        if get("mch_id") != self.mchid || get("appid") != self.appid || other_sub_merchant {
             return Err(AdapterError::Protocol(
                 "v2 answer for another merchant".to_owned(),
             ));

@@ -42,6 +42,43 @@ pub struct Settings {
     pub api_base_url: String,
 }
 
+/// A sub-merchant (特约商户) account under a WeChat Pay service provider, as written in the
+/// config file: the provider's `[partners.<id>]` settings (a [`Settings`] table: its `mchid` and
+/// `appid` are the `sp_mchid` and `sp_appid`) hold the keys; this table holds only the identity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubMerchantSettings {
+    /// The sub-merchant's id (`sub_mchid`), digits, bound to the provider's `sp_mchid`.
+    pub sub_mchid: String,
+    /// The sub-merchant's own app id (`sub_appid`), when its official account or mini
+    /// program takes the payments: JSAPI payers are then `sub_openid`s and the pay-sign names
+    /// this app.
+    #[serde(default)]
+    pub sub_appid: Option<String>,
+}
+
+impl SubMerchantSettings {
+    /// Pure checks, as [`Settings::validate`].
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if !is_mchid(&self.sub_mchid) {
+            problems.push(("sub_mchid", "must be 1 to 32 digits".to_owned()));
+        }
+        if self.sub_appid.as_deref().is_some_and(|a| !is_appid(a)) {
+            problems.push(("sub_appid", "must be 1 to 32 letters or digits".to_owned()));
+        }
+        problems
+    }
+}
+
+fn is_mchid(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_appid(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 fn default_base_url() -> String {
     PRODUCTION_BASE_URL.to_owned()
 }
@@ -50,16 +87,10 @@ impl Settings {
     /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        if self.mchid.is_empty()
-            || self.mchid.len() > 32
-            || !self.mchid.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !is_mchid(&self.mchid) {
             problems.push(("mchid", "must be 1 to 32 digits".to_owned()));
         }
-        if self.appid.is_empty()
-            || self.appid.len() > 32
-            || !self.appid.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if !is_appid(&self.appid) {
             problems.push(("appid", "must be 1 to 32 letters or digits".to_owned()));
         }
         if self.merchant_serial_no.is_empty()

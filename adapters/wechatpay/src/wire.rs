@@ -61,6 +61,49 @@ pub struct OrderRequest<'a> {
     pub scene_info: Option<SceneInfo<'a>>,
 }
 
+/// `payer` of a partner JSAPI order: the payer's openid under the provider's app
+/// (`sp_openid`) or under the sub-merchant's (`sub_openid`, which needs `sub_appid`).
+#[derive(Debug, Serialize)]
+pub struct PartnerPayer<'a> {
+    /// Under `sp_appid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_openid: Option<&'a str>,
+    /// Under `sub_appid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_openid: Option<&'a str>,
+}
+
+/// Body of `POST /v3/pay/partner/transactions/{native,jsapi,h5}` (more-wallets.md §7): the
+/// provider's `sp_appid`/`sp_mchid` in place of `appid`/`mchid`, and the sub-merchant.
+#[derive(Debug, Serialize)]
+pub struct PartnerOrderRequest<'a> {
+    /// The provider's app id.
+    pub sp_appid: &'a str,
+    /// The provider's merchant id.
+    pub sp_mchid: &'a str,
+    /// The sub-merchant's app id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_appid: Option<&'a str>,
+    /// The sub-merchant's id.
+    pub sub_mchid: &'a str,
+    /// Shown to the payer, at most 127 characters.
+    pub description: &'a str,
+    /// Merchant order number.
+    pub out_trade_no: &'a str,
+    /// RFC 3339, Beijing offset.
+    pub time_expire: String,
+    /// Notification URL (https, no query).
+    pub notify_url: &'a str,
+    /// Amount.
+    pub amount: OrderAmount<'a>,
+    /// JSAPI payer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer: Option<PartnerPayer<'a>>,
+    /// H5 scene.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scene_info: Option<SceneInfo<'a>>,
+}
+
 /// Answer of an order request: one of the three fields, by product.
 #[derive(Debug, Default, Deserialize)]
 pub struct OrderResponse {
@@ -98,6 +141,18 @@ pub struct Transaction {
     /// Merchant id.
     #[serde(default)]
     pub mchid: Option<String>,
+    /// Partner mode: the provider's app id.
+    #[serde(default)]
+    pub sp_appid: Option<String>,
+    /// Partner mode: the provider's merchant id.
+    #[serde(default)]
+    pub sp_mchid: Option<String>,
+    /// Partner mode: the sub-merchant's app id.
+    #[serde(default)]
+    pub sub_appid: Option<String>,
+    /// Partner mode: the sub-merchant.
+    #[serde(default)]
+    pub sub_mchid: Option<String>,
     /// Merchant order number.
     pub out_trade_no: String,
     /// WeChat's transaction number, once paid.
@@ -133,6 +188,9 @@ pub struct RefundAmountRequest<'a> {
 /// Body of `POST /v3/refund/domestic/refunds`.
 #[derive(Debug, Serialize)]
 pub struct RefundRequestBody<'a> {
+    /// Partner mode: the sub-merchant whose order it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<&'a str>,
     /// Merchant order number.
     pub out_trade_no: &'a str,
     /// Refund number, idempotent.
@@ -184,6 +242,12 @@ pub struct RefundNotice {
     /// Merchant id.
     #[serde(default)]
     pub mchid: Option<String>,
+    /// Partner mode: the provider's merchant id.
+    #[serde(default)]
+    pub sp_mchid: Option<String>,
+    /// Partner mode: the sub-merchant.
+    #[serde(default)]
+    pub sub_mchid: Option<String>,
     /// Merchant order number.
     pub out_trade_no: String,
     /// Our refund number.

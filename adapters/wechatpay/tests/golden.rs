@@ -11,38 +11,21 @@ use moongate_adapter_wechatpay::verify::{PlatformKeys, VerifyError};
 use moongate_adapter_wechatpay::{AccountKeys, WechatPayAdapter, aead, sign, v2};
 use moongate_contract::crypto::{Certificate, RsaSigner, RsaVerifier};
 use moongate_contract::{
-    AdapterError, CallContext, CloseStatus, CreatePayment, Currency, HttpMethod, HttpResponse,
-    Money, NextAction, NotificationError, NotificationEvent, Payer, PaymentAdapter, PaymentMethod,
-    PaymentRef, PaymentStatus, Prepared, RawNotification, RefundRequest, RefundStatus,
+    AdapterError, CloseStatus, Currency, HttpMethod, HttpResponse, Money, NextAction,
+    NotificationError, NotificationEvent, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
+    Prepared, RawNotification, RefundRequest, RefundStatus,
 };
-use time::OffsetDateTime;
 
-const GO_KEY: &str = include_str!("../../../fixtures/keys/wechatpay-go-merchant-private-key.pem");
+mod support;
+use support::*;
+
 const NOTIFY_CERT: &str = include_str!("../../../fixtures/wechatpay/wechatpay-go-notify-cert.pem");
 const NOTIFY_BODY: &str = include_str!("../../../fixtures/wechatpay/notify-payscore.json");
-const SANDBOX_KEY: &str = include_str!("../../../fixtures/keys/sandbox-wechatpay-private-key.pem");
-const SANDBOX_PUBLIC: &str =
-    include_str!("../../../fixtures/keys/sandbox-wechatpay-public-key.pem");
 const SANDBOX_CERT: &str =
     include_str!("../../../fixtures/keys/sandbox-wechatpay-platform-cert.pem");
 const SANDBOX_CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
-const PUB_KEY_ID: &str = "PUB_KEY_ID_0112300001092026112200000000000001";
 const APIV3_KEY: &str = "0123456789abcdef0123456789abcdef";
 const V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-
-const TS: i64 = 1624523846;
-const NONCE: &str = "A1B2C3D4E5F6G7";
-
-fn at(ts: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(ts).unwrap()
-}
-
-fn cx() -> CallContext {
-    CallContext {
-        now: at(TS),
-        nonce: NONCE.to_owned(),
-    }
-}
 
 fn adapter_with(public_key: bool, certificate: bool, v2_key: bool) -> WechatPayAdapter {
     let certificates = if certificate {
@@ -60,20 +43,13 @@ fn adapter_with(public_key: bool, certificate: bool, v2_key: bool) -> WechatPayA
         wechatpay_public_key: public_key.then_some((PUB_KEY_ID, SANDBOX_PUBLIC)),
         platform_certificates: &certificates,
         api_base_url: "https://api.mch.weixin.qq.com",
+        sub_merchant: None,
     })
     .unwrap()
 }
 
 fn adapter() -> WechatPayAdapter {
     adapter_with(true, false, true)
-}
-
-fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap()
 }
 
 fn signature_of(authorization: &str) -> String {
@@ -277,49 +253,6 @@ fn d1_8_v2_hmac_sha256() {
     assert!(v2::verify_hmac_sha256(&signed, V2_KEY));
     signed.insert("body".into(), "tost".into());
     assert!(!v2::verify_hmac_sha256(&signed, V2_KEY));
-}
-
-/// A response or notification signed by the sandbox platform key.
-fn signed(status: u16, body: &str, serial: &str, ts: i64) -> HttpResponse {
-    let signer = RsaSigner::from_pem(SANDBOX_KEY).unwrap();
-    let nonce = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS";
-    let message = sign::response_message(&ts.to_string(), nonce, body.as_bytes());
-    let signature = signer.sign_base64(&message).unwrap();
-    HttpResponse {
-        status,
-        headers: vec![
-            ("request-id".into(), "08F78BB5AF0610D302".into()),
-            ("wechatpay-timestamp".into(), ts.to_string()),
-            ("wechatpay-nonce".into(), nonce.into()),
-            ("wechatpay-serial".into(), serial.into()),
-            ("wechatpay-signature".into(), signature),
-            (
-                "wechatpay-signature-type".into(),
-                "WECHATPAY2-SHA256-RSA2048".into(),
-            ),
-        ],
-        body: body.as_bytes().to_vec(),
-        received_at: at(ts + 2),
-    }
-}
-
-fn create(method: PaymentMethod) -> CreatePayment {
-    CreatePayment {
-        created_at: time::OffsetDateTime::UNIX_EPOCH,
-        provider_order_id: "1217752501201407033233368018".into(),
-        amount: Money::new(100, Currency::CNY),
-        method,
-        subject: "Image形象店-深圳腾大-QQ公仔".into(),
-        description: None,
-        return_url: None,
-        notify_url: "https://www.weixin.qq.com/wxpay/pay.php".into(),
-        expires_at: at(TS + 3600),
-        payer: Payer {
-            openid: Some("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into()),
-            client_ip: Some("203.0.113.7".into()),
-            payment_code: Some("134567890123456789".into()),
-        },
-    }
 }
 
 #[test]
@@ -650,35 +583,6 @@ fn refunds_and_refund_states() {
             .unwrap(),
         RefundStatus::NotFound
     );
-}
-
-/// A notification as the sandbox (or WeChat Pay) sends it.
-fn notification(
-    event: &str,
-    original: &str,
-    plain: &str,
-    key: &str,
-    serial: &str,
-) -> (Vec<(String, String)>, Vec<u8>) {
-    let ciphertext =
-        aead::encrypt(key.as_bytes(), "fdasflkja484", original, plain.as_bytes()).unwrap();
-    let body = serde_json::json!({
-        "id": "EV-2018022511223320873", "create_time": "2015-05-20T13:29:35+08:00",
-        "resource_type": "encrypt-resource", "event_type": event, "summary": "s",
-        "resource": {"original_type": original, "algorithm": "AEAD_AES_256_GCM",
-                     "ciphertext": ciphertext, "associated_data": original, "nonce": "fdasflkja484"}
-    })
-    .to_string();
-    let resp = signed(200, &body, serial, TS);
-    (resp.headers, resp.body)
-}
-
-fn raw<'a>(headers: &'a [(String, String)], body: &'a [u8]) -> RawNotification<'a> {
-    RawNotification {
-        headers,
-        body,
-        received_at: at(TS + 1),
-    }
 }
 
 #[test]

@@ -129,6 +129,7 @@ impl Standard {
                     apiv3_key: secret(WECHAT_APIV3)?,
                     api_v2_key: Some(secret(WECHAT_V2)?),
                     key_mode: KeyMode::PublicKey,
+                    sub_merchants: vec![],
                 }],
                 time_divisor,
             },

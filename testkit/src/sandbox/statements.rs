@@ -494,6 +494,8 @@ pub struct WechatBillEntry {
     pub appid: String,
     /// `商户号`.
     pub mchid: String,
+    /// `特约商户号`: the sub-merchant of a service provider's order, `0` for a direct merchant.
+    pub sub_mchid: String,
     /// `微信订单号`.
     pub transaction_id: String,
     /// `商户订单号`.
@@ -534,10 +536,11 @@ pub fn write_wechat_trade_bill<W: Write>(
                 fees += e.fee_e5;
                 write!(
                     out,
-                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`SUCCESS,`OTHERS,`{},`{},`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`,`{},`0.60%,`{},`0.00,`\r\n",
+                    "`{},`{},`{},`{},`,`{},`{},`{},`{},`SUCCESS,`OTHERS,`{},`{},`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`,`{},`0.60%,`{},`0.00,`\r\n",
                     beijing(e.at),
                     e.appid,
                     e.mchid,
+                    e.sub_mchid,
                     e.transaction_id,
                     e.out_trade_no,
                     e.openid,
@@ -554,10 +557,11 @@ pub fn write_wechat_trade_bill<W: Write>(
                 fees -= e.fee_e5;
                 write!(
                     out,
-                    "`{},`{},`{},`0,`,`{},`{},`{},`{},`REFUND,`OTHERS,`{},`0.00,`0.00,`{refund_id},`{out_refund_no},`{},`0.00,`ORIGINAL,`SUCCESS,`{description},`,`{},`0.60%,`0.00,`{},`\r\n",
+                    "`{},`{},`{},`{},`,`{},`{},`{},`{},`REFUND,`OTHERS,`{},`0.00,`0.00,`{refund_id},`{out_refund_no},`{},`0.00,`ORIGINAL,`SUCCESS,`{description},`,`{},`0.60%,`0.00,`{},`\r\n",
                     beijing(e.at),
                     e.appid,
                     e.mchid,
+                    e.sub_mchid,
                     e.transaction_id,
                     e.out_trade_no,
                     e.openid,

@@ -3,8 +3,9 @@
 use super::*;
 
 impl Sandbox {
-    /// The lines of one app's trade bill for a Beijing day: trades completed and refunds made
-    /// on it, in time order.
+    /// The lines of one merchant app's trade bill for a Beijing day: trades completed and
+    /// refunds made on it, in time order; an ISV's calls for the merchant are the merchant's
+    /// trades.
     pub(super) fn bill_entries(
         &self,
         app_id: &str,
@@ -12,7 +13,7 @@ impl Sandbox {
     ) -> Vec<statements::AlipayBillEntry> {
         let inner = self.lock();
         let mut entries = Vec::new();
-        for order in inner.orders.values().filter(|o| o.app_id == app_id) {
+        for order in inner.orders.values().filter(|o| o.auth_app_id == app_id) {
             let Some(trade) = &order.trade else { continue };
             let Some(paid_at) = trade.paid_at else {
                 continue;

@@ -161,6 +161,8 @@ pub struct SentNotification {
     pub notify_id: String,
     /// The order.
     pub out_trade_no: String,
+    /// Where it goes (the order's `notify_url`).
+    pub url: String,
     /// Form body as sent.
     pub body: String,
     /// Attempts made.

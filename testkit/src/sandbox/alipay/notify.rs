@@ -151,6 +151,7 @@ impl Sandbox {
             inner.notifications.push(SentNotification {
                 notify_id,
                 out_trade_no: order.out_trade_no.clone(),
+                url: url.clone(),
                 body: body.clone(),
                 attempts: 0,
                 acknowledged: false,

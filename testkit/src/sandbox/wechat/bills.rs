@@ -6,16 +6,16 @@ use super::*;
 pub(super) const BILL_LINK_SECS: i64 = 300;
 
 impl WechatSandbox {
-    /// The lines of one merchant's `ALL` bill for a Beijing day: payments that succeeded and
-    /// refunds that completed on it, in time order.
+    /// The lines of an `ALL` bill for a Beijing day: payments that succeeded and refunds that
+    /// completed on it, of the orders `whose` picks, in time order.
     pub(super) fn bill_entries(
         &self,
-        mchid: &str,
+        whose: impl Fn(&Order) -> bool,
         day: time::Date,
     ) -> Vec<statements::WechatBillEntry> {
         let inner = self.lock();
         let mut entries = Vec::new();
-        for order in inner.orders.values().filter(|o| o.mchid == mchid) {
+        for order in inner.orders.values().filter(|o| whose(o)) {
             let (Some(paid_at), Some(transaction_id)) = (order.paid_at, &order.transaction_id)
             else {
                 continue;
@@ -24,6 +24,10 @@ impl WechatSandbox {
                 at,
                 appid: order.appid.clone(),
                 mchid: order.mchid.clone(),
+                sub_mchid: order
+                    .sub
+                    .as_ref()
+                    .map_or_else(|| "0".to_owned(), |s| s.sub_mchid.clone()),
                 transaction_id: transaction_id.clone(),
                 out_trade_no: order.out_trade_no.clone(),
                 openid: order.openid.clone(),
@@ -56,7 +60,9 @@ impl WechatSandbox {
 
     /// `GET /v3/bill/tradebill`: `ALL` bills of days before today (Beijing), ready from 10:00
     /// the next day (`STATEMENT_CREATING` before), `NO_STATEMENT_EXIST` for a day without
-    /// trades, `INVALID_REQUEST` for today or later.
+    /// trades, `INVALID_REQUEST` for today or later. A service provider's bill with
+    /// `sub_mchid` is that sub-merchant's; without, the provider's combined bill (sandbox
+    /// choice: every sub-merchant's records, told apart by `特约商户号`).
     pub(super) fn trade_bill(
         &self,
         merchant: &Merchant,
@@ -111,7 +117,15 @@ impl WechatSandbox {
             ));
         }
         let mchid = &merchant.settings.mchid;
-        let entries = self.bill_entries(mchid, day);
+        let provider = !merchant.settings.sub_merchants.is_empty();
+        let entries = match query.get("sub_mchid").filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let owner = merchant.owner(Some(sub))?;
+                self.bill_entries(|o| o.mchid == *mchid && o.owner() == owner, day)
+            }
+            None if provider => self.bill_entries(|o| o.mchid == *mchid, day),
+            None => self.bill_entries(|o| o.mchid == *mchid && o.sub.is_none(), day),
+        };
         if entries.is_empty() {
             return Err(fail(
                 StatusCode::BAD_REQUEST,

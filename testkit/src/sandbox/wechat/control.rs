@@ -179,6 +179,40 @@ pub(super) async fn control_forge(
     axum::Json(json!({"acknowledged": status == 200 || status == 204})).into_response()
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct Misroute {
+    pub(super) out_trade_no: String,
+    pub(super) url: String,
+}
+
+/// Delivers the latest notification of an order, signed as WeChat Pay signs it, to another
+/// URL: one sub-merchant's notification arriving at a sibling's (every sub-merchant of a
+/// provider shares its keys). Answers the receiver's status; not counted as an attempt.
+pub(super) async fn control_misroute(
+    State(sb): State<Shared>,
+    axum::Json(misroute): axum::Json<Misroute>,
+) -> Response {
+    let Some((index, mode)) = latest_notification(&sb, &misroute.out_trade_no) else {
+        return (StatusCode::NOT_FOUND, "no notification for this order").into_response();
+    };
+    let Some(body) = sb.lock().notifications.get(index).map(|n| n.body.clone()) else {
+        return (StatusCode::NOT_FOUND, "no notification for this order").into_response();
+    };
+    let mut headers = sb.signature_headers(mode, body.as_bytes(), false);
+    headers.push(("content-type".into(), "application/json".into()));
+    let request = HttpRequest {
+        method: HttpMethod::Post,
+        url: misroute.url,
+        headers,
+        body: body.into_bytes(),
+    };
+    let status = match sb.client.send(&request).await {
+        Ok(response) => response.status,
+        Err(_) => 0,
+    };
+    axum::Json(json!({"status": status})).into_response()
+}
+
 /// The order a Native `code_url` (`weixin://wxpay/bizpayurl?pr={prepay_id}`) belongs to.
 pub(super) fn order_by_code(sb: &WechatSandbox, code: &str) -> Option<Order> {
     let prepay_id = code.strip_prefix("weixin://wxpay/bizpayurl?pr=")?;
@@ -214,8 +248,8 @@ pub(super) async fn wallet_pay(
         return (StatusCode::NOT_FOUND, "unknown QR code").into_response();
     };
     let control = ControlOrder {
+        mchid: Some(order.owner().to_owned()),
         out_trade_no: order.out_trade_no,
-        mchid: Some(order.mchid),
         notify: true,
     };
     crate::sandbox::wallet_paid(sb.pay(&control))
@@ -246,7 +280,7 @@ pub(super) async fn h5_page(State(sb): State<Shared>, Query(query): Query<H5Quer
         order.total / 100,
         order.total % 100,
         html_escape(&order.out_trade_no),
-        html_escape(&order.mchid)
+        html_escape(order.owner())
     ))
     .into_response()
 }

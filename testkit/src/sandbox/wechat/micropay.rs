@@ -58,6 +58,24 @@ pub(super) async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response 
     if !merchant.settings.appids.iter().any(|a| a == get("appid")) {
         return comm_fail("appid和mch_id不匹配");
     }
+    // A service provider names its sub-merchant (`sub_mch_id`, optional `sub_appid`).
+    let sub_mchid = Some(get("sub_mch_id")).filter(|s| !s.is_empty());
+    let owner = match merchant.owner(sub_mchid) {
+        Ok(owner) => owner.to_owned(),
+        Err(_) if sub_mchid.is_none() => return comm_fail("受理机构必须传入sub_mch_id"),
+        Err(_) if merchant.settings.sub_merchants.is_empty() => {
+            return comm_fail("普通商户不允许传sub_mch_id");
+        }
+        Err(_) => return comm_fail("受理关系不存在"),
+    };
+    let sub_appid = Some(get("sub_appid")).filter(|s| !s.is_empty());
+    if let Some(sub_appid) = sub_appid
+        && !merchant
+            .sub_merchant(&owner)
+            .is_some_and(|s| s.appids.iter().any(|a| a == sub_appid))
+    {
+        return comm_fail("sub_appid与sub_mch_id不匹配");
+    }
     let now = OffsetDateTime::now_utc();
     let mut reply = BTreeMap::new();
     let mut put = |k: &str, v: String| {
@@ -67,6 +85,12 @@ pub(super) async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response 
     put("return_msg", "OK".into());
     put("appid", get("appid").into());
     put("mch_id", get("mch_id").into());
+    if let Some(sub_mchid) = sub_mchid {
+        put("sub_mch_id", sub_mchid.into());
+    }
+    if let Some(sub_appid) = sub_appid {
+        put("sub_appid", sub_appid.into());
+    }
     put("nonce_str", random_alnum(16));
     let outcome: Result<Order, (&str, &str)> = (|| {
         let total: i64 = get("total_fee")
@@ -84,7 +108,7 @@ pub(super) async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response 
         let mut inner = sb.lock();
         inner.counter += 1;
         let number = inner.counter;
-        let key = (get("mch_id").to_owned(), get("out_trade_no").to_owned());
+        let key = (owner.clone(), get("out_trade_no").to_owned());
         if let Some(existing) = inner.orders.get(&key) {
             return match existing.state {
                 TradeState::Success | TradeState::Refund => Err(("ORDERPAID", "订单已支付")),
@@ -103,8 +127,13 @@ pub(super) async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response 
             TradeState::Success
         };
         let order = Order {
-            mchid: key.0.clone(),
+            mchid: get("mch_id").to_owned(),
             appid: get("appid").to_owned(),
+            sub: sub_mchid.map(|sub_mchid| OrderSub {
+                sub_mchid: sub_mchid.to_owned(),
+                sub_appid: sub_appid.map(str::to_owned),
+                sub_openid: sub_appid.is_some(),
+            }),
             out_trade_no: key.1.clone(),
             trade_type: "MICROPAY",
             description: get("body").to_owned(),

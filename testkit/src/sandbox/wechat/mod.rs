@@ -9,6 +9,13 @@
 //!   Signature/Serial/Signature-Type`, signed in the merchant's key mode: public key
 //!   (`PUB_KEY_ID_…`) or platform certificate (hex serial; `/v3/certificates` serves the
 //!   certificate encrypted with the APIv3 key).
+//! - Service providers (服务商): a merchant with sub-merchants bound to it places, queries,
+//!   closes and refunds their orders through the `/v3/pay/partner/…` paths (and `sub_mch_id`
+//!   in v2), naming the sub-merchant; a `sub_mchid` not bound to it is `403 NO_AUTH`
+//!   (受理关系不存在). A provider calling without a sub-merchant, or a direct merchant naming
+//!   one, is refused as WeChat refuses them (受理机构必须传入sub_mchid / 普通商户不允许传sub_mchid).
+//!   Its notifications carry `sp_mchid`/`sub_mchid` and are encrypted with the provider's
+//!   APIv3 key; its bills are per sub-merchant with `sub_mchid`, combined without.
 //! - Orders follow `NOTPAY → SUCCESS → REFUND` and `NOTPAY → CLOSED`; payment codes add
 //!   `USERPAYING` and `PAYERROR`. Required fields are checked per product; amounts are fen.
 //! - Notifications are AES-256-GCM encrypted with the merchant's APIv3 key, signed, and retried
@@ -86,6 +93,18 @@ pub struct SandboxMerchant {
     pub api_v2_key: Option<String>,
     /// How answers to it are signed.
     pub key_mode: KeyMode,
+    /// Sub-merchants bound to it: a merchant with any is a service provider, which may only
+    /// place orders for them.
+    pub sub_merchants: Vec<SandboxSubMerchant>,
+}
+
+/// A sub-merchant (特约商户) bound to a service provider.
+#[derive(Debug, Clone)]
+pub struct SandboxSubMerchant {
+    /// `sub_mchid`.
+    pub sub_mchid: String,
+    /// The sub-merchant's own app ids (`sub_appid`).
+    pub appids: Vec<String>,
 }
 
 /// How the sandbox is set up.
@@ -108,6 +127,30 @@ pub struct WechatSandboxSettings {
 struct Merchant {
     settings: SandboxMerchant,
     verifier: RsaVerifier,
+}
+
+impl Merchant {
+    /// Whose order a call is about, given the sub-merchant it names: a service provider must
+    /// name one bound to it, a direct merchant none.
+    fn owner(&self, sub_mchid: Option<&str>) -> Result<&str, Reply> {
+        let provider = !self.settings.sub_merchants.is_empty();
+        match (provider, sub_mchid.filter(|s| !s.is_empty())) {
+            (true, None) => Err(param_error("受理机构必须传入sub_mchid")),
+            (false, Some(_)) => Err(param_error("普通商户不允许传sub_mchid")),
+            (false, None) => Ok(&self.settings.mchid),
+            (true, Some(sub)) => self
+                .sub_merchant(sub)
+                .map(|s| s.sub_mchid.as_str())
+                .ok_or_else(|| fail(StatusCode::FORBIDDEN, "NO_AUTH", "受理关系不存在")),
+        }
+    }
+
+    fn sub_merchant(&self, sub_mchid: &str) -> Option<&SandboxSubMerchant> {
+        self.settings
+            .sub_merchants
+            .iter()
+            .find(|s| s.sub_mchid == sub_mchid)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,10 +191,21 @@ struct SandboxRefund {
     success_at: Option<OffsetDateTime>,
 }
 
+/// The sub-merchant of a service provider's order.
+#[derive(Clone, Debug)]
+struct OrderSub {
+    sub_mchid: String,
+    sub_appid: Option<String>,
+    /// Whether the payer's openid is under `sub_appid` (`sub_openid`) or the provider's app.
+    sub_openid: bool,
+}
+
 #[derive(Clone, Debug)]
 struct Order {
+    /// The merchant that placed it (the provider, for a sub-merchant's order).
     mchid: String,
     appid: String,
+    sub: Option<OrderSub>,
     out_trade_no: String,
     trade_type: &'static str,
     description: String,
@@ -168,6 +222,43 @@ struct Order {
 }
 
 impl Order {
+    /// Whose order it is: the sub-merchant's, or the direct merchant's. Order numbers are
+    /// unique per owner.
+    fn owner(&self) -> &str {
+        self.sub.as_ref().map_or(&self.mchid, |s| &s.sub_mchid)
+    }
+
+    /// The merchant fields of a transaction or refund notice: `appid`/`mchid`, or for a
+    /// sub-merchant's order `sp_appid`/`sp_mchid`/`sub_appid`/`sub_mchid`.
+    fn merchant_fields(&self, map: &mut serde_json::Map<String, Value>, with_apps: bool) {
+        match &self.sub {
+            None => {
+                if with_apps {
+                    map.insert("appid".into(), json!(self.appid));
+                }
+                map.insert("mchid".into(), json!(self.mchid));
+            }
+            Some(sub) => {
+                if with_apps {
+                    map.insert("sp_appid".into(), json!(self.appid));
+                    if let Some(sub_appid) = &sub.sub_appid {
+                        map.insert("sub_appid".into(), json!(sub_appid));
+                    }
+                }
+                map.insert("sp_mchid".into(), json!(self.mchid));
+                map.insert("sub_mchid".into(), json!(sub.sub_mchid));
+            }
+        }
+    }
+
+    fn payer_json(&self) -> Value {
+        match &self.sub {
+            None => json!({"openid": self.openid}),
+            Some(sub) if sub.sub_openid => json!({"sub_openid": self.openid}),
+            Some(_) => json!({"sp_openid": self.openid}),
+        }
+    }
+
     fn refunded(&self) -> i64 {
         self.refunds
             .iter()
@@ -187,7 +278,7 @@ impl Order {
     fn transaction_json(&self, now: OffsetDateTime) -> Value {
         let state = self.state_at(now);
         let mut tx = json!({
-            "appid": self.appid, "mchid": self.mchid, "out_trade_no": self.out_trade_no,
+            "out_trade_no": self.out_trade_no,
             "trade_type": self.trade_type, "trade_state": state.as_str(),
             "trade_state_desc": match state {
                 TradeState::NotPay => "订单未支付",
@@ -200,6 +291,7 @@ impl Order {
             "attach": "",
         });
         if let Some(map) = tx.as_object_mut() {
+            self.merchant_fields(map, true);
             if state.paid() {
                 map.insert("transaction_id".into(), json!(self.transaction_id));
                 map.insert("bank_type".into(), json!("OTHERS"));
@@ -207,7 +299,7 @@ impl Order {
                     "success_time".into(),
                     json!(self.paid_at.and_then(rfc3339_beijing)),
                 );
-                map.insert("payer".into(), json!({"openid": self.openid}));
+                map.insert("payer".into(), self.payer_json());
                 map.insert(
                     "amount".into(),
                     json!({"total": self.total, "payer_total": self.total, "currency": "CNY", "payer_currency": "CNY"}),
@@ -582,6 +674,15 @@ pub fn router(sandbox: Shared) -> Router {
             "/v3/pay/transactions/out-trade-no/{no}/close",
             post(v3_entry),
         )
+        .route("/v3/pay/partner/transactions/{product}", post(v3_entry))
+        .route(
+            "/v3/pay/partner/transactions/out-trade-no/{no}",
+            get(v3_entry),
+        )
+        .route(
+            "/v3/pay/partner/transactions/out-trade-no/{no}/close",
+            post(v3_entry),
+        )
         .route("/v3/refund/domestic/refunds", post(v3_entry))
         .route("/v3/refund/domestic/refunds/{no}", get(v3_entry))
         .route("/v3/certificates", get(v3_entry))
@@ -599,6 +700,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/sandbox/resend", post(control_resend))
         .route("/sandbox/probe", post(control_probe))
         .route("/sandbox/forge", post(control_forge))
+        .route("/sandbox/misroute", post(control_misroute))
         .route("/sandbox/h5", get(h5_page))
         .route("/sandbox/wallet", get(wallet_scan).post(wallet_pay))
         .route("/sandbox/h5/pay", post(h5_pay))

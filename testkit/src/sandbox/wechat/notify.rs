@@ -5,7 +5,7 @@ use super::*;
 impl WechatSandbox {
     pub(super) fn settle_refund(
         self: &Arc<Self>,
-        mchid: &str,
+        owner: &str,
         out_trade_no: &str,
         out_refund_no: &str,
     ) {
@@ -13,7 +13,7 @@ impl WechatSandbox {
             let mut inner = self.lock();
             let Some(order) = inner
                 .orders
-                .get_mut(&(mchid.to_owned(), out_trade_no.to_owned()))
+                .get_mut(&(owner.to_owned(), out_trade_no.to_owned()))
             else {
                 return;
             };
@@ -33,8 +33,8 @@ impl WechatSandbox {
         let Some(url) = refund.notify_url.clone() else {
             return;
         };
-        let plain = json!({
-            "mchid": order.mchid, "transaction_id": order.transaction_id,
+        let mut plain = json!({
+            "transaction_id": order.transaction_id,
             "out_trade_no": order.out_trade_no, "refund_id": refund.refund_id,
             "out_refund_no": refund.out_refund_no, "refund_status": refund.status,
             "success_time": refund.success_at.and_then(rfc3339_beijing),
@@ -42,6 +42,9 @@ impl WechatSandbox {
             "amount": {"total": order.total, "refund": refund.amount,
                        "payer_total": order.total, "payer_refund": refund.amount},
         });
+        if let Some(map) = plain.as_object_mut() {
+            order.merchant_fields(map, false);
+        }
         self.notify(&order, url, "REFUND.SUCCESS", "退款成功", "refund", &plain);
     }
 
@@ -172,7 +175,10 @@ impl WechatSandbox {
                 .values_mut()
                 .find(|o| {
                     o.out_trade_no == control.out_trade_no
-                        && control.mchid.as_ref().is_none_or(|m| *m == o.mchid)
+                        && control
+                            .mchid
+                            .as_ref()
+                            .is_none_or(|m| *m == o.mchid || *m == o.owner())
                 })
                 .ok_or((StatusCode::NOT_FOUND, "no such order".to_owned()))?;
             match order.state_at(now) {

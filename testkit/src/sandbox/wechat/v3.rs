@@ -80,24 +80,33 @@ pub(super) fn dispatch(
             _ => Err(param_error("请求体不是合法的JSON")),
         }
     };
-    let mchid = merchant.settings.mchid.as_str();
-    let result = if let Some(product) = path.strip_prefix("/v3/pay/transactions/")
+    // Direct merchants' orders under `/v3/pay/transactions/`, service providers' under
+    // `/v3/pay/partner/transactions/`.
+    let transactions = match path.strip_prefix("/v3/pay/partner/transactions/") {
+        Some(rest) => Some((true, rest)),
+        None => path
+            .strip_prefix("/v3/pay/transactions/")
+            .map(|rest| (false, rest)),
+    };
+    let result = if let Some((partner, product)) = transactions
         && !product.contains('/')
         && *method == Method::POST
     {
-        json_body().and_then(|b| create_order(sb, merchant, product, &b, &host))
-    } else if let Some(rest) = path.strip_prefix("/v3/pay/transactions/out-trade-no/") {
+        json_body().and_then(|b| create_order(sb, merchant, partner, product, &b, &host))
+    } else if let Some((partner, rest)) = transactions
+        && let Some(rest) = rest.strip_prefix("out-trade-no/")
+    {
         let decoded =
             |s: &str| percent_decode(s).ok_or_else(|| param_error("out_trade_no 格式错误"));
         match rest.strip_suffix("/close") {
-            Some(no) if *method == Method::POST => {
-                decoded(no).and_then(|no| json_body().and_then(|b| close_order(sb, mchid, &no, &b)))
-            }
+            Some(no) if *method == Method::POST => decoded(no).and_then(|no| {
+                let body = json_body()?;
+                let owner = identify(merchant, partner, |k| str_field(&body, k))?;
+                close_order(sb, owner, &no)
+            }),
             _ if *method == Method::GET => decoded(rest).and_then(|no| {
-                if query.get("mchid").map(String::as_str) != Some(mchid) {
-                    return Err(param_error("mchid 与请求方商户号不一致"));
-                }
-                query_order(sb, mchid, &no)
+                let owner = identify(merchant, partner, |k| query.get(k).map(String::as_str))?;
+                query_order(sb, owner, &no)
             }),
             _ => Err(fail(
                 StatusCode::NOT_FOUND,
@@ -110,7 +119,10 @@ pub(super) fn dispatch(
     } else if let Some(no) = path.strip_prefix("/v3/refund/domestic/refunds/") {
         percent_decode(no)
             .ok_or_else(|| param_error("out_refund_no 格式错误"))
-            .and_then(|no| query_refund(sb, mchid, &no))
+            .and_then(|no| {
+                let owner = merchant.owner(query.get("sub_mchid").map(String::as_str))?;
+                query_refund(sb, owner, &no)
+            })
     } else if path == "/v3/certificates" {
         certificates(sb, merchant)
     } else if path == "/v3/bill/tradebill" && *method == Method::GET {
@@ -123,6 +135,33 @@ pub(super) fn dispatch(
         ))
     };
     result.unwrap_or_else(|reply| reply)
+}
+
+/// Whose order a query or close names: `mchid` (direct), or `sp_mchid` and `sub_mchid`
+/// (partner), the merchant id being the caller's own.
+pub(super) fn identify<'m, 'b>(
+    merchant: &'m Merchant,
+    partner: bool,
+    field: impl Fn(&str) -> Option<&'b str>,
+) -> Result<&'m str, Reply> {
+    let (key, name) = if partner {
+        ("sp_mchid", "服务商户号")
+    } else {
+        ("mchid", "直连商户号")
+    };
+    match field(key).filter(|v| !v.is_empty()) {
+        None => Err(param_error(&format!("{key}（{name}）为必填项"))),
+        Some(mchid) if mchid != merchant.settings.mchid => Err(fail(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            &format!("请求方商户号与{key}不一致"),
+        )),
+        Some(_) if partner => match field("sub_mchid").filter(|v| !v.is_empty()) {
+            None => Err(param_error("sub_mchid（子商户号）为必填项")),
+            Some(sub) => merchant.owner(Some(sub)),
+        },
+        Some(_) => merchant.owner(None),
+    }
 }
 
 pub(super) fn percent_decode(segment: &str) -> Option<String> {
@@ -166,6 +205,7 @@ pub(super) fn required(
 pub(super) fn create_order(
     sb: &Shared,
     merchant: &Merchant,
+    partner: bool,
     product: &str,
     body: &serde_json::Map<String, Value>,
     host: &str,
@@ -182,8 +222,22 @@ pub(super) fn create_order(
             ));
         }
     };
-    let appid = required(body, "appid", "应用ID")?;
-    let mchid = required(body, "mchid", "直连商户号")?;
+    let (appid, mchid) = if partner {
+        (
+            required(body, "sp_appid", "服务商应用ID")?,
+            required(body, "sp_mchid", "服务商户号")?,
+        )
+    } else {
+        (
+            required(body, "appid", "应用ID")?,
+            required(body, "mchid", "直连商户号")?,
+        )
+    };
+    let sub_mchid = if partner {
+        Some(required(body, "sub_mchid", "子商户号")?)
+    } else {
+        None
+    };
     let description = required(body, "description", "商品描述")?;
     let out_trade_no = required(body, "out_trade_no", "商户订单号")?;
     let notify_url = required(body, "notify_url", "通知地址")?;
@@ -191,8 +245,28 @@ pub(super) fn create_order(
         return Err(fail(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
-            "请求方商户号与mchid不一致",
+            if partner {
+                "请求方商户号与sp_mchid不一致"
+            } else {
+                "请求方商户号与mchid不一致"
+            },
         ));
+    }
+    let owner = merchant.owner(sub_mchid.as_deref())?.to_owned();
+    let sub_appid = str_field(body, "sub_appid")
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
+    if let Some(sub_appid) = &sub_appid {
+        let bound = merchant
+            .sub_merchant(&owner)
+            .is_some_and(|s| s.appids.contains(sub_appid));
+        if !bound {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "sub_appid与sub_mchid不匹配",
+            ));
+        }
     }
     if !merchant.settings.appids.contains(&appid) {
         return Err(fail(
@@ -239,20 +313,49 @@ pub(super) fn create_order(
         // Unpaid orders close after 7 days.
         None => now + time::Duration::days(7),
     };
-    let openid = match trade_type {
-        "JSAPI" => required(body, "payer.openid", "用户标识")?,
-        _ => format!("oSandbox{}", random_alnum(20)),
+    // A sub-merchant's JSAPI payer is one of `sp_openid` and `sub_openid` (which needs
+    // `sub_appid`).
+    let (openid, sub_openid) = match (trade_type, partner) {
+        ("JSAPI", false) => (required(body, "payer.openid", "用户标识")?, false),
+        ("JSAPI", true) => match (
+            str_field(body, "payer.sp_openid").filter(|o| !o.is_empty()),
+            str_field(body, "payer.sub_openid").filter(|o| !o.is_empty()),
+        ) {
+            (Some(openid), None) => (openid.to_owned(), false),
+            (None, Some(_)) if sub_appid.is_none() => {
+                return Err(param_error("传入sub_openid时sub_appid为必填项"));
+            }
+            (None, Some(openid)) => (openid.to_owned(), true),
+            _ => {
+                return Err(param_error(
+                    "payer.sp_openid与payer.sub_openid须且仅须传入一个",
+                ));
+            }
+        },
+        _ => (format!("oSandbox{}", random_alnum(20)), false),
     };
     if trade_type == "MWEB" {
         required(body, "scene_info.payer_client_ip", "用户终端IP")?;
         required(body, "scene_info.h5_info.type", "场景类型")?;
     }
-    let payer_openid = str_field(body, "payer.openid").unwrap_or_default();
-    let fingerprint = format!("{appid}|{description}|{total}|{trade_type}|{payer_openid}");
+    let payer_openid = if trade_type == "JSAPI" {
+        openid.as_str()
+    } else {
+        ""
+    };
+    let fingerprint = format!(
+        "{appid}|{}|{description}|{total}|{trade_type}|{payer_openid}",
+        sub_appid.as_deref().unwrap_or_default()
+    );
+    let sub = sub_mchid.map(|sub_mchid| OrderSub {
+        sub_mchid,
+        sub_appid,
+        sub_openid,
+    });
     let mut inner = sb.lock();
     inner.counter += 1;
     let number = inner.counter;
-    let key = (mchid.clone(), out_trade_no.clone());
+    let key = (owner, out_trade_no.clone());
     let prepay_id = match inner.orders.get(&key) {
         Some(order) if order.state.paid() => {
             return Err(fail(StatusCode::BAD_REQUEST, "ORDERPAID", "该订单已支付"));
@@ -275,6 +378,7 @@ pub(super) fn create_order(
                 Order {
                     mchid,
                     appid,
+                    sub,
                     out_trade_no,
                     trade_type,
                     description,
@@ -302,32 +406,20 @@ pub(super) fn create_order(
     }))
 }
 
-pub(super) fn query_order(sb: &Shared, mchid: &str, out_trade_no: &str) -> Result<Reply, Reply> {
+pub(super) fn query_order(sb: &Shared, owner: &str, out_trade_no: &str) -> Result<Reply, Reply> {
     let inner = sb.lock();
     let order = inner
         .orders
-        .get(&(mchid.to_owned(), out_trade_no.to_owned()))
+        .get(&(owner.to_owned(), out_trade_no.to_owned()))
         .ok_or_else(|| fail(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"))?;
     Ok(ok(order.transaction_json(OffsetDateTime::now_utc())))
 }
 
-pub(super) fn close_order(
-    sb: &Shared,
-    mchid: &str,
-    out_trade_no: &str,
-    body: &serde_json::Map<String, Value>,
-) -> Result<Reply, Reply> {
-    if required(body, "mchid", "直连商户号")? != mchid {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "请求方商户号与mchid不一致",
-        ));
-    }
+pub(super) fn close_order(sb: &Shared, owner: &str, out_trade_no: &str) -> Result<Reply, Reply> {
     let mut inner = sb.lock();
     let order = inner
         .orders
-        .get_mut(&(mchid.to_owned(), out_trade_no.to_owned()))
+        .get_mut(&(owner.to_owned(), out_trade_no.to_owned()))
         .ok_or_else(|| fail(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"))?;
     match order.state {
         TradeState::Success | TradeState::Refund => {
@@ -349,7 +441,7 @@ pub(super) fn create_refund(
     merchant: &Merchant,
     body: &serde_json::Map<String, Value>,
 ) -> Result<Reply, Reply> {
-    let mchid = merchant.settings.mchid.clone();
+    let owner = merchant.owner(str_field(body, "sub_mchid"))?.to_owned();
     let out_trade_no = required(body, "out_trade_no", "商户订单号")?;
     let out_refund_no = required(body, "out_refund_no", "商户退款单号")?;
     if !valid_order_no(&out_refund_no) {
@@ -382,7 +474,7 @@ pub(super) fn create_refund(
         let number = inner.counter;
         let order = inner
             .orders
-            .get_mut(&(mchid.clone(), out_trade_no.clone()))
+            .get_mut(&(owner.clone(), out_trade_no.clone()))
             .ok_or_else(|| fail(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在"))?;
         if let Some(existing) = order
             .refunds
@@ -431,7 +523,7 @@ pub(super) fn create_refund(
         let reply = ok(order.refund_json(&refund));
         order.refunds.push(refund);
         order.state = TradeState::Refund;
-        (reply, (mchid, out_trade_no, out_refund_no))
+        (reply, (owner, out_trade_no, out_refund_no))
     };
     let sandbox = Arc::clone(sb);
     let wait = Duration::from_millis(REFUND_SETTLE_MS / u64::from(sb.time_divisor));
@@ -442,12 +534,12 @@ pub(super) fn create_refund(
     Ok(reply)
 }
 
-pub(super) fn query_refund(sb: &Shared, mchid: &str, out_refund_no: &str) -> Result<Reply, Reply> {
+pub(super) fn query_refund(sb: &Shared, owner: &str, out_refund_no: &str) -> Result<Reply, Reply> {
     let inner = sb.lock();
     inner
         .orders
         .values()
-        .filter(|o| o.mchid == mchid)
+        .filter(|o| o.owner() == owner)
         .find_map(|o| {
             o.refunds
                 .iter()
