@@ -168,7 +168,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
          \nevents fail and are retried, while the tea house's keep arriving (its key: demo_market_k1, fixtures/demo/market-key.secret):\n\
          \n  MOONGATE_KEY_ID=demo_market_k1 MOONGATE_SECRET_FILE=fixtures/demo/market-key.secret examples/moongate-request.sh GET /v1/events\n\
          \nIts Alipay app is in Alipay's certificate mode; to see Alipay move to its next certificate (the market\
-         \nholds both, so its payments go on): curl -s -X POST http://{sandbox_addr}/sandbox/rotate-certificate\n"
+         \nholds both, so its payments go on): curl -s -X POST http://{sandbox_addr}/sandbox/rotate-certificate\n\
+         \nThe market and a third shop, demo_stall, are sub-merchants of one WeChat Pay service provider (partner\
+         \ndemo_sp): their WeChat Pay calls are signed with the provider's key and name their own sub_mchid, and each\
+         \nreconciles its own bill (the stall's key: demo_stall_k1, fixtures/demo/stall-key.secret).\n"
     );
     if options.exit_after_walkthrough {
         running.stop();
@@ -371,12 +374,65 @@ async fn walkthrough(
         br#"{"reason":"changed mind"}"#,
     )
     .await?;
+    sub_merchants(gateway, wechat, demo_dir, &reference).await?;
     // WeChat and UnionPay refunds settle asynchronously; their notifications follow.
     tokio::time::sleep(Duration::from_millis(800)).await;
     Ok(())
 }
 
-/// Step 13: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
+/// Step 13: two shops under one WeChat Pay service provider. Each call is signed with the
+/// provider's key and names the shop's sub-merchant; each notification, verified with the
+/// provider's keys, reaches the shop whose `sub_mchid` it names.
+async fn sub_merchants(
+    gateway: SocketAddr,
+    wechat: SocketAddr,
+    demo_dir: &Path,
+    reference: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "13. Two shops under one WeChat Pay service provider (partner demo_sp, sp_mchid 1900009191)"
+    );
+    for (merchant, key_id, secret_file, amount, refunded) in [
+        ("demo_market", "demo_market_k1", "market-key.secret", 2800, 800),
+        ("demo_stall", "demo_stall_k1", "stall-key.secret", 1500, 500),
+    ] {
+        let secret = read(&demo_dir.join(secret_file))?;
+        let client = MerchantClient::new(
+            &format!("http://{gateway}"),
+            key_id,
+            secret.trim_end().as_bytes(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let payment = create(
+            &client,
+            &format!("{reference}-{merchant}"),
+            serde_json::json!({
+                "amount": amount, "currency": "CNY", "method": "wechat_native",
+                "merchant_reference": format!("{reference}-{merchant}"),
+                "description": "Green tea, loose leaf",
+            }),
+        )
+        .await?;
+        let id = text(&payment, "/id").to_owned();
+        shopper_pays(wechat, &id).await?;
+        let paid = wait_status(&client, &id, "succeeded").await?;
+        println!(
+            "   {merchant}: {id} placed by the provider for its sub-merchant, notified -> status={} transaction={}",
+            text(&paid, "/status"),
+            text(&paid, "/provider/transaction_id")
+        );
+        refund(
+            &client,
+            &id,
+            &format!("{reference}-{merchant}-refund"),
+            serde_json::json!({ "amount": refunded }).to_string().as_bytes(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Step 14: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
 /// out a day's bill once it is over), then each account's statement is downloaded, matched
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
@@ -389,14 +445,16 @@ async fn reconciliation(
         .map_err(anyhow::Error::msg)?;
     let now = gateway.now();
     println!(
-        "13. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger"
+        "14. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
     );
     let accounts = [
-        (sandboxes[0], "alipay_main", ProviderKind::Alipay),
-        (sandboxes[1], "wechat_main", ProviderKind::WechatPay),
-        (sandboxes[2], "unionpay_main", ProviderKind::UnionPay),
+        (sandboxes[0], "demo_shop", "alipay_main", ProviderKind::Alipay),
+        (sandboxes[1], "demo_shop", "wechat_main", ProviderKind::WechatPay),
+        (sandboxes[2], "demo_shop", "unionpay_main", ProviderKind::UnionPay),
+        (sandboxes[1], "demo_market", "wechat_sub", ProviderKind::WechatPay),
+        (sandboxes[1], "demo_stall", "wechat_sub", ProviderKind::WechatPay),
     ];
-    for (sandbox, account, kind) in accounts {
+    for (sandbox, merchant, account, kind) in accounts {
         // Each provider's own statement day of now, which the sandbox is told has ended.
         let today = moongate::registry::facts(kind)
             .wallet
@@ -413,7 +471,7 @@ async fn reconciliation(
         };
         http.send(&request).await?;
         let request = crate::reconcile::run::RunRequest {
-            merchant_id: "demo_shop".to_owned(),
+            merchant_id: merchant.to_owned(),
             account_id: account.to_owned(),
             day: today,
             source: crate::reconcile::run::Source::Download,

@@ -10,7 +10,6 @@
 
 mod common;
 
-
 use common::{Harness, bill_line};
 use moongate::reconcile::report::{self, Report};
 use moongate::reconcile::run::{ReconcileError, RunRequest, Source, format_day, reconcile};

@@ -1,6 +1,8 @@
-//! The sandboxes as the demo and `moongate sandbox` set them up: one Alipay application, one
-//! WeChat Pay merchant and one UnionPay merchant, every key the public test data under `fixtures/` (see
-//! `fixtures/keys/README.md`), so an official SDK or any other client can be pointed at them.
+//! The sandboxes as the demo and `moongate sandbox` set them up: one Alipay application (and a
+//! second in certificate mode), one WeChat Pay merchant and one WeChat Pay service provider
+//! with two sub-merchants, and one UnionPay merchant, every key the public test data under
+//! `fixtures/` (see `fixtures/keys/README.md`), so an official SDK or any other client can be
+//! pointed at them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::SandboxSettings;
 use super::alipay::CertificateMode;
 use super::unionpay::{UnionPayMerchant, UnionPaySandboxSettings};
-use super::wechat::{KeyMode, SandboxMerchant, WechatSandboxSettings};
+use super::wechat::{KeyMode, SandboxMerchant, SandboxSubMerchant, WechatSandboxSettings};
 
 /// The Alipay application the sandbox knows.
 pub const ALIPAY_APP_ID: &str = "2021000122671080";
@@ -23,6 +25,13 @@ pub const WECHAT_MCHID: &str = "1230000109";
 pub const WECHAT_APPID: &str = "wxd678efh567hg6787";
 /// The serial of its API certificate (`serial_no` in `Authorization`).
 pub const WECHAT_MERCHANT_SERIAL: &str = "F5765756002FDD77";
+/// The WeChat Pay service provider (服务商) the sandbox knows: its `sp_mchid`, signing with the
+/// same test key and serial as [`WECHAT_MCHID`].
+pub const WECHAT_SP_MCHID: &str = "1900009191";
+/// Its app id (`sp_appid`).
+pub const WECHAT_SP_APPID: &str = "wx8888888888888888";
+/// The sub-merchants (`sub_mchid`) bound to it.
+pub const WECHAT_SUB_MCHIDS: [&str; 2] = ["1900000201", "1900000202"];
 /// The sandbox platform certificate's serial (certificate mode).
 pub const WECHAT_CERTIFICATE_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 /// The sandbox's WeChat Pay public key id (public-key mode).
@@ -53,6 +62,7 @@ const WECHAT_MERCHANT_PUBLIC: &str = "keys/wechatpay-go-merchant-public-key.pem"
 const WECHAT_MERCHANT_PRIVATE: &str = "keys/wechatpay-go-merchant-private-key.pem";
 const WECHAT_APIV3: &str = "demo/wechatpay-apiv3.secret";
 const WECHAT_V2: &str = "demo/wechatpay-v2.secret";
+const WECHAT_SP_APIV3: &str = "demo/wechatpay-sp-apiv3.secret";
 
 /// Both sandboxes' settings, read from a `fixtures/` folder.
 #[derive(Debug)]
@@ -121,16 +131,34 @@ impl Standard {
                 certificate_pem: read(fixtures, WECHAT_PLATFORM_CERT)?,
                 certificate_serial: WECHAT_CERTIFICATE_SERIAL.to_owned(),
                 public_key_id: WECHAT_PUBLIC_KEY_ID.to_owned(),
-                merchants: vec![SandboxMerchant {
-                    mchid: WECHAT_MCHID.to_owned(),
-                    appids: vec![WECHAT_APPID.to_owned()],
-                    merchant_serial_no: WECHAT_MERCHANT_SERIAL.to_owned(),
-                    merchant_public_key_pem: read(fixtures, WECHAT_MERCHANT_PUBLIC)?,
-                    apiv3_key: secret(WECHAT_APIV3)?,
-                    api_v2_key: Some(secret(WECHAT_V2)?),
-                    key_mode: KeyMode::PublicKey,
-                    sub_merchants: vec![],
-                }],
+                merchants: vec![
+                    SandboxMerchant {
+                        mchid: WECHAT_MCHID.to_owned(),
+                        appids: vec![WECHAT_APPID.to_owned()],
+                        merchant_serial_no: WECHAT_MERCHANT_SERIAL.to_owned(),
+                        merchant_public_key_pem: read(fixtures, WECHAT_MERCHANT_PUBLIC)?,
+                        apiv3_key: secret(WECHAT_APIV3)?,
+                        api_v2_key: Some(secret(WECHAT_V2)?),
+                        key_mode: KeyMode::PublicKey,
+                        sub_merchants: vec![],
+                    },
+                    SandboxMerchant {
+                        mchid: WECHAT_SP_MCHID.to_owned(),
+                        appids: vec![WECHAT_SP_APPID.to_owned()],
+                        merchant_serial_no: WECHAT_MERCHANT_SERIAL.to_owned(),
+                        merchant_public_key_pem: read(fixtures, WECHAT_MERCHANT_PUBLIC)?,
+                        apiv3_key: secret(WECHAT_SP_APIV3)?,
+                        api_v2_key: None,
+                        key_mode: KeyMode::PublicKey,
+                        sub_merchants: WECHAT_SUB_MCHIDS
+                            .iter()
+                            .map(|sub| SandboxSubMerchant {
+                                sub_mchid: (*sub).to_owned(),
+                                appids: vec![],
+                            })
+                            .collect(),
+                    },
+                ],
                 time_divisor,
             },
             unionpay: UnionPaySandboxSettings {
@@ -224,6 +252,16 @@ impl Standard {
             out,
             "  platform certificate {WECHAT_CERTIFICATE_SERIAL}: {} (also from GET /v3/certificates)",
             file(WECHAT_PLATFORM_CERT)
+        );
+        let _ = writeln!(
+            out,
+            "  service provider     sp_mchid {WECHAT_SP_MCHID}, sp_appid {WECHAT_SP_APPID}, the same key and serial, APIv3 key {} ({}); sub_mchid {}",
+            self.wechatpay
+                .merchants
+                .get(1)
+                .map_or("", |m| m.apiv3_key.as_str()),
+            file(WECHAT_SP_APIV3),
+            WECHAT_SUB_MCHIDS.join(", ")
         );
         let _ = writeln!(
             out,
