@@ -393,7 +393,13 @@ async fn sub_merchants(
         "13. Two shops under one WeChat Pay service provider (partner demo_sp, sp_mchid 1900009191)"
     );
     for (merchant, key_id, secret_file, amount, refunded) in [
-        ("demo_market", "demo_market_k1", "market-key.secret", 2800, 800),
+        (
+            "demo_market",
+            "demo_market_k1",
+            "market-key.secret",
+            2800,
+            800,
+        ),
         ("demo_stall", "demo_stall_k1", "stall-key.secret", 1500, 500),
     ] {
         let secret = read(&demo_dir.join(secret_file))?;
@@ -425,7 +431,9 @@ async fn sub_merchants(
             &client,
             &id,
             &format!("{reference}-{merchant}-refund"),
-            serde_json::json!({ "amount": refunded }).to_string().as_bytes(),
+            serde_json::json!({ "amount": refunded })
+                .to_string()
+                .as_bytes(),
         )
         .await?;
     }
@@ -448,11 +456,36 @@ async fn reconciliation(
         "14. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
     );
     let accounts = [
-        (sandboxes[0], "demo_shop", "alipay_main", ProviderKind::Alipay),
-        (sandboxes[1], "demo_shop", "wechat_main", ProviderKind::WechatPay),
-        (sandboxes[2], "demo_shop", "unionpay_main", ProviderKind::UnionPay),
-        (sandboxes[1], "demo_market", "wechat_sub", ProviderKind::WechatPay),
-        (sandboxes[1], "demo_stall", "wechat_sub", ProviderKind::WechatPay),
+        (
+            sandboxes[0],
+            "demo_shop",
+            "alipay_main",
+            ProviderKind::Alipay,
+        ),
+        (
+            sandboxes[1],
+            "demo_shop",
+            "wechat_main",
+            ProviderKind::WechatPay,
+        ),
+        (
+            sandboxes[2],
+            "demo_shop",
+            "unionpay_main",
+            ProviderKind::UnionPay,
+        ),
+        (
+            sandboxes[1],
+            "demo_market",
+            "wechat_sub",
+            ProviderKind::WechatPay,
+        ),
+        (
+            sandboxes[1],
+            "demo_stall",
+            "wechat_sub",
+            ProviderKind::WechatPay,
+        ),
     ];
     for (sandbox, merchant, account, kind) in accounts {
         // Each provider's own statement day of now, which the sandbox is told has ended.

@@ -1,8 +1,8 @@
 //! The conformance kit: one generic suite every adapter runs against its strict sandbox, through
 //! the real gateway. What a provider offers comes from its declared facts (methods, payer
 //! needs, payment-code formats, cashier methods) and its account's capabilities, never from
-//! this file: a new provider joins with one line in `conformance!` below (and its sandbox and
-//! account in the harness, `Harness::provider`).
+//! this file: a new provider, or a new mode of one (certificates, partner), joins with one line
+//! in `conformance!` below (and its sandbox and account in the harness, `Harness::provider`).
 //!
 //! Per provider: create with every method it declares, query, close, refund and refund query;
 //! notifications accepted, duplicated, forged, for an unknown order and with another amount;
@@ -33,51 +33,51 @@ use time::OffsetDateTime;
 
 /// One line per provider.
 macro_rules! conformance {
-    ($($name:ident => $kind:expr),+ $(,)?) => {
+    ($($name:ident => $mode:expr),+ $(,)?) => {
         $(
             mod $name {
                 use super::*;
 
                 #[tokio::test]
                 async fn creates_queries_and_closes_with_every_declared_method() {
-                    create_query_close($kind).await;
+                    create_query_close($mode).await;
                 }
 
                 #[tokio::test]
                 async fn notifications_accepted_once_and_forgeries_refused() {
-                    notifications($kind).await;
+                    notifications($mode).await;
                 }
 
                 #[tokio::test]
                 async fn notifications_for_unknown_orders_or_other_amounts_are_refused() {
-                    unknown_order_and_other_amount($kind).await;
+                    unknown_order_and_other_amount($mode).await;
                 }
 
                 #[tokio::test]
                 async fn a_lost_notification_is_made_good_by_the_query() {
-                    lost_notification($kind).await;
+                    lost_notification($mode).await;
                 }
 
                 #[tokio::test]
                 async fn refunds_and_refund_queries() {
-                    refunds($kind).await;
+                    refunds($mode).await;
                 }
 
                 #[tokio::test]
                 async fn a_statement_round_trip_matches_the_ledger() {
-                    statement_round_trip($kind).await;
+                    statement_round_trip($mode).await;
                 }
 
                 #[tokio::test]
                 async fn every_sandbox_fault_leaves_the_outcome_unknown() {
-                    faults($kind).await;
+                    faults($mode).await;
                 }
             }
         )+
 
         #[test]
         fn every_provider_is_in_the_kit() {
-            let covered = [$($kind),+];
+            let covered = [$($mode.kind),+];
             for kind in ProviderKind::ALL {
                 assert!(covered.contains(kind), "{kind} is not in the conformance kit");
             }
@@ -85,18 +85,40 @@ macro_rules! conformance {
     };
 }
 
+/// What the kit runs against: a provider, in one of its modes, as one harness account.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    kind: ProviderKind,
+    merchant: &'static str,
+    account: &'static str,
+}
+
+const fn mode(kind: ProviderKind, merchant: &'static str, account: &'static str) -> Mode {
+    Mode {
+        kind,
+        merchant,
+        account,
+    }
+}
+
 conformance! {
-    alipay => ProviderKind::Alipay,
-    wechatpay => ProviderKind::WechatPay,
-    unionpay => ProviderKind::UnionPay,
+    // Alipay: public-key mode; certificate mode (公钥证书模式); an ISV-authorised merchant.
+    alipay => mode(ProviderKind::Alipay, "shop_a", "alipay_main"),
+    alipay_certificates => mode(ProviderKind::Alipay, "shop_e", "alipay_main"),
+    alipay_isv => mode(ProviderKind::Alipay, "shop_f", "alipay_isv"),
+    // WeChat Pay: public key and platform certificate (migrating); certificate mode only; a
+    // service provider's sub-merchant.
+    wechatpay => mode(ProviderKind::WechatPay, "shop_a", "wechat_main"),
+    wechatpay_certificates => mode(ProviderKind::WechatPay, "shop_b", "wechat_main"),
+    wechatpay_partner => mode(ProviderKind::WechatPay, "shop_f", "wechat_sub"),
+    unionpay => mode(ProviderKind::UnionPay, "shop_a", "unionpay_main"),
 }
 
 /// Whether the provider's harness account declares `operation`. An operation it leaves out
 /// must be refused by the API before any provider call (the kit checks that instead).
-fn declares(h: &Harness, kind: ProviderKind, operation: Operation) -> bool {
-    let (_, account) = h.provider(kind);
-    h.gateway.gateway.config().merchants["shop_a"]
-        .account(account)
+fn declares(h: &Harness, mode: Mode, operation: Operation) -> bool {
+    h.gateway.gateway.config().merchants[mode.merchant]
+        .account(mode.account)
         .unwrap()
         .adapter
         .capabilities()
@@ -156,11 +178,11 @@ fn create_body(
 }
 
 /// The methods the provider declares that its harness account serves.
-fn served_methods(h: &Harness, kind: ProviderKind) -> Vec<PaymentMethod> {
-    let (_, account) = h.provider(kind);
+fn served_methods(h: &Harness, mode: Mode) -> Vec<PaymentMethod> {
+    let kind = mode.kind;
     let config = h.gateway.gateway.config();
-    let capabilities = config.merchants["shop_a"]
-        .account(account)
+    let capabilities = config.merchants[mode.merchant]
+        .account(mode.account)
         .unwrap()
         .adapter
         .capabilities();
@@ -179,17 +201,11 @@ fn scan_method(kind: ProviderKind) -> PaymentMethod {
     registry::facts(kind).wallet.cashier.desktop[0]
 }
 
-async fn create(
-    h: &Harness,
-    kind: ProviderKind,
-    method: PaymentMethod,
-    amount: i64,
-    key: &str,
-) -> Value {
-    let (_, account) = h.provider(kind);
+async fn create(h: &Harness, mode: Mode, method: PaymentMethod, amount: i64, key: &str) -> Value {
+    let (kind, account) = (mode.kind, mode.account);
     let (status, payment) = h
         .create_with(
-            &h.shop_a,
+            h.merchant(mode.merchant),
             create_body(kind, account, method, amount, key),
             key,
         )
@@ -203,8 +219,8 @@ fn id_of(payment: &Value) -> String {
     payment["id"].as_str().unwrap().to_owned()
 }
 
-async fn pay(h: &Harness, kind: ProviderKind, id: &str, notify: bool) {
-    let (sandbox, _) = h.provider(kind);
+async fn pay(h: &Harness, mode: Mode, id: &str, notify: bool) {
+    let (sandbox, _) = h.provider(mode.kind);
     let paid = h
         .control(
             sandbox,
@@ -247,11 +263,11 @@ async fn recheck(h: &Harness) {
         .unwrap();
 }
 
-async fn create_query_close(kind: ProviderKind) {
+async fn create_query_close(mode: Mode) {
     let h = Harness::start().await;
-    for (index, method) in served_methods(&h, kind).into_iter().enumerate() {
+    for (index, method) in served_methods(&h, mode).into_iter().enumerate() {
         let key = format!("c{index}");
-        let payment = create(&h, kind, method, 1200 + i64::try_from(index).unwrap(), &key).await;
+        let payment = create(&h, mode, method, 1200 + i64::try_from(index).unwrap(), &key).await;
         let id = id_of(&payment);
         assert_eq!(payment["method"], method.as_str());
         if registry::is_payment_code(method) {
@@ -259,7 +275,8 @@ async fn create_query_close(kind: ProviderKind) {
             // provider only accepts the charge, as UnionPay does) the payment follows it to paid.
             if payment["status"] != "succeeded" {
                 assert_eq!(payment["status"], "pending", "{method:?}: {payment}");
-                h.wait_for(&h.shop_a, &id, "succeeded").await;
+                h.wait_for(h.merchant(mode.merchant), &id, "succeeded")
+                    .await;
             }
             continue;
         }
@@ -270,7 +287,9 @@ async fn create_query_close(kind: ProviderKind) {
         assert!(payment["next_action"].is_object(), "{method:?}: {payment}");
         // Query: the provider still waits for the shopper.
         recheck(&h).await;
-        let (_, queried) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+        let (_, queried) = h
+            .get(h.merchant(mode.merchant), &format!("/v1/payments/{id}"))
+            .await;
         assert_eq!(
             queried["status"], "requires_action",
             "{method:?}: {queried}"
@@ -285,16 +304,18 @@ async fn create_query_close(kind: ProviderKind) {
         // Close, or a refusal where the provider has none, which leaves the payment as it is.
         let (status, canceled) = h
             .post(
-                &h.shop_a,
+                h.merchant(mode.merchant),
                 &format!("/v1/payments/{id}/cancel"),
                 "",
                 &format!("{key}-x"),
             )
             .await;
-        if !declares(&h, kind, Operation::Close) {
+        if !declares(&h, mode, Operation::Close) {
             assert_eq!(status, 400, "{method:?}: {canceled}");
             assert_eq!(canceled["error"]["code"], "payment_not_cancelable");
-            let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+            let (_, after) = h
+                .get(h.merchant(mode.merchant), &format!("/v1/payments/{id}"))
+                .await;
             assert_eq!(after["status"], "requires_action", "{after}");
             continue;
         }
@@ -303,13 +324,15 @@ async fn create_query_close(kind: ProviderKind) {
     }
 }
 
-async fn notifications(kind: ProviderKind) {
+async fn notifications(mode: Mode) {
+    let kind = mode.kind;
     let h = Harness::start().await;
-    let (sandbox, _) = h.provider(kind);
-    let payment = create(&h, kind, scan_method(kind), 880, "n1").await;
+    let (sandbox, _) = h.provider(mode.kind);
+    let payment = create(&h, mode, scan_method(kind), 880, "n1").await;
     let id = id_of(&payment);
-    pay(&h, kind, &id, true).await;
-    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    pay(&h, mode, &id, true).await;
+    h.wait_for(h.merchant(mode.merchant), &id, "succeeded")
+        .await;
     let delivered = sent(&h, sandbox, &id, 1).await;
     assert_eq!(delivered[0]["acknowledged"], true, "{delivered:?}");
     let succeeded = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "payment.succeeded").count();
@@ -338,11 +361,13 @@ async fn notifications(kind: ProviderKind) {
 
 /// Creates an order at the sandbox behind the gateway's back, through the account's own
 /// adapter, notifying the gateway's notification URL for that account.
-async fn order_at_sandbox(h: &Harness, kind: ProviderKind, order_id: &str, amount: i64) {
-    let (_, account_id) = h.provider(kind);
+async fn order_at_sandbox(h: &Harness, mode: Mode, order_id: &str, amount: i64) {
+    let kind = mode.kind;
     let gateway = &h.gateway.gateway;
     let config = gateway.config();
-    let account = config.merchants["shop_a"].account(account_id).unwrap();
+    let account = config.merchants[mode.merchant]
+        .account(mode.account)
+        .unwrap();
     let request = CreatePayment {
         provider_order_id: order_id.to_owned(),
         amount: Money::new(amount, moongate_contract::Currency::CNY),
@@ -350,7 +375,7 @@ async fn order_at_sandbox(h: &Harness, kind: ProviderKind, order_id: &str, amoun
         subject: "Conformance tea".to_owned(),
         description: None,
         return_url: None,
-        notify_url: gateway.notify_url("shop_a", account),
+        notify_url: gateway.notify_url(mode.merchant, account),
         expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
         payer: Payer::default(),
         created_at: OffsetDateTime::now_utc(),
@@ -372,13 +397,14 @@ async fn order_at_sandbox(h: &Harness, kind: ProviderKind, order_id: &str, amoun
         .unwrap();
 }
 
-async fn unknown_order_and_other_amount(kind: ProviderKind) {
+async fn unknown_order_and_other_amount(mode: Mode) {
+    let kind = mode.kind;
     let h = Harness::start().await;
-    let (sandbox, _) = h.provider(kind);
+    let (sandbox, _) = h.provider(mode.kind);
     // An order the ledger has never seen: verified, not recorded, not acknowledged.
     let stranger = format!("pay_conformance{}", kind.as_str());
-    order_at_sandbox(&h, kind, &stranger, 500).await;
-    pay(&h, kind, &stranger, true).await;
+    order_at_sandbox(&h, mode, &stranger, 500).await;
+    pay(&h, mode, &stranger, true).await;
     let delivered = sent(&h, sandbox, &stranger, 1).await;
     assert_eq!(delivered[0]["acknowledged"], false, "{delivered:?}");
     assert!(h.event_kinds(&stranger).await.is_empty());
@@ -393,43 +419,51 @@ async fn unknown_order_and_other_amount(kind: ProviderKind) {
         )
         .await;
     assert_eq!(fault.status, 204);
-    let payment = create(&h, kind, scan_method(kind), 700, "m1").await;
+    let payment = create(&h, mode, scan_method(kind), 700, "m1").await;
     assert_eq!(payment["status"], "unknown", "{payment}");
     let id = id_of(&payment);
-    order_at_sandbox(&h, kind, &id, 701).await;
-    pay(&h, kind, &id, true).await;
+    order_at_sandbox(&h, mode, &id, 701).await;
+    pay(&h, mode, &id, true).await;
     let delivered = sent(&h, sandbox, &id, 1).await;
     assert_eq!(delivered[0]["acknowledged"], false, "{delivered:?}");
-    let (_, after) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    let (_, after) = h
+        .get(h.merchant(mode.merchant), &format!("/v1/payments/{id}"))
+        .await;
     assert_eq!(after["status"], "unknown", "{after}");
 }
 
-async fn lost_notification(kind: ProviderKind) {
+async fn lost_notification(mode: Mode) {
+    let kind = mode.kind;
     let h = Harness::start().await;
-    let payment = create(&h, kind, scan_method(kind), 990, "l1").await;
+    let payment = create(&h, mode, scan_method(kind), 990, "l1").await;
     let id = id_of(&payment);
-    pay(&h, kind, &id, false).await;
-    let (_, before) = h.get(&h.shop_a, &format!("/v1/payments/{id}")).await;
+    pay(&h, mode, &id, false).await;
+    let (_, before) = h
+        .get(h.merchant(mode.merchant), &format!("/v1/payments/{id}"))
+        .await;
     assert_eq!(before["status"], "requires_action");
     recheck(&h).await;
-    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    h.wait_for(h.merchant(mode.merchant), &id, "succeeded")
+        .await;
 }
 
-async fn refunds(kind: ProviderKind) {
+async fn refunds(mode: Mode) {
+    let kind = mode.kind;
     let h = Harness::start().await;
-    let payment = create(&h, kind, scan_method(kind), 1000, "r1").await;
+    let payment = create(&h, mode, scan_method(kind), 1000, "r1").await;
     let id = id_of(&payment);
-    pay(&h, kind, &id, true).await;
-    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    pay(&h, mode, &id, true).await;
+    h.wait_for(h.merchant(mode.merchant), &id, "succeeded")
+        .await;
     let (status, refund) = h
         .post(
-            &h.shop_a,
+            h.merchant(mode.merchant),
             &format!("/v1/payments/{id}/refunds"),
             r#"{"amount": 300}"#,
             "r1-refund",
         )
         .await;
-    if !declares(&h, kind, Operation::Refund) {
+    if !declares(&h, mode, Operation::Refund) {
         assert_eq!(status, 400, "{refund}");
         assert_eq!(refund["error"]["code"], "payment_not_refundable");
         return;
@@ -444,7 +478,12 @@ async fn refunds(kind: ProviderKind) {
     let mut last = Value::Null;
     for _ in 0..100 {
         recheck(&h).await;
-        let (_, current) = h.get(&h.shop_a, &format!("/v1/refunds/{refund_id}")).await;
+        let (_, current) = h
+            .get(
+                h.merchant(mode.merchant),
+                &format!("/v1/refunds/{refund_id}"),
+            )
+            .await;
         if current["status"] == "succeeded" {
             last = current;
             break;
@@ -456,7 +495,7 @@ async fn refunds(kind: ProviderKind) {
     // More than what is left is refused before the provider is asked.
     let (status, refused) = h
         .post(
-            &h.shop_a,
+            h.merchant(mode.merchant),
             &format!("/v1/payments/{id}/refunds"),
             r#"{"amount": 701}"#,
             "r1-over",
@@ -473,14 +512,15 @@ fn statement_day(kind: ProviderKind) -> time::Date {
         .day_of(OffsetDateTime::now_utc())
 }
 
-async fn statement_round_trip(kind: ProviderKind) {
+async fn statement_round_trip(mode: Mode) {
+    let kind = mode.kind;
     let h = Harness::start().await;
-    let (sandbox, account) = h.provider(kind);
-    if !declares(&h, kind, Operation::Statement) {
+    let (sandbox, account) = (h.provider(mode.kind).0, mode.account);
+    if !declares(&h, mode, Operation::Statement) {
         let refused = reconcile(
             &h.gateway.gateway,
             RunRequest {
-                merchant_id: "shop_a".to_owned(),
+                merchant_id: mode.merchant.to_owned(),
                 account_id: account.to_owned(),
                 day: statement_day(kind),
                 source: Source::Download,
@@ -494,10 +534,11 @@ async fn statement_round_trip(kind: ProviderKind) {
         );
         return;
     }
-    let payment = create(&h, kind, scan_method(kind), 1800, "s1").await;
+    let payment = create(&h, mode, scan_method(kind), 1800, "s1").await;
     let id = id_of(&payment);
-    pay(&h, kind, &id, true).await;
-    h.wait_for(&h.shop_a, &id, "succeeded").await;
+    pay(&h, mode, &id, true).await;
+    h.wait_for(h.merchant(mode.merchant), &id, "succeeded")
+        .await;
     // The sandboxes refuse the current day, as the providers do: let the day end.
     let today = statement_day(kind);
     let tomorrow = format_day(today.next_day().unwrap());
@@ -512,7 +553,7 @@ async fn statement_round_trip(kind: ProviderKind) {
     let report = reconcile(
         &h.gateway.gateway,
         RunRequest {
-            merchant_id: "shop_a".to_owned(),
+            merchant_id: mode.merchant.to_owned(),
             account_id: account.to_owned(),
             day: today,
             source: Source::Download,
@@ -525,11 +566,12 @@ async fn statement_round_trip(kind: ProviderKind) {
     assert!(report.breaks.is_empty(), "{:?}", report.breaks);
 }
 
-async fn faults(kind: ProviderKind) {
+async fn faults(mode: Mode) {
+    let kind = mode.kind;
     // A short call timeout, so that unanswered calls end quickly.
     let h = Harness::start_with_timeout(600).await;
-    let (sandbox, _) = h.provider(kind);
-    let modes = [
+    let (sandbox, _) = h.provider(mode.kind);
+    let faults = [
         ("garbage", "unknown"),
         ("http_500", "unknown"),
         ("timeout", "unknown"),
@@ -537,18 +579,18 @@ async fn faults(kind: ProviderKind) {
         ("drop_after_create", "unknown"),
         ("slow", "requires_action"),
     ];
-    for (index, (mode, expected)) in modes.into_iter().enumerate() {
+    for (index, (fault_mode, expected)) in faults.into_iter().enumerate() {
         let fault = h
             .control(
                 sandbox,
                 "/sandbox/fault",
-                json!({"mode": mode, "count": 1, "delay_ms": 100}),
+                json!({"mode": fault_mode, "count": 1, "delay_ms": 100}),
             )
             .await;
-        assert_eq!(fault.status, 204, "{mode}");
+        assert_eq!(fault.status, 204, "{fault_mode}");
         let key = format!("f{index}");
-        let payment = create(&h, kind, scan_method(kind), 600, &key).await;
-        assert_eq!(payment["status"], expected, "{mode}: {payment}");
+        let payment = create(&h, mode, scan_method(kind), 600, &key).await;
+        assert_eq!(payment["status"], expected, "{fault_mode}: {payment}");
         let calls = attempts(&h, &id_of(&payment)).await;
         let (operation, outcome) = &calls[0];
         assert_eq!(operation, "create");
@@ -556,7 +598,7 @@ async fn faults(kind: ProviderKind) {
             // Sent, and the provider may have acted: never "not sent", never a refusal.
             assert!(
                 !outcome.contains("not sent") && !outcome.starts_with("answered"),
-                "{mode}: {outcome}"
+                "{fault_mode}: {outcome}"
             );
         }
     }

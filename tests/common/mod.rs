@@ -641,6 +641,20 @@ api_base_url = "http://{wechat_addr}"
         }
     }
 
+    /// The client of a harness merchant, by its id.
+    pub fn merchant(&self, id: &str) -> &MerchantClient {
+        match id {
+            "shop_a" => &self.shop_a,
+            "shop_b" => &self.shop_b,
+            "shop_c" => &self.shop_c,
+            "shop_d" => &self.shop_d,
+            "shop_e" => &self.shop_e,
+            "shop_f" => &self.shop_f,
+            "shop_g" => &self.shop_g,
+            other => panic!("the harness has no merchant {other}"),
+        }
+    }
+
     /// POSTs JSON to a sandbox control endpoint.
     pub async fn control(&self, sandbox: SocketAddr, path: &str, body: Value) -> HttpResponse {
         let request = HttpRequest {
