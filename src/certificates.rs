@@ -37,13 +37,36 @@ pub async fn download(
     let Some(kind) = ProviderKind::parse(&settings.provider) else {
         bail!("{at}.provider: unknown provider {:?}", settings.provider);
     };
-    let adapter = registry::build_adapter(kind, &settings.settings, &base).map_err(|problems| {
-        let lines: Vec<String> = problems
-            .into_iter()
-            .map(|(key, message)| format!("{at}.settings{key}: {message}"))
-            .collect();
-        anyhow::anyhow!(lines.join("\n"))
-    })?;
+    // A sub-merchant's certificates are its partner's, downloaded with the partner's keys.
+    let built = match &settings.partner {
+        None => registry::build_adapter(kind, &settings.settings, &base).map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|(key, message)| format!("{at}.settings{key}: {message}"))
+                .collect::<Vec<_>>()
+        }),
+        Some(partner_id) => {
+            let partner = raw
+                .partners
+                .get(partner_id)
+                .with_context(|| format!("{at}.partner: unknown partner {partner_id:?}"))?;
+            registry::build_sub_merchant_adapter(kind, &partner.settings, &settings.settings, &base)
+                .map_err(|problems| {
+                    problems
+                        .into_iter()
+                        .map(|(place, key, message)| match place {
+                            registry::SettingsAt::Account => {
+                                format!("{at}.settings{key}: {message}")
+                            }
+                            registry::SettingsAt::Partner => {
+                                format!("partners.{partner_id}.settings{key}: {message}")
+                            }
+                        })
+                        .collect()
+                })
+        }
+    };
+    let adapter = built.map_err(|lines| anyhow::anyhow!(lines.join("\n")))?;
     if !adapter.capabilities().supports(Operation::Certificates) {
         bail!("{at} is a {kind} account; {kind} hands out no certificates through its API");
     }
@@ -56,6 +79,7 @@ pub async fn download(
         adapter: Arc::clone(&adapter),
         limit: None,
         circuit: Arc::new(Circuit::new(CircuitSettings::default())),
+        partner: None,
         fee_rate_ppm: None,
         state_key: String::new(),
     };

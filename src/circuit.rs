@@ -75,6 +75,15 @@ impl CircuitSettings {
     }
 }
 
+/// How a call was let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The circuit is closed.
+    Flow,
+    /// The one probe of a half-open circuit.
+    Probe,
+}
+
 /// Where a circuit stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CircuitState {
@@ -163,19 +172,35 @@ impl Circuit {
 
     /// May a call be sent now? In half-open, only one probe at a time.
     pub fn allow(&self, now: Instant) -> bool {
+        self.pass(now).is_some()
+    }
+
+    /// [`Circuit::allow`], saying whether the call is the half-open probe: a caller that is
+    /// let through but then does not send (another breaker on its way refused it) hands the
+    /// probe back with [`Circuit::unused`].
+    pub fn pass(&self, now: Instant) -> Option<Pass> {
         let mut inner = self.lock();
         match &mut *inner {
-            Inner::Closed { .. } => true,
+            Inner::Closed { .. } => Some(Pass::Flow),
             Inner::Open { until } if now >= *until => {
                 *inner = Inner::HalfOpen { probing: true };
-                true
+                Some(Pass::Probe)
             }
-            Inner::Open { .. } => false,
+            Inner::Open { .. } => None,
             Inner::HalfOpen { probing } if !*probing => {
                 *probing = true;
-                true
+                Some(Pass::Probe)
             }
-            Inner::HalfOpen { .. } => false,
+            Inner::HalfOpen { .. } => None,
+        }
+    }
+
+    /// A pass that was not used: a probe may go again.
+    pub fn unused(&self, pass: Pass) {
+        if pass == Pass::Probe
+            && let Inner::HalfOpen { probing } = &mut *self.lock()
+        {
+            *probing = false;
         }
     }
 
@@ -253,6 +278,25 @@ mod tests {
         c.record(later, true);
         assert_eq!(c.state(later), CircuitState::Closed);
         assert!(c.allow(later));
+    }
+
+    #[test]
+    fn an_unused_probe_is_handed_back() {
+        let c = circuit();
+        let t0 = Instant::now();
+        for i in 0..4 {
+            c.record(t0 + Duration::from_millis(i), false);
+        }
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(c.pass(later), Some(Pass::Probe));
+        assert_eq!(c.pass(later), None);
+        c.unused(Pass::Probe);
+        assert_eq!(c.pass(later), Some(Pass::Probe));
+        // A closed circuit's pass changes nothing when unused.
+        c.record(later, true);
+        assert_eq!(c.pass(later), Some(Pass::Flow));
+        c.unused(Pass::Flow);
+        assert_eq!(c.state(later), CircuitState::Closed);
     }
 
     #[test]

@@ -60,13 +60,20 @@ pub struct CallTimeLabels {
     pub operation: String,
 }
 
-/// A rate-limit refusal: `scope` (`merchant` or `account`) and `id`.
+/// A rate-limit refusal: `scope` (`merchant`, `account` or `partner`) and `id`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
-    /// `merchant` or `account`.
+    /// `merchant`, `account` or `partner`.
     pub scope: String,
-    /// `merchant` or `merchant/account`.
+    /// `merchant`, `merchant/account` or the partner id.
     pub id: String,
+}
+
+/// `partner`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartnerLabels {
+    /// Partner id.
+    pub partner: String,
 }
 
 /// `merchant`, `account`.
@@ -121,6 +128,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     /// `moongate_circuit_state`: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<AccountLabels, Gauge>,
+    /// `moongate_partner_circuit_state`: the same, per partner.
+    pub partner_circuit_state: Family<PartnerLabels, Gauge>,
     /// `moongate_config_reloads_total`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
     /// `moongate_shared_limit_checks_total{outcome}`: Redis limit checks (`allowed`, `limited`,
@@ -200,6 +209,12 @@ impl Metrics {
             "Circuit breaker state per account: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
         );
+        let partner_circuit_state = Family::<PartnerLabels, Gauge>::default();
+        registry.register(
+            "partner_circuit_state",
+            "Circuit breaker state per partner (all its sub-merchants' calls): 0 closed, 1 half-open, 2 open",
+            partner_circuit_state.clone(),
+        );
         let config_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -237,6 +252,7 @@ impl Metrics {
             reconciliation_runs,
             reconciliation_open_breaks,
             circuit_state,
+            partner_circuit_state,
             config_reloads,
             requests,
             request_seconds,

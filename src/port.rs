@@ -2,7 +2,8 @@
 //!
 //! Every call, whatever asks for it (payments, refunds, the janitor, statement downloads,
 //! repair, certificate downloads), passes the same steps in the same order: the account's
-//! outbound rate limit (a bounded wait, else not sent), its circuit breaker, a `provider_call`
+//! outbound rate limit (a bounded wait, else not sent) and, for a sub-merchant, its partner's;
+//! the partner's circuit breaker and the account's, a `provider_call`
 //! span, the one HTTP client, the adapter's pure parse, the call metrics, the breaker's
 //! bookkeeping and a row in the attempt log. The HTTP client is private to this module.
 
@@ -287,29 +288,57 @@ impl ProviderPort {
         exchange
     }
 
-    /// The account's outbound limit, then its circuit.
+    /// The account's outbound limit, its partner's (a sub-merchant's calls are also its
+    /// partner's), then the partner's circuit and the account's.
     async fn gate(&self, caller: Caller<'_>, operation: &'static str) -> Result<(), Gate> {
         let account = caller.account;
-        if let Some(limit) = &account.limit
-            && let Err(limited) = limit.acquire().await
-        {
-            warn!(
-                account = %account.id,
-                operation,
-                retry_after_ms = limited.retry_after.as_millis() as u64,
-                "outbound rate limit: call not sent"
-            );
-            self.metrics
-                .rate_limited
-                .get_or_create(&LimitLabels {
-                    scope: "account".to_owned(),
-                    id: format!("{}/{}", caller.merchant_id, account.id),
-                })
-                .inc();
-            self.count(caller, operation, "throttled", None);
-            return Err(Gate::Throttled(limited));
+        let partner = account.partner.as_deref();
+        let limits = [
+            account.limit.as_deref().map(|l| {
+                (
+                    l,
+                    "account",
+                    format!("{}/{}", caller.merchant_id, account.id),
+                )
+            }),
+            partner.and_then(|p| p.limit.as_deref().map(|l| (l, "partner", p.id.clone()))),
+        ];
+        for (limit, scope, id) in limits.into_iter().flatten() {
+            if let Err(limited) = limit.acquire().await {
+                warn!(
+                    account = %account.id,
+                    scope,
+                    operation,
+                    retry_after_ms = limited.retry_after.as_millis() as u64,
+                    "outbound rate limit: call not sent"
+                );
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&LimitLabels {
+                        scope: scope.to_owned(),
+                        id,
+                    })
+                    .inc();
+                self.count(caller, operation, "throttled", None);
+                return Err(Gate::Throttled(limited));
+            }
         }
-        if !account.circuit.allow(Instant::now()) {
+        let now = Instant::now();
+        let partner_pass = match partner {
+            None => None,
+            Some(partner) => match partner.circuit.pass(now) {
+                Some(pass) => Some((partner, pass)),
+                None => {
+                    self.count(caller, operation, "circuit_open", None);
+                    return Err(Gate::CircuitOpen);
+                }
+            },
+        };
+        if !account.circuit.allow(now) {
+            // The partner's probe, if this call held it, goes to another call.
+            if let Some((partner, pass)) = partner_pass {
+                partner.circuit.unused(pass);
+            }
             self.count(caller, operation, "circuit_open", None);
             return Err(Gate::CircuitOpen);
         }
@@ -330,7 +359,11 @@ impl ProviderPort {
         outcome_text: &str,
     ) -> Option<Attempt> {
         self.count(caller, operation, outcome, Some(clock.elapsed()));
-        caller.account.circuit.record(Instant::now(), healthy);
+        let now = Instant::now();
+        caller.account.circuit.record(now, healthy);
+        if let Some(partner) = &caller.account.partner {
+            partner.circuit.record(now, healthy);
+        }
         let attempt = Attempt {
             payment_id: caller.subject.to_owned(),
             account_id: caller.account.id.clone(),

@@ -235,3 +235,124 @@ async fn two_sub_merchants_of_each_partner_pay_refund_and_reconcile_apart(h: Har
         }
     }
 }
+
+/// A provider's limit and breaker set on the partner are shared by its sub-merchants; a
+/// sub-merchant's own refusals are its own and never stop a sibling.
+#[tokio::test]
+async fn a_partners_limit_and_breaker_are_shared_and_a_sub_merchants_refusals_its_own() {
+    let h = Harness::start().await;
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    // A small breaker on the provider, and shop G also holding an account for a sub-merchant
+    // the provider has no relationship with (every call refused: 403 NO_AUTH).
+    let tuned = original.replace(
+        "[partners.wx_sp.settings]",
+        "circuit = { min_calls = 4, error_percent = 50, window_ms = 60000, open_ms = 60000 }\n[partners.wx_sp.settings]",
+    ) + "\n[merchants.shop_g.accounts.wechat_unbound]\nprovider = \"wechatpay\"\npartner = \"wx_sp\"\nsettings = { sub_mchid = \"1900000299\" }\n";
+    std::fs::write(&h.config_path, tuned).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    let native = |account: &str, key: &str| {
+        json!({
+            "amount": 100, "currency": "CNY", "method": "wechat_native", "account": account,
+            "merchant_reference": key, "description": "Tea",
+        })
+    };
+    let circuits = || async {
+        let admin = h.gateway.admin_addr.unwrap();
+        let body = h.http_get(&format!("http://{admin}/circuits")).await.body;
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let partner_circuit = |circuits: &Value| {
+        circuits["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["partner"] == "wx_sp")
+            .map(|p| p["circuit"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+
+    // Refused, again and again: the provider answered, so no breaker moves.
+    for i in 0..6 {
+        let key = format!("unbound-{i}");
+        let (status, payment) = h
+            .create_with(&h.shop_g, native("wechat_unbound", &key), &key)
+            .await;
+        assert_eq!(status, 201, "{payment}");
+        assert_eq!(payment["status"], "failed", "{payment}");
+        assert_eq!(payment["failure"]["code"], "NO_AUTH", "{payment}");
+    }
+    assert_eq!(partner_circuit(&circuits().await), "closed");
+    let (_, sibling) = h
+        .create_with(&h.shop_f, native("wechat_sub", "f-after-refusals"), "f-1")
+        .await;
+    assert_eq!(sibling["status"], "requires_action", "{sibling}");
+
+    // The provider itself failing opens the partner's breaker: HTTP 500 to seven of shop F's
+    // calls makes half of the seven answered calls above and these seven failures. Then shop
+    // G's next call is not sent at all, while a direct merchant's goes on.
+    let armed = h
+        .wechat("/sandbox/fault", json!({"mode": "http_500", "count": 7}))
+        .await;
+    assert_eq!(armed.status, 204);
+    for i in 0..7 {
+        let key = format!("f-500-{i}");
+        let (_, payment) = h
+            .create_with(&h.shop_f, native("wechat_sub", &key), &key)
+            .await;
+        assert_eq!(payment["status"], "unknown", "{payment}");
+    }
+    let now = circuits().await;
+    assert_eq!(partner_circuit(&now), "open", "{now}");
+    let calls = h.provider_calls(h.wechat_addr).await;
+    let (_, stopped) = h
+        .create_with(&h.shop_g, native("wechat_sub", "g-open"), "g-open")
+        .await;
+    assert_eq!(stopped["status"], "failed", "{stopped}");
+    assert_eq!(stopped["failure"]["code"], "circuit_open", "{stopped}");
+    assert_eq!(
+        h.provider_calls(h.wechat_addr).await,
+        calls,
+        "a call was sent"
+    );
+    let (_, direct) = h
+        .create_with(&h.shop_a, native("wechat_main", "a-direct"), "a-direct")
+        .await;
+    assert_eq!(direct["status"], "requires_action", "{direct}");
+    // Shop G's own breaker saw nothing of it.
+    let now = circuits().await;
+    let own = now["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["merchant"] == "shop_g" && a["account"] == "wechat_sub")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (own["circuit"].as_str(), own["partner"].as_str()),
+        (Some("closed"), Some("wx_sp"))
+    );
+
+    // A limit on the provider: its sub-merchants' calls together, not each one's.
+    let limited = original.replace(
+        "[partners.wx_sp.settings]",
+        "rate_limit = { requests_per_second = 1, burst = 2, max_wait_ms = 0 }\n[partners.wx_sp.settings]",
+    );
+    std::fs::write(&h.config_path, limited).unwrap();
+    moongate::server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    let mut outcomes = Vec::new();
+    for (i, shop) in [&h.shop_f, &h.shop_g, &h.shop_f].into_iter().enumerate() {
+        let key = format!("limited-{i}");
+        let (_, payment) = h.create_with(shop, native("wechat_sub", &key), &key).await;
+        outcomes.push(
+            payment["failure"]["code"]
+                .as_str()
+                .unwrap_or("none")
+                .to_owned(),
+        );
+    }
+    assert_eq!(outcomes, ["none", "none", "outbound_rate_limited"]);
+    let (_, direct) = h
+        .create_with(&h.shop_a, native("wechat_main", "a-direct-2"), "a-direct-2")
+        .await;
+    assert_eq!(direct["status"], "requires_action", "{direct}");
+}

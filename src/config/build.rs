@@ -1,6 +1,6 @@
 //! Building the runtime configuration: secrets read, adapters built through the registry.
 
-use super::runtime::account_state_key;
+use super::runtime::{PartnerGate, account_state_key, partner_state_key};
 use super::*;
 use crate::cashier::key::KeySource;
 use crate::registry::SettingsAt;
@@ -122,6 +122,24 @@ impl RawConfig {
                 KeySource::Configured(Secret::new(String::new()))
             }
         };
+        // Each partner's gate, shared by its sub-merchant accounts.
+        let mut partners = BTreeMap::new();
+        for (partner_id, partner) in &self.partners {
+            let Some(kind) = ProviderKind::parse(&partner.provider) else {
+                continue;
+            };
+            let circuit = partner.circuit.unwrap_or(self.providers.circuit);
+            partners.insert(
+                partner_id.clone(),
+                Arc::new(PartnerGate {
+                    id: partner_id.clone(),
+                    kind,
+                    limit: partner.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
+                    circuit: Arc::new(Circuit::new(circuit)),
+                    state_key: partner_state_key(partner, circuit),
+                }),
+            );
+        }
         let mut merchants = BTreeMap::new();
         for (merchant_id, raw) in &self.merchants {
             let at = format!("merchants.{merchant_id}");
@@ -211,8 +229,13 @@ impl RawConfig {
                         adapter,
                         limit: account.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
                         circuit: Arc::new(Circuit::new(self.providers.circuit)),
+                        partner: partner.and_then(|(id, _)| partners.get(id).cloned()),
                         fee_rate_ppm: account.fee_rate.as_deref().and_then(parse_fee_rate),
-                        state_key: account_state_key(account, self.providers.circuit),
+                        state_key: account_state_key(
+                            account,
+                            partner.map(|(_, p)| p),
+                            self.providers.circuit,
+                        ),
                     }),
                     Err(errors) => {
                         for (key, message) in errors {
@@ -310,6 +333,7 @@ impl RawConfig {
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
             merchants,
+            partners,
         })
     }
 }

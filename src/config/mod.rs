@@ -104,6 +104,15 @@ pub struct RawPartner {
     pub provider: String,
     /// The provider's settings for the service provider's own credentials.
     pub settings: toml::Table,
+    /// Calls to the provider under these credentials, all sub-merchants together (default:
+    /// none; each account's own `rate_limit` still applies to it).
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
+    /// The breaker of the partner's calls (default: `[providers.circuit]`): open, it stops
+    /// every sub-merchant's calls; only failures whose fate is unknown (transport, timeouts,
+    /// 5xx, garbage) count, never a provider's refusal of one sub-merchant.
+    #[serde(default)]
+    pub circuit: Option<CircuitSettings>,
 }
 
 /// `[rate_limits]`: merchant limits shared by every instance through Redis.

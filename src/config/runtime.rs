@@ -35,6 +35,8 @@ pub struct Account {
     pub limit: Option<Arc<Limit>>,
     /// Circuit breaker (likewise kept across reloads).
     pub circuit: Arc<Circuit>,
+    /// For a sub-merchant: what it shares with its partner's other sub-merchants.
+    pub partner: Option<Arc<PartnerGate>>,
     /// Agreed fee rate, parts per million, when configured.
     pub fee_rate_ppm: Option<i64>,
     /// What the limit and circuit were built from (provider, settings, limit, circuit
@@ -42,13 +44,48 @@ pub struct Account {
     pub state_key: String,
 }
 
-/// What an account's live state (limit, circuit) depends on.
-pub(super) fn account_state_key(account: &RawAccount, circuit: CircuitSettings) -> String {
+/// The limit and breaker every sub-merchant account of one partner passes on its way to the
+/// provider, besides its own: calls under one contract, limited and broken together.
+#[derive(Debug)]
+pub struct PartnerGate {
+    /// Partner id.
+    pub id: String,
+    /// Provider.
+    pub kind: ProviderKind,
+    /// Outbound limit of all its sub-merchants together, when configured.
+    pub limit: Option<Arc<Limit>>,
+    /// Its breaker.
+    pub circuit: Arc<Circuit>,
+    /// What the gate was built from (provider, settings, limit, circuit settings): a reload
+    /// keeps the gate when this is unchanged.
+    pub state_key: String,
+}
+
+/// What a partner's live state (limit, circuit) depends on.
+pub(super) fn partner_state_key(partner: &RawPartner, circuit: CircuitSettings) -> String {
     format!(
         "{}|{}|{:?}|{circuit:?}",
+        partner.provider,
+        toml::to_string(&partner.settings).unwrap_or_default(),
+        partner.rate_limit
+    )
+}
+
+/// What an account's live state (limit, circuit) depends on: for a sub-merchant, its
+/// partner's credentials too.
+pub(super) fn account_state_key(
+    account: &RawAccount,
+    partner: Option<&RawPartner>,
+    circuit: CircuitSettings,
+) -> String {
+    format!(
+        "{}|{}|{:?}|{circuit:?}|{}",
         account.provider,
         toml::to_string(&account.settings).unwrap_or_default(),
-        account.rate_limit
+        account.rate_limit,
+        partner
+            .map(|p| toml::to_string(&p.settings).unwrap_or_default())
+            .unwrap_or_default()
     )
 }
 
@@ -58,6 +95,13 @@ impl Config {
     /// bucket is not refilled), and every merchant whose limit is unchanged keeps its limiter.
     /// Changed or new ones start fresh.
     pub fn keep_state_from(&mut self, old: &Config) {
+        for (id, gate) in &mut self.partners {
+            if let Some(was) = old.partners.get(id)
+                && was.state_key == gate.state_key
+            {
+                *gate = Arc::clone(was);
+            }
+        }
         for (id, merchant) in &mut self.merchants {
             let Some(before) = old.merchants.get(id) else {
                 continue;
@@ -71,6 +115,12 @@ impl Config {
             }
             merchant.reconciliation_limit = Arc::clone(&before.reconciliation_limit);
             for account in &mut merchant.accounts {
+                // The partner's gate in force, whether kept or new.
+                if let Some(gate) = &mut account.partner
+                    && let Some(current) = self.partners.get(&gate.id)
+                {
+                    *gate = Arc::clone(current);
+                }
                 if let Some(was) = before.account(&account.id)
                     && was.state_key == account.state_key
                 {
@@ -169,4 +219,6 @@ pub struct Config {
     pub sandbox_wallets: Vec<(ProviderKind, String)>,
     /// Merchants by id.
     pub merchants: BTreeMap<String, Arc<Merchant>>,
+    /// Partners' gates by partner id (their sub-merchant accounts hold them too).
+    pub partners: BTreeMap<String, Arc<PartnerGate>>,
 }

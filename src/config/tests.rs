@@ -932,3 +932,55 @@ fn wechat_pay_sub_merchants_name_their_sub_mchid_once_per_provider() {
         "{unionpay:?}"
     );
 }
+
+#[test]
+fn a_reload_keeps_a_partners_gate_unless_its_settings_change() {
+    let good = format!("{GOOD}{WX_SP}").replace("{ env = \"X\" }", "{ file = \"x.secret\" }");
+    let dir = key_dir(&[
+        ("x.secret", "shop-secret-0123456789abcdef"),
+        ("v3.secret", "0123456789abcdef0123456789abcdef"),
+    ]);
+    let build = |text: &str| parse(text).unwrap().build(dir.path()).unwrap();
+    let old = build(&good);
+    let gate = &old.partners["wx_sp"];
+    let sub = old.merchants["shop"].account("sub").unwrap();
+    assert!(Arc::ptr_eq(sub.partner.as_ref().unwrap(), gate));
+    assert!(
+        old.merchants["shop"]
+            .account("main")
+            .unwrap()
+            .partner
+            .is_none()
+    );
+
+    let mut same = build(&good);
+    same.keep_state_from(&old);
+    assert!(Arc::ptr_eq(&same.partners["wx_sp"], gate));
+    let kept = same.merchants["shop"].account("sub").unwrap();
+    assert!(Arc::ptr_eq(kept.partner.as_ref().unwrap(), gate));
+    assert!(Arc::ptr_eq(&kept.circuit, &sub.circuit));
+
+    // New provider credentials: a new gate, and its sub-merchants' own state starts fresh.
+    let mut changed = build(&good.replace("F5765756002FDD77", "F5765756002FDD78"));
+    changed.keep_state_from(&old);
+    let fresh = &changed.partners["wx_sp"];
+    assert!(!Arc::ptr_eq(fresh, gate));
+    let account = changed.merchants["shop"].account("sub").unwrap();
+    assert!(Arc::ptr_eq(account.partner.as_ref().unwrap(), fresh));
+    assert!(!Arc::ptr_eq(&account.circuit, &sub.circuit));
+    // A partner limit and breaker are checked with their key paths.
+    let tuned = good.replace(
+        "[partners.wx_sp]\nprovider = \"wechatpay\"",
+        "[partners.wx_sp]\nprovider = \"wechatpay\"\nrate_limit = { requests_per_second = 0, burst = 1 }\ncircuit = { error_percent = 0 }",
+    );
+    let errors = parse(&tuned).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "partners.wx_sp.rate_limit.requests_per_second",
+            "partners.wx_sp.circuit.error_percent"
+        ],
+        "{errors}"
+    );
+}

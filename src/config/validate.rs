@@ -99,6 +99,16 @@ impl RawConfig {
                     }
                 }
             }
+            if let Some(limit) = &partner.rate_limit {
+                for (key, message) in limit.validate() {
+                    problems.push(problem(format!("{at}.rate_limit.{key}"), message));
+                }
+            }
+            if let Some(circuit) = &partner.circuit {
+                for (key, message) in circuit.validate() {
+                    problems.push(problem(format!("{at}.circuit.{key}"), message));
+                }
+            }
         }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(problem(

@@ -64,7 +64,7 @@ pub(crate) async fn require_token(
     }
 }
 
-/// Every account's circuit state.
+/// Every account's circuit state, and every partner's (a sub-merchant's calls pass both).
 pub(crate) async fn circuits(State(gw): State<Shared>) -> Response {
     let now = std::time::Instant::now();
     let config = gw.config();
@@ -78,11 +78,23 @@ pub(crate) async fn circuits(State(gw): State<Shared>) -> Response {
                     "account": a.id,
                     "provider": a.kind.as_str(),
                     "circuit": a.circuit.state(now).as_str(),
+                    "partner": a.partner.as_ref().map(|p| p.id.as_str()),
                 })
             })
         })
         .collect();
-    axum::Json(serde_json::json!({ "accounts": accounts })).into_response()
+    let partners: Vec<serde_json::Value> = config
+        .partners
+        .values()
+        .map(|p| {
+            serde_json::json!({
+                "partner": p.id,
+                "provider": p.kind.as_str(),
+                "circuit": p.circuit.state(now).as_str(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "accounts": accounts, "partners": partners })).into_response()
 }
 
 /// Admin listener (private): the latest runs, each linking to its HTML report.

@@ -299,21 +299,29 @@ pub fn admin_router(gateway: Shared) -> Router {
             get(|State(gw): State<Shared>| async move {
                 let now = std::time::Instant::now();
                 let config = gw.config();
+                let gauge = |state| match state {
+                    crate::circuit::CircuitState::Closed => 0,
+                    crate::circuit::CircuitState::HalfOpen => 1,
+                    crate::circuit::CircuitState::Open => 2,
+                };
                 for merchant in config.merchants.values() {
                     for account in &merchant.accounts {
-                        let state = match account.circuit.state(now) {
-                            crate::circuit::CircuitState::Closed => 0,
-                            crate::circuit::CircuitState::HalfOpen => 1,
-                            crate::circuit::CircuitState::Open => 2,
-                        };
                         gw.metrics
                             .circuit_state
                             .get_or_create(&crate::metrics::AccountLabels {
                                 merchant: merchant.id.clone(),
                                 account: account.id.clone(),
                             })
-                            .set(state);
+                            .set(gauge(account.circuit.state(now)));
                     }
+                }
+                for partner in config.partners.values() {
+                    gw.metrics
+                        .partner_circuit_state
+                        .get_or_create(&crate::metrics::PartnerLabels {
+                            partner: partner.id.clone(),
+                        })
+                        .set(gauge(partner.circuit.state(now)));
                 }
                 let mut response = gw.metrics.render().into_response();
                 response.headers_mut().insert(
