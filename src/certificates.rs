@@ -50,19 +50,17 @@ pub async fn download(
                 .partners
                 .get(partner_id)
                 .with_context(|| format!("{at}.partner: unknown partner {partner_id:?}"))?;
-            registry::build_sub_merchant_adapter(kind, &partner.settings, &settings.settings, &base)
-                .map_err(|problems| {
-                    problems
-                        .into_iter()
-                        .map(|(place, key, message)| match place {
-                            registry::SettingsAt::Account => {
-                                format!("{at}.settings{key}: {message}")
-                            }
-                            registry::SettingsAt::Partner => {
-                                format!("partners.{partner_id}.settings{key}: {message}")
-                            }
-                        })
-                        .collect()
+            let lines = |problems: Vec<(String, String)>, at: &str| -> Vec<String> {
+                problems
+                    .into_iter()
+                    .map(|(key, message)| format!("{at}.settings{key}: {message}"))
+                    .collect()
+            };
+            registry::build_partner(kind, &partner.settings, &base)
+                .map_err(|p| lines(p, &format!("partners.{partner_id}")))
+                .and_then(|keys| {
+                    registry::build_sub_merchant_adapter(kind, &keys, &settings.settings, &base)
+                        .map_err(|p| lines(p, &at))
                 })
         }
     };

@@ -109,23 +109,11 @@ pub fn build_adapter(
     base_dir: &Path,
 ) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
     match kind {
-        ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir, None)?)),
-        ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir, None)?)),
+        ProviderKind::Alipay => Ok(Arc::new(build_alipay(table, base_dir)?)),
+        ProviderKind::WechatPay => Ok(Arc::new(build_wechatpay(table, base_dir)?)),
         ProviderKind::UnionPay => Ok(Arc::new(build_unionpay(table, base_dir)?)),
     }
 }
-
-/// Where a problem of a sub-merchant's settings lies: in its own table or its partner's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettingsAt {
-    /// The account's `settings`.
-    Account,
-    /// The partner's `settings`.
-    Partner,
-}
-
-/// A settings problem of a sub-merchant: where, the key (relative to that table), what.
-pub type PlacedProblem = (SettingsAt, String, String);
 
 /// What the pure checks of a sub-merchant account's own settings found.
 #[derive(Debug, Default)]
@@ -173,60 +161,77 @@ pub fn validate_sub_merchant(
     }
 }
 
-/// Reads the partner's keys and the sub-merchant's identity and builds the adapter of one
-/// sub-merchant account.
-pub fn build_sub_merchant_adapter(
+/// A partner's credentials, loaded once: the adapter its sub-merchants' adapters are made
+/// from, sharing its keys (a partner may serve thousands of sub-merchants).
+#[derive(Debug)]
+pub enum PartnerKeys {
+    /// An Alipay ISV app.
+    Alipay(AlipayAdapter),
+    /// A WeChat Pay service provider.
+    WechatPay(WechatPayAdapter),
+}
+
+/// Reads a partner's keys, once for all its sub-merchants; problems at key paths relative to
+/// its `settings`.
+pub fn build_partner(
     kind: ProviderKind,
-    partner: &toml::Table,
     table: &toml::Table,
     base_dir: &Path,
-) -> Result<Arc<dyn PaymentAdapter>, Vec<PlacedProblem>> {
-    let at = |place: SettingsAt| {
-        move |problems: Vec<(String, String)>| -> Vec<PlacedProblem> {
-            problems.into_iter().map(|(k, m)| (place, k, m)).collect()
-        }
-    };
+) -> Result<PartnerKeys, Vec<(String, String)>> {
     match kind {
-        ProviderKind::Alipay => {
-            let own = parse_settings::<AlipaySubMerchant>(table)
-                .map_err(|p| at(SettingsAt::Account)(vec![p]))?;
-            let token = read_setting("app_auth_token", &own.app_auth_token, base_dir)
-                .map_err(at(SettingsAt::Account))?;
-            let authorisation = moongate_adapter_alipay::Authorisation {
-                auth_app_id: &own.auth_app_id,
-                app_auth_token: token.trim_end(),
-            };
-            let sub_merchant = Some((authorisation, own.seller_id.as_deref()));
-            let adapter =
-                build_alipay(partner, base_dir, sub_merchant).map_err(at(SettingsAt::Partner))?;
-            Ok(Arc::new(adapter))
-        }
-        ProviderKind::WechatPay => {
-            let own = parse_settings::<WechatPaySubMerchant>(table)
-                .map_err(|p| at(SettingsAt::Account)(vec![p]))?;
-            let sub_merchant = moongate_adapter_wechatpay::SubMerchant {
-                sub_mchid: &own.sub_mchid,
-                sub_appid: own.sub_appid.as_deref(),
-            };
-            let adapter = build_wechatpay(partner, base_dir, Some(sub_merchant))
-                .map_err(at(SettingsAt::Partner))?;
-            Ok(Arc::new(adapter))
-        }
+        ProviderKind::Alipay => Ok(PartnerKeys::Alipay(build_alipay(table, base_dir)?)),
+        ProviderKind::WechatPay => Ok(PartnerKeys::WechatPay(build_wechatpay(table, base_dir)?)),
         ProviderKind::UnionPay => Err(vec![(
-            SettingsAt::Account,
             String::new(),
-            format!("{kind} accounts cannot use a partner yet"),
+            format!("{kind} has no partner mode in Moongate"),
         )]),
     }
 }
 
+/// Builds the adapter of one sub-merchant account from its partner's loaded keys and its own
+/// identity (its `settings`; problems at key paths relative to them).
+pub fn build_sub_merchant_adapter(
+    kind: ProviderKind,
+    partner: &PartnerKeys,
+    table: &toml::Table,
+    base_dir: &Path,
+) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
+    match (kind, partner) {
+        (ProviderKind::Alipay, PartnerKeys::Alipay(isv)) => {
+            let own = parse_settings::<AlipaySubMerchant>(table).map_err(|p| vec![p])?;
+            let token = read_setting("app_auth_token", &own.app_auth_token, base_dir)?;
+            let authorisation = moongate_adapter_alipay::Authorisation {
+                auth_app_id: &own.auth_app_id,
+                app_auth_token: token.trim_end(),
+            };
+            Ok(Arc::new(isv.for_authorisation(
+                &authorisation,
+                own.seller_id.as_deref(),
+            )))
+        }
+        (ProviderKind::WechatPay, PartnerKeys::WechatPay(provider)) => {
+            let own = parse_settings::<WechatPaySubMerchant>(table).map_err(|p| vec![p])?;
+            Ok(Arc::new(provider.for_sub_merchant(
+                moongate_adapter_wechatpay::SubMerchant {
+                    sub_mchid: &own.sub_mchid,
+                    sub_appid: own.sub_appid.as_deref(),
+                },
+            )))
+        }
+        (ProviderKind::Alipay | ProviderKind::WechatPay | ProviderKind::UnionPay, _) => {
+            Err(vec![(
+                String::new(),
+                format!("{kind} accounts cannot use this partner"),
+            )])
+        }
+    }
+}
+
 /// Reads the keys (public-key mode) or certificates (certificate mode) and builds an Alipay
-/// adapter; for a sub-merchant, `table` is its ISV's and `sub_merchant` its authorisation and
-/// seller.
+/// adapter (an ISV's too: its sub-merchants are made from it).
 fn build_alipay(
     table: &toml::Table,
     base_dir: &Path,
-    sub_merchant: Option<(moongate_adapter_alipay::Authorisation<'_>, Option<&str>)>,
 ) -> Result<AlipayAdapter, Vec<(String, String)>> {
     let settings = parse_settings::<AlipaySettings>(table).map_err(|p| vec![p])?;
     let read = |key: &str, reference| read_setting(key, reference, base_dir);
@@ -269,17 +274,13 @@ fn build_alipay(
             alipay_certs: alipay.iter().map(String::as_str).collect(),
         },
     };
-    let (authorisation, seller_id) = match sub_merchant {
-        Some((authorisation, seller_id)) => (Some(authorisation), seller_id),
-        None => (None, settings.seller_id.as_deref()),
-    };
     AlipayAdapter::new(&AccountKeys {
         app_id: &settings.app_id,
         gateway_url: &settings.gateway_url,
-        seller_id,
+        seller_id: settings.seller_id.as_deref(),
         app_private_key: &private,
         alipay,
-        authorisation,
+        authorisation: None,
     })
     .map_err(|e| vec![e.setting()])
 }
@@ -349,12 +350,11 @@ fn build_unionpay(
 }
 
 /// Reads the keys and builds a WeChat Pay adapter (platform keys are optional, so a
-/// certificate-mode merchant can download its first certificates); for a sub-merchant,
-/// `table` is its service provider's.
+/// certificate-mode merchant can download its first certificates); a service provider's too:
+/// its sub-merchants are made from it.
 fn build_wechatpay(
     table: &toml::Table,
     base_dir: &Path,
-    sub_merchant: Option<moongate_adapter_wechatpay::SubMerchant<'_>>,
 ) -> Result<WechatPayAdapter, Vec<(String, String)>> {
     let settings: WechatPaySettings = parse_settings(table).map_err(|p| vec![p])?;
     let read = |key: &str, reference| read_setting(key, reference, base_dir);
@@ -386,7 +386,7 @@ fn build_wechatpay(
         wechatpay_public_key: public_key,
         platform_certificates: &certificates,
         api_base_url: &settings.api_base_url,
-        sub_merchant,
+        sub_merchant: None,
     })
     .map_err(|e| {
         let key = match &e {

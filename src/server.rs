@@ -377,20 +377,56 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
     outcome
 }
 
-/// Reloads the config file when its content changes (checked every `every`) or on SIGHUP.
-/// The content is taken as "current" when this is called, not when the future first runs.
+/// What the watcher compares: the config file's content, and the name, size and modification
+/// time of each file of its `merchants_dir` (thousands of merchant files are not read again
+/// every few seconds).
+fn config_fingerprint(path: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read(path).ok()?;
+    let mut hash = Sha256::new();
+    hash.update(&text);
+    let dir = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("merchants_dir")?.as_str().map(str::to_owned));
+    if let Some(dir) = dir
+        && let Ok(entries) = std::fs::read_dir(path.parent().unwrap_or(Path::new("")).join(dir))
+    {
+        let mut files: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((e.file_name(), meta.len(), meta.modified().ok()))
+            })
+            .collect();
+        files.sort();
+        for (name, len, modified) in files {
+            hash.update(name.as_encoded_bytes());
+            hash.update(len.to_le_bytes());
+            let nanos = modified
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            hash.update(nanos.to_le_bytes());
+        }
+    }
+    Some(hash.finalize().to_vec())
+}
+
+/// Reloads the config file when its content changes, or a file of its `merchants_dir` is
+/// added, removed or changed (checked every `every`), or on SIGHUP. The content is taken as
+/// "current", and SIGHUP is caught, when this is called, not when the future first runs.
 pub fn watch_config(
     gateway: Arc<Gateway>,
     path: std::path::PathBuf,
     every: Duration,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    use sha2::{Digest, Sha256};
-    let digest = |path: &Path| std::fs::read(path).ok().map(Sha256::digest);
+    // Listening for SIGHUP from now on, before anything else (not from the future's first
+    // poll): a SIGHUP before that would end the process.
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let digest = |path: &Path| config_fingerprint(path);
     let mut seen = digest(&path);
     async move {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let signalled = match hangup.as_mut() {

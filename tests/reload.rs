@@ -98,3 +98,61 @@ async fn the_watcher_applies_a_changed_file() {
     }
     assert_eq!(status, 200, "the watcher never applied the new key");
 }
+
+/// A merchant added as a file of `merchants_dir` is served once the watcher sees the file, and
+/// one removed is gone; the merchants of the config file itself go on.
+#[tokio::test]
+async fn the_watcher_applies_a_merchant_file_added_or_removed() {
+    let h = Harness::start().await;
+    let dir = h.config_path.parent().unwrap().to_path_buf();
+    let folder = dir.join("merchants.d");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(dir.join("h.secret"), K2_SECRET).unwrap();
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        format!("merchants_dir = \"merchants.d\"\n{original}"),
+    )
+    .unwrap();
+    server::reload(&h.gateway.gateway, &h.config_path).unwrap();
+    tokio::spawn(server::watch_config(
+        std::sync::Arc::clone(&h.gateway.gateway),
+        h.config_path.clone(),
+        Duration::from_millis(20),
+    ));
+    let base = format!("http://{}", h.gateway.addr);
+    let shop_h = common::client(&base, "shop_h_k1", K2_SECRET);
+    assert_eq!(status_with(&h, &shop_h).await, 401);
+    let file = folder.join("shop_h.toml");
+    // Its Alipay account as shop A's (the harness writes key paths in full).
+    let alipay = original
+        .lines()
+        .find(|l| l.starts_with("settings = { app_id = "))
+        .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"Shop H\"\nkeys = [{{ id = \"shop_h_k1\", secret = {{ file = \"h.secret\" }} }}]\n[accounts.alipay_main]\nprovider = \"alipay\"\n{alipay}\n"
+        ),
+    )
+    .unwrap();
+    let wait_for = |want: u16| {
+        let (h, shop_h) = (&h, &shop_h);
+        async move {
+            let mut status = 0;
+            for _ in 0..200 {
+                status = status_with(h, shop_h).await;
+                if status == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            status
+        }
+    };
+    assert_eq!(wait_for(200).await, 200, "the watcher never added shop_h");
+    assert_eq!(status_with(&h, &h.shop_a).await, 200);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(wait_for(401).await, 401, "the watcher never removed shop_h");
+    assert_eq!(status_with(&h, &h.shop_a).await, 200);
+}

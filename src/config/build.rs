@@ -3,7 +3,6 @@
 use super::runtime::{PartnerGate, account_state_key, partner_state_key};
 use super::*;
 use crate::cashier::key::KeySource;
-use crate::registry::SettingsAt;
 
 impl RawConfig {
     /// Validates, then reads every secret and key (relative paths against `base_dir`).
@@ -122,12 +121,27 @@ impl RawConfig {
                 KeySource::Configured(Secret::new(String::new()))
             }
         };
-        // Each partner's gate, shared by its sub-merchant accounts.
+        // Each partner's keys, read once, and its gate, both shared by its sub-merchant
+        // accounts. A partner's problem is reported once, at the partner.
         let mut partners = BTreeMap::new();
+        let mut partner_keys = BTreeMap::new();
         for (partner_id, partner) in &self.partners {
             let Some(kind) = ProviderKind::parse(&partner.provider) else {
                 continue;
             };
+            match registry::build_partner(kind, &partner.settings, base_dir) {
+                Ok(keys) => {
+                    partner_keys.insert(partner_id.clone(), keys);
+                }
+                Err(errors) => {
+                    for (key, message) in errors {
+                        problems.push(problem(
+                            format!("partners.{partner_id}.settings{key}"),
+                            message,
+                        ));
+                    }
+                }
+            }
             let circuit = partner.circuit.unwrap_or(self.providers.circuit);
             partners.insert(
                 partner_id.clone(),
@@ -198,29 +212,16 @@ impl RawConfig {
                 };
                 let built = match partner {
                     None => registry::build_adapter(kind, &account.settings, base_dir),
-                    Some((partner_id, partner)) => registry::build_sub_merchant_adapter(
-                        kind,
-                        &partner.settings,
-                        &account.settings,
-                        base_dir,
-                    )
-                    .map_err(|errors| {
-                        // A partner's problem is the same for each of its sub-merchants:
-                        // reported once, at the partner.
-                        let mut own = Vec::new();
-                        for (place, key, message) in errors {
-                            match place {
-                                SettingsAt::Account => own.push((key, message)),
-                                SettingsAt::Partner => {
-                                    let path = format!("partners.{partner_id}.settings{key}");
-                                    if !problems.iter().any(|p| p.path == path) {
-                                        problems.push(problem(path, message));
-                                    }
-                                }
-                            }
-                        }
-                        own
-                    }),
+                    Some((partner_id, _)) => match partner_keys.get(partner_id) {
+                        Some(keys) => registry::build_sub_merchant_adapter(
+                            kind,
+                            keys,
+                            &account.settings,
+                            base_dir,
+                        ),
+                        // The partner's keys did not load: said once, at the partner.
+                        None => continue,
+                    },
                 };
                 match built {
                     Ok(adapter) => accounts.push(Account {

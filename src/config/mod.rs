@@ -92,6 +92,11 @@ pub struct RawConfig {
     /// Merchants by id.
     #[serde(default)]
     pub merchants: BTreeMap<String, RawMerchant>,
+    /// A folder (relative to the config file) of more merchants, one file per merchant:
+    /// `<merchant id>.toml` holding what `[merchants.<id>]` would. Read by [`load`], beside the
+    /// merchants of the file itself (an id in both is refused).
+    #[serde(default)]
+    pub merchants_dir: Option<String>,
 }
 
 /// `[partners.<id>]`: one service-provider contract, declared once. Its `settings` are the
@@ -532,24 +537,104 @@ fn position(text: &str, offset: usize) -> String {
 /// come back at once, each with its key path (the file is read again without each one found,
 /// so one run lists them all), together with the first other problem of the same kind.
 pub fn parse(text: &str) -> Result<RawConfig, ConfigErrors> {
-    parse_all(text).map_err(|(problems, _)| ConfigErrors(problems))
+    let table =
+        toml_table(text).map_err(|message| ConfigErrors(vec![problem("(file)", message)]))?;
+    parse_all(table).map_err(|(problems, _)| ConfigErrors(problems))
 }
 
-/// Parses, collecting every unknown key; `Err` also carries the config read without them
-/// (when the rest of it reads), so its values can still be checked.
-fn parse_all(text: &str) -> Result<RawConfig, (Vec<ConfigProblem>, Option<Box<RawConfig>>)> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| {
+/// TOML text as a table; a syntax error with its line and column.
+fn toml_table(text: &str) -> Result<toml::Table, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
         let at = e
             .span()
             .map(|s| position(text, s.start))
             .unwrap_or_default();
-        let message = if at.is_empty() {
+        if at.is_empty() {
             e.message().to_owned()
         } else {
             format!("{at}: {}", e.message())
-        };
-        (vec![problem("(file)", message)], None)
-    })?;
+        }
+    })
+}
+
+/// Reads a config file as one table: the file, and the merchants of its `merchants_dir`
+/// (each `<id>.toml` as `merchants.<id>`, in name order). A file that does not read is a
+/// problem at its merchant's path; so is an id declared twice or a file name that is not an id.
+fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
+    let mut table = toml_table(&read(path)?)
+        .map_err(|message| ConfigErrors(vec![problem("(file)", message)]))?;
+    let Some(dir) = table.get("merchants_dir").and_then(toml::Value::as_str) else {
+        return Ok(table);
+    };
+    let dir = path.parent().unwrap_or(Path::new("")).join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| {
+            ConfigErrors(vec![problem(
+                "merchants_dir",
+                format!("{}: {e}", dir.display()),
+            )])
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut problems = Vec::new();
+    let mut found = toml::Table::new();
+    for file in files {
+        let id = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let at = format!("merchants.{id}");
+        if !validate::is_identifier(&id) {
+            problems.push(problem(
+                "merchants_dir",
+                format!(
+                    "{}: a merchant file is named by its id (letters, digits, _ and -)",
+                    file.display()
+                ),
+            ));
+            continue;
+        }
+        let declared = table
+            .get("merchants")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|m| m.contains_key(&id));
+        if declared {
+            problems.push(problem(
+                &at,
+                format!("declared in the config file and in {}", file.display()),
+            ));
+            continue;
+        }
+        match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| toml_table(&text))
+        {
+            Ok(merchant) => {
+                found.insert(id, toml::Value::Table(merchant));
+            }
+            Err(message) => problems.push(problem(&at, format!("{}: {message}", file.display()))),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
+    }
+    let merchants = table
+        .entry("merchants")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(merchants) = merchants {
+        merchants.extend(found);
+    }
+    Ok(table)
+}
+
+/// Parses, collecting every unknown key; `Err` also carries the config read without them
+/// (when the rest of it reads), so its values can still be checked.
+fn parse_all(
+    mut table: toml::Table,
+) -> Result<RawConfig, (Vec<ConfigProblem>, Option<Box<RawConfig>>)> {
     let mut unknown = Vec::new();
     // Bounded: each pass removes one key.
     for _ in 0..256 {
@@ -612,9 +697,9 @@ fn remove_key(table: &mut toml::Table, path: &str, message: &str) -> bool {
     current.remove(field).is_some()
 }
 
-/// Reads and parses a file.
+/// Reads and parses a file (and its `merchants_dir`).
 pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
-    parse(&read(path)?)
+    parse_all(read_tables(path)?).map_err(|(problems, _)| ConfigErrors(problems))
 }
 
 fn read(path: &Path) -> Result<String, ConfigErrors> {
@@ -625,9 +710,9 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
 /// Reads, parses and builds a file, reporting in one run every unknown key and every problem
 /// of the values (as far as the file reads), each with its key path.
 pub fn load_and_build(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read(path)?;
+    let tables = read_tables(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    match parse_all(&text) {
+    match parse_all(tables) {
         Ok(raw) => raw.build(&base),
         Err((mut problems, Some(raw))) => {
             if let Err(ConfigErrors(more)) = raw.build(&base) {

@@ -984,3 +984,96 @@ fn a_reload_keeps_a_partners_gate_unless_its_settings_change() {
         "{errors}"
     );
 }
+
+#[test]
+fn merchants_come_from_a_folder_one_file_each_with_their_key_paths() {
+    let dir = key_dir(&[
+        ("x.secret", "shop-secret-0123456789abcdef"),
+        ("v3.secret", "0123456789abcdef0123456789abcdef"),
+    ]);
+    let main = format!("merchants_dir = \"merchants.d\"\n{WX_SP}")
+        .replace("\n[merchants.shop.accounts.sub]\nprovider = \"wechatpay\"\npartner = \"wx_sp\"\nsettings = { sub_mchid = \"1900000201\" }\n", "")
+        + &GOOD.replace("{ env = \"X\" }", "{ file = \"x.secret\" }");
+    let folder = dir.path().join("merchants.d");
+    std::fs::create_dir(&folder).unwrap();
+    let sub = |sub_mchid: &str| {
+        format!(
+            "name = \"Stall\"\nkeys = [{{ id = \"k_{sub_mchid}\", secret = {{ file = \"x.secret\" }} }}]\n\n[accounts.wechat]\nprovider = \"wechatpay\"\npartner = \"wx_sp\"\nsettings = {{ sub_mchid = \"{sub_mchid}\" }}\n"
+        )
+    };
+    std::fs::write(folder.join("stall_1.toml"), sub("1900000201")).unwrap();
+    std::fs::write(folder.join("stall_2.toml"), sub("1900000202")).unwrap();
+    std::fs::write(folder.join("notes.txt"), "not a merchant").unwrap();
+    let path = dir.path().join("moongate.toml");
+    std::fs::write(&path, &main).unwrap();
+    let config = super::load_and_build(&path).unwrap();
+    assert_eq!(
+        config.merchants.keys().collect::<Vec<_>>(),
+        ["shop", "stall_1", "stall_2"]
+    );
+    let stall = config.merchants["stall_2"].account("wechat").unwrap();
+    assert_eq!(stall.partner.as_ref().unwrap().id, "wx_sp");
+
+    let problems = |files: &[(&str, String)]| -> Vec<String> {
+        for (name, text) in files {
+            std::fs::write(folder.join(name), text).unwrap();
+        }
+        let found = super::load_and_build(&path)
+            .err()
+            .map(|e| {
+                e.0.into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, _) in files {
+            std::fs::remove_file(folder.join(name)).unwrap();
+        }
+        found
+    };
+    // A key the merchant table does not have, and a sub-merchant a second file claims.
+    let found = problems(&[
+        (
+            "stall_3.toml",
+            sub("1900000203").replace("name = ", "colour = 1\nname = "),
+        ),
+        ("stall_4.toml", sub("1900000201")),
+    ]);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("merchants.stall_3.colour")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("sub-merchant 1900000201 of partner \"wx_sp\"")),
+        "{found:?}"
+    );
+    // A file that is not TOML, one not named by an id, one for a merchant the file declares.
+    let found = problems(&[
+        ("stall_5.toml", "name = [".to_owned()),
+        ("stall.6.toml", sub("1900000206")),
+        ("shop.toml", sub("1900000207")),
+    ]);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("merchants_dir: ") && p.contains("stall.6.toml")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("merchants.shop: declared in the config file and in")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("merchants.stall_5: ") && p.contains("line 1")),
+        "{found:?}"
+    );
+}

@@ -32,6 +32,7 @@ use mapping::*;
 pub use mapping::{format_beijing, parse_beijing};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use moongate_contract::crypto::{KeyError, RsaSigner, RsaVerifier};
 
@@ -169,8 +170,9 @@ pub struct AlipayAdapter {
     app_id: String,
     gateway_url: String,
     seller_id: Option<String>,
-    signer: RsaSigner,
-    trust: Trust,
+    // The keys, shared by every merchant an ISV app serves.
+    signer: Arc<RsaSigner>,
+    trust: Arc<Trust>,
     /// ISV mode: the merchant's app id and its `app_auth_token`.
     authorisation: Option<(String, Secret<String>)>,
 }
@@ -197,8 +199,8 @@ impl AlipayAdapter {
             app_id: keys.app_id.to_owned(),
             gateway_url: keys.gateway_url.to_owned(),
             seller_id: keys.seller_id.map(str::to_owned),
-            signer,
-            trust,
+            signer: Arc::new(signer),
+            trust: Arc::new(trust),
             authorisation: keys.authorisation.as_ref().map(|a| {
                 (
                     a.auth_app_id.to_owned(),
@@ -208,9 +210,30 @@ impl AlipayAdapter {
         })
     }
 
+    /// The adapter of one merchant that authorised this ISV app: the same keys (shared, not
+    /// loaded again: an ISV may serve thousands), calling with the merchant's token;
+    /// `seller_id` is the merchant's PID, when configured.
+    pub fn for_authorisation(
+        &self,
+        authorisation: &Authorisation<'_>,
+        seller_id: Option<&str>,
+    ) -> AlipayAdapter {
+        AlipayAdapter {
+            app_id: self.app_id.clone(),
+            gateway_url: self.gateway_url.clone(),
+            seller_id: seller_id.map(str::to_owned),
+            signer: Arc::clone(&self.signer),
+            trust: Arc::clone(&self.trust),
+            authorisation: Some((
+                authorisation.auth_app_id.to_owned(),
+                Secret::new(authorisation.app_auth_token.to_owned()),
+            )),
+        }
+    }
+
     /// `app_cert_sn` and `alipay_root_cert_sn` in certificate mode.
     fn certificate_sns(&self) -> Option<(&str, &str)> {
-        match &self.trust {
+        match &*self.trust {
             Trust::PublicKey(_) => None,
             Trust::Certificates(keys) => Some((&keys.app_cert_sn, &keys.root_cert_sn)),
         }
@@ -219,7 +242,7 @@ impl AlipayAdapter {
     /// The keys an answer may be verified with: in certificate mode the one of the Alipay
     /// certificate it names, or, when it names none, each configured one.
     fn answer_keys(&self, alipay_cert_sn: Option<&str>) -> Result<Vec<&RsaVerifier>, String> {
-        match (&self.trust, alipay_cert_sn) {
+        match (&*self.trust, alipay_cert_sn) {
             (Trust::PublicKey(key), _) => Ok(vec![key]),
             (Trust::Certificates(keys), Some(sn)) => keys.alipay_key(sn).map(|k| vec![k]).ok_or_else(|| {
                 format!(
@@ -816,7 +839,7 @@ impl PaymentAdapter for AlipayAdapter {
             )
         };
         let mut contents = vec![content(false)];
-        if cert_sn.is_some() && matches!(self.trust, Trust::Certificates(_)) {
+        if cert_sn.is_some() && matches!(*self.trust, Trust::Certificates(_)) {
             contents.push(content(true));
         }
         let verified = keys.iter().any(|key| {

@@ -27,7 +27,7 @@ impl WechatPayAdapter {
             .into_error());
         }
         let list: wire::CertificateList = Self::decode(&resp.body)?;
-        let mut keys = self.platform.clone();
+        let mut keys = PlatformKeys::clone(&self.platform);
         let mut downloaded = Vec::new();
         for item in list.data {
             let encrypted = &item.encrypt_certificate;

@@ -34,6 +34,7 @@ use mapping::*;
 pub use mapping::{format_rfc3339_beijing, parse_compact_beijing};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use moongate_contract::crypto::{Certificate, KeyError, RsaSigner, RsaVerifier};
 use moongate_contract::{
@@ -173,10 +174,11 @@ pub struct WechatPayAdapter {
     partner: Option<Partnered>,
     serial_no: String,
     base_url: String,
-    signer: RsaSigner,
-    api_v3_key: Secret<Vec<u8>>,
-    api_v2_key: Option<Secret<String>>,
-    platform: PlatformKeys,
+    // The keys, shared by every sub-merchant adapter of one service provider.
+    signer: Arc<RsaSigner>,
+    api_v3_key: Arc<Secret<Vec<u8>>>,
+    api_v2_key: Option<Arc<Secret<String>>>,
+    platform: Arc<PlatformKeys>,
 }
 
 /// A platform certificate downloaded from `GET /v3/certificates`, decrypted and checked.
@@ -241,11 +243,30 @@ impl WechatPayAdapter {
             }),
             serial_no: keys.merchant_serial_no.to_ascii_uppercase(),
             base_url: keys.api_base_url.trim_end_matches('/').to_owned(),
-            signer,
-            api_v3_key: Secret::new(keys.apiv3_key.as_bytes().to_vec()),
-            api_v2_key: keys.api_v2_key.map(|k| Secret::new(k.to_owned())),
-            platform,
+            signer: Arc::new(signer),
+            api_v3_key: Arc::new(Secret::new(keys.apiv3_key.as_bytes().to_vec())),
+            api_v2_key: keys.api_v2_key.map(|k| Arc::new(Secret::new(k.to_owned()))),
+            platform: Arc::new(platform),
         })
+    }
+
+    /// The adapter of one sub-merchant of this service provider: the same keys (shared, not
+    /// loaded again: a provider may serve thousands), naming `sub` in every call.
+    pub fn for_sub_merchant(&self, sub: SubMerchant<'_>) -> WechatPayAdapter {
+        WechatPayAdapter {
+            mchid: self.mchid.clone(),
+            appid: self.appid.clone(),
+            partner: Some(Partnered {
+                sub_mchid: sub.sub_mchid.to_owned(),
+                sub_appid: sub.sub_appid.map(str::to_owned),
+            }),
+            serial_no: self.serial_no.clone(),
+            base_url: self.base_url.clone(),
+            signer: Arc::clone(&self.signer),
+            api_v3_key: Arc::clone(&self.api_v3_key),
+            api_v2_key: self.api_v2_key.clone(),
+            platform: Arc::clone(&self.platform),
+        }
     }
 
     /// The merchant id (the service provider's, in partner mode).
