@@ -856,7 +856,8 @@ async fn events_show_their_delivery_log_and_can_be_resent(h: Harness) {
 
 /// Shop E's Alipay app is in certificate mode: the sandbox refuses any request without the
 /// SNs it knows, signs with its certificate's key and names it; after Alipay moves to its next
-/// certificate, answers name that one, and the shop, holding both, keeps working.
+/// certificate, answers name that one, and the shop, holding both, keeps working. Its app names
+/// the buyer by `buyer_open_id` (Alipay's OpenID migration), which Moongate takes as well.
 async fn alipay_certificate_mode_pays_refunds_and_survives_a_rotation(h: Harness) {
     let (status, payment) = h.create(&h.shop_e, 2_000, "cert-1").await;
     assert_eq!(status, 201, "{payment}");
@@ -874,6 +875,10 @@ async fn alipay_certificate_mode_pays_refunds_and_survives_a_rotation(h: Harness
     let body = sent[0]["body"].as_str().unwrap();
     assert!(
         body.contains(&format!("alipay_cert_sn={}", alipay_sn("alipay"))),
+        "{body}"
+    );
+    assert!(
+        body.contains("buyer_open_id=") && !body.contains("buyer_id="),
         "{body}"
     );
 

@@ -437,6 +437,10 @@ pub(super) async fn gateway_handle(
                 "total_amount": yuan(order.total),
                 "buyer_logon_id": "csq***@sandbox.com",
             });
+            if let Some(map) = node.as_object_mut() {
+                let (field, buyer) = sb.buyer_field(&order.app_id, "buyer_user_id");
+                map.insert(field.into(), json!(buyer));
+            }
             if let (Some(paid_at), Some(map)) = (trade.paid_at, node.as_object_mut()) {
                 map.insert(
                     "send_pay_date".into(),

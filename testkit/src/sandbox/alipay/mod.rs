@@ -325,6 +325,28 @@ impl Sandbox {
         format!("{prefix}{}{:010}", now.unix_timestamp(), inner.counter)
     }
 
+    /// How the buyer is named to `app_id`: apps in certificate mode stand for the apps created
+    /// since Alipay's OpenID migration, which get `buyer_open_id` instead of the `2088…`
+    /// `buyer_id` / `buyer_user_id` (sandbox choice: which apps are migrated).
+    pub(super) fn buyer_field(
+        &self,
+        app_id: &str,
+        user_field: &'static str,
+    ) -> (&'static str, &'static str) {
+        let migrated = self
+            .apps
+            .get(app_id)
+            .is_some_and(|app| app.app_cert_sn.is_some());
+        if migrated {
+            (
+                "buyer_open_id",
+                "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
+            )
+        } else {
+            (user_field, "2088102177846875")
+        }
+    }
+
     /// Who signs for `app_id` (an unknown app gets the public-key mode signature).
     pub(super) fn signing(&self, app_id: Option<&str>) -> Signing<'_> {
         let in_certificate_mode = app_id

@@ -95,7 +95,10 @@ impl Sandbox {
             ("charset", "utf-8".into()),
             ("seller_id", self.seller_id.clone()),
             ("subject", order.subject.clone()),
-            ("buyer_id", "2088102177846875".into()),
+            {
+                let (field, buyer) = self.buyer_field(&order.app_id, "buyer_id");
+                (field, buyer.into())
+            },
             ("buyer_logon_id", "csq***@sandbox.com".into()),
             ("invoice_amount", total.clone()),
             ("notify_id", notify_id.clone()),
