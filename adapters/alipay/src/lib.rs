@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bill;
 pub mod cert;
 pub mod facts;

@@ -84,6 +84,7 @@ pub(super) async fn gateway_handle(
         "alipay.trade.close",
         "alipay.trade.refund",
         "alipay.trade.fastpay.refund.query",
+        "alipay.open.auth.token.app",
         BILL_METHOD,
     ];
     if !known.contains(&api.as_str()) {
@@ -205,15 +206,10 @@ pub(super) async fn gateway_handle(
     let caller = app_id.clone();
     let app_id = match get("app_auth_token") {
         None => app_id,
-        Some(token) => match sb.authorisations.get(token) {
-            Some((isv, merchant)) if *isv == caller => merchant.clone(),
-            _ => {
-                return reply(err(
-                    "20001",
-                    "Insufficient Token Permissions",
-                    "aop.invalid-app-auth-token",
-                    "无效的应用授权令牌",
-                ));
+        Some(token) => match sb.authorised_merchant(token, &caller, now) {
+            Ok(merchant) => merchant,
+            Err((code, msg, sub_code, sub_msg)) => {
+                return reply(err(code, msg, sub_code, sub_msg));
             }
         },
     };
@@ -227,6 +223,9 @@ pub(super) async fn gateway_handle(
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
+    if api == "alipay.open.auth.token.app" {
+        return reply(sb.token_app(&caller, &biz, now));
+    }
     if api == BILL_METHOD {
         let host = headers
             .get(header::HOST)

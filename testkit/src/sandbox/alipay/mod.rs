@@ -18,10 +18,12 @@
 //!
 //! Choices where Alipay's behaviour is not published are marked "sandbox choice".
 
+mod auth;
 mod bills;
 mod control;
 mod gateway;
 mod notify;
+use auth::*;
 use bills::*;
 use control::*;
 use gateway::*;
@@ -182,6 +184,8 @@ struct Inner {
     calls: u64,
     /// Index of Alipay's current certificate (certificate mode).
     current_certificate: usize,
+    /// Merchants' authorisations of ISV apps, and codes waiting for their exchange.
+    grants: Grants,
 }
 
 /// Shared sandbox state.
@@ -189,8 +193,6 @@ struct Inner {
 pub struct Sandbox {
     signer: RsaSigner,
     apps: HashMap<String, App>,
-    /// `app_auth_token` → (ISV app id, merchant app id).
-    authorisations: HashMap<String, (String, String)>,
     /// Certificate mode: the root SN and Alipay's certificates (SN, key), current first.
     root_cert_sn: Option<String>,
     certificates: Vec<(String, RsaSigner)>,
@@ -265,11 +267,6 @@ impl Sandbox {
         Ok(Sandbox {
             signer,
             apps,
-            authorisations: settings
-                .authorisations
-                .into_iter()
-                .map(|(token, isv, merchant)| (token, (isv, merchant)))
-                .collect(),
             root_cert_sn,
             certificates,
             seller_id: settings.seller_id,
@@ -284,6 +281,7 @@ impl Sandbox {
                 counter: 0,
                 calls: 0,
                 current_certificate: 0,
+                grants: Grants::configured(settings.authorisations),
             }),
         })
     }
@@ -491,6 +489,11 @@ fn business(sub_code: &str, sub_msg: &str) -> Value {
 pub fn router(sandbox: Shared) -> Router {
     Router::new()
         .route("/gateway.do", any(gateway_do))
+        .route(
+            "/oauth2/appToAppAuth.htm",
+            get(app_to_app_auth_page).post(app_to_app_auth_consent),
+        )
+        .route("/sandbox/revoke-authorisation", post(control_revoke))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/forge", post(control_forge))
         .route("/sandbox/scan", post(control_scan))
