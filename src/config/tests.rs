@@ -759,6 +759,21 @@ fn alipay_certificate_mode_builds_and_names_the_file_at_fault() {
     }
 }
 
+/// What validation says of `text`, as `path: message` lines (none when it validates).
+fn validation_problems(text: &str) -> Vec<String> {
+    problem_lines(parse(text).unwrap().validate().err())
+}
+
+fn problem_lines(errors: Option<ConfigErrors>) -> Vec<String> {
+    errors
+        .map(|e| {
+            e.0.into_iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 const ISV: &str = r#"
 [partners.isv]
 provider = "alipay"
@@ -778,18 +793,7 @@ fn partner_references_identities_and_sub_merchant_settings_are_checked_with_key_
         ("t.secret", "202612BBtoken\n"),
     ]);
     parse(&good).unwrap().build(dir.path()).unwrap();
-    let paths = |text: &str| -> Vec<String> {
-        parse(text)
-            .unwrap()
-            .validate()
-            .err()
-            .map(|e| {
-                e.0.into_iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let paths = |text: &str| validation_problems(text);
     let at = "merchants.shop.accounts.served";
     let unknown = paths(&good.replace("partner = \"isv\"", "partner = \"isw\""));
     assert!(
@@ -864,18 +868,7 @@ settings = { sub_mchid = "1900000201" }
 #[test]
 fn wechat_pay_sub_merchants_name_their_sub_mchid_once_per_provider() {
     let good = format!("{GOOD}{WX_SP}");
-    let problems = |text: &str| -> Vec<String> {
-        parse(text)
-            .unwrap()
-            .validate()
-            .err()
-            .map(|e| {
-                e.0.into_iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let problems = |text: &str| validation_problems(text);
     assert_eq!(problems(&good), Vec::<String>::new());
     let at = "merchants.shop.accounts.sub.settings";
     let missing = problems(&good.replace("sub_mchid = \"1900000201\"", ""));
@@ -1018,14 +1011,7 @@ fn merchants_come_from_a_folder_one_file_each_with_their_key_paths() {
         for (name, text) in files {
             std::fs::write(folder.join(name), text).unwrap();
         }
-        let found = super::load_and_build(&path)
-            .err()
-            .map(|e| {
-                e.0.into_iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let found = problem_lines(super::load_and_build(&path).err());
         for (name, _) in files {
             std::fs::remove_file(folder.join(name)).unwrap();
         }

@@ -184,6 +184,29 @@ pub struct WechatPayAdapter {
 /// A platform certificate downloaded from `GET /v3/certificates`, decrypted and checked.
 pub use moongate_contract::ProviderCertificate as PlatformCertificate;
 
+/// An order's body: `merchant` and `payer` as the account's mode has them, the rest from the
+/// request.
+fn order_body<'a, M, P>(
+    merchant: M,
+    payer: Option<P>,
+    req: &'a CreatePayment,
+    description: &'a str,
+    time_expire: String,
+    amount: wire::OrderAmount<'a>,
+    scene_info: Option<wire::SceneInfo<'a>>,
+) -> wire::OrderRequest<'a, M, P> {
+    wire::OrderRequest {
+        merchant,
+        description,
+        out_trade_no: &req.provider_order_id,
+        time_expire,
+        notify_url: &req.notify_url,
+        amount,
+        payer,
+        scene_info,
+    }
+}
+
 /// A non-2xx answer, decoded.
 #[derive(Debug)]
 struct ApiFailure {
@@ -564,17 +587,20 @@ impl PaymentAdapter for WechatPayAdapter {
         };
         let time_expire = format_rfc3339_beijing(req.expires_at)?;
         let Some(partner) = &self.partner else {
-            let body = wire::OrderRequest {
+            let merchant = wire::DirectMerchant {
                 appid: &self.appid,
                 mchid: &self.mchid,
-                description: &description,
-                out_trade_no: &req.provider_order_id,
-                time_expire,
-                notify_url: &req.notify_url,
-                amount,
-                payer: openid.map(|openid| wire::OrderPayer { openid }),
-                scene_info,
             };
+            let payer = openid.map(|openid| wire::OrderPayer { openid });
+            let body = order_body(
+                merchant,
+                payer,
+                req,
+                &description,
+                time_expire,
+                amount,
+                scene_info,
+            );
             return self.post_json(cx, path, &body).map(Prepared::Send);
         };
         // The payer's openid is under the sub-merchant's app when it has one.
@@ -588,19 +614,21 @@ impl PaymentAdapter for WechatPayAdapter {
                 sub_openid: None,
             },
         });
-        let body = wire::PartnerOrderRequest {
+        let merchant = wire::PartnerMerchant {
             sp_appid: &self.appid,
             sp_mchid: &self.mchid,
             sub_appid: partner.sub_appid.as_deref(),
             sub_mchid: &partner.sub_mchid,
-            description: &description,
-            out_trade_no: &req.provider_order_id,
-            time_expire,
-            notify_url: &req.notify_url,
-            amount,
-            payer,
-            scene_info,
         };
+        let body = order_body(
+            merchant,
+            payer,
+            req,
+            &description,
+            time_expire,
+            amount,
+            scene_info,
+        );
         self.post_json(cx, path, &body).map(Prepared::Send)
     }
 

@@ -36,13 +36,14 @@ pub struct SceneInfo<'a> {
     pub h5_info: H5Info,
 }
 
-/// Body of `POST /v3/pay/transactions/{native,jsapi,h5}`.
+/// Body of `POST /v3/pay/transactions/{native,jsapi,h5}` (`M` = [`DirectMerchant`], `P` =
+/// [`OrderPayer`]) and of `/v3/pay/partner/transactions/…` (more-wallets.md §7: `M` =
+/// [`PartnerMerchant`], `P` = [`PartnerPayer`]); the merchant's fields come first.
 #[derive(Debug, Serialize)]
-pub struct OrderRequest<'a> {
-    /// App id.
-    pub appid: &'a str,
-    /// Merchant id.
-    pub mchid: &'a str,
+pub struct OrderRequest<'a, M, P> {
+    /// Who places the order.
+    #[serde(flatten)]
+    pub merchant: M,
     /// Shown to the payer, at most 127 characters.
     pub description: &'a str,
     /// Merchant order number.
@@ -55,10 +56,34 @@ pub struct OrderRequest<'a> {
     pub amount: OrderAmount<'a>,
     /// JSAPI payer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payer: Option<OrderPayer<'a>>,
+    pub payer: Option<P>,
     /// H5 scene.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scene_info: Option<SceneInfo<'a>>,
+}
+
+/// A direct merchant's order: `appid`, `mchid`.
+#[derive(Debug, Serialize)]
+pub struct DirectMerchant<'a> {
+    /// App id.
+    pub appid: &'a str,
+    /// Merchant id.
+    pub mchid: &'a str,
+}
+
+/// A sub-merchant's order: the provider's `sp_appid`/`sp_mchid` in place of `appid`/`mchid`,
+/// and the sub-merchant.
+#[derive(Debug, Serialize)]
+pub struct PartnerMerchant<'a> {
+    /// The provider's app id.
+    pub sp_appid: &'a str,
+    /// The provider's merchant id.
+    pub sp_mchid: &'a str,
+    /// The sub-merchant's app id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_appid: Option<&'a str>,
+    /// The sub-merchant's id.
+    pub sub_mchid: &'a str,
 }
 
 /// `payer` of a partner JSAPI order: the payer's openid under the provider's app
@@ -71,37 +96,6 @@ pub struct PartnerPayer<'a> {
     /// Under `sub_appid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_openid: Option<&'a str>,
-}
-
-/// Body of `POST /v3/pay/partner/transactions/{native,jsapi,h5}` (more-wallets.md §7): the
-/// provider's `sp_appid`/`sp_mchid` in place of `appid`/`mchid`, and the sub-merchant.
-#[derive(Debug, Serialize)]
-pub struct PartnerOrderRequest<'a> {
-    /// The provider's app id.
-    pub sp_appid: &'a str,
-    /// The provider's merchant id.
-    pub sp_mchid: &'a str,
-    /// The sub-merchant's app id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub_appid: Option<&'a str>,
-    /// The sub-merchant's id.
-    pub sub_mchid: &'a str,
-    /// Shown to the payer, at most 127 characters.
-    pub description: &'a str,
-    /// Merchant order number.
-    pub out_trade_no: &'a str,
-    /// RFC 3339, Beijing offset.
-    pub time_expire: String,
-    /// Notification URL (https, no query).
-    pub notify_url: &'a str,
-    /// Amount.
-    pub amount: OrderAmount<'a>,
-    /// JSAPI payer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payer: Option<PartnerPayer<'a>>,
-    /// H5 scene.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scene_info: Option<SceneInfo<'a>>,
 }
 
 /// Answer of an order request: one of the three fields, by product.
