@@ -270,9 +270,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         Ok(config) => {
             let accounts: usize = config.merchants.values().map(|m| m.accounts.len()).sum();
             println!(
-                "{}: ok ({} merchant(s), {accounts} account(s))",
+                "{}: ok ({} merchant(s), {accounts} account(s), {} partner(s))",
                 file.display(),
-                config.merchants.len()
+                config.merchants.len(),
+                config.partners.len()
             );
             ExitCode::SUCCESS
         }

@@ -112,7 +112,10 @@ fn check_config_accepts_the_demo_and_lists_every_problem() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok (2 merchant(s), 4 account(s))"));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("ok (3 merchant(s), 6 account(s), 1 partner(s))")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = config_text("nowhere", false)
