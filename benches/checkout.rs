@@ -50,7 +50,6 @@ fn main() {
         seller_id: None,
         app_private_key: &key,
         alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
-        authorisation: None,
     })
     .unwrap();
     let now = time::OffsetDateTime::now_utc();
@@ -90,7 +89,6 @@ fn main() {
             )),
             platform_certificates: &[],
             api_base_url: "http://127.0.0.1:1",
-            sub_merchant: None,
         },
     )
     .unwrap();
@@ -740,7 +738,6 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
                 seller_id: None,
                 app_private_key: &keys("nodejs-sdk-app-private-key.pem"),
                 alipay: AlipayKeys::PublicKey(&keys("sandbox-alipay-public-key.pem")),
-                authorisation: None,
             })
             .unwrap(),
         );

@@ -280,7 +280,6 @@ fn build_alipay(
         seller_id: settings.seller_id.as_deref(),
         app_private_key: &private,
         alipay,
-        authorisation: None,
     })
     .map_err(|e| vec![e.setting()])
 }
@@ -386,7 +385,6 @@ fn build_wechatpay(
         wechatpay_public_key: public_key,
         platform_certificates: &certificates,
         api_base_url: &settings.api_base_url,
-        sub_merchant: None,
     })
     .map_err(|e| {
         let key = match &e {

@@ -31,7 +31,6 @@ fn isv(h: &Harness) -> AlipayAdapter {
         seller_id: None,
         app_private_key: &read("nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&public),
-        authorisation: None,
     })
     .unwrap()
 }

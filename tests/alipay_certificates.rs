@@ -53,7 +53,6 @@ fn adapter(app_id: &str, gateway: &str, root: &str, alipay_certs: &[&str]) -> Al
                 alipay_root_cert: &root,
             }
         },
-        authorisation: None,
     })
     .unwrap()
 }
@@ -233,12 +232,15 @@ async fn an_isv_call_with_a_token_no_merchant_granted_is_refused() {
         seller_id: None,
         app_private_key: &read("keys/nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&read("keys/sandbox-alipay-public-key.pem")),
-        authorisation: Some(moongate_adapter_alipay::Authorisation {
+    })
+    .unwrap()
+    .for_authorisation(
+        &moongate_adapter_alipay::Authorisation {
             auth_app_id: "2021000122679999",
             app_auth_token: "202612BBnot-granted",
-        }),
-    })
-    .unwrap();
+        },
+        None,
+    );
     let (answer, json) = sb.precreate(&isv, "ISV_1").await;
     assert_eq!(
         json["alipay_trade_precreate_response"]["code"], "20001",

@@ -183,7 +183,6 @@ fn wechat_adapter() -> WechatPayAdapter {
         wechatpay_public_key: Some((common::PUB_KEY_ID, &key("sandbox-wechatpay-public-key.pem"))),
         platform_certificates: &[key("sandbox-wechatpay-platform-cert.pem")],
         api_base_url: "https://api.mch.weixin.qq.com",
-        sub_merchant: None,
     })
     .unwrap()
 }
@@ -320,7 +319,6 @@ fn alipay_forms_and_responses() {
         seller_id: None,
         app_private_key: &key("nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&key("sandbox-alipay-public-key.pem")),
-        authorisation: None,
     })
     .unwrap();
     let alipay = RsaSigner::from_pem(&key("sandbox-alipay-private-key.pem")).unwrap();

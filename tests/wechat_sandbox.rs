@@ -31,7 +31,6 @@ fn adapter_for(h: &Harness, mchid: &str, apiv3_key: &str, public_key: bool) -> W
         wechatpay_public_key: public_key.then_some((PUB_KEY_ID, public.as_str())),
         platform_certificates: &[],
         api_base_url: &format!("http://{}", h.wechat_addr),
-        sub_merchant: None,
     })
     .unwrap()
 }

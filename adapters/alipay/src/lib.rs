@@ -101,12 +101,10 @@ pub struct AccountKeys<'a> {
     pub app_private_key: &'a str,
     /// How Alipay's answers are verified.
     pub alipay: AlipayKeys<'a>,
-    /// For a merchant served through an ISV: its authorisation. The keys above are then the
-    /// ISV app's, and `app_id` the ISV app's id.
-    pub authorisation: Option<Authorisation<'a>>,
 }
 
-/// A merchant's authorisation of an ISV app (more-wallets.md §7).
+/// A merchant's authorisation of an ISV app (more-wallets.md §7): the adapter of a merchant
+/// served through the ISV is made from the ISV app's ([`AlipayAdapter::for_authorisation`]).
 #[derive(Debug)]
 pub struct Authorisation<'a> {
     /// The merchant's app id (`auth_app_id` in its notifications).
@@ -202,12 +200,7 @@ impl AlipayAdapter {
             seller_id: keys.seller_id.map(str::to_owned),
             signer: Arc::new(signer),
             trust: Arc::new(trust),
-            authorisation: keys.authorisation.as_ref().map(|a| {
-                (
-                    a.auth_app_id.to_owned(),
-                    Secret::new(a.app_auth_token.to_owned()),
-                )
-            }),
+            authorisation: None,
         })
     }
 

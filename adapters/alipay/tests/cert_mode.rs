@@ -55,7 +55,6 @@ fn load(app_cert: &str, alipay_certs: &[&str]) -> Result<AlipayAdapter, AccountE
             alipay_certs: texts.iter().map(String::as_str).collect(),
             alipay_root_cert: &fixture(ROOT),
         },
-        authorisation: None,
     })
 }
 
@@ -271,12 +270,15 @@ fn isv() -> AlipayAdapter {
         seller_id: None,
         app_private_key: &fixture("keys/nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
-        authorisation: Some(moongate_adapter_alipay::Authorisation {
-            auth_app_id: "2021000122679999",
-            app_auth_token: "202612BBtoken",
-        }),
     })
     .unwrap()
+    .for_authorisation(
+        &moongate_adapter_alipay::Authorisation {
+            auth_app_id: "2021000122679999",
+            app_auth_token: "202612BBtoken",
+        },
+        None,
+    )
 }
 
 #[test]

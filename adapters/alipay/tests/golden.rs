@@ -36,7 +36,6 @@ fn adapter(app_id: &str, alipay_public: &str) -> AlipayAdapter {
         seller_id: None,
         app_private_key: &fixture(APP_PRIVATE),
         alipay: AlipayKeys::PublicKey(alipay_public),
-        authorisation: None,
     })
     .unwrap()
 }

@@ -123,12 +123,10 @@ pub struct AccountKeys<'a> {
     pub platform_certificates: &'a [String],
     /// API base URL without trailing slash.
     pub api_base_url: &'a str,
-    /// Partner mode: the sub-merchant this adapter acts for, with the keys above being its
-    /// service provider's (`mchid` and `appid` are then `sp_mchid` and `sp_appid`).
-    pub sub_merchant: Option<SubMerchant<'a>>,
 }
 
-/// A sub-merchant (特约商户) of a WeChat Pay service provider.
+/// A sub-merchant (特约商户) of a WeChat Pay service provider: its adapter is made from the
+/// provider's ([`WechatPayAdapter::for_sub_merchant`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SubMerchant<'a> {
     /// `sub_mchid`.
@@ -184,29 +182,6 @@ pub struct WechatPayAdapter {
 /// A platform certificate downloaded from `GET /v3/certificates`, decrypted and checked.
 pub use moongate_contract::ProviderCertificate as PlatformCertificate;
 
-/// An order's body: `merchant` and `payer` as the account's mode has them, the rest from the
-/// request.
-fn order_body<'a, M, P>(
-    merchant: M,
-    payer: Option<P>,
-    req: &'a CreatePayment,
-    description: &'a str,
-    time_expire: String,
-    amount: wire::OrderAmount<'a>,
-    scene_info: Option<wire::SceneInfo<'a>>,
-) -> wire::OrderRequest<'a, M, P> {
-    wire::OrderRequest {
-        merchant,
-        description,
-        out_trade_no: &req.provider_order_id,
-        time_expire,
-        notify_url: &req.notify_url,
-        amount,
-        payer,
-        scene_info,
-    }
-}
-
 /// A non-2xx answer, decoded.
 #[derive(Debug)]
 struct ApiFailure {
@@ -260,10 +235,7 @@ impl WechatPayAdapter {
         Ok(WechatPayAdapter {
             mchid: keys.mchid.to_owned(),
             appid: keys.appid.to_owned(),
-            partner: keys.sub_merchant.map(|sub| Partnered {
-                sub_mchid: sub.sub_mchid.to_owned(),
-                sub_appid: sub.sub_appid.map(str::to_owned),
-            }),
+            partner: None,
             serial_no: keys.merchant_serial_no.to_ascii_uppercase(),
             base_url: keys.api_base_url.trim_end_matches('/').to_owned(),
             signer: Arc::new(signer),
@@ -581,54 +553,47 @@ impl PaymentAdapter for WechatPayAdapter {
             }),
             _ => None,
         };
-        let amount = wire::OrderAmount {
-            total: fen(req.amount)?,
-            currency: "CNY",
+        let (merchant, payer) = match &self.partner {
+            None => (
+                wire::OrderMerchant::Direct(wire::DirectMerchant {
+                    appid: &self.appid,
+                    mchid: &self.mchid,
+                }),
+                openid.map(|openid| wire::Payer::Direct(wire::OrderPayer { openid })),
+            ),
+            Some(partner) => (
+                wire::OrderMerchant::Partner(wire::PartnerMerchant {
+                    sp_appid: &self.appid,
+                    sp_mchid: &self.mchid,
+                    sub_appid: partner.sub_appid.as_deref(),
+                    sub_mchid: &partner.sub_mchid,
+                }),
+                // The payer's openid is under the sub-merchant's app when it has one.
+                openid.map(|openid| {
+                    let (sp_openid, sub_openid) = match partner.sub_appid {
+                        Some(_) => (None, Some(openid)),
+                        None => (Some(openid), None),
+                    };
+                    wire::Payer::Partner(wire::PartnerPayer {
+                        sp_openid,
+                        sub_openid,
+                    })
+                }),
+            ),
         };
-        let time_expire = format_rfc3339_beijing(req.expires_at)?;
-        let Some(partner) = &self.partner else {
-            let merchant = wire::DirectMerchant {
-                appid: &self.appid,
-                mchid: &self.mchid,
-            };
-            let payer = openid.map(|openid| wire::OrderPayer { openid });
-            let body = order_body(
-                merchant,
-                payer,
-                req,
-                &description,
-                time_expire,
-                amount,
-                scene_info,
-            );
-            return self.post_json(cx, path, &body).map(Prepared::Send);
-        };
-        // The payer's openid is under the sub-merchant's app when it has one.
-        let payer = openid.map(|openid| match partner.sub_appid {
-            Some(_) => wire::PartnerPayer {
-                sp_openid: None,
-                sub_openid: Some(openid),
-            },
-            None => wire::PartnerPayer {
-                sp_openid: Some(openid),
-                sub_openid: None,
-            },
-        });
-        let merchant = wire::PartnerMerchant {
-            sp_appid: &self.appid,
-            sp_mchid: &self.mchid,
-            sub_appid: partner.sub_appid.as_deref(),
-            sub_mchid: &partner.sub_mchid,
-        };
-        let body = order_body(
+        let body = wire::OrderRequest {
             merchant,
+            description: &description,
+            out_trade_no: &req.provider_order_id,
+            time_expire: format_rfc3339_beijing(req.expires_at)?,
+            notify_url: &req.notify_url,
+            amount: wire::OrderAmount {
+                total: fen(req.amount)?,
+                currency: "CNY",
+            },
             payer,
-            req,
-            &description,
-            time_expire,
-            amount,
             scene_info,
-        );
+        };
         self.post_json(cx, path, &body).map(Prepared::Send)
     }
 

@@ -36,14 +36,13 @@ pub struct SceneInfo<'a> {
     pub h5_info: H5Info,
 }
 
-/// Body of `POST /v3/pay/transactions/{native,jsapi,h5}` (`M` = [`DirectMerchant`], `P` =
-/// [`OrderPayer`]) and of `/v3/pay/partner/transactions/…` (more-wallets.md §7: `M` =
-/// [`PartnerMerchant`], `P` = [`PartnerPayer`]); the merchant's fields come first.
+/// Body of `POST /v3/pay/transactions/{native,jsapi,h5}` and of
+/// `/v3/pay/partner/transactions/…` (more-wallets.md §7); the merchant's fields come first.
 #[derive(Debug, Serialize)]
-pub struct OrderRequest<'a, M, P> {
+pub struct OrderRequest<'a> {
     /// Who places the order.
     #[serde(flatten)]
-    pub merchant: M,
+    pub merchant: OrderMerchant<'a>,
     /// Shown to the payer, at most 127 characters.
     pub description: &'a str,
     /// Merchant order number.
@@ -56,10 +55,30 @@ pub struct OrderRequest<'a, M, P> {
     pub amount: OrderAmount<'a>,
     /// JSAPI payer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payer: Option<P>,
+    pub payer: Option<Payer<'a>>,
     /// H5 scene.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scene_info: Option<SceneInfo<'a>>,
+}
+
+/// Who places an order, in the account's mode.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OrderMerchant<'a> {
+    /// A direct merchant.
+    Direct(DirectMerchant<'a>),
+    /// A service provider's sub-merchant.
+    Partner(PartnerMerchant<'a>),
+}
+
+/// A JSAPI order's payer, in the account's mode.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Payer<'a> {
+    /// `{"openid"}`.
+    Direct(OrderPayer<'a>),
+    /// `{"sp_openid"}` or `{"sub_openid"}`.
+    Partner(PartnerPayer<'a>),
 }
 
 /// A direct merchant's order: `appid`, `mchid`.

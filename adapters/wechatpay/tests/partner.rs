@@ -42,12 +42,12 @@ fn sub_merchant(sub_appid: Option<&str>) -> WechatPayAdapter {
         wechatpay_public_key: Some((PUB_KEY_ID, SANDBOX_PUBLIC)),
         platform_certificates: &[],
         api_base_url: "https://api.mch.weixin.qq.com",
-        sub_merchant: Some(SubMerchant {
-            sub_mchid: SUB_MCHID,
-            sub_appid,
-        }),
     })
     .unwrap()
+    .for_sub_merchant(SubMerchant {
+        sub_mchid: SUB_MCHID,
+        sub_appid,
+    })
 }
 
 fn sent(prepared: Prepared<impl std::fmt::Debug>) -> HttpRequest {
