@@ -60,19 +60,13 @@ pub(super) async fn micropay(State(sb): State<Shared>, body: Bytes) -> Response 
     }
     // A service provider names its sub-merchant (`sub_mch_id`, optional `sub_appid`).
     let sub_mchid = Some(get("sub_mch_id")).filter(|s| !s.is_empty());
-    let owner = match merchant.owner(sub_mchid) {
+    let owner = match merchant.owner_of(sub_mchid) {
         Ok(owner) => owner.to_owned(),
-        Err(_) if sub_mchid.is_none() => return comm_fail("受理机构必须传入sub_mch_id"),
-        Err(_) if merchant.settings.sub_merchants.is_empty() => {
-            return comm_fail("普通商户不允许传sub_mch_id");
-        }
-        Err(_) => return comm_fail("受理关系不存在"),
+        Err(refusal) => return comm_fail(refusal.v2_message()),
     };
     let sub_appid = Some(get("sub_appid")).filter(|s| !s.is_empty());
     if let Some(sub_appid) = sub_appid
-        && !merchant
-            .sub_merchant(&owner)
-            .is_some_and(|s| s.appids.iter().any(|a| a == sub_appid))
+        && !merchant.has_sub_appid(&owner, sub_appid)
     {
         return comm_fail("sub_appid与sub_mch_id不匹配");
     }

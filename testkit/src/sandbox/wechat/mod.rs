@@ -129,20 +129,62 @@ struct Merchant {
     verifier: RsaVerifier,
 }
 
+/// Why a call names no order owner of the caller's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NotOwner {
+    /// A service provider named no sub-merchant.
+    Missing,
+    /// A direct merchant named one.
+    Direct,
+    /// The sub-merchant is not bound to the provider.
+    Unbound,
+}
+
+impl NotOwner {
+    /// As v3 answers it.
+    fn reply(self) -> Reply {
+        match self {
+            NotOwner::Missing => param_error("受理机构必须传入sub_mchid"),
+            NotOwner::Direct => param_error("普通商户不允许传sub_mchid"),
+            NotOwner::Unbound => fail(StatusCode::FORBIDDEN, "NO_AUTH", "受理关系不存在"),
+        }
+    }
+
+    /// As v2 answers it (`return_msg`).
+    fn v2_message(self) -> &'static str {
+        match self {
+            NotOwner::Missing => "受理机构必须传入sub_mch_id",
+            NotOwner::Direct => "普通商户不允许传sub_mch_id",
+            NotOwner::Unbound => "受理关系不存在",
+        }
+    }
+}
+
 impl Merchant {
     /// Whose order a call is about, given the sub-merchant it names: a service provider must
     /// name one bound to it, a direct merchant none.
-    fn owner(&self, sub_mchid: Option<&str>) -> Result<&str, Reply> {
+    fn owner_of(&self, sub_mchid: Option<&str>) -> Result<&str, NotOwner> {
         let provider = !self.settings.sub_merchants.is_empty();
         match (provider, sub_mchid.filter(|s| !s.is_empty())) {
-            (true, None) => Err(param_error("受理机构必须传入sub_mchid")),
-            (false, Some(_)) => Err(param_error("普通商户不允许传sub_mchid")),
+            (true, None) => Err(NotOwner::Missing),
+            (false, Some(_)) => Err(NotOwner::Direct),
             (false, None) => Ok(&self.settings.mchid),
             (true, Some(sub)) => self
                 .sub_merchant(sub)
                 .map(|s| s.sub_mchid.as_str())
-                .ok_or_else(|| fail(StatusCode::FORBIDDEN, "NO_AUTH", "受理关系不存在")),
+                .ok_or(NotOwner::Unbound),
         }
+    }
+
+    /// [`Merchant::owner_of`], refused as v3 answers it.
+    fn owner(&self, sub_mchid: Option<&str>) -> Result<&str, Reply> {
+        self.owner_of(sub_mchid).map_err(NotOwner::reply)
+    }
+
+    /// Whether `sub_appid` is an app of the sub-merchant `owner`.
+    fn has_sub_appid(&self, owner: &str, sub_appid: &str) -> bool {
+        self.sub_merchant(owner)
+            .is_some_and(|s| s.appids.iter().any(|a| a == sub_appid))
     }
 
     fn sub_merchant(&self, sub_mchid: &str) -> Option<&SandboxSubMerchant> {

@@ -256,17 +256,14 @@ pub(super) fn create_order(
     let sub_appid = str_field(body, "sub_appid")
         .filter(|a| !a.is_empty())
         .map(str::to_owned);
-    if let Some(sub_appid) = &sub_appid {
-        let bound = merchant
-            .sub_merchant(&owner)
-            .is_some_and(|s| s.appids.contains(sub_appid));
-        if !bound {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST",
-                "sub_appid与sub_mchid不匹配",
-            ));
-        }
+    if let Some(sub_appid) = &sub_appid
+        && !merchant.has_sub_appid(&owner, sub_appid)
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "sub_appid与sub_mchid不匹配",
+        ));
     }
     if !merchant.settings.appids.contains(&appid) {
         return Err(fail(
