@@ -580,3 +580,76 @@ async fn service_providers_must_name_a_sub_merchant_bound_to_them() {
     let answer = send(&h, &post(&provider, "/v3/refund/domestic/refunds", refund)).await;
     expect(answer, 400, "PARAM_ERROR", "受理机构必须传入sub_mchid");
 }
+
+/// v2 `micropay` for a service provider: the sub-merchant it names (`sub_mch_id`) must be bound
+/// to it, and the provider must name one.
+#[tokio::test]
+async fn a_providers_payment_code_names_a_sub_merchant_bound_to_it() {
+    use common::{SP_APPID, SP_MCHID, SUB_MCHID_F, V2_KEY_SP};
+    use moongate_adapter_wechatpay::{SubMerchant, v2};
+    use moongate_contract::{
+        CreatePayment, Currency, Money, Payer, PaymentAdapter, PaymentMethod, Prepared,
+    };
+    let h = Harness::start().await;
+    let keys = fixtures().join("keys");
+    let read = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
+    let provider = WechatPayAdapter::new(&AccountKeys {
+        mchid: SP_MCHID,
+        appid: SP_APPID,
+        merchant_serial_no: MERCHANT_SERIAL,
+        merchant_private_key: &read("wechatpay-go-merchant-private-key.pem"),
+        apiv3_key: common::APIV3_KEY_SP,
+        api_v2_key: Some(V2_KEY_SP),
+        wechatpay_public_key: None,
+        platform_certificates: &[],
+        api_base_url: &format!("http://{}", h.wechat_addr),
+    })
+    .unwrap();
+    let charge = |adapter: &WechatPayAdapter, no: &str| {
+        let request = CreatePayment {
+            provider_order_id: no.to_owned(),
+            amount: Money::new(100, Currency::CNY),
+            method: PaymentMethod::WechatPaymentCode,
+            subject: "Tea".to_owned(),
+            description: None,
+            return_url: None,
+            notify_url: "http://127.0.0.1:9/notify".to_owned(),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            payer: Payer {
+                payment_code: Some("134567890123456781".to_owned()),
+                ..Payer::default()
+            },
+            created_at: time::OffsetDateTime::now_utc(),
+        };
+        let Prepared::Send(call) = adapter.prepare_create(&cx(0), &request).unwrap() else {
+            panic!("a payment code is charged");
+        };
+        call
+    };
+    let answer = |response: HttpResponse| v2::from_xml(&response.body).unwrap();
+    for (sub_mchid, no, message) in [
+        (None, "sp_code_1", Some("受理机构必须传入sub_mch_id")),
+        (Some("1900000299"), "sp_code_2", Some("受理关系不存在")),
+        (Some(SUB_MCHID_F), "sp_code_3", None),
+    ] {
+        // The provider's own adapter names no sub-merchant.
+        let served = sub_mchid.map(|sub_mchid| {
+            provider.for_sub_merchant(SubMerchant {
+                sub_mchid,
+                sub_appid: None,
+            })
+        });
+        let adapter = served.as_ref().unwrap_or(&provider);
+        let fields = answer(h.http.send(&charge(adapter, no)).await.unwrap());
+        match message {
+            Some(message) => {
+                assert_eq!(fields["return_code"], "FAIL", "{fields:?}");
+                assert_eq!(fields["return_msg"], message, "{fields:?}");
+            }
+            None => {
+                assert_eq!(fields["result_code"], "SUCCESS", "{fields:?}");
+                assert_eq!(fields["sub_mch_id"], SUB_MCHID_F, "{fields:?}");
+            }
+        }
+    }
+}
