@@ -37,25 +37,20 @@ pub async fn download(
     let Some(kind) = ProviderKind::parse(&settings.provider) else {
         bail!("{at}.provider: unknown provider {:?}", settings.provider);
     };
+    let lines = |problems: Vec<(String, String)>, at: &str| -> Vec<String> {
+        problems
+            .into_iter()
+            .map(|(key, message)| format!("{at}.settings{key}: {message}"))
+            .collect()
+    };
     // A sub-merchant's certificates are its partner's, downloaded with the partner's keys.
     let built = match &settings.partner {
-        None => registry::build_adapter(kind, &settings.settings, &base).map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|(key, message)| format!("{at}.settings{key}: {message}"))
-                .collect::<Vec<_>>()
-        }),
+        None => registry::build_adapter(kind, &settings.settings, &base).map_err(|p| lines(p, &at)),
         Some(partner_id) => {
             let partner = raw
                 .partners
                 .get(partner_id)
                 .with_context(|| format!("{at}.partner: unknown partner {partner_id:?}"))?;
-            let lines = |problems: Vec<(String, String)>, at: &str| -> Vec<String> {
-                problems
-                    .into_iter()
-                    .map(|(key, message)| format!("{at}.settings{key}: {message}"))
-                    .collect()
-            };
             registry::build_partner(kind, &partner.settings, &base)
                 .map_err(|p| lines(p, &format!("partners.{partner_id}")))
                 .and_then(|keys| {

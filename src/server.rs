@@ -388,9 +388,9 @@ fn config_fingerprint(path: &Path) -> Option<Vec<u8>> {
     let dir = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("merchants_dir")?.as_str().map(str::to_owned));
+        .and_then(|t| crate::config::merchants_dir(path, &t));
     if let Some(dir) = dir
-        && let Ok(entries) = std::fs::read_dir(path.parent().unwrap_or(Path::new("")).join(dir))
+        && let Ok(entries) = std::fs::read_dir(dir)
     {
         let mut files: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> = entries
             .filter_map(Result::ok)
@@ -424,8 +424,7 @@ pub fn watch_config(
     // poll): a SIGHUP before that would end the process.
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let digest = |path: &Path| config_fingerprint(path);
-    let mut seen = digest(&path);
+    let mut seen = config_fingerprint(&path);
     async move {
         loop {
             #[cfg(unix)]
@@ -444,7 +443,7 @@ pub fn watch_config(
                 tokio::time::sleep(every).await;
                 false
             };
-            let now = digest(&path);
+            let now = config_fingerprint(&path);
             if signalled || now != seen {
                 seen = now;
                 // Errors are logged and counted by `reload`; the old config keeps serving.

@@ -1,8 +1,16 @@
 //! Building the runtime configuration: secrets read, adapters built through the registry.
 
-use super::runtime::{PartnerGate, account_state_key, partner_state_key};
+use super::runtime::{PartnerGate, account_state_key, partner_settings_text, partner_state_key};
 use super::*;
 use crate::cashier::key::KeySource;
+
+/// A partner whose keys loaded: what its sub-merchant accounts are built with.
+struct LoadedPartner {
+    keys: registry::PartnerKeys,
+    gate: Arc<PartnerGate>,
+    /// Its settings as its sub-merchants' state keys take them.
+    settings_text: String,
+}
 
 impl RawConfig {
     /// Validates, then reads every secret and key (relative paths against `base_dir`).
@@ -123,16 +131,13 @@ impl RawConfig {
         };
         // Each partner's keys, read once, and its gate, both shared by its sub-merchant
         // accounts. A partner's problem is reported once, at the partner.
-        let mut partners = BTreeMap::new();
-        let mut partner_keys = BTreeMap::new();
+        let mut loaded = BTreeMap::new();
         for (partner_id, partner) in &self.partners {
             let Some(kind) = ProviderKind::parse(&partner.provider) else {
                 continue;
             };
-            match registry::build_partner(kind, &partner.settings, base_dir) {
-                Ok(keys) => {
-                    partner_keys.insert(partner_id.clone(), keys);
-                }
+            let keys = match registry::build_partner(kind, &partner.settings, base_dir) {
+                Ok(keys) => keys,
                 Err(errors) => {
                     for (key, message) in errors {
                         problems.push(problem(
@@ -140,18 +145,25 @@ impl RawConfig {
                             message,
                         ));
                     }
+                    continue;
                 }
-            }
+            };
             let circuit = partner.circuit.unwrap_or(self.providers.circuit);
-            partners.insert(
+            let settings_text = partner_settings_text(partner);
+            let gate = Arc::new(PartnerGate {
+                id: partner_id.clone(),
+                kind,
+                limit: partner.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
+                circuit: Arc::new(Circuit::new(circuit)),
+                state_key: partner_state_key(partner, &settings_text, circuit),
+            });
+            loaded.insert(
                 partner_id.clone(),
-                Arc::new(PartnerGate {
-                    id: partner_id.clone(),
-                    kind,
-                    limit: partner.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
-                    circuit: Arc::new(Circuit::new(circuit)),
-                    state_key: partner_state_key(partner, circuit),
-                }),
+                LoadedPartner {
+                    keys,
+                    gate,
+                    settings_text,
+                },
             );
         }
         let mut merchants = BTreeMap::new();
@@ -204,24 +216,21 @@ impl RawConfig {
                 };
                 let partner = match &account.partner {
                     None => None,
-                    Some(id) => match self.partners.get(id) {
-                        Some(partner) => Some((id, partner)),
-                        // Validation names the unknown partner.
+                    Some(id) => match loaded.get(id) {
+                        Some(partner) => Some(partner),
+                        // An unknown partner (validation names it) or one whose keys did not
+                        // load (said once, at the partner).
                         None => continue,
                     },
                 };
                 let built = match partner {
                     None => registry::build_adapter(kind, &account.settings, base_dir),
-                    Some((partner_id, _)) => match partner_keys.get(partner_id) {
-                        Some(keys) => registry::build_sub_merchant_adapter(
-                            kind,
-                            keys,
-                            &account.settings,
-                            base_dir,
-                        ),
-                        // The partner's keys did not load: said once, at the partner.
-                        None => continue,
-                    },
+                    Some(partner) => registry::build_sub_merchant_adapter(
+                        kind,
+                        &partner.keys,
+                        &account.settings,
+                        base_dir,
+                    ),
                 };
                 match built {
                     Ok(adapter) => accounts.push(Account {
@@ -230,11 +239,11 @@ impl RawConfig {
                         adapter,
                         limit: account.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
                         circuit: Arc::new(Circuit::new(self.providers.circuit)),
-                        partner: partner.and_then(|(id, _)| partners.get(id).cloned()),
+                        partner: partner.map(|p| Arc::clone(&p.gate)),
                         fee_rate_ppm: account.fee_rate.as_deref().and_then(parse_fee_rate),
                         state_key: account_state_key(
                             account,
-                            partner.map(|(_, p)| p),
+                            partner.map(|p| p.settings_text.as_str()),
                             self.providers.circuit,
                         ),
                     }),
@@ -334,7 +343,7 @@ impl RawConfig {
             webhooks: self.webhooks.clone(),
             providers: self.providers.clone(),
             merchants,
-            partners,
+            partners: loaded.into_iter().map(|(id, p)| (id, p.gate)).collect(),
         })
     }
 }

@@ -563,10 +563,9 @@ fn toml_table(text: &str) -> Result<toml::Table, String> {
 fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
     let mut table = toml_table(&read(path)?)
         .map_err(|message| ConfigErrors(vec![problem("(file)", message)]))?;
-    let Some(dir) = table.get("merchants_dir").and_then(toml::Value::as_str) else {
+    let Some(dir) = merchants_dir(path, &table) else {
         return Ok(table);
     };
-    let dir = path.parent().unwrap_or(Path::new("")).join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| {
             ConfigErrors(vec![problem(
@@ -628,6 +627,13 @@ fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
         merchants.extend(found);
     }
     Ok(table)
+}
+
+/// The `merchants_dir` of the config file at `path` (whose table is `table`), resolved against
+/// the file's folder.
+pub fn merchants_dir(path: &Path, table: &toml::Table) -> Option<PathBuf> {
+    let dir = table.get("merchants_dir")?.as_str()?;
+    Some(path.parent().unwrap_or(Path::new("")).join(dir))
 }
 
 /// Parses, collecting every unknown key; `Err` also carries the config read without them

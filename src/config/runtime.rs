@@ -61,21 +61,29 @@ pub struct PartnerGate {
     pub state_key: String,
 }
 
+/// A partner's credentials as its state keys take them (`settings` as TOML text), written
+/// once for all its sub-merchants.
+pub(super) fn partner_settings_text(partner: &RawPartner) -> String {
+    toml::to_string(&partner.settings).unwrap_or_default()
+}
+
 /// What a partner's live state (limit, circuit) depends on.
-pub(super) fn partner_state_key(partner: &RawPartner, circuit: CircuitSettings) -> String {
+pub(super) fn partner_state_key(
+    partner: &RawPartner,
+    settings_text: &str,
+    circuit: CircuitSettings,
+) -> String {
     format!(
-        "{}|{}|{:?}|{circuit:?}",
-        partner.provider,
-        toml::to_string(&partner.settings).unwrap_or_default(),
-        partner.rate_limit
+        "{}|{settings_text}|{:?}|{circuit:?}",
+        partner.provider, partner.rate_limit
     )
 }
 
 /// What an account's live state (limit, circuit) depends on: for a sub-merchant, its
-/// partner's credentials too.
+/// partner's credentials too ([`partner_settings_text`]).
 pub(super) fn account_state_key(
     account: &RawAccount,
-    partner: Option<&RawPartner>,
+    partner_settings: Option<&str>,
     circuit: CircuitSettings,
 ) -> String {
     format!(
@@ -83,9 +91,7 @@ pub(super) fn account_state_key(
         account.provider,
         toml::to_string(&account.settings).unwrap_or_default(),
         account.rate_limit,
-        partner
-            .map(|p| toml::to_string(&p.settings).unwrap_or_default())
-            .unwrap_or_default()
+        partner_settings.unwrap_or_default()
     )
 }
 
