@@ -45,6 +45,7 @@ fn main() {
     report("RSA-2048 SHA256withRSA sign (floor)", n, start.elapsed());
 
     let adapter = AlipayAdapter::new(&AccountKeys {
+        consent_url: None,
         app_id: "2021000122671080",
         gateway_url: "http://127.0.0.1:1/gateway.do",
         seller_id: None,
@@ -733,6 +734,7 @@ async fn gateway_process(database_url: Option<&str>, signer: &RsaSigner) {
         .await;
         let adapter = std::sync::Arc::new(
             AlipayAdapter::new(&AccountKeys {
+                consent_url: None,
                 app_id: "2021000122671080",
                 gateway_url: &format!("http://{sandbox_addr}/gateway.do"),
                 seller_id: None,

@@ -55,6 +55,7 @@ pub async fn download(
                 .map_err(|p| lines(p, &format!("partners.{partner_id}")))
                 .and_then(|keys| {
                     registry::build_sub_merchant_adapter(kind, &keys, &settings.settings, &base)
+                        .map(|built| built.adapter)
                         .map_err(|p| lines(p, &at))
                 })
         }
@@ -73,6 +74,7 @@ pub async fn download(
         limit: None,
         circuit: Arc::new(Circuit::new(CircuitSettings::default())),
         partner: None,
+        authorisation: None,
         fee_rate_ppm: None,
         state_key: String::new(),
     };

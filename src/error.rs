@@ -286,6 +286,25 @@ impl ApiError {
     }
 }
 
+impl From<crate::gateway::AuthorisationError> for ApiError {
+    fn from(error: crate::gateway::AuthorisationError) -> Self {
+        use crate::gateway::AuthorisationError as E;
+        match error {
+            E::UnknownAccount { merchant, account } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequestError,
+                ErrorCode::AccountNotFound,
+                format!("merchant {merchant:?} has no account {account:?}"),
+            ),
+            error @ E::NotManaged(_) => {
+                ApiError::invalid(ErrorCode::ParameterInvalid, "account", error.to_string())
+            }
+            E::Store(error) => ApiError::from(error),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {

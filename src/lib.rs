@@ -23,6 +23,7 @@ pub mod private_fs;
 pub mod reconcile;
 pub mod registry;
 pub mod routing;
+pub mod sealing;
 pub mod server;
 pub mod service;
 pub mod shared_limits;

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub partner_circuit_state: Family<PartnerLabels, Gauge>,
     /// `moongate_config_reloads_total`.
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// `moongate_authorisation_refusals_total`: calls the provider refused for the account's
+    /// authorisation of its partner's app (revoked, lapsed).
+    pub authorisation_refusals: Family<AccountLabels, Counter>,
     /// `moongate_shared_limit_checks_total{outcome}`: Redis limit checks (`allowed`, `limited`,
     /// `unavailable`).
     pub shared_limit_checks: Family<SharedLimitLabels, Counter>,
@@ -215,6 +218,12 @@ impl Metrics {
             "Circuit breaker state per partner (all its sub-merchants' calls): 0 closed, 1 half-open, 2 open",
             partner_circuit_state.clone(),
         );
+        let authorisation_refusals = Family::<AccountLabels, Counter>::default();
+        registry.register(
+            "authorisation_refusals",
+            "Provider calls refused for the account's authorisation of its partner's app",
+            authorisation_refusals.clone(),
+        );
         let config_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -253,6 +262,7 @@ impl Metrics {
             reconciliation_open_breaks,
             circuit_state,
             partner_circuit_state,
+            authorisation_refusals,
             config_reloads,
             requests,
             request_seconds,

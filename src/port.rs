@@ -61,6 +61,7 @@ impl<T> Exchange<T> {
                 | Exchange::CircuitOpen
                 | Exchange::Adapter(
                     AdapterError::Rejected { .. }
+                        | AdapterError::Unauthorised { .. }
                         | AdapterError::InvalidRequest(_)
                         | AdapterError::Signing
                         | AdapterError::Unsupported { .. }
@@ -73,6 +74,7 @@ impl<T> Exchange<T> {
         match self {
             Exchange::Answer(_) => "answered",
             Exchange::Adapter(AdapterError::Rejected { .. }) => "rejected",
+            Exchange::Adapter(AdapterError::Unauthorised { .. }) => "unauthorised",
             Exchange::Adapter(AdapterError::Indeterminate { .. }) => "indeterminate",
             Exchange::Adapter(_) => "unusable",
             Exchange::Call(CallError::NotSent(_)) => "not_sent",
@@ -106,6 +108,52 @@ pub struct ProviderPort {
     metrics: Arc<Metrics>,
     attempts: Option<Arc<dyn Store>>,
     clock: Clock,
+    refusals: Refusals,
+}
+
+/// An account whose authorisation the provider refused ([`AdapterError::Unauthorised`]), as
+/// the port saw it; the gateway's authorisation service takes these
+/// (`gateway/authorisations.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// The provider's code.
+    pub code: String,
+}
+
+/// Refusals seen and not yet taken, and a wake-up for whoever takes them.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pending: std::sync::Mutex<Vec<Refusal>>,
+    /// Notified on each new refusal.
+    pub arrived: tokio::sync::Notify,
+}
+
+impl Refusals {
+    fn report(&self, refusal: Refusal) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !pending.contains(&refusal) {
+            pending.push(refusal);
+        }
+        drop(pending);
+        self.arrived.notify_one();
+    }
+
+    /// Takes every refusal seen so far.
+    pub fn take(&self) -> Vec<Refusal> {
+        std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// Why a gated call was not made.
@@ -132,6 +180,7 @@ impl ProviderPort {
             metrics,
             attempts: Some(store),
             clock,
+            refusals: Refusals::default(),
         }
     }
 
@@ -143,7 +192,13 @@ impl ProviderPort {
             metrics: Arc::new(Metrics::new()),
             attempts: None,
             clock: Clock::system(),
+            refusals: Refusals::default(),
         }
+    }
+
+    /// Authorisations the provider refused, not yet taken.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// A fresh call context: the provider compares its time with its own clock, so it is the
@@ -220,10 +275,26 @@ impl ProviderPort {
             },
         };
         span.record("outcome", outcome_text.as_str());
+        if let Exchange::Adapter(AdapterError::Unauthorised { code, .. }) = &exchange {
+            warn!(
+                merchant_id = caller.merchant_id,
+                account_id = %caller.account.id,
+                code = code.as_str(),
+                "the provider refused the account's authorisation"
+            );
+            self.refusals.report(Refusal {
+                merchant_id: caller.merchant_id.to_owned(),
+                account_id: caller.account.id.clone(),
+                code: code.clone(),
+            });
+        }
         // A provider that answered, even with a refusal, is up; unknown fates are failures.
         let healthy = matches!(
             exchange,
-            Exchange::Answer(_) | Exchange::Adapter(AdapterError::Rejected { .. })
+            Exchange::Answer(_)
+                | Exchange::Adapter(
+                    AdapterError::Rejected { .. } | AdapterError::Unauthorised { .. }
+                )
         );
         let attempt = self.finish(
             caller,
@@ -275,6 +346,19 @@ impl ProviderPort {
             }
         };
         span.record("outcome", outcome_text.as_str());
+        if let Exchange::Adapter(AdapterError::Unauthorised { code, .. }) = &exchange {
+            warn!(
+                merchant_id = caller.merchant_id,
+                account_id = %caller.account.id,
+                code = code.as_str(),
+                "the provider refused the account's authorisation"
+            );
+            self.refusals.report(Refusal {
+                merchant_id: caller.merchant_id.to_owned(),
+                account_id: caller.account.id.clone(),
+                code: code.clone(),
+            });
+        }
         let attempt = self.finish(
             caller,
             operation,

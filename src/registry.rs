@@ -11,7 +11,10 @@ use moongate_adapter_alipay::{AccountKeys, AlipayAdapter, AlipayKeys};
 use moongate_adapter_wechatpay::settings::Settings as WechatPaySettings;
 use moongate_adapter_wechatpay::settings::SubMerchantSettings as WechatPaySubMerchant;
 use moongate_adapter_wechatpay::{AccountError as WechatPayAccountError, WechatPayAdapter};
-use moongate_contract::{MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind};
+use moongate_contract::{
+    Authorising, MethodFacts, PaymentAdapter, PaymentMethod, ProviderFacts, ProviderKind, Secret,
+    TokenSlot,
+};
 
 use moongate_adapter_alipay::settings::Settings as AlipaySettings;
 use moongate_adapter_alipay::settings::SubMerchantSettings as AlipaySubMerchant;
@@ -166,7 +169,7 @@ pub fn validate_sub_merchant(
 #[derive(Debug)]
 pub enum PartnerKeys {
     /// An Alipay ISV app.
-    Alipay(AlipayAdapter),
+    Alipay(Arc<AlipayAdapter>),
     /// A WeChat Pay service provider.
     WechatPay(WechatPayAdapter),
 }
@@ -179,13 +182,38 @@ pub fn build_partner(
     base_dir: &Path,
 ) -> Result<PartnerKeys, Vec<(String, String)>> {
     match kind {
-        ProviderKind::Alipay => Ok(PartnerKeys::Alipay(build_alipay(table, base_dir)?)),
+        ProviderKind::Alipay => Ok(PartnerKeys::Alipay(Arc::new(build_alipay(
+            table, base_dir,
+        )?))),
         ProviderKind::WechatPay => Ok(PartnerKeys::WechatPay(build_wechatpay(table, base_dir)?)),
         ProviderKind::UnionPay => Err(vec![(
             String::new(),
             format!("{kind} has no partner mode in Moongate"),
         )]),
     }
+}
+
+impl PartnerKeys {
+    /// The partner's app that merchants authorise through Moongate, for partners whose
+    /// sub-merchants authorise it (Alipay ISV apps); `None` for the others.
+    pub fn authorising(&self) -> Option<Arc<dyn Authorising>> {
+        match self {
+            PartnerKeys::Alipay(isv) => Some(Arc::clone(isv) as Arc<dyn Authorising>),
+            PartnerKeys::WechatPay(_) => None,
+        }
+    }
+}
+
+/// A sub-merchant account's adapter, and the slot of its token when Moongate keeps it (an
+/// authorisation the merchant gives through Moongate rather than a configured token).
+#[derive(Debug)]
+pub struct SubMerchantAdapter {
+    /// The adapter.
+    pub adapter: Arc<dyn PaymentAdapter>,
+    /// Its identity under its partner (`auth_app_id`, `sub_mchid`).
+    pub identity: String,
+    /// The token it calls with, filled and refreshed by the core.
+    pub managed_token: Option<TokenSlot>,
 }
 
 /// Builds the adapter of one sub-merchant account from its partner's loaded keys and its own
@@ -195,28 +223,40 @@ pub fn build_sub_merchant_adapter(
     partner: &PartnerKeys,
     table: &toml::Table,
     base_dir: &Path,
-) -> Result<Arc<dyn PaymentAdapter>, Vec<(String, String)>> {
+) -> Result<SubMerchantAdapter, Vec<(String, String)>> {
     match (kind, partner) {
         (ProviderKind::Alipay, PartnerKeys::Alipay(isv)) => {
             let own = parse_settings::<AlipaySubMerchant>(table).map_err(|p| vec![p])?;
-            let token = read_setting("app_auth_token", &own.app_auth_token, base_dir)?;
+            let (slot, managed) = match &own.app_auth_token {
+                Some(reference) => {
+                    let token = read_setting("app_auth_token", reference, base_dir)?;
+                    let token = Secret::new(token.trim_end().to_owned());
+                    (TokenSlot::new(Some(token)), false)
+                }
+                None => (TokenSlot::new(None), true),
+            };
             let authorisation = moongate_adapter_alipay::Authorisation {
                 auth_app_id: &own.auth_app_id,
-                app_auth_token: token.trim_end(),
+                app_auth_token: slot.clone(),
             };
-            Ok(Arc::new(isv.for_authorisation(
-                &authorisation,
-                own.seller_id.as_deref(),
-            )))
+            Ok(SubMerchantAdapter {
+                adapter: Arc::new(isv.for_authorisation(&authorisation, own.seller_id.as_deref())),
+                identity: own.auth_app_id.clone(),
+                managed_token: managed.then_some(slot),
+            })
         }
         (ProviderKind::WechatPay, PartnerKeys::WechatPay(provider)) => {
             let own = parse_settings::<WechatPaySubMerchant>(table).map_err(|p| vec![p])?;
-            Ok(Arc::new(provider.for_sub_merchant(
-                moongate_adapter_wechatpay::SubMerchant {
-                    sub_mchid: &own.sub_mchid,
-                    sub_appid: own.sub_appid.as_deref(),
-                },
-            )))
+            Ok(SubMerchantAdapter {
+                adapter: Arc::new(provider.for_sub_merchant(
+                    moongate_adapter_wechatpay::SubMerchant {
+                        sub_mchid: &own.sub_mchid,
+                        sub_appid: own.sub_appid.as_deref(),
+                    },
+                )),
+                identity: own.sub_mchid.clone(),
+                managed_token: None,
+            })
         }
         (ProviderKind::Alipay | ProviderKind::WechatPay | ProviderKind::UnionPay, _) => {
             Err(vec![(
@@ -275,6 +315,7 @@ fn build_alipay(
         },
     };
     AlipayAdapter::new(&AccountKeys {
+        consent_url: Some(&settings.consent_url),
         app_id: &settings.app_id,
         gateway_url: &settings.gateway_url,
         seller_id: settings.seller_id.as_deref(),

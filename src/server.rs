@@ -130,6 +130,10 @@ pub async fn start_with_clock(
     if let Err(error) = gateway.sync_clock().await {
         tracing::warn!(%error, "clock sync at start failed");
     }
+    // The tokens of merchants who authorised through Moongate, before the first call.
+    if let Err(error) = gateway.sync_authorisations().await {
+        tracing::warn!(%error, "authorisations not loaded at start");
+    }
     let app = crate::http::router(Arc::clone(&gateway));
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let limits = ConnectionLimits {
@@ -158,6 +162,7 @@ pub async fn start_with_clock(
     tasks.extend([
         tokio::spawn(webhooks::run(Arc::clone(&gateway))),
         tokio::spawn(Arc::clone(&gateway).recheck_loop()),
+        tokio::spawn(Arc::clone(&gateway).refusal_loop()),
         tokio::spawn(crate::reconcile::schedule::daily_loop(Arc::clone(&gateway))),
     ]);
     Ok(Running {
@@ -447,7 +452,11 @@ pub fn watch_config(
             if signalled || now != seen {
                 seen = now;
                 // Errors are logged and counted by `reload`; the old config keeps serving.
-                let _ = reload(&gateway, &path);
+                if reload(&gateway, &path).is_ok()
+                    && let Err(error) = gateway.sync_authorisations().await
+                {
+                    tracing::warn!(%error, "authorisations not loaded after the reload");
+                }
             }
         }
     }

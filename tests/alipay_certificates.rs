@@ -42,6 +42,7 @@ fn adapter(app_id: &str, gateway: &str, root: &str, alipay_certs: &[&str]) -> Al
     AlipayAdapter::new(&AccountKeys {
         app_id,
         gateway_url: gateway,
+        consent_url: None,
         seller_id: None,
         app_private_key: &read("keys/nodejs-sdk-app-private-key.pem"),
         alipay: if certs.is_empty() {
@@ -229,6 +230,7 @@ async fn an_isv_call_with_a_token_no_merchant_granted_is_refused() {
     let isv = AlipayAdapter::new(&AccountKeys {
         app_id: APP_ID,
         gateway_url: &sb.gateway(),
+        consent_url: None,
         seller_id: None,
         app_private_key: &read("keys/nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&read("keys/sandbox-alipay-public-key.pem")),
@@ -237,7 +239,9 @@ async fn an_isv_call_with_a_token_no_merchant_granted_is_refused() {
     .for_authorisation(
         &moongate_adapter_alipay::Authorisation {
             auth_app_id: "2021000122679999",
-            app_auth_token: "202612BBnot-granted",
+            app_auth_token: moongate_contract::TokenSlot::new(Some(
+                moongate_contract::Secret::new("202612BBnot-granted".to_string()),
+            )),
         },
         None,
     );
@@ -249,6 +253,6 @@ async fn an_isv_call_with_a_token_no_merchant_granted_is_refused() {
     assert_eq!(sub_code(&json), "aop.invalid-app-auth-token", "{json}");
     assert!(matches!(
         isv.parse_create(&cx(), &order("ISV_1"), &answer),
-        Ok(PaymentStatus::Failed { .. }) | Err(AdapterError::Rejected { .. })
+        Err(AdapterError::Unauthorised { .. })
     ));
 }

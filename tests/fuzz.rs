@@ -316,6 +316,7 @@ fn alipay_forms_and_responses() {
     let adapter = AlipayAdapter::new(&AccountKeys {
         app_id: common::APP_ID,
         gateway_url: "https://openapi.alipay.com/gateway.do",
+        consent_url: None,
         seller_id: None,
         app_private_key: &key("nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&key("sandbox-alipay-public-key.pem")),

@@ -107,7 +107,7 @@ async fn the_watcher_applies_a_merchant_file_added_or_removed() {
     let dir = h.config_path.parent().unwrap().to_path_buf();
     let folder = dir.join("merchants.d");
     std::fs::create_dir(&folder).unwrap();
-    std::fs::write(dir.join("h.secret"), K2_SECRET).unwrap();
+    std::fs::write(dir.join("x.secret"), K2_SECRET).unwrap();
     let original = std::fs::read_to_string(&h.config_path).unwrap();
     std::fs::write(
         &h.config_path,
@@ -121,9 +121,9 @@ async fn the_watcher_applies_a_merchant_file_added_or_removed() {
         Duration::from_millis(20),
     ));
     let base = format!("http://{}", h.gateway.addr);
-    let shop_h = common::client(&base, "shop_h_k1", K2_SECRET);
-    assert_eq!(status_with(&h, &shop_h).await, 401);
-    let file = folder.join("shop_h.toml");
+    let shop_x = common::client(&base, "shop_x_k1", K2_SECRET);
+    assert_eq!(status_with(&h, &shop_x).await, 401);
+    let file = folder.join("shop_x.toml");
     // Its Alipay account as shop A's (the harness writes key paths in full).
     let alipay = original
         .lines()
@@ -132,16 +132,16 @@ async fn the_watcher_applies_a_merchant_file_added_or_removed() {
     std::fs::write(
         &file,
         format!(
-            "name = \"Shop H\"\nkeys = [{{ id = \"shop_h_k1\", secret = {{ file = \"h.secret\" }} }}]\n[accounts.alipay_main]\nprovider = \"alipay\"\n{alipay}\n"
+            "name = \"Shop X\"\nkeys = [{{ id = \"shop_x_k1\", secret = {{ file = \"x.secret\" }} }}]\n[accounts.alipay_main]\nprovider = \"alipay\"\n{alipay}\n"
         ),
     )
     .unwrap();
     let wait_for = |want: u16| {
-        let (h, shop_h) = (&h, &shop_h);
+        let (h, shop_x) = (&h, &shop_x);
         async move {
             let mut status = 0;
             for _ in 0..200 {
-                status = status_with(h, shop_h).await;
+                status = status_with(h, shop_x).await;
                 if status == want {
                     break;
                 }
@@ -150,9 +150,9 @@ async fn the_watcher_applies_a_merchant_file_added_or_removed() {
             status
         }
     };
-    assert_eq!(wait_for(200).await, 200, "the watcher never added shop_h");
+    assert_eq!(wait_for(200).await, 200, "the watcher never added shop_x");
     assert_eq!(status_with(&h, &h.shop_a).await, 200);
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(wait_for(401).await, 401, "the watcher never removed shop_h");
+    assert_eq!(wait_for(401).await, 401, "the watcher never removed shop_x");
     assert_eq!(status_with(&h, &h.shop_a).await, 200);
 }

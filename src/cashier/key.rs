@@ -62,6 +62,17 @@ impl CashierKey {
         CashierKey(Secret::new(bytes.to_vec()))
     }
 
+    /// A key for another purpose, derived from this one under `label` (HMAC-SHA256), so that
+    /// one configured secret serves each purpose with its own key.
+    pub fn derive(&self, label: &[u8]) -> Secret<[u8; 32]> {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(self.0.expose()) {
+            Ok(mac) => mac,
+            Err(_) => return Secret::new([0; 32]),
+        };
+        mac.update(label);
+        Secret::new(mac.finalize().into_bytes().into())
+    }
+
     /// The token in a checkout's cashier URL.
     pub fn token(&self, checkout_id: &str) -> String {
         // HMAC takes keys of any length; `new_from_slice` cannot fail for it.

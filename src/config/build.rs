@@ -155,6 +155,7 @@ impl RawConfig {
                 kind,
                 limit: partner.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
                 circuit: Arc::new(Circuit::new(circuit)),
+                authorising: keys.authorising(),
                 state_key: partner_state_key(partner, &settings_text, circuit),
             });
             loaded.insert(
@@ -224,19 +225,28 @@ impl RawConfig {
                     },
                 };
                 let built = match partner {
-                    None => registry::build_adapter(kind, &account.settings, base_dir),
+                    None => registry::build_adapter(kind, &account.settings, base_dir)
+                        .map(|adapter| (adapter, None)),
                     Some(partner) => registry::build_sub_merchant_adapter(
                         kind,
                         &partner.keys,
                         &account.settings,
                         base_dir,
-                    ),
+                    )
+                    .map(|built| {
+                        let authorisation = built.managed_token.map(|slot| ManagedAuthorisation {
+                            slot,
+                            identity: built.identity,
+                        });
+                        (built.adapter, authorisation)
+                    }),
                 };
                 match built {
-                    Ok(adapter) => accounts.push(Account {
+                    Ok((adapter, authorisation)) => accounts.push(Account {
                         id: account_id.clone(),
                         kind,
                         adapter,
+                        authorisation,
                         limit: account.rate_limit.as_ref().map(|l| Arc::new(Limit::new(l))),
                         circuit: Arc::new(Circuit::new(self.providers.circuit)),
                         partner: partner.map(|p| Arc::clone(&p.gate)),

@@ -12,7 +12,7 @@ mod tests;
 mod validate;
 
 pub use build::{parse_settings, resolve_secret, resolve_secret_bytes};
-pub use runtime::{Account, Config, Merchant, MerchantKey, Webhook};
+pub use runtime::{Account, Config, ManagedAuthorisation, Merchant, MerchantKey, Webhook};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moongate_contract::{PaymentAdapter, ProviderKind, Secret, SecretRef};
+use moongate_contract::{Authorising, PaymentAdapter, ProviderKind, Secret, SecretRef, TokenSlot};
 use serde::Deserialize;
 
 use crate::circuit::{Circuit, CircuitSettings};

@@ -37,11 +37,25 @@ pub struct Account {
     pub circuit: Arc<Circuit>,
     /// For a sub-merchant: what it shares with its partner's other sub-merchants.
     pub partner: Option<Arc<PartnerGate>>,
+    /// For a sub-merchant that authorises its partner's app through Moongate: the slot of the
+    /// token its adapter calls with, and the identity the authorisation must name.
+    pub authorisation: Option<ManagedAuthorisation>,
     /// Agreed fee rate, parts per million, when configured.
     pub fee_rate_ppm: Option<i64>,
     /// What the limit and circuit were built from (provider, settings, limit, circuit
     /// settings): a reload keeps them when this is unchanged.
     pub state_key: String,
+}
+
+/// A sub-merchant account's authorisation of its partner's app, obtained and kept by Moongate
+/// (`gateway/authorisations.rs`): the ledger holds the tokens, sealed; the slot the one in use.
+#[derive(Clone, Debug)]
+pub struct ManagedAuthorisation {
+    /// The token the account's adapter calls with (empty until the merchant authorises).
+    pub slot: TokenSlot,
+    /// The merchant's identity at the provider (Alipay: its `auth_app_id`): an authorisation
+    /// naming another is refused.
+    pub identity: String,
 }
 
 /// The limit and breaker every sub-merchant account of one partner passes on its way to the
@@ -56,6 +70,9 @@ pub struct PartnerGate {
     pub limit: Option<Arc<Limit>>,
     /// Its breaker.
     pub circuit: Arc<Circuit>,
+    /// The partner's app merchants authorise (for partners of that kind): consent page and
+    /// token calls.
+    pub authorising: Option<Arc<dyn Authorising>>,
     /// What the gate was built from (provider, settings, limit, circuit settings): a reload
     /// keeps the gate when this is unchanged.
     pub state_key: String,
@@ -127,11 +144,20 @@ impl Config {
                 {
                     *gate = Arc::clone(current);
                 }
-                if let Some(was) = before.account(&account.id)
-                    && was.state_key == account.state_key
-                {
+                let Some(was) = before.account(&account.id) else {
+                    continue;
+                };
+                if was.state_key == account.state_key {
                     account.circuit = Arc::clone(&was.circuit);
                     account.limit = was.limit.clone();
+                }
+                // The token in use goes on to the rebuilt adapter of the same authorisation.
+                if let (Some(new), Some(old)) = (&account.authorisation, &was.authorisation)
+                    && new.identity == old.identity
+                    && account.partner.as_ref().map(|g| &g.id)
+                        == was.partner.as_ref().map(|g| &g.id)
+                {
+                    new.slot.replace(old.slot.current());
                 }
             }
         }

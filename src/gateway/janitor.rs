@@ -106,6 +106,17 @@ impl Gateway {
                 "expired checkouts' legacy cashier tokens cleared"
             );
         }
+        let purged = self.store.purge_authorisation_links(now).await?;
+        if purged > 0 {
+            tracing::debug!(purged, "lapsed or used authorisation links deleted");
+        }
+        // Authorisations: refusals the port saw, tokens due for a refresh, and the tokens
+        // other instances refreshed, loaded into this one's adapters.
+        self.take_refusals().await?;
+        let refreshed = self.refresh_authorisations(now).await?;
+        if refreshed > 0 {
+            tracing::info!(refreshed, "authorisations refreshed");
+        }
         let mut checked = 0;
         // Small claims, taken again until nothing is due (bounded, so a pass always ends).
         for _ in 0..JANITOR_CLAIMS_PER_PASS {

@@ -5,11 +5,16 @@
 //! anything that might have reached the provider without a clear answer `unknown`, which
 //! the re-check loop ([`Gateway::recheck_once`]) resolves by querying.
 
+mod authorisations;
 mod janitor;
 mod notifications;
 mod payments;
 mod refunds;
 
+pub use authorisations::{
+    AuthorisationError, AuthorisationView, BROWSER_COOKIE, CALLBACK_PATH, StartedAuthorisation,
+    create_link,
+};
 pub use janitor::check_delay;
 
 use std::sync::Arc;
@@ -80,6 +85,11 @@ pub struct Gateway {
     pub sweep_lock: tokio::sync::Mutex<()>,
     /// What cashier links are derived from (fixed at start).
     cashier: CashierKey,
+    /// What the ledger's secrets (authorisation tokens) are sealed with, derived from the
+    /// same server key.
+    sealing: crate::sealing::SealingKey,
+    /// The ledger version of each authorisation whose token this instance's adapters hold.
+    loaded_authorisations: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
     /// Moongate's clock: every ledger stamp, schedule and lease.
     pub clock: Clock,
 }
@@ -126,6 +136,8 @@ impl Gateway {
                 crate::service::reconciliation::MAX_CONCURRENT_RUNS,
             )),
             sweep_lock: tokio::sync::Mutex::new(()),
+            sealing: crate::sealing::SealingKey::derive(&cashier),
+            loaded_authorisations: std::sync::Mutex::default(),
             cashier,
             clock,
         }

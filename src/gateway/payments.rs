@@ -144,7 +144,10 @@ impl Gateway {
                     ..PaymentChange::default()
                 })
             }
-            Exchange::Adapter(AdapterError::Rejected { code, message }) => PaymentChange {
+            Exchange::Adapter(
+                AdapterError::Rejected { code, message }
+                | AdapterError::Unauthorised { code, message },
+            ) => PaymentChange {
                 status: Some(PaymentStatus::Failed),
                 failure: Some(failure(&code, &message)),
                 ..PaymentChange::default()

@@ -43,9 +43,10 @@ impl Gateway {
             .await;
         let (status, fail) = match exchange {
             Exchange::Answer(answer) => refund_outcome(answer, RefundStatus::Unknown),
-            Exchange::Adapter(AdapterError::Rejected { code, message }) => {
-                (RefundStatus::Failed, Some(failure(&code, &message)))
-            }
+            Exchange::Adapter(
+                AdapterError::Rejected { code, message }
+                | AdapterError::Unauthorised { code, message },
+            ) => (RefundStatus::Failed, Some(failure(&code, &message))),
             Exchange::Adapter(
                 error @ (AdapterError::InvalidRequest(_)
                 | AdapterError::InvalidParameter { .. }

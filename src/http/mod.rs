@@ -7,6 +7,7 @@
 //! ever sees its own objects: another merchant's id answers exactly like a missing one.
 
 pub mod admin;
+pub mod authorisations;
 pub mod cashier;
 pub mod checkouts;
 pub mod events;
@@ -92,6 +93,8 @@ pub fn router(gateway: Shared) -> Router {
             "/notify/{provider}/{merchant}/{account}",
             post(notify::notify),
         )
+        .route("/authorise/callback", get(authorisations::callback))
+        .route("/authorise/{token}", get(authorisations::open))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz_public))
         .fallback(|| async {
@@ -342,6 +345,10 @@ pub fn admin_router(gateway: Shared) -> Router {
             get(admin::admin_reconciliation_html),
         )
         .route("/janitor/sweep", post(admin::sweep))
+        .route(
+            "/authorisations",
+            post(authorisations::start).get(authorisations::list),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gateway),
             admin::require_token,
@@ -353,6 +360,14 @@ pub fn admin_router(gateway: Shared) -> Router {
 /// under `/cashier/`, matched by a route or not (a trailing slash, a typo), is logged by its
 /// route or as `/cashier/…`, never with the token.
 fn logged_path<'a>(route: &'a str, raw: &'a str) -> &'a str {
+    // An authorisation link's token is a credential too.
+    if raw.starts_with("/authorise/") {
+        return if route.starts_with("/authorise/") {
+            route
+        } else {
+            "/authorise/…"
+        };
+    }
     if !raw.starts_with("/cashier/") {
         raw
     } else if route.starts_with("/cashier/") {

@@ -769,10 +769,172 @@ pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
 }
 
+/// Where a merchant's authorisation of a partner's app stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorisationStatus {
+    /// The token works, as far as Moongate knows.
+    Active,
+    /// The provider refused the token (revoked by the merchant, lapsed, replaced elsewhere);
+    /// the merchant must authorise again, unless a refresh still works.
+    Refused,
+    /// The refresh token was refused too: only a new authorisation helps.
+    Revoked,
+}
+
+impl AuthorisationStatus {
+    /// The ledger's and the API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorisationStatus::Active => "active",
+            AuthorisationStatus::Refused => "refused",
+            AuthorisationStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the ledger's name.
+    pub fn parse(text: &str) -> Option<AuthorisationStatus> {
+        match text {
+            "active" => Some(AuthorisationStatus::Active),
+            "refused" => Some(AuthorisationStatus::Refused),
+            "revoked" => Some(AuthorisationStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A merchant's authorisation of its partner's app as the ledger keeps it: the tokens only
+/// sealed (`gateway/authorisations.rs` seals and opens them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAuthorisation {
+    /// Merchant.
+    pub merchant_id: String,
+    /// Its account.
+    pub account_id: String,
+    /// The partner whose app it authorised.
+    pub partner_id: String,
+    /// The merchant's identity at the provider (`auth_app_id`).
+    pub identity: String,
+    /// The merchant's account id at the provider (`user_id`), when sent.
+    pub user_id: Option<String>,
+    /// The token, sealed.
+    pub token_sealed: String,
+    /// The refresh token, sealed.
+    pub refresh_sealed: String,
+    /// When the token lapses.
+    pub expires_at: OffsetDateTime,
+    /// When the refresh token lapses, when the provider said.
+    pub refresh_expires_at: Option<OffsetDateTime>,
+    /// Where it stands.
+    pub status: AuthorisationStatus,
+    /// The provider's code of the last refusal.
+    pub status_code: Option<String>,
+    /// When the tokens were last issued (authorised or refreshed).
+    pub granted_at: OffsetDateTime,
+    /// Last change of any kind.
+    pub updated_at: OffsetDateTime,
+    /// Bumped by every change of the tokens or the status: a change is only written over the
+    /// version it was decided on.
+    pub version: i64,
+}
+
+/// A link that starts one account's authorisation: opened by the merchant's browser, it binds
+/// a fresh single-use `state` to that browser; the link works until it lapses or succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorisationLink {
+    /// `aul_…`.
+    pub id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// SHA-256 (hex) of the link's token; the token itself is only in the URL.
+    pub link_hash: String,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Lapses.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The ledger's storage: merchants' authorisations of partners' apps, and the links that
+/// start them.
+#[async_trait]
+pub trait AuthorisationStore: Send + Sync + fmt::Debug + 'static {
+    /// Stores a new start link.
+    async fn create_authorisation_link(&self, link: AuthorisationLink) -> Result<(), StoreError>;
+
+    /// The browser opened the link (by its hash): binds a new `state` (by its hash) and the
+    /// browser (by its cookie's hash) to it, replacing any earlier pair; `None` when the link
+    /// is unknown, lapsed or already used.
+    async fn open_authorisation_link(
+        &self,
+        link_hash: &str,
+        state_hash: &str,
+        browser_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<AuthorisationLink>, StoreError>;
+
+    /// Takes a `state` once, for the browser it was bound to, while its link is open and if it
+    /// was bound after `opened_after`: the link, or `None` (unknown, taken, lapsed, another
+    /// browser).
+    async fn take_authorisation_state(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        now: OffsetDateTime,
+        opened_after: OffsetDateTime,
+    ) -> Result<Option<AuthorisationLink>, StoreError>;
+
+    /// Stores newly issued tokens (an authorisation or a refresh) as `active`, replacing the
+    /// account's earlier ones, and marks `link_id` used; the new version.
+    async fn save_authorisation(
+        &self,
+        authorisation: StoredAuthorisation,
+        link_id: Option<&str>,
+    ) -> Result<i64, StoreError>;
+
+    /// Every stored authorisation, or one merchant's.
+    async fn authorisations(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<StoredAuthorisation>, StoreError>;
+
+    /// Leases the refresh of an authorisation still at `version` until `lease_until`, so that
+    /// one instance spends its refresh token; `false` when it changed or another holds it.
+    async fn claim_authorisation_refresh(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        version: i64,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets the status of an authorisation still at `version`; `false` when it changed.
+    async fn set_authorisation_status(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+        version: i64,
+        status: AuthorisationStatus,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Drops lapsed and used links; how many.
+    async fn purge_authorisation_links(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
 /// The whole ledger: every focused part, as one object the gateway holds (`Arc<dyn Store>`).
 /// Both backends implement each part; code that uses the ledger imports the parts it needs.
 pub trait Store:
-    KeyStore + PaymentStore + JanitorStore + EventStore + ReconStore + CheckoutStore + ClockStore
+    KeyStore
+    + PaymentStore
+    + JanitorStore
+    + EventStore
+    + ReconStore
+    + CheckoutStore
+    + ClockStore
+    + AuthorisationStore
 {
 }
 
@@ -784,6 +946,7 @@ impl<T> Store for T where
         + ReconStore
         + CheckoutStore
         + ClockStore
+        + AuthorisationStore
 {
 }
 

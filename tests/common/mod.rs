@@ -36,6 +36,7 @@ pub const SHOP_D_SECRET: &str = "shop-d-signing-secret-0123456789";
 pub const SHOP_E_SECRET: &str = "shop-e-signing-secret-0123456789";
 pub const SHOP_F_SECRET: &str = "shop-f-signing-secret-0123456789";
 pub const SHOP_G_SECRET: &str = "shop-g-signing-secret-0123456789";
+pub const SHOP_H_SECRET: &str = "shop-h-signing-secret-0123456789";
 pub const WEBHOOK_SECRET_OLD: &str = "webhook-secret-old-0123456789";
 pub const WEBHOOK_SECRET_NEW: &str = "webhook-secret-new-0123456789";
 pub const CASHIER_KEY: &str = "cashier-key-shared-by-instances-0123456789";
@@ -48,6 +49,8 @@ pub const ISV_APP_AUTH_TOKEN: &str = "202612BB7c6a8f1e4d2b40a9b1c3d5e7f9a0b2c4";
 /// Shop G's own Alipay app, which authorised the same ISV app with its own token.
 pub const ISV_MERCHANT_APP_ID_G: &str = "2021000122678888";
 pub const ISV_APP_AUTH_TOKEN_G: &str = "202612BB0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a";
+/// Shop H's own Alipay app: it authorises the ISV app through Moongate (no token configured).
+pub const ISV_MERCHANT_APP_ID_H: &str = "2021000122676666";
 /// The WeChat Pay service provider (partner `wx_sp`) shops F and G are sub-merchants of.
 pub const SP_MCHID: &str = "1900009191";
 pub const SP_APPID: &str = "wx8888888888888888";
@@ -106,6 +109,9 @@ pub struct Harness {
     /// Shop F's sibling under both partners: merchant app [`ISV_MERCHANT_APP_ID_G`],
     /// sub-merchant [`SUB_MCHID_G`] with its own app [`SUB_APPID_G`].
     pub shop_g: MerchantClient,
+    /// Under the ISV partner too, as merchant app [`ISV_MERCHANT_APP_ID_H`], which authorises
+    /// the ISV app through Moongate: until it does, its account has no token.
+    pub shop_h: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
@@ -329,6 +335,7 @@ impl Harness {
             ("f.token", ISV_APP_AUTH_TOKEN),
             ("g.secret", SHOP_G_SECRET),
             ("g.token", ISV_APP_AUTH_TOKEN_G),
+            ("h.secret", SHOP_H_SECRET),
             ("apiv3-sp.secret", APIV3_KEY_SP),
             ("v2-sp.secret", V2_KEY_SP),
             ("w-old.secret", WEBHOOK_SECRET_OLD),
@@ -429,7 +436,7 @@ settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, a
 # An ISV (the harness's Alipay app) declared once; shop F is served through it.
 [partners.isv]
 provider = "alipay"
-settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do", consent_url = "http://{sandbox_addr}/oauth2/appToAppAuth.htm" }}
 
 [merchants.shop_f]
 name = "Shop F"
@@ -474,6 +481,16 @@ provider = "wechatpay"
 partner = "wx_sp"
 fee_rate = "0.6%"
 settings = {{ sub_mchid = "{SUB_MCHID_G}", sub_appid = "{SUB_APPID_G}" }}
+
+# Authorises the ISV app through Moongate: no app_auth_token configured.
+[merchants.shop_h]
+name = "Shop H"
+keys = [{{ id = "shop_h_k1", secret = {{ file = "h.secret" }} }}]
+
+[merchants.shop_h.accounts.alipay_isv]
+provider = "alipay"
+partner = "isv"
+settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID_H}" }}
 
 # Alipay's certificate mode, Alipay's current and next certificates configured.
 [merchants.shop_e]
@@ -605,6 +622,7 @@ api_base_url = "http://{wechat_addr}"
             shop_e: client(&base, "shop_e_k1", SHOP_E_SECRET),
             shop_f: client(&base, "shop_f_k1", SHOP_F_SECRET),
             shop_g: client(&base, "shop_g_k1", SHOP_G_SECRET),
+            shop_h: client(&base, "shop_h_k1", SHOP_H_SECRET),
             webhooks,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,
@@ -651,6 +669,7 @@ api_base_url = "http://{wechat_addr}"
             "shop_e" => &self.shop_e,
             "shop_f" => &self.shop_f,
             "shop_g" => &self.shop_g,
+            "shop_h" => &self.shop_h,
             other => panic!("the harness has no merchant {other}"),
         }
     }

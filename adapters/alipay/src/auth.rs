@@ -2,11 +2,13 @@
 //! consent URL (`appToAppAuth`), and `alipay.open.auth.token.app`, which exchanges the
 //! `app_auth_code` the merchant's browser brings back for an `app_auth_token` and an
 //! `app_refresh_token`, or refreshes the pair. Called on the ISV app's own adapter (the
-//! partner's, which carries no token).
+//! partner's, which carries no token), through the contract's [`Authorising`].
 
 use serde::{Deserialize, Serialize};
 
-use moongate_contract::{AdapterError, CallContext, HttpRequest, HttpResponse, Secret};
+use moongate_contract::{
+    AdapterError, Authorising, CallContext, Grant, Granted, HttpRequest, HttpResponse, Secret,
+};
 
 use crate::AlipayAdapter;
 
@@ -15,32 +17,6 @@ pub const TOKEN_METHOD: &str = "alipay.open.auth.token.app";
 
 /// Alipay's consent page (sandbox: `https://openapi-sandbox.dl.alipaydev.com/oauth2/appToAppAuth.htm`).
 pub const PRODUCTION_CONSENT_URL: &str = "https://openauth.alipay.com/oauth2/appToAppAuth.htm";
-
-/// What the token call is given.
-#[derive(Debug, Clone, Copy)]
-pub enum TokenGrant<'a> {
-    /// `grant_type=authorization_code`: the `app_auth_code` of the consent redirect.
-    Code(&'a str),
-    /// `grant_type=refresh_token`: the pair's refresh token.
-    Refresh(&'a str),
-}
-
-/// A merchant's authorisation as Alipay issued it.
-#[derive(Debug)]
-pub struct AppAuthTokens {
-    /// The merchant's app (`auth_app_id`): notifications of its trades carry it.
-    pub auth_app_id: String,
-    /// The merchant's PID (`user_id`), when sent.
-    pub user_id: Option<String>,
-    /// `app_auth_token`.
-    pub app_auth_token: Secret<String>,
-    /// `app_refresh_token`.
-    pub app_refresh_token: Secret<String>,
-    /// Seconds the token lives (`expires_in`).
-    pub expires_in: i64,
-    /// Seconds the refresh token lives (`re_expires_in`).
-    pub re_expires_in: i64,
-}
 
 #[derive(Serialize)]
 struct TokenBiz<'a> {
@@ -76,21 +52,25 @@ struct TokenAnswer {
     flat: TokenFields,
 }
 
-impl AlipayAdapter {
-    /// Where the merchant consents: `{consent_url}?app_id={isv}&redirect_uri=…&state=…`.
-    pub fn consent_url(&self, consent_url: &str, redirect_uri: &str, state: &str) -> String {
+impl Authorising for AlipayAdapter {
+    /// `{consent_url}?app_id={isv}&redirect_uri=…&state=…`.
+    fn consent_url(&self, redirect_uri: &str, state: &str) -> String {
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("app_id", &self.app_id);
         query.append_pair("redirect_uri", redirect_uri);
         query.append_pair("state", state);
-        format!("{consent_url}?{}", query.finish())
+        format!("{}?{}", self.consent_url, query.finish())
+    }
+
+    fn code_parameter(&self) -> &'static str {
+        "app_auth_code"
     }
 
     /// `alipay.open.auth.token.app` for the ISV app itself.
-    pub fn prepare_token(
+    fn prepare_grant(
         &self,
         cx: &CallContext,
-        grant: TokenGrant<'_>,
+        grant: Grant<'_>,
     ) -> Result<HttpRequest, AdapterError> {
         if self.authorisation.is_some() {
             return Err(AdapterError::InvalidRequest(
@@ -98,12 +78,12 @@ impl AlipayAdapter {
             ));
         }
         let biz = match grant {
-            TokenGrant::Code(code) => TokenBiz {
+            Grant::Code(code) => TokenBiz {
                 grant_type: "authorization_code",
                 code: Some(code),
                 refresh_token: None,
             },
-            TokenGrant::Refresh(token) => TokenBiz {
+            Grant::Refresh(token) => TokenBiz {
                 grant_type: "refresh_token",
                 code: None,
                 refresh_token: Some(token),
@@ -114,7 +94,7 @@ impl AlipayAdapter {
 
     /// The answer: the tokens when signed `10000`; a spent or unknown code or refresh token
     /// (`40002`) is a refusal.
-    pub fn parse_token(&self, resp: &HttpResponse) -> Result<AppAuthTokens, AdapterError> {
+    fn parse_grant(&self, resp: &HttpResponse) -> Result<Granted, AdapterError> {
         let opened = self.open::<TokenAnswer>(TOKEN_METHOD, resp)?;
         if opened.common.code != "10000" {
             return Err(opened.gateway_error());
@@ -122,26 +102,25 @@ impl AlipayAdapter {
         let TokenAnswer { tokens, flat } = opened.body;
         let fields = tokens.into_iter().next().unwrap_or(flat);
         let missing = |what: &str| AdapterError::Protocol(format!("{what} missing"));
-        Ok(AppAuthTokens {
-            auth_app_id: fields
+        let secret = |value: Option<String>, what: &str| {
+            value
+                .filter(|t| !t.is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| missing(what))
+        };
+        Ok(Granted {
+            merchant: fields
                 .auth_app_id
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| missing("auth_app_id"))?,
             user_id: fields.user_id,
-            app_auth_token: Secret::new(
-                fields
-                    .app_auth_token
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| missing("app_auth_token"))?,
-            ),
-            app_refresh_token: Secret::new(
-                fields
-                    .app_refresh_token
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| missing("app_refresh_token"))?,
-            ),
-            expires_in: fields.expires_in.ok_or_else(|| missing("expires_in"))?,
-            re_expires_in: fields.re_expires_in.unwrap_or(0),
+            token: secret(fields.app_auth_token, "app_auth_token")?,
+            refresh_token: secret(fields.app_refresh_token, "app_refresh_token")?,
+            expires_in_secs: fields
+                .expires_in
+                .filter(|s| *s > 0)
+                .ok_or_else(|| missing("expires_in"))?,
+            refresh_expires_in_secs: fields.re_expires_in.unwrap_or(0),
         })
     }
 }

@@ -43,8 +43,8 @@ use moongate_contract::{
     HttpMethod, HttpRequest, HttpResponse, Money, NextAction, Notification, NotificationError,
     NotificationEvent, Operation, PaymentAdapter, PaymentMethod, PaymentRef, PaymentStatus,
     Prepared, ProviderCertificate, ProviderKind, RawNotification, RefundRequest, RefundStatus,
-    Secret, StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
-    StatementTotals,
+    StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
+    StatementTotals, TokenSlot,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,6 +95,8 @@ pub struct AccountKeys<'a> {
     pub app_id: &'a str,
     /// Gateway URL (production, Alipay's sandbox or Moongate's local sandbox).
     pub gateway_url: &'a str,
+    /// The consent page of `appToAppAuth` (an ISV app's; production when `None`).
+    pub consent_url: Option<&'a str>,
     /// Seller PID, when configured.
     pub seller_id: Option<&'a str>,
     /// Application private key, PEM or bare base64.
@@ -109,8 +111,9 @@ pub struct AccountKeys<'a> {
 pub struct Authorisation<'a> {
     /// The merchant's app id (`auth_app_id` in its notifications).
     pub auth_app_id: &'a str,
-    /// `app_auth_token`, sent (and signed) with every call.
-    pub app_auth_token: &'a str,
+    /// Its `app_auth_token`, sent (and signed) with every call: a configured secret, or the
+    /// one the core obtained and refreshes; empty until the merchant authorises.
+    pub app_auth_token: TokenSlot,
 }
 
 /// Alipay's side of the keys, in one of its two modes.
@@ -173,7 +176,9 @@ pub struct AlipayAdapter {
     signer: Arc<RsaSigner>,
     trust: Arc<Trust>,
     /// ISV mode: the merchant's app id and its `app_auth_token`.
-    authorisation: Option<(String, Secret<String>)>,
+    authorisation: Option<(String, TokenSlot)>,
+    /// The consent page of merchants authorising this (ISV) app.
+    consent_url: String,
 }
 
 impl AlipayAdapter {
@@ -201,6 +206,10 @@ impl AlipayAdapter {
             signer: Arc::new(signer),
             trust: Arc::new(trust),
             authorisation: None,
+            consent_url: keys
+                .consent_url
+                .unwrap_or(auth::PRODUCTION_CONSENT_URL)
+                .to_owned(),
         })
     }
 
@@ -220,8 +229,9 @@ impl AlipayAdapter {
             trust: Arc::clone(&self.trust),
             authorisation: Some((
                 authorisation.auth_app_id.to_owned(),
-                Secret::new(authorisation.app_auth_token.to_owned()),
+                authorisation.app_auth_token.clone(),
             )),
+            consent_url: self.consent_url.clone(),
         }
     }
 
@@ -283,7 +293,15 @@ impl AlipayAdapter {
         if let Some(url) = return_url {
             params.push(("return_url", url.to_owned()));
         }
-        if let Some((_, token)) = &self.authorisation {
+        if let Some((auth_app_id, slot)) = &self.authorisation {
+            let Some(token) = slot.current() else {
+                return Err(AdapterError::Unauthorised {
+                    code: "not_authorised".to_owned(),
+                    message: format!(
+                        "the merchant app {auth_app_id} has not authorised this ISV app yet"
+                    ),
+                });
+            };
             params.push(("app_auth_token", token.expose().clone()));
         }
         params.push(("biz_content", biz_content));

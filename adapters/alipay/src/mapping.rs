@@ -38,6 +38,16 @@ impl<T> Opened<T> {
     pub(crate) fn gateway_error(&self) -> AdapterError {
         let (code, message) = (self.code(), self.message());
         match self.common.code.as_str() {
+            // The merchant's authorisation of the ISV app is gone (revoked, replaced by a
+            // refresh) or lapsed: the ISV may not act for it until it authorises again.
+            "20001"
+                if matches!(
+                    self.common.sub_code.as_deref(),
+                    Some("aop.invalid-app-auth-token" | "aop.app-auth-token-time-out")
+                ) =>
+            {
+                AdapterError::Unauthorised { code, message }
+            }
             "20001" | "40001" | "40002" | "40003" | "40006" => {
                 AdapterError::Rejected { code, message }
             }

@@ -35,6 +35,10 @@ pub struct Settings {
     /// Seller PID (`2088…`), sent as `seller_id` when set.
     #[serde(default)]
     pub seller_id: Option<String>,
+    /// An ISV app's: the page where merchants authorise it (`appToAppAuth`); defaults to
+    /// production.
+    #[serde(default = "default_consent_url")]
+    pub consent_url: String,
 }
 
 /// A merchant served through an ISV (第三方应用, more-wallets.md §7): the account's settings
@@ -45,8 +49,11 @@ pub struct SubMerchantSettings {
     /// The merchant's own app id, which its authorisation names and its notifications carry as
     /// `auth_app_id`.
     pub auth_app_id: String,
-    /// The token of the merchant's authorisation (`app_auth_token`), a secret.
-    pub app_auth_token: SecretRef,
+    /// The token of the merchant's authorisation (`app_auth_token`), a secret. Without it,
+    /// Moongate obtains the token itself when the merchant authorises through it, keeps it
+    /// (sealed) in the ledger and refreshes it.
+    #[serde(default)]
+    pub app_auth_token: Option<SecretRef>,
     /// The merchant's PID (`2088…`): its notifications' `seller_id`, its bills' account.
     #[serde(default)]
     pub seller_id: Option<String>,
@@ -83,6 +90,10 @@ fn default_gateway() -> String {
     PRODUCTION_GATEWAY.to_owned()
 }
 
+fn default_consent_url() -> String {
+    crate::auth::PRODUCTION_CONSENT_URL.to_owned()
+}
+
 impl Settings {
     /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
@@ -93,6 +104,9 @@ impl Settings {
         problems.extend(seller_id_problem(self.seller_id.as_deref()));
         if let Err(message) = check_gateway_url(&self.gateway_url) {
             problems.push(("gateway_url", message));
+        }
+        if let Err(message) = check_gateway_url(&self.consent_url) {
+            problems.push(("consent_url", message));
         }
         if let Err(problem) = self.mode() {
             problems.push(problem);

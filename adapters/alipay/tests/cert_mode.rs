@@ -48,6 +48,7 @@ fn load(app_cert: &str, alipay_certs: &[&str]) -> Result<AlipayAdapter, AccountE
     AlipayAdapter::new(&AccountKeys {
         app_id: APP_ID,
         gateway_url: "https://openapi.alipay.com/gateway.do",
+        consent_url: None,
         seller_id: None,
         app_private_key: &fixture("keys/nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::Certificates {
@@ -267,6 +268,7 @@ fn isv() -> AlipayAdapter {
     AlipayAdapter::new(&AccountKeys {
         app_id: "2021000122671080",
         gateway_url: "https://openapi.alipay.com/gateway.do",
+        consent_url: None,
         seller_id: None,
         app_private_key: &fixture("keys/nodejs-sdk-app-private-key.pem"),
         alipay: AlipayKeys::PublicKey(&fixture("keys/sandbox-alipay-public-key.pem")),
@@ -275,7 +277,9 @@ fn isv() -> AlipayAdapter {
     .for_authorisation(
         &moongate_adapter_alipay::Authorisation {
             auth_app_id: "2021000122679999",
-            app_auth_token: "202612BBtoken",
+            app_auth_token: moongate_contract::TokenSlot::new(Some(
+                moongate_contract::Secret::new("202612BBtoken".to_string()),
+            )),
         },
         None,
     )

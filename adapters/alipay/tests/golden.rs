@@ -33,6 +33,7 @@ fn adapter(app_id: &str, alipay_public: &str) -> AlipayAdapter {
     AlipayAdapter::new(&AccountKeys {
         app_id,
         gateway_url: "https://openapi.alipay.com/gateway.do",
+        consent_url: None,
         seller_id: None,
         app_private_key: &fixture(APP_PRIVATE),
         alipay: AlipayKeys::PublicKey(alipay_public),

@@ -39,6 +39,16 @@ pub enum AdapterError {
         /// Provider message.
         message: String,
     },
+    /// The provider refused because the account's authorisation of a partner's app (its
+    /// token) is missing, expired or revoked: nothing happened at the provider. The core
+    /// reports the authorisation; the call may go to another account.
+    #[error("the account's authorisation was refused: {code}")]
+    Unauthorised {
+        /// Provider code, sub-code when there is one (or Moongate's, when no token is held).
+        code: String,
+        /// Provider message.
+        message: String,
+    },
     /// The provider answered, but whether it acted is unknown (system error, busy).
     /// Query before doing anything else.
     #[error("provider outcome indeterminate: {code}")]

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod authorisation;
 pub mod crypto;
 pub mod domain;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod statement;
 pub mod x509;
 
 pub use adapter::{CallContext, PaymentAdapter, Prepared};
+pub use authorisation::{Authorising, Grant, Granted, TokenSlot};
 pub use domain::{
     Ack, AckKind, Capabilities, CloseStatus, CreatePayment, JsapiParameters, NextAction,
     Notification, NotificationEvent, Operation, Payer, PaymentMethod, PaymentRef, PaymentStatus,

@@ -15,6 +15,7 @@
 //!
 //! Transactions run at READ COMMITTED (PostgreSQL's default), which the above relies on.
 
+mod authorisations;
 mod checkouts;
 mod clock;
 mod events;
@@ -82,6 +83,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "outbox_due_by_merchant",
         include_str!("../migrations/0007_outbox_due_by_merchant.sql"),
+    ),
+    (
+        8,
+        "authorisations",
+        include_str!("../migrations/0008_authorisations.sql"),
     ),
 ];
 

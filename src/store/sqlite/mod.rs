@@ -3,6 +3,7 @@
 //! together (group commit, [`writer`]); reads use two connections of their own. Every method
 //! is one job: one savepoint inside the batch's transaction, durable before it answers.
 
+mod authorisations;
 mod checkouts;
 mod clock;
 mod events;
@@ -353,6 +354,7 @@ impl SqliteStore {
         conn.execute_batch(reconciliation::SCHEMA).map_err(db)?;
         conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
         conn.execute_batch(clock::SCHEMA).map_err(db)?;
+        conn.execute_batch(authorisations::SCHEMA).map_err(db)?;
         // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
         // payment code (earlier versions kept it).
         let version: i64 = conn
