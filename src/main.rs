@@ -72,6 +72,20 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Start a merchant's authorisation of its partner's app (an Alipay ISV account with no
+    /// configured token): prints the link the merchant opens (alive 24 hours), as the admin
+    /// listener's `POST /authorisations` does.
+    Authorise {
+        /// The TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Merchant id in the config.
+        #[arg(long)]
+        merchant: String,
+        /// Its account that authorises the partner's app.
+        #[arg(long)]
+        account: String,
+    },
     /// Reconcile one account's statement day against the ledger: writes a JSON report, a CSV
     /// of breaks and an HTML report.
     Reconcile {
@@ -313,6 +327,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             stop_signal().await?;
             tracing::info!("stopping: finishing the requests in flight");
             running.shutdown(std::time::Duration::from_secs(30)).await;
+            Ok(())
+        }
+        Command::Authorise {
+            config: path,
+            merchant,
+            account,
+        } => {
+            let gateway = reconcile::cli::open(&path).await?;
+            let started = gateway.start_authorisation(&merchant, &account).await?;
+            let expires = started
+                .expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            println!("{}", started.url);
+            println!("open it in the merchant's browser before {expires}");
             Ok(())
         }
         Command::WechatpayCertificates {

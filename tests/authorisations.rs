@@ -270,3 +270,53 @@ async fn a_merchant_authorises_through_moongate_pays_refreshes_and_is_revoked(h:
         "{metrics}"
     );
 }
+
+/// `moongate authorise` makes the same link on the ledger's machine: the running gateway
+/// opens it; an account that does not authorise through Moongate gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_a_link_the_gateway_opens() {
+    let h = Harness::start().await;
+    let run = |merchant: &str, account: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_moongate"))
+            .args(["authorise", "-c"])
+            .arg(&h.config_path)
+            .args(["--merchant", merchant, "--account", account])
+            .output()
+            .unwrap()
+    };
+    let output = run("shop_h", "alipay_isv");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = stdout.lines().next().unwrap();
+    assert!(
+        link.starts_with(&format!("http://{}/authorise/", h.gateway.addr)),
+        "{stdout}"
+    );
+    let opened = get(&h, link, None).await;
+    assert_eq!(opened.status, 302, "{}", text(&opened));
+    assert!(
+        header(&opened, "location")
+            .unwrap()
+            .contains("/oauth2/appToAppAuth.htm?app_id=")
+    );
+    // A configured token: nothing to authorise.
+    let output = run("shop_f", "alipay_isv");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not authorised through Moongate"),
+        "{stderr}"
+    );
+    // A link that does not exist opens nothing.
+    let unknown = get(
+        &h,
+        &format!("http://{}/authorise/nope", h.gateway.addr),
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 400);
+}

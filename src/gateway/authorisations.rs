@@ -127,9 +127,8 @@ pub struct AuthorisationView {
     pub expires_at: Option<String>,
 }
 
-/// A new start link for one managed account, stored in `store`: the one way links are made,
-/// for the admin endpoint and the command alike.
-pub async fn create_link(
+/// A new start link for one managed account, stored in `store`.
+async fn create_link(
     store: &dyn crate::store::AuthorisationStore,
     public_base_url: &str,
     merchant_id: &str,

@@ -13,7 +13,6 @@ mod refunds;
 
 pub use authorisations::{
     AuthorisationError, AuthorisationView, BROWSER_COOKIE, CALLBACK_PATH, StartedAuthorisation,
-    create_link,
 };
 pub use janitor::check_delay;
 
