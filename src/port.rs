@@ -196,6 +196,23 @@ impl ProviderPort {
         }
     }
 
+    /// Reports an answer refusing the account's authorisation.
+    fn note_refusal<T>(&self, caller: Caller<'_>, exchange: &Exchange<T>) {
+        if let Exchange::Adapter(AdapterError::Unauthorised { code, .. }) = exchange {
+            warn!(
+                merchant_id = caller.merchant_id,
+                account_id = %caller.account.id,
+                code = code.as_str(),
+                "the provider refused the account's authorisation"
+            );
+            self.refusals.report(Refusal {
+                merchant_id: caller.merchant_id.to_owned(),
+                account_id: caller.account.id.clone(),
+                code: code.clone(),
+            });
+        }
+    }
+
     /// Authorisations the provider refused, not yet taken.
     pub fn refusals(&self) -> &Refusals {
         &self.refusals
@@ -275,19 +292,7 @@ impl ProviderPort {
             },
         };
         span.record("outcome", outcome_text.as_str());
-        if let Exchange::Adapter(AdapterError::Unauthorised { code, .. }) = &exchange {
-            warn!(
-                merchant_id = caller.merchant_id,
-                account_id = %caller.account.id,
-                code = code.as_str(),
-                "the provider refused the account's authorisation"
-            );
-            self.refusals.report(Refusal {
-                merchant_id: caller.merchant_id.to_owned(),
-                account_id: caller.account.id.clone(),
-                code: code.clone(),
-            });
-        }
+        self.note_refusal(caller, &exchange);
         // A provider that answered, even with a refusal, is up; unknown fates are failures.
         let healthy = matches!(
             exchange,
@@ -346,19 +351,7 @@ impl ProviderPort {
             }
         };
         span.record("outcome", outcome_text.as_str());
-        if let Exchange::Adapter(AdapterError::Unauthorised { code, .. }) = &exchange {
-            warn!(
-                merchant_id = caller.merchant_id,
-                account_id = %caller.account.id,
-                code = code.as_str(),
-                "the provider refused the account's authorisation"
-            );
-            self.refusals.report(Refusal {
-                merchant_id: caller.merchant_id.to_owned(),
-                account_id: caller.account.id.clone(),
-                code: code.clone(),
-            });
-        }
+        self.note_refusal(caller, &exchange);
         let attempt = self.finish(
             caller,
             operation,

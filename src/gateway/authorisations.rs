@@ -258,21 +258,8 @@ impl Gateway {
             .get(authorising.code_parameter())
             .filter(|c| !c.is_empty())
             .ok_or(AuthorisationError::NoCode)?;
-        let cx = self.call_context();
-        let prepared = authorising
-            .prepare_grant(&cx, Grant::Code(code))
-            .map(Prepared::Send);
-        let caller = Caller {
-            merchant_id: &link.merchant_id,
-            account,
-            subject: "authorisation",
-            refund_id: None,
-        };
         let granted = self
-            .port()
-            .exchange(caller, "authorise", prepared, |r| {
-                authorising.parse_grant(r)
-            })
+            .grant(&link.merchant_id, account, &*authorising, Grant::Code(code))
             .await
             .into_answer()
             .map_err(AuthorisationError::Provider)?;
@@ -290,6 +277,32 @@ impl Gateway {
             "the merchant authorised the partner's app"
         );
         Ok((link.merchant_id, link.account_id))
+    }
+
+    /// One token call of the partner's app for `account`, through the port (its limits, its
+    /// partner's breaker, the attempt log).
+    async fn grant(
+        &self,
+        merchant_id: &str,
+        account: &Account,
+        authorising: &dyn Authorising,
+        grant: Grant<'_>,
+    ) -> Exchange<Granted> {
+        let operation = match grant {
+            Grant::Code(_) => "authorise",
+            Grant::Refresh(_) => "authorisation_refresh",
+        };
+        let cx = self.call_context();
+        let prepared = authorising.prepare_grant(&cx, grant).map(Prepared::Send);
+        let caller = Caller {
+            merchant_id,
+            account,
+            subject: "authorisation",
+            refund_id: None,
+        };
+        self.port()
+            .exchange(caller, operation, prepared, |r| authorising.parse_grant(r))
+            .await
     }
 
     /// Seals and stores newly issued tokens and puts the token in the account's adapter.
@@ -494,21 +507,13 @@ impl Gateway {
                     continue;
                 }
             };
-            let cx = self.call_context();
-            let prepared = authorising
-                .prepare_grant(&cx, Grant::Refresh(refresh.expose()))
-                .map(Prepared::Send);
-            let caller = Caller {
-                merchant_id: &stored.merchant_id,
-                account,
-                subject: "authorisation",
-                refund_id: None,
-            };
             let exchange = self
-                .port()
-                .exchange(caller, "authorisation_refresh", prepared, |r| {
-                    authorising.parse_grant(r)
-                })
+                .grant(
+                    &stored.merchant_id,
+                    account,
+                    &*authorising,
+                    Grant::Refresh(refresh.expose()),
+                )
                 .await;
             match exchange {
                 Exchange::Answer(granted) if granted.merchant == stored.identity => {
