@@ -144,6 +144,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             gateway_addr,
             [sandbox_addr, wechat_addr, unionpay_addr],
             &demo_dir,
+            running.admin_addr,
         )
         .await?;
         reconciliation(
@@ -270,6 +271,7 @@ async fn walkthrough(
     gateway: SocketAddr,
     [alipay, wechat, unionpay]: [SocketAddr; 3],
     demo_dir: &Path,
+    admin: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let secret = read(&demo_dir.join("shop-key.secret"))?;
     let client = MerchantClient::new(
@@ -375,6 +377,9 @@ async fn walkthrough(
     )
     .await?;
     sub_merchants(gateway, wechat, demo_dir, &reference).await?;
+    if let Some(admin) = admin {
+        isv_authorisation(gateway, admin, alipay, demo_dir, &reference).await?;
+    }
     // WeChat and UnionPay refunds settle asynchronously; their notifications follow.
     tokio::time::sleep(Duration::from_millis(800)).await;
     Ok(())
@@ -440,7 +445,138 @@ async fn sub_merchants(
     Ok(())
 }
 
-/// Step 14: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
+/// Step 14: the stall authorises the Alipay ISV app through Moongate, as a shopkeeper would in
+/// a browser: the link from the admin listener, Alipay's consent page, back to Moongate, which
+/// exchanges the code and keeps the token; then the stall takes an Alipay payment through the
+/// ISV app.
+async fn isv_authorisation(
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    alipay: SocketAddr,
+    demo_dir: &Path,
+    reference: &str,
+) -> anyhow::Result<()> {
+    use moongate_contract::HttpRequest;
+    let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
+    let send = |method, url: String, headers: Vec<(String, String)>, body: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            let request = HttpRequest {
+                method,
+                url,
+                headers,
+                body,
+            };
+            http.send(&request).await.map_err(anyhow::Error::msg)
+        }
+    };
+    let header = |answer: &moongate_contract::HttpResponse, name: &str| {
+        answer
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("no {name} header (HTTP {})", answer.status))
+    };
+    println!(
+        "14. The stall authorises the Alipay ISV app demo_isv through Moongate (no token configured)"
+    );
+    let started = send(
+        HttpMethod::Post,
+        format!("http://{admin}/authorisations"),
+        vec![("content-type".into(), "application/json".into())],
+        br#"{"merchant":"demo_stall","account":"alipay_isv"}"#.to_vec(),
+    )
+    .await?;
+    let started: Value = serde_json::from_slice(&started.body)?;
+    let link = text(&started, "/url").to_owned();
+    println!("   POST /authorisations (admin) -> a link for the stall, alive 24 h: {link}");
+    let opened = send(HttpMethod::Get, link, vec![], vec![]).await?;
+    let consent = header(&opened, "location")?;
+    let cookie = header(&opened, "set-cookie")?;
+    let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
+    let consent_url = url::Url::parse(&consent)?;
+    println!(
+        "   the stall's browser opens it -> Alipay's consent page {}{} (state bound to that browser)",
+        consent_url.host_str().unwrap_or_default(),
+        consent_url.path()
+    );
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in consent_url.query_pairs() {
+        form.append_pair(&key, &value);
+    }
+    form.append_pair("merchant_app_id", "2021000122676666");
+    let back = send(
+        HttpMethod::Post,
+        format!("http://{alipay}/oauth2/appToAppAuth.htm"),
+        vec![(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        )],
+        form.finish().into_bytes(),
+    )
+    .await?;
+    let callback = header(&back, "location")?;
+    let done = send(
+        HttpMethod::Get,
+        callback,
+        vec![("cookie".into(), cookie)],
+        vec![],
+    )
+    .await?;
+    if done.status != 200 {
+        bail!(
+            "the authorisation did not complete: HTTP {}: {}",
+            done.status,
+            String::from_utf8_lossy(&done.body)
+        );
+    }
+    let list = send(
+        HttpMethod::Get,
+        format!("http://{admin}/authorisations"),
+        vec![],
+        vec![],
+    )
+    .await?;
+    let list: Value = serde_json::from_slice(&list.body)?;
+    let status = list
+        .get("data")
+        .and_then(Value::as_array)
+        .and_then(|all| all.iter().find(|a| a["merchant"] == "demo_stall"))
+        .map(|a| format!("{} until {}", text(a, "/status"), text(a, "/expires_at")))
+        .unwrap_or_default();
+    println!(
+        "   the stall consents; Alipay sends it back to /authorise/callback -> code exchanged (alipay.open.auth.token.app), tokens sealed in the ledger: {status}"
+    );
+    let secret = read(&demo_dir.join("stall-key.secret"))?;
+    let client = MerchantClient::new(
+        &format!("http://{gateway}"),
+        "demo_stall_k1",
+        secret.trim_end().as_bytes(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let payment = create(
+        &client,
+        &format!("{reference}-stall-ali"),
+        serde_json::json!({
+            "amount": 1800, "currency": "CNY", "method": "alipay_qr",
+            "merchant_reference": format!("{reference}-stall-ali"), "description": "Oolong, 50 g",
+        }),
+    )
+    .await?;
+    let id = text(&payment, "/id").to_owned();
+    shopper_pays(alipay, &id).await?;
+    let paid = wait_status(&client, &id, "succeeded").await?;
+    println!(
+        "   demo_stall: {id} placed by the ISV app with the stall's token, notified (auth_app_id 2021000122676666) -> status={} trade_no={}",
+        text(&paid, "/status"),
+        text(&paid, "/provider/transaction_id")
+    );
+    Ok(())
+}
+
+/// Step 15: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
 /// out a day's bill once it is over), then each account's statement is downloaded, matched
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
@@ -453,7 +589,7 @@ async fn reconciliation(
         .map_err(anyhow::Error::msg)?;
     let now = gateway.now();
     println!(
-        "14. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
+        "15. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
     );
     let accounts = [
         (
@@ -485,6 +621,12 @@ async fn reconciliation(
             "demo_stall",
             "wechat_sub",
             ProviderKind::WechatPay,
+        ),
+        (
+            sandboxes[0],
+            "demo_stall",
+            "alipay_isv",
+            ProviderKind::Alipay,
         ),
     ];
     for (sandbox, merchant, account, kind) in accounts {
