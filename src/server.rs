@@ -320,50 +320,57 @@ pub enum ReloadError {
 
 /// Loads, validates and builds the config file, then puts it in force, unless it is invalid
 /// or changes what only a restart can (listen addresses, TLS files, the ledger). Requests in
-/// flight finish with the config they started with.
-pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
-    let new = crate::config::load_and_build(path);
-    let outcome = new.map_err(ReloadError::from).and_then(|mut new| {
-        let old = gateway.config();
-        let mut restart = Vec::new();
-        if new.listen != old.listen {
-            restart.push("server.listen");
-        }
-        if new.admin_listen != old.admin_listen {
-            restart.push("server.admin_listen");
-        }
-        if new.tls != old.tls {
-            restart.push("server.tls");
-        }
-        if new.max_connections != old.max_connections {
-            restart.push("server.max_connections");
-        }
-        if new.header_read_timeout_ms != old.header_read_timeout_ms {
-            restart.push("server.header_read_timeout_ms");
-        }
-        if !new.ledger.same_as(&old.ledger) {
-            restart.push("ledger");
-        }
-        let shared = |c: &crate::config::Config| {
-            c.shared_limits
-                .as_ref()
-                .map(|s| (s.url.expose().clone(), s.timeout, s.prefix.clone()))
-        };
-        if shared(&new) != shared(&old) {
-            restart.push("rate_limits");
-        }
-        if restart.is_empty() {
-            new.keep_state_from(&old);
-            gateway.replace_config(new);
-            Ok(())
-        } else {
-            Err(ReloadError::NeedsRestart(restart))
-        }
-    });
-    let label = if outcome.is_ok() {
-        "applied"
-    } else {
-        "refused"
+/// flight finish with the config they started with. Merchant files of `merchants_dir` are
+/// taken one by one ([`crate::config::reload_build`]): a file at fault is refused alone, its
+/// merchant served as before; `Ok` carries the problems of the files refused.
+pub fn reload(
+    gateway: &Gateway,
+    path: &Path,
+) -> Result<Vec<crate::config::ConfigProblem>, ReloadError> {
+    let old = gateway.config();
+    let new = crate::config::reload_build(path, &old);
+    let outcome = new
+        .map_err(ReloadError::from)
+        .and_then(|(mut new, refused)| {
+            let mut restart = Vec::new();
+            if new.listen != old.listen {
+                restart.push("server.listen");
+            }
+            if new.admin_listen != old.admin_listen {
+                restart.push("server.admin_listen");
+            }
+            if new.tls != old.tls {
+                restart.push("server.tls");
+            }
+            if new.max_connections != old.max_connections {
+                restart.push("server.max_connections");
+            }
+            if new.header_read_timeout_ms != old.header_read_timeout_ms {
+                restart.push("server.header_read_timeout_ms");
+            }
+            if !new.ledger.same_as(&old.ledger) {
+                restart.push("ledger");
+            }
+            let shared = |c: &crate::config::Config| {
+                c.shared_limits
+                    .as_ref()
+                    .map(|s| (s.url.expose().clone(), s.timeout, s.prefix.clone()))
+            };
+            if shared(&new) != shared(&old) {
+                restart.push("rate_limits");
+            }
+            if restart.is_empty() {
+                new.keep_state_from(&old);
+                gateway.replace_config(new);
+                Ok(refused)
+            } else {
+                Err(ReloadError::NeedsRestart(restart))
+            }
+        });
+    let label = match &outcome {
+        Ok(refused) if refused.is_empty() => "applied",
+        Ok(_) => "partial",
+        Err(_) => "refused",
     };
     gateway
         .metrics
@@ -374,7 +381,17 @@ pub fn reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
         })
         .inc();
     match &outcome {
-        Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+        Ok(refused) if refused.is_empty() => {
+            tracing::info!(path = %path.display(), "config reloaded")
+        }
+        Ok(refused) => {
+            let problems: Vec<String> = refused.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                path = %path.display(),
+                problems = %problems.join("; "),
+                "config reloaded without the merchant files at fault; their merchants are served as before (or not at all, if new)"
+            )
+        }
         Err(error) => {
             tracing::error!(path = %path.display(), %error, "config reload refused; the previous config keeps serving")
         }

@@ -156,3 +156,78 @@ async fn the_watcher_applies_a_merchant_file_added_or_removed() {
     assert_eq!(wait_for(401).await, 401, "the watcher never removed shop_x");
     assert_eq!(status_with(&h, &h.shop_a).await, 200);
 }
+
+/// Merchant files are reloaded one by one: a file at fault is refused alone (its merchant
+/// keeps serving as before, or stays out if it is new) while the other files' changes apply;
+/// a fault outside the merchant files still refuses the whole reload.
+#[tokio::test]
+async fn a_merchant_file_at_fault_is_refused_alone() {
+    let h = Harness::start().await;
+    let dir = h.config_path.parent().unwrap().to_path_buf();
+    let folder = dir.join("merchants.d");
+    std::fs::create_dir(&folder).unwrap();
+    for name in ["x", "y", "z"] {
+        std::fs::write(dir.join(format!("{name}.secret")), K2_SECRET).unwrap();
+    }
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    let with_dir = format!("merchants_dir = \"merchants.d\"\n{original}");
+    std::fs::write(&h.config_path, &with_dir).unwrap();
+    let alipay = original
+        .lines()
+        .find(|l| l.starts_with("settings = { app_id = "))
+        .unwrap()
+        .to_owned();
+    let merchant = |id: &str, key: &str| {
+        format!(
+            "name = \"Shop {id}\"\nkeys = [{{ id = \"{key}\", secret = {{ file = \"{id}.secret\" }} }}]\n[accounts.alipay_main]\nprovider = \"alipay\"\n{alipay}\n"
+        )
+    };
+    let base = format!("http://{}", h.gateway.addr);
+    let client = |key: &str| common::client(&base, key, K2_SECRET);
+    let reload = || server::reload(&h.gateway.gateway, &h.config_path);
+
+    // shop_x is good, shop_y names a setting that does not exist: y alone is refused.
+    std::fs::write(folder.join("x.toml"), merchant("x", "x_k1")).unwrap();
+    std::fs::write(
+        folder.join("y.toml"),
+        format!("colour = \"red\"\n{}", merchant("y", "y_k1")),
+    )
+    .unwrap();
+    let refused = reload().unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].path, "merchants.y.colour", "{refused:?}");
+    assert_eq!(status_with(&h, &client("x_k1")).await, 200);
+    assert_eq!(status_with(&h, &client("y_k1")).await, 401);
+
+    // shop_x's file breaks (its key moves to k2 but the file no longer parses) while shop_z
+    // arrives: z applies, x keeps serving with its key in force, y is still refused.
+    std::fs::write(folder.join("x.toml"), merchant("x", "x_k2") + "[[[").unwrap();
+    std::fs::write(folder.join("z.toml"), merchant("z", "z_k1")).unwrap();
+    let refused = reload().unwrap();
+    let paths: Vec<&str> = refused.iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"merchants.x") && paths.contains(&"merchants.y.colour"),
+        "{paths:?}"
+    );
+    assert_eq!(status_with(&h, &client("x_k1")).await, 200);
+    assert_eq!(status_with(&h, &client("x_k2")).await, 401);
+    assert_eq!(status_with(&h, &client("z_k1")).await, 200);
+    assert_eq!(status_with(&h, &h.shop_a).await, 200);
+
+    // Fixed, shop_x's change applies.
+    std::fs::write(folder.join("x.toml"), merchant("x", "x_k2")).unwrap();
+    std::fs::remove_file(folder.join("y.toml")).unwrap();
+    assert!(reload().unwrap().is_empty());
+    assert_eq!(status_with(&h, &client("x_k2")).await, 200);
+
+    // A fault in the config file itself refuses everything, the merchant files' changes too.
+    std::fs::write(folder.join("z.toml"), merchant("z", "z_k2")).unwrap();
+    std::fs::write(
+        &h.config_path,
+        with_dir.replacen("[server]\n", "[server]\nport = 1\n", 1),
+    )
+    .unwrap();
+    assert!(matches!(reload(), Err(ReloadError::Invalid(_))));
+    assert_eq!(status_with(&h, &client("z_k1")).await, 200);
+    assert_eq!(status_with(&h, &client("z_k2")).await, 401);
+}

@@ -14,7 +14,7 @@ mod validate;
 pub use build::{parse_settings, resolve_secret, resolve_secret_bytes};
 pub use runtime::{Account, Config, ManagedAuthorisation, Merchant, MerchantKey, Webhook};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -561,10 +561,33 @@ fn toml_table(text: &str) -> Result<toml::Table, String> {
 /// (each `<id>.toml` as `merchants.<id>`, in name order). A file that does not read is a
 /// problem at its merchant's path; so is an id declared twice or a file name that is not an id.
 fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
+    let tables = read_all(path)?;
+    if tables.file_problems.is_empty() {
+        Ok(tables.table)
+    } else {
+        Err(ConfigErrors(tables.file_problems))
+    }
+}
+
+/// The config file with its `merchants_dir` files merged in as `merchants.<id>`.
+struct Tables {
+    table: toml::Table,
+    /// The text of each merchant file that read, by merchant id.
+    files: BTreeMap<String, String>,
+    /// Files that did not read (or clash), each at `merchants.<id>` or at `merchants_dir`;
+    /// their merchants are not in `table`.
+    file_problems: Vec<ConfigProblem>,
+}
+
+fn read_all(path: &Path) -> Result<Tables, ConfigErrors> {
     let mut table = toml_table(&read(path)?)
         .map_err(|message| ConfigErrors(vec![problem("(file)", message)]))?;
     let Some(dir) = merchants_dir(path, &table) else {
-        return Ok(table);
+        return Ok(Tables {
+            table,
+            files: BTreeMap::new(),
+            file_problems: Vec::new(),
+        });
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| {
@@ -579,6 +602,7 @@ fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
     files.sort();
     let mut problems = Vec::new();
     let mut found = toml::Table::new();
+    let mut texts = BTreeMap::new();
     for file in files {
         let id = file
             .file_stem()
@@ -607,18 +631,14 @@ fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
             ));
             continue;
         }
-        match std::fs::read_to_string(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|text| toml_table(&text))
-        {
-            Ok(merchant) => {
-                found.insert(id, toml::Value::Table(merchant));
+        let read = std::fs::read_to_string(&file).map_err(|e| e.to_string());
+        match read.and_then(|text| toml_table(&text).map(|merchant| (text, merchant))) {
+            Ok((text, merchant)) => {
+                found.insert(id.clone(), toml::Value::Table(merchant));
+                texts.insert(id, text);
             }
             Err(message) => problems.push(problem(&at, format!("{}: {message}", file.display()))),
         }
-    }
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems));
     }
     let merchants = table
         .entry("merchants")
@@ -626,7 +646,11 @@ fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
     if let toml::Value::Table(merchants) = merchants {
         merchants.extend(found);
     }
-    Ok(table)
+    Ok(Tables {
+        table,
+        files: texts,
+        file_problems: problems,
+    })
 }
 
 /// The `merchants_dir` of the config file at `path` (whose table is `table`), resolved against
@@ -716,9 +740,18 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
 /// Reads, parses and builds a file, reporting in one run every unknown key and every problem
 /// of the values (as far as the file reads), each with its key path.
 pub fn load_and_build(path: &Path) -> Result<Config, ConfigErrors> {
-    let tables = read_tables(path)?;
+    let tables = read_all(path)?;
+    if !tables.file_problems.is_empty() {
+        return Err(ConfigErrors(tables.file_problems));
+    }
+    let mut config = build_table(path, tables.table)?;
+    config.merchant_files = tables.files;
+    Ok(config)
+}
+
+fn build_table(path: &Path, table: toml::Table) -> Result<Config, ConfigErrors> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    match parse_all(tables) {
+    match parse_all(table) {
         Ok(raw) => raw.build(&base),
         Err((mut problems, Some(raw))) => {
             if let Err(ConfigErrors(more)) = raw.build(&base) {
@@ -727,5 +760,79 @@ pub fn load_and_build(path: &Path) -> Result<Config, ConfigErrors> {
             Err(ConfigErrors(problems))
         }
         Err((problems, None)) => Err(ConfigErrors(problems)),
+    }
+}
+
+/// The merchant of `merchants_dir` a problem is about, if it is one of `files`' merchants.
+fn file_merchant<'a>(
+    problem: &ConfigProblem,
+    files: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    let rest = problem.path.strip_prefix("merchants.")?;
+    let id = rest.split(['.', '[']).next()?;
+    files.into_iter().find(|f| f.as_str() == id).cloned()
+}
+
+/// A reload that takes `merchants_dir` files one by one: when only some merchant files are at
+/// fault (they do not read, or their merchants do not validate or build), those merchants keep
+/// serving as `old` declared them (or stay out, if new) and the rest of the config applies.
+/// `Ok` carries the problems of the files refused; `Err` every problem, when anything else is
+/// at fault.
+pub fn reload_build(
+    path: &Path,
+    old: &Config,
+) -> Result<(Config, Vec<ConfigProblem>), ConfigErrors> {
+    let tables = read_all(path)?;
+    let mut refused: Vec<ConfigProblem> = tables.file_problems.clone();
+    let mut known: BTreeMap<String, String> = tables.files.clone();
+    // The files that read, as they are (the others' merchants left out).
+    let problems = match build_table(path, tables.table.clone()) {
+        Ok(mut config) if refused.is_empty() => {
+            config.merchant_files = tables.files;
+            return Ok((config, Vec::new()));
+        }
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(problems)) => problems,
+    };
+    // Every problem must be a merchant file's (its merchants, or the files that did not read).
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    for p in &refused {
+        if let Some(id) = p.path.strip_prefix("merchants.") {
+            bad.insert(id.to_owned());
+            known.insert(id.to_owned(), String::new());
+        } else {
+            return Err(ConfigErrors([refused, problems].concat()));
+        }
+    }
+    for p in &problems {
+        match file_merchant(p, known.keys()) {
+            Some(id) => {
+                bad.insert(id);
+            }
+            None => return Err(ConfigErrors([refused, problems].concat())),
+        }
+    }
+    refused.extend(problems);
+    let mut table = tables.table;
+    let mut files = tables.files;
+    if let Some(toml::Value::Table(merchants)) = table.get_mut("merchants") {
+        for id in &bad {
+            merchants.remove(id);
+            files.remove(id);
+            // The version in force, as it was read.
+            if let Some(text) = old.merchant_files.get(id)
+                && let Ok(previous) = toml_table(text)
+            {
+                merchants.insert(id.clone(), toml::Value::Table(previous));
+                files.insert(id.clone(), text.clone());
+            }
+        }
+    }
+    match build_table(path, table) {
+        Ok(mut config) => {
+            config.merchant_files = files;
+            Ok((config, refused))
+        }
+        Err(ConfigErrors(more)) => Err(ConfigErrors([refused, more].concat())),
     }
 }

@@ -253,4 +253,7 @@ pub struct Config {
     pub merchants: BTreeMap<String, Arc<Merchant>>,
     /// Partners' gates by partner id (their sub-merchant accounts hold them too).
     pub partners: BTreeMap<String, Arc<PartnerGate>>,
+    /// The files of `merchants_dir` in force, by merchant id (their text): a reload that
+    /// refuses one file keeps serving its merchant as this text declared it.
+    pub merchant_files: BTreeMap<String, String>,
 }
