@@ -782,30 +782,37 @@ pub fn reload_build(
     path: &Path,
     old: &Config,
 ) -> Result<(Config, Vec<ConfigProblem>), ConfigErrors> {
-    let tables = read_all(path)?;
-    let mut refused: Vec<ConfigProblem> = tables.file_problems.clone();
-    let mut known: BTreeMap<String, String> = tables.files.clone();
-    // The files that read, as they are (the others' merchants left out).
-    let problems = match build_table(path, tables.table.clone()) {
+    let Tables {
+        table,
+        files,
+        file_problems,
+    } = read_all(path)?;
+    let mut refused = file_problems;
+    let mut known: BTreeSet<String> = files.keys().cloned().collect();
+    // The files that read, as they are (the others' merchants left out). The table is not
+    // kept for a second try (10,000 merchants' tables are worth not copying): a second try
+    // reads the files again.
+    let problems = match build_table(path, table) {
         Ok(mut config) if refused.is_empty() => {
-            config.merchant_files = tables.files;
+            config.merchant_files = files;
             return Ok((config, Vec::new()));
         }
         Ok(_) => Vec::new(),
         Err(ConfigErrors(problems)) => problems,
     };
+    drop(files);
     // Every problem must be a merchant file's (its merchants, or the files that did not read).
     let mut bad: BTreeSet<String> = BTreeSet::new();
     for p in &refused {
         if let Some(id) = p.path.strip_prefix("merchants.") {
             bad.insert(id.to_owned());
-            known.insert(id.to_owned(), String::new());
+            known.insert(id.to_owned());
         } else {
             return Err(ConfigErrors([refused, problems].concat()));
         }
     }
     for p in &problems {
-        match file_merchant(p, known.keys()) {
+        match file_merchant(p, known.iter()) {
             Some(id) => {
                 bad.insert(id);
             }
@@ -813,8 +820,17 @@ pub fn reload_build(
         }
     }
     refused.extend(problems);
-    let mut table = tables.table;
-    let mut files = tables.files;
+    let Tables {
+        mut table,
+        mut files,
+        file_problems,
+    } = read_all(path)?;
+    // A file that stopped reading since is left out too.
+    for p in &file_problems {
+        if let Some(id) = p.path.strip_prefix("merchants.") {
+            bad.insert(id.to_owned());
+        }
+    }
     if let Some(toml::Value::Table(merchants)) = table.get_mut("merchants") {
         for id in &bad {
             merchants.remove(id);
