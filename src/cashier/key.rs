@@ -75,19 +75,29 @@ impl CashierKey {
 
     /// The token in a checkout's cashier URL.
     pub fn token(&self, checkout_id: &str) -> String {
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(self.0.expose()) {
-            Ok(mac) => mac,
-            Err(_) => return String::new(),
-        };
-        mac.update(b"moongate cashier v1\n");
-        mac.update(checkout_id.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        self.token_with(b"moongate cashier v1\n", checkout_id)
     }
 
     /// What the ledger keeps of a checkout's token.
     pub fn token_hash_of(&self, checkout_id: &str) -> String {
         token_hash(&self.token(checkout_id))
+    }
+
+    /// The token in a static code's URL (another label: a code's token never opens a
+    /// checkout, nor the reverse).
+    pub fn code_token(&self, code_id: &str) -> String {
+        self.token_with(b"moongate code v1\n", code_id)
+    }
+
+    fn token_with(&self, label: &[u8], id: &str) -> String {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(self.0.expose()) {
+            Ok(mac) => mac,
+            Err(_) => return String::new(),
+        };
+        mac.update(label);
+        mac.update(id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 }
 

@@ -128,7 +128,8 @@ form{margin:0}\
 .state{font-size:20px;font-weight:600;margin:0 0 6px}\
 .ok{color:#00a650}.bad{color:#cb2634}\
 .muted{color:#86909c;font-size:13px}\
-a{color:#1677ff}";
+a{color:#1677ff}\
+.badge{display:inline-block;color:#fff;border-radius:4px;padding:2px 8px;margin:2px;font-size:13px}";
 
 fn head(title: &str, refresh: Option<(u32, Option<&str>)>) -> String {
     let refresh = match refresh {
@@ -417,6 +418,189 @@ fn jsapi_script(parameters: &JsapiParameters, nonce: &str, path: &str) -> String
          WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(){{location.replace({path});}});}}\
          if(typeof WeixinJSBridge==='undefined'){{document.addEventListener('WeixinJSBridgeReady',pay,false);}}else{{pay();}}}})();</script>",
         escape(nonce)
+    )
+}
+
+/// What a static code's page shows.
+#[derive(Debug)]
+pub struct CodeView<'a> {
+    /// The merchant's display name.
+    pub merchant_name: &'a str,
+    /// The code's name.
+    pub name: &'a str,
+    /// The fixed amount, if any.
+    pub amount: Option<i64>,
+    /// Its currency.
+    pub currency: Currency,
+    /// The wallets it takes (their names are shown).
+    pub wallets: Vec<ProviderKind>,
+    /// Where the form posts (the code's own URL path).
+    pub action: &'a str,
+    /// A problem with the amount typed, shown above the keypad.
+    pub notice: Option<&'a str>,
+}
+
+/// A static code's page: the merchant, the accepted wallets and either the fixed amount with
+/// a pay button, or an amount field (a phone shows its number pad) and a pay button. The form
+/// posts; nothing is created by opening the page.
+pub fn code_page(view: &CodeView<'_>) -> String {
+    let wallets: Vec<String> = view
+        .wallets
+        .iter()
+        .map(|w| {
+            format!(
+                "<span class=\"badge {}\">{}</span>",
+                wallet_class(*w),
+                escape(&wallet_name(*w))
+            )
+        })
+        .collect();
+    let notice = view
+        .notice
+        .map(|n| format!("<p class=\"notice\" id=\"notice\">{}</p>", escape(n)))
+        .unwrap_or_default();
+    let (amount, field) = match view.amount {
+        Some(amount) => (
+            format!(
+                "<p class=\"amount\" id=\"amount\">{}</p>",
+                escape(&format_amount(amount, view.currency))
+            ),
+            String::new(),
+        ),
+        None => (
+            String::new(),
+            format!(
+                "<label for=\"amount-field\">金额 Amount ({})</label>\
+                 <input id=\"amount-field\" name=\"amount\" inputmode=\"decimal\" autocomplete=\"off\" \
+                 required pattern=\"[0-9]+([.][0-9]{{1,{}}})?\" placeholder=\"0.00\" \
+                 style=\"width:100%;font-size:32px;padding:8px;margin:8px 0 12px;border:1px solid #c9cdd4;border-radius:8px\">",
+                escape(view.currency.code()),
+                view.currency.exponent().max(1)
+            ),
+        ),
+    };
+    format!(
+        "{}<section class=\"card\" id=\"code\"><p class=\"merchant\">{}</p><p class=\"desc\">{}</p>{amount}\
+         <p class=\"hint\">{}</p></section>{notice}\
+         <section class=\"card\"><form method=\"post\" action=\"{}\">{field}\
+         <button class=\"wallet\" style=\"background:#1677ff\" type=\"submit\" id=\"pay\">付款 Pay</button></form></section>{FOOT}",
+        head(&format!("{} · 付款 Pay", view.merchant_name), None),
+        escape(view.merchant_name),
+        escape(view.name),
+        wallets.join(" "),
+        escape(view.action),
+    )
+}
+
+/// A static code's printable poster (SVG, A-series proportions): the merchant, the code's
+/// name, the fixed amount, the accepted wallets in their brand colours, and the QR of `url`.
+pub fn code_poster(
+    merchant_name: &str,
+    code: &crate::ledger::code::Code,
+    url: &str,
+    wallets: &[ProviderKind],
+) -> Option<String> {
+    let qr =
+        qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M).ok()?;
+    let qr = qr
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(300, 300)
+        .quiet_zone(true)
+        .build();
+    let qr = qr
+        .get(qr.find("<svg")?..)?
+        .replacen("<svg", "<svg x=\"60\" y=\"150\"", 1);
+    let amount = code
+        .amount
+        .map(|a| {
+            format!(
+                "<text x=\"210\" y=\"500\" font-size=\"34\" font-weight=\"700\" text-anchor=\"middle\">{}</text>",
+                escape(&format_amount(a, code.currency))
+            )
+        })
+        .unwrap_or_default();
+    let width = 360 / wallets.len().max(1);
+    let marks: String = wallets
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let facts = registry::facts(*w);
+            let x = 30 + i * width;
+            format!(
+                "<rect x=\"{x}\" y=\"520\" width=\"{}\" height=\"40\" rx=\"6\" fill=\"{}\"/>\
+                 <text x=\"{}\" y=\"546\" font-size=\"16\" fill=\"#fff\" text-anchor=\"middle\">{}</text>",
+                width.saturating_sub(8),
+                escape(facts.wallet.brand_colour),
+                x + width.saturating_sub(8) / 2,
+                escape(&wallet_name(*w))
+            )
+        })
+        .collect();
+    Some(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"105mm\" height=\"148mm\" viewBox=\"0 0 420 594\" \
+         font-family=\"PingFang SC, Microsoft YaHei, WenQuanYi Zen Hei, sans-serif\">\
+         <rect width=\"420\" height=\"594\" fill=\"#fff\"/>\
+         <text x=\"210\" y=\"60\" font-size=\"26\" font-weight=\"700\" text-anchor=\"middle\">{}</text>\
+         <text x=\"210\" y=\"95\" font-size=\"18\" fill=\"#4e5969\" text-anchor=\"middle\">{}</text>\
+         <text x=\"210\" y=\"130\" font-size=\"16\" fill=\"#4e5969\" text-anchor=\"middle\">扫码付款 Scan with your wallet app to pay</text>\
+         {qr}{amount}{marks}</svg>",
+        escape(merchant_name),
+        escape(&code.name),
+    ))
+}
+
+/// The page of a code that takes no payment (disabled or expired).
+pub fn code_closed(expired: bool) -> String {
+    let (state, text) = if expired {
+        (
+            "expired",
+            "这个收款码已过期 This payment code has expired and takes no payment.",
+        )
+    } else {
+        (
+            "disabled",
+            "这个收款码已停用 This payment code is no longer in use and takes no payment.",
+        )
+    };
+    format!(
+        "{}<section class=\"card\" id=\"state\" data-state=\"{state}\"><p class=\"state bad\">{}</p>\
+         <p>Please ask the shop for another way to pay.</p></section>{FOOT}",
+        head("收款码不可用 · Code not in use", None),
+        escape(text)
+    )
+}
+
+/// The receipt after a payment through a code (or where it stands, if not paid yet).
+pub fn code_receipt(
+    merchant_name: &str,
+    name: &str,
+    amount: i64,
+    currency: Currency,
+    paid: Option<&Payment>,
+    back: &str,
+) -> String {
+    let body = match paid {
+        Some(payment) => format!(
+            "<p class=\"state ok\">支付成功 Paid</p><p class=\"amount\" id=\"amount\">{}</p>\
+             <p class=\"ref\">{} · {}</p>",
+            escape(&format_amount(amount, currency)),
+            escape(&payment.id),
+            escape(&crate::ledger::rfc3339(payment.updated_at))
+        ),
+        None => format!(
+            "<p class=\"state\">未完成 Not paid</p><p>The payment is not complete. \
+             <a href=\"{}\">Pay again</a></p>",
+            escape(back)
+        ),
+    };
+    format!(
+        "{}<section class=\"card\" id=\"state\" data-state=\"{}\"><p class=\"merchant\">{}</p>\
+         <p class=\"desc\">{}</p>{body}</section>{FOOT}",
+        head("收据 · Receipt", None),
+        if paid.is_some() { "paid" } else { "open" },
+        escape(merchant_name),
+        escape(name),
     )
 }
 

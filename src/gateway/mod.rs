@@ -186,6 +186,16 @@ impl Gateway {
         format!("{}{path}", self.config().public_base_url)
     }
 
+    /// A static code's URL (`{public_base_url}/c/{token}`).
+    pub fn code_url(&self, code_id: &str) -> String {
+        self.public_url(&format!("/c/{}", self.cashier.code_token(code_id)))
+    }
+
+    /// What the ledger keeps of a code's token.
+    pub fn code_token_hash(&self, code_id: &str) -> String {
+        crate::cashier::key::token_hash(&self.cashier.code_token(code_id))
+    }
+
     /// A checkout's cashier URL (`{public_base_url}/cashier/{token}`).
     pub fn cashier_url(&self, checkout_id: &str) -> String {
         self.public_url(&format!("/cashier/{}", self.cashier.token(checkout_id)))

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod authorisations;
 pub mod cashier;
 pub mod checkouts;
+pub mod codes;
 pub mod events;
 pub mod extract;
 pub mod notify;
@@ -76,6 +77,10 @@ v1_routes! {
     "/v1/reconciliation_breaks/{id}/repair" => { post: reconciliations::repair_break },
     "/v1/checkouts" => { post: checkouts::create_checkout },
     "/v1/checkouts/{id}" => { get: checkouts::get_checkout },
+    "/v1/codes" => { post: codes::create_code, get: codes::list_codes },
+    "/v1/codes/{id}" => { get: codes::get_code },
+    "/v1/codes/{id}/disable" => { post: codes::disable_code },
+    "/v1/codes/{id}/poster.svg" => { get: codes::code_poster },
 }
 
 /// The HTTP application.
@@ -92,6 +97,10 @@ pub fn router(gateway: Shared) -> Router {
         .route(
             "/notify/{provider}/{merchant}/{account}",
             post(notify::notify),
+        )
+        .route(
+            "/c/{token}",
+            get(codes::code_page_get).post(codes::code_page_post),
         )
         .route("/authorise/callback", get(authorisations::callback))
         .route("/authorise/{token}", get(authorisations::open))
@@ -360,7 +369,14 @@ pub fn admin_router(gateway: Shared) -> Router {
 /// under `/cashier/`, matched by a route or not (a trailing slash, a typo), is logged by its
 /// route or as `/cashier/…`, never with the token.
 fn logged_path<'a>(route: &'a str, raw: &'a str) -> &'a str {
-    // An authorisation link's token is a credential too.
+    // A code's token and an authorisation link's are credentials too.
+    if raw.starts_with("/c/") {
+        return if route.starts_with("/c/") {
+            route
+        } else {
+            "/c/…"
+        };
+    }
     if raw.starts_with("/authorise/") {
         return if route.starts_with("/authorise/") {
             route

@@ -8,6 +8,7 @@
 //!   transaction, together with its webhook outbox row.
 
 pub mod checkout;
+pub mod code;
 pub mod reconciliation;
 
 use moongate_contract::{Currency, NextAction, Payer, PaymentMethod, ProviderKind};

@@ -3,6 +3,7 @@
 //! [`crate::gateway::Gateway`]; reconciliation by [`crate::reconcile`].
 
 pub mod checkouts;
+pub mod codes;
 pub mod idempotency;
 pub mod payments;
 pub mod reconciliation;

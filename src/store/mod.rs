@@ -16,6 +16,7 @@ use moongate_contract::ProviderKind;
 use time::OffsetDateTime;
 
 use crate::ledger::checkout::Checkout;
+use crate::ledger::code::Code;
 use crate::ledger::reconciliation::{
     Break, BreakStatus, LedgerPayment, LedgerRefund, StatementRecord,
 };
@@ -769,6 +770,35 @@ pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
 }
 
+/// The ledger's storage: static payment codes.
+#[async_trait]
+pub trait CodeStore: Send + Sync + fmt::Debug + 'static {
+    /// Claims the idempotency key and stores a new code, in one transaction.
+    async fn begin_code(&self, idem: IdemClaim, code: Code) -> Result<Begin<Code>, StoreError>;
+
+    /// One of a merchant's codes.
+    async fn code(&self, merchant_id: &str, id: &str) -> Result<Option<Code>, StoreError>;
+
+    /// The code a URL's token opens, by the token's SHA-256 (hex).
+    async fn code_by_token_hash(&self, hash: &str) -> Result<Option<Code>, StoreError>;
+
+    /// A merchant's codes, newest first, older than `before` (a code id) when set.
+    async fn codes(
+        &self,
+        merchant_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Code>, StoreError>;
+
+    /// Disables a code (once: a second call changes nothing); the code as it now is.
+    async fn disable_code(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Code>, StoreError>;
+}
+
 /// Where a merchant's authorisation of a partner's app stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthorisationStatus {
@@ -935,6 +965,7 @@ pub trait Store:
     + CheckoutStore
     + ClockStore
     + AuthorisationStore
+    + CodeStore
 {
 }
 
@@ -947,6 +978,7 @@ impl<T> Store for T where
         + CheckoutStore
         + ClockStore
         + AuthorisationStore
+        + CodeStore
 {
 }
 

@@ -34,6 +34,67 @@ pub(super) const CHECKOUT_COLUMNS: &str = "id, token_hash, merchant_id, amount, 
     merchant_reference, description, return_url, cancel_url, methods, openid, metadata, \
     expires_at, created_at, payment_id, legacy_token";
 
+/// The code columns, in [`CodeRow`]'s order.
+pub(super) const CODE_COLUMNS: &str = "id, token_hash, merchant_id, name, tags, amount, \
+    currency, methods, expires_at, disabled_at, created_at";
+
+/// A static code as its columns hold it ([`CODE_COLUMNS`] order).
+#[derive(Debug)]
+pub(super) struct CodeRow {
+    pub id: String,
+    pub token_hash: String,
+    pub merchant_id: String,
+    pub name: String,
+    pub tags: String,
+    pub amount: Option<i64>,
+    pub currency: String,
+    pub methods: String,
+    pub expires_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl CodeRow {
+    pub fn of(c: &crate::ledger::code::Code) -> Result<CodeRow, StoreError> {
+        let methods: Vec<&str> = c.methods.iter().map(PaymentMethod::as_str).collect();
+        Ok(CodeRow {
+            id: c.id.clone(),
+            token_hash: c.token_hash.clone(),
+            merchant_id: c.merchant_id.clone(),
+            name: c.name.clone(),
+            tags: serde_json::Value::Object(c.tags.clone()).to_string(),
+            amount: c.amount,
+            currency: c.currency.code().to_owned(),
+            methods: to_json(&methods)?,
+            expires_at: c.expires_at.map(ms),
+            disabled_at: c.disabled_at.map(ms),
+            created_at: ms(c.created_at),
+        })
+    }
+
+    pub fn decode(self) -> Result<crate::ledger::code::Code, StoreError> {
+        let methods: Vec<String> = parse_json(&self.methods, "code methods")?;
+        let methods = methods
+            .iter()
+            .map(|m| PaymentMethod::parse(m).ok_or_else(|| corrupt("code method")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::ledger::code::Code {
+            id: self.id,
+            token_hash: self.token_hash,
+            merchant_id: self.merchant_id,
+            name: self.name,
+            tags: parse_json(&self.tags, "code tags")?,
+            amount: self.amount,
+            currency: moongate_contract::Currency::parse(&self.currency)
+                .map_err(|_| corrupt("code currency"))?,
+            methods,
+            expires_at: self.expires_at.map(from_ms).transpose()?,
+            disabled_at: self.disabled_at.map(from_ms).transpose()?,
+            created_at: from_ms(self.created_at)?,
+        })
+    }
+}
+
 /// Unix milliseconds, the ledger's time column type in both backends.
 pub(super) fn ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)

@@ -18,6 +18,7 @@
 mod authorisations;
 mod checkouts;
 mod clock;
+mod codes;
 mod events;
 mod janitor;
 mod keys;
@@ -89,6 +90,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "authorisations",
         include_str!("../migrations/0008_authorisations.sql"),
     ),
+    (9, "codes", include_str!("../migrations/0009_codes.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

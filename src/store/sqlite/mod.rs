@@ -6,6 +6,7 @@
 mod authorisations;
 mod checkouts;
 mod clock;
+mod codes;
 mod events;
 mod janitor;
 mod keys;
@@ -355,6 +356,7 @@ impl SqliteStore {
         conn.execute_batch(checkouts::SCHEMA).map_err(db)?;
         conn.execute_batch(clock::SCHEMA).map_err(db)?;
         conn.execute_batch(authorisations::SCHEMA).map_err(db)?;
+        conn.execute_batch(codes::SCHEMA).map_err(db)?;
         // One-time steps, counted in `user_version`. 1: settled payments keep no scanned
         // payment code (earlier versions kept it).
         let version: i64 = conn

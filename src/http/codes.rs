@@ -1,0 +1,379 @@
+//! Static payment codes: `POST/GET /v1/codes`, `GET /v1/codes/{id}`,
+//! `POST /v1/codes/{id}/disable`, `GET /v1/codes/{id}/poster.svg` (signed, for merchants), and
+//! the shopper's page `/c/{token}` (`service/codes.rs` does the work).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::cashier::page::{self, CodeView};
+use crate::error::{ApiError, ErrorCode};
+use crate::gateway::Gateway;
+use crate::http::cashier::{page_response, plausible, see_other};
+use crate::http::extract::Signed;
+use crate::http::{
+    Shared, json_response, no_parameters, parse_body, serde_urlencoded_strict, to_bytes,
+};
+use crate::ledger::code::{Code, CodeStatus};
+use crate::service::codes::{CreateCodeBody, ScanRefusal, scan, validate_code};
+use crate::service::idempotency;
+use crate::service::idempotency::{Answer, Outcome};
+
+fn view(gw: &Gateway, code: &Code, now: OffsetDateTime) -> serde_json::Value {
+    code.to_api_json(Some(&gw.code_url(&code.id)), now)
+}
+
+async fn merchant_code(gw: &Gateway, merchant_id: &str, id: &str) -> Result<Code, ApiError> {
+    gw.store
+        .code(merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::missing("code", id))
+}
+
+/// A code answer as an idempotency key keeps it (no URL: the link is a credential) gets its
+/// URL derived again.
+fn with_url(gw: &Gateway, mut answer: Answer) -> Answer {
+    if let Ok(serde_json::Value::Object(mut body)) =
+        serde_json::from_slice::<serde_json::Value>(&answer.body)
+        && body.get("object").and_then(|v| v.as_str()) == Some("code")
+        && let Some(id) = body.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+    {
+        body.insert("url".to_owned(), gw.code_url(&id).into());
+        answer.body = to_bytes(&serde_json::Value::Object(body));
+    }
+    answer
+}
+
+/// `POST /v1/codes`.
+pub(crate) async fn create_code(
+    State(gw): State<Shared>,
+    mut signed: Signed,
+) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
+    let Signed {
+        merchant,
+        body,
+        now,
+        ..
+    } = signed;
+    let input: CreateCodeBody = parse_body(&body)?;
+    let code = validate_code(&gw, &merchant, input, now)?;
+    let begin = gw.store.begin_code(claim, code).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |id| {
+            let code = merchant_code(&gw, &merchant.id, &id).await?;
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: to_bytes(&view(&gw, &code, now)),
+                replayed: true,
+            })
+        },
+        async |code| {
+            tracing::info!(code = %code.id, merchant = %merchant.id, "code created");
+            let body = code.to_api_json(None, now);
+            Ok(Outcome::Done(Answer::json(StatusCode::CREATED, &body)))
+        },
+    )
+    .await
+    .map(|answer| with_url(&gw, answer).into_response())
+}
+
+/// `GET /v1/codes/{id}`.
+pub(crate) async fn get_code(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, now, .. } = signed;
+    let code = merchant_code(&gw, &merchant.id, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        to_bytes(&view(&gw, &code, now)),
+        false,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    starting_after: Option<String>,
+}
+
+/// `GET /v1/codes`: newest first.
+pub(crate) async fn list_codes(
+    State(gw): State<Shared>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed {
+        merchant, uri, now, ..
+    } = signed;
+    let query: ListQuery = serde_urlencoded_strict(uri.query().unwrap_or(""))?;
+    let limit = crate::http::page_limit(query.limit)?;
+    if let Some(cursor) = &query.starting_after
+        && gw.store.code(&merchant.id, cursor).await?.is_none()
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::ParameterInvalid,
+            "starting_after",
+            "no such code",
+        ));
+    }
+    let mut codes = gw
+        .store
+        .codes(&merchant.id, query.starting_after.as_deref(), limit + 1)
+        .await?;
+    let has_more = codes.len() > limit as usize;
+    codes.truncate(limit as usize);
+    let data: Vec<serde_json::Value> = codes.iter().map(|c| view(&gw, c, now)).collect();
+    let next_cursor = if has_more {
+        codes.last().map(|c| c.id.clone())
+    } else {
+        None
+    };
+    let body = serde_json::json!({
+        "object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor,
+    });
+    Ok(json_response(StatusCode::OK, to_bytes(&body), false))
+}
+
+/// `POST /v1/codes/{id}/disable`: the code takes no more payments (payments already made are
+/// untouched). Disabling twice answers the same.
+pub(crate) async fn disable_code(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    mut signed: Signed,
+) -> Result<Response, ApiError> {
+    let claim = signed.claim()?;
+    let key = claim.key.clone();
+    let Signed {
+        merchant,
+        body,
+        now,
+        ..
+    } = signed;
+    no_parameters(&body)?;
+    let code = merchant_code(&gw, &merchant.id, &id).await?;
+    let begin = gw.store.claim_key(claim, &code.id).await?;
+    idempotency::run(
+        &gw,
+        &merchant.id,
+        &key,
+        begin,
+        async |id| {
+            let code = merchant_code(&gw, &merchant.id, &id).await?;
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: to_bytes(&view(&gw, &code, now)),
+                replayed: true,
+            })
+        },
+        async |()| {
+            let code = gw
+                .store
+                .disable_code(&merchant.id, &code.id, now)
+                .await?
+                .ok_or_else(|| ApiError::missing("code", &code.id))?;
+            tracing::info!(code = %code.id, merchant = %merchant.id, "code disabled");
+            let body = code.to_api_json(None, now);
+            Ok(Outcome::Done(Answer::json(StatusCode::OK, &body)))
+        },
+    )
+    .await
+    .map(|answer| with_url(&gw, answer).into_response())
+}
+
+/// The wallets a code's merchant can take through it, for its page and poster.
+fn wallets(gw: &Gateway, code: &Code) -> Vec<moongate_contract::ProviderKind> {
+    let config = gw.config();
+    let Some(merchant) = config.merchants.get(&code.merchant_id) else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<moongate_contract::ProviderKind> = Vec::new();
+    for method in crate::cashier::cashier_methods() {
+        if !code.methods.is_empty() && !code.methods.contains(&method) {
+            continue;
+        }
+        let kind = method.provider();
+        if !kinds.contains(&kind) && merchant.accounts.iter().any(|a| a.kind == kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds
+}
+
+/// `GET /v1/codes/{id}/poster.svg`: a printable poster (A6 proportions): the merchant's and
+/// the code's names, the fixed amount, the accepted wallets' names in their colours and the QR
+/// of the code's URL.
+pub(crate) async fn code_poster(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let code = merchant_code(&gw, &merchant.id, &id).await?;
+    let svg = crate::cashier::page::code_poster(
+        &merchant.name,
+        &code,
+        &gw.code_url(&code.id),
+        &wallets(&gw, &code),
+    )
+    .ok_or_else(|| ApiError::internal(&"the code's URL does not fit a QR code"))?;
+    let mut response = (StatusCode::OK, svg).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    Ok(response)
+}
+
+/// The code a token opens (a code whose merchant a reload removed opens none).
+async fn open(gw: &Gateway, token: &str) -> Result<Option<(Code, String)>, ApiError> {
+    if !plausible(token) {
+        return Ok(None);
+    }
+    let hash = crate::cashier::key::token_hash(token);
+    let Some(code) = gw.store.code_by_token_hash(&hash).await? else {
+        return Ok(None);
+    };
+    let Some(merchant) = gw.config().merchants.get(&code.merchant_id).cloned() else {
+        return Ok(None);
+    };
+    Ok(Some((code, merchant.name.clone())))
+}
+
+fn closed(status: CodeStatus) -> Response {
+    page_response(
+        StatusCode::GONE,
+        page::code_closed(status == CodeStatus::Expired),
+        None,
+    )
+}
+
+fn code_page(
+    gw: &Gateway,
+    code: &Code,
+    merchant_name: &str,
+    token: &str,
+    notice: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let action = format!("/c/{token}");
+    let html = page::code_page(&CodeView {
+        merchant_name,
+        name: &code.name,
+        amount: code.amount,
+        currency: code.currency,
+        wallets: wallets(gw, code),
+        action: &action,
+        notice,
+    });
+    page_response(status, html, None)
+}
+
+/// `GET /c/{token}`: the code's page (or, back from the cashier with `?receipt=`, the receipt
+/// of that checkout when it is this code's).
+pub(crate) async fn code_page_get(
+    State(gw): State<Shared>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (code, merchant_name) = match open(&gw, &token).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return crate::http::cashier::not_found(),
+        Err(error) => return error.into_response(),
+    };
+    if let Some(checkout_id) = query.get("receipt") {
+        return receipt(&gw, &code, &merchant_name, checkout_id).await;
+    }
+    let status = code.status(gw.now());
+    if status != CodeStatus::Active {
+        return closed(status);
+    }
+    code_page(&gw, &code, &merchant_name, &token, None, StatusCode::OK)
+}
+
+async fn receipt(gw: &Gateway, code: &Code, merchant_name: &str, checkout_id: &str) -> Response {
+    let found = match gw
+        .store
+        .checkout(Some(&code.merchant_id), checkout_id)
+        .await
+    {
+        Ok(found) => found,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let Some(checkout) = found.filter(|c| {
+        c.metadata
+            .get(crate::service::codes::CODE_ID)
+            .and_then(|v| v.as_str())
+            == Some(&code.id)
+    }) else {
+        return crate::http::cashier::not_found();
+    };
+    let payments = match gw.store.checkout_payments(&checkout.id).await {
+        Ok(payments) => payments,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let paid = payments
+        .iter()
+        .find(|p| p.status == crate::ledger::PaymentStatus::Succeeded);
+    page_response(
+        StatusCode::OK,
+        page::code_receipt(
+            merchant_name,
+            &code.name,
+            checkout.amount,
+            checkout.currency,
+            paid,
+            &gw.checkout_url(&checkout),
+        ),
+        None,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ScanForm {
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+/// `POST /c/{token}` (the page's form): a checkout for this scan, and the shopper on to its
+/// cashier page, which branches on the wallet app the page was opened in.
+pub(crate) async fn code_page_post(
+    State(gw): State<Shared>,
+    Path(token): Path<String>,
+    axum::Form(form): axum::Form<ScanForm>,
+) -> Response {
+    let (code, merchant_name) = match open(&gw, &token).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return crate::http::cashier::not_found(),
+        Err(error) => return error.into_response(),
+    };
+    match scan(&gw, &code, form.amount.as_deref(), gw.now()).await {
+        Ok(checkout) => {
+            tracing::info!(code = %code.id, checkout = %checkout.id, "code scanned");
+            see_other(&gw.checkout_url(&checkout))
+        }
+        Err(ScanRefusal::Closed(status)) => closed(status),
+        Err(ScanRefusal::Amount(notice)) => code_page(
+            &gw,
+            &code,
+            &merchant_name,
+            &token,
+            Some(&notice),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Err(ScanRefusal::Api(error)) => error.into_response(),
+    }
+}

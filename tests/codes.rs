@@ -1,0 +1,266 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! Static payment codes (聚合码): a merchant makes a code for a till; a shopper opens its URL,
+//! types the amount, is sent to a checkout's cashier page, pays, and lands on the code's
+//! receipt; the payment carries the code's id and tags. A disabled code takes no payment; a
+//! code's token opens nothing else.
+
+mod common;
+
+use common::{DESKTOP_UA, Harness, header};
+use moongate_contract::HttpMethod;
+use serde_json::{Value, json};
+
+on_both_ledgers!(a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none);
+
+fn text(response: &moongate_contract::HttpResponse) -> String {
+    String::from_utf8(response.body.clone()).unwrap()
+}
+
+/// The value of `attribute` in the tag with `id="state"`.
+fn state_attr(html: &str, attribute: &str) -> Option<String> {
+    let (_, after) = html.split_once("id=\"state\"")?;
+    let (tag, _) = after.split_once('>')?;
+    let (_, rest) = tag.split_once(&format!("{attribute}=\""))?;
+    Some(rest.split_once('"')?.0.to_owned())
+}
+
+async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harness) {
+    let till = json!({
+        "name": "Till 2 · 二号收银台", "currency": "CNY", "methods": ["alipay_qr", "wechat_native"],
+        "tags": {"store": "jingan", "till": "2"},
+    });
+    let (status, code) = h
+        .post(&h.shop_a, "/v1/codes", &till.to_string(), "code-1")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    assert_eq!(
+        (code["object"].as_str(), code["status"].as_str()),
+        (Some("code"), Some("active"))
+    );
+    assert_eq!(code["amount"], Value::Null);
+    let url = code["url"].as_str().unwrap().to_owned();
+    let token = url
+        .strip_prefix(&format!("http://{}/c/", h.gateway.addr))
+        .unwrap();
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+    let id = code["id"].as_str().unwrap().to_owned();
+    // A retry gets the same code and its URL; reads and the list agree.
+    let (status, again) = h
+        .post(&h.shop_a, "/v1/codes", &till.to_string(), "code-1")
+        .await;
+    assert_eq!(
+        (status, &again["id"], &again["url"]),
+        (201, &code["id"], &code["url"])
+    );
+    let (_, read) = h.get(&h.shop_a, &format!("/v1/codes/{id}")).await;
+    assert_eq!(read, code);
+    let (_, list) = h.get(&h.shop_a, "/v1/codes?limit=5").await;
+    assert_eq!(list["data"][0]["id"], code["id"]);
+    // Another merchant does not see it; bad codes are refused with their parameter.
+    let (status, _) = h.get(&h.shop_b, &format!("/v1/codes/{id}")).await;
+    assert_eq!(status, 404);
+    for (body, param) in [
+        (json!({"name": "", "currency": "CNY"}), "name"),
+        (json!({"name": "x", "currency": "cny"}), "currency"),
+        (
+            json!({"name": "x", "currency": "CNY", "amount": 0}),
+            "amount",
+        ),
+        (
+            json!({"name": "x", "currency": "CNY", "methods": ["cash"]}),
+            "methods",
+        ),
+        (
+            json!({"name": "x", "currency": "CNY", "tags": {"code_id": "y"}}),
+            "tags",
+        ),
+        (
+            json!({"name": "x", "currency": "CNY", "expires_at": "2020-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+    ] {
+        let key = format!("bad-{param}");
+        let (status, error) = h
+            .post(&h.shop_a, "/v1/codes", &body.to_string(), &key)
+            .await;
+        assert_eq!(
+            (status, error["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{error}"
+        );
+    }
+
+    // The poster: the names, and the code's URL is what it encodes.
+    let poster = h
+        .shop_a
+        .call(
+            HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.svg"),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(poster.status, 200);
+    assert_eq!(header(&poster, "content-type"), Some("image/svg+xml"));
+    let svg = text(&poster);
+    assert!(svg.contains("Shop A") && svg.contains("Till 2"), "{svg}");
+    assert!(
+        svg.contains("<svg x=\"60\" y=\"150\""),
+        "the QR inside the poster"
+    );
+
+    // The shopper scans: a page asking the amount (opening it creates nothing).
+    let page = h.browse(&url, DESKTOP_UA).await;
+    assert_eq!(page.status, 200);
+    let html = text(&page);
+    assert!(
+        html.contains("name=\"amount\"") && html.contains("Shop A"),
+        "{html}"
+    );
+    assert_eq!(header(&page, "cache-control"), Some("no-store"));
+    let refused = h.submit(&url, DESKTOP_UA, &[("amount", "12.345")]).await;
+    assert_eq!(refused.status, 422);
+    assert!(text(&refused).contains("id=\"notice\""));
+    let refused = h.submit(&url, DESKTOP_UA, &[("amount", "0")]).await;
+    assert_eq!(refused.status, 422);
+    // 12.50 yuan: on to a checkout's cashier page.
+    let scanned = h.submit(&url, DESKTOP_UA, &[("amount", "12.50")]).await;
+    assert_eq!(scanned.status, 303, "{}", text(&scanned));
+    let cashier = header(&scanned, "location").unwrap().to_owned();
+    assert!(cashier.contains("/cashier/"), "{cashier}");
+    let page = text(&h.browse(&cashier, DESKTOP_UA).await);
+    assert!(page.contains("¥12.50"), "{page}");
+    let chosen = h
+        .submit(
+            &format!("{cashier}/pay"),
+            DESKTOP_UA,
+            &[("method", "alipay_qr")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303);
+    let page = text(&h.browse(&cashier, DESKTOP_UA).await);
+    let payment_id = state_attr(&page, "data-payment").unwrap();
+    let (_, payment) = h
+        .get(&h.shop_a, &format!("/v1/payments/{payment_id}"))
+        .await;
+    assert_eq!(payment["amount"], 1250);
+    assert_eq!(payment["metadata"]["code_id"], code["id"]);
+    assert_eq!(payment["metadata"]["store"], "jingan");
+    assert_eq!(payment["metadata"]["till"], "2");
+    assert_eq!(payment["description"], "Till 2 · 二号收银台");
+    let checkout_id = payment["metadata"]["checkout_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Before it is paid the receipt says so; once paid, it shows the payment.
+    let receipt = format!("{url}?receipt={checkout_id}");
+    let before = text(&h.browse(&receipt, DESKTOP_UA).await);
+    assert_eq!(
+        state_attr(&before, "data-state").as_deref(),
+        Some("open"),
+        "{before}"
+    );
+    let paid = h
+        .sandbox("/sandbox/pay", json!({"out_trade_no": payment_id}))
+        .await;
+    assert_eq!(paid.status, 200);
+    h.wait_for(&h.shop_a, &payment_id, "succeeded").await;
+    let after = text(&h.browse(&receipt, DESKTOP_UA).await);
+    assert_eq!(
+        state_attr(&after, "data-state").as_deref(),
+        Some("paid"),
+        "{after}"
+    );
+    assert!(
+        after.contains("¥12.50") && after.contains(&payment_id),
+        "{after}"
+    );
+    // The cashier sends the shopper there once paid.
+    let page = text(&h.browse(&cashier, DESKTOP_UA).await);
+    assert!(page.contains(&format!("?receipt={checkout_id}")), "{page}");
+    // Another merchant's checkout is no receipt of this code.
+    let (_, other) = h
+        .post(
+            &h.shop_a,
+            "/v1/checkouts",
+            &json!({"amount": 100, "currency": "CNY", "merchant_reference": "o-1",
+                    "description": "Tea", "return_url": "https://shop.example/done"})
+            .to_string(),
+            "co-other",
+        )
+        .await;
+    let stranger = h
+        .browse(
+            &format!("{url}?receipt={}", other["id"].as_str().unwrap()),
+            DESKTOP_UA,
+        )
+        .await;
+    assert_eq!(stranger.status, 404);
+
+    // A code's token opens no cashier, and a made-up token no code.
+    let as_cashier = h
+        .browse(
+            &format!("http://{}/cashier/{token}", h.gateway.addr),
+            DESKTOP_UA,
+        )
+        .await;
+    assert_eq!(as_cashier.status, 404);
+    let made_up = h
+        .browse(
+            &format!("http://{}/c/{}", h.gateway.addr, "A".repeat(43)),
+            DESKTOP_UA,
+        )
+        .await;
+    assert_eq!(made_up.status, 404);
+
+    // Disabled: a page says so, and a scan takes nothing.
+    let (status, disabled) = h
+        .post(
+            &h.shop_a,
+            &format!("/v1/codes/{id}/disable"),
+            "",
+            "code-off",
+        )
+        .await;
+    assert_eq!(
+        (status, disabled["status"].as_str()),
+        (200, Some("disabled")),
+        "{disabled}"
+    );
+    assert!(disabled["disabled_at"].is_string());
+    assert_eq!(disabled["url"], code["url"]);
+    let page = h.browse(&url, DESKTOP_UA).await;
+    assert_eq!(page.status, 410);
+    assert_eq!(
+        state_attr(&text(&page), "data-state").as_deref(),
+        Some("disabled")
+    );
+    let scan = h.submit(&url, DESKTOP_UA, &[("amount", "5")]).await;
+    assert_eq!(scan.status, 410);
+
+    // A fixed-amount code: the page shows the amount and asks for nothing.
+    let fixed = json!({"name": "Bubble tea", "currency": "CNY", "amount": 1800});
+    let (status, code) = h
+        .post(&h.shop_a, "/v1/codes", &fixed.to_string(), "code-2")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let url = code["url"].as_str().unwrap();
+    let html = text(&h.browse(url, DESKTOP_UA).await);
+    assert!(
+        html.contains("¥18.00") && !html.contains("name=\"amount\""),
+        "{html}"
+    );
+    let scanned = h.submit(url, DESKTOP_UA, &[]).await;
+    assert_eq!(scanned.status, 303);
+    let page = text(
+        &h.browse(header(&scanned, "location").unwrap(), DESKTOP_UA)
+            .await,
+    );
+    assert!(page.contains("¥18.00"), "{page}");
+}
