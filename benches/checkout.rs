@@ -90,6 +90,7 @@ fn main() {
             )),
             platform_certificates: &[],
             api_base_url: "http://127.0.0.1:1",
+            oauth: None,
         },
     )
     .unwrap();

@@ -416,6 +416,14 @@ fn build_wechatpay(
         (Some(pem), Some(id)) => Some((id.as_str(), pem.as_str())),
         _ => None,
     };
+    let oauth = match &settings.oauth_app_secret {
+        Some(reference) => Some(moongate_adapter_wechatpay::oauth::OAuth {
+            app_secret: Secret::new(read("oauth_app_secret", reference)?.trim_end().to_owned()),
+            authorize_url: settings.oauth_authorize_url.clone(),
+            api_url: settings.oauth_api_url.trim_end_matches('/').to_owned(),
+        }),
+        None => None,
+    };
     let adapter = WechatPayAdapter::new(&moongate_adapter_wechatpay::AccountKeys {
         mchid: &settings.mchid,
         appid: &settings.appid,
@@ -426,6 +434,7 @@ fn build_wechatpay(
         wechatpay_public_key: public_key,
         platform_certificates: &certificates,
         api_base_url: &settings.api_base_url,
+        oauth,
     })
     .map_err(|e| {
         let key = match &e {

@@ -183,6 +183,7 @@ fn wechat_adapter() -> WechatPayAdapter {
         wechatpay_public_key: Some((common::PUB_KEY_ID, &key("sandbox-wechatpay-public-key.pem"))),
         platform_certificates: &[key("sandbox-wechatpay-platform-cert.pem")],
         api_base_url: "https://api.mch.weixin.qq.com",
+        oauth: None,
     })
     .unwrap()
 }

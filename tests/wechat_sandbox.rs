@@ -31,6 +31,7 @@ fn adapter_for(h: &Harness, mchid: &str, apiv3_key: &str, public_key: bool) -> W
         wechatpay_public_key: public_key.then_some((PUB_KEY_ID, public.as_str())),
         platform_certificates: &[],
         api_base_url: &format!("http://{}", h.wechat_addr),
+        oauth: None,
     })
     .unwrap()
 }
@@ -603,6 +604,7 @@ async fn a_providers_payment_code_names_a_sub_merchant_bound_to_it() {
         wechatpay_public_key: None,
         platform_certificates: &[],
         api_base_url: &format!("http://{}", h.wechat_addr),
+        oauth: None,
     })
     .unwrap();
     let charge = |adapter: &WechatPayAdapter, no: &str| {

@@ -1023,6 +1023,10 @@ impl PaymentAdapter for AlipayAdapter {
             op: Operation::Certificates,
         })
     }
+    /// Alipay's `auth_base` (for `alipay_jsapi`) is not built yet.
+    fn payer_identity(&self) -> Option<&dyn moongate_contract::PayerIdentity> {
+        None
+    }
 }
 
 /// Decodes a form body, refusing repeated keys (which a signature could not cover unambiguously).

@@ -17,6 +17,7 @@ use crate::domain::{
 };
 use crate::error::{AdapterError, NotificationError};
 use crate::http::{HttpRequest, HttpResponse};
+use crate::identity::PayerIdentity;
 use crate::statement::{
     StatementError, StatementLimits, StatementLocation, StatementSink, StatementSource,
     StatementTotals,
@@ -169,4 +170,8 @@ pub trait PaymentAdapter: Send + Sync + fmt::Debug + 'static {
         &self,
         resp: &HttpResponse,
     ) -> Result<Vec<ProviderCertificate>, AdapterError>;
+
+    /// How the account learns the payer's id inside its wallet's app (WeChat's `snsapi_base`
+    /// OAuth, when the account configures its app's secret); `None` where it cannot.
+    fn payer_identity(&self) -> Option<&dyn PayerIdentity>;
 }

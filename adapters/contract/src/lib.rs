@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod facts;
 pub mod http;
+pub mod identity;
 pub mod money;
 pub mod pkcs12;
 pub mod secret;
@@ -33,6 +34,7 @@ pub use facts::{
     CashierFit, CodeFormat, MethodFacts, PayerField, ProviderFacts, StatementDay, WalletFacts,
 };
 pub use http::{HttpMethod, HttpRequest, HttpResponse, check_download_url};
+pub use identity::PayerIdentity;
 pub use money::{Currency, Money, MoneyError};
 pub use secret::{Secret, SecretRef};
 pub use statement::{

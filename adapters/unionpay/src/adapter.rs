@@ -528,4 +528,8 @@ impl PaymentAdapter for UnionPayAdapter {
             op: Operation::Certificates,
         })
     }
+    /// UnionPay's in-app user authorisation is not built.
+    fn payer_identity(&self) -> Option<&dyn moongate_contract::PayerIdentity> {
+        None
+    }
 }

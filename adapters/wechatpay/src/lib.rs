@@ -23,6 +23,7 @@ mod certificates;
 pub mod facts;
 mod mapping;
 mod micropay;
+pub mod oauth;
 pub mod settings;
 pub mod sign;
 pub mod v2;
@@ -123,6 +124,8 @@ pub struct AccountKeys<'a> {
     pub platform_certificates: &'a [String],
     /// API base URL without trailing slash.
     pub api_base_url: &'a str,
+    /// The app's web OAuth (`snsapi_base`), when its secret is configured.
+    pub oauth: Option<oauth::OAuth>,
 }
 
 /// A sub-merchant (特约商户) of a WeChat Pay service provider: its adapter is made from the
@@ -177,6 +180,8 @@ pub struct WechatPayAdapter {
     api_v3_key: Arc<Secret<Vec<u8>>>,
     api_v2_key: Option<Arc<Secret<String>>>,
     platform: Arc<PlatformKeys>,
+    /// The app's web OAuth, when its secret is configured (shared like the keys).
+    oauth: Option<Arc<oauth::OAuth>>,
 }
 
 /// A platform certificate downloaded from `GET /v3/certificates`, decrypted and checked.
@@ -242,6 +247,7 @@ impl WechatPayAdapter {
             api_v3_key: Arc::new(Secret::new(keys.apiv3_key.as_bytes().to_vec())),
             api_v2_key: keys.api_v2_key.map(|k| Arc::new(Secret::new(k.to_owned()))),
             platform: Arc::new(platform),
+            oauth: keys.oauth.clone().map(Arc::new),
         })
     }
 
@@ -261,6 +267,13 @@ impl WechatPayAdapter {
             api_v3_key: Arc::clone(&self.api_v3_key),
             api_v2_key: self.api_v2_key.clone(),
             platform: Arc::clone(&self.platform),
+            // The provider's app's OAuth gives `sp_openid`s: only for sub-merchants that pay
+            // under the provider's app (a `sub_appid`'s secret is the sub-merchant's).
+            oauth: if sub.sub_appid.is_none() {
+                self.oauth.clone()
+            } else {
+                None
+            },
         }
     }
 
@@ -1072,5 +1085,11 @@ impl PaymentAdapter for WechatPayAdapter {
         resp: &HttpResponse,
     ) -> Result<Vec<PlatformCertificate>, AdapterError> {
         WechatPayAdapter::parse_certificates(self, resp)
+    }
+
+    fn payer_identity(&self) -> Option<&dyn moongate_contract::PayerIdentity> {
+        self.oauth
+            .is_some()
+            .then_some(self as &dyn moongate_contract::PayerIdentity)
     }
 }

@@ -40,6 +40,24 @@ pub struct Settings {
     /// API base URL; defaults to production.
     #[serde(default = "default_base_url")]
     pub api_base_url: String,
+    /// The AppSecret of the official account `appid` names: with it Moongate learns a payer's
+    /// openid inside WeChat (web OAuth, `snsapi_base`) for `wechat_jsapi`.
+    #[serde(default)]
+    pub oauth_app_secret: Option<SecretRef>,
+    /// The OAuth authorisation page; defaults to WeChat's.
+    #[serde(default = "default_authorize_url")]
+    pub oauth_authorize_url: String,
+    /// The official-account API host of the code exchange; defaults to WeChat's.
+    #[serde(default = "default_oauth_api_url")]
+    pub oauth_api_url: String,
+}
+
+fn default_authorize_url() -> String {
+    crate::oauth::PRODUCTION_AUTHORIZE_URL.to_owned()
+}
+
+fn default_oauth_api_url() -> String {
+    crate::oauth::PRODUCTION_API_URL.to_owned()
 }
 
 /// A sub-merchant (特约商户) account under a WeChat Pay service provider, as written in the
@@ -137,6 +155,12 @@ impl Settings {
         }
         if let Err(message) = check_base_url(&self.api_base_url) {
             problems.push(("api_base_url", message));
+        }
+        if let Err(message) = check_base_url(&self.oauth_authorize_url) {
+            problems.push(("oauth_authorize_url", message));
+        }
+        if let Err(message) = check_base_url(&self.oauth_api_url) {
+            problems.push(("oauth_api_url", message));
         }
         problems
     }

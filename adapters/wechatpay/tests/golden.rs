@@ -43,6 +43,7 @@ fn adapter_with(public_key: bool, certificate: bool, v2_key: bool) -> WechatPayA
         wechatpay_public_key: public_key.then_some((PUB_KEY_ID, SANDBOX_PUBLIC)),
         platform_certificates: &certificates,
         api_base_url: "https://api.mch.weixin.qq.com",
+        oauth: None,
     })
     .unwrap()
 }

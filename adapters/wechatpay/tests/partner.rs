@@ -42,6 +42,7 @@ fn sub_merchant(sub_appid: Option<&str>) -> WechatPayAdapter {
         wechatpay_public_key: Some((PUB_KEY_ID, SANDBOX_PUBLIC)),
         platform_certificates: &[],
         api_base_url: "https://api.mch.weixin.qq.com",
+        oauth: None,
     })
     .unwrap()
     .for_sub_merchant(SubMerchant {
