@@ -264,3 +264,146 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
     );
     assert!(page.contains("¥18.00"), "{page}");
 }
+
+on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);
+
+/// A browser inside WeChat: the user agent, and the cookie it holds (one at a time here).
+async fn wechat(h: &Harness, url: &str, cookie: Option<&str>) -> moongate_contract::HttpResponse {
+    let mut headers = vec![("user-agent".to_owned(), common::WECHAT_UA.to_owned())];
+    if let Some(cookie) = cookie {
+        headers.push(("cookie".to_owned(), cookie.to_owned()));
+    }
+    let request = moongate_contract::HttpRequest {
+        method: HttpMethod::Get,
+        url: url.to_owned(),
+        headers,
+        body: vec![],
+    };
+    h.http.send(&request).await.unwrap()
+}
+
+async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness) {
+    // Shop B's code, scanned inside WeChat: the amount, then the cashier.
+    let body = json!({"name": "Noodles", "currency": "CNY", "amount": 2600});
+    let (status, code) = h
+        .post(&h.shop_b, "/v1/codes", &body.to_string(), "wx-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let scanned = h
+        .submit(code["url"].as_str().unwrap(), common::WECHAT_UA, &[])
+        .await;
+    assert_eq!(scanned.status, 303);
+    let cashier = header(&scanned, "location").unwrap().to_owned();
+    // The cashier asks WeChat who the payer is, with the one configured callback.
+    let asked = wechat(&h, &cashier, None).await;
+    assert_eq!(asked.status, 302, "{}", text(&asked));
+    let authorize = header(&asked, "location").unwrap().to_owned();
+    assert!(
+        authorize.starts_with(&format!(
+            "http://{}/connect/oauth2/authorize?appid={}&redirect_uri=http%3A%2F%2F{}%2Fcashier%2Fidentity&response_type=code&scope=snsapi_base&state=",
+            h.wechat_addr,
+            common::WX_APPID,
+            h.gateway.addr.to_string().replace(':', "%3A")
+        )),
+        "{authorize}"
+    );
+    let cookie = header(&asked, "set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Path=/cashier/identity"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    // WeChat's page (inside WeChat only) sends the browser back with a code.
+    let outside = h.browse(&authorize, DESKTOP_UA).await;
+    assert!(text(&outside).contains("请在微信客户端打开链接"));
+    let back = wechat(&h, &authorize, None).await;
+    assert_eq!(back.status, 302, "{}", text(&back));
+    let callback = header(&back, "location").unwrap().to_owned();
+    assert!(callback.contains("code="), "{callback}");
+    // Another browser's answer (no cookie, another cookie) is refused and spends nothing.
+    assert_eq!(wechat(&h, &callback, None).await.status, 404);
+    assert_eq!(
+        wechat(&h, &callback, Some("moongate_identity=someone-else"))
+            .await
+            .status,
+        404
+    );
+    let done = wechat(&h, &callback, Some(&cookie)).await;
+    assert_eq!(done.status, 303, "{}", text(&done));
+    assert_eq!(header(&done, "location"), Some(cashier.as_str()));
+    // Single-use.
+    assert_eq!(wechat(&h, &callback, Some(&cookie)).await.status, 404);
+    // The cashier now offers WeChat's in-app payment, for this payer.
+    let page = text(&wechat(&h, &cashier, None).await);
+    assert!(page.contains("value=\"wechat_jsapi\""), "{page}");
+    let chosen = h
+        .submit(
+            &format!("{cashier}/pay"),
+            common::WECHAT_UA,
+            &[("method", "wechat_jsapi")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303, "{}", text(&chosen));
+    let page = text(&wechat(&h, &cashier, None).await);
+    assert!(page.contains("WeixinJSBridge"), "{page}");
+    let payment_id = state_attr(&page, "data-payment").unwrap();
+    let (_, payment) = h
+        .get(&h.shop_b, &format!("/v1/payments/{payment_id}"))
+        .await;
+    assert_eq!(payment["method"], "wechat_jsapi");
+    assert_eq!(payment["amount"], 2600);
+    assert_eq!(
+        payment["payer"]["openid"],
+        moongate_testkit::sandbox::wechat::openid_of(common::WX_APPID, "shopper")
+    );
+    assert_eq!(payment["metadata"]["code_id"], code["id"]);
+    h.wechat("/sandbox/pay", json!({"out_trade_no": payment_id}))
+        .await;
+    h.wait_for(&h.shop_b, &payment_id, "succeeded").await;
+
+    // A desktop browser is not sent to WeChat's OAuth.
+    let (_, checkout) = h
+        .post(
+            &h.shop_b,
+            "/v1/checkouts",
+            &json!({"amount": 100, "currency": "CNY", "merchant_reference": "o-2",
+                    "description": "Tea", "return_url": "https://shop.example/done"})
+            .to_string(),
+            "co-desk",
+        )
+        .await;
+    let desk = h
+        .browse(checkout["url"].as_str().unwrap(), DESKTOP_UA)
+        .await;
+    assert_eq!(desk.status, 200);
+    // A refused exchange (a made-up code) lands on the page with a notice and the QR path.
+    let asked = wechat(&h, checkout["url"].as_str().unwrap(), None).await;
+    assert_eq!(asked.status, 302);
+    let cookie = header(&asked, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = header(&asked, "location").unwrap();
+    let state = url::Url::parse(authorize)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = format!(
+        "http://{}/cashier/identity?code=made-up&state={state}",
+        h.gateway.addr
+    );
+    let refused = wechat(&h, &forged, Some(&cookie)).await;
+    assert_eq!(refused.status, 303);
+    let page_url = header(&refused, "location").unwrap().to_owned();
+    assert!(page_url.ends_with("?n=payer_unknown"), "{page_url}");
+    let page = text(&wechat(&h, &page_url, None).await);
+    assert!(
+        page.contains("value=\"wechat_native\"") && !page.contains("wechat_jsapi"),
+        "{page}"
+    );
+}

@@ -255,6 +255,7 @@ async fn payments_survive_kills_and_faults() {
                 sub_merchants: vec![],
             }],
             time_divisor: 20_000,
+            official_accounts: vec![],
         },
         wechat_listener,
     )

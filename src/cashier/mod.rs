@@ -18,7 +18,7 @@ pub use crate::ledger::checkout::Checkout;
 use moongate_contract::{PayerField, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
 
-use crate::config::Merchant;
+use crate::config::{Account, Merchant};
 use crate::ledger::{Payment, PaymentStatus, rfc3339};
 use crate::registry;
 use crate::routing::{Channel, RouteRequest};
@@ -206,8 +206,19 @@ pub fn serves(
     method: PaymentMethod,
     channel: Channel,
 ) -> bool {
+    serving_account(merchant, checkout, method, channel).is_some()
+}
+
+/// The account the merchant's routing would send a payment of this checkout with `method` to
+/// first.
+pub fn serving_account<'m>(
+    merchant: &'m Merchant,
+    checkout: &Checkout,
+    method: PaymentMethod,
+    channel: Channel,
+) -> Option<&'m Account> {
     if !checkout.methods.is_empty() && !checkout.methods.contains(&method) {
-        return false;
+        return None;
     }
     let able = |account_id: &str| {
         merchant.account(account_id).is_some_and(|a| {
@@ -216,7 +227,7 @@ pub fn serves(
         })
     };
     if merchant.routes.is_empty() {
-        return merchant.accounts.iter().any(|a| able(&a.id));
+        return merchant.accounts.iter().find(|a| able(&a.id));
     }
     let request = RouteRequest {
         payment_id: &checkout.id,
@@ -226,7 +237,40 @@ pub fn serves(
         channel: Some(channel),
         metadata: &checkout.metadata,
     };
-    merchant.routes.choose(&request, able).is_some()
+    let choice = merchant.routes.choose(&request, able)?;
+    choice
+        .accounts
+        .iter()
+        .find_map(|id| merchant.account(id).filter(|a| able(&a.id)))
+}
+
+/// Inside a wallet's own app, for a checkout that does not know the payer: the in-app method
+/// that needs the payer's id and the account that would take it, when that account can learn
+/// the id (its payer identity: WeChat's `snsapi_base`). The cashier then asks the wallet who
+/// the payer is before it shows its page.
+pub fn identity_account<'m>(
+    merchant: &'m Merchant,
+    checkout: &Checkout,
+    browser: Browser,
+) -> Option<(PaymentMethod, &'m Account)> {
+    let Browser::InApp(wallet) = browser else {
+        return None;
+    };
+    if checkout.openid.is_some() {
+        return None;
+    }
+    registry::facts(wallet)
+        .wallet
+        .cashier
+        .in_app
+        .iter()
+        .copied()
+        .filter(|m| registry::method_facts(*m).is_some_and(|f| f.needs(PayerField::Openid)))
+        .find_map(|m| {
+            serving_account(merchant, checkout, m, Channel::InApp)
+                .filter(|a| a.adapter.payer_identity().is_some())
+                .map(|a| (m, a))
+        })
 }
 
 /// The wallets to offer in `browser`.

@@ -354,7 +354,7 @@ impl RawConfig {
             providers: self.providers.clone(),
             merchants,
             partners: loaded.into_iter().map(|(id, p)| (id, p.gate)).collect(),
-            merchant_files: BTreeMap::new(),
+            merchant_files: MerchantFiles::default(),
         })
     }
 }

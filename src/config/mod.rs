@@ -12,7 +12,9 @@ mod tests;
 mod validate;
 
 pub use build::{parse_settings, resolve_secret, resolve_secret_bytes};
-pub use runtime::{Account, Config, ManagedAuthorisation, Merchant, MerchantKey, Webhook};
+pub use runtime::{
+    Account, Config, ManagedAuthorisation, Merchant, MerchantFiles, MerchantKey, Webhook,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -573,7 +575,7 @@ fn read_tables(path: &Path) -> Result<toml::Table, ConfigErrors> {
 struct Tables {
     table: toml::Table,
     /// The text of each merchant file that read, by merchant id.
-    files: BTreeMap<String, String>,
+    files: MerchantFiles,
     /// Files that did not read (or clash), each at `merchants.<id>` or at `merchants_dir`;
     /// their merchants are not in `table`.
     file_problems: Vec<ConfigProblem>,
@@ -585,7 +587,7 @@ fn read_all(path: &Path) -> Result<Tables, ConfigErrors> {
     let Some(dir) = merchants_dir(path, &table) else {
         return Ok(Tables {
             table,
-            files: BTreeMap::new(),
+            files: MerchantFiles::default(),
             file_problems: Vec::new(),
         });
     };
@@ -602,7 +604,7 @@ fn read_all(path: &Path) -> Result<Tables, ConfigErrors> {
     files.sort();
     let mut problems = Vec::new();
     let mut found = toml::Table::new();
-    let mut texts = BTreeMap::new();
+    let mut texts = MerchantFiles::default();
     for file in files {
         let id = file
             .file_stem()
@@ -634,8 +636,8 @@ fn read_all(path: &Path) -> Result<Tables, ConfigErrors> {
         let read = std::fs::read_to_string(&file).map_err(|e| e.to_string());
         match read.and_then(|text| toml_table(&text).map(|merchant| (text, merchant))) {
             Ok((text, merchant)) => {
-                found.insert(id.clone(), toml::Value::Table(merchant));
-                texts.insert(id, text);
+                texts.push(&id, &text);
+                found.insert(id, toml::Value::Table(merchant));
             }
             Err(message) => problems.push(problem(&at, format!("{}: {message}", file.display()))),
         }
@@ -788,7 +790,7 @@ pub fn reload_build(
         file_problems,
     } = read_all(path)?;
     let mut refused = file_problems;
-    let mut known: BTreeSet<String> = files.keys().cloned().collect();
+    let mut known: BTreeSet<String> = files.iter().map(|(id, _)| id.to_owned()).collect();
     // The files that read, as they are (the others' merchants left out). The table is not
     // kept for a second try (10,000 merchants' tables are worth not copying): a second try
     // reads the files again.
@@ -822,7 +824,7 @@ pub fn reload_build(
     refused.extend(problems);
     let Tables {
         mut table,
-        mut files,
+        files: read_files,
         file_problems,
     } = read_all(path)?;
     // A file that stopped reading since is left out too.
@@ -831,16 +833,21 @@ pub fn reload_build(
             bad.insert(id.to_owned());
         }
     }
+    let mut files = MerchantFiles::default();
+    for (id, text) in read_files.iter() {
+        if !bad.contains(id) {
+            files.push(id, text);
+        }
+    }
     if let Some(toml::Value::Table(merchants)) = table.get_mut("merchants") {
         for id in &bad {
             merchants.remove(id);
-            files.remove(id);
             // The version in force, as it was read.
             if let Some(text) = old.merchant_files.get(id)
                 && let Ok(previous) = toml_table(text)
             {
                 merchants.insert(id.clone(), toml::Value::Table(previous));
-                files.insert(id.clone(), text.clone());
+                files.push(id, text);
             }
         }
     }

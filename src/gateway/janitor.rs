@@ -106,6 +106,9 @@ impl Gateway {
                 "expired checkouts' legacy cashier tokens cleared"
             );
         }
+        self.store
+            .purge_payer_identities(now - crate::service::checkouts::IDENTITY_STATE_LIFE)
+            .await?;
         let purged = self.store.purge_authorisation_links(now).await?;
         if purged > 0 {
             tracing::debug!(purged, "lapsed or used authorisation links deleted");

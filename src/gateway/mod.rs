@@ -186,6 +186,11 @@ impl Gateway {
         format!("{}{path}", self.config().public_base_url)
     }
 
+    /// Where a wallet's OAuth sends the shopper back to the cashier (`redirect_uri`).
+    pub fn identity_callback_url(&self) -> String {
+        self.public_url("/cashier/identity")
+    }
+
     /// A static code's URL (`{public_base_url}/c/{token}`).
     pub fn code_url(&self, code_id: &str) -> String {
         self.public_url(&format!("/c/{}", self.cashier.code_token(code_id)))

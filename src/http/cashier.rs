@@ -17,7 +17,9 @@ use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::http::Shared;
 use crate::http::extract::PeerAddr;
-use crate::service::checkouts::{Notice, choose, close_leftovers, new_token};
+use crate::service::checkouts::{
+    IdentityRefusal, Notice, choose, close_leftovers, finish_identity, new_token, start_identity,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct ChoiceForm {
@@ -129,6 +131,17 @@ pub async fn cashier_page(
     let state = Stage::of(&checkout, &payments, now);
     close_leftovers(&gw, &state, &payments);
     let browser = Browser::detect(user_agent(&headers));
+    // Inside the wallet's app, with nothing chosen yet and no notice to show: ask the wallet
+    // who the payer is (once: a failed attempt comes back with a notice), so the page can
+    // offer the in-app payment.
+    if matches!(state, Stage::Choose { previous: None })
+        && query.n.is_none()
+        && let Some((_, account)) = crate::cashier::identity_account(&merchant, &checkout, browser)
+        && let Some(identity) = account.adapter.payer_identity()
+    {
+        let (url, browser_token) = start_identity(&gw, &checkout, identity, now).await?;
+        return Ok(identity_redirect(&gw, &url, &browser_token));
+    }
     let offers = crate::cashier::offers(&merchant, &checkout, browser);
     let sandbox_wallet = match &state {
         Stage::Pending(p) => gw
@@ -165,6 +178,66 @@ pub async fn cashier_page(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+const IDENTITY_COOKIE: &str = "moongate_identity";
+
+/// To the wallet's OAuth page, with the cookie that binds its `state` to this browser.
+fn identity_redirect(gw: &Gateway, url: &str, browser_token: &str) -> Response {
+    let secure = if gw.config().public_base_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{IDENTITY_COOKIE}={browser_token}; Path=/cashier/identity; Max-Age=600; HttpOnly; SameSite=Lax{secure}"
+    );
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    if let (Ok(location), Ok(cookie)) = (HeaderValue::from_str(url), HeaderValue::from_str(&cookie))
+    {
+        headers.insert(header::LOCATION, location);
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `GET /cashier/identity?code=…&state=…`: back from the wallet's OAuth; on to the checkout's
+/// page, which now knows the payer (or says it could not learn who it is).
+pub async fn cashier_identity(
+    State(gw): State<Shared>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let browser = Browser::detect(user_agent(&headers));
+    let cookie = cookie_value(&headers, IDENTITY_COOKIE);
+    let mut response =
+        match finish_identity(&gw, &query, cookie.as_deref(), browser, gw.now()).await {
+            Ok(page) => see_other(&page),
+            Err(IdentityRefusal::Back(page)) => see_other(&page),
+            Err(IdentityRefusal::State) => not_found(),
+        };
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("moongate_identity=; Path=/cashier/identity; Max-Age=0; HttpOnly"),
+    );
+    response
 }
 
 /// The cookie [`cashier_return`] finds the page again with: the token, sent by this browser

@@ -86,6 +86,7 @@ v1_routes! {
 /// The HTTP application.
 pub fn router(gateway: Shared) -> Router {
     v1_router()
+        .route("/cashier/identity", get(cashier::cashier_identity))
         .route("/cashier/{token}", get(cashier::cashier_page))
         .route("/cashier/{token}/pay", post(cashier::cashier_choose))
         // UnionPay's gateway sends the shopper back with a POST (its `frontUrl` return): the

@@ -350,6 +350,7 @@ pub(crate) enum Notice {
     TooLate,
     TooMany,
     Refused,
+    NoIdentity,
 }
 
 impl Notice {
@@ -361,6 +362,7 @@ impl Notice {
             Notice::TooLate => "too_late",
             Notice::TooMany => "too_many_attempts",
             Notice::Refused => "refused",
+            Notice::NoIdentity => "payer_unknown",
         }
     }
 
@@ -372,6 +374,7 @@ impl Notice {
             Notice::TooLate,
             Notice::TooMany,
             Notice::Refused,
+            Notice::NoIdentity,
         ]
         .into_iter()
         .find(|n| n.code() == code)
@@ -397,8 +400,115 @@ impl Notice {
             Notice::Refused => {
                 "钱包拒绝了此笔支付，请换一种方式。The wallet refused this payment; try another one."
             }
+            Notice::NoIdentity => {
+                "未能在微信内确认付款人，请长按识别二维码付款。The wallet could not tell who is paying here; scan the QR code instead."
+            }
         }
     }
+}
+
+/// How long a wallet's OAuth may take, from the cashier page to the callback.
+pub(crate) const IDENTITY_STATE_LIFE: time::Duration = time::Duration::minutes(10);
+
+/// The cashier asks the wallet who the payer is (inside its app, for a checkout that does not
+/// know): a single-use `state` bound to the checkout and to this browser (the value of the
+/// cookie returned), and the wallet's authorisation URL to send the browser to.
+pub(crate) async fn start_identity(
+    gw: &Gateway,
+    checkout: &Checkout,
+    identity: &dyn moongate_contract::PayerIdentity,
+    now: OffsetDateTime,
+) -> Result<(String, String), ApiError> {
+    let (state, browser) = (new_token()?, new_token()?);
+    let hash = crate::cashier::key::token_hash;
+    gw.store
+        .begin_payer_identity(&hash(&state), &checkout.id, &hash(&browser), now)
+        .await?;
+    let redirect = gw.identity_callback_url();
+    Ok((identity.identity_url(&redirect, &state), browser))
+}
+
+/// Why the payer's identity was not learned (the cashier then offers what works without it).
+#[derive(Debug)]
+pub(crate) enum IdentityRefusal {
+    /// Unknown, used, stale or another browser's `state`: nothing to go back to.
+    State,
+    /// The checkout's page to go back to, saying the identity is unknown.
+    Back(String),
+}
+
+/// Back from the wallet's OAuth: takes the state once, exchanges the code through the port,
+/// and sets the checkout's openid; the cashier URL to go back to.
+pub(crate) async fn finish_identity(
+    gw: &Gateway,
+    query: &std::collections::HashMap<String, String>,
+    browser_cookie: Option<&str>,
+    browser: Browser,
+    now: OffsetDateTime,
+) -> Result<String, IdentityRefusal> {
+    let hash = crate::cashier::key::token_hash;
+    let (Some(state), Some(cookie)) = (query.get("state"), browser_cookie) else {
+        return Err(IdentityRefusal::State);
+    };
+    let taken = gw
+        .store
+        .take_payer_identity(&hash(state), &hash(cookie), now - IDENTITY_STATE_LIFE)
+        .await
+        .map_err(|_| IdentityRefusal::State)?;
+    let Some(checkout_id) = taken else {
+        return Err(IdentityRefusal::State);
+    };
+    let Ok(Some(checkout)) = gw.store.checkout(None, &checkout_id).await else {
+        return Err(IdentityRefusal::State);
+    };
+    let page = gw.checkout_url(&checkout);
+    let back = || IdentityRefusal::Back(format!("{page}?n={}", Notice::NoIdentity.code()));
+    let config = gw.config();
+    let Some(merchant) = config.merchants.get(&checkout.merchant_id) else {
+        return Err(back());
+    };
+    let Some((_, account)) = crate::cashier::identity_account(merchant, &checkout, browser) else {
+        return Err(back());
+    };
+    let Some(identity) = account.adapter.payer_identity() else {
+        return Err(back());
+    };
+    let Some(code) = query
+        .get(identity.identity_code_parameter())
+        .filter(|c| !c.is_empty())
+    else {
+        return Err(back());
+    };
+    let cx = gw.call_context();
+    let prepared = identity
+        .prepare_identity(&cx, code)
+        .map(moongate_contract::Prepared::Send);
+    let caller = crate::port::Caller {
+        merchant_id: &merchant.id,
+        account,
+        subject: &checkout.id,
+        refund_id: None,
+    };
+    let openid = gw
+        .port()
+        .exchange(caller, "payer_identity", prepared, |r| {
+            identity.parse_identity(r)
+        })
+        .await
+        .into_answer()
+        .map_err(|error| {
+            tracing::warn!(checkout = %checkout.id, %error, "payer identity not learned");
+            back()
+        })?;
+    if let Err(error) = check_openid(&openid) {
+        tracing::warn!(checkout = %checkout.id, ?error, "the wallet's openid is not one");
+        return Err(back());
+    }
+    gw.store
+        .set_checkout_openid(&checkout.id, &openid)
+        .await
+        .map_err(|_| back())?;
+    Ok(page)
 }
 
 /// The wallet URL a redirect method sends the browser to.

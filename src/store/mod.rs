@@ -768,6 +768,35 @@ pub trait CheckoutStore: Send + Sync + fmt::Debug + 'static {
 
     /// Every payment a checkout opened, oldest first.
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError>;
+
+    /// Remembers a wallet OAuth `state` (by its hash) sent for a checkout from the browser
+    /// whose cookie hashes to `browser_hash`.
+    async fn begin_payer_identity(
+        &self,
+        state_hash: &str,
+        checkout_id: &str,
+        browser_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Takes a `state` once, for the browser it was sent from, if made after `made_after`: its
+    /// checkout's id.
+    async fn take_payer_identity(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        made_after: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Sets the payer's openid of a checkout that has none; `false` when it had one.
+    async fn set_checkout_openid(
+        &self,
+        checkout_id: &str,
+        openid: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Drops `state`s made before `before`; how many.
+    async fn purge_payer_identities(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// The ledger's storage: static payment codes.

@@ -23,7 +23,7 @@ use moongate_contract::{HttpMethod, HttpRequest, HttpResponse};
 use moongate_testkit::client::MerchantClient;
 use moongate_testkit::sandbox::standard::Standard;
 use moongate_testkit::sandbox::wechat::{
-    KeyMode, SandboxMerchant, SandboxSubMerchant, WechatSandboxSettings,
+    KeyMode, SandboxMerchant, SandboxOfficialAccount, SandboxSubMerchant, WechatSandboxSettings,
 };
 use moongate_testkit::sandbox::{self, SandboxSettings};
 use serde_json::{Value, json};
@@ -64,6 +64,8 @@ pub const SUB_APPID_G: &str = "wxd678efh567hg6999";
 pub const MCHID_A: &str = "1230000109";
 pub const MCHID_B: &str = "1900000109";
 pub const WX_APPID: &str = "wxd678efh567hg6787";
+/// The AppSecret of the official account [`WX_APPID`] (its web OAuth).
+pub const WX_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 pub const APIV3_KEY_A: &str = "0123456789abcdef0123456789abcdef";
 pub const APIV3_KEY_B: &str = "fedcba9876543210fedcba9876543210";
 pub const V2_KEY_A: &str = "192006250b4c09247ec02edce69f6a2d";
@@ -213,6 +215,8 @@ impl Harness {
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
+        // Moongate's own address first: the WeChat sandbox registers it as an OAuth domain.
+        let (gateway_listener, gateway_addr) = loopback().await;
         let (wechat_listener, wechat_addr) = loopback().await;
         let read = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
         let merchant_public = read("wechatpay-go-merchant-public-key.pem");
@@ -265,6 +269,12 @@ impl Harness {
                 },
             ],
             time_divisor: 1000,
+            // The official account behind WX_APPID, whose web OAuth gives shoppers' openids.
+            official_accounts: vec![SandboxOfficialAccount {
+                appid: WX_APPID.to_owned(),
+                secret: WX_APP_SECRET.to_owned(),
+                oauth_domains: vec![gateway_addr.to_string()],
+            }],
         };
         sandbox::wechat::start_on(wechat_settings, wechat_listener)
             .await
@@ -343,10 +353,10 @@ impl Harness {
             ("apiv3-a.secret", APIV3_KEY_A),
             ("apiv3-b.secret", APIV3_KEY_B),
             ("v2-a.secret", V2_KEY_A),
+            ("wx-app.secret", WX_APP_SECRET),
         ] {
             std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
         }
-        let (gateway_listener, gateway_addr) = loopback().await;
         let app_key = keys.join("nodejs-sdk-app-private-key.pem");
         let alipay_key = keys.join("sandbox-alipay-public-key.pem");
         let wx_key = keys.join("wechatpay-go-merchant-private-key.pem");
@@ -558,6 +568,10 @@ merchant_private_key = {{ file = "{wx_key}" }}
 apiv3_key = {{ file = "apiv3-b.secret" }}
 platform_certificates = [{{ file = "{wx_cert}" }}]
 api_base_url = "http://{wechat_addr}"
+# Its official account's secret: inside WeChat the cashier learns the payer's openid.
+oauth_app_secret = {{ file = "wx-app.secret" }}
+oauth_authorize_url = "http://{wechat_addr}/connect/oauth2/authorize"
+oauth_api_url = "http://{wechat_addr}"
 "#,
             app_key = app_key.display(),
             alipay_key = alipay_key.display(),

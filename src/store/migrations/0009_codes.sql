@@ -14,3 +14,11 @@ CREATE TABLE codes (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX codes_by_merchant ON codes (merchant_id, seq);
+
+-- Wallet OAuth states (the cashier asking WeChat who the payer is), single-use, by hash.
+CREATE TABLE payer_identity_states (
+    state_hash TEXT PRIMARY KEY,
+    checkout_id TEXT NOT NULL,
+    browser_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

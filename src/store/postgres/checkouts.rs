@@ -140,6 +140,68 @@ impl CheckoutStore for PgStore {
         Ok(true)
     }
 
+    async fn begin_payer_identity(
+        &self,
+        state_hash: &str,
+        checkout_id: &str,
+        browser_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO payer_identity_states (state_hash, checkout_id, browser_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(state_hash)
+        .bind(checkout_id)
+        .bind(browser_hash)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_payer_identity(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        made_after: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "DELETE FROM payer_identity_states WHERE state_hash = $1 AND browser_hash = $2 \
+             AND created_at > $3 RETURNING checkout_id",
+        )
+        .bind(state_hash)
+        .bind(browser_hash)
+        .bind(ms(made_after))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn set_checkout_openid(
+        &self,
+        checkout_id: &str,
+        openid: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE checkouts SET openid = $2 WHERE id = $1 AND openid IS NULL")
+            .bind(checkout_id)
+            .bind(openid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_payer_identities(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM payer_identity_states WHERE created_at <= $1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id IN \

@@ -90,7 +90,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "authorisations",
         include_str!("../migrations/0008_authorisations.sql"),
     ),
-    (9, "codes", include_str!("../migrations/0009_codes.sql")),
+    (
+        9,
+        "codes_and_payer_identities",
+        include_str!("../migrations/0009_codes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of instances starting together.

@@ -76,6 +76,81 @@ impl CheckoutStore for SqliteStore {
         .await
     }
 
+    async fn begin_payer_identity(
+        &self,
+        state_hash: &str,
+        checkout_id: &str,
+        browser_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state_hash, checkout_id, browser_hash) = (
+            state_hash.to_owned(),
+            checkout_id.to_owned(),
+            browser_hash.to_owned(),
+        );
+        self.write(move |conn| {
+            conn.exec(
+                "INSERT INTO payer_identity_states (state_hash, checkout_id, browser_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![state_hash, checkout_id, browser_hash, ms(now)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_payer_identity(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        made_after: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let (state_hash, browser_hash) = (state_hash.to_owned(), browser_hash.to_owned());
+        self.write(move |conn| {
+            conn.row(
+                "DELETE FROM payer_identity_states WHERE state_hash = ?1 AND browser_hash = ?2 \
+                 AND created_at > ?3 RETURNING checkout_id",
+                params![state_hash, browser_hash, ms(made_after)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn set_checkout_openid(
+        &self,
+        checkout_id: &str,
+        openid: &str,
+    ) -> Result<bool, StoreError> {
+        let (checkout_id, openid) = (checkout_id.to_owned(), openid.to_owned());
+        self.write(move |conn| {
+            let set = conn
+                .exec(
+                    "UPDATE checkouts SET openid = ?2 WHERE id = ?1 AND openid IS NULL",
+                    params![checkout_id, openid],
+                )
+                .map_err(db)?;
+            Ok(set == 1)
+        })
+        .await
+    }
+
+    async fn purge_payer_identities(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let gone = conn
+                .exec(
+                    "DELETE FROM payer_identity_states WHERE created_at <= ?1",
+                    params![ms(before)],
+                )
+                .map_err(db)?;
+            Ok(gone as u64)
+        })
+        .await
+    }
+
     async fn checkout_payments(&self, checkout_id: &str) -> Result<Vec<Payment>, StoreError> {
         let checkout_id = checkout_id.to_owned();
         self.read(move |conn| {
@@ -113,6 +188,12 @@ CREATE TABLE IF NOT EXISTS checkouts (
     created_at INTEGER NOT NULL,
     payment_id TEXT,
     legacy_token TEXT
+);
+CREATE TABLE IF NOT EXISTS payer_identity_states (
+    state_hash TEXT PRIMARY KEY,
+    checkout_id TEXT NOT NULL,
+    browser_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkout_payments (
     payment_id TEXT PRIMARY KEY,

@@ -160,6 +160,7 @@ impl Standard {
                     },
                 ],
                 time_divisor,
+                official_accounts: vec![],
             },
             unionpay: UnionPaySandboxSettings {
                 sign_key_pem: read(fixtures, UNIONPAY_SIGN_KEY)?,

@@ -28,6 +28,8 @@ mod bills;
 mod control;
 mod micropay;
 mod notify;
+mod oauth;
+pub use oauth::{SandboxOfficialAccount, openid_of};
 mod v3;
 use bills::*;
 use control::*;
@@ -122,6 +124,8 @@ pub struct WechatSandboxSettings {
     pub merchants: Vec<SandboxMerchant>,
     /// Divides the notification schedule and refund settling (1 = real timing).
     pub time_divisor: u32,
+    /// Official accounts whose web OAuth the sandbox serves (`/connect/oauth2/authorize`).
+    pub official_accounts: Vec<SandboxOfficialAccount>,
 }
 
 struct Merchant {
@@ -408,6 +412,9 @@ struct Inner {
     held: Option<Vec<usize>>,
     /// Issued bill downloads (labelled with the owning mchid) and the statement clock.
     bills: statements::BillDesk,
+    /// OAuth codes not yet exchanged, and those spent.
+    oauth_codes: HashMap<String, oauth::Code>,
+    oauth_spent: std::collections::HashSet<String>,
 }
 
 /// Shared sandbox state.
@@ -417,6 +424,7 @@ pub struct WechatSandbox {
     certificate_serial: String,
     public_key_id: String,
     merchants: HashMap<String, Merchant>,
+    official_accounts: HashMap<String, SandboxOfficialAccount>,
     time_divisor: u32,
     client: HttpClient,
     inner: Mutex<Inner>,
@@ -514,6 +522,11 @@ impl WechatSandbox {
             certificate_serial: settings.certificate_serial.to_ascii_uppercase(),
             public_key_id: settings.public_key_id,
             merchants,
+            official_accounts: settings
+                .official_accounts
+                .into_iter()
+                .map(|a| (a.appid.clone(), a))
+                .collect(),
             time_divisor: settings.time_divisor.max(1),
             client,
             clock_skew: super::ClockSkew::default(),
@@ -525,6 +538,8 @@ impl WechatSandbox {
                 calls: 0,
                 held: None,
                 bills: statements::BillDesk::default(),
+                oauth_codes: HashMap::new(),
+                oauth_spent: std::collections::HashSet::new(),
             }),
         })
     }
@@ -730,6 +745,8 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/v3/certificates", get(v3_entry))
         .route("/v3/bill/tradebill", get(v3_entry))
         .route("/v3/billdownload/file", get(v3_entry))
+        .route("/connect/oauth2/authorize", get(oauth::authorize))
+        .route("/sns/oauth2/access_token", get(oauth::access_token))
         .route("/sandbox/statement-clock", post(control_statement_clock))
         .route("/pay/micropay", post(micropay))
         .route("/sandbox/pay", post(control_pay))
