@@ -145,6 +145,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             [sandbox_addr, wechat_addr, unionpay_addr],
             &demo_dir,
             running.admin_addr,
+            &reports,
         )
         .await?;
         reconciliation(
@@ -272,6 +273,7 @@ async fn walkthrough(
     [alipay, wechat, unionpay]: [SocketAddr; 3],
     demo_dir: &Path,
     admin: Option<SocketAddr>,
+    reports: &Path,
 ) -> anyhow::Result<()> {
     let secret = read(&demo_dir.join("shop-key.secret"))?;
     let client = MerchantClient::new(
@@ -380,6 +382,11 @@ async fn walkthrough(
     if let Some(admin) = admin {
         isv_authorisation(gateway, admin, alipay, demo_dir, &reference).await?;
     }
+    let poster = reports
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("code-poster.svg");
+    payment_code(&client, alipay, &reference, &poster).await?;
     // WeChat and UnionPay refunds settle asynchronously; their notifications follow.
     tokio::time::sleep(Duration::from_millis(800)).await;
     Ok(())
@@ -576,7 +583,108 @@ async fn isv_authorisation(
     Ok(())
 }
 
-/// Step 15: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
+/// Step 15: one printed code for every wallet (聚合码): the tea house makes a code for its
+/// counter; a shopper scans it, types the amount, pays in the cashier it lands on, and gets
+/// the code's receipt.
+async fn payment_code(
+    client: &MerchantClient,
+    alipay: SocketAddr,
+    reference: &str,
+    poster_path: &Path,
+) -> anyhow::Result<()> {
+    use moongate_contract::HttpRequest;
+    println!("15. One code for every wallet (聚合码) at the tea house's counter");
+    let body = serde_json::json!({
+        "name": "柜台 Counter 1", "currency": "CNY", "tags": {"till": "counter-1"},
+    });
+    let answer = client
+        .call(
+            HttpMethod::Post,
+            "/v1/codes",
+            body.to_string().as_bytes(),
+            Some(&format!("{reference}-code")),
+        )
+        .await?;
+    if answer.status != 201 {
+        bail!(
+            "code not made: HTTP {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let code: Value = serde_json::from_slice(&answer.body)?;
+    let url = text(&code, "/url").to_owned();
+    let id = text(&code, "/id").to_owned();
+    let poster = client
+        .call(
+            HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.svg"),
+            b"",
+            None,
+        )
+        .await?;
+    if let Some(dir) = poster_path.parent() {
+        moongate::private_fs::create_dir_all(dir)?;
+    }
+    moongate::private_fs::write(poster_path, &poster.body)
+        .with_context(|| format!("writing {}", poster_path.display()))?;
+    println!(
+        "   POST /v1/codes -> {id}; the QR holds {url}\n   printable poster: {} (GET /v1/codes/{id}/poster.svg)",
+        tidy(poster_path).display()
+    );
+    let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
+    let form = |url: String, body: &str| HttpRequest {
+        method: HttpMethod::Post,
+        url,
+        headers: vec![
+            (
+                "user-agent".into(),
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0".into(),
+            ),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
+        ],
+        body: body.as_bytes().to_vec(),
+    };
+    let scanned = http.send(&form(url.clone(), "amount=16.80")).await?;
+    let location = |answer: &moongate_contract::HttpResponse| {
+        answer
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("no redirect (HTTP {})", answer.status))
+    };
+    let cashier = location(&scanned)?;
+    println!("   a shopper scans it and types ¥16.80 -> a checkout's cashier page");
+    http.send(&form(format!("{cashier}/pay"), "method=alipay_qr"))
+        .await?;
+    let payments = client
+        .call(HttpMethod::Get, "/v1/payments?limit=1", b"", None)
+        .await?;
+    let payments: Value = serde_json::from_slice(&payments.body)?;
+    let payment = text(&payments, "/data/0/id").to_owned();
+    shopper_pays(alipay, &payment).await?;
+    let paid = wait_status(client, &payment, "succeeded").await?;
+    println!(
+        "   paid with Alipay: {payment} ¥{} metadata.code_id={} till={} -> the shopper lands on the code's receipt",
+        moongate_contract::Money::new(
+            paid.pointer("/amount")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            moongate_contract::Currency::CNY
+        )
+        .to_decimal_string(),
+        text(&paid, "/metadata/code_id"),
+        text(&paid, "/metadata/till")
+    );
+    Ok(())
+}
+
+/// Step 16: the finance team's view. The sandboxes are told it is tomorrow (providers only hand
 /// out a day's bill once it is over), then each account's statement is downloaded, matched
 /// against the ledger and written as JSON, CSV and HTML.
 async fn reconciliation(
@@ -589,7 +697,7 @@ async fn reconciliation(
         .map_err(anyhow::Error::msg)?;
     let now = gateway.now();
     println!(
-        "15. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
+        "16. Reconciliation of today (Beijing; UnionPay's clearing day turns at 23:00): each provider's daily statement against the ledger, each sub-merchant's its own"
     );
     let accounts = [
         (

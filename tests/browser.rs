@@ -736,3 +736,91 @@ async fn the_cashier_renders_expired_closed_and_refused_states() {
     .await
     .unwrap();
 }
+
+/// A till's code in a browser: its printed poster's QR decodes to the code's URL; on a phone
+/// the page takes an amount, goes on to the cashier and, paid, to the code's receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_poster_decodes_and_its_page_pays_on_a_phone() {
+    if !browser_available("the_code_poster_decodes_and_its_page_pays_on_a_phone") {
+        return;
+    }
+    let h = Harness::start().await;
+    let body = json!({"name": "二号收银台 Till 2", "currency": "CNY", "methods": ["alipay_qr"]});
+    let (status, code) = h
+        .post(&h.shop_a, "/v1/codes", &body.to_string(), "b-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let url = code["url"].as_str().unwrap().to_owned();
+    let id = code["id"].as_str().unwrap();
+    let poster = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.svg"),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let poster_path = dir.path().join("poster.svg");
+    std::fs::write(&poster_path, &poster.body).unwrap();
+    let (shown_url, receipt) = tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(420, 600);
+        browser.go(&format!("file://{}", poster_path.display()));
+        let shot = browser.screenshot("code-poster");
+        assert_eq!(decode_qr(&shot), url, "the poster's QR is the code's URL");
+        drop(browser);
+
+        let phone = Browser::phone(390, 844);
+        phone.go(&url);
+        phone.screenshot("code-page-keypad");
+        let widths =
+            phone.script("return [document.documentElement.scrollWidth, window.innerWidth];");
+        assert_eq!(widths, json!([390, 390]), "no horizontal scrolling");
+        phone.script("document.querySelector('#amount-field').value = '23.40'; return 0;");
+        phone.click("#pay");
+        phone.wait_until(10, "document.querySelector('#order')");
+        let shown = phone.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("¥23.40"), "{shown}");
+        phone.screenshot("code-cashier");
+        let cashier = phone.script("return location.href;");
+        (cashier.as_str().unwrap().to_owned(), phone)
+    })
+    .await
+    .unwrap();
+    // The shopper pays the order the cashier opened (its page in the phone's browser).
+    let page = h.browse(&shown_url, common::PHONE_UA).await;
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(
+        html.contains("alipay_wap") || html.contains("alipay_qr"),
+        "{html}"
+    );
+    let chosen = h
+        .submit(
+            &format!("{shown_url}/pay"),
+            common::PHONE_UA,
+            &[("method", "alipay_qr")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303);
+    let (_, payments) = h.get(&h.shop_a, "/v1/payments?limit=1").await;
+    let payment = payments["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(payments["data"][0]["metadata"]["code_id"], code["id"]);
+    h.sandbox("/sandbox/pay", json!({"out_trade_no": payment}))
+        .await;
+    h.wait_for(&h.shop_a, &payment, "succeeded").await;
+    let checkout = payments["data"][0]["metadata"]["checkout_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code_url = code["url"].as_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        receipt.go(&format!("{code_url}?receipt={checkout}"));
+        let state = receipt.script("return document.querySelector('#state').dataset.state;");
+        assert_eq!(state, json!("paid"));
+        receipt.screenshot("code-receipt");
+    })
+    .await
+    .unwrap();
+}

@@ -526,13 +526,15 @@ pub fn code_poster(
         .map(|(i, w)| {
             let facts = registry::facts(*w);
             let x = 30 + i * width;
+            let middle = x + width.saturating_sub(8) / 2;
             format!(
-                "<rect x=\"{x}\" y=\"520\" width=\"{}\" height=\"40\" rx=\"6\" fill=\"{}\"/>\
-                 <text x=\"{}\" y=\"546\" font-size=\"16\" fill=\"#fff\" text-anchor=\"middle\">{}</text>",
+                "<rect x=\"{x}\" y=\"515\" width=\"{}\" height=\"50\" rx=\"6\" fill=\"{}\"/>\
+                 <text x=\"{middle}\" y=\"537\" font-size=\"16\" fill=\"#fff\" text-anchor=\"middle\">{}</text>\
+                 <text x=\"{middle}\" y=\"556\" font-size=\"12\" fill=\"#fff\" text-anchor=\"middle\">{}</text>",
                 width.saturating_sub(8),
                 escape(facts.wallet.brand_colour),
-                x + width.saturating_sub(8) / 2,
-                escape(&wallet_name(*w))
+                escape(facts.wallet.name_zh),
+                escape(facts.wallet.name_en)
             )
         })
         .collect();
