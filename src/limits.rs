@@ -6,13 +6,15 @@
 //! configured bound and is otherwise not sent (and says so): never silently dropped.
 //!
 //! Limiters are one per merchant and one per account, built from the config, so their number
-//! is bounded by the config; there is no keyed state to prune.
+//! is bounded by the config. The one keyed limiter, [`CodeLimits`] (scans of payment codes), is
+//! pruned by the janitor.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
@@ -48,6 +50,44 @@ impl RawLimit {
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// Scans of each payment code: a scan opens a checkout, so a code (printed, so anyone may
+/// hold it) opens at most [`CodeLimits::PER_MINUTE`] a minute, in bursts of
+/// [`CodeLimits::BURST`].
+pub struct CodeLimits(RateLimiter<String, HashMapStateStore<String>, DefaultClock>);
+
+impl std::fmt::Debug for CodeLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodeLimits({} codes)", self.0.len())
+    }
+}
+
+impl Default for CodeLimits {
+    fn default() -> CodeLimits {
+        let quota = Quota::per_minute(NonZeroU32::new(Self::PER_MINUTE).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(Self::BURST).unwrap_or(NonZeroU32::MIN));
+        CodeLimits(RateLimiter::hashmap(quota))
+    }
+}
+
+impl CodeLimits {
+    /// Sustained scans a minute per code.
+    pub const PER_MINUTE: u32 = 30;
+    /// Scans at once.
+    pub const BURST: u32 = 10;
+
+    /// Counts a scan of `code_id`: `Err` with how long to wait when it is over its limit.
+    pub fn check(&self, code_id: &str) -> Result<(), Duration> {
+        self.0
+            .check_key(&code_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets codes whose limit is back to full (the janitor, every pass).
+    pub fn prune(&self) {
+        self.0.retain_recent();
+    }
+}
 
 /// One GCRA limiter with its quota.
 pub struct Limit {

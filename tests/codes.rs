@@ -263,6 +263,16 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
             .await,
     );
     assert!(page.contains("¥18.00"), "{page}");
+
+    // Each scan opens a checkout: a code takes a burst of 10, then says to wait.
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(h.submit(url, DESKTOP_UA, &[]).await);
+    }
+    let first_refused = answers.iter().position(|r| r.status == 429).unwrap();
+    assert_eq!(first_refused, 9, "the scan before counts: 10 in all");
+    assert!(header(&answers[first_refused], "retry-after").is_some());
+    assert!(text(&answers[first_refused]).contains("data-state=\"busy\""));
 }
 
 on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);

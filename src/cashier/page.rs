@@ -552,6 +552,15 @@ pub fn code_poster(
     ))
 }
 
+/// The page of a code scanned too often just now.
+pub fn code_busy() -> String {
+    format!(
+        "{}<section class=\"card\" id=\"state\" data-state=\"busy\"><p class=\"state bad\">请稍后再试</p>\
+         <p>This code is being scanned too often; please try again in a minute.</p></section>{FOOT}",
+        head("请稍后再试 · Try again shortly", None)
+    )
+}
+
 /// The page of a code that takes no payment (disabled or expired).
 pub fn code_closed(expired: bool) -> String {
     let (state, text) = if expired {

@@ -109,6 +109,7 @@ impl Gateway {
         self.store
             .purge_payer_identities(now - crate::service::checkouts::IDENTITY_STATE_LIFE)
             .await?;
+        self.code_limits.prune();
         let purged = self.store.purge_authorisation_links(now).await?;
         if purged > 0 {
             tracing::debug!(purged, "lapsed or used authorisation links deleted");

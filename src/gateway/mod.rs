@@ -89,6 +89,8 @@ pub struct Gateway {
     sealing: crate::sealing::SealingKey,
     /// The ledger version of each authorisation whose token this instance's adapters hold.
     loaded_authorisations: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
+    /// Scans of payment codes, per code.
+    pub code_limits: crate::limits::CodeLimits,
     /// Moongate's clock: every ledger stamp, schedule and lease.
     pub clock: Clock,
 }
@@ -136,6 +138,7 @@ impl Gateway {
             )),
             sweep_lock: tokio::sync::Mutex::new(()),
             sealing: crate::sealing::SealingKey::derive(&cashier),
+            code_limits: crate::limits::CodeLimits::default(),
             loaded_authorisations: std::sync::Mutex::default(),
             cashier,
             clock,

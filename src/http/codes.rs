@@ -360,6 +360,13 @@ pub(crate) async fn code_page_post(
         Ok(None) => return crate::http::cashier::not_found(),
         Err(error) => return error.into_response(),
     };
+    if let Err(wait) = gw.code_limits.check(&code.id) {
+        let mut response = page_response(StatusCode::TOO_MANY_REQUESTS, page::code_busy(), None);
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     match scan(&gw, &code, form.amount.as_deref(), gw.now()).await {
         Ok(checkout) => {
             tracing::info!(code = %code.id, checkout = %checkout.id, "code scanned");
