@@ -974,6 +974,21 @@ async fn every_post_refuses_a_replayed_nonce() {
         "np-4",
     )
     .await;
+    let code = post(
+        "/v1/codes",
+        "/v1/codes".into(),
+        json!({"name": "Till", "currency": "CNY"}),
+        "np-10",
+    )
+    .await;
+    let code = code["id"].as_str().unwrap().to_owned();
+    post(
+        "/v1/codes/{id}/disable",
+        format!("/v1/codes/{code}/disable"),
+        json!({}),
+        "np-11",
+    )
+    .await;
     post(
         "/v1/events/{id}/resend",
         format!("/v1/events/{event}/resend"),
