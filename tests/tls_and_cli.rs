@@ -114,7 +114,7 @@ fn check_config_accepts_the_demo_and_lists_every_problem() {
     );
     assert!(
         String::from_utf8_lossy(&ok.stdout)
-            .contains("ok (3 merchant(s), 6 account(s), 1 partner(s))")
+            .contains("ok (3 merchant(s), 7 account(s), 2 partner(s))")
     );
 
     let dir = tempfile::tempdir().unwrap();
