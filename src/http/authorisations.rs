@@ -88,21 +88,11 @@ pub(crate) async fn open(State(gw): State<Shared>, Path(token): Path<String>) ->
         Ok(opened) => opened,
         Err(error) => return refused(&error),
     };
-    let secure = if gw.config().public_base_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{BROWSER_COOKIE}={browser}; Path=/authorise; Max-Age=900; HttpOnly; SameSite=Lax{secure}"
-    );
+    let cookie = crate::http::binding_cookie(&gw, BROWSER_COOKIE, &browser, "/authorise", 900);
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
-    match (
-        HeaderValue::from_str(&consent),
-        HeaderValue::from_str(&cookie),
-    ) {
-        (Ok(location), Ok(cookie)) => {
+    match (HeaderValue::from_str(&consent), cookie) {
+        (Ok(location), Some(cookie)) => {
             headers.insert(header::LOCATION, location);
             headers.insert(header::SET_COOKIE, cookie);
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -116,25 +106,13 @@ pub(crate) async fn open(State(gw): State<Shared>, Path(token): Path<String>) ->
     }
 }
 
-/// The value of this browser's binding cookie.
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// `GET /authorise/callback?app_auth_code=…&state=…`: back from the consent page.
 pub(crate) async fn callback(
     State(gw): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let browser = browser_cookie(&headers);
+    let browser = crate::http::cookie_value(&headers, BROWSER_COOKIE);
     let mut response = match gw.finish_authorisation(&query, browser.as_deref()).await {
         Ok((merchant, account)) => page(
             StatusCode::OK,

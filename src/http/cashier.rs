@@ -184,18 +184,16 @@ const IDENTITY_COOKIE: &str = "moongate_identity";
 
 /// To the wallet's OAuth page, with the cookie that binds its `state` to this browser.
 fn identity_redirect(gw: &Gateway, url: &str, browser_token: &str) -> Response {
-    let secure = if gw.config().public_base_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{IDENTITY_COOKIE}={browser_token}; Path=/cashier/identity; Max-Age=600; HttpOnly; SameSite=Lax{secure}"
+    let cookie = crate::http::binding_cookie(
+        gw,
+        IDENTITY_COOKIE,
+        browser_token,
+        "/cashier/identity",
+        crate::service::checkouts::IDENTITY_STATE_LIFE.whole_seconds(),
     );
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
-    if let (Ok(location), Ok(cookie)) = (HeaderValue::from_str(url), HeaderValue::from_str(&cookie))
-    {
+    if let (Ok(location), Some(cookie)) = (HeaderValue::from_str(url), cookie) {
         headers.insert(header::LOCATION, location);
         headers.insert(header::SET_COOKIE, cookie);
     }
@@ -207,17 +205,6 @@ fn identity_redirect(gw: &Gateway, url: &str, browser_token: &str) -> Response {
     response
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// `GET /cashier/identity?code=…&state=…`: back from the wallet's OAuth; on to the checkout's
 /// page, which now knows the payer (or says it could not learn who it is).
 pub async fn cashier_identity(
@@ -226,7 +213,7 @@ pub async fn cashier_identity(
     headers: HeaderMap,
 ) -> Response {
     let browser = Browser::detect(user_agent(&headers));
-    let cookie = cookie_value(&headers, IDENTITY_COOKIE);
+    let cookie = crate::http::cookie_value(&headers, IDENTITY_COOKIE);
     let mut response =
         match finish_identity(&gw, &query, cookie.as_deref(), browser, gw.now()).await {
             Ok(page) => see_other(&page),
@@ -252,16 +239,13 @@ fn return_cookie(
     if seconds <= 0 {
         return None;
     }
-    let secure = if gw.config().public_base_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{RETURN_COOKIE}={token}; Path={}; Max-Age={seconds}; HttpOnly; SameSite=Lax{secure}",
-        return_path(&checkout.id)
-    ))
-    .ok()
+    crate::http::binding_cookie(
+        gw,
+        RETURN_COOKIE,
+        token,
+        &return_path(&checkout.id),
+        seconds,
+    )
 }
 
 const RETURN_COOKIE: &str = "moongate_cashier";

@@ -34,6 +34,21 @@ async fn merchant_code(gw: &Gateway, merchant_id: &str, id: &str) -> Result<Code
         .ok_or_else(|| ApiError::missing("code", id))
 }
 
+/// A code's current state, as the answer to a retry whose first request was abandoned.
+async fn current(
+    gw: &Gateway,
+    merchant_id: &str,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<Answer, ApiError> {
+    let code = merchant_code(gw, merchant_id, id).await?;
+    Ok(Answer {
+        status: StatusCode::OK,
+        body: to_bytes(&view(gw, &code, now)),
+        replayed: true,
+    })
+}
+
 /// A code answer as an idempotency key keeps it (no URL: the link is a credential) gets its
 /// URL derived again.
 fn with_url(gw: &Gateway, mut answer: Answer) -> Answer {
@@ -69,14 +84,7 @@ pub(crate) async fn create_code(
         &merchant.id,
         &key,
         begin,
-        async |id| {
-            let code = merchant_code(&gw, &merchant.id, &id).await?;
-            Ok(Answer {
-                status: StatusCode::OK,
-                body: to_bytes(&view(&gw, &code, now)),
-                replayed: true,
-            })
-        },
+        async |id| current(&gw, &merchant.id, &id, now).await,
         async |code| {
             tracing::info!(code = %code.id, merchant = %merchant.id, "code created");
             let body = code.to_api_json(None, now);
@@ -171,14 +179,7 @@ pub(crate) async fn disable_code(
         &merchant.id,
         &key,
         begin,
-        async |id| {
-            let code = merchant_code(&gw, &merchant.id, &id).await?;
-            Ok(Answer {
-                status: StatusCode::OK,
-                body: to_bytes(&view(&gw, &code, now)),
-                replayed: true,
-            })
-        },
+        async |id| current(&gw, &merchant.id, &id, now).await,
         async |()| {
             let code = gw
                 .store

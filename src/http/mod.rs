@@ -466,6 +466,39 @@ pub(crate) fn no_parameters(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The value of cookie `name` the browser sent.
+pub(crate) fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A cookie binding a step to this browser: `HttpOnly`, `SameSite=Lax` (a wallet's or a
+/// provider's redirect back is a top-level navigation, which carries it), `Secure` when the
+/// gateway is served over https, sent only to `path`.
+pub(crate) fn binding_cookie(
+    gw: &Gateway,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_secs: i64,
+) -> Option<HeaderValue> {
+    let secure = if gw.config().public_base_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
 /// Parses a JSON body strictly; errors name the offending parameter.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
