@@ -765,11 +765,40 @@ async fn the_code_poster_decodes_and_its_page_pays_on_a_phone() {
     let dir = tempfile::tempdir().unwrap();
     let poster_path = dir.path().join("poster.svg");
     std::fs::write(&poster_path, &poster.body).unwrap();
+    // A till's order: its checkout's one QR, for the till's screen.
+    let (_, checkout) = h
+        .checkout(
+            json!({"amount": 1500, "currency": "CNY", "merchant_reference": "till-1",
+                   "description": "Tea", "return_url": "http://shop.invalid/done"}),
+            "b-till",
+        )
+        .await;
+    let till = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Get,
+            &format!("/v1/checkouts/{}/qr.svg", checkout["id"].as_str().unwrap()),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(till.status, 200);
+    let till_path = dir.path().join("till.svg");
+    std::fs::write(&till_path, &till.body).unwrap();
+    let checkout_url = checkout["url"].as_str().unwrap().to_owned();
     let (shown_url, receipt) = tokio::task::spawn_blocking(move || {
         let browser = Browser::start(420, 600);
         browser.go(&format!("file://{}", poster_path.display()));
         let shot = browser.screenshot("code-poster");
         assert_eq!(decode_qr(&shot), url, "the poster's QR is the code's URL");
+        browser.go(&format!("file://{}", till_path.display()));
+        let shot = browser.screenshot("checkout-qr");
+        assert_eq!(
+            decode_qr(&shot),
+            checkout_url,
+            "the till's QR is the cashier URL"
+        );
         drop(browser);
 
         let phone = Browser::phone(390, 844);

@@ -58,3 +58,34 @@ pub async fn get_checkout(
         .await
         .map(IntoResponse::into_response)
 }
+
+/// `GET /v1/checkouts/{id}/qr.svg`: the checkout's cashier URL as a QR code, for a till's
+/// screen: one code for the order that any wallet app can scan (the cashier then branches on
+/// the app, as it does for a link). It is a credential like the URL it holds.
+pub async fn get_checkout_qr(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let checkout = gw
+        .store
+        .checkout(Some(&merchant.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::missing("checkout", &id))?;
+    let svg = crate::cashier::page::qr_svg(&gw.checkout_url(&checkout))
+        .ok_or_else(|| ApiError::internal(&"the cashier URL does not fit a QR code"))?;
+    // A file of its own: the XML declaration the inline version drops.
+    let svg = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{svg}");
+    let mut response = (StatusCode::OK, svg).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("image/svg+xml"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}

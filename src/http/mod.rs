@@ -77,6 +77,7 @@ v1_routes! {
     "/v1/reconciliation_breaks/{id}/repair" => { post: reconciliations::repair_break },
     "/v1/checkouts" => { post: checkouts::create_checkout },
     "/v1/checkouts/{id}" => { get: checkouts::get_checkout },
+    "/v1/checkouts/{id}/qr.svg" => { get: checkouts::get_checkout_qr },
     "/v1/codes" => { post: codes::create_code, get: codes::list_codes },
     "/v1/codes/{id}" => { get: codes::get_code },
     "/v1/codes/{id}/disable" => { post: codes::disable_code },
