@@ -115,6 +115,36 @@ impl Browser {
         )
     }
 
+    /// A phone's browser inside WeChat (its user agent), with a stand-in for WeChat's JS bridge:
+    /// `getBrandWCPayRequest` opens the sandbox's payment sheet (`/sandbox/jsapi`, which checks
+    /// the parameters as WeChat does) and calls the page's callback once the sheet closes.
+    fn wechat(width: u32, height: u32, sandbox: SocketAddr) -> Browser {
+        let browser = Browser::launch(
+            width,
+            height,
+            Some(json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true},
+                "userAgent": common::WECHAT_UA,
+            })),
+        );
+        let bridge = format!(
+            "window.WeixinJSBridge = {{ invoke: function (name, p, done) {{\
+               if (name !== 'getBrandWCPayRequest') return;\
+               var sheet = window.open('http://{sandbox}/sandbox/jsapi?' + new URLSearchParams(p));\
+               var wait = setInterval(function () {{ if (sheet.closed) {{ clearInterval(wait);\
+                 done({{err_msg: 'get_brand_wcpay_request:ok'}}); }} }}, 100); }} }};"
+        );
+        call(
+            browser.addr,
+            "POST",
+            &format!("/session/{}/goog/cdp/execute", browser.session),
+            Some(
+                &json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": bridge}}),
+            ),
+        );
+        browser
+    }
+
     fn launch(width: u32, height: u32, mobile: Option<Value>) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -146,7 +176,7 @@ impl Browser {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--hide-scrollbars",
+                    "--disable-dev-shm-usage", "--hide-scrollbars", "--disable-popup-blocking",
                     format!("--user-data-dir={}", profile.path().display()),
                     format!("--window-size={width},{height}"),
                 ],
@@ -852,4 +882,44 @@ async fn the_code_poster_decodes_and_its_page_pays_on_a_phone() {
     })
     .await
     .unwrap();
+}
+
+/// Inside WeChat: a shop's code scanned, the amount paid in WeChat's own sheet. The cashier
+/// asks WeChat who the payer is (OAuth `snsapi_base`, silent), offers `wechat_jsapi`, the
+/// bridge pays (the sandbox verifies the pay-sign and that this WeChat user is the payer), and
+/// the shopper lands on the code's receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_scanned_inside_wechat_pays_in_wechats_sheet() {
+    if !browser_available("a_code_scanned_inside_wechat_pays_in_wechats_sheet") {
+        return;
+    }
+    let h = Harness::start().await;
+    let body = json!({"name": "面馆 Noodle bar", "currency": "CNY", "amount": 2600});
+    let (status, code) = h
+        .post(&h.shop_b, "/v1/codes", &body.to_string(), "wx-b-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let url = code["url"].as_str().unwrap().to_owned();
+    let sandbox = h.wechat_addr;
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::wechat(390, 844, sandbox);
+        browser.go(&url);
+        browser.screenshot("code-wechat-page");
+        browser.click("#pay");
+        // Code → checkout → WeChat's OAuth → back: the page offers WeChat's in-app payment.
+        browser.wait_until(15, "document.querySelector('button[value=wechat_jsapi]')");
+        browser.screenshot("code-wechat-cashier");
+        browser.click("button[value=wechat_jsapi]");
+        // The bridge pays; the page follows the notification to the code's receipt.
+        browser.wait_until(30, "document.querySelector('#state[data-state=paid]') && location.search.includes('receipt=')");
+        let shown = browser.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("¥26.00"), "{shown}");
+        browser.screenshot("code-wechat-receipt");
+    })
+    .await
+    .unwrap();
+    let (_, payments) = h.get(&h.shop_b, "/v1/payments?limit=1").await;
+    assert_eq!(payments["data"][0]["method"], "wechat_jsapi");
+    assert_eq!(payments["data"][0]["status"], "succeeded");
+    assert_eq!(payments["data"][0]["metadata"]["code_id"], code["id"]);
 }

@@ -39,6 +39,9 @@ pub struct View<'a> {
     pub sandbox_wallet: Option<String>,
     /// The nonce allowed for the JSAPI script.
     pub script_nonce: &'a str,
+    /// Back from the wallet's in-app payment sheet (its callback): wait for the outcome
+    /// instead of opening the sheet again.
+    pub after_sheet: bool,
     /// Now (for the time left).
     pub now: OffsetDateTime,
 }
@@ -382,6 +385,17 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
                 false,
             )
         }
+        Some(NextAction::WechatJsapi { .. }) if view.after_sheet => (
+            open(format!(
+                "<h1>{wallet}</h1><p>正在确认支付结果 · Waiting for {} to confirm the payment.</p>\
+                 <a class=\"secondary\" href=\"{}\">重新打开{} · Open {} again</a>",
+                escape(facts.name_en),
+                escape(&view.path),
+                escape(facts.name_zh),
+                escape(facts.name_en),
+            )),
+            false,
+        ),
         Some(NextAction::WechatJsapi { parameters }) => (
             open(format!(
                 "<h1>{wallet}</h1><p>正在打开{}… Opening {}…</p>\
@@ -415,7 +429,7 @@ fn jsapi_script(parameters: &JsapiParameters, nonce: &str, path: &str) -> String
         .replace('<', "\\u003c");
     format!(
         "<script nonce=\"{}\">(function(){{var p={json};function pay(){{\
-         WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(){{location.replace({path});}});}}\
+         WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(){{location.replace({path}+'?sheet=done');}});}}\
          if(typeof WeixinJSBridge==='undefined'){{document.addEventListener('WeixinJSBridgeReady',pay,false);}}else{{pay();}}}})();</script>",
         escape(nonce)
     )

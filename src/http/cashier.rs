@@ -30,6 +30,9 @@ pub struct ChoiceForm {
 pub struct PageQuery {
     #[serde(default)]
     n: Option<String>,
+    /// `done`: back from the wallet's in-app sheet.
+    #[serde(default)]
+    sheet: Option<String>,
 }
 
 pub(crate) fn user_agent(headers: &HeaderMap) -> &str {
@@ -166,6 +169,7 @@ pub async fn cashier_page(
             .map(|n| n.text().to_owned()),
         sandbox_wallet,
         script_nonce: &nonce,
+        after_sheet: query.sheet.as_deref() == Some("done"),
         now,
     };
     let rendered = page::render(&view);

@@ -747,6 +747,7 @@ pub fn router(sandbox: Shared) -> Router {
         .route("/v3/billdownload/file", get(v3_entry))
         .route("/connect/oauth2/authorize", get(oauth::authorize))
         .route("/sns/oauth2/access_token", get(oauth::access_token))
+        .route("/sandbox/jsapi", get(oauth::bridge_pay))
         .route("/sandbox/statement-clock", post(control_statement_clock))
         .route("/pay/micropay", post(micropay))
         .route("/sandbox/pay", post(control_pay))

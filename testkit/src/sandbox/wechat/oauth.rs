@@ -203,3 +203,89 @@ pub(super) async fn access_token(
     }))
     .into_response()
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BridgePay {
+    app_id: String,
+    time_stamp: String,
+    nonce_str: String,
+    package: String,
+    sign_type: String,
+    pay_sign: String,
+}
+
+/// `GET /sandbox/jsapi?appId&timeStamp&nonceStr&package&signType&paySign`: WeChat's in-app
+/// payment sheet, for a test's stand-in of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`
+/// (it opens this page as the sheet and calls the page's callback once the sheet closes). It
+/// checks what WeChat checks: the order the `prepay_id` names is a JSAPI order under `appId`;
+/// the pay-sign verifies with the merchant's key over `appId\ntimeStamp\nnonceStr\npackage\n`
+/// (RSA); the WeChat user paying (`x-sandbox-wechat-user`, default `shopper`) is the order's
+/// payer (an openid is one user's under one app); an order already paid is refused. Then it
+/// pays, notifies, and closes.
+pub(super) async fn bridge_pay(
+    State(sb): State<Shared>,
+    headers: HeaderMap,
+    Query(call): Query<BridgePay>,
+) -> Response {
+    let refuse = |why: &str| page(StatusCode::BAD_REQUEST, why);
+    let Some(prepay_id) = call.package.strip_prefix("prepay_id=") else {
+        return refuse("package 参数错误 (prepay_id=…)");
+    };
+    let found = sb
+        .lock()
+        .orders
+        .values()
+        .find(|o| o.prepay_id == prepay_id && o.trade_type == "JSAPI")
+        .cloned();
+    let Some(order) = found else {
+        return refuse("prepay_id 不存在 (no JSAPI order)");
+    };
+    let payer_app = order
+        .sub
+        .as_ref()
+        .filter(|s| s.sub_openid)
+        .and_then(|s| s.sub_appid.clone())
+        .unwrap_or_else(|| order.appid.clone());
+    if call.app_id != payer_app {
+        return refuse("appId 与下单 appid 不一致");
+    }
+    if call.sign_type != "RSA" {
+        return refuse("signType 参数错误 (RSA)");
+    }
+    let message = format!(
+        "{}\n{}\n{}\n{}\n",
+        call.app_id, call.time_stamp, call.nonce_str, call.package
+    );
+    let verified = sb
+        .merchants
+        .get(&order.mchid)
+        .is_some_and(|m| m.verifier.verify_base64(message.as_bytes(), &call.pay_sign));
+    if !verified {
+        return refuse("支付验证签名失败 (paySign does not verify)");
+    }
+    let user = headers
+        .get("x-sandbox-wechat-user")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("shopper");
+    if openid_of(&payer_app, user) != order.openid {
+        return refuse("当前用户不是下单用户 (another WeChat user's order)");
+    }
+    let control = super::control::ControlOrder {
+        mchid: Some(order.owner().to_owned()),
+        out_trade_no: order.out_trade_no.clone(),
+        notify: true,
+    };
+    if order.state.paid() {
+        return refuse("该订单已支付 (already paid)");
+    }
+    if let Err((status, message)) = sb.pay(&control) {
+        return (status, message).into_response();
+    }
+    // The sheet closes itself; the page's callback then runs.
+    Html(
+        "<!doctype html><meta charset=utf-8><title>支付成功</title><p>支付成功 Paid.</p>\
+         <script>window.close();</script>",
+    )
+    .into_response()
+}
