@@ -21,7 +21,7 @@ use moongate_adapter_alipay::settings::SubMerchantSettings as AlipaySubMerchant;
 use moongate_adapter_unionpay::settings::Settings as UnionPaySettings;
 use moongate_adapter_unionpay::{AccountError as UnionPayAccountError, UnionPayAdapter};
 
-use crate::config::{parse_settings, resolve_secret};
+use crate::config::{ManagedAuthorisation, parse_settings, resolve_secret};
 
 /// What a provider declares about itself.
 pub fn facts(kind: ProviderKind) -> &'static ProviderFacts {
@@ -210,10 +210,9 @@ impl PartnerKeys {
 pub struct SubMerchantAdapter {
     /// The adapter.
     pub adapter: Arc<dyn PaymentAdapter>,
-    /// Its identity under its partner (`auth_app_id`, `sub_mchid`).
-    pub identity: String,
-    /// The token it calls with, filled and refreshed by the core.
-    pub managed_token: Option<TokenSlot>,
+    /// When Moongate obtains its token (no token configured): the slot its adapter reads and
+    /// the identity the authorisation must name.
+    pub authorisation: Option<ManagedAuthorisation>,
 }
 
 /// Builds the adapter of one sub-merchant account from its partner's loaded keys and its own
@@ -235,14 +234,19 @@ pub fn build_sub_merchant_adapter(
                 }
                 None => (TokenSlot::new(None), true),
             };
-            let authorisation = moongate_adapter_alipay::Authorisation {
-                auth_app_id: &own.auth_app_id,
-                app_auth_token: slot.clone(),
-            };
+            let adapter = isv.for_authorisation(
+                &moongate_adapter_alipay::Authorisation {
+                    auth_app_id: &own.auth_app_id,
+                    app_auth_token: slot.clone(),
+                },
+                own.seller_id.as_deref(),
+            );
             Ok(SubMerchantAdapter {
-                adapter: Arc::new(isv.for_authorisation(&authorisation, own.seller_id.as_deref())),
-                identity: own.auth_app_id.clone(),
-                managed_token: managed.then_some(slot),
+                adapter: Arc::new(adapter),
+                authorisation: managed.then_some(ManagedAuthorisation {
+                    slot,
+                    identity: own.auth_app_id,
+                }),
             })
         }
         (ProviderKind::WechatPay, PartnerKeys::WechatPay(provider)) => {
@@ -254,8 +258,7 @@ pub fn build_sub_merchant_adapter(
                         sub_appid: own.sub_appid.as_deref(),
                     },
                 )),
-                identity: own.sub_mchid.clone(),
-                managed_token: None,
+                authorisation: None,
             })
         }
         (ProviderKind::Alipay | ProviderKind::WechatPay | ProviderKind::UnionPay, _) => {

@@ -209,6 +209,23 @@ pub fn serves(
     serving_account(merchant, checkout, method, channel).is_some()
 }
 
+/// The wallets whose cashier methods the merchant's accounts and routing rules would take a
+/// payment of this checkout with, in some browser (empty: nothing can pay it).
+pub fn served_wallets(merchant: &Merchant, checkout: &Checkout) -> Vec<ProviderKind> {
+    let mut wallets: Vec<ProviderKind> = Vec::new();
+    for method in cashier_methods() {
+        let wallet = method.provider();
+        if !wallets.contains(&wallet)
+            && Channel::ALL
+                .iter()
+                .any(|&channel| serves(merchant, checkout, method, channel))
+        {
+            wallets.push(wallet);
+        }
+    }
+    wallets
+}
+
 /// The account the merchant's routing would send a payment of this checkout with `method` to
 /// first.
 pub fn serving_account<'m>(

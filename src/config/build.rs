@@ -233,13 +233,7 @@ impl RawConfig {
                         &account.settings,
                         base_dir,
                     )
-                    .map(|built| {
-                        let authorisation = built.managed_token.map(|slot| ManagedAuthorisation {
-                            slot,
-                            identity: built.identity,
-                        });
-                        (built.adapter, authorisation)
-                    }),
+                    .map(|built| (built.adapter, built.authorisation)),
                 };
                 match built {
                     Ok((adapter, authorisation)) => accounts.push(Account {

@@ -765,14 +765,13 @@ fn build_table(path: &Path, table: toml::Table) -> Result<Config, ConfigErrors> 
     }
 }
 
-/// The merchant of `merchants_dir` a problem is about, if it is one of `files`' merchants.
-fn file_merchant<'a>(
-    problem: &ConfigProblem,
-    files: impl Iterator<Item = &'a String>,
-) -> Option<String> {
-    let rest = problem.path.strip_prefix("merchants.")?;
-    let id = rest.split(['.', '[']).next()?;
-    files.into_iter().find(|f| f.as_str() == id).cloned()
+/// The merchant a problem is about (`merchants.<id>…`).
+fn file_merchant(problem: &ConfigProblem) -> Option<&str> {
+    problem
+        .path
+        .strip_prefix("merchants.")?
+        .split(['.', '['])
+        .next()
 }
 
 /// A reload that takes `merchants_dir` files one by one: when only some merchant files are at
@@ -790,7 +789,6 @@ pub fn reload_build(
         file_problems,
     } = read_all(path)?;
     let mut refused = file_problems;
-    let mut known: BTreeSet<String> = files.iter().map(|(id, _)| id.to_owned()).collect();
     // The files that read, as they are (the others' merchants left out). The table is not
     // kept for a second try (10,000 merchants' tables are worth not copying): a second try
     // reads the files again.
@@ -802,11 +800,12 @@ pub fn reload_build(
         Ok(_) => Vec::new(),
         Err(ConfigErrors(problems)) => problems,
     };
+    let mut known: BTreeSet<String> = files.iter().map(|(id, _)| id.to_owned()).collect();
     drop(files);
     // Every problem must be a merchant file's (its merchants, or the files that did not read).
     let mut bad: BTreeSet<String> = BTreeSet::new();
     for p in &refused {
-        if let Some(id) = p.path.strip_prefix("merchants.") {
+        if let Some(id) = file_merchant(p) {
             bad.insert(id.to_owned());
             known.insert(id.to_owned());
         } else {
@@ -814,9 +813,9 @@ pub fn reload_build(
         }
     }
     for p in &problems {
-        match file_merchant(p, known.iter()) {
+        match file_merchant(p).filter(|id| known.contains(*id)) {
             Some(id) => {
-                bad.insert(id);
+                bad.insert(id.to_owned());
             }
             None => return Err(ConfigErrors([refused, problems].concat())),
         }
@@ -828,11 +827,12 @@ pub fn reload_build(
         file_problems,
     } = read_all(path)?;
     // A file that stopped reading since is left out too.
-    for p in &file_problems {
-        if let Some(id) = p.path.strip_prefix("merchants.") {
-            bad.insert(id.to_owned());
-        }
-    }
+    bad.extend(
+        file_problems
+            .iter()
+            .filter_map(file_merchant)
+            .map(str::to_owned),
+    );
     let mut files = MerchantFiles::default();
     for (id, text) in read_files.iter() {
         if !bad.contains(id) {

@@ -174,23 +174,16 @@ fn rfc3339(at: OffsetDateTime) -> Option<String> {
 }
 
 impl Gateway {
-    fn bound(&self, merchant_id: &str, account_id: &str) -> Result<Bound, AuthorisationError> {
-        let unknown = || AuthorisationError::UnknownAccount {
-            merchant: merchant_id.to_owned(),
-            account: account_id.to_owned(),
-        };
-        let merchant = Arc::clone(
-            self.config()
-                .merchants
-                .get(merchant_id)
-                .ok_or_else(unknown)?,
-        );
-        let index = merchant
-            .accounts
-            .iter()
-            .position(|a| a.id == account_id)
-            .ok_or_else(unknown)?;
-        Ok(Bound { merchant, index })
+    fn bound_or_unknown(
+        &self,
+        merchant_id: &str,
+        account_id: &str,
+    ) -> Result<Bound, AuthorisationError> {
+        self.bound(merchant_id, account_id)
+            .ok_or_else(|| AuthorisationError::UnknownAccount {
+                merchant: merchant_id.to_owned(),
+                account: account_id.to_owned(),
+            })
     }
 
     /// A start link for an account that authorises its partner's app through Moongate.
@@ -199,7 +192,7 @@ impl Gateway {
         merchant_id: &str,
         account_id: &str,
     ) -> Result<StartedAuthorisation, AuthorisationError> {
-        let bound = self.bound(merchant_id, account_id)?;
+        let bound = self.bound_or_unknown(merchant_id, account_id)?;
         managed(bound.account())?;
         let base = self.config().public_base_url.clone();
         create_link(&*self.store, &base, merchant_id, account_id, self.now()).await
@@ -222,7 +215,7 @@ impl Gateway {
             )
             .await?
             .ok_or(AuthorisationError::LinkInvalid)?;
-        let bound = self.bound(&link.merchant_id, &link.account_id)?;
+        let bound = self.bound_or_unknown(&link.merchant_id, &link.account_id)?;
         let (_, authorising) = managed(bound.account())?;
         let consent = authorising.consent_url(&self.public_url(CALLBACK_PATH), &state);
         Ok((consent, browser))
@@ -251,7 +244,7 @@ impl Gateway {
             )
             .await?
             .ok_or(AuthorisationError::StateInvalid)?;
-        let bound = self.bound(&link.merchant_id, &link.account_id)?;
+        let bound = self.bound_or_unknown(&link.merchant_id, &link.account_id)?;
         let account = bound.account();
         let (managed, authorising) = managed(account)?;
         let code = query
@@ -343,11 +336,16 @@ impl Gateway {
         };
         let version = self.store.save_authorisation(record, link_id).await?;
         managed.slot.replace(Some(granted.token));
+        self.note_loaded(merchant_id, &account.id, version);
+        Ok(())
+    }
+
+    /// Records the ledger version of the token this instance's adapter now holds.
+    fn note_loaded(&self, merchant_id: &str, account_id: &str, version: i64) {
         self.loaded_authorisations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((merchant_id.to_owned(), account.id.clone()), version);
-        Ok(())
+            .insert((merchant_id.to_owned(), account_id.to_owned()), version);
     }
 
     fn loaded_version(&self, merchant_id: &str, account_id: &str) -> Option<i64> {
@@ -398,13 +396,7 @@ impl Gateway {
                 }
             };
             managed.slot.replace(token);
-            self.loaded_authorisations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    (stored.merchant_id.clone(), stored.account_id.clone()),
-                    stored.version,
-                );
+            self.note_loaded(&stored.merchant_id, &stored.account_id, stored.version);
         }
         Ok(())
     }

@@ -12,7 +12,8 @@ mod payments;
 mod refunds;
 
 pub use authorisations::{
-    AuthorisationError, AuthorisationView, BROWSER_COOKIE, CALLBACK_PATH, StartedAuthorisation,
+    AuthorisationError, AuthorisationView, BROWSER_COOKIE, CALLBACK_PATH, STATE_LIFE,
+    StartedAuthorisation,
 };
 pub use janitor::check_delay;
 
@@ -253,11 +254,13 @@ impl Gateway {
 
     /// The merchant and account of a payment.
     pub fn account_of(&self, payment: &Payment) -> Option<Bound> {
-        let merchant = Arc::clone(self.config().merchants.get(&payment.merchant_id)?);
-        let index = merchant
-            .accounts
-            .iter()
-            .position(|a| a.id == payment.account_id)?;
+        self.bound(&payment.merchant_id, &payment.account_id)
+    }
+
+    /// A merchant's account in the config in force.
+    pub fn bound(&self, merchant_id: &str, account_id: &str) -> Option<Bound> {
+        let merchant = Arc::clone(self.config().merchants.get(merchant_id)?);
+        let index = merchant.accounts.iter().position(|a| a.id == account_id)?;
         Some(Bound { merchant, index })
     }
 

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::gateway::{AuthorisationError, BROWSER_COOKIE};
+use crate::gateway::{AuthorisationError, BROWSER_COOKIE, STATE_LIFE};
 use crate::http::{Shared, parse_body};
 
 #[derive(Debug, Deserialize)]
@@ -51,17 +51,15 @@ pub(crate) async fn list(State(gw): State<Shared>) -> Result<Response, ApiError>
     Ok(axum::Json(serde_json::json!({ "data": views })).into_response())
 }
 
+/// A page of the merchant's browser, with the cashier's headers (never cached, never framed,
+/// no referrer: the link and the callback's code are credentials; no script).
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let body = format!(
         "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
          <title>{title}</title><h1>{title}</h1><p>{}</p>",
         crate::html::escape(text)
     );
-    let mut response = (status, Html(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::http::cashier::page_response(status, body, None)
 }
 
 fn refused(error: &AuthorisationError) -> Response {
@@ -88,22 +86,19 @@ pub(crate) async fn open(State(gw): State<Shared>, Path(token): Path<String>) ->
         Ok(opened) => opened,
         Err(error) => return refused(&error),
     };
-    let cookie = crate::http::binding_cookie(&gw, BROWSER_COOKIE, &browser, "/authorise", 900);
-    let mut response = StatusCode::FOUND.into_response();
-    let headers = response.headers_mut();
-    match (HeaderValue::from_str(&consent), cookie) {
-        (Ok(location), Some(cookie)) => {
-            headers.insert(header::LOCATION, location);
-            headers.insert(header::SET_COOKIE, cookie);
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        _ => page(
+    let binding = (
+        BROWSER_COOKIE,
+        browser.as_str(),
+        "/authorise",
+        STATE_LIFE.whole_seconds(),
+    );
+    crate::http::binding_redirect(&gw, &consent, binding).unwrap_or_else(|| {
+        page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Authorisation not started",
             "the consent page's address is not a valid header",
-        ),
-    }
+        )
+    })
 }
 
 /// `GET /authorise/callback?app_auth_code=…&state=…`: back from the consent page.
@@ -125,9 +120,6 @@ pub(crate) async fn callback(
         Err(error) => refused(&error),
     };
     // The binding has done its work either way.
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("moongate_authorise=; Path=/authorise; Max-Age=0; HttpOnly"),
-    );
+    crate::http::end_binding(&mut response, BROWSER_COOKIE, "/authorise");
     response
 }

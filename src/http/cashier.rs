@@ -18,7 +18,8 @@ use crate::gateway::Gateway;
 use crate::http::Shared;
 use crate::http::extract::PeerAddr;
 use crate::service::checkouts::{
-    IdentityRefusal, Notice, choose, close_leftovers, finish_identity, new_token, start_identity,
+    IDENTITY_STATE_LIFE, IdentityRefusal, Notice, choose, close_leftovers, finish_identity,
+    new_token, start_identity,
 };
 
 #[derive(Debug, Deserialize)]
@@ -143,7 +144,14 @@ pub async fn cashier_page(
         && let Some(identity) = account.adapter.payer_identity()
     {
         let (url, browser_token) = start_identity(&gw, &checkout, identity, now).await?;
-        return Ok(identity_redirect(&gw, &url, &browser_token));
+        let binding = (
+            IDENTITY_COOKIE,
+            browser_token.as_str(),
+            IDENTITY_PATH,
+            IDENTITY_STATE_LIFE.whole_seconds(),
+        );
+        return crate::http::binding_redirect(&gw, &url, binding)
+            .ok_or_else(|| ApiError::internal(&"the wallet's page is not a valid header"));
     }
     let offers = crate::cashier::offers(&merchant, &checkout, browser);
     let sandbox_wallet = match &state {
@@ -185,29 +193,8 @@ pub async fn cashier_page(
 }
 
 const IDENTITY_COOKIE: &str = "moongate_identity";
-
-/// To the wallet's OAuth page, with the cookie that binds its `state` to this browser.
-fn identity_redirect(gw: &Gateway, url: &str, browser_token: &str) -> Response {
-    let cookie = crate::http::binding_cookie(
-        gw,
-        IDENTITY_COOKIE,
-        browser_token,
-        "/cashier/identity",
-        crate::service::checkouts::IDENTITY_STATE_LIFE.whole_seconds(),
-    );
-    let mut response = StatusCode::FOUND.into_response();
-    let headers = response.headers_mut();
-    if let (Ok(location), Some(cookie)) = (HeaderValue::from_str(url), cookie) {
-        headers.insert(header::LOCATION, location);
-        headers.insert(header::SET_COOKIE, cookie);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
+/// Where the wallet's OAuth comes back (the cookie's path).
+const IDENTITY_PATH: &str = "/cashier/identity";
 
 /// `GET /cashier/identity?code=…&state=…`: back from the wallet's OAuth; on to the checkout's
 /// page, which now knows the payer (or says it could not learn who it is).
@@ -224,10 +211,7 @@ pub async fn cashier_identity(
             Err(IdentityRefusal::Back(page)) => see_other(&page),
             Err(IdentityRefusal::State) => not_found(),
         };
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("moongate_identity=; Path=/cashier/identity; Max-Age=0; HttpOnly"),
-    );
+    crate::http::end_binding(&mut response, IDENTITY_COOKIE, IDENTITY_PATH);
     response
 }
 

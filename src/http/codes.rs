@@ -49,20 +49,6 @@ async fn current(
     })
 }
 
-/// A code answer as an idempotency key keeps it (no URL: the link is a credential) gets its
-/// URL derived again.
-fn with_url(gw: &Gateway, mut answer: Answer) -> Answer {
-    if let Ok(serde_json::Value::Object(mut body)) =
-        serde_json::from_slice::<serde_json::Value>(&answer.body)
-        && body.get("object").and_then(|v| v.as_str()) == Some("code")
-        && let Some(id) = body.get("id").and_then(|v| v.as_str()).map(str::to_owned)
-    {
-        body.insert("url".to_owned(), gw.code_url(&id).into());
-        answer.body = to_bytes(&serde_json::Value::Object(body));
-    }
-    answer
-}
-
 /// `POST /v1/codes`.
 pub(crate) async fn create_code(
     State(gw): State<Shared>,
@@ -92,7 +78,11 @@ pub(crate) async fn create_code(
         },
     )
     .await
-    .map(|answer| with_url(&gw, answer).into_response())
+    .map(|answer| {
+        answer
+            .with_url("code", |id| gw.code_url(id))
+            .into_response()
+    })
 }
 
 /// `GET /v1/codes/{id}`.
@@ -192,26 +182,19 @@ pub(crate) async fn disable_code(
         },
     )
     .await
-    .map(|answer| with_url(&gw, answer).into_response())
+    .map(|answer| {
+        answer
+            .with_url("code", |id| gw.code_url(id))
+            .into_response()
+    })
 }
 
 /// The wallets a code's merchant can take through it, for its page and poster.
 fn wallets(gw: &Gateway, code: &Code) -> Vec<moongate_contract::ProviderKind> {
-    let config = gw.config();
-    let Some(merchant) = config.merchants.get(&code.merchant_id) else {
-        return Vec::new();
-    };
-    let mut kinds: Vec<moongate_contract::ProviderKind> = Vec::new();
-    for method in crate::cashier::cashier_methods() {
-        if !code.methods.is_empty() && !code.methods.contains(&method) {
-            continue;
-        }
-        let kind = method.provider();
-        if !kinds.contains(&kind) && merchant.accounts.iter().any(|a| a.kind == kind) {
-            kinds.push(kind);
-        }
+    match gw.config().merchants.get(&code.merchant_id) {
+        Some(merchant) => crate::service::codes::wallets(gw, merchant, code, gw.now()),
+        None => Vec::new(),
     }
-    kinds
 }
 
 /// `GET /v1/codes/{id}/poster.svg`: a printable poster (A6 proportions): the merchant's and

@@ -500,6 +500,35 @@ pub(crate) fn binding_cookie(
     .ok()
 }
 
+/// `302` to `location` with the cookie that binds the next step to this browser
+/// ([`binding_cookie`]), never cached, no referrer; `None` when either is not a valid header.
+pub(crate) fn binding_redirect(
+    gw: &Gateway,
+    location: &str,
+    (name, value, path, max_age_secs): (&str, &str, &str, i64),
+) -> Option<Response> {
+    let location = HeaderValue::from_str(location).ok()?;
+    let cookie = binding_cookie(gw, name, value, path, max_age_secs)?;
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::SET_COOKIE, cookie);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Some(response)
+}
+
+/// Ends a binding cookie once its step is done (whatever its outcome).
+pub(crate) fn end_binding(response: &mut Response, name: &str, path: &str) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{name}=; Path={path}; Max-Age=0; HttpOnly"))
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
 /// Parses a JSON body strictly; errors name the offending parameter.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);

@@ -143,12 +143,7 @@ pub(crate) fn validate_checkout(
         // The same rule as a payment's payer.
         check_openid(openid)?;
     }
-    let servable = crate::cashier::cashier_methods().any(|m| {
-        crate::routing::Channel::ALL
-            .iter()
-            .any(|&channel| crate::cashier::serves(merchant, &checkout, m, channel))
-    });
-    if !servable {
+    if crate::cashier::served_wallets(merchant, &checkout).is_empty() {
         return Err(ApiError::invalid(
             ErrorCode::MethodUnsupported,
             "methods",
@@ -315,30 +310,10 @@ pub(crate) async fn current(
     })
 }
 
-/// A checkout answer with its cashier URL: the answer an idempotency key keeps has none (the
-/// link is a credential), so a replay gets it derived again. (Answers kept before links were
-/// derived hold theirs, and keep it.)
-pub(crate) fn with_cashier_url(gw: &Gateway, mut answer: Answer) -> Answer {
-    let Ok(serde_json::Value::Object(mut body)) =
-        serde_json::from_slice::<serde_json::Value>(&answer.body)
-    else {
-        return answer;
-    };
-    let Some(id) = body
-        .get("id")
-        .and_then(|v| v.as_str())
-        .filter(|_| body.get("object").and_then(|v| v.as_str()) == Some("checkout"))
-        .filter(|_| body.get("url").is_none_or(serde_json::Value::is_null))
-        .map(str::to_owned)
-    else {
-        return answer;
-    };
-    body.insert(
-        "url".to_owned(),
-        serde_json::Value::String(gw.cashier_url(&id)),
-    );
-    answer.body = to_bytes(&serde_json::Value::Object(body));
-    answer
+/// A checkout answer with its cashier URL ([`Answer::with_url`]). (Answers kept before links
+/// were derived hold theirs, and keep it.)
+pub(crate) fn with_cashier_url(gw: &Gateway, answer: Answer) -> Answer {
+    answer.with_url("checkout", |id| gw.cashier_url(id))
 }
 
 /// Why the last choice did not go through, shown on the page the shopper lands on.

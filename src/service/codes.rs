@@ -117,13 +117,7 @@ pub(crate) fn validate_code(
         created_at: now,
     };
     // A code no account of the merchant could take is refused now, not at the till.
-    let probe = checkout_of(gw, &code, code.amount.unwrap_or(1), now, String::new());
-    let servable = crate::cashier::cashier_methods().any(|m| {
-        crate::routing::Channel::ALL
-            .iter()
-            .any(|&channel| crate::cashier::serves(merchant, &probe, m, channel))
-    });
-    if !servable {
+    if wallets(gw, merchant, &code, now).is_empty() {
         return Err(ApiError::invalid(
             ErrorCode::MethodUnsupported,
             "methods",
@@ -131,6 +125,18 @@ pub(crate) fn validate_code(
         ));
     }
     Ok(code)
+}
+
+/// The wallets a code's payments can be made with (its page and poster show them): those the
+/// merchant's accounts and routing serve for a checkout of the code.
+pub(crate) fn wallets(
+    gw: &Gateway,
+    merchant: &Merchant,
+    code: &Code,
+    now: OffsetDateTime,
+) -> Vec<moongate_contract::ProviderKind> {
+    let probe = checkout_of(gw, code, code.amount.unwrap_or(1), now, String::new());
+    crate::cashier::served_wallets(merchant, &probe)
 }
 
 /// The checkout of one scan.

@@ -118,6 +118,29 @@ impl Answer {
             replayed: false,
         }
     }
+
+    /// The answer with the `url` of its `object` (a checkout's cashier link, a code's URL):
+    /// the answer an idempotency key keeps has none, the link being a credential, so each
+    /// answer gets it derived again from the id. A `url` already there is kept.
+    pub(crate) fn with_url(mut self, object: &str, derive: impl Fn(&str) -> String) -> Answer {
+        let Ok(serde_json::Value::Object(mut body)) =
+            serde_json::from_slice::<serde_json::Value>(&self.body)
+        else {
+            return self;
+        };
+        let Some(id) = body
+            .get("id")
+            .and_then(|v| v.as_str())
+            .filter(|_| body.get("object").and_then(|v| v.as_str()) == Some(object))
+            .filter(|_| body.get("url").is_none_or(serde_json::Value::is_null))
+            .map(str::to_owned)
+        else {
+            return self;
+        };
+        body.insert("url".to_owned(), serde_json::Value::String(derive(&id)));
+        self.body = to_bytes(&serde_json::Value::Object(body));
+        self
+    }
 }
 
 /// Stores the first answer under the merchant's idempotency key (retries replay it).
