@@ -187,6 +187,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A header of an answer (a redirect's `location`, a `set-cookie`), or why there is none.
+fn header(answer: &moongate_contract::HttpResponse, name: &str) -> anyhow::Result<String> {
+    answer
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .with_context(|| format!("no {name} header (HTTP {})", answer.status))
+}
+
 /// Polls a payment until it has `status`.
 async fn wait_status(client: &MerchantClient, id: &str, want: &str) -> anyhow::Result<Value> {
     let mut last = Value::Null;
@@ -478,14 +488,6 @@ async fn isv_authorisation(
             http.send(&request).await.map_err(anyhow::Error::msg)
         }
     };
-    let header = |answer: &moongate_contract::HttpResponse, name: &str| {
-        answer
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .with_context(|| format!("no {name} header (HTTP {})", answer.status))
-    };
     println!(
         "14. The stall authorises the Alipay ISV app demo_isv through Moongate (no token configured)"
     );
@@ -650,15 +652,7 @@ async fn payment_code(
         body: body.as_bytes().to_vec(),
     };
     let scanned = http.send(&form(url.clone(), "amount=16.80")).await?;
-    let location = |answer: &moongate_contract::HttpResponse| {
-        answer
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
-            .map(|(_, v)| v.clone())
-            .with_context(|| format!("no redirect (HTTP {})", answer.status))
-    };
-    let cashier = location(&scanned)?;
+    let cashier = header(&scanned, "location")?;
     println!("   a shopper scans it and types ¥16.80 -> a checkout's cashier page");
     http.send(&form(format!("{cashier}/pay"), "method=alipay_qr"))
         .await?;

@@ -231,10 +231,15 @@ async fn open(gw: &Gateway, token: &str) -> Result<Option<(Code, String)>, ApiEr
     let Some(code) = gw.store.code_by_token_hash(&hash).await? else {
         return Ok(None);
     };
-    let Some(merchant) = gw.config().merchants.get(&code.merchant_id).cloned() else {
+    let Some(name) = gw
+        .config()
+        .merchants
+        .get(&code.merchant_id)
+        .map(|m| m.name.clone())
+    else {
         return Ok(None);
     };
-    Ok(Some((code, merchant.name.clone())))
+    Ok(Some((code, name)))
 }
 
 fn closed(status: CodeStatus) -> Response {
