@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use super::SandboxSettings;
 use super::alipay::CertificateMode;
 use super::unionpay::{UnionPayMerchant, UnionPaySandboxSettings};
-use super::wechat::{KeyMode, SandboxMerchant, SandboxSubMerchant, WechatSandboxSettings};
+use super::wechat::{
+    KeyMode, SandboxMerchant, SandboxOfficialAccount, SandboxSubMerchant, WechatSandboxSettings,
+};
 
 /// The Alipay application the sandbox knows.
 pub const ALIPAY_APP_ID: &str = "2021000122671080";
@@ -62,6 +64,10 @@ const WECHAT_MERCHANT_PUBLIC: &str = "keys/wechatpay-go-merchant-public-key.pem"
 const WECHAT_MERCHANT_PRIVATE: &str = "keys/wechatpay-go-merchant-private-key.pem";
 const WECHAT_APIV3: &str = "demo/wechatpay-apiv3.secret";
 const WECHAT_V2: &str = "demo/wechatpay-v2.secret";
+/// The AppSecret of the official account behind [`WECHAT_APPID`] (its web OAuth).
+const WECHAT_OAUTH: &str = "demo/wechatpay-oauth.secret";
+/// Where the demo's gateway runs: the official account's registered OAuth domain.
+const DEMO_GATEWAY_HOST: &str = "127.0.0.1:8080";
 const WECHAT_SP_APIV3: &str = "demo/wechatpay-sp-apiv3.secret";
 
 /// Both sandboxes' settings, read from a `fixtures/` folder.
@@ -160,7 +166,11 @@ impl Standard {
                     },
                 ],
                 time_divisor,
-                official_accounts: vec![],
+                official_accounts: vec![SandboxOfficialAccount {
+                    appid: WECHAT_APPID.to_owned(),
+                    secret: secret(WECHAT_OAUTH)?,
+                    oauth_domains: vec![DEMO_GATEWAY_HOST.to_owned()],
+                }],
             },
             unionpay: UnionPaySandboxSettings {
                 sign_key_pem: read(fixtures, UNIONPAY_SIGN_KEY)?,
@@ -243,6 +253,11 @@ impl Standard {
             "  API v2 key           {} ({})",
             merchant.and_then(|m| m.api_v2_key.as_deref()).unwrap_or(""),
             file(WECHAT_V2)
+        );
+        let _ = writeln!(
+            out,
+            "  official account     {WECHAT_APPID}, AppSecret in {} (web OAuth {base}/connect/oauth2/authorize, redirect domain {DEMO_GATEWAY_HOST}; payment sheet {base}/sandbox/jsapi)",
+            file(WECHAT_OAUTH)
         );
         let _ = writeln!(
             out,
