@@ -260,6 +260,7 @@ async fn start_sandbox() -> std::net::SocketAddr {
             seller_id: "2088102177846875".into(),
             certificate_mode: None,
             authorisations: vec![],
+            callback_domains: vec![],
         },
         listener,
     )

@@ -234,13 +234,15 @@ pub fn build_sub_merchant_adapter(
                 }
                 None => (TokenSlot::new(None), true),
             };
-            let adapter = isv.for_authorisation(
-                &moongate_adapter_alipay::Authorisation {
-                    auth_app_id: &own.auth_app_id,
-                    app_auth_token: slot.clone(),
-                },
-                own.seller_id.as_deref(),
-            );
+            let adapter = isv
+                .for_authorisation(
+                    &moongate_adapter_alipay::Authorisation {
+                        auth_app_id: &own.auth_app_id,
+                        app_auth_token: slot.clone(),
+                    },
+                    own.seller_id.as_deref(),
+                )
+                .with_jsapi(own.jsapi);
             Ok(SubMerchantAdapter {
                 adapter: Arc::new(adapter),
                 authorisation: managed.then_some(ManagedAuthorisation {
@@ -324,6 +326,11 @@ fn build_alipay(
         seller_id: settings.seller_id.as_deref(),
         app_private_key: &private,
         alipay,
+    })
+    .map(|adapter| {
+        adapter
+            .with_user_authorize_url(&settings.user_authorize_url)
+            .with_jsapi(settings.jsapi)
     })
     .map_err(|e| vec![e.setting()])
 }

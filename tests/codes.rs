@@ -279,7 +279,17 @@ on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);
 
 /// A browser inside WeChat: the user agent, and the cookie it holds (one at a time here).
 async fn wechat(h: &Harness, url: &str, cookie: Option<&str>) -> moongate_contract::HttpResponse {
-    let mut headers = vec![("user-agent".to_owned(), common::WECHAT_UA.to_owned())];
+    in_app(h, common::WECHAT_UA, url, cookie).await
+}
+
+/// A browser inside a wallet's app (`agent`), and the cookie it holds.
+async fn in_app(
+    h: &Harness,
+    agent: &str,
+    url: &str,
+    cookie: Option<&str>,
+) -> moongate_contract::HttpResponse {
+    let mut headers = vec![("user-agent".to_owned(), agent.to_owned())];
     if let Some(cookie) = cookie {
         headers.push(("cookie".to_owned(), cookie.to_owned()));
     }
@@ -414,6 +424,163 @@ async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness)
     let page = text(&wechat(&h, &page_url, None).await);
     assert!(
         page.contains("value=\"wechat_native\"") && !page.contains("wechat_jsapi"),
+        "{page}"
+    );
+}
+
+on_both_ledgers!(inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi);
+
+/// A browser inside the Alipay app.
+async fn alipay(h: &Harness, url: &str, cookie: Option<&str>) -> moongate_contract::HttpResponse {
+    in_app(h, common::ALIPAY_UA, url, cookie).await
+}
+
+/// Inside the Alipay app, `cashier` (of a merchant whose Alipay account has the JSAPI
+/// product) asks Alipay who pays (`auth_base`, naming `link_app_id`) and comes back to offer
+/// `alipay_jsapi`; the payment it creates is paid on the sandbox's sheet. The payment's id.
+async fn alipay_identity_round_trip(h: &Harness, cashier: &str, link_app_id: &str) -> String {
+    let asked = alipay(h, cashier, None).await;
+    assert_eq!(asked.status, 302, "{}", text(&asked));
+    let authorize = header(&asked, "location").unwrap().to_owned();
+    assert!(
+        authorize.starts_with(&format!(
+            "http://{}/oauth2/publicAppAuthorize.htm?app_id={link_app_id}&scope=auth_base&redirect_uri=http%3A%2F%2F{}%2Fcashier%2Fidentity&state=",
+            h.sandbox_addr,
+            h.gateway.addr.to_string().replace(':', "%3A")
+        )),
+        "{authorize}"
+    );
+    let cookie = header(&asked, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Alipay's page works only inside Alipay; there it sends the browser back with a code.
+    assert!(text(&h.browse(&authorize, DESKTOP_UA).await).contains("请在支付宝客户端打开"));
+    let back = alipay(h, &authorize, None).await;
+    assert_eq!(back.status, 302, "{}", text(&back));
+    let callback = header(&back, "location").unwrap().to_owned();
+    assert!(
+        callback.contains("auth_code=") && callback.contains("source=alipay_wallet"),
+        "{callback}"
+    );
+    assert_eq!(alipay(h, &callback, None).await.status, 404);
+    let done = alipay(h, &callback, Some(&cookie)).await;
+    assert_eq!(done.status, 303, "{}", text(&done));
+    assert_eq!(header(&done, "location"), Some(cashier));
+    assert_eq!(alipay(h, &callback, Some(&cookie)).await.status, 404);
+    let page = text(&alipay(h, cashier, None).await);
+    assert!(page.contains("value=\"alipay_jsapi\""), "{page}");
+    assert!(!page.contains("value=\"alipay_wap\""), "{page}");
+    let chosen = h
+        .submit(
+            &format!("{cashier}/pay"),
+            common::ALIPAY_UA,
+            &[("method", "alipay_jsapi")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303, "{}", text(&chosen));
+    let page = text(&alipay(h, cashier, None).await);
+    assert!(page.contains("AlipayJSBridge.call('tradePay'"), "{page}");
+    state_attr(&page, "data-payment").unwrap()
+}
+
+/// Pays a JSAPI trade on the sandbox's sheet, as the Alipay user `user`.
+async fn pay_on_sheet(h: &Harness, trade_no: &str, user: &str) -> u16 {
+    let request = moongate_contract::HttpRequest {
+        method: HttpMethod::Get,
+        url: format!(
+            "http://{}/sandbox/tradepay?tradeNO={trade_no}",
+            h.sandbox_addr
+        ),
+        headers: vec![
+            ("user-agent".to_owned(), common::ALIPAY_UA.to_owned()),
+            ("x-sandbox-alipay-user".to_owned(), user.to_owned()),
+        ],
+        body: vec![],
+    };
+    h.http.send(&request).await.unwrap().status
+}
+
+async fn inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi(h: Harness) {
+    // Shop B's code (its own app), scanned inside Alipay.
+    let body = json!({"name": "Dumplings", "currency": "CNY", "amount": 1800});
+    let (status, code) = h
+        .post(&h.shop_b, "/v1/codes", &body.to_string(), "ali-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let scanned = h
+        .submit(code["url"].as_str().unwrap(), common::ALIPAY_UA, &[])
+        .await;
+    assert_eq!(scanned.status, 303);
+    let cashier = header(&scanned, "location").unwrap().to_owned();
+    let payment_id = alipay_identity_round_trip(&h, &cashier, common::APP_ID).await;
+    let (_, payment) = h
+        .get(&h.shop_b, &format!("/v1/payments/{payment_id}"))
+        .await;
+    assert_eq!(payment["method"], "alipay_jsapi");
+    assert_eq!(payment["amount"], 1800);
+    assert_eq!(payment["metadata"]["code_id"], code["id"]);
+    // The app is of the user-id generation: the payer is a 2088 id.
+    let buyer = payment["payer"]["openid"].as_str().unwrap();
+    assert!(buyer.len() == 16 && buyer.starts_with("2088"), "{payment}");
+    let trade_no = payment["next_action"]["trade_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(payment["next_action"]["type"], "alipay_jsapi");
+    // Another Alipay user cannot pay this payer's trade; the payer can, once.
+    assert_eq!(pay_on_sheet(&h, &trade_no, "someone-else").await, 400);
+    assert_eq!(pay_on_sheet(&h, &trade_no, "shopper").await, 200);
+    h.wait_for(&h.shop_b, &payment_id, "succeeded").await;
+    assert_ne!(pay_on_sheet(&h, &trade_no, "shopper").await, 200);
+    // Back from the sheet the page waits instead of opening it again.
+    let after = text(&alipay(&h, &format!("{cashier}?sheet=done"), None).await);
+    assert!(!after.contains("AlipayJSBridge"), "{after}");
+
+    // Shop F, served through the ISV: the link names the merchant's own app, and the ISV
+    // exchanges the code with the merchant's token.
+    let (_, checkout) = h
+        .post(
+            &h.shop_f,
+            "/v1/checkouts",
+            &json!({"amount": 990, "currency": "CNY", "merchant_reference": "isv-co",
+                    "description": "Tea", "return_url": "https://shop.example/done"})
+            .to_string(),
+            "co-isv-ali",
+        )
+        .await;
+    let cashier = checkout["url"].as_str().unwrap().to_owned();
+    let payment_id = alipay_identity_round_trip(&h, &cashier, common::ISV_MERCHANT_APP_ID).await;
+    let (_, payment) = h
+        .get(&h.shop_f, &format!("/v1/payments/{payment_id}"))
+        .await;
+    assert_eq!(payment["method"], "alipay_jsapi");
+    let trade_no = payment["next_action"]["trade_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(pay_on_sheet(&h, &trade_no, "shopper").await, 200);
+    h.wait_for(&h.shop_f, &payment_id, "succeeded").await;
+
+    // A merchant whose app lacks the product (shop A) keeps the app's WAP cashier: no
+    // authorisation round trip.
+    let (_, checkout) = h
+        .post(
+            &h.shop_a,
+            "/v1/checkouts",
+            &json!({"amount": 500, "currency": "CNY", "merchant_reference": "a-co",
+                    "description": "Tea", "return_url": "https://shop.example/done"})
+            .to_string(),
+            "co-a-ali",
+        )
+        .await;
+    let page = alipay(&h, checkout["url"].as_str().unwrap(), None).await;
+    assert_eq!(page.status, 200);
+    let page = text(&page);
+    assert!(
+        page.contains("value=\"alipay_wap\"") && !page.contains("alipay_jsapi"),
         "{page}"
     );
 }

@@ -154,6 +154,9 @@ fn create_body(
     let mut payer = serde_json::Map::new();
     for (field, _) in facts.payer {
         let value = match field {
+            // The payer's id under the app, in the shape its wallet gives (the Alipay
+            // harness apps are of the 2088 user-id generation).
+            PayerField::Openid if kind == ProviderKind::Alipay => "2088102177846875".to_owned(),
             PayerField::Openid => "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
             PayerField::ClientIp => "203.0.113.7".to_owned(),
             PayerField::PaymentCode => payment_code(kind, method),

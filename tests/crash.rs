@@ -231,6 +231,7 @@ async fn payments_survive_kills_and_faults() {
             seller_id: "2088102177846875".to_owned(),
             certificate_mode: None,
             authorisations: vec![],
+            callback_domains: vec![],
         },
         alipay_listener,
     )

@@ -159,6 +159,9 @@ fn next_action_types() -> BTreeSet<String> {
                 pay_sign: String::new(),
             },
         },
+        NextAction::AlipayJsapi {
+            trade_no: String::new(),
+        },
         NextAction::AwaitShopperConfirmation,
     ];
     for sample in &samples {
@@ -167,6 +170,7 @@ fn next_action_types() -> BTreeSet<String> {
             | NextAction::Redirect { .. }
             | NextAction::FormPost { .. }
             | NextAction::WechatJsapi { .. }
+            | NextAction::AlipayJsapi { .. }
             | NextAction::AwaitShopperConfirmation => {}
         }
     }

@@ -5,9 +5,7 @@
 //! While a payment waits, the page reloads itself every [`REFRESH_SECS`] with
 //! `<meta http-equiv="refresh">`: the shopper's browser follows the payment with no script.
 
-use moongate_contract::{
-    Currency, JsapiParameters, Money, NextAction, PaymentMethod, ProviderKind,
-};
+use moongate_contract::{Currency, Money, NextAction, PaymentMethod, ProviderKind};
 use time::OffsetDateTime;
 
 use super::{Checkout, Offer, Offers, State};
@@ -385,25 +383,29 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
                 false,
             )
         }
-        Some(NextAction::WechatJsapi { .. }) if view.after_sheet => (
-            open(format!(
-                "<h1>{wallet}</h1><p>正在确认支付结果 · Waiting for {} to confirm the payment.</p>\
-                 <a class=\"secondary\" href=\"{}\">重新打开{} · Open {} again</a>",
-                escape(facts.name_en),
-                escape(&view.path),
-                escape(facts.name_zh),
-                escape(facts.name_en),
-            )),
-            false,
-        ),
-        Some(NextAction::WechatJsapi { parameters }) => (
+        Some(NextAction::WechatJsapi { .. } | NextAction::AlipayJsapi { .. })
+            if view.after_sheet =>
+        {
+            (
+                open(format!(
+                    "<h1>{wallet}</h1><p>正在确认支付结果 · Waiting for {} to confirm the payment.</p>\
+                     <a class=\"secondary\" href=\"{}\">重新打开{} · Open {} again</a>",
+                    escape(facts.name_en),
+                    escape(&view.path),
+                    escape(facts.name_zh),
+                    escape(facts.name_en),
+                )),
+                false,
+            )
+        }
+        Some(action @ (NextAction::WechatJsapi { .. } | NextAction::AlipayJsapi { .. })) => (
             open(format!(
                 "<h1>{wallet}</h1><p>正在打开{}… Opening {}…</p>\
                  <a class=\"secondary\" href=\"{}\">已完成支付 · I have paid</a>{}",
                 escape(facts.name_zh),
                 escape(facts.name_en),
                 escape(&view.path),
-                jsapi_script(parameters, view.script_nonce, &view.path)
+                bridge_script(action, view.script_nonce, &view.path)
             )),
             true,
         ),
@@ -417,21 +419,40 @@ fn pending_body(view: &View<'_>, payment: &Payment) -> (String, bool) {
     }
 }
 
-/// The one script a cashier page may run: WeChat's documented in-app bridge call with the
-/// signed parameters, then a reload to show the outcome.
-fn jsapi_script(parameters: &JsapiParameters, nonce: &str, path: &str) -> String {
-    // JSON inside <script>: escape '<' so no "</script>" can end it early.
-    let json = serde_json::to_string(parameters)
-        .unwrap_or_else(|_| "{}".to_owned())
-        .replace('<', "\\u003c");
-    let path = serde_json::to_string(path)
-        .unwrap_or_else(|_| "\"\"".to_owned())
-        .replace('<', "\\u003c");
+/// JSON inside `<script>`: `<` escaped so no `</script>` can end it early.
+fn script_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".to_owned())
+        .replace('<', "\\u003c")
+}
+
+/// The one script a cashier page may run: the wallet app's documented in-app bridge call
+/// (WeChat's `getBrandWCPayRequest` with the signed parameters, Alipay's `tradePay` with the
+/// trade number), then a reload that shows the outcome instead of opening the sheet again.
+fn bridge_script(action: &NextAction, nonce: &str, path: &str) -> String {
+    let (bridge, call) = match action {
+        NextAction::WechatJsapi { parameters } => (
+            "WeixinJSBridge",
+            format!(
+                "WeixinJSBridge.invoke('getBrandWCPayRequest',{},done);",
+                script_json(parameters)
+            ),
+        ),
+        NextAction::AlipayJsapi { trade_no } => (
+            "AlipayJSBridge",
+            format!(
+                "AlipayJSBridge.call('tradePay',{{tradeNO:{}}},done);",
+                script_json(trade_no)
+            ),
+        ),
+        _ => return String::new(),
+    };
     format!(
-        "<script nonce=\"{}\">(function(){{var p={json};function pay(){{\
-         WeixinJSBridge.invoke('getBrandWCPayRequest',p,function(){{location.replace({path}+'?sheet=done');}});}}\
-         if(typeof WeixinJSBridge==='undefined'){{document.addEventListener('WeixinJSBridgeReady',pay,false);}}else{{pay();}}}})();</script>",
-        escape(nonce)
+        "<script nonce=\"{}\">(function(){{function done(){{location.replace({}+'?sheet=done');}}\
+         function pay(){{{call}}}\
+         if(typeof {bridge}==='undefined'){{document.addEventListener('{bridge}Ready',pay,false);}}else{{pay();}}}})();</script>",
+        escape(nonce),
+        script_json(&path),
     )
 }
 
@@ -641,6 +662,7 @@ pub fn not_found() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moongate_contract::JsapiParameters;
 
     #[test]
     fn amounts_read_as_shoppers_expect() {
@@ -664,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn the_jsapi_script_cannot_be_closed_by_its_data() {
+    fn the_bridge_scripts_cannot_be_closed_by_their_data() {
         let parameters = JsapiParameters {
             app_id: "wx</script><script>alert(1)</script>".to_owned(),
             time_stamp: "1".to_owned(),
@@ -673,9 +695,19 @@ mod tests {
             sign_type: "RSA".to_owned(),
             pay_sign: "s".to_owned(),
         };
-        let script = jsapi_script(&parameters, "abc", "/cashier/t");
+        let script = bridge_script(&NextAction::WechatJsapi { parameters }, "abc", "/cashier/t");
         assert_eq!(script.matches("</script>").count(), 1);
         assert!(script.contains("getBrandWCPayRequest"));
         assert!(script.contains("nonce=\"abc\""));
+        let script = bridge_script(
+            &NextAction::AlipayJsapi {
+                trade_no: "2026</script><script>alert(1)".to_owned(),
+            },
+            "abc",
+            "/cashier/t",
+        );
+        assert_eq!(script.matches("</script>").count(), 1);
+        assert!(script.contains("AlipayJSBridge.call('tradePay',{tradeNO:"));
+        assert!(script.contains("'AlipayJSBridgeReady'"));
     }
 }

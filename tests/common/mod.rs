@@ -185,6 +185,8 @@ impl Harness {
         let keys = fixtures().join("keys");
 
         let (sandbox_listener, sandbox_addr) = loopback().await;
+        // Moongate's own address first: the sandboxes register it as the apps' OAuth domain.
+        let (gateway_listener, gateway_addr) = loopback().await;
         let settings = SandboxSettings {
             private_key_pem: std::fs::read_to_string(keys.join("sandbox-alipay-private-key.pem"))
                 .unwrap(),
@@ -212,11 +214,13 @@ impl Harness {
                     ISV_MERCHANT_APP_ID_G.to_owned(),
                 ),
             ],
+            callback_domains: vec![
+                (APP_ID.to_owned(), gateway_addr.to_string()),
+                (CERT_APP_ID.to_owned(), gateway_addr.to_string()),
+            ],
         };
         sandbox::start_on(settings, sandbox_listener).await.unwrap();
 
-        // Moongate's own address first: the WeChat sandbox registers it as an OAuth domain.
-        let (gateway_listener, gateway_addr) = loopback().await;
         let (wechat_listener, wechat_addr) = loopback().await;
         let read = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
         let merchant_public = read("wechatpay-go-merchant-public-key.pem");
@@ -439,14 +443,15 @@ to = {{ priority = ["alipay_main", "wechat_main", "unionpay_main"] }}
 name = "Shop B"
 keys = [{{ id = "shop_b_k1", secret = {{ file = "b.secret" }} }}]
 
+# The JSAPI product: inside the Alipay app the cashier learns the payer (auth_base).
 [merchants.shop_b.accounts.alipay_main]
 provider = "alipay"
-settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do" }}
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do", jsapi = true, user_authorize_url = "http://{sandbox_addr}/oauth2/publicAppAuthorize.htm" }}
 
 # An ISV (the harness's Alipay app) declared once; shop F is served through it.
 [partners.isv]
 provider = "alipay"
-settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do", consent_url = "http://{sandbox_addr}/oauth2/appToAppAuth.htm" }}
+settings = {{ app_id = "{APP_ID}", app_private_key = {{ file = "{app_key}" }}, alipay_public_key = {{ file = "{alipay_key}" }}, gateway_url = "http://{sandbox_addr}/gateway.do", consent_url = "http://{sandbox_addr}/oauth2/appToAppAuth.htm", user_authorize_url = "http://{sandbox_addr}/oauth2/publicAppAuthorize.htm" }}
 
 [merchants.shop_f]
 name = "Shop F"
@@ -455,7 +460,7 @@ keys = [{{ id = "shop_f_k1", secret = {{ file = "f.secret" }} }}]
 [merchants.shop_f.accounts.alipay_isv]
 provider = "alipay"
 partner = "isv"
-settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID}", app_auth_token = {{ file = "f.token" }} }}
+settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID}", app_auth_token = {{ file = "f.token" }}, jsapi = true }}
 
 # A WeChat Pay service provider declared once; shops F and G are its sub-merchants.
 [partners.wx_sp]
@@ -973,6 +978,8 @@ impl Harness {
 
 pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36";
 pub const PHONE_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
+/// The Alipay app's in-app browser on an iPhone (its `AlipayClient/…` marker).
+pub const ALIPAY_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Ariver/1.1.0 AliApp(AP/10.5.36.6000) Nebula WK AlipayDefined(nt:WIFI,ws:390|844|3.0) AlipayClient/10.5.36.6000 Language/zh-Hans Region/CN";
 pub const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
 
 impl Harness {

@@ -24,8 +24,13 @@ pub static FACTS: ProviderFacts = ProviderFacts {
         scan_hint_en: "Open Alipay and scan",
         in_app_marker: Some("AlipayClient"),
         cashier: CashierFit {
-            // The Alipay app opens its own cashier from the WAP page.
-            in_app: &[PaymentMethod::AlipayWap, PaymentMethod::AlipayQr],
+            // Knowing the payer (its `auth_base` id), the page opens the app's payment sheet;
+            // otherwise the Alipay app opens its own cashier from the WAP page.
+            in_app: &[
+                PaymentMethod::AlipayJsapi,
+                PaymentMethod::AlipayWap,
+                PaymentMethod::AlipayQr,
+            ],
             mobile: &[PaymentMethod::AlipayWap, PaymentMethod::AlipayQr],
             desktop: &[PaymentMethod::AlipayQr, PaymentMethod::AlipayWeb],
         },
@@ -60,6 +65,15 @@ pub static FACTS: ProviderFacts = ProviderFacts {
             )],
             needs_return_url: false,
             payment_code: Some(PAYMENT_CODE),
+        },
+        MethodFacts {
+            method: PaymentMethod::AlipayJsapi,
+            payer: &[(
+                PayerField::Openid,
+                "alipay_jsapi needs the payer's open_id (or 2088 user id) under the merchant's app",
+            )],
+            needs_return_url: false,
+            payment_code: None,
         },
     ],
 };

@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod bill;
+pub mod buyer;
 pub mod cert;
 pub mod facts;
 mod mapping;
@@ -69,6 +70,16 @@ const MAX_TIMEOUT_MINUTES: i64 = 15 * 24 * 60;
 /// Content type of server calls and notifications.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=utf-8";
 
+const OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Query,
+    Operation::Close,
+    Operation::Refund,
+    Operation::RefundQuery,
+    Operation::Notification,
+    Operation::Statement,
+];
+
 const CAPABILITIES: Capabilities = Capabilities {
     methods: &[
         PaymentMethod::AlipayQr,
@@ -77,15 +88,20 @@ const CAPABILITIES: Capabilities = Capabilities {
         PaymentMethod::AlipayPaymentCode,
     ],
     currencies: &[Currency::CNY],
-    operations: &[
-        Operation::Create,
-        Operation::Query,
-        Operation::Close,
-        Operation::Refund,
-        Operation::RefundQuery,
-        Operation::Notification,
-        Operation::Statement,
+    operations: OPERATIONS,
+};
+
+/// An app with the JSAPI product (`jsapi = true`) also pays inside the Alipay app.
+const CAPABILITIES_WITH_JSAPI: Capabilities = Capabilities {
+    methods: &[
+        PaymentMethod::AlipayQr,
+        PaymentMethod::AlipayWeb,
+        PaymentMethod::AlipayWap,
+        PaymentMethod::AlipayPaymentCode,
+        PaymentMethod::AlipayJsapi,
     ],
+    currencies: &[Currency::CNY],
+    operations: OPERATIONS,
 };
 
 /// What the adapter needs to know about one Alipay application, secrets already resolved.
@@ -179,6 +195,11 @@ pub struct AlipayAdapter {
     authorisation: Option<(String, TokenSlot)>,
     /// The consent page of merchants authorising this (ISV) app.
     consent_url: String,
+    /// The user authorisation page (`publicAppAuthorize.htm`) of `auth_base`.
+    user_authorize_url: String,
+    /// The app has the JSAPI payment product: `alipay_jsapi`, and the payer's id learned
+    /// inside the Alipay app.
+    jsapi: bool,
 }
 
 impl AlipayAdapter {
@@ -210,7 +231,23 @@ impl AlipayAdapter {
                 .consent_url
                 .unwrap_or(auth::PRODUCTION_CONSENT_URL)
                 .to_owned(),
+            user_authorize_url: buyer::PRODUCTION_AUTHORIZE_URL.to_owned(),
+            jsapi: false,
         })
+    }
+
+    /// Sends shoppers to `url` for the `auth_base` user authorisation (Alipay's sandbox or
+    /// Moongate's; production by default). A served merchant's adapter inherits the ISV's.
+    pub fn with_user_authorize_url(mut self, url: &str) -> AlipayAdapter {
+        url.clone_into(&mut self.user_authorize_url);
+        self
+    }
+
+    /// Turns the JSAPI product on or off: with it, the app takes `alipay_jsapi` and learns
+    /// the payer's id inside the Alipay app ([`moongate_contract::PayerIdentity`]).
+    pub fn with_jsapi(mut self, jsapi: bool) -> AlipayAdapter {
+        self.jsapi = jsapi;
+        self
     }
 
     /// The adapter of one merchant that authorised this ISV app: the same keys (shared, not
@@ -232,6 +269,9 @@ impl AlipayAdapter {
                 authorisation.app_auth_token.clone(),
             )),
             consent_url: self.consent_url.clone(),
+            user_authorize_url: self.user_authorize_url.clone(),
+            // The merchant's own product: its settings say (`with_jsapi`).
+            jsapi: false,
         }
     }
 
@@ -272,7 +312,7 @@ impl AlipayAdapter {
         method: &str,
         notify_url: Option<&str>,
         return_url: Option<&str>,
-        biz_content: String,
+        business: Vec<(&'static str, String)>,
     ) -> Result<Vec<(&'static str, String)>, AdapterError> {
         let mut params: Vec<(&'static str, String)> = vec![
             ("app_id", self.app_id.clone()),
@@ -304,7 +344,7 @@ impl AlipayAdapter {
             };
             params.push(("app_auth_token", token.expose().clone()));
         }
-        params.push(("biz_content", biz_content));
+        params.extend(business);
         let content = sign_content(
             params.iter().map(|(k, v)| (*k, v.as_str())),
             SignRule::Request,
@@ -327,13 +367,27 @@ impl AlipayAdapter {
     ) -> Result<HttpRequest, AdapterError> {
         let biz_content = serde_json::to_string(biz)
             .map_err(|e| AdapterError::InvalidRequest(format!("biz_content: {e}")))?;
-        let params = self.signed_params(cx, method, notify_url, None, biz_content)?;
+        self.server_call_with(cx, method, notify_url, vec![("biz_content", biz_content)])
+    }
+
+    /// A server-to-server call with its application parameters as they are (`biz_content`,
+    /// or a method's own, like `alipay.system.oauth.token`'s `grant_type` and `code`): those
+    /// go in the form body, the protocol parameters in the query.
+    fn server_call_with(
+        &self,
+        cx: &CallContext,
+        method: &str,
+        notify_url: Option<&str>,
+        business: Vec<(&'static str, String)>,
+    ) -> Result<HttpRequest, AdapterError> {
+        let in_body: Vec<&'static str> = business.iter().map(|(k, _)| *k).collect();
+        let params = self.signed_params(cx, method, notify_url, None, business)?;
         let mut query = form_urlencoded::Serializer::new(String::new());
         let mut body = form_urlencoded::Serializer::new(String::new());
         for (key, value) in &params {
             // Application parameters go in the body, as Alipay's Java SDK sends them (the
             // token then stays out of URLs that proxies log).
-            if *key == "biz_content" || *key == "app_auth_token" {
+            if in_body.contains(key) || *key == "app_auth_token" {
                 body.append_pair(key, value);
             } else {
                 query.append_pair(key, value);
@@ -352,6 +406,17 @@ impl AlipayAdapter {
         &self,
         method: &str,
         resp: &HttpResponse,
+    ) -> Result<Opened<T>, AdapterError> {
+        self.open_with(method, resp, false)
+    }
+
+    /// [`AlipayAdapter::open`]; with `codeless_success`, a node without `code` is a success
+    /// (`alipay.system.oauth.token` answers so; it must then be signed all the same).
+    fn open_with<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        resp: &HttpResponse,
+        codeless_success: bool,
     ) -> Result<Opened<T>, AdapterError> {
         if resp.status != 200 {
             return Err(AdapterError::Protocol(format!(
@@ -377,8 +442,19 @@ impl AlipayAdapter {
             }
             _ => false,
         };
-        let common: Common = serde_json::from_slice(node)
-            .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
+        let common: Common = if codeless_success {
+            let mut common: wire::MaybeCommon = serde_json::from_slice(node)
+                .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
+            Common {
+                code: common.code.take().unwrap_or_else(|| "10000".to_owned()),
+                msg: common.msg,
+                sub_code: common.sub_code,
+                sub_msg: common.sub_msg,
+            }
+        } else {
+            serde_json::from_slice(node)
+                .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?
+        };
         if common.code == "10000" && !signed {
             return Err(AdapterError::Protocol(
                 "unsigned success response".to_owned(),
@@ -447,6 +523,43 @@ impl AlipayAdapter {
     }
 }
 
+impl AlipayAdapter {
+    /// Reads the answer to `alipay.trade.create` (JSAPI): `10000` with the `trade_no` the page
+    /// passes to `tradePay`; a signed business refusal fails the payment (nobody could pay it
+    /// yet); a system error or anything else is unknown (query).
+    fn parse_trade_create(
+        &self,
+        req: &CreatePayment,
+        resp: &HttpResponse,
+    ) -> Result<PaymentStatus, AdapterError> {
+        let opened: Opened<wire::CreateResponse> = self.open(TRADE_CREATE, resp)?;
+        if opened.common.code == "10000" {
+            if opened.body.out_trade_no.as_deref() != Some(req.provider_order_id.as_str()) {
+                return Err(AdapterError::Protocol(
+                    "out_trade_no echo mismatch".to_owned(),
+                ));
+            }
+            let trade_no = opened
+                .body
+                .trade_no
+                .clone()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| AdapterError::Protocol("trade_no missing".to_owned()))?;
+            return Ok(PaymentStatus::AwaitingPayment {
+                next_action: Some(NextAction::AlipayJsapi { trade_no }),
+            });
+        }
+        match opened.business_code() {
+            Some("ACQ.SYSTEM_ERROR") | Some("ACQ.TRADE_HAS_SUCCESS") => Err(opened.indeterminate()),
+            Some(_) => Ok(PaymentStatus::Failed {
+                code: opened.code(),
+                message: opened.message(),
+            }),
+            None => Err(opened.gateway_error()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct BillBiz {
     bill_type: &'static str,
@@ -477,6 +590,7 @@ const PRECREATE: &str = "alipay.trade.precreate";
 const PAY: &str = "alipay.trade.pay";
 const PAGE_PAY: &str = "alipay.trade.page.pay";
 const WAP_PAY: &str = "alipay.trade.wap.pay";
+const TRADE_CREATE: &str = "alipay.trade.create";
 const QUERY: &str = "alipay.trade.query";
 const BILL: &str = "alipay.data.dataservice.bill.downloadurl.query";
 
@@ -493,7 +607,11 @@ impl PaymentAdapter for AlipayAdapter {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        if self.jsapi {
+            CAPABILITIES_WITH_JSAPI
+        } else {
+            CAPABILITIES
+        }
     }
 
     fn prepare_create(
@@ -520,6 +638,7 @@ impl PaymentAdapter for AlipayAdapter {
             PaymentMethod::AlipayWeb => (PAGE_PAY, Some("FAST_INSTANT_TRADE_PAY")),
             PaymentMethod::AlipayWap => (WAP_PAY, Some("QUICK_WAP_WAY")),
             PaymentMethod::AlipayPaymentCode => (PAY, Some("FACE_TO_FACE_PAYMENT")),
+            PaymentMethod::AlipayJsapi if self.jsapi => (TRADE_CREATE, Some("JSAPI_PAY")),
             _ => {
                 return Err(AdapterError::Unsupported {
                     op: Operation::Create,
@@ -541,6 +660,19 @@ impl PaymentAdapter for AlipayAdapter {
         } else {
             (None, None)
         };
+        let buyer = if req.method == PaymentMethod::AlipayJsapi {
+            let id = req.payer.openid.as_deref().ok_or_else(|| {
+                AdapterError::InvalidRequest("alipay_jsapi needs payer.openid".to_owned())
+            })?;
+            Some(
+                buyer::BuyerId::parse(id).ok_or_else(|| AdapterError::InvalidParameter {
+                    param: "payer.openid",
+                    message: "not an Alipay open_id or 2088 user id".to_owned(),
+                })?,
+            )
+        } else {
+            None
+        };
         let biz = wire::PayBizContent {
             out_trade_no: &req.provider_order_id,
             total_amount: yuan(req.amount)?,
@@ -555,10 +687,12 @@ impl PaymentAdapter for AlipayAdapter {
             seller_id: self.seller_id.as_deref(),
             scene,
             auth_code,
+            buyer_id: buyer.and_then(buyer::BuyerId::user_id),
+            buyer_open_id: buyer.and_then(buyer::BuyerId::open_id),
         };
         if matches!(
             req.method,
-            PaymentMethod::AlipayQr | PaymentMethod::AlipayPaymentCode
+            PaymentMethod::AlipayQr | PaymentMethod::AlipayPaymentCode | PaymentMethod::AlipayJsapi
         ) {
             return self
                 .server_call(cx, method, Some(&req.notify_url), &biz)
@@ -571,7 +705,7 @@ impl PaymentAdapter for AlipayAdapter {
             method,
             Some(&req.notify_url),
             req.return_url.as_deref(),
-            biz_content,
+            vec![("biz_content", biz_content)],
         )?;
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (key, value) in &params {
@@ -591,6 +725,9 @@ impl PaymentAdapter for AlipayAdapter {
     ) -> Result<PaymentStatus, AdapterError> {
         if req.method == PaymentMethod::AlipayPaymentCode {
             return self.parse_pay(req, resp);
+        }
+        if req.method == PaymentMethod::AlipayJsapi {
+            return self.parse_trade_create(req, resp);
         }
         if req.method != PaymentMethod::AlipayQr {
             return Err(AdapterError::Protocol(
@@ -1023,9 +1160,10 @@ impl PaymentAdapter for AlipayAdapter {
             op: Operation::Certificates,
         })
     }
-    /// Alipay's `auth_base` (for `alipay_jsapi`) is not built yet.
+    /// Alipay's `auth_base`, for apps with the JSAPI product.
     fn payer_identity(&self) -> Option<&dyn moongate_contract::PayerIdentity> {
-        None
+        self.jsapi
+            .then_some(self as &dyn moongate_contract::PayerIdentity)
     }
 }
 

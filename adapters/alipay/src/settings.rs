@@ -39,6 +39,15 @@ pub struct Settings {
     /// production.
     #[serde(default = "default_consent_url")]
     pub consent_url: String,
+    /// The app has Alipay's JSAPI payment product and the `auth_base` user authorisation: it
+    /// takes `alipay_jsapi`, and inside the Alipay app the cashier learns the payer's id and
+    /// opens the app's payment sheet (without it the app's WAP cashier). The app's
+    /// authorisation callback domain (授权回调地址) must be Moongate's `public_base_url`.
+    #[serde(default)]
+    pub jsapi: bool,
+    /// The user authorisation page (`publicAppAuthorize.htm`); defaults to production.
+    #[serde(default = "default_user_authorize_url")]
+    pub user_authorize_url: String,
 }
 
 /// A merchant served through an ISV (第三方应用, more-wallets.md §7): the account's settings
@@ -57,6 +66,10 @@ pub struct SubMerchantSettings {
     /// The merchant's PID (`2088…`): its notifications' `seller_id`, its bills' account.
     #[serde(default)]
     pub seller_id: Option<String>,
+    /// The merchant's app has the JSAPI product (see [`Settings::jsapi`]); the ISV's
+    /// `user_authorize_url` is used, with the merchant's app id.
+    #[serde(default)]
+    pub jsapi: bool,
 }
 
 impl SubMerchantSettings {
@@ -94,6 +107,10 @@ fn default_consent_url() -> String {
     crate::auth::PRODUCTION_CONSENT_URL.to_owned()
 }
 
+fn default_user_authorize_url() -> String {
+    crate::buyer::PRODUCTION_AUTHORIZE_URL.to_owned()
+}
+
 impl Settings {
     /// Pure checks; each problem comes back as `(key, message)` relative to the settings table.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
@@ -107,6 +124,9 @@ impl Settings {
         }
         if let Err(message) = check_gateway_url(&self.consent_url) {
             problems.push(("consent_url", message));
+        }
+        if let Err(message) = check_gateway_url(&self.user_authorize_url) {
+            problems.push(("user_authorize_url", message));
         }
         if let Err(problem) = self.mode() {
             problems.push(problem);

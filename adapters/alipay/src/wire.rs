@@ -191,6 +191,23 @@ pub struct Common {
     pub sub_msg: Option<String>,
 }
 
+/// The common fields of an answer whose success carries no `code`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaybeCommon {
+    /// Gateway code; absent on success.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Gateway message.
+    #[serde(default)]
+    pub msg: String,
+    /// Business code.
+    #[serde(default)]
+    pub sub_code: Option<String>,
+    /// Business message.
+    #[serde(default)]
+    pub sub_msg: Option<String>,
+}
+
 /// `alipay.trade.precreate` answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PrecreateResponse {
@@ -322,6 +339,27 @@ pub struct PayBizContent<'a> {
     /// The scanned payment code, for `alipay.trade.pay`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_code: Option<&'a str>,
+    /// The payer's `2088…` user id (`alipay.trade.create`, apps of the user-id generation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_id: Option<&'a str>,
+    /// The payer's `open_id` under the app (`alipay.trade.create`, apps since the OpenID
+    /// change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_open_id: Option<&'a str>,
+}
+
+/// `alipay.trade.create` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateResponse {
+    /// Common fields.
+    #[serde(flatten)]
+    pub common: Common,
+    /// Echo of the order number.
+    #[serde(default)]
+    pub out_trade_no: Option<String>,
+    /// Alipay's trade number, which the in-app page passes to `tradePay`.
+    #[serde(default)]
+    pub trade_no: Option<String>,
 }
 
 #[cfg(test)]

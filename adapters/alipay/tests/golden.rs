@@ -676,3 +676,180 @@ fn bill_download_request_and_answers() {
         );
     }
 }
+
+/// A JSAPI order for the payer `buyer`.
+fn jsapi_order(buyer: &str) -> CreatePayment {
+    CreatePayment {
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        provider_order_id: "pay_JSAPI1".into(),
+        amount: Money::new(1800, Currency::CNY),
+        method: PaymentMethod::AlipayJsapi,
+        subject: "Dumplings".into(),
+        description: None,
+        return_url: None,
+        notify_url: "https://gw.example/notify/alipay/m/a".into(),
+        expires_at: datetime!(2024-05-13 10:19:20 UTC),
+        payer: moongate_contract::Payer {
+            openid: Some(buyer.into()),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn jsapi_is_trade_create_for_the_named_buyer_and_only_with_the_product() {
+    let plain = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC));
+    let req = jsapi_order("2088102150477652");
+    // Without the JSAPI product the app neither declares nor creates it.
+    assert!(
+        !plain
+            .capabilities()
+            .supports_method(PaymentMethod::AlipayJsapi)
+    );
+    assert!(plain.payer_identity().is_none());
+    assert!(matches!(
+        plain.prepare_create(&cx(), &req),
+        Err(AdapterError::Unsupported { .. })
+    ));
+    let a = plain.with_jsapi(true);
+    assert!(a.capabilities().supports_method(PaymentMethod::AlipayJsapi));
+    let Prepared::Send(request) = a.prepare_create(&cx(), &req).unwrap() else {
+        panic!("alipay.trade.create is a server call");
+    };
+    let query = form(request.url.split_once('?').unwrap().1);
+    assert_eq!(query["method"], "alipay.trade.create");
+    assert_eq!(query["notify_url"], "https://gw.example/notify/alipay/m/a");
+    let body = form(std::str::from_utf8(&request.body).unwrap());
+    assert_eq!(
+        body["biz_content"],
+        r#"{"out_trade_no":"pay_JSAPI1","total_amount":"18.00","subject":"Dumplings","product_code":"JSAPI_PAY","timeout_express":"30m","buyer_id":"2088102150477652"}"#
+    );
+    // An open id (apps since the OpenID change) goes as buyer_open_id.
+    let Prepared::Send(request) = a
+        .prepare_create(
+            &cx(),
+            &jsapi_order("074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"),
+        )
+        .unwrap()
+    else {
+        panic!("a server call");
+    };
+    let body = form(std::str::from_utf8(&request.body).unwrap());
+    assert!(
+        body["biz_content"]
+            .ends_with(r#""buyer_open_id":"074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"}"#),
+        "{}",
+        body["biz_content"]
+    );
+    let mut nobody = req.clone();
+    nobody.payer.openid = None;
+    assert!(matches!(
+        a.prepare_create(&cx(), &nobody),
+        Err(AdapterError::InvalidRequest(_))
+    ));
+    let answer =
+        |node: &str| a.parse_create(&cx(), &req, &signed_response("alipay.trade.create", node));
+    assert_eq!(
+        answer(r#"{"code":"10000","msg":"Success","out_trade_no":"pay_JSAPI1","trade_no":"2024051322001400001"}"#)
+            .unwrap(),
+        PaymentStatus::AwaitingPayment {
+            next_action: Some(NextAction::AlipayJsapi {
+                trade_no: "2024051322001400001".into()
+            })
+        }
+    );
+    assert!(matches!(
+        answer(r#"{"code":"10000","msg":"Success","out_trade_no":"pay_OTHER","trade_no":"T"}"#),
+        Err(AdapterError::Protocol(_))
+    ));
+    assert!(matches!(
+        answer(
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.INVALID_PARAMETER","sub_msg":"x"}"#
+        ),
+        Ok(PaymentStatus::Failed { .. })
+    ));
+    assert!(matches!(
+        answer(
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR","sub_msg":"x"}"#
+        ),
+        Err(AdapterError::Indeterminate { .. })
+    ));
+}
+
+#[test]
+fn auth_base_link_exchange_and_answers() {
+    let a = adapter("2021000122671080", &fixture(SANDBOX_PUBLIC))
+        .with_jsapi(true)
+        .with_user_authorize_url(
+            "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm",
+        );
+    let identity = a.payer_identity().unwrap();
+    assert_eq!(
+        identity.identity_url("https://gw.example/cashier/identity", "s-1"),
+        "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm?app_id=2021000122671080&scope=auth_base&redirect_uri=https%3A%2F%2Fgw.example%2Fcashier%2Fidentity&state=s-1"
+    );
+    assert_eq!(identity.identity_code_parameter(), "auth_code");
+    // The exchange: grant_type and code are the method's own parameters (no biz_content),
+    // in the body, signed with the rest.
+    let request = identity
+        .prepare_identity(&cx(), "ca34ea491e7146cc87d25fca24c4cD11")
+        .unwrap();
+    let query = form(request.url.split_once('?').unwrap().1);
+    let body = form(std::str::from_utf8(&request.body).unwrap());
+    assert_eq!(query["method"], "alipay.system.oauth.token");
+    assert_eq!(body.len(), 2, "{body:?}");
+    assert_eq!(body["grant_type"], "authorization_code");
+    assert_eq!(body["code"], "ca34ea491e7146cc87d25fca24c4cD11");
+    let all: Vec<(&str, &str)> = query
+        .iter()
+        .chain(body.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let content = sign_content(all, SignRule::Request);
+    assert!(content.starts_with("app_id=2021000122671080&charset=utf-8&code=ca34ea491e7146cc87d25fca24c4cD11&format=JSON&grant_type=authorization_code&method=alipay.system.oauth.token&"), "{content}");
+    let verifier = RsaVerifier::from_pem(&fixture(APP_PUBLIC)).unwrap();
+    assert!(verifier.verify_base64(content.as_bytes(), &query["sign"]));
+    // Alipay's success carries no code; the id is user_id or, for newer apps, open_id.
+    let token =
+        |node: &str| identity.parse_identity(&signed_response("alipay.system.oauth.token", node));
+    assert_eq!(
+        token(r#"{"user_id":"2088102150477652","access_token":"20120823ac6ffaa4d2d84e7384bf983531473993","expires_in":"3600","refresh_token":"20120823ac6ffdsdf2d84e7384bf983531473993","re_expires_in":"3600"}"#).unwrap(),
+        "2088102150477652"
+    );
+    assert_eq!(
+        token(r#"{"open_id":"074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5","access_token":"a","expires_in":300}"#).unwrap(),
+        "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"
+    );
+    assert!(matches!(
+        token(r#"{"access_token":"a"}"#),
+        Err(AdapterError::Protocol(_))
+    ));
+    // A spent or foreign code: error_response 40002, a refusal.
+    let signer = RsaSigner::from_pem(&fixture(SANDBOX_PRIVATE)).unwrap();
+    let node = r#"{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.code-invalid","sub_msg":"授权码code无效"}"#;
+    let refused = HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: format!(
+            r#"{{"error_response":{node},"sign":"{}"}}"#,
+            signer.sign_base64(node.as_bytes()).unwrap()
+        )
+        .into_bytes(),
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    assert!(matches!(
+        identity.parse_identity(&refused),
+        Err(AdapterError::Rejected { code, .. }) if code == "isv.code-invalid"
+    ));
+    // An unsigned success is not believed.
+    let unsigned = HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: br#"{"alipay_system_oauth_token_response":{"user_id":"2088102150477652","access_token":"a"}}"#.to_vec(),
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    assert!(matches!(
+        identity.parse_identity(&unsigned),
+        Err(AdapterError::Protocol(_))
+    ));
+}

@@ -69,6 +69,11 @@ pub enum PaymentMethod {
     /// Alipay barcode payment (`alipay.trade.pay`, `scene=bar_code`): the cashier scans the
     /// shopper's payment code.
     AlipayPaymentCode,
+    /// Alipay in-app payment (`alipay.trade.create`, `product_code=JSAPI_PAY`): a page inside
+    /// the Alipay app opens the payment sheet with `AlipayJSBridge.call('tradePay', …)`; needs
+    /// the payer's id under the merchant's app (`payer.openid`: an `open_id`, or a `2088…`
+    /// user id).
+    AlipayJsapi,
     /// WeChat Pay Native (`/v3/pay/transactions/native`): the shopper scans `code_url`.
     WechatNative,
     /// WeChat Pay JSAPI / mini-program (`/v3/pay/transactions/jsapi`): the page invokes the
@@ -97,6 +102,7 @@ impl PaymentMethod {
         PaymentMethod::AlipayWeb,
         PaymentMethod::AlipayWap,
         PaymentMethod::AlipayPaymentCode,
+        PaymentMethod::AlipayJsapi,
         PaymentMethod::WechatNative,
         PaymentMethod::WechatJsapi,
         PaymentMethod::WechatH5,
@@ -113,7 +119,8 @@ impl PaymentMethod {
             PaymentMethod::AlipayQr
             | PaymentMethod::AlipayWeb
             | PaymentMethod::AlipayWap
-            | PaymentMethod::AlipayPaymentCode => ProviderKind::Alipay,
+            | PaymentMethod::AlipayPaymentCode
+            | PaymentMethod::AlipayJsapi => ProviderKind::Alipay,
             PaymentMethod::WechatNative
             | PaymentMethod::WechatJsapi
             | PaymentMethod::WechatH5
@@ -132,6 +139,7 @@ impl PaymentMethod {
             PaymentMethod::AlipayWeb => "alipay_web",
             PaymentMethod::AlipayWap => "alipay_wap",
             PaymentMethod::AlipayPaymentCode => "alipay_payment_code",
+            PaymentMethod::AlipayJsapi => "alipay_jsapi",
             PaymentMethod::WechatNative => "wechat_native",
             PaymentMethod::WechatJsapi => "wechat_jsapi",
             PaymentMethod::WechatH5 => "wechat_h5",
@@ -233,6 +241,12 @@ pub enum NextAction {
         /// The signed client parameters.
         parameters: JsapiParameters,
     },
+    /// Inside the Alipay app: pass `trade_no` to `AlipayJSBridge.call('tradePay',
+    /// {tradeNO: …}, …)` (or `my.tradePay` in a mini-program).
+    AlipayJsapi {
+        /// Alipay's trade number of the created trade.
+        trade_no: String,
+    },
     /// The cashier scanned a payment code; the shopper confirms in the wallet (e.g. enters a
     /// password). Nothing to display; the payment settles by itself.
     AwaitShopperConfirmation,
@@ -261,7 +275,8 @@ pub struct JsapiParameters {
 /// only; adapters refuse a request without the field their method needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payer {
-    /// WeChat `openid` of the payer under the merchant's app id (`wechat_jsapi`).
+    /// The payer's id under the merchant's app: WeChat's `openid` (`wechat_jsapi`), Alipay's
+    /// `open_id` or `2088…` user id (`alipay_jsapi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openid: Option<String>,
     /// The shopper's IP address (`wechat_h5` `payer_client_ip`; the till's for payment codes).

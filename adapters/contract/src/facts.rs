@@ -120,7 +120,8 @@ impl StatementDay {
 /// A detail of the shopper a method needs in the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayerField {
-    /// `payer.openid`: the payer's id under the merchant's app.
+    /// `payer.openid`: the payer's id under the merchant's app (WeChat's `openid`, Alipay's
+    /// `open_id` or user id).
     Openid,
     /// `payer.client_ip`: the shopper's (or till's) IP address.
     ClientIp,

@@ -1,7 +1,9 @@
 //! Who the payer is inside a wallet's own app: the wallet's silent OAuth (WeChat's
-//! `snsapi_base`) sends the shopper's browser back with a single-use code, which the merchant's
-//! server exchanges for the payer's id under the merchant's app (an `openid`), the id an in-app
-//! payment (`wechat_jsapi`) needs. Pure, like every adapter call: the core sends the exchange.
+//! `snsapi_base`, Alipay's `auth_base`) sends the shopper's browser back with a single-use
+//! code, which the merchant's server exchanges for the payer's id under the merchant's app
+//! (WeChat's `openid`, Alipay's `open_id` or user id), the id an in-app payment
+//! (`wechat_jsapi`, `alipay_jsapi`) needs. Pure, like every adapter call: the core sends the
+//! exchange.
 
 use std::fmt;
 

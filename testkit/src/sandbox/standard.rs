@@ -131,6 +131,14 @@ impl Standard {
                     )],
                 }),
                 authorisations: vec![],
+                // Both apps' authorisation callback domain: the demo's gateway.
+                callback_domains: vec![
+                    (ALIPAY_APP_ID.to_owned(), DEMO_GATEWAY_HOST.to_owned()),
+                    (
+                        ALIPAY_SECOND_APP_ID.to_owned(),
+                        DEMO_GATEWAY_HOST.to_owned(),
+                    ),
+                ],
             },
             wechatpay: WechatSandboxSettings {
                 private_key_pem: read(fixtures, WECHAT_PLATFORM_KEY)?,

@@ -20,11 +20,13 @@
 
 mod auth;
 mod bills;
+mod buyer;
 mod control;
 mod gateway;
 mod notify;
 use auth::*;
 use bills::*;
+use buyer::*;
 use control::*;
 use gateway::*;
 use notify::*;
@@ -79,6 +81,9 @@ pub struct SandboxSettings {
     /// Merchants' authorisations of ISV apps: `app_auth_token`, the ISV's `app_id`, the
     /// merchant's app id (`auth_app_id`).
     pub authorisations: Vec<(String, String, String)>,
+    /// Apps' user authorisation callback domains (授权回调地址): `app_id`, a host (`host` or
+    /// `host:port`) its `redirect_uri` may name.
+    pub callback_domains: Vec<(String, String)>,
 }
 
 /// What Alipay knows in certificate mode.
@@ -139,6 +144,8 @@ struct Order {
     expires_at: OffsetDateTime,
     created_at: OffsetDateTime,
     trade: Option<Trade>,
+    /// A JSAPI trade's buyer (`buyer_id` or `buyer_open_id` under `auth_app_id`).
+    buyer: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +193,10 @@ struct Inner {
     current_certificate: usize,
     /// Merchants' authorisations of ISV apps, and codes waiting for their exchange.
     grants: Grants,
+    /// Shoppers' user authorisation codes.
+    user_codes: UserCodes,
+    /// Payers an app has learned (app, buyer id), the only ones its JSAPI trades may name.
+    payers: std::collections::HashSet<(String, String)>,
 }
 
 /// Shared sandbox state.
@@ -198,6 +209,8 @@ pub struct Sandbox {
     certificates: Vec<(String, RsaSigner)>,
     seller_id: String,
     time_divisor: u32,
+    /// `app_id` → its user authorisation callback domains.
+    callback_domains: HashMap<String, Vec<String>>,
     client: HttpClient,
     /// Added to the clock requests' `timestamp` is checked against (`/sandbox/clock`).
     clock_skew: super::ClockSkew,
@@ -264,6 +277,10 @@ impl Sandbox {
         }
         let client = HttpClient::new(Duration::from_secs(3), Duration::from_secs(10))
             .map_err(SandboxError::Io)?;
+        let mut callback_domains: HashMap<String, Vec<String>> = HashMap::new();
+        for (app_id, domain) in settings.callback_domains {
+            callback_domains.entry(app_id).or_default().push(domain);
+        }
         Ok(Sandbox {
             signer,
             apps,
@@ -271,6 +288,7 @@ impl Sandbox {
             certificates,
             seller_id: settings.seller_id,
             time_divisor: settings.time_divisor.max(1),
+            callback_domains,
             client,
             clock_skew: super::ClockSkew::default(),
             inner: Mutex::new(Inner {
@@ -282,6 +300,8 @@ impl Sandbox {
                 calls: 0,
                 current_certificate: 0,
                 grants: Grants::configured(settings.authorisations),
+                user_codes: UserCodes::default(),
+                payers: std::collections::HashSet::new(),
             }),
         })
     }
@@ -493,6 +513,8 @@ pub fn router(sandbox: Shared) -> Router {
             "/oauth2/appToAppAuth.htm",
             get(app_to_app_auth_page).post(app_to_app_auth_consent),
         )
+        .route("/oauth2/publicAppAuthorize.htm", get(public_app_authorize))
+        .route("/sandbox/tradepay", get(trade_pay_sheet))
         .route("/sandbox/revoke-authorisation", post(control_revoke))
         .route("/sandbox/pay", post(control_pay))
         .route("/sandbox/forge", post(control_forge))

@@ -96,8 +96,8 @@ impl Sandbox {
             ("seller_id", self.seller_id.clone()),
             ("subject", order.subject.clone()),
             {
-                let (field, buyer) = self.buyer_field(&order.app_id, "buyer_id");
-                (field, buyer.into())
+                let (field, buyer) = self.buyer_named(order, "buyer_id");
+                (field, buyer)
             },
             ("buyer_logon_id", "csq***@sandbox.com".into()),
             ("invoice_amount", total.clone()),
