@@ -115,33 +115,58 @@ impl Browser {
         )
     }
 
-    /// A phone's browser inside WeChat (its user agent), with a stand-in for WeChat's JS bridge:
-    /// `getBrandWCPayRequest` opens the sandbox's payment sheet (`/sandbox/jsapi`, which checks
-    /// the parameters as WeChat does) and calls the page's callback once the sheet closes.
-    fn wechat(width: u32, height: u32, sandbox: SocketAddr) -> Browser {
-        let browser = Browser::launch(
+    /// A phone's browser inside a wallet's app: its user agent.
+    fn in_app(width: u32, height: u32, user_agent: &str) -> Browser {
+        Browser::launch(
             width,
             height,
             Some(json!({
                 "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true},
-                "userAgent": common::WECHAT_UA,
+                "userAgent": user_agent,
             })),
+        )
+    }
+
+    /// Runs `source` in every page this browser opens, before the page's own scripts.
+    fn on_every_page(&self, source: &str) {
+        call(
+            self.addr,
+            "POST",
+            &format!("/session/{}/goog/cdp/execute", self.session),
+            Some(
+                &json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": source}}),
+            ),
         );
-        let bridge = format!(
+    }
+
+    /// A phone's browser inside WeChat (its user agent), with a stand-in for WeChat's JS bridge:
+    /// `getBrandWCPayRequest` opens the sandbox's payment sheet (`/sandbox/jsapi`, which checks
+    /// the parameters as WeChat does) and calls the page's callback once the sheet closes.
+    fn wechat(width: u32, height: u32, sandbox: SocketAddr) -> Browser {
+        let browser = Browser::in_app(width, height, common::WECHAT_UA);
+        browser.on_every_page(&format!(
             "window.WeixinJSBridge = {{ invoke: function (name, p, done) {{\
                if (name !== 'getBrandWCPayRequest') return;\
                var sheet = window.open('http://{sandbox}/sandbox/jsapi?' + new URLSearchParams(p));\
                var wait = setInterval(function () {{ if (sheet.closed) {{ clearInterval(wait);\
                  done({{err_msg: 'get_brand_wcpay_request:ok'}}); }} }}, 100); }} }};"
-        );
-        call(
-            browser.addr,
-            "POST",
-            &format!("/session/{}/goog/cdp/execute", browser.session),
-            Some(
-                &json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": bridge}}),
-            ),
-        );
+        ));
+        browser
+    }
+
+    /// A phone's browser inside the Alipay app, with a stand-in for Alipay's JS bridge:
+    /// `tradePay` opens the Alipay sandbox's payment sheet (`/sandbox/tradepay`, which checks
+    /// the trade and that this Alipay user is its buyer) and calls the page's callback with
+    /// `resultCode` 9000 once the sheet closes.
+    fn alipay(width: u32, height: u32, sandbox: SocketAddr) -> Browser {
+        let browser = Browser::in_app(width, height, common::ALIPAY_UA);
+        browser.on_every_page(&format!(
+            "window.AlipayJSBridge = {{ call: function (name, p, done) {{\
+               if (name !== 'tradePay') return;\
+               var sheet = window.open('http://{sandbox}/sandbox/tradepay?tradeNO=' + encodeURIComponent(p.tradeNO));\
+               var wait = setInterval(function () {{ if (sheet.closed) {{ clearInterval(wait);\
+                 done({{resultCode: '9000'}}); }} }}, 100); }} }};"
+        ));
         browser
     }
 
@@ -894,6 +919,7 @@ async fn a_code_scanned_inside_wechat_pays_in_wechats_sheet() {
         return;
     }
     let h = Harness::start().await;
+    h.shop_b_webhook(&format!("http://{}/hooks", h.hook_addr));
     let body = json!({"name": "面馆 Noodle bar", "currency": "CNY", "amount": 2600});
     let (status, code) = h
         .post(&h.shop_b, "/v1/codes", &body.to_string(), "wx-b-code")
@@ -922,4 +948,228 @@ async fn a_code_scanned_inside_wechat_pays_in_wechats_sheet() {
     assert_eq!(payments["data"][0]["method"], "wechat_jsapi");
     assert_eq!(payments["data"][0]["status"], "succeeded");
     assert_eq!(payments["data"][0]["metadata"]["code_id"], code["id"]);
+    let id = payments["data"][0]["id"].as_str().unwrap();
+    let event = h
+        .verified_webhook("payment.succeeded", id, common::WEBHOOK_SECRET_OLD)
+        .await;
+    assert_eq!(event["data"]["object"]["metadata"]["code_id"], code["id"]);
+}
+
+/// Inside the Alipay app: a code without an amount, the amount typed, paid in Alipay's own
+/// sheet. The cashier asks Alipay who pays (`auth_base`, silent), offers `alipay_jsapi`, the
+/// bridge's `tradePay` pays (the sandbox checks that this Alipay user is the trade's buyer),
+/// the shopper lands on the receipt and the merchant's webhook verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_scanned_inside_alipay_pays_in_alipays_sheet() {
+    if !browser_available("a_code_scanned_inside_alipay_pays_in_alipays_sheet") {
+        return;
+    }
+    let h = Harness::start().await;
+    h.shop_b_webhook(&format!("http://{}/hooks", h.hook_addr));
+    let body = json!({"name": "饺子馆 Dumplings", "currency": "CNY"});
+    let (status, code) = h
+        .post(&h.shop_b, "/v1/codes", &body.to_string(), "ali-b-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let url = code["url"].as_str().unwrap().to_owned();
+    let sandbox = h.sandbox_addr;
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::alipay(390, 844, sandbox);
+        browser.go(&url);
+        browser.screenshot("code-alipay-page");
+        browser.script("document.querySelector('#amount-field').value = '18.80'; return 0;");
+        browser.click("#pay");
+        // Code → checkout → Alipay's user authorisation → back: Alipay's in-app payment.
+        browser.wait_until(15, "document.querySelector('button[value=alipay_jsapi]')");
+        browser.screenshot("code-alipay-cashier");
+        browser.click("button[value=alipay_jsapi]");
+        browser.wait_until(30, "document.querySelector('#state[data-state=paid]') && location.search.includes('receipt=')");
+        let shown = browser.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("¥18.80"), "{shown}");
+        browser.screenshot("code-alipay-receipt");
+    })
+    .await
+    .unwrap();
+    let (_, payments) = h.get(&h.shop_b, "/v1/payments?limit=1").await;
+    let payment = &payments["data"][0];
+    assert_eq!(payment["method"], "alipay_jsapi");
+    assert_eq!(payment["status"], "succeeded");
+    assert_eq!(payment["amount"], 1880);
+    assert_eq!(payment["metadata"]["code_id"], code["id"]);
+    let id = payment["id"].as_str().unwrap();
+    h.verified_webhook("payment.succeeded", id, common::WEBHOOK_SECRET_OLD)
+        .await;
+}
+
+/// Inside 云闪付: the code's amount typed, then UnionPay's mobile gateway page (the signed
+/// form the cashier posts), paid there; UnionPay brings the shopper back, the payment
+/// settles by UnionPay's notification, and the merchant's webhook verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_scanned_inside_unionpay_pays_on_unionpays_page() {
+    if !browser_available("a_code_scanned_inside_unionpay_pays_on_unionpays_page") {
+        return;
+    }
+    let h = Harness::start().await;
+    let body = json!({"name": "三号收银台 Till 3", "currency": "CNY"});
+    let (status, code) = h
+        .post(&h.shop_a, "/v1/codes", &body.to_string(), "up-a-code")
+        .await;
+    assert_eq!(status, 201, "{code}");
+    let url = code["url"].as_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::in_app(390, 844, common::UNIONPAY_UA);
+        browser.go(&url);
+        browser.screenshot("code-unionpay-page");
+        browser.script("document.querySelector('#amount-field').value = '9.90'; return 0;");
+        browser.click("#pay");
+        browser.wait_until(15, "document.querySelector('button[value=unionpay_wap]')");
+        let offered = browser.script(
+            "return Array.from(document.querySelectorAll('button[name=method]')).map(b => b.value);",
+        );
+        assert!(
+            offered.as_array().unwrap().iter().all(|m| m.as_str().unwrap().starts_with("unionpay")),
+            "only UnionPay inside 云闪付: {offered}"
+        );
+        browser.screenshot("code-unionpay-cashier");
+        browser.click("button[value=unionpay_wap]");
+        // The cashier's form goes to UnionPay's gateway page (the sandbox's).
+        browser.wait_until(15, "document.querySelector('#wallet-form')");
+        browser.click("#wallet-form button");
+        browser.wait_until(15, "document.querySelector('#pay')");
+        browser.screenshot("code-unionpay-gateway");
+        browser.click("#pay");
+        browser.wait_until(30, "document.querySelector('#state[data-state=paid]') && location.search.includes('receipt=')");
+        let shown = browser.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("¥9.90"), "{shown}");
+        browser.screenshot("code-unionpay-receipt");
+    })
+    .await
+    .unwrap();
+    let (_, payments) = h.get(&h.shop_a, "/v1/payments?limit=1").await;
+    let payment = &payments["data"][0];
+    assert_eq!(payment["method"], "unionpay_wap");
+    assert_eq!(payment["status"], "succeeded");
+    assert_eq!(payment["metadata"]["code_id"], code["id"]);
+    let id = payment["id"].as_str().unwrap();
+    h.verified_webhook("payment.succeeded", id, common::WEBHOOK_SECRET_NEW)
+        .await;
+}
+
+/// A desktop browser is told to scan the code with a wallet app (the code's QR, decoded from
+/// the screenshot) and, typing an amount, gets each wallet's QR code; a disabled code's page
+/// says so; an OAuth `state` replayed after its use is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_on_a_desktop_a_disabled_code_and_a_replayed_state() {
+    if !browser_available("a_code_on_a_desktop_a_disabled_code_and_a_replayed_state") {
+        return;
+    }
+    let h = Harness::start().await;
+    let body = json!({"name": "Front desk", "currency": "CNY"});
+    let (_, code) = h
+        .post(&h.shop_b, "/v1/codes", &body.to_string(), "desk-code")
+        .await;
+    let url = code["url"].as_str().unwrap().to_owned();
+    let (_, gone) = h
+        .post(
+            &h.shop_b,
+            "/v1/codes",
+            &json!({"name": "Old till", "currency": "CNY"}).to_string(),
+            "gone-code",
+        )
+        .await;
+    let (status, _) = h
+        .post(
+            &h.shop_b,
+            &format!("/v1/codes/{}/disable", gone["id"].as_str().unwrap()),
+            "",
+            "gone-off",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let gone_url = gone["url"].as_str().unwrap().to_owned();
+    // A round trip through WeChat's OAuth, done once (as the shopper's WeChat did), so its
+    // answer can be replayed.
+    let scanned = h
+        .submit(&url, common::WECHAT_UA, &[("amount", "3.00")])
+        .await;
+    assert_eq!(scanned.status, 303);
+    let cashier = scanned
+        .headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .unwrap()
+        .1
+        .clone();
+    let in_wechat = |url: String, cookie: Option<String>| {
+        let mut headers = vec![("user-agent".to_owned(), common::WECHAT_UA.to_owned())];
+        headers.extend(cookie.map(|c| ("cookie".to_owned(), c)));
+        moongate_contract::HttpRequest {
+            method: moongate_contract::HttpMethod::Get,
+            url,
+            headers,
+            body: vec![],
+        }
+    };
+    let location = |r: &moongate_contract::HttpResponse| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == "location")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let asked = h.http.send(&in_wechat(cashier, None)).await.unwrap();
+    let cookie = asked
+        .headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let back = h
+        .http
+        .send(&in_wechat(location(&asked), None))
+        .await
+        .unwrap();
+    let replayed = location(&back);
+    let used = h
+        .http
+        .send(&in_wechat(replayed.clone(), Some(cookie)))
+        .await
+        .unwrap();
+    assert_eq!(used.status, 303);
+    let wechat = h.wechat_addr;
+    let desk_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let desk = Browser::start(1280, 900);
+        desk.go(&desk_url);
+        let shown = desk.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("Scan this code"), "{shown}");
+        let shot = desk.screenshot("code-desktop-page");
+        assert_eq!(decode_qr(&shot), desk_url, "the desktop page shows the code itself");
+        desk.script("document.querySelector('#amount-field').value = '5.00'; return 0;");
+        desk.click("#pay");
+        desk.wait_until(15, "document.querySelector('button[value=alipay_qr]') && document.querySelector('button[value=wechat_native]')");
+        desk.click("button[value=wechat_native]");
+        desk.wait_until(15, "document.querySelector('#state[data-method=wechat_native] svg')");
+        desk.screenshot("code-desktop-wallet-qr");
+        desk.go(&gone_url);
+        let shown = desk.script("return document.body.innerText;");
+        assert!(shown.as_str().unwrap().contains("停用"), "{shown}");
+        assert!(desk.script("return document.querySelector('#pay') === null;").as_bool().unwrap());
+        desk.screenshot("code-disabled");
+        drop(desk);
+
+        // Inside WeChat: WeChat's answer (state and code) replayed after its use is refused.
+        let phone = Browser::wechat(390, 844, wechat);
+        phone.go(&replayed);
+        let state = phone.script("return document.querySelector('#state').dataset.state;");
+        assert_eq!(state, json!("missing"));
+        phone.screenshot("code-replayed-state");
+    })
+    .await
+    .unwrap();
 }

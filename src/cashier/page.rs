@@ -473,6 +473,8 @@ pub struct CodeView<'a> {
     pub action: &'a str,
     /// A problem with the amount typed, shown above the keypad.
     pub notice: Option<&'a str>,
+    /// In a desktop browser: the code's URL, shown as a QR to scan with a phone's wallet app.
+    pub scan_with_phone: Option<&'a str>,
 }
 
 /// A static code's page: the merchant, the accepted wallets and either the fixed amount with
@@ -514,9 +516,20 @@ pub fn code_page(view: &CodeView<'_>) -> String {
             ),
         ),
     };
+    let phone = view
+        .scan_with_phone
+        .and_then(qr_svg)
+        .map(|qr| {
+            format!(
+                "<section class=\"card qrbox\" id=\"scan\">{qr}<p class=\"hint\">请用手机上的钱包App扫码付款<br>\
+                 Scan this code with the wallet app on your phone to pay, or pay from this computer below: \
+                 each wallet then shows its own QR code.</p></section>"
+            )
+        })
+        .unwrap_or_default();
     format!(
         "{}<section class=\"card\" id=\"code\"><p class=\"merchant\">{}</p><p class=\"desc\">{}</p>{amount}\
-         <p class=\"hint\">{}</p></section>{notice}\
+         <p class=\"hint\">{}</p></section>{phone}{notice}\
          <section class=\"card\"><form method=\"post\" action=\"{}\">{field}\
          <button class=\"wallet\" style=\"background:#1677ff\" type=\"submit\" id=\"pay\">付款 Pay</button></form></section>{FOOT}",
         head(&format!("{} · 付款 Pay", view.merchant_name), None),

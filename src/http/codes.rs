@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::cashier::Browser;
 use crate::cashier::page::{self, CodeView};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
@@ -250,15 +251,23 @@ fn closed(status: CodeStatus) -> Response {
     )
 }
 
+/// A code's page; in a desktop browser (no wallet app to pay with) it shows the code itself
+/// to scan with a phone's wallet app, and the cashier it leads to shows each wallet's QR.
 fn code_page(
     gw: &Gateway,
     code: &Code,
     merchant_name: &str,
-    token: &str,
+    (token, headers): (&str, &HeaderMap),
     notice: Option<&str>,
     status: StatusCode,
 ) -> Response {
     let action = format!("/c/{token}");
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let on_desktop = Browser::detect(agent) == Browser::Desktop;
+    let url = on_desktop.then(|| gw.code_url(&code.id));
     let html = page::code_page(&CodeView {
         merchant_name,
         name: &code.name,
@@ -267,6 +276,7 @@ fn code_page(
         wallets: wallets(gw, code),
         action: &action,
         notice,
+        scan_with_phone: url.as_deref(),
     });
     page_response(status, html, None)
 }
@@ -277,6 +287,7 @@ pub(crate) async fn code_page_get(
     State(gw): State<Shared>,
     Path(token): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     let (code, merchant_name) = match open(&gw, &token).await {
         Ok(Some(found)) => found,
@@ -290,7 +301,14 @@ pub(crate) async fn code_page_get(
     if status != CodeStatus::Active {
         return closed(status);
     }
-    code_page(&gw, &code, &merchant_name, &token, None, StatusCode::OK)
+    code_page(
+        &gw,
+        &code,
+        &merchant_name,
+        (&token, &headers),
+        None,
+        StatusCode::OK,
+    )
 }
 
 async fn receipt(gw: &Gateway, code: &Code, merchant_name: &str, checkout_id: &str) -> Response {
@@ -342,6 +360,7 @@ pub(crate) struct ScanForm {
 pub(crate) async fn code_page_post(
     State(gw): State<Shared>,
     Path(token): Path<String>,
+    headers: HeaderMap,
     axum::Form(form): axum::Form<ScanForm>,
 ) -> Response {
     let (code, merchant_name) = match open(&gw, &token).await {
@@ -366,7 +385,7 @@ pub(crate) async fn code_page_post(
             &gw,
             &code,
             &merchant_name,
-            &token,
+            (&token, &headers),
             Some(&notice),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),

@@ -115,6 +115,8 @@ pub struct Harness {
     /// the ISV app through Moongate: until it does, its account has no token.
     pub shop_h: MerchantClient,
     pub webhooks: Arc<Mutex<Vec<Delivered>>>,
+    /// Where the webhook receiver listens (`POST /hooks`).
+    pub hook_addr: SocketAddr,
     pub http: Outbound,
     /// The config file the gateway was built from (tests rewrite it to reload).
     pub config_path: PathBuf,
@@ -643,11 +645,40 @@ oauth_api_url = "http://{wechat_addr}"
             shop_g: client(&base, "shop_g_k1", SHOP_G_SECRET),
             shop_h: client(&base, "shop_h_k1", SHOP_H_SECRET),
             webhooks,
+            hook_addr,
             http: Outbound::new(Duration::from_secs(1), Duration::from_secs(10)).unwrap(),
             config_path,
             schema: None,
             _dir: dir,
         }
+    }
+
+    /// The delivered `type` event about `object_id`, waiting up to five seconds; its
+    /// signature verified with `secret`.
+    pub async fn verified_webhook(&self, kind: &str, object_id: &str, secret: &str) -> Value {
+        for _ in 0..100 {
+            let found = self.webhooks.lock().unwrap().iter().find_map(|d| {
+                let event: Value = serde_json::from_str(&d.body).ok()?;
+                (event["type"] == kind && event["data"]["object"]["id"] == object_id)
+                    .then(|| (d.clone(), event))
+            });
+            if let Some((delivered, event)) = found {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                assert!(
+                    moongate_testkit::storefront::verify_webhook(
+                        &delivered.signature,
+                        delivered.body.as_bytes(),
+                        secret.as_bytes(),
+                        now,
+                        300
+                    ),
+                    "{kind} for {object_id} does not verify with its merchant's secret"
+                );
+                return event;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {kind} delivered for {object_id}");
     }
 
     /// Points shop B's webhook at `url` (a config reload, as an operator would).
@@ -978,6 +1009,8 @@ impl Harness {
 
 pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36";
 pub const PHONE_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
+/// 云闪付's in-app browser on an Android phone (its `UnionPay/…` marker).
+pub const UNIONPAY_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36 (com.unionpay.chsp) (cordova 7.0.0) (UnionPay/1.0 CloudPay)";
 /// The Alipay app's in-app browser on an iPhone (its `AlipayClient/…` marker).
 pub const ALIPAY_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Ariver/1.1.0 AliApp(AP/10.5.36.6000) Nebula WK AlipayDefined(nt:WIFI,ws:390|844|3.0) AlipayClient/10.5.36.6000 Language/zh-Hans Region/CN";
 pub const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";

@@ -23,10 +23,11 @@ pub static FACTS: ProviderFacts = ProviderFacts {
         brand_colour: "#e60012",
         scan_hint_zh: "打开云闪付或银行App扫一扫",
         scan_hint_en: "Open UnionPay (云闪付) or your bank app and scan",
-        // 云闪付's in-app browser names its package in the User-Agent (`(com.unionpay.chsp)
-        // … (UnionPay/1.0 CloudPay)`; UnionPay's own wallet script also accepts
-        // `com.unionpay.mobilepay`), so the package prefix tells both.
-        in_app_marker: Some("com.unionpay"),
+        // UnionPay's apps mark their in-app browsers `UnionPay/<version> <app>`: 云闪付's says
+        // `… (com.unionpay.chsp) … (UnionPay/1.0 CloudPay)`, a bank app built on UnionPay's
+        // kit its own app name after the version (more-wallets.md §4, "银联二维码
+        // UnionPay/<版本号><App标识>"), so the marker tells 云闪付 and the bank apps alike.
+        in_app_marker: Some("UnionPay/"),
         // A code scans from another device; on the phone itself (its browser, or 云闪付's own)
         // the gateway page pays, and on a desktop it is the card-payment fallback.
         cashier: CashierFit {
