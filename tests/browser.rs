@@ -283,12 +283,17 @@ impl Browser {
             .decode(shot["value"].as_str().unwrap())
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
+        let path = artifacts().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
     }
+}
+
+/// `target/browser-artifacts/`, made if missing.
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Drop for Browser {
@@ -820,6 +825,25 @@ async fn the_code_poster_decodes_and_its_page_pays_on_a_phone() {
     let dir = tempfile::tempdir().unwrap();
     let poster_path = dir.path().join("poster.svg");
     std::fs::write(&poster_path, &poster.body).unwrap();
+    // The PNG poster, drawn by Moongate itself: its QR decodes to the code's URL.
+    let png = h
+        .shop_a
+        .call(
+            moongate_contract::HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.png"),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(png.status, 200);
+    let png_path = artifacts().join("code-poster-print.png");
+    std::fs::write(&png_path, &png.body).unwrap();
+    assert_eq!(
+        decode_qr(&png_path),
+        url,
+        "the PNG poster's QR is the code's URL"
+    );
     // A till's order: its checkout's one QR, for the till's screen.
     let (_, checkout) = h
         .checkout(

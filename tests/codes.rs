@@ -114,6 +114,34 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
         svg.contains("<svg x=\"60\" y=\"150\""),
         "the QR inside the poster"
     );
+    // The same poster as a PNG at 300 dpi: A6 is 1240 × 1748 pixels.
+    let png = h
+        .shop_a
+        .call(
+            HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.png"),
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(png.status, 200);
+    assert_eq!(header(&png, "content-type"), Some("image/png"));
+    assert_eq!(png.body.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]));
+    let dimension = |at: usize| u32::from_be_bytes(png.body[at..at + 4].try_into().unwrap());
+    assert_eq!((dimension(16), dimension(20)), (1240, 1748));
+    let (status, _) = h
+        .shop_b
+        .call(
+            HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.png"),
+            b"",
+            None,
+        )
+        .await
+        .map(|r| (r.status, ()))
+        .unwrap();
+    assert_eq!(status, 404, "another merchant's code");
 
     // The shopper scans: a page asking the amount (opening it creates nothing).
     let page = h.browse(&url, DESKTOP_UA).await;

@@ -12,6 +12,7 @@
 
 pub mod key;
 pub mod page;
+pub mod raster;
 
 pub use crate::ledger::checkout::Checkout;
 

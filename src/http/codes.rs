@@ -1,5 +1,6 @@
 //! Static payment codes: `POST/GET /v1/codes`, `GET /v1/codes/{id}`,
-//! `POST /v1/codes/{id}/disable`, `GET /v1/codes/{id}/poster.svg` (signed, for merchants), and
+//! `POST /v1/codes/{id}/disable`, `GET /v1/codes/{id}/poster.svg` and `poster.png` (signed, for
+//! merchants), and
 //! the shopper's page `/c/{token}` (`service/codes.rs` does the work).
 
 use std::collections::HashMap;
@@ -220,6 +221,36 @@ pub(crate) async fn code_poster(
         header::CONTENT_TYPE,
         HeaderValue::from_static("image/svg+xml"),
     );
+    Ok(response)
+}
+
+/// `GET /v1/codes/{id}/poster.png`: the same poster drawn at 300 dpi, for printers and
+/// messaging apps that take no SVG.
+pub(crate) async fn code_poster_png(
+    State(gw): State<Shared>,
+    Path(id): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let code = merchant_code(&gw, &merchant.id, &id).await?;
+    let svg = crate::cashier::page::code_poster(
+        &merchant.name,
+        &code,
+        &gw.code_url(&code.id),
+        &wallets(&gw, &code),
+    )
+    .ok_or_else(|| ApiError::internal(&"the code's URL does not fit a QR code"))?;
+    // Drawing takes tens of milliseconds of CPU: off the async workers.
+    let png = tokio::task::spawn_blocking(move || {
+        crate::cashier::raster::png(&svg, crate::cashier::raster::POSTER_DPI)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))?;
+    let mut response = (StatusCode::OK, png).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     Ok(response)
 }
 

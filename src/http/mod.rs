@@ -82,6 +82,7 @@ v1_routes! {
     "/v1/codes/{id}" => { get: codes::get_code },
     "/v1/codes/{id}/disable" => { post: codes::disable_code },
     "/v1/codes/{id}/poster.svg" => { get: codes::code_poster },
+    "/v1/codes/{id}/poster.png" => { get: codes::code_poster_png },
 }
 
 /// The HTTP application.
