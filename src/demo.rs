@@ -630,9 +630,21 @@ async fn payment_code(
     }
     moongate::private_fs::write(poster_path, &poster.body)
         .with_context(|| format!("writing {}", poster_path.display()))?;
+    let png = client
+        .call(
+            HttpMethod::Get,
+            &format!("/v1/codes/{id}/poster.png"),
+            b"",
+            None,
+        )
+        .await?;
+    let png_path = poster_path.with_extension("png");
+    moongate::private_fs::write(&png_path, &png.body)
+        .with_context(|| format!("writing {}", png_path.display()))?;
     println!(
-        "   POST /v1/codes -> {id}; the QR holds {url}\n   printable poster: {} (GET /v1/codes/{id}/poster.svg)",
-        tidy(poster_path).display()
+        "   POST /v1/codes -> {id}; the QR holds {url}\n   printable poster: {} and {} (GET /v1/codes/{id}/poster.svg, poster.png)",
+        tidy(poster_path).display(),
+        tidy(&png_path).display()
     );
     let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
@@ -674,6 +686,96 @@ async fn payment_code(
         .to_decimal_string(),
         text(&paid, "/metadata/code_id"),
         text(&paid, "/metadata/till")
+    );
+    in_alipay(&http, client, alipay, &url).await
+}
+
+/// The same code scanned inside the Alipay app (its user agent): the cashier asks Alipay who
+/// pays (`auth_base`, silent: the sandbox's page answers at once), pays with `alipay_jsapi`,
+/// and the sandbox's in-app sheet stands in for `AlipayJSBridge` `tradePay`.
+async fn in_alipay(
+    http: &moongate::outbound::Outbound,
+    client: &MerchantClient,
+    alipay: SocketAddr,
+    code_url: &str,
+) -> anyhow::Result<()> {
+    use moongate_contract::HttpRequest;
+    const IN_ALIPAY: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 AlipayClient/10.5.36.6000 Language/zh-Hans";
+    let request = |method: HttpMethod, url: &str, cookie: Option<&str>, body: &str| {
+        let mut headers = vec![("user-agent".to_owned(), IN_ALIPAY.to_owned())];
+        if method == HttpMethod::Post {
+            headers.push((
+                "content-type".to_owned(),
+                "application/x-www-form-urlencoded".to_owned(),
+            ));
+        }
+        headers.extend(cookie.map(|c| ("cookie".to_owned(), c.to_owned())));
+        HttpRequest {
+            method,
+            url: url.to_owned(),
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    };
+    let scanned = http
+        .send(&request(HttpMethod::Post, code_url, None, "amount=9.90"))
+        .await?;
+    let cashier = header(&scanned, "location")?;
+    let asked = http
+        .send(&request(HttpMethod::Get, &cashier, None, ""))
+        .await?;
+    let authorize = header(&asked, "location")?;
+    let cookie = header(&asked, "set-cookie")?;
+    let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
+    let back = http
+        .send(&request(HttpMethod::Get, &authorize, None, ""))
+        .await?;
+    let callback = header(&back, "location")?;
+    http.send(&request(HttpMethod::Get, &callback, Some(&cookie), ""))
+        .await?;
+    http.send(&request(
+        HttpMethod::Post,
+        &format!("{cashier}/pay"),
+        None,
+        "method=alipay_jsapi",
+    ))
+    .await?;
+    let payments = client
+        .call(HttpMethod::Get, "/v1/payments?limit=1", b"", None)
+        .await?;
+    let payments: Value = serde_json::from_slice(&payments.body)?;
+    let payment = text(&payments, "/data/0/id").to_owned();
+    let method = text(&payments, "/data/0/method").to_owned();
+    if method != "alipay_jsapi" {
+        bail!("inside Alipay the cashier paid with {method}, not alipay_jsapi");
+    }
+    let trade_no = text(&payments, "/data/0/next_action/trade_no").to_owned();
+    let sheet = http
+        .send(&request(
+            HttpMethod::Get,
+            &format!("http://{alipay}/sandbox/tradepay?tradeNO={trade_no}"),
+            None,
+            "",
+        ))
+        .await?;
+    if sheet.status != 200 {
+        bail!(
+            "the sandbox's tradePay sheet refused: HTTP {}",
+            sheet.status
+        );
+    }
+    let paid = wait_status(client, &payment, "succeeded").await?;
+    println!(
+        "   scanned inside the Alipay app: Alipay's silent authorisation (auth_base) names the payer {}, \
+         the cashier pays with alipay_jsapi (trade {trade_no}, AlipayJSBridge tradePay) -> {payment} ¥{} succeeded",
+        text(&paid, "/payer/openid"),
+        moongate_contract::Money::new(
+            paid.pointer("/amount")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            moongate_contract::Currency::CNY
+        )
+        .to_decimal_string(),
     );
     Ok(())
 }
