@@ -253,13 +253,20 @@ pub fn build_sub_merchant_adapter(
         }
         (ProviderKind::WechatPay, PartnerKeys::WechatPay(provider)) => {
             let own = parse_settings::<WechatPaySubMerchant>(table).map_err(|p| vec![p])?;
+            let mut adapter = provider.for_sub_merchant(moongate_adapter_wechatpay::SubMerchant {
+                sub_mchid: &own.sub_mchid,
+                sub_appid: own.sub_appid.as_deref(),
+            });
+            if let Some(reference) = &own.oauth_app_secret {
+                let secret = read_setting("oauth_app_secret", reference, base_dir)?;
+                adapter = adapter.with_oauth(moongate_adapter_wechatpay::oauth::OAuth {
+                    app_secret: Secret::new(secret.trim_end().to_owned()),
+                    authorize_url: own.oauth_authorize_url.clone(),
+                    api_url: own.oauth_api_url.trim_end_matches('/').to_owned(),
+                });
+            }
             Ok(SubMerchantAdapter {
-                adapter: Arc::new(provider.for_sub_merchant(
-                    moongate_adapter_wechatpay::SubMerchant {
-                        sub_mchid: &own.sub_mchid,
-                        sub_appid: own.sub_appid.as_deref(),
-                    },
-                )),
+                adapter: Arc::new(adapter),
                 authorisation: None,
             })
         }

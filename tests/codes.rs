@@ -612,3 +612,65 @@ async fn inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi(h: Harne
         "{page}"
     );
 }
+
+on_both_ledgers!(inside_wechat_a_sub_merchant_learns_the_payer_under_its_own_app);
+
+/// Shop G pays under its own official account (`sub_appid`) as a sub-merchant of a WeChat Pay
+/// service provider: the OAuth names that app, its secret (the sub-merchant's) exchanges the
+/// code, and the order's payer is a `sub_openid` under it.
+async fn inside_wechat_a_sub_merchant_learns_the_payer_under_its_own_app(h: Harness) {
+    let (status, checkout) = h
+        .post(
+            &h.shop_g,
+            "/v1/checkouts",
+            &json!({"amount": 1200, "currency": "CNY", "merchant_reference": "g-1",
+                    "description": "Tea", "return_url": "https://shop.example/done"})
+            .to_string(),
+            "co-g-wx",
+        )
+        .await;
+    assert_eq!(status, 201, "{checkout}");
+    let cashier = checkout["url"].as_str().unwrap().to_owned();
+    let asked = wechat(&h, &cashier, None).await;
+    assert_eq!(asked.status, 302, "{}", text(&asked));
+    let authorize = header(&asked, "location").unwrap().to_owned();
+    assert!(
+        authorize.contains(&format!("appid={}&", common::SUB_APPID_G)),
+        "{authorize}"
+    );
+    let cookie = header(&asked, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let back = wechat(&h, &authorize, None).await;
+    let callback = header(&back, "location").unwrap().to_owned();
+    let done = wechat(&h, &callback, Some(&cookie)).await;
+    assert_eq!(header(&done, "location"), Some(cashier.as_str()));
+    let chosen = h
+        .submit(
+            &format!("{cashier}/pay"),
+            common::WECHAT_UA,
+            &[("method", "wechat_jsapi")],
+        )
+        .await;
+    assert_eq!(chosen.status, 303, "{}", text(&chosen));
+    let page = text(&wechat(&h, &cashier, None).await);
+    let payment_id = state_attr(&page, "data-payment").unwrap();
+    let (_, payment) = h
+        .get(&h.shop_g, &format!("/v1/payments/{payment_id}"))
+        .await;
+    assert_eq!(payment["method"], "wechat_jsapi");
+    assert_eq!(
+        payment["payer"]["openid"],
+        moongate_testkit::sandbox::wechat::openid_of(common::SUB_APPID_G, "shopper")
+    );
+    assert_eq!(
+        payment["next_action"]["parameters"]["appId"],
+        common::SUB_APPID_G
+    );
+    h.wechat("/sandbox/pay", json!({"out_trade_no": payment_id}))
+        .await;
+    h.wait_for(&h.shop_g, &payment_id, "succeeded").await;
+}

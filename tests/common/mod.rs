@@ -66,6 +66,8 @@ pub const MCHID_B: &str = "1900000109";
 pub const WX_APPID: &str = "wxd678efh567hg6787";
 /// The AppSecret of the official account [`WX_APPID`] (its web OAuth).
 pub const WX_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
+/// The AppSecret of shop G's own official account ([`SUB_APPID_G`]).
+pub const WX_SUB_APP_SECRET: &str = "fedcba9876543210fedcba9876543210";
 pub const APIV3_KEY_A: &str = "0123456789abcdef0123456789abcdef";
 pub const APIV3_KEY_B: &str = "fedcba9876543210fedcba9876543210";
 pub const V2_KEY_A: &str = "192006250b4c09247ec02edce69f6a2d";
@@ -276,11 +278,19 @@ impl Harness {
             ],
             time_divisor: 1000,
             // The official account behind WX_APPID, whose web OAuth gives shoppers' openids.
-            official_accounts: vec![SandboxOfficialAccount {
-                appid: WX_APPID.to_owned(),
-                secret: WX_APP_SECRET.to_owned(),
-                oauth_domains: vec![gateway_addr.to_string()],
-            }],
+            official_accounts: vec![
+                SandboxOfficialAccount {
+                    appid: WX_APPID.to_owned(),
+                    secret: WX_APP_SECRET.to_owned(),
+                    oauth_domains: vec![gateway_addr.to_string()],
+                },
+                // Shop G's own, under which its payers are sub_openids.
+                SandboxOfficialAccount {
+                    appid: SUB_APPID_G.to_owned(),
+                    secret: WX_SUB_APP_SECRET.to_owned(),
+                    oauth_domains: vec![gateway_addr.to_string()],
+                },
+            ],
         };
         sandbox::wechat::start_on(wechat_settings, wechat_listener)
             .await
@@ -360,6 +370,7 @@ impl Harness {
             ("apiv3-b.secret", APIV3_KEY_B),
             ("v2-a.secret", V2_KEY_A),
             ("wx-app.secret", WX_APP_SECRET),
+            ("wx-sub-app.secret", WX_SUB_APP_SECRET),
         ] {
             std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
         }
@@ -497,7 +508,7 @@ settings = {{ auth_app_id = "{ISV_MERCHANT_APP_ID_G}", app_auth_token = {{ file 
 provider = "wechatpay"
 partner = "wx_sp"
 fee_rate = "0.6%"
-settings = {{ sub_mchid = "{SUB_MCHID_G}", sub_appid = "{SUB_APPID_G}" }}
+settings = {{ sub_mchid = "{SUB_MCHID_G}", sub_appid = "{SUB_APPID_G}", oauth_app_secret = {{ file = "wx-sub-app.secret" }}, oauth_authorize_url = "http://{wechat_addr}/connect/oauth2/authorize", oauth_api_url = "http://{wechat_addr}" }}
 
 # Authorises the ISV app through Moongate: no app_auth_token configured.
 [merchants.shop_h]

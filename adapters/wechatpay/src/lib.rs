@@ -277,6 +277,13 @@ impl WechatPayAdapter {
         }
     }
 
+    /// A sub-merchant's adapter whose own app (`sub_appid`) learns its payers' `sub_openid`s
+    /// with `oauth` (its official account's secret).
+    pub fn with_oauth(mut self, oauth: oauth::OAuth) -> WechatPayAdapter {
+        self.oauth = Some(Arc::new(oauth));
+        self
+    }
+
     /// The merchant id (the service provider's, in partner mode).
     pub fn mchid(&self) -> &str {
         &self.mchid

@@ -73,6 +73,17 @@ pub struct SubMerchantSettings {
     /// this app.
     #[serde(default)]
     pub sub_appid: Option<String>,
+    /// The AppSecret of the `sub_appid` official account (the sub-merchant's own): with it
+    /// Moongate learns a payer's `sub_openid` inside WeChat. Under the provider's app, the
+    /// partner's `oauth_app_secret` serves instead.
+    #[serde(default)]
+    pub oauth_app_secret: Option<SecretRef>,
+    /// The OAuth authorisation page; defaults to WeChat's.
+    #[serde(default = "default_authorize_url")]
+    pub oauth_authorize_url: String,
+    /// The official-account API host of the code exchange; defaults to WeChat's.
+    #[serde(default = "default_oauth_api_url")]
+    pub oauth_api_url: String,
 }
 
 impl SubMerchantSettings {
@@ -84,6 +95,20 @@ impl SubMerchantSettings {
         }
         if self.sub_appid.as_deref().is_some_and(|a| !is_appid(a)) {
             problems.push(("sub_appid", "must be 1 to 32 letters or digits".to_owned()));
+        }
+        if self.oauth_app_secret.is_some() && self.sub_appid.is_none() {
+            problems.push((
+                "oauth_app_secret",
+                "is the sub_appid official account's: set sub_appid (under the provider's app \
+                 the partner's oauth_app_secret serves)"
+                    .to_owned(),
+            ));
+        }
+        if let Err(message) = check_base_url(&self.oauth_authorize_url) {
+            problems.push(("oauth_authorize_url", message));
+        }
+        if let Err(message) = check_base_url(&self.oauth_api_url) {
+            problems.push(("oauth_api_url", message));
         }
         problems
     }
