@@ -54,7 +54,8 @@ pub(crate) fn method_names() -> String {
     names.join(", ")
 }
 
-/// A WeChat openid: 1-128 letters, digits, `_` or `-`.
+/// The payer's id under the merchant's app (a WeChat openid, an Alipay open_id or user id):
+/// 1-128 letters, digits, `_` or `-`.
 pub(crate) fn check_openid(openid: &str) -> Result<(), ApiError> {
     let ok = !openid.is_empty()
         && openid.len() <= 128
