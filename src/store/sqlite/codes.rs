@@ -7,7 +7,7 @@ use crate::store::rows::{CODE_COLUMNS as COLUMNS, CodeRow};
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS codes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     token_hash TEXT NOT NULL UNIQUE,
     merchant_id TEXT NOT NULL,

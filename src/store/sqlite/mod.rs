@@ -42,9 +42,13 @@ use crate::store::rows::{
 };
 use crate::store::{CheckTarget, DailyClaim, Delivery, EventRecord, ReconRun, StoredBreak};
 
+// `seq` is a plain `INTEGER PRIMARY KEY`, not `AUTOINCREMENT`: no ledger row is ever deleted,
+// so SQLite's max(rowid) + 1 is as monotonic, and an insert does not also write its table's
+// `sqlite_sequence` row (one B-tree page less in every commit). Ledgers made before keep their
+// AUTOINCREMENT tables, which behave the same.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS payments (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     merchant_id TEXT NOT NULL,
     account_id TEXT NOT NULL,
@@ -75,7 +79,7 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON payments (merchant_id, seq);
 
 CREATE TABLE IF NOT EXISTS refunds (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     payment_id TEXT NOT NULL REFERENCES payments (id),
     merchant_id TEXT NOT NULL,
@@ -92,7 +96,7 @@ CREATE TABLE IF NOT EXISTS refunds (
 CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds (payment_id);
 
 CREATE TABLE IF NOT EXISTS attempts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     payment_id TEXT NOT NULL,
     account_id TEXT,
     refund_id TEXT,
@@ -103,7 +107,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     merchant_id TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -131,7 +135,7 @@ CREATE INDEX IF NOT EXISTS outbox_due_by_merchant ON outbox (merchant_id, next_a
 DROP INDEX IF EXISTS outbox_due;
 
 CREATE TABLE IF NOT EXISTS deliveries (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     event_seq INTEGER NOT NULL REFERENCES events (seq),
     attempted_at INTEGER NOT NULL,
     delivered INTEGER NOT NULL,
