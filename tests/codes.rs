@@ -305,6 +305,20 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
 
 on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);
 
+/// A checkout of `amount` fen for tea (reference `reference`, idempotency key `key`).
+async fn tea_checkout(
+    h: &Harness,
+    client: &moongate_testkit::client::MerchantClient,
+    amount: i64,
+    reference: &str,
+    key: &str,
+) -> (u16, Value) {
+    let body = json!({"amount": amount, "currency": "CNY", "merchant_reference": reference,
+                      "description": "Tea", "return_url": "https://shop.example/done"});
+    h.post(client, "/v1/checkouts", &body.to_string(), key)
+        .await
+}
+
 /// A browser inside WeChat: the user agent, and the cookie it holds (one at a time here).
 async fn wechat(h: &Harness, url: &str, cookie: Option<&str>) -> moongate_contract::HttpResponse {
     in_app(h, common::WECHAT_UA, url, cookie).await
@@ -410,16 +424,7 @@ async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness)
     h.wait_for(&h.shop_b, &payment_id, "succeeded").await;
 
     // A desktop browser is not sent to WeChat's OAuth.
-    let (_, checkout) = h
-        .post(
-            &h.shop_b,
-            "/v1/checkouts",
-            &json!({"amount": 100, "currency": "CNY", "merchant_reference": "o-2",
-                    "description": "Tea", "return_url": "https://shop.example/done"})
-            .to_string(),
-            "co-desk",
-        )
-        .await;
+    let (_, checkout) = tea_checkout(&h, &h.shop_b, 100, "o-2", "co-desk").await;
     let desk = h
         .browse(checkout["url"].as_str().unwrap(), DESKTOP_UA)
         .await;
@@ -569,16 +574,7 @@ async fn inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi(h: Harne
 
     // Shop F, served through the ISV: the link names the merchant's own app, and the ISV
     // exchanges the code with the merchant's token.
-    let (_, checkout) = h
-        .post(
-            &h.shop_f,
-            "/v1/checkouts",
-            &json!({"amount": 990, "currency": "CNY", "merchant_reference": "isv-co",
-                    "description": "Tea", "return_url": "https://shop.example/done"})
-            .to_string(),
-            "co-isv-ali",
-        )
-        .await;
+    let (_, checkout) = tea_checkout(&h, &h.shop_f, 990, "isv-co", "co-isv-ali").await;
     let cashier = checkout["url"].as_str().unwrap().to_owned();
     let payment_id = alipay_identity_round_trip(&h, &cashier, common::ISV_MERCHANT_APP_ID).await;
     let (_, payment) = h
@@ -594,16 +590,7 @@ async fn inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi(h: Harne
 
     // A merchant whose app lacks the product (shop A) keeps the app's WAP cashier: no
     // authorisation round trip.
-    let (_, checkout) = h
-        .post(
-            &h.shop_a,
-            "/v1/checkouts",
-            &json!({"amount": 500, "currency": "CNY", "merchant_reference": "a-co",
-                    "description": "Tea", "return_url": "https://shop.example/done"})
-            .to_string(),
-            "co-a-ali",
-        )
-        .await;
+    let (_, checkout) = tea_checkout(&h, &h.shop_a, 500, "a-co", "co-a-ali").await;
     let page = alipay(&h, checkout["url"].as_str().unwrap(), None).await;
     assert_eq!(page.status, 200);
     let page = text(&page);
@@ -619,16 +606,7 @@ on_both_ledgers!(inside_wechat_a_sub_merchant_learns_the_payer_under_its_own_app
 /// service provider: the OAuth names that app, its secret (the sub-merchant's) exchanges the
 /// code, and the order's payer is a `sub_openid` under it.
 async fn inside_wechat_a_sub_merchant_learns_the_payer_under_its_own_app(h: Harness) {
-    let (status, checkout) = h
-        .post(
-            &h.shop_g,
-            "/v1/checkouts",
-            &json!({"amount": 1200, "currency": "CNY", "merchant_reference": "g-1",
-                    "description": "Tea", "return_url": "https://shop.example/done"})
-            .to_string(),
-            "co-g-wx",
-        )
-        .await;
+    let (status, checkout) = tea_checkout(&h, &h.shop_g, 1200, "g-1", "co-g-wx").await;
     assert_eq!(status, 201, "{checkout}");
     let cashier = checkout["url"].as_str().unwrap().to_owned();
     let asked = wechat(&h, &cashier, None).await;

@@ -199,6 +199,19 @@ fn wallets(gw: &Gateway, code: &Code) -> Vec<moongate_contract::ProviderKind> {
     }
 }
 
+/// The poster of the signed merchant's code `id`, as SVG.
+async fn poster_svg(gw: &Gateway, signed: Signed, id: &str) -> Result<String, ApiError> {
+    let Signed { merchant, .. } = signed;
+    let code = merchant_code(gw, &merchant.id, id).await?;
+    crate::cashier::page::code_poster(
+        &merchant.name,
+        &code,
+        &gw.code_url(&code.id),
+        &wallets(gw, &code),
+    )
+    .ok_or_else(|| ApiError::internal(&"the code's URL does not fit a QR code"))
+}
+
 /// `GET /v1/codes/{id}/poster.svg`: a printable poster (A6 proportions): the merchant's and
 /// the code's names, the fixed amount, the accepted wallets' names in their colours and the QR
 /// of the code's URL.
@@ -207,15 +220,7 @@ pub(crate) async fn code_poster(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { merchant, .. } = signed;
-    let code = merchant_code(&gw, &merchant.id, &id).await?;
-    let svg = crate::cashier::page::code_poster(
-        &merchant.name,
-        &code,
-        &gw.code_url(&code.id),
-        &wallets(&gw, &code),
-    )
-    .ok_or_else(|| ApiError::internal(&"the code's URL does not fit a QR code"))?;
+    let svg = poster_svg(&gw, signed, &id).await?;
     let mut response = (StatusCode::OK, svg).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -231,15 +236,7 @@ pub(crate) async fn code_poster_png(
     Path(id): Path<String>,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { merchant, .. } = signed;
-    let code = merchant_code(&gw, &merchant.id, &id).await?;
-    let svg = crate::cashier::page::code_poster(
-        &merchant.name,
-        &code,
-        &gw.code_url(&code.id),
-        &wallets(&gw, &code),
-    )
-    .ok_or_else(|| ApiError::internal(&"the code's URL does not fit a QR code"))?;
+    let svg = poster_svg(&gw, signed, &id).await?;
     // Drawing takes tens of milliseconds of CPU: off the async workers.
     let png = tokio::task::spawn_blocking(move || {
         crate::cashier::raster::png(&svg, crate::cashier::raster::POSTER_DPI)

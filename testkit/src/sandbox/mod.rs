@@ -218,6 +218,47 @@ pub(crate) fn wallet_page(wallet: &str, subject: &str, fen: i64, code: &str) -> 
     .into_response()
 }
 
+/// A one-line page of a provider's (a refusal, or "open this in the app").
+pub(crate) fn notice_page(title: &str, status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        Html(format!(
+            "<!doctype html><meta charset=utf-8><title>{}</title><p>{}</p>",
+            html_escape(title),
+            html_escape(text)
+        )),
+    )
+        .into_response()
+}
+
+/// `host` or `host:port` of `url`, as an app's registered domains name it.
+pub(crate) fn host_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str()?.to_owned();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+/// A `302` to `redirect` with `pairs` added to its query, as an OAuth page sends the browser
+/// back.
+pub(crate) fn redirect_back(redirect: &str, pairs: &[(&str, &str)]) -> Response {
+    let mut back = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        back.append_pair(key, value);
+    }
+    let separator = if redirect.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect}{separator}{}", back.finish());
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&location) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, value);
+    }
+    response
+}
+
 /// The wallet's answer once paid (or why not).
 pub(crate) fn wallet_paid(result: Result<Value, (StatusCode, String)>) -> Response {
     match result {

@@ -286,20 +286,15 @@ pub(super) async fn app_to_app_auth_consent(
             issued_at: OffsetDateTime::now_utc(),
         },
     );
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("app_id", &isv);
-    query.append_pair("source", "alipay_app_auth");
-    query.append_pair("app_auth_code", &code);
+    let mut back = vec![
+        ("app_id", isv.as_str()),
+        ("source", "alipay_app_auth"),
+        ("app_auth_code", code.as_str()),
+    ];
     if let Some(state) = form.state.as_deref().filter(|s| !s.is_empty()) {
-        query.append_pair("state", state);
+        back.push(("state", state));
     }
-    let separator = if redirect.contains('?') { '&' } else { '?' };
-    let location = format!("{redirect}{separator}{}", query.finish());
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    crate::sandbox::redirect_back(&redirect, &back)
 }
 
 #[derive(Debug, Deserialize)]

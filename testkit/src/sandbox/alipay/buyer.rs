@@ -229,14 +229,7 @@ pub(super) struct UserAuthorize {
 }
 
 fn page(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        Html(format!(
-            "<!doctype html><meta charset=utf-8><title>支付宝 用户授权 (sandbox)</title><p>{}</p>",
-            html_escape(text)
-        )),
-    )
-        .into_response()
+    crate::sandbox::notice_page("支付宝 用户授权 (sandbox)", status, text)
 }
 
 /// `GET /oauth2/publicAppAuthorize.htm?app_id=&scope=&redirect_uri=&state=`.
@@ -280,14 +273,9 @@ pub(super) async fn public_app_authorize(
         );
     }
     let redirect = query.redirect_uri.unwrap_or_default();
-    let host = url::Url::parse(&redirect).ok().and_then(|u| {
-        let host = u.host_str()?.to_owned();
-        Some(match u.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        })
-    });
-    if !host.is_some_and(|h| sb.callback_domains(&app_id).contains(&h)) {
+    if !crate::sandbox::host_of(&redirect)
+        .is_some_and(|h| sb.callback_domains(&app_id).contains(&h))
+    {
         return page(
             StatusCode::BAD_REQUEST,
             "redirect_uri 与应用授权回调地址不一致 (not the app's callback domain)",
@@ -307,21 +295,16 @@ pub(super) async fn public_app_authorize(
             },
         );
     }
-    let mut back = form_urlencoded::Serializer::new(String::new());
-    back.append_pair("app_id", &app_id);
-    back.append_pair("source", "alipay_wallet");
-    back.append_pair("scope", &scope);
-    back.append_pair("auth_code", &code);
+    let mut back = vec![
+        ("app_id", app_id.as_str()),
+        ("source", "alipay_wallet"),
+        ("scope", scope.as_str()),
+        ("auth_code", code.as_str()),
+    ];
     if !state.is_empty() {
-        back.append_pair("state", &state);
+        back.push(("state", state.as_str()));
     }
-    let separator = if redirect.contains('?') { '&' } else { '?' };
-    let location = format!("{redirect}{separator}{}", back.finish());
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    crate::sandbox::redirect_back(&redirect, &back)
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,14 +54,7 @@ pub(super) struct Authorize {
 }
 
 fn page(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        Html(format!(
-            "<!doctype html><meta charset=utf-8><title>微信网页授权 (sandbox)</title><p>{}</p>",
-            html_escape(text)
-        )),
-    )
-        .into_response()
+    crate::sandbox::notice_page("微信网页授权 (sandbox)", status, text)
 }
 
 /// `GET /connect/oauth2/authorize`.
@@ -117,14 +110,7 @@ pub(super) async fn authorize(
         );
     }
     let redirect = query.redirect_uri.unwrap_or_default();
-    let host = url::Url::parse(&redirect).ok().and_then(|u| {
-        let host = u.host_str()?.to_owned();
-        Some(match u.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        })
-    });
-    if !host.is_some_and(|h| app.oauth_domains.contains(&h)) {
+    if !crate::sandbox::host_of(&redirect).is_some_and(|h| app.oauth_domains.contains(&h)) {
         return page(
             StatusCode::BAD_REQUEST,
             "redirect_uri 域名与后台配置不一致 (10003: not a registered OAuth domain)",
@@ -143,16 +129,7 @@ pub(super) async fn authorize(
             issued_at: OffsetDateTime::now_utc(),
         },
     );
-    let mut back = form_urlencoded::Serializer::new(String::new());
-    back.append_pair("code", &code);
-    back.append_pair("state", &state);
-    let separator = if redirect.contains('?') { '&' } else { '?' };
-    let location = format!("{redirect}{separator}{}", back.finish());
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    crate::sandbox::redirect_back(&redirect, &[("code", &code), ("state", &state)])
 }
 
 #[derive(Debug, Deserialize)]
