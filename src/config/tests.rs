@@ -404,6 +404,14 @@ fn urls_are_parsed_and_plain_http_stays_on_this_machine() {
         paths(&userinfo),
         ["merchants.shop.accounts.main.settings.gateway_url"]
     );
+    let authorize = with(
+        "settings = { app_id",
+        "settings = { jsapi = true, user_authorize_url = \"http://openauth.alipay.com/oauth2/publicAppAuthorize.htm\", app_id",
+    );
+    assert_eq!(
+        paths(&authorize),
+        ["merchants.shop.accounts.main.settings.user_authorize_url"]
+    );
     let lookalike = with("http://127.0.0.1:9/hook", "http://127.evil.example/hook");
     assert_eq!(paths(&lookalike), ["merchants.shop.webhook.url"]);
     // The admin endpoints have no authentication: loopback only, unless said explicitly.
@@ -887,6 +895,18 @@ fn wechat_pay_sub_merchants_name_their_sub_mchid_once_per_provider() {
             format!("{at}.sub_appid: must be 1 to 32 letters or digits"),
         ],
         "{malformed:?}"
+    );
+    // Its own official account's OAuth secret needs that account (sub_appid); its pages
+    // are URLs like every other.
+    let secret_alone = problems(&good.replace(
+        "sub_mchid = \"1900000201\"",
+        "sub_mchid = \"1900000201\", oauth_app_secret = { file = \"s\" }, oauth_api_url = \"http://example.com\"",
+    ));
+    assert!(
+        secret_alone.len() == 2
+            && secret_alone[0].starts_with(&format!("{at}.oauth_app_secret: is the sub_appid"))
+            && secret_alone[1].starts_with(&format!("{at}.oauth_api_url:")),
+        "{secret_alone:?}"
     );
     // The keys are the provider's: a sub-merchant naming its own is refused.
     let own_keys = problems(&good.replace(
