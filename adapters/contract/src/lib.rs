@@ -18,6 +18,7 @@ pub mod http;
 pub mod identity;
 pub mod money;
 pub mod pkcs12;
+pub mod rsa_raw;
 pub mod secret;
 pub mod statement;
 pub mod x509;

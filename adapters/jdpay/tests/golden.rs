@@ -1,0 +1,110 @@
+//! The JD-N1 vector: a real JD Pay notification from JD's demo merchant opens with its
+//! `desKey`, and its sign verifies with JD's test key over exactly the XML without `<sign>`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
+use moongate_adapter_jdpay::envelope::{DesKey, EnvelopeError};
+use moongate_adapter_jdpay::sign::{payload, split_sign, verify_xml};
+use moongate_contract::rsa_raw::TypeOneVerifier;
+
+fn fixture(name: &str) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/jdpay/");
+    std::fs::read_to_string(format!("{root}{name}")).unwrap()
+}
+
+fn key() -> DesKey {
+    DesKey::from_base64(&fixture("test-des-key.txt")).unwrap()
+}
+
+fn jd() -> TypeOneVerifier {
+    TypeOneVerifier::from_base64_or_pem(&fixture("jd-test-public-key.txt")).unwrap()
+}
+
+#[test]
+fn jd_n1_opens_to_the_notification_python_decrypted() {
+    let xml = key().open(&fixture("jd-n1-encrypt.txt")).unwrap();
+    assert_eq!(xml.len(), 842);
+    assert_eq!(xml, fixture("jd-n1-notification.xml"));
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\" ?><jdpay>"));
+}
+
+#[test]
+fn jd_n1_sign_verifies_over_the_xml_without_its_sign_element_only() {
+    let xml = fixture("jd-n1-notification.xml");
+    let (content, _) = split_sign(&xml).unwrap();
+    assert_eq!(
+        payload(&content),
+        fixture("jd-n1-sign-content.sha256").trim()
+    );
+    assert!(verify_xml(&jd(), &xml));
+    // Without the declaration, with whitespace changed, or with a byte changed: no.
+    let declaration_end = xml.find("?>").unwrap() + 2;
+    assert!(!verify_xml(&jd(), &xml[declaration_end..]));
+    assert!(!verify_xml(
+        &jd(),
+        &xml.replacen("<amount>1</amount>", "<amount>2</amount>", 1)
+    ));
+    assert!(!verify_xml(
+        &jd(),
+        &xml.replacen("><jdpay>", "> <jdpay>", 1)
+    ));
+    // Another key does not open it; two sign elements are refused.
+    let other = TypeOneVerifier::from_base64_or_pem(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/keys/sandbox-alipay-public-key.pem"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(!verify_xml(&other, &xml));
+    let doubled = xml.replacen("<note>", "<sign>x</sign><note>", 1);
+    assert!(!verify_xml(&jd(), &doubled));
+    // The block itself: the signature's length must be the modulus's, and it must be below it.
+    use base64::Engine;
+    let (_, sign) = split_sign(&xml).unwrap();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(sign)
+        .unwrap();
+    assert_eq!(signature.len(), 128);
+    assert_eq!(
+        jd().recover(&signature).unwrap(),
+        payload(&content).into_bytes()
+    );
+    assert_eq!(jd().recover(&signature[1..]), None);
+    assert_eq!(jd().recover(&[0xff; 128]), None);
+    let mut flipped = signature.clone();
+    flipped[60] ^= 1;
+    assert_eq!(jd().recover(&flipped), None);
+}
+
+#[test]
+fn an_envelope_round_trips_and_refuses_a_wrong_key_or_framing() {
+    let key = key();
+    for text in ["", "180", "我有一只小毛驴我从来也不骑", &"x".repeat(1000)] {
+        let sealed = key.seal(text).unwrap();
+        assert_eq!(key.open(&sealed).unwrap(), text);
+        let hex = key.seal_hex(text).unwrap();
+        assert_eq!(hex, hex.to_lowercase());
+        assert_eq!(hex.len() % 16, 0);
+    }
+    let other = DesKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYX").unwrap();
+    let sealed = key.seal("<jdpay></jdpay>").unwrap();
+    assert!(matches!(
+        other.open(&sealed),
+        Err(EnvelopeError::Framing | EnvelopeError::Utf8)
+    ));
+    assert_eq!(key.open_hex("abc"), Err(EnvelopeError::Encoding("not hex")));
+    assert_eq!(
+        key.open_hex("00112233"),
+        Err(EnvelopeError::Encoding("not whole 8-byte blocks"))
+    );
+    assert_eq!(
+        DesKey::from_base64("c2hvcnQ=").err(),
+        Some(EnvelopeError::Key)
+    );
+}
