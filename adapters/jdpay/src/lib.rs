@@ -8,10 +8,10 @@
 //! - [`sign`]: the sign is the RSA private-key operation over a PKCS#1 type-1 block whose
 //!   payload is the lowercase SHA-256 hex of the XML without its `<sign>` element (declaration
 //!   and whitespace kept), not `SHA256withRSA`; verifying it is the public operation and a
-//!   strict read of the block (`moongate_contract::rsa_raw`).
+//!   strict read of the block, and signing the private operation on such a block
+//!   (`moongate_contract::rsa_raw`: constant-time, blinded, checked).
 //!
-//! Not built yet: the adapter (requests, answers, methods), the signing side (it needs the RSA
-//! private-key operation without a `DigestInfo`, which `ring` does not expose), the sandbox.
+//! Not built yet: the adapter (requests, answers, methods) and its sandbox.
 
 #![warn(missing_docs)]
 

@@ -3,7 +3,8 @@
 //! kept), as the payload of a PKCS#1 type-1 block under the signer's RSA key, base64.
 
 use base64::Engine;
-use moongate_contract::rsa_raw::TypeOneVerifier;
+use moongate_contract::crypto::KeyError;
+use moongate_contract::rsa_raw::{TypeOneSigner, TypeOneVerifier};
 use sha2::{Digest, Sha256};
 
 /// The XML without its `<sign>` element, and the element's value; `None` when there is not
@@ -38,4 +39,10 @@ pub fn verify_xml(key: &TypeOneVerifier, xml: &str) -> bool {
         return false;
     };
     key.verify(payload(&content).as_bytes(), &signature)
+}
+
+/// The sign of `content` (an XML message without its `<sign>` element), base64.
+pub fn sign(key: &TypeOneSigner, content: &str) -> Result<String, KeyError> {
+    let signature = key.sign(payload(content).as_bytes())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signature))
 }

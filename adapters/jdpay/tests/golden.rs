@@ -8,8 +8,8 @@
 )]
 
 use moongate_adapter_jdpay::envelope::{DesKey, EnvelopeError};
-use moongate_adapter_jdpay::sign::{payload, split_sign, verify_xml};
-use moongate_contract::rsa_raw::TypeOneVerifier;
+use moongate_adapter_jdpay::sign::{payload, sign, split_sign, verify_xml};
+use moongate_contract::rsa_raw::{TypeOneSigner, TypeOneVerifier};
 
 fn fixture(name: &str) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/jdpay/");
@@ -107,4 +107,48 @@ fn an_envelope_round_trips_and_refuses_a_wrong_key_or_framing() {
         DesKey::from_base64("c2hvcnQ=").err(),
         Some(EnvelopeError::Key)
     );
+}
+
+#[test]
+fn the_merchant_key_signs_the_demo_query_as_python_computed() {
+    let key = TypeOneSigner::from_base64_or_pem(&fixture("test-merchant-private-key.txt")).unwrap();
+    let content = fixture("jd-query-content.xml");
+    let signed = sign(&key, &content).unwrap();
+    // Type-1 signing is deterministic: blinding must not change a byte.
+    assert_eq!(signed, fixture("jd-query-sign.txt").trim());
+    assert_eq!(sign(&key, &content).unwrap(), signed);
+    // Its public half verifies it inside the message, wherever the element sits.
+    let xml = content.replacen(
+        "<cert></cert>",
+        &format!("<sign>{signed}</sign><cert></cert>"),
+        1,
+    );
+    assert!(verify_xml(key.verifier(), &xml));
+    assert!(!verify_xml(&jd(), &xml));
+    // A payload the key's block cannot hold is refused.
+    assert!(key.sign(&[b'a'; 118]).is_err());
+    assert!(key.sign(&[b'a'; 117]).is_ok());
+}
+
+#[test]
+fn keys_of_2048_bits_sign_too_and_a_key_whose_parts_disagree_is_refused() {
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/keys/nodejs-sdk-app-private-key.pem"
+    ))
+    .unwrap();
+    let key = TypeOneSigner::from_base64_or_pem(&pem).unwrap();
+    let signed = sign(&key, "<jdpay></jdpay>").unwrap();
+    let xml = format!("<jdpay><sign>{signed}</sign></jdpay>");
+    assert!(verify_xml(key.verifier(), &xml));
+    // Change one byte deep inside the JD test key (a CRT part): refused, never a panic.
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut der = engine
+        .decode(fixture("test-merchant-private-key.txt").trim())
+        .unwrap();
+    let len = der.len();
+    der[len - 10] ^= 0x40;
+    assert!(TypeOneSigner::from_base64_or_pem(&engine.encode(&der)).is_err());
+    assert!(TypeOneSigner::from_base64_or_pem("bm90IGEga2V5").is_err());
 }
