@@ -152,3 +152,20 @@ fn keys_of_2048_bits_sign_too_and_a_key_whose_parts_disagree_is_refused() {
     assert!(TypeOneSigner::from_base64_or_pem(&engine.encode(&der)).is_err());
     assert!(TypeOneSigner::from_base64_or_pem("bm90IGEga2V5").is_err());
 }
+
+#[test]
+fn a_second_notification_a_refund_opens_and_verifies_too() {
+    let xml = key().open(&fixture("jd-n2-encrypt.txt")).unwrap();
+    assert_eq!(xml, fixture("jd-n2-notification.xml"));
+    assert!(xml.contains("<tradeType>2</tradeType><oTradeNum>asd784374823472389</oTradeNum>"));
+    let (content, _) = split_sign(&xml).unwrap();
+    assert_eq!(
+        payload(&content),
+        "eb7be5b878612fd0f7c6b5877f7f9e7ac37d9345eed9146bda44b188d0678f2e"
+    );
+    assert!(verify_xml(&jd(), &xml));
+    assert!(!verify_xml(
+        &jd(),
+        &xml.replacen("<status>1</status>", "<status>2</status>", 1)
+    ));
+}
