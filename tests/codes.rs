@@ -305,6 +305,22 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
 
 on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);
 
+/// A code made from `body` and scanned in `agent`: the code and the cashier it leads to.
+async fn scanned(
+    h: &Harness,
+    client: &moongate_testkit::client::MerchantClient,
+    body: Value,
+    key: &str,
+    agent: &str,
+) -> (Value, String) {
+    let (status, code) = h.post(client, "/v1/codes", &body.to_string(), key).await;
+    assert_eq!(status, 201, "{code}");
+    let scanned = h.submit(code["url"].as_str().unwrap(), agent, &[]).await;
+    assert_eq!(scanned.status, 303);
+    let cashier = header(&scanned, "location").unwrap().to_owned();
+    (code, cashier)
+}
+
 /// A checkout of `amount` fen for tea (reference `reference`, idempotency key `key`).
 async fn tea_checkout(
     h: &Harness,
@@ -346,16 +362,14 @@ async fn in_app(
 
 async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness) {
     // Shop B's code, scanned inside WeChat: the amount, then the cashier.
-    let body = json!({"name": "Noodles", "currency": "CNY", "amount": 2600});
-    let (status, code) = h
-        .post(&h.shop_b, "/v1/codes", &body.to_string(), "wx-code")
-        .await;
-    assert_eq!(status, 201, "{code}");
-    let scanned = h
-        .submit(code["url"].as_str().unwrap(), common::WECHAT_UA, &[])
-        .await;
-    assert_eq!(scanned.status, 303);
-    let cashier = header(&scanned, "location").unwrap().to_owned();
+    let (code, cashier) = scanned(
+        &h,
+        &h.shop_b,
+        json!({"name": "Noodles", "currency": "CNY", "amount": 2600}),
+        "wx-code",
+        common::WECHAT_UA,
+    )
+    .await;
     // The cashier asks WeChat who the payer is, with the one configured callback.
     let asked = wechat(&h, &cashier, None).await;
     assert_eq!(asked.status, 302, "{}", text(&asked));
@@ -538,16 +552,14 @@ async fn pay_on_sheet(h: &Harness, trade_no: &str, user: &str) -> u16 {
 
 async fn inside_alipay_the_cashier_learns_the_payer_and_pays_with_jsapi(h: Harness) {
     // Shop B's code (its own app), scanned inside Alipay.
-    let body = json!({"name": "Dumplings", "currency": "CNY", "amount": 1800});
-    let (status, code) = h
-        .post(&h.shop_b, "/v1/codes", &body.to_string(), "ali-code")
-        .await;
-    assert_eq!(status, 201, "{code}");
-    let scanned = h
-        .submit(code["url"].as_str().unwrap(), common::ALIPAY_UA, &[])
-        .await;
-    assert_eq!(scanned.status, 303);
-    let cashier = header(&scanned, "location").unwrap().to_owned();
+    let (code, cashier) = scanned(
+        &h,
+        &h.shop_b,
+        json!({"name": "Dumplings", "currency": "CNY", "amount": 1800}),
+        "ali-code",
+        common::ALIPAY_UA,
+    )
+    .await;
     let payment_id = alipay_identity_round_trip(&h, &cashier, common::APP_ID).await;
     let (_, payment) = h
         .get(&h.shop_b, &format!("/v1/payments/{payment_id}"))

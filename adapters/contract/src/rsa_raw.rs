@@ -11,6 +11,18 @@ use num_bigint::BigUint;
 
 use crate::crypto::{KeyError, der_element, spki_rsa_public_key};
 
+/// The DER of a key written as PEM or as bare base64 (how JD hands its keys out).
+fn key_der(text: &str) -> Result<Vec<u8>, KeyError> {
+    use base64::Engine;
+    if text.contains("-----BEGIN") {
+        return Ok(crate::crypto::decode_pem(text)?.1);
+    }
+    let compact: String = text.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| KeyError::Rejected("key is not base64"))
+}
+
 /// Shortest padding a type-1 block may carry (PKCS#1 v1.5: at least eight `FF` bytes).
 const MIN_PADDING: usize = 8;
 
@@ -49,16 +61,7 @@ impl TypeOneVerifier {
 
     /// Loads the bare base64 of a `SubjectPublicKeyInfo` (how JD hands its key out), or PEM.
     pub fn from_base64_or_pem(text: &str) -> Result<TypeOneVerifier, KeyError> {
-        use base64::Engine;
-        let der = if text.contains("-----BEGIN") {
-            crate::crypto::decode_pem(text)?.1
-        } else {
-            let compact: String = text.split_whitespace().collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .map_err(|_| KeyError::Rejected("public key is not base64"))?
-        };
-        TypeOneVerifier::from_spki_der(&der)
+        TypeOneVerifier::from_spki_der(&key_der(text)?)
     }
 
     /// The payload of the type-1 block `signature` opens to (`00 01 FF…FF 00 ‖ payload`), or
@@ -215,16 +218,7 @@ impl TypeOneSigner {
 
     /// Loads the bare base64 of a key (how JD hands keys out), or PEM.
     pub fn from_base64_or_pem(text: &str) -> Result<TypeOneSigner, KeyError> {
-        use base64::Engine;
-        let der = if text.contains("-----BEGIN") {
-            crate::crypto::decode_pem(text)?.1
-        } else {
-            let compact: String = text.split_whitespace().collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .map_err(|_| KeyError::Rejected("private key is not base64"))?
-        };
-        TypeOneSigner::from_der(&der)
+        TypeOneSigner::from_der(&key_der(text)?)
     }
 
     /// The public half.
