@@ -594,7 +594,6 @@ async fn payment_code(
     reference: &str,
     poster_path: &Path,
 ) -> anyhow::Result<()> {
-    use moongate_contract::HttpRequest;
     println!("15. One code for every wallet (聚合码) at the tea house's counter");
     let body = serde_json::json!({
         "name": "柜台 Counter 1", "currency": "CNY", "tags": {"till": "counter-1"},
@@ -648,21 +647,8 @@ async fn payment_code(
     );
     let http = moongate::outbound::Outbound::new(Duration::from_secs(2), Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    let form = |url: String, body: &str| HttpRequest {
-        method: HttpMethod::Post,
-        url,
-        headers: vec![
-            (
-                "user-agent".into(),
-                "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0".into(),
-            ),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ],
-        body: body.as_bytes().to_vec(),
-    };
+    const DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0";
+    let form = |url: String, body: &str| shopper(DESKTOP, HttpMethod::Post, &url, None, body);
     let scanned = http.send(&form(url.clone(), "amount=16.80")).await?;
     let cashier = header(&scanned, "location")?;
     println!("   a shopper scans it and types ¥16.80 -> a checkout's cashier page");
@@ -690,6 +676,30 @@ async fn payment_code(
     in_alipay(&http, client, alipay, &url).await
 }
 
+/// A shopper's browser request: its user agent, the cookie it holds, a form body for a POST.
+fn shopper(
+    agent: &str,
+    method: HttpMethod,
+    url: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> moongate_contract::HttpRequest {
+    let mut headers = vec![("user-agent".to_owned(), agent.to_owned())];
+    if method == HttpMethod::Post {
+        headers.push((
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        ));
+    }
+    headers.extend(cookie.map(|c| ("cookie".to_owned(), c.to_owned())));
+    moongate_contract::HttpRequest {
+        method,
+        url: url.to_owned(),
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
 /// The same code scanned inside the Alipay app (its user agent): the cashier asks Alipay who
 /// pays (`auth_base`, silent: the sandbox's page answers at once), pays with `alipay_jsapi`,
 /// and the sandbox's in-app sheet stands in for `AlipayJSBridge` `tradePay`.
@@ -699,23 +709,9 @@ async fn in_alipay(
     alipay: SocketAddr,
     code_url: &str,
 ) -> anyhow::Result<()> {
-    use moongate_contract::HttpRequest;
     const IN_ALIPAY: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 AlipayClient/10.5.36.6000 Language/zh-Hans";
-    let request = |method: HttpMethod, url: &str, cookie: Option<&str>, body: &str| {
-        let mut headers = vec![("user-agent".to_owned(), IN_ALIPAY.to_owned())];
-        if method == HttpMethod::Post {
-            headers.push((
-                "content-type".to_owned(),
-                "application/x-www-form-urlencoded".to_owned(),
-            ));
-        }
-        headers.extend(cookie.map(|c| ("cookie".to_owned(), c.to_owned())));
-        HttpRequest {
-            method,
-            url: url.to_owned(),
-            headers,
-            body: body.as_bytes().to_vec(),
-        }
+    let request = |method, url: &str, cookie: Option<&str>, body: &str| {
+        shopper(IN_ALIPAY, method, url, cookie, body)
     };
     let scanned = http
         .send(&request(HttpMethod::Post, code_url, None, "amount=9.90"))

@@ -305,6 +305,25 @@ async fn a_till_code_takes_a_typed_amount_and_a_disabled_one_takes_none(h: Harne
 
 on_both_ledgers!(inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi);
 
+/// The cookie a response sets, as the browser sends it back (`name=value`).
+fn session_cookie(response: &moongate_contract::HttpResponse) -> String {
+    header(response, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Chooses `method` on the cashier page inside the wallet app `agent`; the page it leads to.
+async fn choose(h: &Harness, cashier: &str, agent: &str, method: &str) -> String {
+    let chosen = h
+        .submit(&format!("{cashier}/pay"), agent, &[("method", method)])
+        .await;
+    assert_eq!(chosen.status, 303, "{}", text(&chosen));
+    text(&in_app(h, agent, cashier, None).await)
+}
+
 /// A code made from `body` and scanned in `agent`: the code and the cashier it leads to.
 async fn scanned(
     h: &Harness,
@@ -412,15 +431,7 @@ async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness)
     // The cashier now offers WeChat's in-app payment, for this payer.
     let page = text(&wechat(&h, &cashier, None).await);
     assert!(page.contains("value=\"wechat_jsapi\""), "{page}");
-    let chosen = h
-        .submit(
-            &format!("{cashier}/pay"),
-            common::WECHAT_UA,
-            &[("method", "wechat_jsapi")],
-        )
-        .await;
-    assert_eq!(chosen.status, 303, "{}", text(&chosen));
-    let page = text(&wechat(&h, &cashier, None).await);
+    let page = choose(&h, &cashier, common::WECHAT_UA, "wechat_jsapi").await;
     assert!(page.contains("WeixinJSBridge"), "{page}");
     let payment_id = state_attr(&page, "data-payment").unwrap();
     let (_, payment) = h
@@ -446,12 +457,7 @@ async fn inside_wechat_the_cashier_learns_the_payer_and_offers_jsapi(h: Harness)
     // A refused exchange (a made-up code) lands on the page with a notice and the QR path.
     let asked = wechat(&h, checkout["url"].as_str().unwrap(), None).await;
     assert_eq!(asked.status, 302);
-    let cookie = header(&asked, "set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&asked);
     let authorize = header(&asked, "location").unwrap();
     let state = url::Url::parse(authorize)
         .unwrap()
@@ -497,12 +503,7 @@ async fn alipay_identity_round_trip(h: &Harness, cashier: &str, link_app_id: &st
         )),
         "{authorize}"
     );
-    let cookie = header(&asked, "set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&asked);
     // Alipay's page works only inside Alipay; there it sends the browser back with a code.
     assert!(text(&h.browse(&authorize, DESKTOP_UA).await).contains("请在支付宝客户端打开"));
     let back = alipay(h, &authorize, None).await;
@@ -520,15 +521,7 @@ async fn alipay_identity_round_trip(h: &Harness, cashier: &str, link_app_id: &st
     let page = text(&alipay(h, cashier, None).await);
     assert!(page.contains("value=\"alipay_jsapi\""), "{page}");
     assert!(!page.contains("value=\"alipay_wap\""), "{page}");
-    let chosen = h
-        .submit(
-            &format!("{cashier}/pay"),
-            common::ALIPAY_UA,
-            &[("method", "alipay_jsapi")],
-        )
-        .await;
-    assert_eq!(chosen.status, 303, "{}", text(&chosen));
-    let page = text(&alipay(h, cashier, None).await);
+    let page = choose(h, cashier, common::ALIPAY_UA, "alipay_jsapi").await;
     assert!(page.contains("AlipayJSBridge.call('tradePay'"), "{page}");
     state_attr(&page, "data-payment").unwrap()
 }
@@ -628,25 +621,12 @@ async fn inside_wechat_a_sub_merchant_learns_the_payer_under_its_own_app(h: Harn
         authorize.contains(&format!("appid={}&", common::SUB_APPID_G)),
         "{authorize}"
     );
-    let cookie = header(&asked, "set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&asked);
     let back = wechat(&h, &authorize, None).await;
     let callback = header(&back, "location").unwrap().to_owned();
     let done = wechat(&h, &callback, Some(&cookie)).await;
     assert_eq!(header(&done, "location"), Some(cashier.as_str()));
-    let chosen = h
-        .submit(
-            &format!("{cashier}/pay"),
-            common::WECHAT_UA,
-            &[("method", "wechat_jsapi")],
-        )
-        .await;
-    assert_eq!(chosen.status, 303, "{}", text(&chosen));
-    let page = text(&wechat(&h, &cashier, None).await);
+    let page = choose(&h, &cashier, common::WECHAT_UA, "wechat_jsapi").await;
     let payment_id = state_attr(&page, "data-payment").unwrap();
     let (_, payment) = h
         .get(&h.shop_g, &format!("/v1/payments/{payment_id}"))

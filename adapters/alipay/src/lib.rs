@@ -442,18 +442,27 @@ impl AlipayAdapter {
             }
             _ => false,
         };
-        let common: Common = if codeless_success {
-            let mut common: wire::MaybeCommon = serde_json::from_slice(node)
-                .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
-            Common {
-                code: common.code.take().unwrap_or_else(|| "10000".to_owned()),
-                msg: common.msg,
-                sub_code: common.sub_code,
-                sub_msg: common.sub_msg,
+        let wire::MaybeCommon {
+            code,
+            msg,
+            sub_code,
+            sub_msg,
+        } = serde_json::from_slice(node)
+            .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?;
+        let code = match code {
+            Some(code) => code,
+            None if codeless_success => "10000".to_owned(),
+            None => {
+                return Err(AdapterError::Protocol(
+                    "response node: missing field `code`".to_owned(),
+                ));
             }
-        } else {
-            serde_json::from_slice(node)
-                .map_err(|e| AdapterError::Protocol(format!("response node: {e}")))?
+        };
+        let common = Common {
+            code,
+            msg,
+            sub_code,
+            sub_msg,
         };
         if common.code == "10000" && !signed {
             return Err(AdapterError::Protocol(

@@ -191,7 +191,8 @@ pub struct Common {
     pub sub_msg: Option<String>,
 }
 
-/// The common fields of an answer whose success carries no `code`.
+/// The common fields as an answer node carries them: `code` is absent on the success of a
+/// method that answers without one (`alipay.system.oauth.token`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct MaybeCommon {
     /// Gateway code; absent on success.

@@ -56,7 +56,7 @@ fn digest(text: &str) -> [u8; 32] {
 
 impl Sandbox {
     /// True for apps of the OpenID generation (see [`Sandbox::buyer_field`]).
-    fn migrated(&self, app_id: &str) -> bool {
+    pub(super) fn migrated(&self, app_id: &str) -> bool {
         self.apps
             .get(app_id)
             .is_some_and(|app| app.app_cert_sn.is_some())

@@ -275,11 +275,9 @@ pub(super) async fn gateway_handle(
                     "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款",
                 ));
             }
-            let Some(total) = biz_str("total_amount").as_deref().and_then(parse_amount) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: total_amount"));
-            };
-            let Some(subject) = biz_str("subject").filter(|s| s.chars().count() <= 256) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: subject"));
+            let (total, subject) = match order_terms(&biz) {
+                Ok(terms) => terms,
+                Err(refusal) => return reply(refusal),
             };
             if auth_code.ends_with("9999") {
                 return reply(business("ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足"));
@@ -344,11 +342,9 @@ pub(super) async fn gateway_handle(
             if redirect && method != Method::GET && !is_form {
                 return reply(business("ACQ.INVALID_PARAMETER", "页面支付须由浏览器发起"));
             }
-            let Some(total) = biz_str("total_amount").as_deref().and_then(parse_amount) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: total_amount"));
-            };
-            let Some(subject) = biz_str("subject").filter(|s| s.chars().count() <= 256) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: subject"));
+            let (total, subject) = match order_terms(&biz) {
+                Ok(terms) => terms,
+                Err(refusal) => return reply(refusal),
             };
             let expected_product = match api.as_str() {
                 "alipay.trade.page.pay" => Some("FAST_INSTANT_TRADE_PAY"),
@@ -360,17 +356,9 @@ pub(super) async fn gateway_handle(
             {
                 return reply(business("ACQ.INVALID_PARAMETER", "参数无效: product_code"));
             }
-            let timeout = match biz_str("timeout_express") {
-                Some(text) => match parse_timeout_express(&text) {
-                    Some(duration) => duration,
-                    None => {
-                        return reply(business(
-                            "ACQ.INVALID_PARAMETER",
-                            "参数无效: timeout_express",
-                        ));
-                    }
-                },
-                None => time::Duration::days(15),
+            let timeout = match order_timeout(&biz) {
+                Ok(timeout) => timeout,
+                Err(refusal) => return reply(refusal),
             };
             let qr_code = {
                 let mut inner = sb.lock();
@@ -433,21 +421,13 @@ pub(super) async fn gateway_handle(
             if biz_str("product_code").as_deref() != Some("JSAPI_PAY") {
                 return reply(business("ACQ.INVALID_PARAMETER", "参数无效: product_code"));
             }
-            let Some(total) = biz_str("total_amount").as_deref().and_then(parse_amount) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: total_amount"));
+            let (total, subject) = match order_terms(&biz) {
+                Ok(terms) => terms,
+                Err(refusal) => return reply(refusal),
             };
-            let Some(subject) = biz_str("subject").filter(|s| s.chars().count() <= 256) else {
-                return reply(business("ACQ.INVALID_PARAMETER", "参数无效: subject"));
-            };
-            let timeout = match biz_str("timeout_express").map(|t| parse_timeout_express(&t)) {
-                Some(Some(duration)) => duration,
-                Some(None) => {
-                    return reply(business(
-                        "ACQ.INVALID_PARAMETER",
-                        "参数无效: timeout_express",
-                    ));
-                }
-                None => time::Duration::days(15),
+            let timeout = match order_timeout(&biz) {
+                Ok(timeout) => timeout,
+                Err(refusal) => return reply(refusal),
             };
             let buyer = match sb.trade_create_buyer(&app_id, &biz) {
                 Ok(buyer) => buyer,
@@ -651,6 +631,35 @@ pub(super) async fn gateway_handle(
             "isv.invalid-method",
             "不存在的方法名",
         )),
+    }
+}
+
+/// An order's `total_amount` (fen) and `subject`, as every order-making method checks them.
+fn order_terms(biz: &serde_json::Map<String, Value>) -> Result<(i64, String), Value> {
+    let field = |key: &str| {
+        biz.get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let total = field("total_amount")
+        .and_then(parse_amount)
+        .ok_or_else(|| business("ACQ.INVALID_PARAMETER", "参数无效: total_amount"))?;
+    let subject = field("subject")
+        .filter(|s| s.chars().count() <= 256)
+        .ok_or_else(|| business("ACQ.INVALID_PARAMETER", "参数无效: subject"))?;
+    Ok((total, subject.to_owned()))
+}
+
+/// An order's `timeout_express`, 15 days when absent.
+fn order_timeout(biz: &serde_json::Map<String, Value>) -> Result<time::Duration, Value> {
+    match biz
+        .get("timeout_express")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    {
+        Some(text) => parse_timeout_express(text)
+            .ok_or_else(|| business("ACQ.INVALID_PARAMETER", "参数无效: timeout_express")),
+        None => Ok(time::Duration::days(15)),
     }
 }
 

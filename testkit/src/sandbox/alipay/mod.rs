@@ -351,11 +351,7 @@ impl Sandbox {
         app_id: &str,
         user_field: &'static str,
     ) -> (&'static str, &'static str) {
-        let migrated = self
-            .apps
-            .get(app_id)
-            .is_some_and(|app| app.app_cert_sn.is_some());
-        if migrated {
+        if self.migrated(app_id) {
             (
                 "buyer_open_id",
                 "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
